@@ -1,0 +1,237 @@
+//! The `wafer-scf` command line: subcommands, and the wiring from [`Config`] to a running service.
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::handlers::{Deps, Settings};
+use crate::service::Service;
+use crate::store::{self, AppRecord, Store, TokenMode, DEFAULT_SESSION_DURATION_SECS};
+use crate::wechat::{self, UpstreamTimeouts, WeChatClient};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::io::Read;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wafer-scf",
+    version,
+    about = "Wafer session and credential server for WeChat mini-programs, official accounts and WeCom"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+
+    /// What to do. Without a subcommand: `serve`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Answer the Wafer protocol over HTTP POST on WAFER_LISTEN.
+    Serve,
+    /// Apply the storage schema (MySQL; the embedded store migrates itself).
+    Migrate,
+    /// Manage registered mini-programs and official accounts.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Delete sessions that have expired under their app's rules.
+    PurgeSessions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Register an app, or replace its secret and settings.
+    Add {
+        #[arg(long)]
+        appid: String,
+        /// The AppSecret. `-` reads it from standard input (keeps it out of shell history).
+        #[arg(long)]
+        secret: String,
+        /// Login lifetime in days (since the login that created the skey).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        login_duration_days: u32,
+        /// Idle lifetime in seconds (since the last successful auth).
+        #[arg(long, default_value_t = DEFAULT_SESSION_DURATION_SECS as u32, value_parser = clap::value_parser!(u32).range(60..))]
+        session_duration_secs: u32,
+        /// How the access token is fetched: stable (stable_token, the default) or classic (cgi-bin/token).
+        #[arg(long, default_value = "stable", value_parser = ["stable", "classic"])]
+        token_mode: String,
+    },
+    /// List registered apps (never prints secrets).
+    List,
+    /// Remove an app and its sessions.
+    Remove {
+        #[arg(long)]
+        appid: String,
+    },
+}
+
+/// Parse the command line and run. `main` only prints the error chain.
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    crate::telemetry::init(&cli.config.log, cli.config.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    rt.block_on(execute(cli))
+}
+
+/// Run a parsed command line.
+pub async fn execute(cli: Cli) -> Result<()> {
+    let config = cli.config;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&config).await,
+        Command::Migrate => {
+            let store = open_store(&config, true).await?;
+            println!("schema is up to date ({})", store.backend());
+            Ok(())
+        }
+        Command::App(cmd) => app_command(&config, cmd).await,
+        Command::PurgeSessions => {
+            let store = open_store(&config, false).await?;
+            let n = store
+                .purge_expired_sessions(crate::clock::Clock::now(&SystemClock))
+                .await
+                .context("purge failed")?;
+            println!("purged {n} expired sessions");
+            Ok(())
+        }
+    }
+}
+
+/// Open the configured store; with `migrate`, apply pending migrations first.
+pub async fn open_store(config: &Config, migrate: bool) -> Result<Arc<dyn Store>> {
+    store::open(&config.database_url, &config.store_options(), migrate)
+        .await
+        .with_context(|| format!("could not open storage {}", config.database_url.redacted()))
+}
+
+/// Build the service from configuration: store, one HTTP client, the system clock.
+pub async fn build_service(config: &Config) -> Result<Service> {
+    let store = open_store(config, false).await?;
+    let http = wechat::http_client(UpstreamTimeouts {
+        connect: config
+            .upstream_timeout()
+            .min(std::time::Duration::from_secs(3)),
+        total: config.upstream_timeout(),
+    })
+    .context("could not build the HTTP client")?;
+    let deps = Deps {
+        store,
+        wechat: WeChatClient::new(http, &config.wechat_base_url),
+        clock: Arc::new(SystemClock),
+        settings: Settings {
+            default_appid: config.default_appid(),
+            max_sessions_per_user: config.max_sessions_per_user as usize,
+        },
+    };
+    let mut svc = Service::new(deps);
+    svc.body_limit = config.body_limit as usize;
+    Ok(svc)
+}
+
+async fn serve(config: &Config) -> Result<()> {
+    let svc = Arc::new(build_service(config).await?);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", config.listen))?;
+    let addr = listener.local_addr().context("listener has no address")?;
+    tracing::info!(%addr, storage = %config.database_url.redacted(), wechat = %config.wechat_base_url, "wafer-scf listening");
+    crate::serve::serve(listener, svc, crate::serve::shutdown_signal())
+        .await
+        .context("HTTP server failed")
+}
+
+fn read_secret(arg: &str, what: &str) -> Result<String> {
+    let s = if arg == "-" {
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .context("could not read the secret from stdin")?;
+        buf.trim().to_owned()
+    } else {
+        arg.trim().to_owned()
+    };
+    if s.is_empty() || s.len() > 512 {
+        bail!("{what} must be 1 to 512 characters");
+    }
+    Ok(s)
+}
+
+fn check_ident(value: &str, what: &str, max: usize) -> Result<()> {
+    if value.is_empty() || value.len() > max || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("{what} must be 1 to {max} printable ASCII characters without spaces");
+    }
+    Ok(())
+}
+
+async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
+    let store = open_store(config, false).await?;
+    let now = crate::clock::Clock::now(&SystemClock);
+    match cmd {
+        AppCommand::Add {
+            appid,
+            secret,
+            login_duration_days,
+            session_duration_secs,
+            token_mode,
+        } => {
+            check_ident(&appid, "appid", 64)?;
+            let secret = read_secret(&secret, "the secret")?;
+            let existing = store.get_app(&appid).await.context("could not read apps")?;
+            let app = AppRecord {
+                appid: appid.clone(),
+                secret,
+                login_duration_secs: i64::from(login_duration_days) * 86_400,
+                session_duration_secs: i64::from(session_duration_secs),
+                token_mode: TokenMode::parse(&token_mode).unwrap_or(TokenMode::Stable),
+                created_at: existing.as_ref().map_or(now, |a| a.created_at),
+                updated_at: now,
+            };
+            store
+                .put_app(&app)
+                .await
+                .context("could not store the app")?;
+            tracing::info!(appid = %appid, action = if existing.is_some() { "replaced" } else { "added" }, "app registry changed");
+            println!(
+                "{} app {appid}",
+                if existing.is_some() {
+                    "updated"
+                } else {
+                    "added"
+                }
+            );
+        }
+        AppCommand::List => {
+            let apps = store.list_apps().await.context("could not read apps")?;
+            println!(
+                "{:<32} {:>14} {:>14} {:<8}",
+                "APPID", "LOGIN_DAYS", "IDLE_SECS", "TOKEN"
+            );
+            for a in apps {
+                println!(
+                    "{:<32} {:>14} {:>14} {:<8}",
+                    a.appid,
+                    a.login_duration_secs / 86_400,
+                    a.session_duration_secs,
+                    a.token_mode.as_str()
+                );
+            }
+        }
+        AppCommand::Remove { appid } => {
+            if store
+                .remove_app(&appid)
+                .await
+                .context("could not remove the app")?
+            {
+                tracing::info!(appid = %appid, action = "removed", "app registry changed");
+                println!("removed app {appid}");
+            } else {
+                bail!("no app {appid}");
+            }
+        }
+    }
+    Ok(())
+}

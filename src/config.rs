@@ -1,0 +1,95 @@
+//! Configuration: every `WAFER_*` environment variable, each overridable by a flag, validated at start-up so
+//! that a bad value stops the process with one clear message.
+
+use crate::store::DatabaseUrl;
+use crate::telemetry::LogFormat;
+use clap::Args;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Settings shared by every subcommand. Flags win over environment variables.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Storage: mysql://user:pass@host:port/db or sqlite:PATH (embedded, the default).
+    #[arg(long, env = "WAFER_DATABASE_URL", default_value = "sqlite:wafer.db", value_parser = DatabaseUrl::parse, global = true, hide_env_values = true)]
+    pub database_url: DatabaseUrl,
+
+    /// Address the HTTP mode listens on.
+    #[arg(
+        long,
+        env = "WAFER_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// WeChat API base URL (tests point it at a fake).
+    #[arg(long, env = "WAFER_WECHAT_BASE_URL", default_value = "https://api.weixin.qq.com", value_parser = parse_base_url, global = true)]
+    pub wechat_base_url: String,
+
+    /// The app a login without `appid` uses (default: the only registered app, if there is exactly one).
+    #[arg(long, env = "WAFER_DEFAULT_APPID", global = true)]
+    pub default_appid: Option<String>,
+
+    /// Log filter (tracing EnvFilter syntax: error, warn, info, debug, or per-module directives).
+    #[arg(long = "log", env = "WAFER_LOG", default_value = "info", value_parser = crate::telemetry::parse_filter, global = true)]
+    pub log: String,
+
+    /// Log line format.
+    #[arg(
+        long,
+        env = "WAFER_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    /// Deadline for one upstream (WeChat / WeCom) call, in milliseconds.
+    #[arg(long, env = "WAFER_UPSTREAM_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=60_000), global = true)]
+    pub upstream_timeout_ms: u64,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "WAFER_BODY_LIMIT", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1024..=6_291_456), global = true)]
+    pub body_limit: u64,
+
+    /// Live sessions kept per user and app; older ones are dropped at login.
+    #[arg(long, env = "WAFER_MAX_SESSIONS_PER_USER", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100), global = true)]
+    pub max_sessions_per_user: u64,
+
+    /// Most MySQL connections per process.
+    #[arg(long, env = "WAFER_DB_POOL_MAX", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=200), global = true)]
+    pub db_pool_max: u64,
+
+    /// Deadline for one storage operation, in milliseconds.
+    #[arg(long, env = "WAFER_DB_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=60_000), global = true)]
+    pub db_timeout_ms: u64,
+}
+
+fn parse_base_url(s: &str) -> Result<String, String> {
+    let ok =
+        (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len() - 1;
+    if ok && reqwest::Url::parse(s).is_ok() {
+        Ok(s.trim_end_matches('/').to_owned())
+    } else {
+        Err("expected an http:// or https:// URL".into())
+    }
+}
+
+impl Config {
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    /// `WAFER_DEFAULT_APPID` with an empty value counts as unset.
+    pub fn default_appid(&self) -> Option<String> {
+        self.default_appid.clone().filter(|a| !a.trim().is_empty())
+    }
+
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            max_connections: self.db_pool_max as usize,
+            query_timeout: Duration::from_millis(self.db_timeout_ms),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Cryptographic primitives the service owns: CSPRNG identifiers, skey hashing, constant-time comparison,
+//! the mini-program data decryptor, and upstream signature schemes.
+
+pub mod wxdata;
+
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// `n` bytes from the operating system's CSPRNG, hex-encoded (2n characters).
+pub fn random_hex(n: usize) -> Result<String, getrandom::Error> {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf)?;
+    Ok(hex::encode(buf))
+}
+
+/// A random alphanumeric string of `len` characters from the CSPRNG (JS-SDK nonces and the like).
+pub fn random_alnum(len: usize) -> Result<String, getrandom::Error> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut buf = vec![0u8; len];
+    getrandom::fill(&mut buf)?;
+    // 256 % 62 leaves a tiny bias; rejection sampling removes it.
+    let mut out = String::with_capacity(len);
+    let mut extra = [0u8; 1];
+    for mut b in buf {
+        while b >= 248 {
+            getrandom::fill(&mut extra)?;
+            b = extra[0];
+        }
+        out.push(ALPHABET[(b % 62) as usize] as char);
+    }
+    Ok(out)
+}
+
+/// Hex SHA-256. Used to store skeys (and caller keys) so that a database dump does not yield live sessions.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Hex SHA-1 (JS-SDK signatures, rawData signatures).
+pub fn sha1_hex(data: &[u8]) -> String {
+    hex::encode(Sha1::digest(data))
+}
+
+/// Constant-time equality of two byte strings (length is not secret).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// The mini-program rawData signature: `sha1(rawData + session_key)` in hex (upstream.md §4).
+pub fn raw_data_signature(raw_data: &str, session_key: &str) -> String {
+    sha1_hex(format!("{raw_data}{session_key}").as_bytes())
+}
+
+/// The login-state signature for checksession / resetusersessionkey (upstream.md §5.4):
+/// hex(HMAC-SHA256(key = the session_key's base64 text, msg = body)).
+pub fn login_state_signature(session_key: &str, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = match Hmac::<Sha256>::new_from_slice(session_key.as_bytes()) {
+        Ok(m) => m,
+        // HMAC accepts keys of any length; this branch cannot be reached.
+        Err(_) => return String::new(),
+    };
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_hex_has_the_asked_length_and_differs() {
+        let a = random_hex(16).unwrap();
+        let b = random_hex(16).unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn random_alnum_is_alphanumeric() {
+        let s = random_alnum(16).unwrap();
+        assert_eq!(s.len(), 16);
+        assert!(s.bytes().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn raw_data_signature_matches_the_official_vector() {
+        let raw = r#"{"nickName":"Band","gender":1,"language":"zh_CN","city":"Guangzhou","province":"Guangdong","country":"CN","avatarUrl":"http://wx.qlogo.cn/mmopen/vi_32/1vZvI39NWFQ9XM4LtQpFrQJ1xlgZxx3w7bQxKARol6503Iuswjjn6nIGBiaycAjAtpujxyzYsrztuuICqIM5ibXQ/0"}"#;
+        assert_eq!(
+            raw_data_signature(raw, "HyVFkGl5F5OQWJZZaNzBBg=="),
+            "75e81ceda165f4ffa64f4068af58c64b8f54b88c"
+        );
+    }
+
+    #[test]
+    fn login_state_signature_matches_the_official_vector() {
+        assert_eq!(
+            login_state_signature("o0q0otL8aEzpcZL/FT9WsQ==", r#"{"foo":"bar"}"#),
+            "654571f79995b2ce1e149e53c0a33dc39c0a74090db514261454e8dbe432aa0b"
+        );
+    }
+
+    #[test]
+    fn ct_eq_compares_content_and_length() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,179 @@
+//! The Wafer return codes: the fixed numbers of protocol.md §3 plus this project's documented additions.
+
+/// A Wafer `returnCode`. The numbers are part of the wire contract: existing SDKs compare them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReturnCode {
+    Ok,
+    DbErr,
+    NoInterface,
+    ParaErr,
+    WeixinNetErr,
+    ChangeSessionErr,
+    WeixinReturnErr,
+    RequestErr,
+    InterfaceErr,
+    NoPara,
+    NoAppid,
+    InitAppinfoErr,
+    ChangeTokenErr,
+    ChangeTicketErr,
+    ChangeAgentTicketErr,
+    /// New: the request body is larger than the configured limit, or nested too deeply.
+    RequestTooLarge,
+    /// New: the interface needs a caller key and none was presented.
+    CallerKeyMissing,
+    /// New: the presented caller key is unknown or revoked.
+    CallerKeyInvalid,
+    /// New: the caller key is valid but its scope does not cover the app asked for.
+    CallerKeyForbidden,
+    /// New: admin interface called without a valid admin token, or admin interfaces are disabled.
+    AdminAuthErr,
+    WeixinAppidErr,
+    WeixinAccesstokenErr,
+    WeixinCodeErr,
+    /// New: the upstream refused this server's egress IP (WeChat 40164 / WeCom 60020, 61004, 89503).
+    WeixinIpNotAllowed,
+    /// New: the upstream daily quota is used up (WeChat 45009); calls stop until it resets.
+    WeixinQuotaErr,
+    /// New: the upstream rate or concurrency limit was hit (45011, WeCom 45033), or a local budget.
+    WeixinRateLimited,
+    SessionExpired,
+    AuthErr,
+    DecryptErr,
+    CosParaErr,
+    /// An unexpected internal failure (a caught panic). Never carries details.
+    InternalErr,
+}
+
+impl ReturnCode {
+    /// Every code, for documentation and tests.
+    pub const ALL: [ReturnCode; 31] = [
+        Self::Ok,
+        Self::DbErr,
+        Self::NoInterface,
+        Self::ParaErr,
+        Self::WeixinNetErr,
+        Self::ChangeSessionErr,
+        Self::WeixinReturnErr,
+        Self::RequestErr,
+        Self::InterfaceErr,
+        Self::NoPara,
+        Self::NoAppid,
+        Self::InitAppinfoErr,
+        Self::ChangeTokenErr,
+        Self::ChangeTicketErr,
+        Self::ChangeAgentTicketErr,
+        Self::RequestTooLarge,
+        Self::CallerKeyMissing,
+        Self::CallerKeyInvalid,
+        Self::CallerKeyForbidden,
+        Self::AdminAuthErr,
+        Self::WeixinAppidErr,
+        Self::WeixinAccesstokenErr,
+        Self::WeixinCodeErr,
+        Self::WeixinIpNotAllowed,
+        Self::WeixinQuotaErr,
+        Self::WeixinRateLimited,
+        Self::SessionExpired,
+        Self::AuthErr,
+        Self::DecryptErr,
+        Self::CosParaErr,
+        Self::InternalErr,
+    ];
+
+    /// The integer sent as `returnCode`.
+    pub fn code(self) -> i64 {
+        match self {
+            Self::Ok => 0,
+            Self::DbErr => 1001,
+            Self::NoInterface => 1002,
+            Self::ParaErr => 1003,
+            Self::WeixinNetErr => 1005,
+            Self::ChangeSessionErr => 1006,
+            Self::WeixinReturnErr => 1007,
+            Self::RequestErr => 1009,
+            Self::InterfaceErr => 1010,
+            Self::NoPara => 1011,
+            Self::NoAppid => 1012,
+            Self::InitAppinfoErr => 1013,
+            Self::ChangeTokenErr => 1014,
+            Self::ChangeTicketErr => 1015,
+            Self::ChangeAgentTicketErr => 1016,
+            Self::RequestTooLarge => 1020,
+            Self::CallerKeyMissing => 1021,
+            Self::CallerKeyInvalid => 1022,
+            Self::CallerKeyForbidden => 1023,
+            Self::AdminAuthErr => 1024,
+            Self::InternalErr => 1099,
+            Self::WeixinAppidErr => 40013,
+            Self::WeixinAccesstokenErr => 40014,
+            Self::WeixinCodeErr => 40029,
+            Self::WeixinIpNotAllowed => 40164,
+            Self::WeixinQuotaErr => 45009,
+            Self::WeixinRateLimited => 45011,
+            Self::SessionExpired => 60011,
+            Self::AuthErr => 60012,
+            Self::DecryptErr => 60021,
+            Self::CosParaErr => -1,
+        }
+    }
+
+    /// The symbolic name, used as the prefix of `returnMessage` on errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::DbErr => "DB_ERR",
+            Self::NoInterface => "NO_INTERFACE",
+            Self::ParaErr => "PARA_ERR",
+            Self::WeixinNetErr => "WEIXIN_NET_ERR",
+            Self::ChangeSessionErr => "CHANGE_SESSION_ERR",
+            Self::WeixinReturnErr => "WEIXIN_RETURN_ERR",
+            Self::RequestErr => "REQUEST_ERR",
+            Self::InterfaceErr => "INTERFACE_ERR",
+            Self::NoPara => "NO_PARA",
+            Self::NoAppid => "NO_APPID",
+            Self::InitAppinfoErr => "INIT_APPINFO_ERR",
+            Self::ChangeTokenErr => "CHANGE_TOKEN_ERR",
+            Self::ChangeTicketErr => "CHANGE_TICKET_ERR",
+            Self::ChangeAgentTicketErr => "CHANGE_AGENT_TICKET_ERR",
+            Self::RequestTooLarge => "REQUEST_TOO_LARGE",
+            Self::CallerKeyMissing => "CALLER_KEY_MISSING",
+            Self::CallerKeyInvalid => "CALLER_KEY_INVALID",
+            Self::CallerKeyForbidden => "CALLER_KEY_FORBIDDEN",
+            Self::AdminAuthErr => "ADMIN_AUTH_ERR",
+            Self::InternalErr => "INTERNAL_ERR",
+            Self::WeixinAppidErr => "WEIXIN_APPID_ERR",
+            Self::WeixinAccesstokenErr => "WEIXIN_ACCESSTOKEN_ERR",
+            Self::WeixinCodeErr => "WEIXIN_CODE_ERR",
+            Self::WeixinIpNotAllowed => "WEIXIN_IP_NOT_ALLOWED",
+            Self::WeixinQuotaErr => "WEIXIN_QUOTA_ERR",
+            Self::WeixinRateLimited => "WEIXIN_RATE_LIMITED",
+            Self::SessionExpired => "SESSION_EXPIRED",
+            Self::AuthErr => "AUTH_ERR",
+            Self::DecryptErr => "DECRYPT_ERR",
+            Self::CosParaErr => "COS_PARA_ERR",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_and_names_are_unique() {
+        let codes: HashSet<i64> = ReturnCode::ALL.iter().map(|c| c.code()).collect();
+        let names: HashSet<&str> = ReturnCode::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(codes.len(), ReturnCode::ALL.len());
+        assert_eq!(names.len(), ReturnCode::ALL.len());
+    }
+
+    #[test]
+    fn protocol_numbers_are_fixed() {
+        assert_eq!(ReturnCode::NoAppid.code(), 1012);
+        assert_eq!(ReturnCode::SessionExpired.code(), 60011);
+        assert_eq!(ReturnCode::AuthErr.code(), 60012);
+        assert_eq!(ReturnCode::CosParaErr.code(), -1);
+    }
+}

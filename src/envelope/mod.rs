@@ -1,0 +1,259 @@
+//! The Wafer envelope: request parsing, the response shape, errors mapped to return codes, and typed `para` access.
+
+mod codes;
+mod para;
+
+pub use codes::ReturnCode;
+pub use para::{Para, MAX_FIELD_LEN};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+/// Deepest JSON nesting accepted in a request body. Deeper bodies are refused before any handler runs.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// An error as the caller sees it: a return code and a message that never carries secrets or request echoes.
+/// `detail` is for logs only (it must not carry secrets either).
+#[derive(Debug, Clone)]
+pub struct WaferError {
+    pub code: ReturnCode,
+    pub message: Cow<'static, str>,
+    pub detail: Option<String>,
+}
+
+impl WaferError {
+    pub fn new(code: ReturnCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// Attach a log-only detail (a cause chain, an upstream errcode). Never shown to callers.
+    pub fn with_detail(mut self, detail: impl std::fmt::Display) -> Self {
+        self.detail = Some(detail.to_string());
+        self
+    }
+
+    pub fn para(field: &str, why: &str) -> Self {
+        Self::new(ReturnCode::ParaErr, format!("para.{field} {why}"))
+    }
+
+    pub fn db(detail: impl std::fmt::Display) -> Self {
+        Self::new(ReturnCode::DbErr, "storage failure").with_detail(detail)
+    }
+
+    pub fn auth() -> Self {
+        Self::new(
+            ReturnCode::AuthErr,
+            "id/skey do not match a session of this app",
+        )
+    }
+}
+
+impl std::fmt::Display for WaferError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.name(),
+            self.code.code(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for WaferError {}
+
+/// The response envelope. Field order is the wire order of protocol.md §2.
+#[derive(Debug, Clone, Serialize)]
+pub struct Envelope {
+    #[serde(rename = "returnCode")]
+    pub return_code: i64,
+    #[serde(rename = "returnMessage")]
+    pub return_message: String,
+    #[serde(rename = "returnData")]
+    pub return_data: Value,
+    pub version: i64,
+    #[serde(rename = "componentName")]
+    pub component_name: &'static str,
+}
+
+impl Envelope {
+    pub fn ok(message: impl Into<String>, data: Value) -> Self {
+        Self {
+            return_code: 0,
+            return_message: message.into(),
+            return_data: data,
+            version: 1,
+            component_name: "MA",
+        }
+    }
+
+    pub fn error(err: &WaferError) -> Self {
+        Self {
+            return_code: err.code.code(),
+            return_message: format!("{}: {}", err.code.name(), err.message),
+            return_data: Value::String(String::new()),
+            version: 1,
+            component_name: "MA",
+        }
+    }
+
+    /// The JSON bytes sent on the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing this struct cannot fail: every field is a plain JSON value.
+        serde_json::to_vec(self).unwrap_or_else(|_| {
+            br#"{"returnCode":1099,"returnMessage":"INTERNAL_ERR","returnData":"","version":1,"componentName":"MA"}"#
+                .to_vec()
+        })
+    }
+}
+
+/// A parsed request: the interface name and its `para` object. Nothing about the interface is checked yet.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub interface_name: String,
+    pub para: Map<String, Value>,
+}
+
+/// Parse a raw body into a [`Request`], with the return codes of protocol.md §3 for each failure.
+/// The order of checks is: JSON object (1009), nesting depth (1020), `interface.interfaceName` (1002),
+/// then `para` (1011). An unknown name is the dispatcher's business (1010).
+pub fn parse_request(body: &[u8]) -> Result<Request, WaferError> {
+    if json_depth_exceeds(body, MAX_JSON_DEPTH) {
+        return Err(WaferError::new(
+            ReturnCode::RequestTooLarge,
+            format!("request JSON is nested deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        WaferError::new(ReturnCode::RequestErr, "request body is not valid JSON").with_detail(e)
+    })?;
+    let Value::Object(mut root) = value else {
+        return Err(WaferError::new(
+            ReturnCode::RequestErr,
+            "request body is not a JSON object",
+        ));
+    };
+    let Some(Value::Object(mut interface)) = root.remove("interface") else {
+        return Err(WaferError::new(
+            ReturnCode::NoInterface,
+            "interface.interfaceName is missing",
+        ));
+    };
+    let interface_name = match interface.remove("interfaceName") {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        _ => {
+            return Err(WaferError::new(
+                ReturnCode::NoInterface,
+                "interface.interfaceName is missing",
+            ))
+        }
+    };
+    let para = match interface.remove("para") {
+        Some(Value::Object(p)) => p,
+        _ => {
+            return Err(WaferError::new(
+                ReturnCode::NoPara,
+                "interface.para is missing or not an object",
+            ))
+        }
+    };
+    Ok(Request {
+        interface_name,
+        para,
+    })
+}
+
+/// Cheap pre-scan so that a deeply nested body is refused before serde recurses into it.
+/// Brackets inside strings are skipped; the scan is linear and allocation-free.
+fn json_depth_exceeds(body: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_keys_are_in_wire_order() {
+        let text = String::from_utf8(Envelope::ok("OK", Value::Null).to_bytes()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"returnCode":0,"returnMessage":"OK","returnData":null,"version":1,"componentName":"MA"}"#
+        );
+    }
+
+    #[test]
+    fn error_envelope_has_empty_string_data() {
+        let env = Envelope::error(&WaferError::para("code", "is missing"));
+        assert_eq!(env.return_code, 1003);
+        assert_eq!(env.return_data, Value::String(String::new()));
+        assert!(env.return_message.contains("para.code"));
+    }
+
+    #[test]
+    fn parse_checks_in_protocol_order() {
+        let code = |b: &str| parse_request(b.as_bytes()).unwrap_err().code;
+        assert_eq!(code("nope"), ReturnCode::RequestErr);
+        assert_eq!(code("[1,2]"), ReturnCode::RequestErr);
+        assert_eq!(code("{}"), ReturnCode::NoInterface);
+        assert_eq!(
+            code(r#"{"interface":{"interfaceName":5}}"#),
+            ReturnCode::NoInterface
+        );
+        assert_eq!(
+            code(r#"{"interface":{"interfaceName":"x"}}"#),
+            ReturnCode::NoPara
+        );
+        assert_eq!(
+            code(r#"{"interface":{"interfaceName":"x","para":[]}}"#),
+            ReturnCode::NoPara
+        );
+        let ok = parse_request(br#"{"interface":{"interfaceName":"x","para":{"a":"b"}}}"#).unwrap();
+        assert_eq!(ok.interface_name, "x");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_but_brackets_in_strings_are_not_counted() {
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert_eq!(
+            parse_request(deep.as_bytes()).unwrap_err().code,
+            ReturnCode::RequestTooLarge
+        );
+        let body = format!(
+            r#"{{"interface":{{"interfaceName":"x","para":{{"a":"{}\"{}"}}}}}}"#,
+            "[".repeat(100),
+            "{".repeat(100)
+        );
+        assert!(parse_request(body.as_bytes()).is_ok());
+    }
+}

@@ -1,0 +1,128 @@
+//! Typed access to `interface.para`: required and optional fields, lengths, and the lenient `force` flag.
+
+use super::WaferError;
+use serde_json::{Map, Value};
+
+/// Default upper bound on a para string field, in bytes. Individual fields may allow more or less.
+pub const MAX_FIELD_LEN: usize = 256;
+
+/// A borrowed view of `para` with field accessors that produce PARA_ERR naming the field.
+#[derive(Debug, Clone, Copy)]
+pub struct Para<'a>(pub &'a Map<String, Value>);
+
+impl<'a> Para<'a> {
+    /// A required, non-empty string of at most `max` bytes.
+    pub fn str_max(&self, field: &str, max: usize) -> Result<&'a str, WaferError> {
+        match self.opt_str_max(field, max)? {
+            Some(s) => Ok(s),
+            None => Err(WaferError::para(field, "is missing or empty")),
+        }
+    }
+
+    /// A required, non-empty string of at most [`MAX_FIELD_LEN`] bytes.
+    pub fn str(&self, field: &str) -> Result<&'a str, WaferError> {
+        self.str_max(field, MAX_FIELD_LEN)
+    }
+
+    /// An optional string: absent, `null` and `""` all mean "not given".
+    pub fn opt_str_max(&self, field: &str, max: usize) -> Result<Option<&'a str>, WaferError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) if s.len() > max => Err(WaferError::para(
+                field,
+                &format!("is longer than {max} bytes"),
+            )),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(WaferError::para(field, "must be a string")),
+        }
+    }
+
+    pub fn opt_str(&self, field: &str) -> Result<Option<&'a str>, WaferError> {
+        self.opt_str_max(field, MAX_FIELD_LEN)
+    }
+
+    /// A required identifier given either as a string or as a JSON integer (WeCom agent ids are numbers).
+    pub fn ident(&self, field: &str) -> Result<String, WaferError> {
+        match self.0.get(field) {
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+            _ => self.str(field).map(str::to_owned),
+        }
+    }
+
+    /// The `force` flag: JSON booleans and the strings "true"/"false"/"1"/"0" (and the integers 1/0).
+    /// Absent or null means false. Anything else is a PARA_ERR rather than a guess.
+    pub fn flag(&self, field: &str) -> Result<bool, WaferError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::Number(n)) if n.as_i64() == Some(1) => Ok(true),
+            Some(Value::Number(n)) if n.as_i64() == Some(0) => Ok(false),
+            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(true),
+                "false" | "0" | "" => Ok(false),
+                _ => Err(WaferError::para(field, "must be true or false")),
+            },
+            Some(_) => Err(WaferError::para(field, "must be true or false")),
+        }
+    }
+
+    /// An optional non-negative integer given as a JSON number or a decimal string.
+    pub fn opt_u64(&self, field: &str) -> Result<Option<u64>, WaferError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| WaferError::para(field, "must be a non-negative integer")),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) if s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| WaferError::para(field, "must be a non-negative integer")),
+            Some(_) => Err(WaferError::para(field, "must be a non-negative integer")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn para(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn force_accepts_the_documented_spellings_and_not_the_seed_bug() {
+        let m = para(
+            json!({"a": true, "b": "false", "c": "1", "d": "0", "e": false, "f": "yes", "g": 1}),
+        );
+        let p = Para(&m);
+        assert!(p.flag("a").unwrap());
+        assert!(!p.flag("b").unwrap(), "the string \"false\" is false");
+        assert!(p.flag("c").unwrap());
+        assert!(!p.flag("d").unwrap());
+        assert!(!p.flag("e").unwrap());
+        assert!(p.flag("f").is_err());
+        assert!(p.flag("g").unwrap());
+        assert!(!p.flag("missing").unwrap());
+    }
+
+    #[test]
+    fn strings_are_checked_for_presence_type_and_length() {
+        let m = para(json!({"s": "x", "empty": "", "num": 5, "long": "y".repeat(300)}));
+        let p = Para(&m);
+        assert_eq!(p.str("s").unwrap(), "x");
+        assert!(p.str("empty").unwrap_err().message.contains("para.empty"));
+        assert!(p
+            .str("num")
+            .unwrap_err()
+            .message
+            .contains("must be a string"));
+        assert!(p.str("long").unwrap_err().message.contains("longer"));
+        assert!(p.str("missing").is_err());
+        assert_eq!(p.ident("num").unwrap(), "5");
+    }
+}

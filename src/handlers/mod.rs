@@ -1,0 +1,99 @@
+//! The interface set: each `interfaceName` parsed from `para` into a typed request, then handled by a
+//! function of (request, [`Deps`]). Unknown names are a typed reply (1010), never a panic.
+
+pub mod session;
+
+use crate::clock::Clock;
+use crate::envelope::{Para, ReturnCode, WaferError};
+use crate::store::Store;
+use crate::wechat::WeChatClient;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Everything a handler may touch. Built once per process and shared by every request.
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub wechat: WeChatClient,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Settings,
+}
+
+/// Behaviour knobs that are not per-app.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `WAFER_DEFAULT_APPID`: the app a login without `appid` uses.
+    pub default_appid: Option<String>,
+    /// Live sessions kept per (appid, openid); the oldest beyond this are dropped at login.
+    pub max_sessions_per_user: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            default_appid: None,
+            max_sessions_per_user: session::DEFAULT_MAX_SESSIONS_PER_USER,
+        }
+    }
+}
+
+/// A successful reply: `returnMessage` and `returnData`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub message: &'static str,
+    pub data: Value,
+}
+
+/// Every interface this server answers, with its typed request.
+#[derive(Debug)]
+pub enum Interface<'a> {
+    IdSkey(session::LoginRequest<'a>),
+    Auth(session::AuthRequest<'a>),
+    Decrypt(session::DecryptRequest<'a>),
+    UserInfo(session::DecryptRequest<'a>),
+}
+
+impl<'a> Interface<'a> {
+    /// Parse `interfaceName` + `para`. Unknown names → INTERFACE_ERR; bad fields → PARA_ERR naming the field.
+    pub fn parse(name: &str, para: Para<'a>) -> Result<Self, WaferError> {
+        Ok(match name {
+            "qcloud.cam.id_skey" => Self::IdSkey(session::LoginRequest::parse(para)?),
+            "qcloud.cam.auth" => Self::Auth(session::AuthRequest::parse(para)?),
+            "qcloud.cam.decrypt" => Self::Decrypt(session::DecryptRequest::parse(para)?),
+            "qcloud.cam.userinfo" => Self::UserInfo(session::DecryptRequest::parse(para)?),
+            _ => {
+                return Err(WaferError::new(
+                    ReturnCode::InterfaceErr,
+                    "unknown interfaceName",
+                ))
+            }
+        })
+    }
+
+    /// The canonical interface name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::IdSkey(_) => "qcloud.cam.id_skey",
+            Self::Auth(_) => "qcloud.cam.auth",
+            Self::Decrypt(_) => "qcloud.cam.decrypt",
+            Self::UserInfo(_) => "qcloud.cam.userinfo",
+        }
+    }
+
+    /// Run the handler.
+    pub async fn handle(self, deps: &Deps) -> Result<Reply, WaferError> {
+        match self {
+            Self::IdSkey(r) => session::login(deps, r).await,
+            Self::Auth(r) => session::auth(deps, r).await,
+            Self::Decrypt(r) => session::decrypt(deps, r).await,
+            Self::UserInfo(r) => session::userinfo(deps, r).await,
+        }
+    }
+}
+
+/// Known interface names, for the README and tests.
+pub const INTERFACE_NAMES: &[&str] = &[
+    "qcloud.cam.id_skey",
+    "qcloud.cam.auth",
+    "qcloud.cam.decrypt",
+    "qcloud.cam.userinfo",
+];

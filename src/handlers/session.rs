@@ -1,0 +1,294 @@
+//! Mini-program sessions: `qcloud.cam.id_skey`, `qcloud.cam.auth`, `qcloud.cam.decrypt`, `qcloud.cam.userinfo`
+//! with every rule of protocol.md §4.1.
+
+use super::{Deps, Reply};
+use crate::crypto::{self, wxdata};
+use crate::envelope::{Para, ReturnCode, WaferError};
+use crate::store::{SessionRecord, SessionView};
+use crate::wechat::Call;
+use serde_json::{json, Value};
+
+/// Live sessions kept per (appid, openid) unless configured otherwise: a phone, a tablet, a PC client,
+/// a developer tool and one spare.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 5;
+/// Longest last-visit write interval. Shorter for apps whose idle timeout is short (a tenth of it).
+pub const TOUCH_INTERVAL_SECS: i64 = 60;
+
+const MAX_APPID: usize = 64;
+const MAX_CODE: usize = 128;
+const MAX_ID: usize = 100;
+const MAX_SKEY: usize = 128;
+const MAX_IV: usize = 64;
+/// Encrypted payloads (profile, WeRun history, share info) stay well under this.
+pub const MAX_ENCRYPTED: usize = 48 * 1024;
+
+/// `qcloud.cam.id_skey`.
+#[derive(Debug)]
+pub struct LoginRequest<'a> {
+    pub code: &'a str,
+    pub appid: Option<&'a str>,
+    /// `(encrypt_data, iv)` when both were given.
+    pub encrypted: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> LoginRequest<'a> {
+    pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
+        let code = p.str_max("code", MAX_CODE)?;
+        let appid = p.opt_str_max("appid", MAX_APPID)?;
+        let data = p.opt_str_max("encrypt_data", MAX_ENCRYPTED)?;
+        let iv = p.opt_str_max("iv", MAX_IV)?;
+        Ok(Self {
+            code,
+            appid,
+            encrypted: data.zip(iv),
+        })
+    }
+}
+
+/// `qcloud.cam.auth`.
+#[derive(Debug)]
+pub struct AuthRequest<'a> {
+    pub id: &'a str,
+    pub skey: &'a str,
+    pub appid: Option<&'a str>,
+}
+
+impl<'a> AuthRequest<'a> {
+    pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
+        Ok(Self {
+            id: p.str_max("id", MAX_ID)?,
+            skey: p.str_max("skey", MAX_SKEY)?,
+            appid: p.opt_str_max("appid", MAX_APPID)?,
+        })
+    }
+}
+
+/// `qcloud.cam.decrypt` and `qcloud.cam.userinfo`.
+#[derive(Debug)]
+pub struct DecryptRequest<'a> {
+    pub id: &'a str,
+    pub skey: &'a str,
+    pub appid: Option<&'a str>,
+    pub encrypt_data: &'a str,
+    pub iv: &'a str,
+}
+
+impl<'a> DecryptRequest<'a> {
+    pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
+        Ok(Self {
+            id: p.str_max("id", MAX_ID)?,
+            skey: p.str_max("skey", MAX_SKEY)?,
+            appid: p.opt_str_max("appid", MAX_APPID)?,
+            encrypt_data: p.str_max("encrypt_data", MAX_ENCRYPTED)?,
+            iv: p.str_max("iv", MAX_IV)?,
+        })
+    }
+}
+
+/// The appid a request names, or the server's default: `WAFER_DEFAULT_APPID`, else the only registered app.
+pub async fn resolve_appid(deps: &Deps, given: Option<&str>) -> Result<String, WaferError> {
+    if let Some(a) = given {
+        return Ok(a.to_owned());
+    }
+    if let Some(a) = &deps.settings.default_appid {
+        return Ok(a.clone());
+    }
+    let apps = deps.store.list_apps().await.map_err(WaferError::db)?;
+    match apps.as_slice() {
+        [only] => Ok(only.appid.clone()),
+        _ => Err(WaferError::para(
+            "appid",
+            "is missing and this server has no default app",
+        )),
+    }
+}
+
+fn decrypt_error(e: wxdata::DecryptError) -> WaferError {
+    let msg = match e {
+        wxdata::DecryptError::WrongAppid => "the data was not issued for this session's app",
+        _ => "encrypt_data could not be decrypted with this session (check encrypt_data and iv, or log in again)",
+    };
+    WaferError::new(ReturnCode::DecryptErr, msg).with_detail(e)
+}
+
+fn user_info_value(text: &Option<String>) -> Value {
+    text.as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Log in: code2session, optional profile decryption, a new session.
+pub async fn login(deps: &Deps, req: LoginRequest<'_>) -> Result<Reply, WaferError> {
+    let appid = resolve_appid(deps, req.appid).await?;
+    let app = deps
+        .store
+        .get_app(&appid)
+        .await
+        .map_err(WaferError::db)?
+        .ok_or_else(|| {
+            WaferError::new(
+                ReturnCode::NoAppid,
+                "appid is not configured on this server",
+            )
+        })?;
+
+    let wx = deps
+        .wechat
+        .code2session(&app.appid, &app.secret, req.code)
+        .await
+        .map_err(|e| e.to_wafer(Call::Code2Session, "WeChat"))?;
+
+    let user_info = match req.encrypted {
+        Some((data, iv)) => {
+            Some(wxdata::decrypt(&wx.session_key, data, iv, &app.appid).map_err(decrypt_error)?)
+        }
+        None => None,
+    };
+
+    let rng_err = |e| {
+        WaferError::new(ReturnCode::ChangeSessionErr, "could not create a session").with_detail(e)
+    };
+    let id = crypto::random_hex(16).map_err(rng_err)?;
+    let skey = crypto::random_hex(20).map_err(rng_err)?;
+    let now = deps.clock.now();
+    let record = SessionRecord {
+        id: id.clone(),
+        skey_hash: crypto::sha256_hex(skey.as_bytes()),
+        appid: app.appid.clone(),
+        openid: wx.openid.clone(),
+        unionid: wx.unionid.clone().unwrap_or_default(),
+        session_key: wx.session_key.clone(),
+        user_info: user_info.as_ref().map(Value::to_string),
+        created_at: now,
+        last_visit_at: now,
+    };
+    let outcome = deps
+        .store
+        .create_session(&record, deps.settings.max_sessions_per_user.max(1), now)
+        .await
+        .map_err(|e| {
+            WaferError::new(ReturnCode::ChangeSessionErr, "could not store the session")
+                .with_detail(e)
+        })?;
+    if let Some(info) = &record.user_info {
+        // Other devices of the same user see the fresh profile too.
+        if outcome.existing_user {
+            deps.store
+                .set_user_info(&app.appid, &wx.openid, info)
+                .await
+                .map_err(|e| {
+                    WaferError::new(ReturnCode::ChangeSessionErr, "could not store the profile")
+                        .with_detail(e)
+                })?;
+        }
+    }
+
+    Ok(Reply {
+        message: if outcome.existing_user {
+            "UPDATE_SESSION_SUCCESS"
+        } else {
+            "NEW_SESSION_SUCCESS"
+        },
+        data: json!({
+            "id": id,
+            "skey": skey,
+            "appid": app.appid,
+            "openid": wx.openid,
+            "unionid": record.unionid,
+            "user_info": user_info.unwrap_or(Value::Null),
+            "duration": app.login_duration_secs,
+        }),
+    })
+}
+
+/// Check id/skey (constant time), the appid binding and both expiry rules; record the visit (throttled).
+pub async fn check_session(
+    deps: &Deps,
+    id: &str,
+    skey: &str,
+    appid: Option<&str>,
+) -> Result<SessionView, WaferError> {
+    let view = deps
+        .store
+        .get_session(id)
+        .await
+        .map_err(WaferError::db)?
+        .ok_or_else(WaferError::auth)?;
+    let s = &view.session;
+    if !crypto::ct_eq(
+        crypto::sha256_hex(skey.as_bytes()).as_bytes(),
+        s.skey_hash.as_bytes(),
+    ) {
+        return Err(WaferError::auth());
+    }
+    if appid.is_some_and(|a| a != s.appid) {
+        return Err(WaferError::auth());
+    }
+    let now = deps.clock.now();
+    if now > s.created_at.saturating_add(view.login_duration_secs) {
+        return Err(WaferError::new(
+            ReturnCode::SessionExpired,
+            "the login has expired: log in again",
+        ));
+    }
+    if now > s.last_visit_at.saturating_add(view.session_duration_secs) {
+        return Err(WaferError::new(
+            ReturnCode::SessionExpired,
+            "the session has been idle too long: log in again",
+        ));
+    }
+    let interval = TOUCH_INTERVAL_SECS.min((view.session_duration_secs / 10).max(1));
+    if now - s.last_visit_at >= interval {
+        if let Err(e) = deps.store.touch_session(&s.id, now).await {
+            // The check itself succeeded; a missed last-visit write only shortens the idle window.
+            tracing::warn!(error = %e, "could not record the session visit");
+        }
+    }
+    Ok(view)
+}
+
+/// `qcloud.cam.auth`.
+pub async fn auth(deps: &Deps, req: AuthRequest<'_>) -> Result<Reply, WaferError> {
+    let view = check_session(deps, req.id, req.skey, req.appid).await?;
+    let s = view.session;
+    Ok(Reply {
+        message: "AUTH_SUCCESS",
+        data: json!({
+            "user_info": user_info_value(&s.user_info),
+            "appid": s.appid,
+            "openid": s.openid,
+            "unionid": s.unionid,
+        }),
+    })
+}
+
+/// `qcloud.cam.decrypt`: any encrypted payload of a live session, watermark checked.
+pub async fn decrypt(deps: &Deps, req: DecryptRequest<'_>) -> Result<Reply, WaferError> {
+    let view = check_session(deps, req.id, req.skey, req.appid).await?;
+    let s = view.session;
+    let data = wxdata::decrypt(&s.session_key, req.encrypt_data, req.iv, &s.appid)
+        .map_err(decrypt_error)?;
+    Ok(Reply {
+        message: "DECRYPT_SUCCESS",
+        data,
+    })
+}
+
+/// `qcloud.cam.userinfo`: decrypt the profile of a live session and store it.
+pub async fn userinfo(deps: &Deps, req: DecryptRequest<'_>) -> Result<Reply, WaferError> {
+    let view = check_session(deps, req.id, req.skey, req.appid).await?;
+    let s = view.session;
+    let info = wxdata::decrypt(&s.session_key, req.encrypt_data, req.iv, &s.appid)
+        .map_err(decrypt_error)?;
+    deps.store
+        .set_user_info(&s.appid, &s.openid, &info.to_string())
+        .await
+        .map_err(|e| {
+            WaferError::new(ReturnCode::ChangeSessionErr, "could not store the profile")
+                .with_detail(e)
+        })?;
+    Ok(Reply {
+        message: "UPDATE_USERINFO_SUCCESS",
+        data: json!({"id": s.id, "skey": req.skey, "appid": s.appid, "user_info": info}),
+    })
+}

@@ -1,0 +1,24 @@
+//! wafer-scf: a Wafer-compatible session and credential server for WeChat mini-programs, official accounts and
+//! WeChat Work, served over HTTP or as a Tencent SCF custom runtime.
+//!
+//! Layout:
+//! - [`envelope`]: request/response envelope, return codes, typed `para` access;
+//! - [`handlers`]: the interface set and its handlers (sessions, …);
+//! - [`service`]: the transport-independent entry point every transport calls;
+//! - [`store`]: the storage trait with MySQL and embedded SQLite backends;
+//! - [`wechat`]: upstream clients and error classification;
+//! - [`crypto`]: identifiers, hashing, data decryption, signatures;
+//! - [`serve`]: HTTP mode; [`cli`], [`config`], [`telemetry`]: the binary's wiring;
+//! - [`clock`]: injectable time.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod envelope;
+pub mod handlers;
+pub mod serve;
+pub mod service;
+pub mod store;
+pub mod telemetry;
+pub mod wechat;

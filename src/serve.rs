@@ -1,0 +1,189 @@
+//! HTTP mode: the envelope answered on any path over `POST`, on a pre-bound listener, until a shutdown future
+//! resolves. Used locally, on a VM, and as the SCF web-function server.
+
+use crate::envelope::{Envelope, ReturnCode, WaferError};
+use crate::service::{RequestMeta, Service};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Serve until `shutdown` resolves; in-flight requests finish first.
+pub async fn serve(
+    listener: TcpListener,
+    service: Arc<Service>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new().fallback(handle).with_state(service);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}
+
+fn envelope_response(status: StatusCode, env: &Envelope) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        )],
+        env.to_bytes(),
+    )
+        .into_response()
+}
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn request_id(headers: &HeaderMap) -> String {
+    for name in ["x-request-id", "x-scf-request-id", "x-api-requestid"] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            if !v.is_empty() && v.len() <= 128 {
+                return v.to_owned();
+            }
+        }
+    }
+    format!(
+        "http-{}-{}",
+        std::process::id(),
+        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Caller key from `X-Wafer-Key`, `Authorization: Bearer`, or the `key` query parameter.
+pub fn caller_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(v) = headers.get("x-wafer-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim().to_owned());
+    }
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(token) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+        {
+            return Some(token.trim().to_owned());
+        }
+    }
+    query.and_then(|q| {
+        q.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == "key").then(|| percent_decode(v))
+        })
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex_val(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex_val(bytes[i + 1]), hex_val(bytes[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b == b'+' { b' ' } else { b });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn handle(State(svc): State<Arc<Service>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    if parts.method == Method::GET && matches!(parts.uri.path(), "/healthz" | "/health") {
+        return (StatusCode::OK, "ok").into_response();
+    }
+    if parts.method != Method::POST {
+        let err = WaferError::new(ReturnCode::RequestErr, "use HTTP POST with a JSON body");
+        let mut resp = envelope_response(StatusCode::METHOD_NOT_ALLOWED, &Envelope::error(&err));
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let meta = RequestMeta {
+        request_id: request_id(&parts.headers),
+        caller_key: caller_key(&parts.headers, parts.uri.query()),
+        admin_token: parts
+            .headers
+            .get("x-wafer-admin-token")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned()),
+    };
+    let bytes = match axum::body::to_bytes(Body::new(body), svc.body_limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            let err = WaferError::new(
+                ReturnCode::RequestTooLarge,
+                format!("request body is larger than {} bytes", svc.body_limit),
+            );
+            tracing::info!(request_id = %meta.request_id, return_code = err.code.code(), "request refused: body too large");
+            return envelope_response(StatusCode::PAYLOAD_TOO_LARGE, &Envelope::error(&err));
+        }
+    };
+    let env = svc.handle(&bytes, &meta).await;
+    envelope_response(StatusCode::OK, &env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_key_sources_in_order() {
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            caller_key(&h, Some("a=1&key=abc%2Bd")),
+            Some("abc+d".into())
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tok"),
+        );
+        assert_eq!(caller_key(&h, Some("key=q")), Some("tok".into()));
+        h.insert("x-wafer-key", HeaderValue::from_static("hdr"));
+        assert_eq!(caller_key(&h, None), Some("hdr".into()));
+    }
+
+    #[test]
+    fn percent_decode_handles_truncated_escapes() {
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%41"), "A");
+        assert_eq!(percent_decode("%é%"), "%é%");
+    }
+}

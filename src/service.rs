@@ -1,0 +1,109 @@
+//! The transport-independent entry point: raw body + request metadata in, envelope out. HTTP mode and the SCF
+//! runtime both call [`Service::handle`], so they give byte-identical envelopes. Panics are caught here and
+//! answered; one structured log line is written per request.
+
+use crate::envelope::{self, Envelope, Para, ReturnCode, WaferError};
+use crate::handlers::{Deps, Interface};
+use futures_util::FutureExt;
+use serde_json::Value;
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+/// Default largest request body accepted, in bytes.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// What the transport knows about a request besides its body.
+#[derive(Clone, Default)]
+pub struct RequestMeta {
+    /// Gateway / runtime / HTTP request id, for log correlation.
+    pub request_id: String,
+    /// `X-Wafer-Key` (or bearer token / `key` query parameter) presented by the caller.
+    pub caller_key: Option<String>,
+    /// `X-Wafer-Admin-Token` presented by the caller.
+    pub admin_token: Option<String>,
+}
+
+/// The service: handler dependencies plus transport-independent limits.
+pub struct Service {
+    pub deps: Deps,
+    /// Largest body accepted (`WAFER_BODY_LIMIT`).
+    pub body_limit: usize,
+}
+
+impl Service {
+    pub fn new(deps: Deps) -> Self {
+        Self {
+            deps,
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    /// Handle one request body. Never panics, never fails: every outcome is an envelope.
+    pub async fn handle(&self, body: &[u8], meta: &RequestMeta) -> Envelope {
+        let started = Instant::now();
+        let mut interface = "-";
+        let mut appid = String::new();
+        let result = AssertUnwindSafe(self.dispatch(body, meta, &mut interface, &mut appid))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                Err(WaferError::new(ReturnCode::InternalErr, "internal error")
+                    .with_detail("handler panicked"))
+            });
+        let envelope = match &result {
+            Ok((message, data)) => Envelope::ok(*message, data.clone()),
+            Err(e) => Envelope::error(e),
+        };
+        let latency_us = started.elapsed().as_micros() as u64;
+        match &result {
+            Err(e)
+                if matches!(
+                    e.code,
+                    ReturnCode::DbErr | ReturnCode::ChangeSessionErr | ReturnCode::InternalErr
+                ) =>
+            {
+                tracing::error!(
+                    request_id = %meta.request_id, interface, appid = %appid, return_code = envelope.return_code,
+                    latency_us, detail = e.detail.as_deref().unwrap_or(""), "request"
+                );
+            }
+            Err(e) => tracing::info!(
+                request_id = %meta.request_id, interface, appid = %appid, return_code = envelope.return_code,
+                latency_us, detail = e.detail.as_deref().unwrap_or(""), "request"
+            ),
+            Ok(_) => tracing::info!(
+                request_id = %meta.request_id, interface, appid = %appid, return_code = 0, latency_us, "request"
+            ),
+        }
+        envelope
+    }
+
+    async fn dispatch(
+        &self,
+        body: &[u8],
+        _meta: &RequestMeta,
+        interface: &mut &'static str,
+        appid: &mut String,
+    ) -> Result<(&'static str, Value), WaferError> {
+        if body.len() > self.body_limit {
+            return Err(WaferError::new(
+                ReturnCode::RequestTooLarge,
+                format!("request body is larger than {} bytes", self.body_limit),
+            ));
+        }
+        let req = envelope::parse_request(body)?;
+        let para = Para(&req.para);
+        if let Some(Value::String(a)) = req.para.get("appid").or_else(|| req.para.get("corpid")) {
+            appid.push_str(&a.chars().take(64).collect::<String>());
+        }
+        let parsed = Interface::parse(&req.interface_name, para)?;
+        *interface = parsed.name();
+        let reply = parsed.handle(&self.deps).await?;
+        if appid.is_empty() {
+            if let Some(Value::String(a)) = reply.data.get("appid") {
+                appid.push_str(a);
+            }
+        }
+        Ok((reply.message, reply.data))
+    }
+}

@@ -1,0 +1,299 @@
+//! Storage: the one trait every backend implements, its records, and opening a backend from a URL.
+//!
+//! Two backends pass the same conformance suite (`tests/it/store_conformance.rs`): MySQL for production
+//! ([`mysql::MysqlStore`]) and embedded SQLite as the zero-setup default ([`sqlite::SqliteStore`]).
+
+pub mod mysql;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// Default login lifetime: 30 days since the login that created the skey.
+pub const DEFAULT_LOGIN_DURATION_SECS: i64 = 30 * 86_400;
+/// Default idle lifetime: 2,592,000 s since the last successful auth.
+pub const DEFAULT_SESSION_DURATION_SECS: i64 = 2_592_000;
+
+/// A storage failure. The text is for logs and never contains secrets or bound values.
+#[derive(Debug, thiserror::Error)]
+#[error("{backend}: {message}")]
+pub struct StoreError {
+    pub backend: &'static str,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(backend: &'static str, message: impl std::fmt::Display) -> Self {
+        Self {
+            backend,
+            message: message.to_string(),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How an app's access token is fetched upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMode {
+    /// `POST /cgi-bin/stable_token`: idempotent within its window, safe for many callers.
+    Stable,
+    /// `GET /cgi-bin/token`: every fetch invalidates the previous token after 5 minutes.
+    Classic,
+}
+
+impl TokenMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stable => "stable",
+            Self::Classic => "classic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "stable" => Some(Self::Stable),
+            "classic" => Some(Self::Classic),
+            _ => None,
+        }
+    }
+}
+
+/// A registered mini-program or official account.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppRecord {
+    pub appid: String,
+    pub secret: String,
+    pub login_duration_secs: i64,
+    pub session_duration_secs: i64,
+    pub token_mode: TokenMode,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for AppRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppRecord")
+            .field("appid", &self.appid)
+            .field("secret", &"<redacted>")
+            .field("login_duration_secs", &self.login_duration_secs)
+            .field("session_duration_secs", &self.session_duration_secs)
+            .field("token_mode", &self.token_mode)
+            .finish()
+    }
+}
+
+/// A login session. `skey_hash` is the hex SHA-256 of the skey handed to the client.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub skey_hash: String,
+    pub appid: String,
+    pub openid: String,
+    pub unionid: String,
+    pub session_key: String,
+    /// The decrypted profile as JSON text, if any.
+    pub user_info: Option<String>,
+    pub created_at: i64,
+    pub last_visit_at: i64,
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("id", &self.id)
+            .field("appid", &self.appid)
+            .field("openid", &self.openid)
+            .field("created_at", &self.created_at)
+            .field("last_visit_at", &self.last_visit_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A session together with its app's expiry rules, read in one indexed query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    pub session: SessionRecord,
+    pub login_duration_secs: i64,
+    pub session_duration_secs: i64,
+}
+
+/// What a login did to the user's other sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginOutcome {
+    /// The user already had at least one session for this app (the reply says UPDATE_SESSION_SUCCESS).
+    pub existing_user: bool,
+    /// How many of the user's oldest sessions were removed to respect the bound.
+    pub pruned: usize,
+}
+
+/// The storage contract. Every method is a short transaction; none holds a lock across calls.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `"mysql"` or `"sqlite"`, for logs.
+    fn backend(&self) -> &'static str;
+
+    /// Apply pending schema migrations. Idempotent, safe to run from several processes at once.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// Insert or replace an app (keyed by appid).
+    async fn put_app(&self, app: &AppRecord) -> StoreResult<()>;
+    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>>;
+    /// All apps, ordered by appid.
+    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>>;
+    /// Remove an app and all its sessions. Returns whether the app existed.
+    async fn remove_app(&self, appid: &str) -> StoreResult<bool>;
+
+    /// Store a new session, in one transaction:
+    /// - give the user's other sessions for this app the new `session_key` (WeChat rotates it per user);
+    /// - drop the user's sessions that have expired by `now` under the app's rules;
+    /// - keep at most `keep` sessions for (appid, openid), dropping the oldest.
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        keep: usize,
+        now: i64,
+    ) -> StoreResult<LoginOutcome>;
+    /// One indexed read: the session by id joined with its app's expiry rules.
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>>;
+    /// Record a successful auth. Callers throttle this (see `handlers::session`).
+    async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()>;
+    /// Store a decrypted profile on every session of (appid, openid).
+    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()>;
+    /// Delete every session that has expired by `now`. Returns how many were deleted.
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64>;
+}
+
+/// Where the data lives, parsed from `WAFER_DATABASE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `mysql://user:pass@host:port/db`
+    Mysql(String),
+    /// `sqlite:PATH` or `sqlite::memory:`
+    Sqlite(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.starts_with("mysql://") {
+            if s.len() <= "mysql://".len() {
+                return Err("mysql URL has no host".into());
+            }
+            mysql_async::Opts::from_url(s).map_err(|e| format!("invalid mysql URL: {e}"))?;
+            Ok(Self::Mysql(s.to_owned()))
+        } else if let Some(path) = s.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(
+                    "sqlite URL has no path (use sqlite:wafer.db or sqlite::memory:)".into(),
+                );
+            }
+            Ok(Self::Sqlite(path.to_owned()))
+        } else {
+            Err("expected mysql://user:pass@host:port/db or sqlite:PATH".into())
+        }
+    }
+
+    /// The URL with any password replaced, for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(p) => format!("sqlite:{p}"),
+            Self::Mysql(u) => match (u.find("://"), u.rfind('@')) {
+                (Some(s), Some(at)) if at > s => {
+                    let creds = &u[s + 3..at];
+                    let user = creds.split(':').next().unwrap_or("");
+                    format!("mysql://{user}:***@{}", &u[at + 1..])
+                }
+                _ => u.clone(),
+            },
+        }
+    }
+}
+
+/// Pool and timeout settings for opening a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most connections a MySQL pool opens (SCF advises 1–2 per instance).
+    pub max_connections: usize,
+    /// Deadline for one storage operation (checkout included).
+    pub query_timeout: std::time::Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            query_timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// Open the store a URL names. SQLite stores are migrated on open (zero setup); MySQL stores are migrated
+/// by `wafer-scf migrate` (or `migrate = true`).
+pub async fn open(
+    url: &DatabaseUrl,
+    opts: &StoreOptions,
+    migrate: bool,
+) -> StoreResult<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match url {
+        DatabaseUrl::Mysql(u) => Arc::new(mysql::MysqlStore::connect(u, opts)?),
+        DatabaseUrl::Sqlite(p) => {
+            let s = sqlite::SqliteStore::open(p)?;
+            s.migrate().await?;
+            Arc::new(s)
+        }
+    };
+    if migrate {
+        store.migrate().await?;
+    }
+    Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_parse_and_redact() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:wafer.db").unwrap(),
+            DatabaseUrl::Sqlite("wafer.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite::memory:").unwrap(),
+            DatabaseUrl::Sqlite(":memory:".into())
+        );
+        let m = DatabaseUrl::parse("mysql://root:hunter2@127.0.0.1:3306/test").unwrap();
+        assert_eq!(m.redacted(), "mysql://root:***@127.0.0.1:3306/test");
+        assert!(!format!("{m:?}").is_empty());
+        assert!(DatabaseUrl::parse("postgres://x").is_err());
+        assert!(DatabaseUrl::parse("sqlite:").is_err());
+    }
+
+    #[test]
+    fn records_never_debug_print_secrets() {
+        let app = AppRecord {
+            appid: "wx1".into(),
+            secret: "TOPSECRET".into(),
+            login_duration_secs: 1,
+            session_duration_secs: 1,
+            token_mode: TokenMode::Stable,
+            created_at: 0,
+            updated_at: 0,
+        };
+        assert!(!format!("{app:?}").contains("TOPSECRET"));
+        let s = SessionRecord {
+            id: "i".into(),
+            skey_hash: "HASH".into(),
+            appid: "wx1".into(),
+            openid: "o".into(),
+            unionid: String::new(),
+            session_key: "SESSIONKEY".into(),
+            user_info: None,
+            created_at: 0,
+            last_visit_at: 0,
+        };
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("SESSIONKEY") && !dbg.contains("HASH"));
+    }
+}

@@ -1,0 +1,413 @@
+//! The production backend: MySQL / MariaDB through `mysql_async`. One pool per process, created lazily
+//! (no connection is opened before the first query), every operation under a deadline, all SQL parameterised.
+
+use super::{
+    AppRecord, LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreOptions,
+    StoreResult, TokenMode,
+};
+use async_trait::async_trait;
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts};
+use std::future::Future;
+use std::time::Duration;
+
+const BACKEND: &str = "mysql";
+
+/// Numbered migrations. Each file is split into statements at `;` line ends.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../sql/mysql/0001_apps_sessions.sql"))];
+
+/// Server error codes worth one more try: deadlock, lock wait timeout.
+const RETRYABLE: &[u16] = &[1213, 1205];
+
+/// The MySQL store.
+#[derive(Clone)]
+pub struct MysqlStore {
+    pool: Pool,
+    timeout: Duration,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::new(BACKEND, e)
+}
+
+type AppRow = (String, String, i64, i64, String, i64, i64);
+
+fn app_from_row(r: AppRow) -> AppRecord {
+    AppRecord {
+        appid: r.0,
+        secret: r.1,
+        login_duration_secs: r.2,
+        session_duration_secs: r.3,
+        token_mode: TokenMode::parse(&r.4).unwrap_or(TokenMode::Stable),
+        created_at: r.5,
+        updated_at: r.6,
+    }
+}
+
+const APP_COLUMNS: &str =
+    "appid, secret, login_duration_secs, session_duration_secs, token_mode, created_at, updated_at";
+
+/// Split a migration file into statements: drop `--` comment lines, split at `;`.
+fn statements(sql: &str) -> Vec<String> {
+    let body: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    body.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl MysqlStore {
+    /// Build the pool. Nothing connects until the first operation.
+    pub fn connect(url: &str, opts: &StoreOptions) -> StoreResult<Self> {
+        let parsed = Opts::from_url(url).map_err(|e| err(format!("invalid mysql URL: {e}")))?;
+        let max = opts.max_connections.max(1);
+        let constraints = PoolConstraints::new(0, max).ok_or_else(|| err("bad pool size"))?;
+        let pool_opts = PoolOpts::default()
+            .with_constraints(constraints)
+            // Connections idle longer than this are closed rather than reused: after an SCF freeze
+            // or a server-side wait_timeout they may be dead.
+            .with_inactive_connection_ttl(Duration::from_secs(30))
+            .with_ttl_check_interval(Duration::from_secs(30))
+            .with_reset_connection(false);
+        let builder = OptsBuilder::from_opts(parsed)
+            .pool_opts(pool_opts)
+            .prefer_socket(false)
+            .tcp_nodelay(true)
+            .init(vec![
+                "SET NAMES utf8mb4 COLLATE utf8mb4_bin",
+                "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
+            ]);
+        Ok(Self {
+            pool: Pool::new(builder),
+            timeout: opts.query_timeout,
+        })
+    }
+
+    /// Run one operation on a pooled connection under the store's deadline.
+    ///
+    /// A connection-level failure (I/O error, closed connection: what a connection left over from an SCF
+    /// freeze or a server `wait_timeout` gives) is retried once on a fresh connection; a deadlock or lock
+    /// wait timeout is retried up to three times. Server errors other than those are returned at once.
+    async fn run<T, F, Fut>(&self, f: F) -> StoreResult<T>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<T, mysql_async::Error>>,
+    {
+        let work = async {
+            let mut stale_retries = 0;
+            let mut lock_retries = 0;
+            loop {
+                let result = match self.pool.get_conn().await {
+                    Ok(conn) => f(conn).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Err(e) if is_connection_error(&e) && stale_retries < 1 => {
+                        stale_retries += 1;
+                        tracing::debug!(error = %e, "mysql connection failed; retrying on a fresh one");
+                    }
+                    Err(e) if is_retryable(&e) && lock_retries < 3 => lock_retries += 1,
+                    other => return other,
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(r) => r.map_err(err),
+            Err(_) => Err(err(format!("operation exceeded {:?}", self.timeout))),
+        }
+    }
+
+    /// Close the pool cleanly (graceful shutdown).
+    pub async fn disconnect(self) -> StoreResult<()> {
+        self.pool.disconnect().await.map_err(err)
+    }
+
+    async fn create_session_once(
+        mut conn: Conn,
+        s: &SessionRecord,
+        keep: usize,
+        now: i64,
+    ) -> Result<LoginOutcome, mysql_async::Error> {
+        let mut tx = conn.start_transaction(TxOpts::default()).await?;
+        let existing: Option<i64> = tx
+            .exec_first(
+                "SELECT COUNT(*) FROM wafer_sessions WHERE appid = ? AND openid = ?",
+                (&s.appid, &s.openid),
+            )
+            .await?;
+        tx.exec_drop(
+            "UPDATE wafer_sessions SET session_key = ? WHERE appid = ? AND openid = ?",
+            (&s.session_key, &s.appid, &s.openid),
+        )
+        .await?;
+        tx.exec_drop(
+            "DELETE s FROM wafer_sessions s JOIN wafer_apps a ON a.appid = s.appid
+             WHERE s.appid = ? AND s.openid = ?
+               AND (s.created_at + a.login_duration_secs < ? OR s.last_visit_at + a.session_duration_secs < ?)",
+            (&s.appid, &s.openid, now, now),
+        )
+        .await?;
+        tx.exec_drop(
+            "INSERT INTO wafer_sessions (id, skey_hash, appid, openid, unionid, session_key, user_info, created_at, last_visit_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                &s.id,
+                &s.skey_hash,
+                &s.appid,
+                &s.openid,
+                &s.unionid,
+                &s.session_key,
+                &s.user_info,
+                s.created_at,
+                s.last_visit_at,
+            ),
+        )
+        .await?;
+        let extra: Vec<String> = tx
+            .exec(
+                "SELECT id FROM wafer_sessions WHERE appid = ? AND openid = ?
+                 ORDER BY created_at DESC, id DESC LIMIT 18446744073709551615 OFFSET ?",
+                (&s.appid, &s.openid, keep as u64),
+            )
+            .await?;
+        for id in &extra {
+            tx.exec_drop("DELETE FROM wafer_sessions WHERE id = ?", (id,))
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(LoginOutcome {
+            existing_user: existing.unwrap_or(0) > 0,
+            pruned: extra.len(),
+        })
+    }
+}
+
+fn is_retryable(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if RETRYABLE.contains(&s.code))
+}
+
+fn is_connection_error(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Io(_) | mysql_async::Error::Driver(_))
+}
+
+#[async_trait]
+impl Store for MysqlStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        // DDL is slow on a cold server; migrations get a generous deadline of their own.
+        let work = async {
+            let mut conn = self.pool.get_conn().await?;
+            let got: Option<i64> = conn
+                .exec_first("SELECT GET_LOCK('wafer_scf_migrate', 60)", ())
+                .await?;
+            if got != Some(1) {
+                return Err(mysql_async::Error::Other(
+                    "could not take the migration lock".into(),
+                ));
+            }
+            let result = async {
+                conn.query_drop(
+                    "CREATE TABLE IF NOT EXISTS wafer_schema_migrations (version BIGINT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+                )
+                .await?;
+                for (version, sql) in MIGRATIONS {
+                    let done: Option<i64> = conn
+                        .exec_first("SELECT version FROM wafer_schema_migrations WHERE version = ?", (version,))
+                        .await?;
+                    if done.is_some() {
+                        continue;
+                    }
+                    for stmt in statements(sql) {
+                        conn.query_drop(stmt).await?;
+                    }
+                    conn.exec_drop(
+                        "INSERT INTO wafer_schema_migrations (version, applied_at) VALUES (?, UNIX_TIMESTAMP())",
+                        (version,),
+                    )
+                    .await?;
+                }
+                Ok(())
+            }
+            .await;
+            let _ = conn
+                .query_drop("SELECT RELEASE_LOCK('wafer_scf_migrate')")
+                .await;
+            result
+        };
+        match tokio::time::timeout(Duration::from_secs(120), work).await {
+            Ok(r) => r.map_err(err),
+            Err(_) => Err(err("migration exceeded 120 s")),
+        }
+    }
+
+    async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "INSERT INTO wafer_apps (appid, secret, login_duration_secs, session_duration_secs, token_mode, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE secret = VALUES(secret), login_duration_secs = VALUES(login_duration_secs),
+                   session_duration_secs = VALUES(session_duration_secs), token_mode = VALUES(token_mode),
+                   updated_at = VALUES(updated_at)",
+                (
+                    &app.appid,
+                    &app.secret,
+                    app.login_duration_secs,
+                    app.session_duration_secs,
+                    app.token_mode.as_str(),
+                    app.created_at,
+                    app.updated_at,
+                ),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
+        self.run(move |mut conn| async move {
+            let row: Option<AppRow> = conn
+                .exec_first(
+                    format!("SELECT {APP_COLUMNS} FROM wafer_apps WHERE appid = ?"),
+                    (appid,),
+                )
+                .await?;
+            Ok(row.map(app_from_row))
+        })
+        .await
+    }
+
+    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
+        self.run(move |mut conn| async move {
+            let rows: Vec<AppRow> = conn
+                .query(format!(
+                    "SELECT {APP_COLUMNS} FROM wafer_apps ORDER BY appid"
+                ))
+                .await?;
+            Ok(rows.into_iter().map(app_from_row).collect())
+        })
+        .await
+    }
+
+    async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
+        self.run(move |mut conn| async move {
+            let mut tx = conn.start_transaction(TxOpts::default()).await?;
+            tx.exec_drop("DELETE FROM wafer_sessions WHERE appid = ?", (appid,))
+                .await?;
+            tx.exec_drop("DELETE FROM wafer_apps WHERE appid = ?", (appid,))
+                .await?;
+            let n = tx.affected_rows();
+            tx.commit().await?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        keep: usize,
+        now: i64,
+    ) -> StoreResult<LoginOutcome> {
+        self.run(move |conn| Self::create_session_once(conn, session, keep, now))
+            .await
+    }
+
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            i64,
+            i64,
+            i64,
+            i64,
+        );
+        self.run(move |mut conn| async move {
+            let row: Option<Row> = conn
+                .exec_first(
+                    "SELECT s.id, s.skey_hash, s.appid, s.openid, s.unionid, s.session_key, s.user_info,
+                            s.created_at, s.last_visit_at, a.login_duration_secs, a.session_duration_secs
+                     FROM wafer_sessions s JOIN wafer_apps a ON a.appid = s.appid WHERE s.id = ?",
+                    (id,),
+                )
+                .await?;
+            Ok(row.map(|r| SessionView {
+                session: SessionRecord {
+                    id: r.0,
+                    skey_hash: r.1,
+                    appid: r.2,
+                    openid: r.3,
+                    unionid: r.4,
+                    session_key: r.5,
+                    user_info: r.6,
+                    created_at: r.7,
+                    last_visit_at: r.8,
+                },
+                login_duration_secs: r.9,
+                session_duration_secs: r.10,
+            }))
+        })
+        .await
+    }
+
+    async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "UPDATE wafer_sessions SET last_visit_at = ? WHERE id = ? AND last_visit_at < ?",
+                (now, id, now),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "UPDATE wafer_sessions SET user_info = ? WHERE appid = ? AND openid = ?",
+                (user_info, appid, openid),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "DELETE s FROM wafer_sessions s LEFT JOIN wafer_apps a ON a.appid = s.appid
+                 WHERE a.appid IS NULL
+                    OR s.created_at + a.login_duration_secs < ?
+                    OR s.last_visit_at + a.session_duration_secs < ?",
+                (now, now),
+            )
+            .await?;
+            Ok(conn.affected_rows())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statements;
+
+    #[test]
+    fn migration_files_split_into_statements() {
+        let st = statements(super::MIGRATIONS[0].1);
+        assert_eq!(st.len(), 2);
+        assert!(st[0].starts_with("CREATE TABLE IF NOT EXISTS wafer_apps"));
+    }
+}

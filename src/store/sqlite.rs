@@ -1,0 +1,287 @@
+//! The embedded backend: SQLite through `rusqlite` (bundled), one connection behind a mutex, calls run on
+//! tokio's blocking pool. The zero-setup default; several processes may share the file (WAL, busy timeout).
+
+use super::{
+    AppRecord, LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreResult, TokenMode,
+};
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::sync::{Arc, Mutex};
+
+const BACKEND: &str = "sqlite";
+
+/// Numbered migrations, applied in order inside one transaction each.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../sql/sqlite/0001_apps_sessions.sql"))];
+
+/// The embedded store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::new(BACKEND, e)
+}
+
+impl SqliteStore {
+    /// Open (or create) the database file at `path`; `:memory:` gives a private in-memory database.
+    pub fn open(path: &str) -> StoreResult<Self> {
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        if path != ":memory:" {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(err)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(err)?;
+        }
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn call<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(err)?
+        .map_err(err)
+    }
+}
+
+const APP_COLUMNS: &str =
+    "appid, secret, login_duration_secs, session_duration_secs, token_mode, created_at, updated_at";
+
+fn app_from_row(r: &Row<'_>) -> rusqlite::Result<AppRecord> {
+    let mode: String = r.get(4)?;
+    Ok(AppRecord {
+        appid: r.get(0)?,
+        secret: r.get(1)?,
+        login_duration_secs: r.get(2)?,
+        session_duration_secs: r.get(3)?,
+        token_mode: TokenMode::parse(&mode).unwrap_or(TokenMode::Stable),
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        self.call(|c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS wafer_schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            )?;
+            for (version, sql) in MIGRATIONS {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let done: Option<i64> = tx
+                    .query_row("SELECT version FROM wafer_schema_migrations WHERE version = ?1", [version], |r| r.get(0))
+                    .optional()?;
+                if done.is_none() {
+                    tx.execute_batch(sql)?;
+                    tx.execute(
+                        "INSERT INTO wafer_schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
+                        [version],
+                    )?;
+                }
+                tx.commit()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
+        let a = app.clone();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO wafer_apps (appid, secret, login_duration_secs, session_duration_secs, token_mode, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(appid) DO UPDATE SET secret = excluded.secret,
+                   login_duration_secs = excluded.login_duration_secs,
+                   session_duration_secs = excluded.session_duration_secs,
+                   token_mode = excluded.token_mode, updated_at = excluded.updated_at",
+                params![
+                    a.appid,
+                    a.secret,
+                    a.login_duration_secs,
+                    a.session_duration_secs,
+                    a.token_mode.as_str(),
+                    a.created_at,
+                    a.updated_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
+        let appid = appid.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {APP_COLUMNS} FROM wafer_apps WHERE appid = ?1"),
+                [appid],
+                app_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
+        self.call(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {APP_COLUMNS} FROM wafer_apps ORDER BY appid"
+            ))?;
+            let rows = st.query_map([], app_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
+        let appid = appid.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM wafer_sessions WHERE appid = ?1", [&appid])?;
+            let n = tx.execute("DELETE FROM wafer_apps WHERE appid = ?1", [&appid])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        keep: usize,
+        now: i64,
+    ) -> StoreResult<LoginOutcome> {
+        let s = session.clone();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let existing: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM wafer_sessions WHERE appid = ?1 AND openid = ?2",
+                params![s.appid, s.openid],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "UPDATE wafer_sessions SET session_key = ?3 WHERE appid = ?1 AND openid = ?2",
+                params![s.appid, s.openid, s.session_key],
+            )?;
+            tx.execute(
+                "DELETE FROM wafer_sessions WHERE appid = ?1 AND openid = ?2 AND id IN (
+                   SELECT s.id FROM wafer_sessions s JOIN wafer_apps a ON a.appid = s.appid
+                   WHERE s.appid = ?1 AND s.openid = ?2
+                     AND (s.created_at + a.login_duration_secs < ?3 OR s.last_visit_at + a.session_duration_secs < ?3))",
+                params![s.appid, s.openid, now],
+            )?;
+            tx.execute(
+                "INSERT INTO wafer_sessions (id, skey_hash, appid, openid, unionid, session_key, user_info, created_at, last_visit_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    s.id,
+                    s.skey_hash,
+                    s.appid,
+                    s.openid,
+                    s.unionid,
+                    s.session_key,
+                    s.user_info,
+                    s.created_at,
+                    s.last_visit_at
+                ],
+            )?;
+            let pruned = tx.execute(
+                "DELETE FROM wafer_sessions WHERE appid = ?1 AND openid = ?2 AND id NOT IN (
+                   SELECT id FROM wafer_sessions WHERE appid = ?1 AND openid = ?2
+                   ORDER BY created_at DESC, id DESC LIMIT ?3)",
+                params![s.appid, s.openid, keep as i64],
+            )?;
+            tx.commit()?;
+            Ok(LoginOutcome { existing_user: existing > 0, pruned })
+        })
+        .await
+    }
+
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                "SELECT s.id, s.skey_hash, s.appid, s.openid, s.unionid, s.session_key, s.user_info,
+                        s.created_at, s.last_visit_at, a.login_duration_secs, a.session_duration_secs
+                 FROM wafer_sessions s JOIN wafer_apps a ON a.appid = s.appid WHERE s.id = ?1",
+                [id],
+                |r| {
+                    Ok(SessionView {
+                        session: SessionRecord {
+                            id: r.get(0)?,
+                            skey_hash: r.get(1)?,
+                            appid: r.get(2)?,
+                            openid: r.get(3)?,
+                            unionid: r.get(4)?,
+                            session_key: r.get(5)?,
+                            user_info: r.get(6)?,
+                            created_at: r.get(7)?,
+                            last_visit_at: r.get(8)?,
+                        },
+                        login_duration_secs: r.get(9)?,
+                        session_duration_secs: r.get(10)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE wafer_sessions SET last_visit_at = ?2 WHERE id = ?1 AND last_visit_at < ?2",
+                params![id, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
+        let (appid, openid, info) = (appid.to_owned(), openid.to_owned(), user_info.to_owned());
+        self.call(move |c| {
+            c.execute(
+                "UPDATE wafer_sessions SET user_info = ?3 WHERE appid = ?1 AND openid = ?2",
+                params![appid, openid, info],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        self.call(move |c| {
+            let n = c.execute(
+                "DELETE FROM wafer_sessions WHERE id IN (
+                   SELECT s.id FROM wafer_sessions s LEFT JOIN wafer_apps a ON a.appid = s.appid
+                   WHERE a.appid IS NULL
+                      OR s.created_at + a.login_duration_secs < ?1
+                      OR s.last_visit_at + a.session_duration_secs < ?1)",
+                [now],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}

@@ -1,0 +1,357 @@
+//! Upstream HTTP clients (WeChat; WeCom later) and the classification of upstream errors into return codes.
+//!
+//! Base URLs and timeouts are arguments so tests point them at a local fake. Query values are URL-encoded by
+//! reqwest; TLS is verified (rustls). No URL is ever logged: request URLs carry secrets.
+
+use crate::envelope::{ReturnCode, WaferError};
+use serde::Deserialize;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Why an upstream call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// Connection refused, DNS, TLS, timeout. Text has no URL.
+    Network(String),
+    /// A non-200 HTTP status.
+    Status(u16),
+    /// A 200 whose body is not JSON, or JSON missing the fields a success needs.
+    BadReply(String),
+    /// A JSON `errcode` other than 0.
+    Api { errcode: i64, rid: Option<String> },
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Network(e) => write!(f, "network: {e}"),
+            Self::Status(s) => write!(f, "HTTP status {s}"),
+            Self::BadReply(e) => write!(f, "bad reply: {e}"),
+            Self::Api {
+                errcode,
+                rid: Some(rid),
+            } => write!(f, "errcode {errcode} (rid {rid})"),
+            Self::Api { errcode, rid: None } => write!(f, "errcode {errcode}"),
+        }
+    }
+}
+
+/// What the failed call was doing; decides which return code a credential-class errcode becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Code2Session,
+    Token,
+    Ticket,
+}
+
+/// Errcodes meaning "the caller's egress IP is not whitelisted / needs admin confirmation".
+pub const IP_CODES: &[i64] = &[40164, 60020, 61004, 89503];
+/// Errcodes meaning "appid/corpid/secret are wrong or frozen".
+pub const CREDENTIAL_CODES: &[i64] = &[40013, 40125, 40091, 40243, 41002, 41004, 40001];
+/// Errcodes meaning "this access token is invalid / not latest / expired" on a ticket or business call.
+pub const TOKEN_INVALID_CODES: &[i64] = &[40001, 40014, 42001];
+/// Errcodes meaning "the login code is invalid, used, or the user is risky".
+pub const CODE_CODES: &[i64] = &[40029, 40163, 40226];
+
+impl UpstreamError {
+    /// The one place upstream failures become caller-visible errors. Messages name the class and errcode,
+    /// never WeChat's errmsg and never a credential.
+    pub fn to_wafer(&self, call: Call, upstream: &'static str) -> WaferError {
+        let e = match self {
+            Self::Network(_) => WaferError::new(
+                ReturnCode::WeixinNetErr,
+                format!("{upstream} unreachable or timed out"),
+            ),
+            Self::Status(s) => WaferError::new(
+                ReturnCode::WeixinNetErr,
+                format!("{upstream} answered HTTP {s}"),
+            ),
+            Self::BadReply(_) => WaferError::new(
+                ReturnCode::WeixinReturnErr,
+                format!("{upstream} answered an unexpected reply"),
+            ),
+            Self::Api { errcode, .. } => {
+                let c = *errcode;
+                if IP_CODES.contains(&c) {
+                    WaferError::new(
+                        ReturnCode::WeixinIpNotAllowed,
+                        format!("{upstream} refused this server's IP address (errcode {c}): add the egress IP to the IP whitelist"),
+                    )
+                } else if call == Call::Code2Session && CODE_CODES.contains(&c) {
+                    WaferError::new(
+                        ReturnCode::WeixinCodeErr,
+                        format!("{upstream} rejected the login code (errcode {c})"),
+                    )
+                } else if call == Call::Ticket && TOKEN_INVALID_CODES.contains(&c) {
+                    WaferError::new(
+                        ReturnCode::WeixinAccesstokenErr,
+                        format!("{upstream} rejected the access token (errcode {c})"),
+                    )
+                } else if CREDENTIAL_CODES.contains(&c) {
+                    WaferError::new(
+                        ReturnCode::WeixinAppidErr,
+                        format!("{upstream} rejected the app credentials (errcode {c}): check the appid and secret"),
+                    )
+                } else if c == 45009 {
+                    WaferError::new(
+                        ReturnCode::WeixinQuotaErr,
+                        format!("{upstream} daily quota used up (errcode {c})"),
+                    )
+                } else if c == 45011 || c == 45033 {
+                    WaferError::new(
+                        ReturnCode::WeixinRateLimited,
+                        format!("{upstream} rate limit hit (errcode {c})"),
+                    )
+                } else if c == -1 {
+                    WaferError::new(
+                        ReturnCode::WeixinNetErr,
+                        format!("{upstream} is busy (errcode -1)"),
+                    )
+                } else {
+                    WaferError::new(
+                        ReturnCode::WeixinReturnErr,
+                        format!("{upstream} returned errcode {c}"),
+                    )
+                }
+            }
+        };
+        e.with_detail(self)
+    }
+}
+
+/// A successful `jscode2session`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WxSession {
+    pub openid: String,
+    pub session_key: String,
+    pub unionid: Option<String>,
+}
+
+impl std::fmt::Debug for WxSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WxSession")
+            .field("openid", &self.openid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Timeouts for upstream calls.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    pub total: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(3),
+            total: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Build the one keep-alive HTTP client a process uses for every upstream.
+pub fn http_client(t: UpstreamTimeouts) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(t.connect)
+        .timeout(t.total)
+        .pool_idle_timeout(Duration::from_secs(50))
+        .user_agent(concat!("wafer-scf/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// The WeChat API client (`api.weixin.qq.com` by default).
+#[derive(Clone, Debug)]
+pub struct WeChatClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+#[derive(Deserialize)]
+struct Code2SessionReply {
+    #[serde(default)]
+    errcode: Option<i64>,
+    openid: Option<String>,
+    session_key: Option<String>,
+    unionid: Option<String>,
+}
+
+impl WeChatClient {
+    pub fn new(http: reqwest::Client, base_url: &str) -> Self {
+        Self {
+            http,
+            base: base_url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /sns/jscode2session`. Called once per login code: codes are single-use, so never retried.
+    pub async fn code2session(
+        &self,
+        appid: &str,
+        secret: &str,
+        code: &str,
+    ) -> Result<WxSession, UpstreamError> {
+        let req = self
+            .http
+            .get(format!("{}/sns/jscode2session", self.base))
+            .query(&[
+                ("appid", appid),
+                ("secret", secret),
+                ("js_code", code),
+                ("grant_type", "authorization_code"),
+            ]);
+        let body = send_json(req).await?;
+        let reply: Code2SessionReply = serde_json::from_value(body.clone())
+            .map_err(|_| UpstreamError::BadReply("unexpected field types".into()))?;
+        check_errcode(reply.errcode, &body)?;
+        match (reply.openid, reply.session_key) {
+            (Some(openid), Some(session_key)) if !openid.is_empty() && !session_key.is_empty() => {
+                Ok(WxSession {
+                    openid,
+                    session_key,
+                    unionid: reply.unionid.filter(|u| !u.is_empty()),
+                })
+            }
+            _ => Err(UpstreamError::BadReply("no openid/session_key".into())),
+        }
+    }
+}
+
+/// Send a request and read a JSON object body. Errors never include the URL (it carries secrets).
+pub async fn send_json(req: reqwest::RequestBuilder) -> Result<Value, UpstreamError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| UpstreamError::Network(e.without_url().to_string()))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(UpstreamError::Status(status.as_u16()));
+    }
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| UpstreamError::Network(e.without_url().to_string()))?;
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|_| UpstreamError::BadReply("not JSON".into()))?;
+    if !value.is_object() {
+        return Err(UpstreamError::BadReply("not a JSON object".into()));
+    }
+    Ok(value)
+}
+
+/// A non-zero errcode becomes [`UpstreamError::Api`] (with WeChat's request id for support tickets).
+pub fn check_errcode(errcode: Option<i64>, body: &Value) -> Result<(), UpstreamError> {
+    match errcode {
+        None | Some(0) => Ok(()),
+        Some(c) => Err(UpstreamError::Api {
+            errcode: c,
+            rid: rid_of(body),
+        }),
+    }
+}
+
+/// WeChat appends `rid: <id>` to errmsg; keep only that id.
+fn rid_of(body: &Value) -> Option<String> {
+    let msg = body.get("errmsg")?.as_str()?;
+    let rid = msg.split("rid:").nth(1)?.trim();
+    let rid: String = rid
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(64)
+        .collect();
+    (!rid.is_empty()).then_some(rid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_error_table() {
+        let api = |c| UpstreamError::Api {
+            errcode: c,
+            rid: None,
+        };
+        assert_eq!(
+            api(40029).to_wafer(Call::Code2Session, "WeChat").code,
+            ReturnCode::WeixinCodeErr
+        );
+        assert_eq!(
+            api(40163).to_wafer(Call::Code2Session, "WeChat").code,
+            ReturnCode::WeixinCodeErr
+        );
+        assert_eq!(
+            api(40226).to_wafer(Call::Code2Session, "WeChat").code,
+            ReturnCode::WeixinCodeErr
+        );
+        assert_eq!(
+            api(40013).to_wafer(Call::Code2Session, "WeChat").code,
+            ReturnCode::WeixinAppidErr
+        );
+        assert_eq!(
+            api(40125).to_wafer(Call::Token, "WeChat").code,
+            ReturnCode::WeixinAppidErr
+        );
+        assert_eq!(
+            api(40001).to_wafer(Call::Token, "WeChat").code,
+            ReturnCode::WeixinAppidErr
+        );
+        assert_eq!(
+            api(40001).to_wafer(Call::Ticket, "WeChat").code,
+            ReturnCode::WeixinAccesstokenErr
+        );
+        let ip = api(40164).to_wafer(Call::Token, "WeChat");
+        assert_eq!(ip.code, ReturnCode::WeixinIpNotAllowed);
+        assert!(ip.message.contains("whitelist"));
+        assert_eq!(
+            api(60020).to_wafer(Call::Token, "WeCom").code,
+            ReturnCode::WeixinIpNotAllowed
+        );
+        assert_eq!(
+            api(45009).to_wafer(Call::Token, "WeChat").code,
+            ReturnCode::WeixinQuotaErr
+        );
+        assert_eq!(
+            api(45011).to_wafer(Call::Token, "WeChat").code,
+            ReturnCode::WeixinRateLimited
+        );
+        assert_eq!(
+            api(-1).to_wafer(Call::Token, "WeChat").code,
+            ReturnCode::WeixinNetErr
+        );
+        assert_eq!(
+            api(99999).to_wafer(Call::Token, "WeChat").code,
+            ReturnCode::WeixinReturnErr
+        );
+        assert_eq!(
+            UpstreamError::Status(502)
+                .to_wafer(Call::Token, "WeChat")
+                .code,
+            ReturnCode::WeixinNetErr
+        );
+        assert_eq!(
+            UpstreamError::BadReply("x".into())
+                .to_wafer(Call::Token, "WeChat")
+                .code,
+            ReturnCode::WeixinReturnErr
+        );
+    }
+
+    #[test]
+    fn rid_is_extracted_and_errmsg_is_not_kept() {
+        let body = serde_json::json!({"errcode": 40029, "errmsg": "invalid code, rid: 6543-abc"});
+        assert_eq!(
+            check_errcode(Some(40029), &body).unwrap_err(),
+            UpstreamError::Api {
+                errcode: 40029,
+                rid: Some("6543-abc".into())
+            }
+        );
+        assert!(check_errcode(Some(0), &body).is_ok());
+    }
+}
