@@ -112,9 +112,7 @@ pub async fn open_store(config: &Config, migrate: bool) -> Result<Arc<dyn Store>
 pub async fn build_service(config: &Config) -> Result<Service> {
     let store = open_store(config, false).await?;
     let http = wechat::http_client(UpstreamTimeouts {
-        connect: config
-            .upstream_timeout()
-            .min(std::time::Duration::from_secs(3)),
+        connect: config.upstream_timeout().min(std::time::Duration::from_secs(3)),
         total: config.upstream_timeout(),
     })
     .context("could not build the HTTP client")?;
@@ -139,17 +137,13 @@ async fn serve(config: &Config) -> Result<()> {
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = listener.local_addr().context("listener has no address")?;
     tracing::info!(%addr, storage = %config.database_url.redacted(), wechat = %config.wechat_base_url, "wafer-scf listening");
-    crate::serve::serve(listener, svc, crate::serve::shutdown_signal())
-        .await
-        .context("HTTP server failed")
+    crate::serve::serve(listener, svc, crate::serve::shutdown_signal()).await.context("HTTP server failed")
 }
 
 fn read_secret(arg: &str, what: &str) -> Result<String> {
     let s = if arg == "-" {
         let mut buf = String::new();
-        std::io::stdin()
-            .read_to_string(&mut buf)
-            .context("could not read the secret from stdin")?;
+        std::io::stdin().read_to_string(&mut buf).context("could not read the secret from stdin")?;
         buf.trim().to_owned()
     } else {
         arg.trim().to_owned()
@@ -171,13 +165,7 @@ async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
     let store = open_store(config, false).await?;
     let now = crate::clock::Clock::now(&SystemClock);
     match cmd {
-        AppCommand::Add {
-            appid,
-            secret,
-            login_duration_days,
-            session_duration_secs,
-            token_mode,
-        } => {
+        AppCommand::Add { appid, secret, login_duration_days, session_duration_secs, token_mode } => {
             check_ident(&appid, "appid", 64)?;
             let secret = read_secret(&secret, "the secret")?;
             let existing = store.get_app(&appid).await.context("could not read apps")?;
@@ -190,26 +178,13 @@ async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
                 created_at: existing.as_ref().map_or(now, |a| a.created_at),
                 updated_at: now,
             };
-            store
-                .put_app(&app)
-                .await
-                .context("could not store the app")?;
+            store.put_app(&app).await.context("could not store the app")?;
             tracing::info!(appid = %appid, action = if existing.is_some() { "replaced" } else { "added" }, "app registry changed");
-            println!(
-                "{} app {appid}",
-                if existing.is_some() {
-                    "updated"
-                } else {
-                    "added"
-                }
-            );
+            println!("{} app {appid}", if existing.is_some() { "updated" } else { "added" });
         }
         AppCommand::List => {
             let apps = store.list_apps().await.context("could not read apps")?;
-            println!(
-                "{:<32} {:>14} {:>14} {:<8}",
-                "APPID", "LOGIN_DAYS", "IDLE_SECS", "TOKEN"
-            );
+            println!("{:<32} {:>14} {:>14} {:<8}", "APPID", "LOGIN_DAYS", "IDLE_SECS", "TOKEN");
             for a in apps {
                 println!(
                     "{:<32} {:>14} {:>14} {:<8}",
@@ -221,11 +196,7 @@ async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
             }
         }
         AppCommand::Remove { appid } => {
-            if store
-                .remove_app(&appid)
-                .await
-                .context("could not remove the app")?
-            {
+            if store.remove_app(&appid).await.context("could not remove the app")? {
                 tracing::info!(appid = %appid, action = "removed", "app registry changed");
                 println!("removed app {appid}");
             } else {

@@ -15,12 +15,7 @@ pub struct Config {
     pub database_url: DatabaseUrl,
 
     /// Address the HTTP mode listens on.
-    #[arg(
-        long,
-        env = "WAFER_LISTEN",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "WAFER_LISTEN", default_value = "127.0.0.1:8080", global = true)]
     pub listen: SocketAddr,
 
     /// WeChat API base URL (tests point it at a fake).
@@ -36,13 +31,7 @@ pub struct Config {
     pub log: String,
 
     /// Log line format.
-    #[arg(
-        long,
-        env = "WAFER_LOG_FORMAT",
-        value_enum,
-        default_value = "text",
-        global = true
-    )]
+    #[arg(long, env = "WAFER_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
 
     /// Deadline for one upstream (WeChat / WeCom) call, in milliseconds.
@@ -67,8 +56,7 @@ pub struct Config {
 }
 
 fn parse_base_url(s: &str) -> Result<String, String> {
-    let ok =
-        (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len() - 1;
+    let ok = (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len() - 1;
     if ok && reqwest::Url::parse(s).is_ok() {
         Ok(s.trim_end_matches('/').to_owned())
     } else {

@@ -20,9 +20,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new().fallback(handle).with_state(service);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -51,10 +49,7 @@ pub async fn shutdown_signal() {
 fn envelope_response(status: StatusCode, env: &Envelope) -> Response {
     (
         status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"))],
         env.to_bytes(),
     )
         .into_response()
@@ -70,11 +65,7 @@ fn request_id(headers: &HeaderMap) -> String {
             }
         }
     }
-    format!(
-        "http-{}-{}",
-        std::process::id(),
-        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("http-{}-{}", std::process::id(), REQUEST_SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Caller key from `X-Wafer-Key`, `Authorization: Bearer`, or the `key` query parameter.
@@ -82,14 +73,8 @@ pub fn caller_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     if let Some(v) = headers.get("x-wafer-key").and_then(|v| v.to_str().ok()) {
         return Some(v.trim().to_owned());
     }
-    if let Some(v) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Some(token) = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-        {
+    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        if let Some(token) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
             return Some(token.trim().to_owned());
         }
     }
@@ -131,8 +116,7 @@ async fn handle(State(svc): State<Arc<Service>>, req: Request) -> Response {
     if parts.method != Method::POST {
         let err = WaferError::new(ReturnCode::RequestErr, "use HTTP POST with a JSON body");
         let mut resp = envelope_response(StatusCode::METHOD_NOT_ALLOWED, &Envelope::error(&err));
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }
     let meta = RequestMeta {
@@ -166,14 +150,8 @@ mod tests {
     #[test]
     fn caller_key_sources_in_order() {
         let mut h = HeaderMap::new();
-        assert_eq!(
-            caller_key(&h, Some("a=1&key=abc%2Bd")),
-            Some("abc+d".into())
-        );
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer tok"),
-        );
+        assert_eq!(caller_key(&h, Some("a=1&key=abc%2Bd")), Some("abc+d".into()));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer tok"));
         assert_eq!(caller_key(&h, Some("key=q")), Some("tok".into()));
         h.insert("x-wafer-key", HeaderValue::from_static("hdr"));
         assert_eq!(caller_key(&h, None), Some("hdr".into()));

@@ -32,10 +32,7 @@ pub struct Service {
 
 impl Service {
     pub fn new(deps: Deps) -> Self {
-        Self {
-            deps,
-            body_limit: DEFAULT_BODY_LIMIT,
-        }
+        Self { deps, body_limit: DEFAULT_BODY_LIMIT }
     }
 
     /// Handle one request body. Never panics, never fails: every outcome is an envelope.

@@ -35,9 +35,7 @@ pub fn decrypt(
 ) -> Result<Value, DecryptError> {
     let key = decode_16(session_key).ok_or(DecryptError::BadKey)?;
     let iv = decode_16(iv).ok_or(DecryptError::BadIv)?;
-    let mut data = STANDARD
-        .decode(encrypted_data.trim())
-        .map_err(|_| DecryptError::BadCiphertext)?;
+    let mut data = STANDARD.decode(encrypted_data.trim()).map_err(|_| DecryptError::BadCiphertext)?;
     if data.is_empty() || data.len() % 16 != 0 {
         return Err(DecryptError::BadCiphertext);
     }
@@ -95,46 +93,24 @@ mod tests {
 
     #[test]
     fn every_bad_input_is_an_error_not_a_panic() {
-        assert_eq!(
-            decrypt(KEY, DATA, IV, "wxother").unwrap_err(),
-            DecryptError::WrongAppid
-        );
-        assert_eq!(
-            decrypt("short", DATA, IV, APPID).unwrap_err(),
-            DecryptError::BadKey
-        );
-        assert_eq!(
-            decrypt(KEY, DATA, "!!!", APPID).unwrap_err(),
-            DecryptError::BadIv
-        );
-        assert_eq!(
-            decrypt(KEY, "abc", IV, APPID).unwrap_err(),
-            DecryptError::BadCiphertext
-        );
-        assert_eq!(
-            decrypt(KEY, "", IV, APPID).unwrap_err(),
-            DecryptError::BadCiphertext
-        );
+        assert_eq!(decrypt(KEY, DATA, IV, "wxother").unwrap_err(), DecryptError::WrongAppid);
+        assert_eq!(decrypt("short", DATA, IV, APPID).unwrap_err(), DecryptError::BadKey);
+        assert_eq!(decrypt(KEY, DATA, "!!!", APPID).unwrap_err(), DecryptError::BadIv);
+        assert_eq!(decrypt(KEY, "abc", IV, APPID).unwrap_err(), DecryptError::BadCiphertext);
+        assert_eq!(decrypt(KEY, "", IV, APPID).unwrap_err(), DecryptError::BadCiphertext);
         assert_eq!(
             decrypt("AAAAAAAAAAAAAAAAAAAAAA==", DATA, IV, APPID).unwrap_err(),
             DecryptError::BadPadding
         );
         let not_json = encrypt_for_tests(KEY, IV, b"hello").unwrap();
-        assert_eq!(
-            decrypt(KEY, &not_json, IV, APPID).unwrap_err(),
-            DecryptError::NotJson
-        );
+        assert_eq!(decrypt(KEY, &not_json, IV, APPID).unwrap_err(), DecryptError::NotJson);
         let no_mark = encrypt_for_tests(KEY, IV, br#"{"a":1}"#).unwrap();
-        assert_eq!(
-            decrypt(KEY, &no_mark, IV, APPID).unwrap_err(),
-            DecryptError::NoWatermark
-        );
+        assert_eq!(decrypt(KEY, &no_mark, IV, APPID).unwrap_err(), DecryptError::NoWatermark);
     }
 
     #[test]
     fn emoji_round_trips() {
-        let plain =
-            format!(r#"{{"nickName":"小明😀","watermark":{{"appid":"{APPID}","timestamp":1}}}}"#);
+        let plain = format!(r#"{{"nickName":"小明😀","watermark":{{"appid":"{APPID}","timestamp":1}}}}"#);
         let ct = encrypt_for_tests(KEY, IV, plain.as_bytes()).unwrap();
         assert_eq!(decrypt(KEY, &ct, IV, APPID).unwrap()["nickName"], "小明😀");
     }

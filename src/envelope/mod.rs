@@ -24,11 +24,7 @@ pub struct WaferError {
 
 impl WaferError {
     pub fn new(code: ReturnCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            detail: None,
-        }
+        Self { code, message: message.into(), detail: None }
     }
 
     /// Attach a log-only detail (a cause chain, an upstream errcode). Never shown to callers.
@@ -46,22 +42,13 @@ impl WaferError {
     }
 
     pub fn auth() -> Self {
-        Self::new(
-            ReturnCode::AuthErr,
-            "id/skey do not match a session of this app",
-        )
+        Self::new(ReturnCode::AuthErr, "id/skey do not match a session of this app")
     }
 }
 
 impl std::fmt::Display for WaferError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            self.code.name(),
-            self.code.code(),
-            self.message
-        )
+        write!(f, "{} ({}): {}", self.code.name(), self.code.code(), self.message)
     }
 }
 
@@ -133,39 +120,20 @@ pub fn parse_request(body: &[u8]) -> Result<Request, WaferError> {
         WaferError::new(ReturnCode::RequestErr, "request body is not valid JSON").with_detail(e)
     })?;
     let Value::Object(mut root) = value else {
-        return Err(WaferError::new(
-            ReturnCode::RequestErr,
-            "request body is not a JSON object",
-        ));
+        return Err(WaferError::new(ReturnCode::RequestErr, "request body is not a JSON object"));
     };
     let Some(Value::Object(mut interface)) = root.remove("interface") else {
-        return Err(WaferError::new(
-            ReturnCode::NoInterface,
-            "interface.interfaceName is missing",
-        ));
+        return Err(WaferError::new(ReturnCode::NoInterface, "interface.interfaceName is missing"));
     };
     let interface_name = match interface.remove("interfaceName") {
         Some(Value::String(s)) if !s.is_empty() => s,
-        _ => {
-            return Err(WaferError::new(
-                ReturnCode::NoInterface,
-                "interface.interfaceName is missing",
-            ))
-        }
+        _ => return Err(WaferError::new(ReturnCode::NoInterface, "interface.interfaceName is missing")),
     };
     let para = match interface.remove("para") {
         Some(Value::Object(p)) => p,
-        _ => {
-            return Err(WaferError::new(
-                ReturnCode::NoPara,
-                "interface.para is missing or not an object",
-            ))
-        }
+        _ => return Err(WaferError::new(ReturnCode::NoPara, "interface.para is missing or not an object")),
     };
-    Ok(Request {
-        interface_name,
-        para,
-    })
+    Ok(Request { interface_name, para })
 }
 
 /// Cheap pre-scan so that a deeply nested body is refused before serde recurses into it.
@@ -226,18 +194,9 @@ mod tests {
         assert_eq!(code("nope"), ReturnCode::RequestErr);
         assert_eq!(code("[1,2]"), ReturnCode::RequestErr);
         assert_eq!(code("{}"), ReturnCode::NoInterface);
-        assert_eq!(
-            code(r#"{"interface":{"interfaceName":5}}"#),
-            ReturnCode::NoInterface
-        );
-        assert_eq!(
-            code(r#"{"interface":{"interfaceName":"x"}}"#),
-            ReturnCode::NoPara
-        );
-        assert_eq!(
-            code(r#"{"interface":{"interfaceName":"x","para":[]}}"#),
-            ReturnCode::NoPara
-        );
+        assert_eq!(code(r#"{"interface":{"interfaceName":5}}"#), ReturnCode::NoInterface);
+        assert_eq!(code(r#"{"interface":{"interfaceName":"x"}}"#), ReturnCode::NoPara);
+        assert_eq!(code(r#"{"interface":{"interfaceName":"x","para":[]}}"#), ReturnCode::NoPara);
         let ok = parse_request(br#"{"interface":{"interfaceName":"x","para":{"a":"b"}}}"#).unwrap();
         assert_eq!(ok.interface_name, "x");
     }
@@ -245,10 +204,7 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_but_brackets_in_strings_are_not_counted() {
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
-        assert_eq!(
-            parse_request(deep.as_bytes()).unwrap_err().code,
-            ReturnCode::RequestTooLarge
-        );
+        assert_eq!(parse_request(deep.as_bytes()).unwrap_err().code, ReturnCode::RequestTooLarge);
         let body = format!(
             r#"{{"interface":{{"interfaceName":"x","para":{{"a":"{}\"{}"}}}}}}"#,
             "[".repeat(100),

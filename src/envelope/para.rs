@@ -29,10 +29,9 @@ impl<'a> Para<'a> {
         match self.0.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) if s.len() > max => Err(WaferError::para(
-                field,
-                &format!("is longer than {max} bytes"),
-            )),
+            Some(Value::String(s)) if s.len() > max => {
+                Err(WaferError::para(field, &format!("is longer than {max} bytes")))
+            }
             Some(Value::String(s)) => Ok(Some(s.as_str())),
             Some(_) => Err(WaferError::para(field, "must be a string")),
         }
@@ -42,11 +41,23 @@ impl<'a> Para<'a> {
         self.opt_str_max(field, MAX_FIELD_LEN)
     }
 
-    /// A required identifier given either as a string or as a JSON integer (WeCom agent ids are numbers).
-    pub fn ident(&self, field: &str) -> Result<String, WaferError> {
+    /// A required token: non-empty printable ASCII without spaces, at most `max` bytes. Appids, login codes,
+    /// session ids and skeys are all of this form; anything else is refused before it reaches storage or WeChat.
+    pub fn token(&self, field: &str, max: usize) -> Result<&'a str, WaferError> {
+        let s = self.str_max(field, max)?;
+        check_token(field, s)
+    }
+
+    /// An optional token (see [`Para::token`]).
+    pub fn opt_token(&self, field: &str, max: usize) -> Result<Option<&'a str>, WaferError> {
+        self.opt_str_max(field, max)?.map(|s| check_token(field, s)).transpose()
+    }
+
+    /// A required identifier given either as a token string or as a JSON integer (WeCom agent ids are numbers).
+    pub fn ident(&self, field: &str, max: usize) -> Result<String, WaferError> {
         match self.0.get(field) {
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
-            _ => self.str(field).map(str::to_owned),
+            _ => self.token(field, max).map(str::to_owned),
         }
     }
 
@@ -71,17 +82,23 @@ impl<'a> Para<'a> {
     pub fn opt_u64(&self, field: &str) -> Result<Option<u64>, WaferError> {
         match self.0.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| WaferError::para(field, "must be a non-negative integer")),
+            Some(Value::Number(n)) => {
+                n.as_u64().map(Some).ok_or_else(|| WaferError::para(field, "must be a non-negative integer"))
+            }
             Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) if s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => s
-                .parse()
-                .map(Some)
-                .map_err(|_| WaferError::para(field, "must be a non-negative integer")),
+            Some(Value::String(s)) if s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse().map(Some).map_err(|_| WaferError::para(field, "must be a non-negative integer"))
+            }
             Some(_) => Err(WaferError::para(field, "must be a non-negative integer")),
         }
+    }
+}
+
+fn check_token<'a>(field: &str, s: &'a str) -> Result<&'a str, WaferError> {
+    if s.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(s)
+    } else {
+        Err(WaferError::para(field, "must be printable ASCII without spaces"))
     }
 }
 
@@ -96,9 +113,7 @@ mod tests {
 
     #[test]
     fn force_accepts_the_documented_spellings_and_not_the_seed_bug() {
-        let m = para(
-            json!({"a": true, "b": "false", "c": "1", "d": "0", "e": false, "f": "yes", "g": 1}),
-        );
+        let m = para(json!({"a": true, "b": "false", "c": "1", "d": "0", "e": false, "f": "yes", "g": 1}));
         let p = Para(&m);
         assert!(p.flag("a").unwrap());
         assert!(!p.flag("b").unwrap(), "the string \"false\" is false");
@@ -116,13 +131,15 @@ mod tests {
         let p = Para(&m);
         assert_eq!(p.str("s").unwrap(), "x");
         assert!(p.str("empty").unwrap_err().message.contains("para.empty"));
-        assert!(p
-            .str("num")
-            .unwrap_err()
-            .message
-            .contains("must be a string"));
+        assert!(p.str("num").unwrap_err().message.contains("must be a string"));
         assert!(p.str("long").unwrap_err().message.contains("longer"));
         assert!(p.str("missing").is_err());
-        assert_eq!(p.ident("num").unwrap(), "5");
+        assert_eq!(p.ident("num", 10).unwrap(), "5");
+        assert_eq!(p.token("s", 10).unwrap(), "x");
+        let m = para(json!({"sp": "wx1 ", "ctl": "a\u{1}", "cjk": "小"}));
+        let p = Para(&m);
+        for f in ["sp", "ctl", "cjk"] {
+            assert!(p.token(f, 10).unwrap_err().message.contains("printable"), "{f}");
+        }
     }
 }

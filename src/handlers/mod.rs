@@ -29,10 +29,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self {
-            default_appid: None,
-            max_sessions_per_user: session::DEFAULT_MAX_SESSIONS_PER_USER,
-        }
+        Self { default_appid: None, max_sessions_per_user: session::DEFAULT_MAX_SESSIONS_PER_USER }
     }
 }
 
@@ -60,12 +57,7 @@ impl<'a> Interface<'a> {
             "qcloud.cam.auth" => Self::Auth(session::AuthRequest::parse(para)?),
             "qcloud.cam.decrypt" => Self::Decrypt(session::DecryptRequest::parse(para)?),
             "qcloud.cam.userinfo" => Self::UserInfo(session::DecryptRequest::parse(para)?),
-            _ => {
-                return Err(WaferError::new(
-                    ReturnCode::InterfaceErr,
-                    "unknown interfaceName",
-                ))
-            }
+            _ => return Err(WaferError::new(ReturnCode::InterfaceErr, "unknown interfaceName")),
         })
     }
 
@@ -91,9 +83,5 @@ impl<'a> Interface<'a> {
 }
 
 /// Known interface names, for the README and tests.
-pub const INTERFACE_NAMES: &[&str] = &[
-    "qcloud.cam.id_skey",
-    "qcloud.cam.auth",
-    "qcloud.cam.decrypt",
-    "qcloud.cam.userinfo",
-];
+pub const INTERFACE_NAMES: &[&str] =
+    &["qcloud.cam.id_skey", "qcloud.cam.auth", "qcloud.cam.decrypt", "qcloud.cam.userinfo"];

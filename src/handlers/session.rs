@@ -33,15 +33,11 @@ pub struct LoginRequest<'a> {
 
 impl<'a> LoginRequest<'a> {
     pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
-        let code = p.str_max("code", MAX_CODE)?;
-        let appid = p.opt_str_max("appid", MAX_APPID)?;
+        let code = p.token("code", MAX_CODE)?;
+        let appid = p.opt_token("appid", MAX_APPID)?;
         let data = p.opt_str_max("encrypt_data", MAX_ENCRYPTED)?;
         let iv = p.opt_str_max("iv", MAX_IV)?;
-        Ok(Self {
-            code,
-            appid,
-            encrypted: data.zip(iv),
-        })
+        Ok(Self { code, appid, encrypted: data.zip(iv) })
     }
 }
 
@@ -56,9 +52,9 @@ pub struct AuthRequest<'a> {
 impl<'a> AuthRequest<'a> {
     pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
         Ok(Self {
-            id: p.str_max("id", MAX_ID)?,
-            skey: p.str_max("skey", MAX_SKEY)?,
-            appid: p.opt_str_max("appid", MAX_APPID)?,
+            id: p.token("id", MAX_ID)?,
+            skey: p.token("skey", MAX_SKEY)?,
+            appid: p.opt_token("appid", MAX_APPID)?,
         })
     }
 }
@@ -76,9 +72,9 @@ pub struct DecryptRequest<'a> {
 impl<'a> DecryptRequest<'a> {
     pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
         Ok(Self {
-            id: p.str_max("id", MAX_ID)?,
-            skey: p.str_max("skey", MAX_SKEY)?,
-            appid: p.opt_str_max("appid", MAX_APPID)?,
+            id: p.token("id", MAX_ID)?,
+            skey: p.token("skey", MAX_SKEY)?,
+            appid: p.opt_token("appid", MAX_APPID)?,
             encrypt_data: p.str_max("encrypt_data", MAX_ENCRYPTED)?,
             iv: p.str_max("iv", MAX_IV)?,
         })
@@ -96,10 +92,7 @@ pub async fn resolve_appid(deps: &Deps, given: Option<&str>) -> Result<String, W
     let apps = deps.store.list_apps().await.map_err(WaferError::db)?;
     match apps.as_slice() {
         [only] => Ok(only.appid.clone()),
-        _ => Err(WaferError::para(
-            "appid",
-            "is missing and this server has no default app",
-        )),
+        _ => Err(WaferError::para("appid", "is missing and this server has no default app")),
     }
 }
 
@@ -112,9 +105,7 @@ fn decrypt_error(e: wxdata::DecryptError) -> WaferError {
 }
 
 fn user_info_value(text: &Option<String>) -> Value {
-    text.as_deref()
-        .and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or(Value::Null)
+    text.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null)
 }
 
 /// Log in: code2session, optional profile decryption, a new session.
@@ -125,12 +116,7 @@ pub async fn login(deps: &Deps, req: LoginRequest<'_>) -> Result<Reply, WaferErr
         .get_app(&appid)
         .await
         .map_err(WaferError::db)?
-        .ok_or_else(|| {
-            WaferError::new(
-                ReturnCode::NoAppid,
-                "appid is not configured on this server",
-            )
-        })?;
+        .ok_or_else(|| WaferError::new(ReturnCode::NoAppid, "appid is not configured on this server"))?;
 
     let wx = deps
         .wechat
@@ -145,9 +131,8 @@ pub async fn login(deps: &Deps, req: LoginRequest<'_>) -> Result<Reply, WaferErr
         None => None,
     };
 
-    let rng_err = |e| {
-        WaferError::new(ReturnCode::ChangeSessionErr, "could not create a session").with_detail(e)
-    };
+    let rng_err =
+        |e| WaferError::new(ReturnCode::ChangeSessionErr, "could not create a session").with_detail(e);
     let id = crypto::random_hex(16).map_err(rng_err)?;
     let skey = crypto::random_hex(20).map_err(rng_err)?;
     let now = deps.clock.now();
@@ -162,33 +147,21 @@ pub async fn login(deps: &Deps, req: LoginRequest<'_>) -> Result<Reply, WaferErr
         created_at: now,
         last_visit_at: now,
     };
-    let outcome = deps
-        .store
-        .create_session(&record, deps.settings.max_sessions_per_user.max(1), now)
-        .await
-        .map_err(|e| {
-            WaferError::new(ReturnCode::ChangeSessionErr, "could not store the session")
-                .with_detail(e)
-        })?;
+    let outcome =
+        deps.store.create_session(&record, deps.settings.max_sessions_per_user.max(1), now).await.map_err(
+            |e| WaferError::new(ReturnCode::ChangeSessionErr, "could not store the session").with_detail(e),
+        )?;
     if let Some(info) = &record.user_info {
         // Other devices of the same user see the fresh profile too.
         if outcome.existing_user {
-            deps.store
-                .set_user_info(&app.appid, &wx.openid, info)
-                .await
-                .map_err(|e| {
-                    WaferError::new(ReturnCode::ChangeSessionErr, "could not store the profile")
-                        .with_detail(e)
-                })?;
+            deps.store.set_user_info(&app.appid, &wx.openid, info).await.map_err(|e| {
+                WaferError::new(ReturnCode::ChangeSessionErr, "could not store the profile").with_detail(e)
+            })?;
         }
     }
 
     Ok(Reply {
-        message: if outcome.existing_user {
-            "UPDATE_SESSION_SUCCESS"
-        } else {
-            "NEW_SESSION_SUCCESS"
-        },
+        message: if outcome.existing_user { "UPDATE_SESSION_SUCCESS" } else { "NEW_SESSION_SUCCESS" },
         data: json!({
             "id": id,
             "skey": skey,
@@ -208,17 +181,9 @@ pub async fn check_session(
     skey: &str,
     appid: Option<&str>,
 ) -> Result<SessionView, WaferError> {
-    let view = deps
-        .store
-        .get_session(id)
-        .await
-        .map_err(WaferError::db)?
-        .ok_or_else(WaferError::auth)?;
+    let view = deps.store.get_session(id).await.map_err(WaferError::db)?.ok_or_else(WaferError::auth)?;
     let s = &view.session;
-    if !crypto::ct_eq(
-        crypto::sha256_hex(skey.as_bytes()).as_bytes(),
-        s.skey_hash.as_bytes(),
-    ) {
+    if !crypto::ct_eq(crypto::sha256_hex(skey.as_bytes()).as_bytes(), s.skey_hash.as_bytes()) {
         return Err(WaferError::auth());
     }
     if appid.is_some_and(|a| a != s.appid) {
@@ -226,10 +191,7 @@ pub async fn check_session(
     }
     let now = deps.clock.now();
     if now > s.created_at.saturating_add(view.login_duration_secs) {
-        return Err(WaferError::new(
-            ReturnCode::SessionExpired,
-            "the login has expired: log in again",
-        ));
+        return Err(WaferError::new(ReturnCode::SessionExpired, "the login has expired: log in again"));
     }
     if now > s.last_visit_at.saturating_add(view.session_duration_secs) {
         return Err(WaferError::new(
@@ -266,27 +228,18 @@ pub async fn auth(deps: &Deps, req: AuthRequest<'_>) -> Result<Reply, WaferError
 pub async fn decrypt(deps: &Deps, req: DecryptRequest<'_>) -> Result<Reply, WaferError> {
     let view = check_session(deps, req.id, req.skey, req.appid).await?;
     let s = view.session;
-    let data = wxdata::decrypt(&s.session_key, req.encrypt_data, req.iv, &s.appid)
-        .map_err(decrypt_error)?;
-    Ok(Reply {
-        message: "DECRYPT_SUCCESS",
-        data,
-    })
+    let data = wxdata::decrypt(&s.session_key, req.encrypt_data, req.iv, &s.appid).map_err(decrypt_error)?;
+    Ok(Reply { message: "DECRYPT_SUCCESS", data })
 }
 
 /// `qcloud.cam.userinfo`: decrypt the profile of a live session and store it.
 pub async fn userinfo(deps: &Deps, req: DecryptRequest<'_>) -> Result<Reply, WaferError> {
     let view = check_session(deps, req.id, req.skey, req.appid).await?;
     let s = view.session;
-    let info = wxdata::decrypt(&s.session_key, req.encrypt_data, req.iv, &s.appid)
-        .map_err(decrypt_error)?;
-    deps.store
-        .set_user_info(&s.appid, &s.openid, &info.to_string())
-        .await
-        .map_err(|e| {
-            WaferError::new(ReturnCode::ChangeSessionErr, "could not store the profile")
-                .with_detail(e)
-        })?;
+    let info = wxdata::decrypt(&s.session_key, req.encrypt_data, req.iv, &s.appid).map_err(decrypt_error)?;
+    deps.store.set_user_info(&s.appid, &s.openid, &info.to_string()).await.map_err(|e| {
+        WaferError::new(ReturnCode::ChangeSessionErr, "could not store the profile").with_detail(e)
+    })?;
     Ok(Reply {
         message: "UPDATE_USERINFO_SUCCESS",
         data: json!({"id": s.id, "skey": req.skey, "appid": s.appid, "user_info": info}),

@@ -24,10 +24,7 @@ pub struct StoreError {
 
 impl StoreError {
     pub fn new(backend: &'static str, message: impl std::fmt::Display) -> Self {
-        Self {
-            backend,
-            message: message.to_string(),
-        }
+        Self { backend, message: message.to_string() }
     }
 }
 
@@ -184,9 +181,7 @@ impl DatabaseUrl {
         } else if let Some(path) = s.strip_prefix("sqlite:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
-                return Err(
-                    "sqlite URL has no path (use sqlite:wafer.db or sqlite::memory:)".into(),
-                );
+                return Err("sqlite URL has no path (use sqlite:wafer.db or sqlite::memory:)".into());
             }
             Ok(Self::Sqlite(path.to_owned()))
         } else {
@@ -221,20 +216,13 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self {
-            max_connections: 10,
-            query_timeout: std::time::Duration::from_secs(5),
-        }
+        Self { max_connections: 10, query_timeout: std::time::Duration::from_secs(5) }
     }
 }
 
 /// Open the store a URL names. SQLite stores are migrated on open (zero setup); MySQL stores are migrated
 /// by `wafer-scf migrate` (or `migrate = true`).
-pub async fn open(
-    url: &DatabaseUrl,
-    opts: &StoreOptions,
-    migrate: bool,
-) -> StoreResult<Arc<dyn Store>> {
+pub async fn open(url: &DatabaseUrl, opts: &StoreOptions, migrate: bool) -> StoreResult<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match url {
         DatabaseUrl::Mysql(u) => Arc::new(mysql::MysqlStore::connect(u, opts)?),
         DatabaseUrl::Sqlite(p) => {
@@ -255,14 +243,8 @@ mod tests {
 
     #[test]
     fn database_urls_parse_and_redact() {
-        assert_eq!(
-            DatabaseUrl::parse("sqlite:wafer.db").unwrap(),
-            DatabaseUrl::Sqlite("wafer.db".into())
-        );
-        assert_eq!(
-            DatabaseUrl::parse("sqlite::memory:").unwrap(),
-            DatabaseUrl::Sqlite(":memory:".into())
-        );
+        assert_eq!(DatabaseUrl::parse("sqlite:wafer.db").unwrap(), DatabaseUrl::Sqlite("wafer.db".into()));
+        assert_eq!(DatabaseUrl::parse("sqlite::memory:").unwrap(), DatabaseUrl::Sqlite(":memory:".into()));
         let m = DatabaseUrl::parse("mysql://root:hunter2@127.0.0.1:3306/test").unwrap();
         assert_eq!(m.redacted(), "mysql://root:***@127.0.0.1:3306/test");
         assert!(!format!("{m:?}").is_empty());

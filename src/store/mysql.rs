@@ -2,8 +2,8 @@
 //! (no connection is opened before the first query), every operation under a deadline, all SQL parameterised.
 
 use super::{
-    AppRecord, LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreOptions,
-    StoreResult, TokenMode,
+    AppRecord, LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreOptions, StoreResult,
+    TokenMode,
 };
 use async_trait::async_trait;
 use mysql_async::prelude::*;
@@ -49,16 +49,9 @@ const APP_COLUMNS: &str =
 
 /// Split a migration file into statements: drop `--` comment lines, split at `;`.
 fn statements(sql: &str) -> Vec<String> {
-    let body: String = sql
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    body.split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    let body: String =
+        sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+    body.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 impl MysqlStore {
@@ -74,18 +67,14 @@ impl MysqlStore {
             .with_inactive_connection_ttl(Duration::from_secs(30))
             .with_ttl_check_interval(Duration::from_secs(30))
             .with_reset_connection(false);
-        let builder = OptsBuilder::from_opts(parsed)
-            .pool_opts(pool_opts)
-            .prefer_socket(false)
-            .tcp_nodelay(true)
-            .init(vec![
-                "SET NAMES utf8mb4 COLLATE utf8mb4_bin",
-                "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
-            ]);
-        Ok(Self {
-            pool: Pool::new(builder),
-            timeout: opts.query_timeout,
-        })
+        let builder =
+            OptsBuilder::from_opts(parsed).pool_opts(pool_opts).prefer_socket(false).tcp_nodelay(true).init(
+                vec![
+                    "SET NAMES utf8mb4 COLLATE utf8mb4_bin",
+                    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
+                ],
+            );
+        Ok(Self { pool: Pool::new(builder), timeout: opts.query_timeout })
     }
 
     /// Run one operation on a pooled connection under the store's deadline.
@@ -133,12 +122,33 @@ impl MysqlStore {
         keep: usize,
         now: i64,
     ) -> Result<LoginOutcome, mysql_async::Error> {
+        // Logins of one user serialise on a named lock (per appid+openid, not per app: a 9 am burst of
+        // different users runs in parallel). Row locks alone deadlock on the index gap when one user's
+        // devices log in at once. The lock dies with the connection if the process does.
+        let lock = format!(
+            "wafer_login_{}",
+            &crate::crypto::sha256_hex(format!("{}\n{}", s.appid, s.openid).as_bytes())[..40]
+        );
+        let got: Option<i64> = conn.exec_first("SELECT GET_LOCK(?, 5)", (&lock,)).await?;
+        if got != Some(1) {
+            return Err(mysql_async::Error::Other("timed out waiting for the user's login lock".into()));
+        }
+        let result = Self::create_session_locked(&mut conn, s, keep, now).await;
+        let released = conn.exec_drop("DO RELEASE_LOCK(?)", (&lock,)).await;
+        let outcome = result?;
+        released?;
+        Ok(outcome)
+    }
+
+    async fn create_session_locked(
+        conn: &mut Conn,
+        s: &SessionRecord,
+        keep: usize,
+        now: i64,
+    ) -> Result<LoginOutcome, mysql_async::Error> {
         let mut tx = conn.start_transaction(TxOpts::default()).await?;
-        let existing: Option<i64> = tx
-            .exec_first(
-                "SELECT COUNT(*) FROM wafer_sessions WHERE appid = ? AND openid = ?",
-                (&s.appid, &s.openid),
-            )
+        let existing: Vec<String> = tx
+            .exec("SELECT id FROM wafer_sessions WHERE appid = ? AND openid = ?", (&s.appid, &s.openid))
             .await?;
         tx.exec_drop(
             "UPDATE wafer_sessions SET session_key = ? WHERE appid = ? AND openid = ?",
@@ -176,14 +186,10 @@ impl MysqlStore {
             )
             .await?;
         for id in &extra {
-            tx.exec_drop("DELETE FROM wafer_sessions WHERE id = ?", (id,))
-                .await?;
+            tx.exec_drop("DELETE FROM wafer_sessions WHERE id = ?", (id,)).await?;
         }
         tx.commit().await?;
-        Ok(LoginOutcome {
-            existing_user: existing.unwrap_or(0) > 0,
-            pruned: extra.len(),
-        })
+        Ok(LoginOutcome { existing_user: !existing.is_empty(), pruned: extra.len() })
     }
 }
 
@@ -205,13 +211,9 @@ impl Store for MysqlStore {
         // DDL is slow on a cold server; migrations get a generous deadline of their own.
         let work = async {
             let mut conn = self.pool.get_conn().await?;
-            let got: Option<i64> = conn
-                .exec_first("SELECT GET_LOCK('wafer_scf_migrate', 60)", ())
-                .await?;
+            let got: Option<i64> = conn.exec_first("SELECT GET_LOCK('wafer_scf_migrate', 60)", ()).await?;
             if got != Some(1) {
-                return Err(mysql_async::Error::Other(
-                    "could not take the migration lock".into(),
-                ));
+                return Err(mysql_async::Error::Other("could not take the migration lock".into()));
             }
             let result = async {
                 conn.query_drop(
@@ -237,9 +239,7 @@ impl Store for MysqlStore {
                 Ok(())
             }
             .await;
-            let _ = conn
-                .query_drop("SELECT RELEASE_LOCK('wafer_scf_migrate')")
-                .await;
+            let _ = conn.query_drop("SELECT RELEASE_LOCK('wafer_scf_migrate')").await;
             result
         };
         match tokio::time::timeout(Duration::from_secs(120), work).await {
@@ -274,10 +274,7 @@ impl Store for MysqlStore {
     async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
         self.run(move |mut conn| async move {
             let row: Option<AppRow> = conn
-                .exec_first(
-                    format!("SELECT {APP_COLUMNS} FROM wafer_apps WHERE appid = ?"),
-                    (appid,),
-                )
+                .exec_first(format!("SELECT {APP_COLUMNS} FROM wafer_apps WHERE appid = ?"), (appid,))
                 .await?;
             Ok(row.map(app_from_row))
         })
@@ -286,11 +283,8 @@ impl Store for MysqlStore {
 
     async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
         self.run(move |mut conn| async move {
-            let rows: Vec<AppRow> = conn
-                .query(format!(
-                    "SELECT {APP_COLUMNS} FROM wafer_apps ORDER BY appid"
-                ))
-                .await?;
+            let rows: Vec<AppRow> =
+                conn.query(format!("SELECT {APP_COLUMNS} FROM wafer_apps ORDER BY appid")).await?;
             Ok(rows.into_iter().map(app_from_row).collect())
         })
         .await
@@ -299,10 +293,8 @@ impl Store for MysqlStore {
     async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
             let mut tx = conn.start_transaction(TxOpts::default()).await?;
-            tx.exec_drop("DELETE FROM wafer_sessions WHERE appid = ?", (appid,))
-                .await?;
-            tx.exec_drop("DELETE FROM wafer_apps WHERE appid = ?", (appid,))
-                .await?;
+            tx.exec_drop("DELETE FROM wafer_sessions WHERE appid = ?", (appid,)).await?;
+            tx.exec_drop("DELETE FROM wafer_apps WHERE appid = ?", (appid,)).await?;
             let n = tx.affected_rows();
             tx.commit().await?;
             Ok(n > 0)
@@ -316,24 +308,11 @@ impl Store for MysqlStore {
         keep: usize,
         now: i64,
     ) -> StoreResult<LoginOutcome> {
-        self.run(move |conn| Self::create_session_once(conn, session, keep, now))
-            .await
+        self.run(move |conn| Self::create_session_once(conn, session, keep, now)).await
     }
 
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            Option<String>,
-            i64,
-            i64,
-            i64,
-            i64,
-        );
+        type Row = (String, String, String, String, String, String, Option<String>, i64, i64, i64, i64);
         self.run(move |mut conn| async move {
             let row: Option<Row> = conn
                 .exec_first(

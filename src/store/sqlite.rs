@@ -1,9 +1,7 @@
 //! The embedded backend: SQLite through `rusqlite` (bundled), one connection behind a mutex, calls run on
 //! tokio's blocking pool. The zero-setup default; several processes may share the file (WAL, busy timeout).
 
-use super::{
-    AppRecord, LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreResult, TokenMode,
-};
+use super::{AppRecord, LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreResult, TokenMode};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::sync::{Arc, Mutex};
@@ -27,17 +25,12 @@ impl SqliteStore {
     /// Open (or create) the database file at `path`; `:memory:` gives a private in-memory database.
     pub fn open(path: &str) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         if path != ":memory:" {
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(err)?;
-            conn.pragma_update(None, "synchronous", "NORMAL")
-                .map_err(err)?;
+            conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+            conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         }
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
     async fn call<T, F>(&self, f: F) -> StoreResult<T>
@@ -142,9 +135,7 @@ impl Store for SqliteStore {
 
     async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
         self.call(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {APP_COLUMNS} FROM wafer_apps ORDER BY appid"
-            ))?;
+            let mut st = c.prepare(&format!("SELECT {APP_COLUMNS} FROM wafer_apps ORDER BY appid"))?;
             let rows = st.query_map([], app_from_row)?;
             rows.collect()
         })

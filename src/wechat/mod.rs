@@ -27,10 +27,7 @@ impl std::fmt::Display for UpstreamError {
             Self::Network(e) => write!(f, "network: {e}"),
             Self::Status(s) => write!(f, "HTTP status {s}"),
             Self::BadReply(e) => write!(f, "bad reply: {e}"),
-            Self::Api {
-                errcode,
-                rid: Some(rid),
-            } => write!(f, "errcode {errcode} (rid {rid})"),
+            Self::Api { errcode, rid: Some(rid) } => write!(f, "errcode {errcode} (rid {rid})"),
             Self::Api { errcode, rid: None } => write!(f, "errcode {errcode}"),
         }
     }
@@ -58,14 +55,12 @@ impl UpstreamError {
     /// never WeChat's errmsg and never a credential.
     pub fn to_wafer(&self, call: Call, upstream: &'static str) -> WaferError {
         let e = match self {
-            Self::Network(_) => WaferError::new(
-                ReturnCode::WeixinNetErr,
-                format!("{upstream} unreachable or timed out"),
-            ),
-            Self::Status(s) => WaferError::new(
-                ReturnCode::WeixinNetErr,
-                format!("{upstream} answered HTTP {s}"),
-            ),
+            Self::Network(_) => {
+                WaferError::new(ReturnCode::WeixinNetErr, format!("{upstream} unreachable or timed out"))
+            }
+            Self::Status(s) => {
+                WaferError::new(ReturnCode::WeixinNetErr, format!("{upstream} answered HTTP {s}"))
+            }
             Self::BadReply(_) => WaferError::new(
                 ReturnCode::WeixinReturnErr,
                 format!("{upstream} answered an unexpected reply"),
@@ -103,15 +98,9 @@ impl UpstreamError {
                         format!("{upstream} rate limit hit (errcode {c})"),
                     )
                 } else if c == -1 {
-                    WaferError::new(
-                        ReturnCode::WeixinNetErr,
-                        format!("{upstream} is busy (errcode -1)"),
-                    )
+                    WaferError::new(ReturnCode::WeixinNetErr, format!("{upstream} is busy (errcode -1)"))
                 } else {
-                    WaferError::new(
-                        ReturnCode::WeixinReturnErr,
-                        format!("{upstream} returned errcode {c}"),
-                    )
+                    WaferError::new(ReturnCode::WeixinReturnErr, format!("{upstream} returned errcode {c}"))
                 }
             }
         };
@@ -129,9 +118,7 @@ pub struct WxSession {
 
 impl std::fmt::Debug for WxSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WxSession")
-            .field("openid", &self.openid)
-            .finish_non_exhaustive()
+        f.debug_struct("WxSession").field("openid", &self.openid).finish_non_exhaustive()
     }
 }
 
@@ -144,10 +131,7 @@ pub struct UpstreamTimeouts {
 
 impl Default for UpstreamTimeouts {
     fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(3),
-            total: Duration::from_secs(5),
-        }
+        Self { connect: Duration::from_secs(3), total: Duration::from_secs(5) }
     }
 }
 
@@ -179,10 +163,7 @@ struct Code2SessionReply {
 
 impl WeChatClient {
     pub fn new(http: reqwest::Client, base_url: &str) -> Self {
-        Self {
-            http,
-            base: base_url.trim_end_matches('/').to_owned(),
-        }
+        Self { http, base: base_url.trim_end_matches('/').to_owned() }
     }
 
     pub fn base_url(&self) -> &str {
@@ -196,26 +177,19 @@ impl WeChatClient {
         secret: &str,
         code: &str,
     ) -> Result<WxSession, UpstreamError> {
-        let req = self
-            .http
-            .get(format!("{}/sns/jscode2session", self.base))
-            .query(&[
-                ("appid", appid),
-                ("secret", secret),
-                ("js_code", code),
-                ("grant_type", "authorization_code"),
-            ]);
+        let req = self.http.get(format!("{}/sns/jscode2session", self.base)).query(&[
+            ("appid", appid),
+            ("secret", secret),
+            ("js_code", code),
+            ("grant_type", "authorization_code"),
+        ]);
         let body = send_json(req).await?;
         let reply: Code2SessionReply = serde_json::from_value(body.clone())
             .map_err(|_| UpstreamError::BadReply("unexpected field types".into()))?;
         check_errcode(reply.errcode, &body)?;
         match (reply.openid, reply.session_key) {
             (Some(openid), Some(session_key)) if !openid.is_empty() && !session_key.is_empty() => {
-                Ok(WxSession {
-                    openid,
-                    session_key,
-                    unionid: reply.unionid.filter(|u| !u.is_empty()),
-                })
+                Ok(WxSession { openid, session_key, unionid: reply.unionid.filter(|u| !u.is_empty()) })
             }
             _ => Err(UpstreamError::BadReply("no openid/session_key".into())),
         }
@@ -224,18 +198,12 @@ impl WeChatClient {
 
 /// Send a request and read a JSON object body. Errors never include the URL (it carries secrets).
 pub async fn send_json(req: reqwest::RequestBuilder) -> Result<Value, UpstreamError> {
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| UpstreamError::Network(e.without_url().to_string()))?;
+    let resp = req.send().await.map_err(|e| UpstreamError::Network(e.without_url().to_string()))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(UpstreamError::Status(status.as_u16()));
     }
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| UpstreamError::Network(e.without_url().to_string()))?;
+    let bytes = resp.bytes().await.map_err(|e| UpstreamError::Network(e.without_url().to_string()))?;
     let value: Value =
         serde_json::from_slice(&bytes).map_err(|_| UpstreamError::BadReply("not JSON".into()))?;
     if !value.is_object() {
@@ -248,10 +216,7 @@ pub async fn send_json(req: reqwest::RequestBuilder) -> Result<Value, UpstreamEr
 pub fn check_errcode(errcode: Option<i64>, body: &Value) -> Result<(), UpstreamError> {
     match errcode {
         None | Some(0) => Ok(()),
-        Some(c) => Err(UpstreamError::Api {
-            errcode: c,
-            rid: rid_of(body),
-        }),
+        Some(c) => Err(UpstreamError::Api { errcode: c, rid: rid_of(body) }),
     }
 }
 
@@ -259,11 +224,7 @@ pub fn check_errcode(errcode: Option<i64>, body: &Value) -> Result<(), UpstreamE
 fn rid_of(body: &Value) -> Option<String> {
     let msg = body.get("errmsg")?.as_str()?;
     let rid = msg.split("rid:").nth(1)?.trim();
-    let rid: String = rid
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .take(64)
-        .collect();
+    let rid: String = rid.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').take(64).collect();
     (!rid.is_empty()).then_some(rid)
 }
 
@@ -273,71 +234,25 @@ mod tests {
 
     #[test]
     fn classification_follows_the_error_table() {
-        let api = |c| UpstreamError::Api {
-            errcode: c,
-            rid: None,
-        };
-        assert_eq!(
-            api(40029).to_wafer(Call::Code2Session, "WeChat").code,
-            ReturnCode::WeixinCodeErr
-        );
-        assert_eq!(
-            api(40163).to_wafer(Call::Code2Session, "WeChat").code,
-            ReturnCode::WeixinCodeErr
-        );
-        assert_eq!(
-            api(40226).to_wafer(Call::Code2Session, "WeChat").code,
-            ReturnCode::WeixinCodeErr
-        );
-        assert_eq!(
-            api(40013).to_wafer(Call::Code2Session, "WeChat").code,
-            ReturnCode::WeixinAppidErr
-        );
-        assert_eq!(
-            api(40125).to_wafer(Call::Token, "WeChat").code,
-            ReturnCode::WeixinAppidErr
-        );
-        assert_eq!(
-            api(40001).to_wafer(Call::Token, "WeChat").code,
-            ReturnCode::WeixinAppidErr
-        );
-        assert_eq!(
-            api(40001).to_wafer(Call::Ticket, "WeChat").code,
-            ReturnCode::WeixinAccesstokenErr
-        );
+        let api = |c| UpstreamError::Api { errcode: c, rid: None };
+        assert_eq!(api(40029).to_wafer(Call::Code2Session, "WeChat").code, ReturnCode::WeixinCodeErr);
+        assert_eq!(api(40163).to_wafer(Call::Code2Session, "WeChat").code, ReturnCode::WeixinCodeErr);
+        assert_eq!(api(40226).to_wafer(Call::Code2Session, "WeChat").code, ReturnCode::WeixinCodeErr);
+        assert_eq!(api(40013).to_wafer(Call::Code2Session, "WeChat").code, ReturnCode::WeixinAppidErr);
+        assert_eq!(api(40125).to_wafer(Call::Token, "WeChat").code, ReturnCode::WeixinAppidErr);
+        assert_eq!(api(40001).to_wafer(Call::Token, "WeChat").code, ReturnCode::WeixinAppidErr);
+        assert_eq!(api(40001).to_wafer(Call::Ticket, "WeChat").code, ReturnCode::WeixinAccesstokenErr);
         let ip = api(40164).to_wafer(Call::Token, "WeChat");
         assert_eq!(ip.code, ReturnCode::WeixinIpNotAllowed);
         assert!(ip.message.contains("whitelist"));
+        assert_eq!(api(60020).to_wafer(Call::Token, "WeCom").code, ReturnCode::WeixinIpNotAllowed);
+        assert_eq!(api(45009).to_wafer(Call::Token, "WeChat").code, ReturnCode::WeixinQuotaErr);
+        assert_eq!(api(45011).to_wafer(Call::Token, "WeChat").code, ReturnCode::WeixinRateLimited);
+        assert_eq!(api(-1).to_wafer(Call::Token, "WeChat").code, ReturnCode::WeixinNetErr);
+        assert_eq!(api(99999).to_wafer(Call::Token, "WeChat").code, ReturnCode::WeixinReturnErr);
+        assert_eq!(UpstreamError::Status(502).to_wafer(Call::Token, "WeChat").code, ReturnCode::WeixinNetErr);
         assert_eq!(
-            api(60020).to_wafer(Call::Token, "WeCom").code,
-            ReturnCode::WeixinIpNotAllowed
-        );
-        assert_eq!(
-            api(45009).to_wafer(Call::Token, "WeChat").code,
-            ReturnCode::WeixinQuotaErr
-        );
-        assert_eq!(
-            api(45011).to_wafer(Call::Token, "WeChat").code,
-            ReturnCode::WeixinRateLimited
-        );
-        assert_eq!(
-            api(-1).to_wafer(Call::Token, "WeChat").code,
-            ReturnCode::WeixinNetErr
-        );
-        assert_eq!(
-            api(99999).to_wafer(Call::Token, "WeChat").code,
-            ReturnCode::WeixinReturnErr
-        );
-        assert_eq!(
-            UpstreamError::Status(502)
-                .to_wafer(Call::Token, "WeChat")
-                .code,
-            ReturnCode::WeixinNetErr
-        );
-        assert_eq!(
-            UpstreamError::BadReply("x".into())
-                .to_wafer(Call::Token, "WeChat")
-                .code,
+            UpstreamError::BadReply("x".into()).to_wafer(Call::Token, "WeChat").code,
             ReturnCode::WeixinReturnErr
         );
     }
@@ -347,10 +262,7 @@ mod tests {
         let body = serde_json::json!({"errcode": 40029, "errmsg": "invalid code, rid: 6543-abc"});
         assert_eq!(
             check_errcode(Some(40029), &body).unwrap_err(),
-            UpstreamError::Api {
-                errcode: 40029,
-                rid: Some("6543-abc".into())
-            }
+            UpstreamError::Api { errcode: 40029, rid: Some("6543-abc".into()) }
         );
         assert!(check_errcode(Some(0), &body).is_ok());
     }

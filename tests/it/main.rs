@@ -1,1 +1,12 @@
+//! The one integration-test binary: every suite runs against the embedded store and, when
+//! `WAFER_TEST_MYSQL_URL` is set (always in CI), against a fresh MySQL database per test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fake_wechat;
+mod helpers;
+
+mod bad_input;
+mod cli;
+mod http;
+mod sessions;
+mod store_conformance;

@@ -1,0 +1,239 @@
+//! The `wafer-scf` binary as a user runs it: configuration errors, the app registry, and `serve` answering
+//! logins against a fake WeChat, on both backends.
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestDb};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wafer-scf");
+
+/// A command with a clean WAFER_* environment, run in `dir`.
+fn wafer(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WAFER_") {
+            c.env_remove(k);
+        }
+    }
+    c.current_dir(dir).env("WAFER_LOG", "info").stdin(Stdio::null());
+    c
+}
+
+fn run_ok(c: &mut Command) -> Output {
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "command failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn wait_listening(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "server exited early");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not listen on {port}");
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no graceful exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_configuration_fails_with_one_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value, mention) in [
+        ("WAFER_LISTEN", "not-an-address", "--listen"),
+        ("WAFER_DATABASE_URL", "postgres://x/y", "--database-url"),
+        ("WAFER_WECHAT_BASE_URL", "ftp://x", "--wechat-base-url"),
+        ("WAFER_LOG_FORMAT", "xml", "--log-format"),
+        ("WAFER_UPSTREAM_TIMEOUT_MS", "0", "--upstream-timeout-ms"),
+        ("WAFER_BODY_LIMIT", "lots", "--body-limit"),
+    ] {
+        let out = wafer(dir.path()).env(var, value).arg("serve").output().unwrap();
+        assert!(!out.status.success(), "{var}={value} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(mention), "{var}: {err}");
+        assert!(err.lines().filter(|l| l.starts_with("error")).count() == 1, "{var}: one message: {err}");
+    }
+    let out = wafer(dir.path())
+        .env("WAFER_DATABASE_URL", "mysql://root@127.0.0.1:1/none")
+        .arg("app")
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("could not") && err.lines().count() <= 2, "{err}");
+}
+
+fn db_env<'a>(c: &'a mut Command, db: &TestDb) -> &'a mut Command {
+    c.env("WAFER_DATABASE_URL", &db.url)
+}
+
+async fn app_registry_never_prints_secrets(b: Backend) {
+    let db = TestDb::new(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    if b == Backend::Mysql {
+        let out = run_ok(db_env(&mut wafer(dir.path()), &db).arg("migrate"));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+    }
+    let out = run_ok(db_env(&mut wafer(dir.path()), &db).args([
+        "app",
+        "add",
+        "--appid",
+        "wx_cli_1",
+        "--secret",
+        "S3CRET-one",
+        "--login-duration-days",
+        "7",
+    ]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("added app wx_cli_1"));
+    // Secret from stdin.
+    let mut child = db_env(&mut wafer(dir.path()), &db)
+        .args(["app", "add", "--appid", "wx_cli_2", "--secret", "-", "--token-mode", "classic"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"S3CRET-two\n").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+
+    let out = run_ok(db_env(&mut wafer(dir.path()), &db).args(["app", "list"]));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("wx_cli_1") && text.contains("wx_cli_2") && text.contains("classic"), "{text}");
+    assert!(!text.contains("S3CRET"), "secrets never printed: {text}");
+    let line1 = text.lines().find(|l| l.contains("wx_cli_1")).unwrap();
+    assert!(line1.split_whitespace().any(|w| w == "7"), "login days shown: {line1}");
+
+    run_ok(db_env(&mut wafer(dir.path()), &db).args(["app", "remove", "--appid", "wx_cli_1"]));
+    let out =
+        db_env(&mut wafer(dir.path()), &db).args(["app", "remove", "--appid", "wx_cli_1"]).output().unwrap();
+    assert!(!out.status.success(), "removing a missing app fails");
+    let out = run_ok(db_env(&mut wafer(dir.path()), &db).args(["app", "list"]));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("wx_cli_1"));
+
+    let out = db_env(&mut wafer(dir.path()), &db)
+        .args(["app", "add", "--appid", "has space", "--secret", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+async fn serve_logs_users_in_against_a_fake_wechat(b: Backend) {
+    let db = TestDb::new(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    if b == Backend::Mysql {
+        run_ok(db_env(&mut wafer(dir.path()), &db).arg("migrate"));
+    }
+    let wx = crate::fake_wechat::FakeWeChat::start().await;
+    wx.register("wx_serve", "serve-secret-XYZ");
+    run_ok(db_env(&mut wafer(dir.path()), &db).args([
+        "app",
+        "add",
+        "--appid",
+        "wx_serve",
+        "--secret",
+        "serve-secret-XYZ",
+    ]));
+
+    let port = free_port();
+    let mut child = db_env(&mut wafer(dir.path()), &db)
+        .env("WAFER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WAFER_WECHAT_BASE_URL", &wx.base_url)
+        .env("WAFER_LOG_FORMAT", "json")
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(port, &mut child).await;
+    let url = format!("http://127.0.0.1:{port}/release/mina_auth/");
+    let client = reqwest::Client::new();
+    let login: Value = client
+        .post(&url)
+        .json(&json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": "qcloud.cam.id_skey", "para": {"code": wx.code_for("u_mo")}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(login["returnCode"], 0, "{login}");
+    let d = &login["returnData"];
+    let auth: Value = client
+        .post(&url)
+        .json(&json!({"interface": {"interfaceName": "qcloud.cam.auth", "para": {"id": d["id"], "skey": d["skey"], "appid": "wx_serve"}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(auth["returnCode"], 0, "{auth}");
+    assert_eq!(auth["returnData"]["openid"], "u_mo");
+
+    let status = terminate(&mut child);
+    assert!(status.success(), "graceful exit on SIGTERM");
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let request_lines: Vec<&str> = logs.lines().filter(|l| l.contains("\"message\":\"request\"")).collect();
+    assert_eq!(request_lines.len(), 2, "one line per request: {logs}");
+    let first: Value = serde_json::from_str(request_lines[0]).unwrap();
+    assert_eq!(first["interface"], "qcloud.cam.id_skey");
+    assert_eq!(first["appid"], "wx_serve");
+    assert_eq!(first["return_code"], 0);
+    assert!(first["latency_us"].is_u64() && first["request_id"].is_string());
+    for secret in ["serve-secret-XYZ", d["skey"].as_str().unwrap(), &wx.session_key("u_mo")] {
+        assert!(!logs.contains(secret), "a secret leaked into the logs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_user_with_no_configuration_gets_a_wafer_error_when_wechat_is_unreachable() {
+    // No WAFER_DATABASE_URL: the embedded store is created in the working directory.
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(wafer(dir.path()).args(["app", "add", "--appid", "wx_new", "--secret", "s"]));
+    assert!(dir.path().join("wafer.db").exists(), "embedded store created in the working directory");
+    let closed = free_port();
+    let port = free_port();
+    let mut child = wafer(dir.path())
+        .env("WAFER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WAFER_WECHAT_BASE_URL", format!("http://127.0.0.1:{closed}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(port, &mut child).await;
+    let r: Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/"))
+        .body(r#"{"version":1,"componentName":"MA","interface":{"interfaceName":"qcloud.cam.id_skey","para":{"code":"abc"}}}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["returnCode"], 1005, "{r}");
+    assert!(terminate(&mut child).success());
+}
+
+both_backends!(app_registry_never_prints_secrets, serve_logs_users_in_against_a_fake_wechat);

@@ -1,0 +1,212 @@
+//! Test helpers: per-test databases on both backends, the service wired to a fake WeChat and a manual clock,
+//! and typed calls (`call`, `login`).
+
+use crate::fake_wechat::FakeWeChat;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use wafer_scf::clock::ManualClock;
+use wafer_scf::handlers::{Deps, Settings};
+use wafer_scf::service::{RequestMeta, Service};
+use wafer_scf::store::{self, AppRecord, DatabaseUrl, Store, StoreOptions, TokenMode};
+use wafer_scf::wechat::{self, UpstreamTimeouts, WeChatClient};
+
+/// Generate one test per backend from an `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await } )*
+        }
+        mod mysql {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() {
+                   if $crate::helpers::mysql_server_url().is_none() { return; }
+                   super::$name($crate::helpers::Backend::Mysql).await
+               } )*
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Mysql,
+}
+
+/// The MySQL server URL for tests, from `WAFER_TEST_MYSQL_URL`. In CI it must be set: a missing URL fails the
+/// test instead of silently skipping the MySQL suite.
+pub fn mysql_server_url() -> Option<String> {
+    match std::env::var("WAFER_TEST_MYSQL_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but WAFER_TEST_MYSQL_URL is not: the MySQL suite must run in CI")
+        }
+        _ => None,
+    }
+}
+
+/// Replace the database name in a mysql:// URL.
+pub fn with_db_name(url: &str, db: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let (head, tail) = url.split_at(scheme_end);
+    let (authority, rest) = match tail.find('/') {
+        Some(i) => (&tail[..i], &tail[i..]),
+        None => (tail, ""),
+    };
+    let query = rest.find('?').map(|i| &rest[i..]).unwrap_or("");
+    format!("{head}{authority}/{db}{query}")
+}
+
+/// A fresh database for one test, dropped when the guard goes.
+pub struct TestDb {
+    pub url: String,
+    mysql_name: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("wafer.db");
+                Self { url: format!("sqlite:{}", path.display()), mysql_name: None, _dir: Some(dir) }
+            }
+            Backend::Mysql => {
+                let server = mysql_server_url().expect("MySQL URL");
+                let name = format!("wafer_t_{}", wafer_scf::crypto::random_hex(6).unwrap());
+                let pool = mysql_async::Pool::new(server.as_str());
+                {
+                    use mysql_async::prelude::Queryable;
+                    let mut conn =
+                        pool.get_conn().await.expect("MySQL is unreachable (WAFER_TEST_MYSQL_URL)");
+                    conn.query_drop(format!(
+                        "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                    ))
+                    .await
+                    .unwrap();
+                }
+                pool.disconnect().await.unwrap();
+                Self { url: with_db_name(&server, &name), mysql_name: Some((server, name)), _dir: None }
+            }
+        }
+    }
+
+    pub fn database_url(&self) -> DatabaseUrl {
+        DatabaseUrl::parse(&self.url).unwrap()
+    }
+
+    /// Open a store on this database with the schema applied.
+    pub async fn store(&self) -> Arc<dyn Store> {
+        store::open(&self.database_url(), &StoreOptions::default(), true).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((server, name)) = self.mysql_name.take() {
+            // Async drop is not a thing: drop the database from a helper thread with its own runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    use mysql_async::prelude::Queryable;
+                    let pool = mysql_async::Pool::new(server.as_str());
+                    if let Ok(mut c) = pool.get_conn().await {
+                        let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {name}")).await;
+                    }
+                    let _ = pool.disconnect().await;
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub const T0: i64 = 1_750_000_000;
+
+/// The service under test with its fakes.
+pub struct TestApp {
+    pub svc: Arc<Service>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<ManualClock>,
+    pub wx: FakeWeChat,
+    /// Held so the database lives as long as the app.
+    pub _db: TestDb,
+}
+
+pub fn app_record(appid: &str, secret: &str) -> AppRecord {
+    AppRecord {
+        appid: appid.into(),
+        secret: secret.into(),
+        login_duration_secs: 30 * 86_400,
+        session_duration_secs: 2_592_000,
+        token_mode: TokenMode::Stable,
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+impl TestApp {
+    pub async fn new(backend: Backend) -> Self {
+        Self::with_settings(backend, Settings::default()).await
+    }
+
+    pub async fn with_settings(backend: Backend, settings: Settings) -> Self {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let wx = FakeWeChat::start().await;
+        let clock = Arc::new(ManualClock::new(T0));
+        let svc = Arc::new(build(store.clone(), &wx.base_url, clock.clone(), settings));
+        Self { svc, store, clock, wx, _db: db }
+    }
+
+    /// Register an app both here and at the fake WeChat.
+    pub async fn add_app(&self, appid: &str, secret: &str) {
+        self.store.put_app(&app_record(appid, secret)).await.unwrap();
+        self.wx.register(appid, secret);
+    }
+
+    pub async fn add_app_with(&self, app: AppRecord) {
+        self.wx.register(&app.appid, &app.secret);
+        self.store.put_app(&app).await.unwrap();
+    }
+
+    /// Post an envelope; returns the response envelope as JSON.
+    pub async fn call(&self, interface: &str, para: Value) -> Value {
+        let body = json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": interface, "para": para}});
+        self.raw(body.to_string().as_bytes()).await
+    }
+
+    pub async fn raw(&self, body: &[u8]) -> Value {
+        let env = self.svc.handle(body, &RequestMeta::default()).await;
+        serde_json::from_slice(&env.to_bytes()).unwrap()
+    }
+
+    /// Log in `openid` on `appid`; panics unless it succeeds. Returns returnData.
+    pub async fn login(&self, appid: &str, openid: &str) -> Value {
+        let r =
+            self.call("qcloud.cam.id_skey", json!({"appid": appid, "code": self.wx.code_for(openid)})).await;
+        assert_eq!(r["returnCode"], 0, "login failed: {r}");
+        r["returnData"].clone()
+    }
+
+    pub async fn auth(&self, data: &Value) -> Value {
+        self.call("qcloud.cam.auth", json!({"id": data["id"], "skey": data["skey"]})).await
+    }
+}
+
+/// Build a service over `store` talking to a WeChat at `base` (500 ms upstream deadline).
+pub fn build(store: Arc<dyn Store>, base: &str, clock: Arc<ManualClock>, settings: Settings) -> Service {
+    let http = wechat::http_client(UpstreamTimeouts {
+        connect: Duration::from_millis(500),
+        total: Duration::from_millis(500),
+    })
+    .unwrap();
+    Service::new(Deps { store, wechat: WeChatClient::new(http, base), clock, settings })
+}
+
+pub fn code(v: &Value) -> i64 {
+    v["returnCode"].as_i64().unwrap_or_else(|| panic!("no returnCode in {v}"))
+}
