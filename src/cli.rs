@@ -4,7 +4,9 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::handlers::{Deps, Settings};
 use crate::service::Service;
-use crate::store::{self, AppRecord, Store, TokenMode, DEFAULT_SESSION_DURATION_SECS};
+use crate::store::{self, AgentRecord, AppRecord, Store, TokenMode, DEFAULT_SESSION_DURATION_SECS};
+use crate::tokens::CredKey;
+use crate::wechat::wecom::WeComClient;
 use crate::wechat::{self, UpstreamTimeouts, WeChatClient};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -35,8 +37,36 @@ pub enum Command {
     /// Manage registered mini-programs and official accounts.
     #[command(subcommand)]
     App(AppCommand),
+    /// Manage registered WeCom self-built apps (agents).
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Delete sessions that have expired under their app's rules.
     PurgeSessions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Register an agent, or replace its secret (drops its cached token and tickets).
+    Add {
+        #[arg(long)]
+        corpid: String,
+        #[arg(long)]
+        agentid: String,
+        /// The app's Secret. `-` reads it from standard input.
+        #[arg(long)]
+        secret: String,
+        #[arg(long, default_value = "")]
+        remark: String,
+    },
+    /// List agents (never prints secrets).
+    List,
+    /// Remove an agent and its cached credentials.
+    Remove {
+        #[arg(long)]
+        corpid: String,
+        #[arg(long)]
+        agentid: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +119,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::App(cmd) => app_command(&config, cmd).await,
+        Command::Agent(cmd) => agent_command(&config, cmd).await,
         Command::PurgeSessions => {
             let store = open_store(&config, false).await?;
             let n = store
@@ -116,15 +147,18 @@ pub async fn build_service(config: &Config) -> Result<Service> {
         total: config.upstream_timeout(),
     })
     .context("could not build the HTTP client")?;
-    let deps = Deps {
+    let deps = Deps::new(
         store,
-        wechat: WeChatClient::new(http, &config.wechat_base_url),
-        clock: Arc::new(SystemClock),
-        settings: Settings {
+        WeChatClient::new(http.clone(), &config.wechat_base_url),
+        WeComClient::new(http, &config.wecom_base_url),
+        Arc::new(SystemClock),
+        Settings {
             default_appid: config.default_appid(),
             max_sessions_per_user: config.max_sessions_per_user as usize,
+            admin_token: config.admin_token(),
         },
-    };
+        config.token_policy(),
+    );
     let mut svc = Service::new(deps);
     svc.body_limit = config.body_limit as usize;
     Ok(svc)
@@ -179,6 +213,9 @@ async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
                 updated_at: now,
             };
             store.put_app(&app).await.context("could not store the app")?;
+            if existing.as_ref().is_some_and(|e| e.secret != app.secret || e.token_mode != app.token_mode) {
+                store.delete_credentials(&CredKey::all_for_app(&appid)).await.context("could not drop cached tokens")?;
+            }
             tracing::info!(appid = %appid, action = if existing.is_some() { "replaced" } else { "added" }, "app registry changed");
             println!("{} app {appid}", if existing.is_some() { "updated" } else { "added" });
         }
@@ -197,10 +234,64 @@ async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
         }
         AppCommand::Remove { appid } => {
             if store.remove_app(&appid).await.context("could not remove the app")? {
+                store.delete_credentials(&CredKey::all_for_app(&appid)).await.context("could not drop cached tokens")?;
                 tracing::info!(appid = %appid, action = "removed", "app registry changed");
                 println!("removed app {appid}");
             } else {
                 bail!("no app {appid}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn agent_command(config: &Config, cmd: AgentCommand) -> Result<()> {
+    let store = open_store(config, false).await?;
+    let now = crate::clock::Clock::now(&SystemClock);
+    match cmd {
+        AgentCommand::Add { corpid, agentid, secret, remark } => {
+            check_ident(&corpid, "corpid", 64)?;
+            check_ident(&agentid, "agentid", 64)?;
+            let secret = read_secret(&secret, "the secret")?;
+            if remark.len() > 255 {
+                bail!("the remark must be at most 255 bytes");
+            }
+            let existing = store.get_agent(&corpid, &agentid).await.context("could not read agents")?;
+            let agent = AgentRecord {
+                corpid: corpid.clone(),
+                agentid: agentid.clone(),
+                secret,
+                remark,
+                created_at: existing.as_ref().map_or(now, |a| a.created_at),
+                updated_at: now,
+            };
+            store.put_agent(&agent).await.context("could not store the agent")?;
+            if existing.as_ref().is_some_and(|e| e.secret != agent.secret) {
+                store
+                    .delete_credentials(&CredKey::all_for_agent(&corpid, &agentid))
+                    .await
+                    .context("could not drop cached tokens")?;
+            }
+            tracing::info!(corpid = %corpid, agentid = %agentid, action = if existing.is_some() { "replaced" } else { "added" }, "agent registry changed");
+            println!("{} agent {corpid}/{agentid}", if existing.is_some() { "updated" } else { "added" });
+        }
+        AgentCommand::List => {
+            let agents = store.list_agents().await.context("could not read agents")?;
+            println!("{:<32} {:<12} REMARK", "CORPID", "AGENTID");
+            for a in agents {
+                println!("{:<32} {:<12} {}", a.corpid, a.agentid, a.remark);
+            }
+        }
+        AgentCommand::Remove { corpid, agentid } => {
+            if store.remove_agent(&corpid, &agentid).await.context("could not remove the agent")? {
+                store
+                    .delete_credentials(&CredKey::all_for_agent(&corpid, &agentid))
+                    .await
+                    .context("could not drop cached tokens")?;
+                tracing::info!(corpid = %corpid, agentid = %agentid, action = "removed", "agent registry changed");
+                println!("removed agent {corpid}/{agentid}");
+            } else {
+                bail!("no agent {corpid}/{agentid}");
             }
         }
     }

@@ -22,6 +22,18 @@ pub struct Config {
     #[arg(long, env = "WAFER_WECHAT_BASE_URL", default_value = "https://api.weixin.qq.com", value_parser = parse_base_url, global = true)]
     pub wechat_base_url: String,
 
+    /// WeCom API base URL (tests point it at a fake).
+    #[arg(long, env = "WAFER_WECOM_BASE_URL", default_value = "https://qyapi.weixin.qq.com", value_parser = parse_base_url, global = true)]
+    pub wecom_base_url: String,
+
+    /// Admin credential for admin interfaces (`qcloud.work.initagent`). Unset: admin interfaces are off.
+    #[arg(long, env = "WAFER_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// How long a token refresher's lease holds before another instance may take over, in milliseconds.
+    #[arg(long, env = "WAFER_TOKEN_LEASE_MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(500..=120_000), global = true)]
+    pub token_lease_ms: u64,
+
     /// The app a login without `appid` uses (default: the only registered app, if there is exactly one).
     #[arg(long, env = "WAFER_DEFAULT_APPID", global = true)]
     pub default_appid: Option<String>,
@@ -72,6 +84,17 @@ impl Config {
     /// `WAFER_DEFAULT_APPID` with an empty value counts as unset.
     pub fn default_appid(&self) -> Option<String> {
         self.default_appid.clone().filter(|a| !a.trim().is_empty())
+    }
+
+    /// `WAFER_ADMIN_TOKEN` with an empty value counts as unset (admin interfaces off).
+    pub fn admin_token(&self) -> Option<String> {
+        self.admin_token.clone().filter(|t| !t.trim().is_empty())
+    }
+
+    /// The token refresh policy for this configuration.
+    pub fn token_policy(&self) -> crate::tokens::Policy {
+        let lease = self.token_lease_ms as i64;
+        crate::tokens::Policy { lease_ms: lease, wait_ms: lease + 5_000, ..crate::tokens::Policy::default() }
     }
 
     pub fn store_options(&self) -> crate::store::StoreOptions {

@@ -21,4 +21,5 @@ pub mod serve;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod wechat;

@@ -78,7 +78,7 @@ impl Service {
     async fn dispatch(
         &self,
         body: &[u8],
-        _meta: &RequestMeta,
+        meta: &RequestMeta,
         interface: &mut &'static str,
         appid: &mut String,
     ) -> Result<(&'static str, Value), WaferError> {
@@ -95,7 +95,7 @@ impl Service {
         }
         let parsed = Interface::parse(&req.interface_name, para)?;
         *interface = parsed.name();
-        let reply = parsed.handle(&self.deps).await?;
+        let reply = parsed.handle(&self.deps, meta).await?;
         if appid.is_empty() {
             if let Some(Value::String(a)) = reply.data.get("appid") {
                 appid.push_str(a);

@@ -65,9 +65,35 @@ pub fn login_state_signature(session_key: &str, body: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// The JS-SDK signature (upstream.md §5.1): sha1 over `jsapi_ticket=T&noncestr=N&timestamp=TS&url=U`, values raw,
+/// the URL without its `#fragment`.
+pub fn jsapi_signature(ticket: &str, noncestr: &str, timestamp: u64, url: &str) -> String {
+    let url = url.split('#').next().unwrap_or(url);
+    sha1_hex(format!("jsapi_ticket={ticket}&noncestr={noncestr}&timestamp={timestamp}&url={url}").as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TICKET: &str = "sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg";
+
+    #[test]
+    fn jsapi_signature_matches_the_official_vectors() {
+        assert_eq!(
+            jsapi_signature(TICKET, "Wm3WZYTPz0wzccnW", 1414587457, "http://mp.weixin.qq.com?params=value"),
+            "0f9de62fce790f9a083d5c99e95740ceb90c27ed"
+        );
+        assert_eq!(
+            jsapi_signature(TICKET, "Wm3WZYTPz0wzccnW", 1414587457, "http://mp.weixin.qq.com"),
+            "f4d90daf4b3bca3078ab155816175ba34c443a7b"
+        );
+        assert_eq!(
+            jsapi_signature(TICKET, "Wm3WZYTPz0wzccnW", 1414587457, "http://mp.weixin.qq.com#frag"),
+            "f4d90daf4b3bca3078ab155816175ba34c443a7b",
+            "the fragment is not signed"
+        );
+    }
 
     #[test]
     fn random_hex_has_the_asked_length_and_differs() {

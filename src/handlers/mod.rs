@@ -1,11 +1,14 @@
 //! The interface set: each `interfaceName` parsed from `para` into a typed request, then handled by a
 //! function of (request, [`Deps`]). Unknown names are a typed reply (1010), never a panic.
 
+pub mod credentials;
 pub mod session;
 
 use crate::clock::Clock;
 use crate::envelope::{Para, ReturnCode, WaferError};
+use crate::service::RequestMeta;
 use crate::store::Store;
+use crate::tokens::{CredKind, Credentials};
 use crate::wechat::WeChatClient;
 use serde_json::Value;
 use std::sync::Arc;
@@ -15,7 +18,23 @@ pub struct Deps {
     pub store: Arc<dyn Store>,
     pub wechat: WeChatClient,
     pub clock: Arc<dyn Clock>,
+    pub creds: Arc<Credentials>,
     pub settings: Settings,
+}
+
+impl Deps {
+    /// Wire the dependencies; the credential manager shares the store, clients and clock.
+    pub fn new(
+        store: Arc<dyn Store>,
+        wechat: WeChatClient,
+        wecom: crate::wechat::wecom::WeComClient,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        policy: crate::tokens::Policy,
+    ) -> Self {
+        let creds = Arc::new(Credentials::new(store.clone(), wechat.clone(), wecom, clock.clone(), policy));
+        Self { store, wechat, clock, creds, settings }
+    }
 }
 
 /// Behaviour knobs that are not per-app.
@@ -25,11 +44,13 @@ pub struct Settings {
     pub default_appid: Option<String>,
     /// Live sessions kept per (appid, openid); the oldest beyond this are dropped at login.
     pub max_sessions_per_user: usize,
+    /// `WAFER_ADMIN_TOKEN`: admin interfaces are off when unset.
+    pub admin_token: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { default_appid: None, max_sessions_per_user: session::DEFAULT_MAX_SESSIONS_PER_USER }
+        Self { default_appid: None, max_sessions_per_user: session::DEFAULT_MAX_SESSIONS_PER_USER, admin_token: None }
     }
 }
 
@@ -47,6 +68,9 @@ pub enum Interface<'a> {
     Auth(session::AuthRequest<'a>),
     Decrypt(session::DecryptRequest<'a>),
     UserInfo(session::DecryptRequest<'a>),
+    Credential(&'static str, credentials::CredentialRequest),
+    Signature(&'static str, credentials::SignatureRequest),
+    InitAgent(credentials::InitAgentRequest),
 }
 
 impl<'a> Interface<'a> {
@@ -57,6 +81,30 @@ impl<'a> Interface<'a> {
             "qcloud.cam.auth" => Self::Auth(session::AuthRequest::parse(para)?),
             "qcloud.cam.decrypt" => Self::Decrypt(session::DecryptRequest::parse(para)?),
             "qcloud.cam.userinfo" => Self::UserInfo(session::DecryptRequest::parse(para)?),
+            "qcloud.mimi.access_token" => {
+                Self::Credential("qcloud.mimi.access_token", credentials::CredentialRequest::parse(para, CredKind::MpToken)?)
+            }
+            "qcloud.mimi.jsapi_ticket" => Self::Credential(
+                "qcloud.mimi.jsapi_ticket",
+                credentials::CredentialRequest::parse(para, CredKind::MpJsapiTicket)?,
+            ),
+            "qcloud.work.access_token" => {
+                Self::Credential("qcloud.work.access_token", credentials::CredentialRequest::parse(para, CredKind::WcToken)?)
+            }
+            "qcloud.work.ticket" => {
+                Self::Credential("qcloud.work.ticket", credentials::CredentialRequest::parse(para, CredKind::WcCorpTicket)?)
+            }
+            "qcloud.work.agent.ticket" => Self::Credential(
+                "qcloud.work.agent.ticket",
+                credentials::CredentialRequest::parse(para, CredKind::WcAgentTicket)?,
+            ),
+            "qcloud.mimi.jsapi_signature" => {
+                Self::Signature("qcloud.mimi.jsapi_signature", credentials::SignatureRequest::parse(para, false)?)
+            }
+            "qcloud.work.jsapi_signature" => {
+                Self::Signature("qcloud.work.jsapi_signature", credentials::SignatureRequest::parse(para, true)?)
+            }
+            "qcloud.work.initagent" => Self::InitAgent(credentials::InitAgentRequest::parse(para)?),
             _ => return Err(WaferError::new(ReturnCode::InterfaceErr, "unknown interfaceName")),
         })
     }
@@ -68,16 +116,21 @@ impl<'a> Interface<'a> {
             Self::Auth(_) => "qcloud.cam.auth",
             Self::Decrypt(_) => "qcloud.cam.decrypt",
             Self::UserInfo(_) => "qcloud.cam.userinfo",
+            Self::Credential(name, _) | Self::Signature(name, _) => name,
+            Self::InitAgent(_) => "qcloud.work.initagent",
         }
     }
 
     /// Run the handler.
-    pub async fn handle(self, deps: &Deps) -> Result<Reply, WaferError> {
+    pub async fn handle(self, deps: &Deps, meta: &RequestMeta) -> Result<Reply, WaferError> {
         match self {
             Self::IdSkey(r) => session::login(deps, r).await,
             Self::Auth(r) => session::auth(deps, r).await,
             Self::Decrypt(r) => session::decrypt(deps, r).await,
             Self::UserInfo(r) => session::userinfo(deps, r).await,
+            Self::Credential(_, r) => credentials::credential(deps, r).await,
+            Self::Signature(_, r) => credentials::signature(deps, r).await,
+            Self::InitAgent(r) => credentials::init_agent(deps, meta, r).await,
         }
     }
 }

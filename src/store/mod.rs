@@ -159,6 +159,98 @@ pub trait Store: Send + Sync + 'static {
     async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()>;
     /// Delete every session that has expired by `now`. Returns how many were deleted.
     async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64>;
+
+    /// Insert or replace a WeCom agent (keyed by corpid + agentid).
+    async fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()>;
+    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>>;
+    /// All agents, ordered by corpid, agentid.
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>>;
+    /// Remove an agent. Returns whether it existed. (Its credentials are dropped by the caller.)
+    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool>;
+
+    /// The cached credential row for `key`, if any.
+    async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>>;
+    /// Take the refresh lease for `key` until `until_ms` if nobody holds it, it has run out by `now_ms`, or
+    /// `owner` already holds it. Creates the row if missing. Returns whether `owner` now holds the lease.
+    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool>;
+    /// Store a fetched value and release the lease, only if `owner` still holds it (a holder whose lease ran out
+    /// and was taken over cannot overwrite the newer value). Counts the fetch in its budget window and clears any
+    /// quota block. Returns whether it was stored.
+    async fn put_credential(&self, key: &str, owner: &str, fetched: &FetchedCredential<'_>) -> StoreResult<bool>;
+    /// Give up the lease without storing anything (the fetch failed).
+    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()>;
+    /// Stop upstream calls for `key` until `until` (a daily quota refusal); releases `owner`'s lease.
+    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()>;
+    /// Write a credential unconditionally (imports). Leaves lease and budget untouched.
+    async fn import_credential(&self, key: &str, value: &str, expires_at: i64, fetched_at: i64) -> StoreResult<()>;
+    /// Drop cached credentials (a secret was replaced or an app removed).
+    async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()>;
+}
+
+/// A registered WeCom self-built app ("agent").
+#[derive(Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub corpid: String,
+    pub agentid: String,
+    pub secret: String,
+    pub remark: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for AgentRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentRecord")
+            .field("corpid", &self.corpid)
+            .field("agentid", &self.agentid)
+            .field("remark", &self.remark)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cached access token or ticket with its coordination state (see `sql/*/0002_*.sql`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CredentialRow {
+    pub key: String,
+    /// The token or ticket, if one was ever fetched.
+    pub value: Option<String>,
+    /// Unix seconds when the value expires upstream.
+    pub expires_at: i64,
+    /// Unix seconds when the value was fetched.
+    pub fetched_at: i64,
+    /// The process currently refreshing this key, if any, and until when (Unix ms) its lease holds.
+    pub lease_owner: Option<String>,
+    pub lease_until_ms: i64,
+    /// No upstream call for this key before this time (daily quota used up); `blocked_code` says why.
+    pub blocked_until: i64,
+    pub blocked_code: i64,
+    /// Fetch budget window: start (Unix s, hour-aligned) and fetches in it.
+    pub window_start: i64,
+    pub window_count: i64,
+}
+
+impl std::fmt::Debug for CredentialRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialRow")
+            .field("key", &self.key)
+            .field("has_value", &self.value.is_some())
+            .field("expires_at", &self.expires_at)
+            .field("fetched_at", &self.fetched_at)
+            .field("lease_owner", &self.lease_owner)
+            .field("lease_until_ms", &self.lease_until_ms)
+            .field("blocked_until", &self.blocked_until)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A freshly fetched value to store under a lease.
+#[derive(Clone)]
+pub struct FetchedCredential<'a> {
+    pub value: &'a str,
+    pub expires_at: i64,
+    pub fetched_at: i64,
+    /// The hour-aligned budget window this fetch counts in.
+    pub window_start: i64,
 }
 
 /// Where the data lives, parsed from `WAFER_DATABASE_URL`.

@@ -2,8 +2,8 @@
 //! (no connection is opened before the first query), every operation under a deadline, all SQL parameterised.
 
 use super::{
-    AppRecord, LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreOptions, StoreResult,
-    TokenMode,
+    AgentRecord, AppRecord, CredentialRow, FetchedCredential, LoginOutcome, SessionRecord, SessionView, Store,
+    StoreError, StoreOptions, StoreResult, TokenMode,
 };
 use async_trait::async_trait;
 use mysql_async::prelude::*;
@@ -14,7 +14,10 @@ use std::time::Duration;
 const BACKEND: &str = "mysql";
 
 /// Numbered migrations. Each file is split into statements at `;` line ends.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../sql/mysql/0001_apps_sessions.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../sql/mysql/0001_apps_sessions.sql")),
+    (2, include_str!("../../sql/mysql/0002_credentials_agents.sql")),
+];
 
 /// Server error codes worth one more try: deadlock, lock wait timeout.
 const RETRYABLE: &[u16] = &[1213, 1205];
@@ -201,6 +204,34 @@ fn is_connection_error(e: &mysql_async::Error) -> bool {
     matches!(e, mysql_async::Error::Io(_) | mysql_async::Error::Driver(_))
 }
 
+type AgentRow = (String, String, String, String, i64, i64);
+
+fn agent_from_row(r: AgentRow) -> AgentRecord {
+    AgentRecord { corpid: r.0, agentid: r.1, secret: r.2, remark: r.3, created_at: r.4, updated_at: r.5 }
+}
+
+const AGENT_COLUMNS: &str = "corpid, agentid, secret, remark, created_at, updated_at";
+
+type CredRow = (String, Option<String>, i64, i64, Option<String>, i64, i64, i64, i64, i64);
+
+fn cred_from_row(r: CredRow) -> CredentialRow {
+    CredentialRow {
+        key: r.0,
+        value: r.1,
+        expires_at: r.2,
+        fetched_at: r.3,
+        lease_owner: r.4,
+        lease_until_ms: r.5,
+        blocked_until: r.6,
+        blocked_code: r.7,
+        window_start: r.8,
+        window_count: r.9,
+    }
+}
+
+const CRED_COLUMNS: &str = "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, blocked_until, \
+                            blocked_code, window_start, window_count";
+
 #[async_trait]
 impl Store for MysqlStore {
     fn backend(&self) -> &'static str {
@@ -374,6 +405,137 @@ impl Store for MysqlStore {
             )
             .await?;
             Ok(conn.affected_rows())
+        })
+        .await
+    }
+
+    async fn put_agent(&self, a: &AgentRecord) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "INSERT INTO wafer_agents (corpid, agentid, secret, remark, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE secret = VALUES(secret), remark = VALUES(remark), updated_at = VALUES(updated_at)",
+                (&a.corpid, &a.agentid, &a.secret, &a.remark, a.created_at, a.updated_at),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
+        self.run(move |mut conn| async move {
+            let row: Option<AgentRow> = conn
+                .exec_first(
+                    format!("SELECT {AGENT_COLUMNS} FROM wafer_agents WHERE corpid = ? AND agentid = ?"),
+                    (corpid, agentid),
+                )
+                .await?;
+            Ok(row.map(agent_from_row))
+        })
+        .await
+    }
+
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        self.run(move |mut conn| async move {
+            let rows: Vec<AgentRow> =
+                conn.query(format!("SELECT {AGENT_COLUMNS} FROM wafer_agents ORDER BY corpid, agentid")).await?;
+            Ok(rows.into_iter().map(agent_from_row).collect())
+        })
+        .await
+    }
+
+    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop("DELETE FROM wafer_agents WHERE corpid = ? AND agentid = ?", (corpid, agentid)).await?;
+            Ok(conn.affected_rows() > 0)
+        })
+        .await
+    }
+
+    async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
+        self.run(move |mut conn| async move {
+            let row: Option<CredRow> = conn
+                .exec_first(format!("SELECT {CRED_COLUMNS} FROM wafer_credentials WHERE cred_key = ?"), (key,))
+                .await?;
+            Ok(row.map(cred_from_row))
+        })
+        .await
+    }
+
+    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop("INSERT IGNORE INTO wafer_credentials (cred_key) VALUES (?)", (key,)).await?;
+            // A single-row conditional UPDATE is atomic: exactly one contender sees one affected row.
+            conn.exec_drop(
+                "UPDATE wafer_credentials SET lease_owner = ?, lease_until_ms = ?
+                 WHERE cred_key = ? AND (lease_owner IS NULL OR lease_until_ms < ? OR lease_owner = ?)",
+                (owner, until_ms, key, now_ms, owner),
+            )
+            .await?;
+            Ok(conn.affected_rows() == 1)
+        })
+        .await
+    }
+
+    async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
+        self.run(move |mut conn| async move {
+            // MySQL evaluates SET left to right: window_count reads the old window_start.
+            conn.exec_drop(
+                "UPDATE wafer_credentials SET value = ?, expires_at = ?, fetched_at = ?,
+                   window_count = CASE WHEN window_start = ? THEN window_count + 1 ELSE 1 END, window_start = ?,
+                   lease_owner = NULL, lease_until_ms = 0, blocked_until = 0, blocked_code = 0
+                 WHERE cred_key = ? AND lease_owner = ?",
+                (f.value, f.expires_at, f.fetched_at, f.window_start, f.window_start, key, owner),
+            )
+            .await?;
+            Ok(conn.affected_rows() == 1)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "UPDATE wafer_credentials SET lease_owner = NULL, lease_until_ms = 0 WHERE cred_key = ? AND lease_owner = ?",
+                (key, owner),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "UPDATE wafer_credentials SET blocked_until = ?, blocked_code = ?,
+                   lease_until_ms = CASE WHEN lease_owner = ? THEN 0 ELSE lease_until_ms END,
+                   lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END
+                 WHERE cred_key = ?",
+                (until, code, owner, owner, key),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn import_credential(&self, key: &str, value: &str, expires_at: i64, fetched_at: i64) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "INSERT INTO wafer_credentials (cred_key, value, expires_at, fetched_at) VALUES (?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE value = VALUES(value), expires_at = VALUES(expires_at), fetched_at = VALUES(fetched_at)",
+                (key, value, expires_at, fetched_at),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            for k in keys {
+                conn.exec_drop("DELETE FROM wafer_credentials WHERE cred_key = ?", (k,)).await?;
+            }
+            Ok(())
         })
         .await
     }

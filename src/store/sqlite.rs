@@ -1,7 +1,10 @@
 //! The embedded backend: SQLite through `rusqlite` (bundled), one connection behind a mutex, calls run on
 //! tokio's blocking pool. The zero-setup default; several processes may share the file (WAL, busy timeout).
 
-use super::{AppRecord, LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreResult, TokenMode};
+use super::{
+    AgentRecord, AppRecord, CredentialRow, FetchedCredential, LoginOutcome, SessionRecord, SessionView, Store,
+    StoreError, StoreResult, TokenMode,
+};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::sync::{Arc, Mutex};
@@ -9,7 +12,10 @@ use std::sync::{Arc, Mutex};
 const BACKEND: &str = "sqlite";
 
 /// Numbered migrations, applied in order inside one transaction each.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../sql/sqlite/0001_apps_sessions.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../sql/sqlite/0001_apps_sessions.sql")),
+    (2, include_str!("../../sql/sqlite/0002_credentials_agents.sql")),
+];
 
 /// The embedded store.
 #[derive(Clone)]
@@ -62,6 +68,37 @@ fn app_from_row(r: &Row<'_>) -> rusqlite::Result<AppRecord> {
         token_mode: TokenMode::parse(&mode).unwrap_or(TokenMode::Stable),
         created_at: r.get(5)?,
         updated_at: r.get(6)?,
+    })
+}
+
+const AGENT_COLUMNS: &str = "corpid, agentid, secret, remark, created_at, updated_at";
+
+fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
+    Ok(AgentRecord {
+        corpid: r.get(0)?,
+        agentid: r.get(1)?,
+        secret: r.get(2)?,
+        remark: r.get(3)?,
+        created_at: r.get(4)?,
+        updated_at: r.get(5)?,
+    })
+}
+
+const CRED_COLUMNS: &str = "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, blocked_until, \
+                            blocked_code, window_start, window_count";
+
+fn cred_from_row(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
+    Ok(CredentialRow {
+        key: r.get(0)?,
+        value: r.get(1)?,
+        expires_at: r.get(2)?,
+        fetched_at: r.get(3)?,
+        lease_owner: r.get(4)?,
+        lease_until_ms: r.get(5)?,
+        blocked_until: r.get(6)?,
+        blocked_code: r.get(7)?,
+        window_start: r.get(8)?,
+        window_count: r.get(9)?,
     })
 }
 
@@ -272,6 +309,146 @@ impl Store for SqliteStore {
                 [now],
             )?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
+        let a = agent.clone();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO wafer_agents (corpid, agentid, secret, remark, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(corpid, agentid) DO UPDATE SET secret = excluded.secret, remark = excluded.remark,
+                   updated_at = excluded.updated_at",
+                params![a.corpid, a.agentid, a.secret, a.remark, a.created_at, a.updated_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
+        let (corpid, agentid) = (corpid.to_owned(), agentid.to_owned());
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {AGENT_COLUMNS} FROM wafer_agents WHERE corpid = ?1 AND agentid = ?2"),
+                [corpid, agentid],
+                agent_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        self.call(|c| {
+            let mut st = c.prepare(&format!("SELECT {AGENT_COLUMNS} FROM wafer_agents ORDER BY corpid, agentid"))?;
+            let rows = st.query_map([], agent_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
+        let (corpid, agentid) = (corpid.to_owned(), agentid.to_owned());
+        self.call(move |c| {
+            let n = c.execute("DELETE FROM wafer_agents WHERE corpid = ?1 AND agentid = ?2", [corpid, agentid])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
+        let key = key.to_owned();
+        self.call(move |c| {
+            c.query_row(&format!("SELECT {CRED_COLUMNS} FROM wafer_credentials WHERE cred_key = ?1"), [key], cred_from_row)
+                .optional()
+        })
+        .await
+    }
+
+    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
+        let (key, owner) = (key.to_owned(), owner.to_owned());
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("INSERT OR IGNORE INTO wafer_credentials (cred_key) VALUES (?1)", [&key])?;
+            let n = tx.execute(
+                "UPDATE wafer_credentials SET lease_owner = ?2, lease_until_ms = ?4
+                 WHERE cred_key = ?1 AND (lease_owner IS NULL OR lease_until_ms < ?3 OR lease_owner = ?2)",
+                params![key, owner, now_ms, until_ms],
+            )?;
+            tx.commit()?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
+        let (key, owner, value) = (key.to_owned(), owner.to_owned(), f.value.to_owned());
+        let (expires_at, fetched_at, window) = (f.expires_at, f.fetched_at, f.window_start);
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE wafer_credentials SET value = ?3, expires_at = ?4, fetched_at = ?5,
+                   window_count = CASE WHEN window_start = ?6 THEN window_count + 1 ELSE 1 END, window_start = ?6,
+                   lease_owner = NULL, lease_until_ms = 0, blocked_until = 0, blocked_code = 0
+                 WHERE cred_key = ?1 AND lease_owner = ?2",
+                params![key, owner, value, expires_at, fetched_at, window],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
+        let (key, owner) = (key.to_owned(), owner.to_owned());
+        self.call(move |c| {
+            c.execute(
+                "UPDATE wafer_credentials SET lease_owner = NULL, lease_until_ms = 0 WHERE cred_key = ?1 AND lease_owner = ?2",
+                [key, owner],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()> {
+        let (key, owner) = (key.to_owned(), owner.to_owned());
+        self.call(move |c| {
+            c.execute(
+                "UPDATE wafer_credentials SET blocked_until = ?3, blocked_code = ?4,
+                   lease_owner = CASE WHEN lease_owner = ?2 THEN NULL ELSE lease_owner END,
+                   lease_until_ms = CASE WHEN lease_owner = ?2 THEN 0 ELSE lease_until_ms END
+                 WHERE cred_key = ?1",
+                params![key, owner, until, code],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn import_credential(&self, key: &str, value: &str, expires_at: i64, fetched_at: i64) -> StoreResult<()> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO wafer_credentials (cred_key, value, expires_at, fetched_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(cred_key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at,
+                   fetched_at = excluded.fetched_at",
+                params![key, value, expires_at, fetched_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
+        let keys = keys.to_vec();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            for k in &keys {
+                tx.execute("DELETE FROM wafer_credentials WHERE cred_key = ?1", [k])?;
+            }
+            tx.commit()
         })
         .await
     }

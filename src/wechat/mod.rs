@@ -1,7 +1,10 @@
-//! Upstream HTTP clients (WeChat; WeCom later) and the classification of upstream errors into return codes.
+//! Upstream HTTP clients (WeChat here, WeCom in [`wecom`]) and the classification of upstream errors into
+//! return codes.
 //!
 //! Base URLs and timeouts are arguments so tests point them at a local fake. Query values are URL-encoded by
 //! reqwest; TLS is verified (rustls). No URL is ever logged: request URLs carry secrets.
+
+pub mod wecom;
 
 use crate::envelope::{ReturnCode, WaferError};
 use serde::Deserialize;
@@ -193,6 +196,60 @@ impl WeChatClient {
             }
             _ => Err(UpstreamError::BadReply("no openid/session_key".into())),
         }
+    }
+}
+
+/// A token or ticket as fetched: the value and its lifetime in seconds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub value: String,
+    pub expires_in: i64,
+}
+
+impl std::fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetched").field("expires_in", &self.expires_in).finish_non_exhaustive()
+    }
+}
+
+/// Read `{<field>, expires_in}` from a reply whose errcode was 0 or absent.
+pub fn parse_fetched(body: &Value, field: &str) -> Result<Fetched, UpstreamError> {
+    check_errcode(body.get("errcode").and_then(Value::as_i64), body)?;
+    let value = body.get(field).and_then(Value::as_str).filter(|v| !v.is_empty());
+    let expires_in = body.get("expires_in").and_then(Value::as_i64).filter(|e| *e > 0);
+    match (value, expires_in) {
+        (Some(v), Some(e)) if v.len() <= 2048 => Ok(Fetched { value: v.to_owned(), expires_in: e }),
+        _ => Err(UpstreamError::BadReply(format!("no {field}/expires_in"))),
+    }
+}
+
+impl WeChatClient {
+    /// `POST /cgi-bin/stable_token`. With `force_refresh` the previous stable token is invalidated.
+    pub async fn stable_token(&self, appid: &str, secret: &str, force_refresh: bool) -> Result<Fetched, UpstreamError> {
+        let body = serde_json::json!({
+            "grant_type": "client_credential", "appid": appid, "secret": secret, "force_refresh": force_refresh,
+        });
+        let req = self.http.post(format!("{}/cgi-bin/stable_token", self.base)).json(&body);
+        parse_fetched(&send_json(req).await?, "access_token")
+    }
+
+    /// `GET /cgi-bin/token`: every call starts the previous token's 5-minute countdown.
+    pub async fn classic_token(&self, appid: &str, secret: &str) -> Result<Fetched, UpstreamError> {
+        let req = self.http.get(format!("{}/cgi-bin/token", self.base)).query(&[
+            ("grant_type", "client_credential"),
+            ("appid", appid),
+            ("secret", secret),
+        ]);
+        parse_fetched(&send_json(req).await?, "access_token")
+    }
+
+    /// `GET /cgi-bin/ticket/getticket?type=jsapi`: the official-account JS-SDK ticket.
+    pub async fn jsapi_ticket(&self, access_token: &str) -> Result<Fetched, UpstreamError> {
+        let req = self
+            .http
+            .get(format!("{}/cgi-bin/ticket/getticket", self.base))
+            .query(&[("access_token", access_token), ("type", "jsapi")]);
+        parse_fetched(&send_json(req).await?, "ticket")
     }
 }
 

@@ -1,26 +1,60 @@
-//! A fake WeChat API owned by the tests: `jscode2session` with single-use codes, per-login session keys,
-//! every error class, a slow reply and a non-JSON reply; it counts calls per endpoint.
+//! A fake WeChat + WeCom API owned by the tests, modelling the rules that matter:
+//! - `jscode2session` with single-use codes, per-login session keys, every error class, slow and non-JSON replies;
+//! - classic `cgi-bin/token`: every fetch issues a new token, the previous one stays valid for an overlap;
+//! - `cgi-bin/stable_token`: idempotent within its window with the remaining lifetime; `force_refresh` rotates;
+//! - tickets (`getticket`, WeCom `get_jsapi_ticket`, `ticket/get`) need a valid token of the same app/agent;
+//! - WeCom `gettoken`: the same token per (corpid, secret) until invalidated;
+//! - switches: fail the next N calls of a path with an errcode, delay a path.
+//! It counts calls per endpoint and per (endpoint, app).
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use base64::Engine;
-use serde_json::json;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+#[derive(Clone)]
+struct Tok {
+    owner: String,
+    expires_at: i64,
+}
 
 #[derive(Default)]
+struct Inner {
+    secrets: HashMap<String, String>,
+    used_codes: HashSet<String>,
+    session_keys: HashMap<String, String>,
+    logins: HashMap<String, usize>,
+    calls: HashMap<String, usize>,
+    /// Every valid token → its owner and expiry (expiry is cut short when a classic refresh supersedes it).
+    tokens: HashMap<String, Tok>,
+    /// Latest classic / stable / wecom token per owner.
+    classic: HashMap<String, String>,
+    stable: HashMap<String, String>,
+    wecom: HashMap<String, String>,
+    /// Scripted failures: path → (errcode, remaining count).
+    failures: HashMap<String, (i64, usize)>,
+    delays: HashMap<String, Duration>,
+    seq: usize,
+}
+
 pub struct FakeState {
-    secrets: Mutex<HashMap<String, String>>,
-    used_codes: Mutex<HashSet<String>>,
-    session_keys: Mutex<HashMap<String, String>>,
-    logins: Mutex<HashMap<String, usize>>,
-    calls: Mutex<HashMap<String, usize>>,
+    inner: Mutex<Inner>,
     code_seq: AtomicUsize,
+    /// Lifetime of tokens and tickets, and how long a superseded classic token stays valid.
+    pub lifetime: i64,
+    pub overlap: i64,
 }
 
 #[derive(Clone)]
@@ -31,8 +65,21 @@ pub struct FakeWeChat {
 
 impl FakeWeChat {
     pub async fn start() -> Self {
-        let state = Arc::new(FakeState::default());
-        let app = Router::new().route("/sns/jscode2session", get(code2session)).with_state(state.clone());
+        let state = Arc::new(FakeState {
+            inner: Mutex::new(Inner::default()),
+            code_seq: AtomicUsize::new(0),
+            lifetime: 7200,
+            overlap: 300,
+        });
+        let app = Router::new()
+            .route("/sns/jscode2session", get(code2session))
+            .route("/cgi-bin/token", get(classic_token))
+            .route("/cgi-bin/stable_token", post(stable_token))
+            .route("/cgi-bin/ticket/getticket", get(mp_ticket))
+            .route("/cgi-bin/gettoken", get(wecom_token))
+            .route("/cgi-bin/get_jsapi_ticket", get(wecom_corp_ticket))
+            .route("/cgi-bin/ticket/get", get(wecom_agent_ticket))
+            .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -41,8 +88,13 @@ impl FakeWeChat {
         Self { base_url: format!("http://{addr}"), state }
     }
 
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.state.inner.lock().unwrap()
+    }
+
+    /// Register an appid (or a WeCom `corpid/agentid`-independent corp secret) with its secret.
     pub fn register(&self, appid: &str, secret: &str) {
-        self.state.secrets.lock().unwrap().insert(appid.into(), secret.into());
+        self.inner().secrets.insert(appid.into(), secret.into());
     }
 
     /// A fresh single-use login code for `openid`.
@@ -53,74 +105,247 @@ impl FakeWeChat {
 
     /// The session_key WeChat gave `openid` at its latest login.
     pub fn session_key(&self, openid: &str) -> String {
-        self.state.session_keys.lock().unwrap().get(openid).cloned().expect("openid never logged in")
+        self.inner().session_keys.get(openid).cloned().expect("openid never logged in")
     }
 
-    pub fn calls(&self, path: &str) -> usize {
-        self.state.calls.lock().unwrap().get(path).copied().unwrap_or(0)
+    /// Calls to `path` (all apps), or with `path|owner` the calls for one app / corp secret.
+    pub fn calls(&self, key: &str) -> usize {
+        self.inner().calls.get(key).copied().unwrap_or(0)
     }
 
-    /// Calls that presented exactly this code.
+    /// Calls that presented exactly this login code.
     pub fn code_calls(&self, code: &str) -> usize {
         self.calls(&format!("code:{code}"))
     }
-}
 
-fn bump(state: &FakeState, key: String) {
-    *state.calls.lock().unwrap().entry(key).or_default() += 1;
-}
-
-async fn code2session(
-    State(st): State<Arc<FakeState>>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    bump(&st, "/sns/jscode2session".into());
-    let code = q.get("js_code").cloned().unwrap_or_default();
-    bump(&st, format!("code:{code}"));
-    if q.get("grant_type").map(String::as_str) != Some("authorization_code") {
-        return axum::Json(json!({"errcode": 40002, "errmsg": "invalid grant_type"})).into_response();
+    /// Fail the next `n` calls to `path` with `errcode`.
+    pub fn fail_next(&self, path: &str, errcode: i64, n: usize) {
+        self.inner().failures.insert(path.into(), (errcode, n));
     }
+
+    /// Delay every call to `path`.
+    pub fn delay(&self, path: &str, d: Duration) {
+        self.inner().delays.insert(path.into(), d);
+    }
+
+    /// Whether `token` is currently valid upstream.
+    pub fn token_valid(&self, token: &str) -> bool {
+        self.inner().tokens.get(token).is_some_and(|t| t.expires_at > now())
+    }
+
+    /// Make a token invalid now (WeCom may invalidate early; a classic refresh elsewhere, …).
+    pub fn invalidate(&self, token: &str) {
+        if let Some(t) = self.inner().tokens.get_mut(token) {
+            t.expires_at = 0;
+        }
+        let mut inner = self.inner();
+        inner.wecom.retain(|_, v| v != token);
+        inner.stable.retain(|_, v| v != token);
+    }
+}
+
+/// Count the call, apply scripted delays and failures. Returns a scripted failure reply, if any.
+async fn enter(st: &FakeState, path: &str, owner: &str) -> Option<Response> {
+    let (delay, failure) = {
+        let mut inner = st.inner.lock().unwrap();
+        *inner.calls.entry(path.to_owned()).or_default() += 1;
+        *inner.calls.entry(format!("{path}|{owner}")).or_default() += 1;
+        let delay = inner.delays.get(path).copied();
+        let failure = match inner.failures.get_mut(path) {
+            Some((code, n)) if *n > 0 => {
+                *n -= 1;
+                Some(*code)
+            }
+            _ => None,
+        };
+        (delay, failure)
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    failure.map(|code| Json(json!({"errcode": code, "errmsg": format!("scripted failure, rid: s-{code}")})).into_response())
+}
+
+fn issue(inner: &mut Inner, prefix: &str, owner: &str, lifetime: i64) -> String {
+    inner.seq += 1;
+    let t = format!("{prefix}-{owner}-{}-{}", inner.seq, "x".repeat(40));
+    inner.tokens.insert(t.clone(), Tok { owner: owner.to_owned(), expires_at: now() + lifetime });
+    t
+}
+
+fn err(code: i64, msg: &str) -> Response {
+    Json(json!({"errcode": code, "errmsg": msg})).into_response()
+}
+
+async fn code2session(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let code = q.get("js_code").cloned().unwrap_or_default();
     let appid = q.get("appid").cloned().unwrap_or_default();
+    if let Some(r) = enter(&st, "/sns/jscode2session", &appid).await {
+        return r;
+    }
+    *st.inner.lock().unwrap().calls.entry(format!("code:{code}")).or_default() += 1;
+    if q.get("grant_type").map(String::as_str) != Some("authorization_code") {
+        return err(40002, "invalid grant_type");
+    }
     let secret = q.get("secret").cloned().unwrap_or_default();
     match code.as_str() {
         "slow" => {
-            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-            return axum::Json(json!({"openid": "late", "session_key": "AAAAAAAAAAAAAAAAAAAAAA=="}))
-                .into_response();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            return Json(json!({"openid": "late", "session_key": "AAAAAAAAAAAAAAAAAAAAAA=="})).into_response();
         }
         "nonjson" => return (StatusCode::OK, "<html>gateway</html>").into_response(),
         "http500" => return (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response(),
-        "nofields" => return axum::Json(json!({"errcode": 0, "errmsg": "ok"})).into_response(),
+        "nofields" => return err(0, "ok"),
         c if c.starts_with("err:") => {
             let errcode: i64 = c[4..].parse().unwrap_or(-1);
-            return axum::Json(
-                json!({"errcode": errcode, "errmsg": format!("fake error, rid: r-{errcode}")}),
-            )
-            .into_response();
+            return err(errcode, &format!("fake error, rid: r-{errcode}"));
         }
         _ => {}
     }
-    if st.secrets.lock().unwrap().get(&appid) != Some(&secret) {
-        return axum::Json(json!({"errcode": 40125, "errmsg": "invalid appsecret, rid: x"})).into_response();
+    let mut inner = st.inner.lock().unwrap();
+    if inner.secrets.get(&appid) != Some(&secret) {
+        return err(40125, "invalid appsecret, rid: x");
     }
     let Some(openid) = code.strip_prefix("ok:").and_then(|r| r.split(':').next()).map(str::to_owned) else {
-        return axum::Json(json!({"errcode": 40029, "errmsg": "invalid code"})).into_response();
+        return err(40029, "invalid code");
     };
-    if !st.used_codes.lock().unwrap().insert(code.clone()) {
-        return axum::Json(json!({"errcode": 40163, "errmsg": "code been used"})).into_response();
+    if !inner.used_codes.insert(code.clone()) {
+        return err(40163, "code been used");
     }
     let n = {
-        let mut logins = st.logins.lock().unwrap();
-        let e = logins.entry(openid.clone()).or_default();
+        let e = inner.logins.entry(openid.clone()).or_default();
         *e += 1;
         *e
     };
     let digest = Sha256::digest(format!("{openid}/{n}").as_bytes());
     let session_key = base64::engine::general_purpose::STANDARD.encode(&digest[..16]);
-    st.session_keys.lock().unwrap().insert(openid.clone(), session_key.clone());
+    inner.session_keys.insert(openid.clone(), session_key.clone());
     let mut body = json!({"openid": openid, "session_key": session_key});
     if openid.starts_with("u_") {
         body["unionid"] = json!(format!("union-{openid}"));
     }
-    axum::Json(body).into_response()
+    Json(body).into_response()
+}
+
+async fn classic_token(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let appid = q.get("appid").cloned().unwrap_or_default();
+    if let Some(r) = enter(&st, "/cgi-bin/token", &appid).await {
+        return r;
+    }
+    let mut inner = st.inner.lock().unwrap();
+    if q.get("grant_type").map(String::as_str) != Some("client_credential") {
+        return err(40002, "invalid grant_type");
+    }
+    if inner.secrets.get(&appid) != q.get("secret") {
+        return err(40125, "invalid appsecret");
+    }
+    // The previous classic token stays valid for the overlap only.
+    if let Some(prev) = inner.classic.get(&appid).cloned() {
+        if let Some(t) = inner.tokens.get_mut(&prev) {
+            t.expires_at = t.expires_at.min(now() + st.overlap);
+        }
+    }
+    let t = issue(&mut inner, "classic", &appid, st.lifetime);
+    inner.classic.insert(appid, t.clone());
+    Json(json!({"access_token": t, "expires_in": st.lifetime})).into_response()
+}
+
+async fn stable_token(State(st): State<Arc<FakeState>>, Json(body): Json<Value>) -> Response {
+    let appid = body["appid"].as_str().unwrap_or_default().to_owned();
+    if let Some(r) = enter(&st, "/cgi-bin/stable_token", &appid).await {
+        return r;
+    }
+    let force = body["force_refresh"].as_bool().unwrap_or(false);
+    if force {
+        *st.inner.lock().unwrap().calls.entry(format!("/cgi-bin/stable_token|{appid}|force")).or_default() += 1;
+    }
+    let mut inner = st.inner.lock().unwrap();
+    if body["grant_type"] != "client_credential" {
+        return err(40002, "invalid grant_type");
+    }
+    if inner.secrets.get(&appid).map(String::as_str) != body["secret"].as_str() {
+        return err(40125, "invalid appsecret");
+    }
+    let current = inner.stable.get(&appid).cloned().filter(|t| inner.tokens.get(t).is_some_and(|t| t.expires_at > now()));
+    let token = match (current, force) {
+        (Some(t), false) => t,
+        (old, _) => {
+            if let Some(o) = old {
+                inner.tokens.remove(&o);
+            }
+            let t = issue(&mut inner, "stable", &appid, st.lifetime);
+            inner.stable.insert(appid, t.clone());
+            t
+        }
+    };
+    let remaining = inner.tokens[&token].expires_at - now();
+    Json(json!({"access_token": token, "expires_in": remaining})).into_response()
+}
+
+fn ticket_reply(st: &FakeState, token: Option<&String>, owner_prefix: &str, kind: &str) -> Response {
+    let mut inner = st.inner.lock().unwrap();
+    let owner = match token.and_then(|t| inner.tokens.get(t)).filter(|t| t.expires_at > now()) {
+        Some(t) if t.owner.starts_with(owner_prefix) || owner_prefix.is_empty() => t.owner.clone(),
+        _ => return err(40001, "invalid credential, access_token is invalid or not latest"),
+    };
+    let t = issue(&mut inner, kind, &owner, st.lifetime);
+    Json(json!({"errcode": 0, "errmsg": "ok", "ticket": t, "expires_in": st.lifetime})).into_response()
+}
+
+fn token_owner(st: &FakeState, token: Option<&String>) -> String {
+    token.and_then(|t| st.inner.lock().unwrap().tokens.get(t).map(|t| t.owner.clone())).unwrap_or_default()
+}
+
+async fn mp_ticket(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let owner = token_owner(&st, q.get("access_token"));
+    if let Some(r) = enter(&st, "/cgi-bin/ticket/getticket", &owner).await {
+        return r;
+    }
+    if q.get("type").map(String::as_str) != Some("jsapi") {
+        return err(40097, "invalid args");
+    }
+    ticket_reply(&st, q.get("access_token"), "", "jsapi")
+}
+
+async fn wecom_token(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let corpid = q.get("corpid").cloned().unwrap_or_default();
+    let secret = q.get("corpsecret").cloned().unwrap_or_default();
+    let owner = format!("{corpid}/{secret}");
+    if let Some(r) = enter(&st, "/cgi-bin/gettoken", &corpid).await {
+        return r;
+    }
+    let mut inner = st.inner.lock().unwrap();
+    if !inner.secrets.get(&corpid).is_some_and(|s| s.split(',').any(|s| s == secret)) {
+        return err(40001, "invalid secret");
+    }
+    let current = inner.wecom.get(&owner).cloned().filter(|t| inner.tokens.get(t).is_some_and(|t| t.expires_at > now()));
+    let token = match current {
+        Some(t) => t,
+        None => {
+            let t = issue(&mut inner, "wecom", &owner, st.lifetime);
+            inner.wecom.insert(owner, t.clone());
+            t
+        }
+    };
+    let remaining = inner.tokens[&token].expires_at - now();
+    Json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": remaining})).into_response()
+}
+
+async fn wecom_corp_ticket(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let owner = token_owner(&st, q.get("access_token"));
+    if let Some(r) = enter(&st, "/cgi-bin/get_jsapi_ticket", &owner).await {
+        return r;
+    }
+    ticket_reply(&st, q.get("access_token"), "", "corp")
+}
+
+async fn wecom_agent_ticket(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let owner = token_owner(&st, q.get("access_token"));
+    if let Some(r) = enter(&st, "/cgi-bin/ticket/get", &owner).await {
+        return r;
+    }
+    if q.get("type").map(String::as_str) != Some("agent_config") {
+        return err(40097, "invalid args");
+    }
+    ticket_reply(&st, q.get("access_token"), "", "agent")
 }

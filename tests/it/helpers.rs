@@ -204,7 +204,15 @@ pub fn build(store: Arc<dyn Store>, base: &str, clock: Arc<ManualClock>, setting
         total: Duration::from_millis(500),
     })
     .unwrap();
-    Service::new(Deps { store, wechat: WeChatClient::new(http, base), clock, settings })
+    let policy = wafer_scf::tokens::Policy { lease_ms: 3_000, wait_ms: 8_000, busy_backoff_ms: 20, ..Default::default() };
+    Service::new(Deps::new(
+        store,
+        WeChatClient::new(http.clone(), base),
+        wafer_scf::wechat::wecom::WeComClient::new(http, base),
+        clock,
+        settings,
+        policy,
+    ))
 }
 
 pub fn code(v: &Value) -> i64 {

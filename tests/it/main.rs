@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fake_wechat;
+mod faulty;
 mod helpers;
 
 mod bad_input;

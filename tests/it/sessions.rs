@@ -396,72 +396,17 @@ both_backends!(
 mod faults {
     //! A store that fails on demand: storage failures become DB_ERR / CHANGE_SESSION_ERR, never a crash.
     use super::*;
-    use async_trait::async_trait;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use crate::faulty::Faulty;
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
-    use wafer_scf::store::*;
-
-    struct Failing {
-        inner: Arc<dyn Store>,
-        fail: AtomicBool,
-    }
-
-    impl Failing {
-        fn check(&self) -> StoreResult<()> {
-            if self.fail.load(Ordering::SeqCst) {
-                Err(StoreError::new("fault", "injected failure"))
-            } else {
-                Ok(())
-            }
-        }
-    }
-
-    #[async_trait]
-    impl Store for Failing {
-        fn backend(&self) -> &'static str {
-            "fault"
-        }
-        async fn migrate(&self) -> StoreResult<()> {
-            self.inner.migrate().await
-        }
-        async fn put_app(&self, a: &AppRecord) -> StoreResult<()> {
-            self.inner.put_app(a).await
-        }
-        async fn get_app(&self, a: &str) -> StoreResult<Option<AppRecord>> {
-            self.inner.get_app(a).await
-        }
-        async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
-            self.inner.list_apps().await
-        }
-        async fn remove_app(&self, a: &str) -> StoreResult<bool> {
-            self.inner.remove_app(a).await
-        }
-        async fn create_session(&self, s: &SessionRecord, k: usize, n: i64) -> StoreResult<LoginOutcome> {
-            self.check()?;
-            self.inner.create_session(s, k, n).await
-        }
-        async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
-            self.check()?;
-            self.inner.get_session(id).await
-        }
-        async fn touch_session(&self, id: &str, n: i64) -> StoreResult<()> {
-            self.inner.touch_session(id, n).await
-        }
-        async fn set_user_info(&self, a: &str, o: &str, u: &str) -> StoreResult<()> {
-            self.check()?;
-            self.inner.set_user_info(a, o, u).await
-        }
-        async fn purge_expired_sessions(&self, n: i64) -> StoreResult<u64> {
-            self.inner.purge_expired_sessions(n).await
-        }
-    }
 
     #[tokio::test]
     async fn storage_failures_are_reported_as_wafer_errors_and_recover() {
         let t = TestApp::new(Backend::Sqlite).await;
         t.add_app(APP, SECRET).await;
         let d = t.login(APP, "jay").await;
-        let failing = Arc::new(Failing { inner: t.store.clone(), fail: AtomicBool::new(true) });
+        let failing = Arc::new(Faulty::new(t.store.clone()));
+        failing.sessions.store(true, Ordering::SeqCst);
         let svc =
             crate::helpers::build(failing.clone(), &t.wx.base_url, t.clock.clone(), Settings::default());
         let call = |iface: &str, para: Value| {
@@ -474,7 +419,7 @@ mod faults {
         assert_eq!(r.return_message, "DB_ERR: storage failure", "no internals leak");
         let r = call("qcloud.cam.id_skey", json!({"appid": APP, "code": t.wx.code_for("jay")})).await;
         assert_eq!(r.return_code, 1006);
-        failing.fail.store(false, Ordering::SeqCst);
+        failing.sessions.store(false, Ordering::SeqCst);
         let r = call("qcloud.cam.auth", json!({"id": d["id"], "skey": d["skey"]})).await;
         assert_eq!(r.return_code, 0, "recovers once storage is back");
     }

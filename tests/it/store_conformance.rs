@@ -162,7 +162,7 @@ async fn concurrent_logins_of_one_user_respect_the_bound(b: Backend) {
             live += 1;
         }
     }
-    assert!(live >= 1 && live <= 5, "bound respected under concurrency: {live}");
+    assert!((1..=5).contains(&live), "bound respected under concurrency: {live}");
 }
 
 both_backends!(

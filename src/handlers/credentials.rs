@@ -1,0 +1,228 @@
+//! Access tokens, tickets and JS-SDK signatures for mini-programs / official accounts (`qcloud.mimi.*`) and WeCom
+//! self-built apps (`qcloud.work.*`), plus the admin-only agent registration. The refresh protocol lives in
+//! [`crate::tokens`]; these handlers parse, authorise and shape replies.
+
+use super::{Deps, Reply};
+use crate::crypto;
+use crate::envelope::{Para, ReturnCode, WaferError};
+use crate::service::RequestMeta;
+use crate::store::AgentRecord;
+use crate::tokens::{CredKey, CredKind, Force, Served};
+use serde_json::json;
+
+const MAX_ID: usize = 64;
+const MAX_CREDENTIAL: usize = 2048;
+const MAX_URL: usize = 2048;
+
+/// Which app or agent a request is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    App(String),
+    Agent { corpid: String, agentid: String },
+}
+
+impl Target {
+    fn parse_app(p: Para<'_>) -> Result<Self, WaferError> {
+        Ok(Self::App(p.token("appid", MAX_ID)?.to_owned()))
+    }
+
+    fn parse_agent(p: Para<'_>) -> Result<Self, WaferError> {
+        Ok(Self::Agent { corpid: p.token("corpid", MAX_ID)?.to_owned(), agentid: p.ident("agentid", MAX_ID)? })
+    }
+
+    fn key(&self, kind: CredKind) -> CredKey {
+        match self {
+            Self::App(a) => CredKey::app(kind, a),
+            Self::Agent { corpid, agentid } => CredKey::agent(kind, corpid, agentid),
+        }
+    }
+}
+
+/// A token or ticket request: `qcloud.mimi.access_token`, `qcloud.mimi.jsapi_ticket`, `qcloud.work.access_token`,
+/// `qcloud.work.ticket`, `qcloud.work.agent.ticket`.
+#[derive(Debug)]
+pub struct CredentialRequest {
+    pub target: Target,
+    pub kind: CredKind,
+    pub force: bool,
+    /// The value the caller found bad (`para.access_token` / `para.ticket`), for compare-then-expire.
+    pub seen: Option<String>,
+}
+
+impl CredentialRequest {
+    pub fn parse(p: Para<'_>, kind: CredKind) -> Result<Self, WaferError> {
+        let target = if kind.is_wecom() { Target::parse_agent(p)? } else { Target::parse_app(p)? };
+        let seen_field = if kind.is_ticket() { "ticket" } else { "access_token" };
+        let seen_field = if kind == CredKind::WcAgentTicket && p.0.contains_key("agent_ticket") {
+            "agent_ticket"
+        } else {
+            seen_field
+        };
+        Ok(Self {
+            target,
+            kind,
+            force: p.flag("force")?,
+            seen: p.opt_str_max(seen_field, MAX_CREDENTIAL)?.map(str::to_owned),
+        })
+    }
+}
+
+/// A JS-SDK signature request: `qcloud.mimi.jsapi_signature`, `qcloud.work.jsapi_signature`.
+#[derive(Debug)]
+pub struct SignatureRequest {
+    pub target: Target,
+    pub kind: CredKind,
+    pub url: String,
+    pub noncestr: Option<String>,
+    pub timestamp: Option<u64>,
+}
+
+impl SignatureRequest {
+    pub fn parse(p: Para<'_>, wecom: bool) -> Result<Self, WaferError> {
+        let (target, kind) = if wecom {
+            let kind = match p.opt_token("type", 32)? {
+                None | Some("config") => CredKind::WcCorpTicket,
+                Some("agent_config") => CredKind::WcAgentTicket,
+                Some(_) => return Err(WaferError::para("type", "must be config or agent_config")),
+            };
+            (Target::parse_agent(p)?, kind)
+        } else {
+            (Target::parse_app(p)?, CredKind::MpJsapiTicket)
+        };
+        let url = p.str_max("url", MAX_URL)?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.chars().any(char::is_control) {
+            return Err(WaferError::para("url", "must be the page's http(s) URL"));
+        }
+        Ok(Self {
+            target,
+            kind,
+            url: url.to_owned(),
+            noncestr: p.opt_token("noncestr", 64)?.map(str::to_owned),
+            timestamp: p.opt_u64("timestamp")?,
+        })
+    }
+}
+
+/// `qcloud.work.initagent`.
+pub struct InitAgentRequest {
+    pub corpid: String,
+    pub agentid: String,
+    pub secret: String,
+    pub remark: String,
+    pub admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for InitAgentRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitAgentRequest").field("corpid", &self.corpid).field("agentid", &self.agentid).finish_non_exhaustive()
+    }
+}
+
+impl InitAgentRequest {
+    pub fn parse(p: Para<'_>) -> Result<Self, WaferError> {
+        Ok(Self {
+            corpid: p.token("corpid", MAX_ID)?.to_owned(),
+            agentid: p.ident("agentid", MAX_ID)?,
+            secret: p.token("agentsecret", 512)?.to_owned(),
+            remark: p.opt_str_max("remark", 255)?.unwrap_or_default().to_owned(),
+            admin_token: p.opt_str_max("admin_token", 512)?.map(str::to_owned),
+        })
+    }
+}
+
+fn messages(kind: CredKind) -> (&'static str, &'static str, &'static str) {
+    // (field, message when served from cache, message when fetched now)
+    match kind {
+        CredKind::MpToken | CredKind::WcToken => ("access_token", "OLD_TOKEN_SUCCESS", "NEW_TOKEN_SUCCESS"),
+        CredKind::MpJsapiTicket | CredKind::WcCorpTicket => ("ticket", "OLD_TICKET_SUCCESS", "NEW_TICKET_SUCCESS"),
+        CredKind::WcAgentTicket => ("agent_ticket", "OLD_AGENT_TICKET_SUCCESS", "NEW_AGENT_TICKET_SUCCESS"),
+    }
+}
+
+/// Serve a token or ticket.
+pub async fn credential(deps: &Deps, req: CredentialRequest) -> Result<Reply, WaferError> {
+    let key = req.target.key(req.kind);
+    let force = if req.force { Force::Yes(req.seen.as_deref()) } else { Force::No };
+    let served: Served = deps.creds.get(&key, force).await?;
+    let (field, old, new) = messages(req.kind);
+    let mut data = match &req.target {
+        Target::App(appid) => json!({"appid": appid}),
+        Target::Agent { corpid, agentid } => json!({"corpid": corpid, "agentid": agentid}),
+    };
+    data[field] = json!(served.value);
+    data["exp"] = json!(served.expires_at);
+    Ok(Reply { message: if served.fresh { new } else { old }, data })
+}
+
+/// Sign a page URL with the managed ticket, so the ticket never leaves the server.
+pub async fn signature(deps: &Deps, req: SignatureRequest) -> Result<Reply, WaferError> {
+    let key = req.target.key(req.kind);
+    let ticket = deps.creds.get(&key, Force::No).await?;
+    let noncestr = match req.noncestr {
+        Some(n) => n,
+        None => crypto::random_alnum(16)
+            .map_err(|e| WaferError::new(ReturnCode::InternalErr, "no randomness available").with_detail(e))?,
+    };
+    let timestamp = req.timestamp.unwrap_or_else(|| deps.clock.now().max(0) as u64);
+    let signature = crypto::jsapi_signature(&ticket.value, &noncestr, timestamp, &req.url);
+    let app_id = match &req.target {
+        Target::App(a) => a.clone(),
+        Target::Agent { corpid, .. } => corpid.clone(),
+    };
+    let url = req.url.split('#').next().unwrap_or(&req.url).to_owned();
+    Ok(Reply {
+        message: "SIGNATURE_SUCCESS",
+        data: json!({"appId": app_id, "timestamp": timestamp, "nonceStr": noncestr, "signature": signature, "url": url}),
+    })
+}
+
+/// Check the admin credential: `X-Wafer-Admin-Token`, or `para.admin_token` for direct invocations.
+pub fn require_admin(deps: &Deps, meta: &RequestMeta, para_token: Option<&str>) -> Result<(), WaferError> {
+    let Some(expected) = deps.settings.admin_token.as_deref() else {
+        return Err(WaferError::new(
+            ReturnCode::AdminAuthErr,
+            "admin interfaces are disabled on this server (WAFER_ADMIN_TOKEN is not set)",
+        ));
+    };
+    let presented = meta.admin_token.as_deref().or(para_token).unwrap_or("");
+    if crypto::ct_eq(crypto::sha256_hex(presented.as_bytes()).as_bytes(), crypto::sha256_hex(expected.as_bytes()).as_bytes()) {
+        Ok(())
+    } else {
+        Err(WaferError::new(ReturnCode::AdminAuthErr, "a valid admin token is required"))
+    }
+}
+
+/// `qcloud.work.initagent`: register or replace a WeCom agent (admin only). Replacing a secret drops the agent's
+/// cached token and tickets.
+pub async fn init_agent(deps: &Deps, meta: &RequestMeta, req: InitAgentRequest) -> Result<Reply, WaferError> {
+    require_admin(deps, meta, req.admin_token.as_deref())?;
+    let now = deps.clock.now();
+    let fail = |e: crate::store::StoreError| {
+        WaferError::new(ReturnCode::InitAppinfoErr, "could not store the agent").with_detail(e)
+    };
+    let existing = deps.store.get_agent(&req.corpid, &req.agentid).await.map_err(fail)?;
+    let agent = AgentRecord {
+        corpid: req.corpid.clone(),
+        agentid: req.agentid.clone(),
+        secret: req.secret.clone(),
+        remark: req.remark.clone(),
+        created_at: existing.as_ref().map_or(now, |a| a.created_at),
+        updated_at: now,
+    };
+    deps.store.put_agent(&agent).await.map_err(fail)?;
+    if existing.as_ref().is_some_and(|a| a.secret != req.secret) {
+        let keys = CredKey::all_for_agent(&req.corpid, &req.agentid);
+        deps.store.delete_credentials(&keys).await.map_err(fail)?;
+        deps.creds.forget(&keys);
+    }
+    tracing::info!(
+        admin_action = "initagent",
+        corpid = %req.corpid,
+        agentid = %req.agentid,
+        replaced = existing.is_some(),
+        request_id = %meta.request_id,
+        at = now,
+        "admin action"
+    );
+    Ok(Reply { message: "INIT_APPINFO_SUCCESS", data: json!("") })
+}

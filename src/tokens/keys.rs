@@ -1,0 +1,107 @@
+//! Credential keys: which token or ticket, of which app or WeCom agent, as a storage key string.
+
+/// The kinds of managed credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CredKind {
+    /// Mini-program / official-account access token.
+    MpToken,
+    /// Official-account JS-SDK ticket.
+    MpJsapiTicket,
+    /// WeCom self-built app access token.
+    WcToken,
+    /// WeCom corp JS-SDK ticket (`wx.config`).
+    WcCorpTicket,
+    /// WeCom app ticket (`wx.agentConfig`).
+    WcAgentTicket,
+}
+
+impl CredKind {
+    pub fn is_ticket(self) -> bool {
+        matches!(self, Self::MpJsapiTicket | Self::WcCorpTicket | Self::WcAgentTicket)
+    }
+
+    pub fn is_wecom(self) -> bool {
+        matches!(self, Self::WcToken | Self::WcCorpTicket | Self::WcAgentTicket)
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::MpToken => "mp:token",
+            Self::MpJsapiTicket => "mp:jsapi_ticket",
+            Self::WcToken => "wc:token",
+            Self::WcCorpTicket => "wc:corp_ticket",
+            Self::WcAgentTicket => "wc:agent_ticket",
+        }
+    }
+}
+
+/// A credential of one app (`appid`) or one WeCom agent (`corpid`, `agentid`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CredKey {
+    pub kind: CredKind,
+    a: String,
+    b: String,
+}
+
+impl CredKey {
+    pub fn app(kind: CredKind, appid: &str) -> Self {
+        Self { kind, a: appid.to_owned(), b: String::new() }
+    }
+
+    pub fn agent(kind: CredKind, corpid: &str, agentid: &str) -> Self {
+        Self { kind, a: corpid.to_owned(), b: agentid.to_owned() }
+    }
+
+    /// The appid (or corpid).
+    pub fn owner(&self) -> &str {
+        &self.a
+    }
+
+    /// (corpid, agentid).
+    pub fn agent_ids(&self) -> (&str, &str) {
+        (&self.a, &self.b)
+    }
+
+    /// The token a ticket of this key is fetched with.
+    pub fn token_key(&self) -> Self {
+        let kind = if self.kind.is_wecom() { CredKind::WcToken } else { CredKind::MpToken };
+        Self { kind, a: self.a.clone(), b: self.b.clone() }
+    }
+
+    /// Every key belonging to an app.
+    pub fn all_for_app(appid: &str) -> Vec<String> {
+        [CredKind::MpToken, CredKind::MpJsapiTicket].iter().map(|k| Self::app(*k, appid).to_string()).collect()
+    }
+
+    /// Every key belonging to a WeCom agent.
+    pub fn all_for_agent(corpid: &str, agentid: &str) -> Vec<String> {
+        [CredKind::WcToken, CredKind::WcCorpTicket, CredKind::WcAgentTicket]
+            .iter()
+            .map(|k| Self::agent(*k, corpid, agentid).to_string())
+            .collect()
+    }
+}
+
+impl std::fmt::Display for CredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kind.is_wecom() {
+            write!(f, "{}:{}:{}", self.kind.prefix(), self.a, self.b)
+        } else {
+            write!(f, "{}:{}", self.kind.prefix(), self.a)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_render_and_map_to_their_token() {
+        let t = CredKey::agent(CredKind::WcAgentTicket, "ww1", "1000002");
+        assert_eq!(t.to_string(), "wc:agent_ticket:ww1:1000002");
+        assert_eq!(t.token_key().to_string(), "wc:token:ww1:1000002");
+        assert_eq!(CredKey::app(CredKind::MpJsapiTicket, "wx1").token_key().to_string(), "mp:token:wx1");
+        assert_eq!(CredKey::all_for_agent("c", "a").len(), 3);
+    }
+}

@@ -1,0 +1,447 @@
+//! Access tokens and tickets with exactly one upstream refresh per expiry window per key, however many callers
+//! and processes ask.
+//!
+//! Three layers, each guarding the next:
+//! 1. an in-process cache answering hits without touching storage (re-read from storage at most every
+//!    `revalidate_secs`, so a refresh by another process is picked up well inside WeChat's 5-minute overlap);
+//! 2. single-flight per key inside the process (one task looks at storage; the others wait for it);
+//! 3. a lease row in the shared store: the one process holding it refreshes; a holder that dies lets the lease run
+//!    out and the next process takes over. Others serve the still-valid old value, or wait a bounded time.
+//!
+//! `force` means "the value I have is bad": it refreshes only if the current value is the one the caller saw
+//! (compare-then-expire), or — when the caller names none — if the current value is older than a cooldown.
+
+mod keys;
+
+pub use keys::{CredKey, CredKind};
+
+use crate::clock::Clock;
+use crate::envelope::{ReturnCode, WaferError};
+use crate::store::{FetchedCredential, Store};
+use crate::wechat::wecom::WeComClient;
+use crate::wechat::{Call, Fetched, UpstreamError, WeChatClient, TOKEN_INVALID_CODES};
+use crate::store::TokenMode;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Tuning of the refresh protocol. The defaults suit production; tests shorten the lease.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Refresh this long before expiry (capped at a quarter of the value's lifetime).
+    pub margin_secs: i64,
+    /// A `force` that names no value refreshes only if the current value is at least this old.
+    pub force_cooldown_secs: i64,
+    /// How long a refresher's lease holds before another process may take over.
+    pub lease_ms: i64,
+    /// How long a caller with no usable value waits for another process's refresh.
+    pub wait_ms: i64,
+    /// In-process cache entries are re-read from storage after this long.
+    pub revalidate_secs: i64,
+    /// Upstream fetches allowed per hour per ticket key (WeCom: 100/hour per app).
+    pub ticket_budget_per_hour: i64,
+    /// Attempts for an upstream "system busy" (-1) reply, with doubling backoff from `busy_backoff_ms`.
+    pub busy_attempts: u32,
+    pub busy_backoff_ms: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            margin_secs: 300,
+            force_cooldown_secs: 30,
+            lease_ms: 20_000,
+            wait_ms: 25_000,
+            revalidate_secs: 60,
+            ticket_budget_per_hour: 100,
+            busy_attempts: 3,
+            busy_backoff_ms: 200,
+        }
+    }
+}
+
+/// What the caller said about the value it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Force<'a> {
+    /// A normal request: any valid value will do.
+    No,
+    /// The caller's value is bad. `Some(v)`: refresh only if the current value is still `v`.
+    Yes(Option<&'a str>),
+}
+
+/// A value handed to a caller.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Served {
+    pub value: String,
+    /// Unix seconds when it expires.
+    pub expires_at: i64,
+    /// Fetched upstream by this request (NEW_*) rather than served from a cache (OLD_*).
+    pub fresh: bool,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served").field("expires_at", &self.expires_at).field("fresh", &self.fresh).finish()
+    }
+}
+
+#[derive(Clone)]
+struct Cached {
+    value: String,
+    expires_at: i64,
+    fetched_at: i64,
+    loaded_at: i64,
+}
+
+/// The credential manager. One per process, shared by every request.
+pub struct Credentials {
+    store: Arc<dyn Store>,
+    wechat: WeChatClient,
+    wecom: WeComClient,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+    owner: String,
+    cache: Mutex<HashMap<String, Cached>>,
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Unix seconds of the next 00:00 in Beijing (UTC+8), when WeChat's daily quotas reset.
+pub fn next_quota_reset(now: i64) -> i64 {
+    const OFFSET: i64 = 8 * 3600;
+    ((now + OFFSET).div_euclid(86_400) + 1) * 86_400 - OFFSET
+}
+
+fn now_ms(clock: &dyn Clock) -> i64 {
+    // The manual clock has second resolution; real time adds the sub-second part so leases are precise.
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_millis() as i64)
+        .unwrap_or(0);
+    clock.now() * 1000 + wall
+}
+
+/// The moment a value should be refreshed: `margin` before expiry, capped at a quarter of its lifetime.
+fn stale_at(expires_at: i64, fetched_at: i64, margin: i64) -> i64 {
+    let lifetime = (expires_at - fetched_at).max(0);
+    expires_at - margin.min(lifetime / 4)
+}
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl Credentials {
+    pub fn new(store: Arc<dyn Store>, wechat: WeChatClient, wecom: WeComClient, clock: Arc<dyn Clock>, policy: Policy) -> Self {
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            crate::crypto::random_hex(6).unwrap_or_else(|_| "000000000000".into())
+        );
+        Self {
+            store,
+            wechat,
+            wecom,
+            clock,
+            policy,
+            owner,
+            cache: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Forget this process's cached values for `keys` (a secret was replaced).
+    pub fn forget(&self, keys: &[String]) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            cache.remove(k);
+        }
+    }
+
+    fn cached(&self, key: &str) -> Option<Cached> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    fn remember(&self, key: &str, value: &str, expires_at: i64, fetched_at: i64) {
+        let loaded_at = self.clock.now();
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key.to_owned(),
+            Cached { value: value.to_owned(), expires_at, fetched_at, loaded_at },
+        );
+    }
+
+    fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.flights.lock().unwrap_or_else(|p| p.into_inner()).entry(key.to_owned()).or_default().clone()
+    }
+
+    /// A memory hit: usable, not due for refresh, not due for revalidation.
+    fn memory_hit(&self, key: &str, now: i64) -> Option<Served> {
+        let c = self.cached(key)?;
+        let fresh_enough = now < stale_at(c.expires_at, c.fetched_at, self.policy.margin_secs)
+            && now - c.loaded_at < self.policy.revalidate_secs;
+        fresh_enough.then(|| Served { value: c.value, expires_at: c.expires_at, fresh: false })
+    }
+
+    /// The current value for `key`: from memory, from storage, or fetched upstream by exactly one process.
+    pub fn get<'a>(&'a self, key: &'a CredKey, force: Force<'a>) -> BoxFut<'a, Result<Served, WaferError>> {
+        Box::pin(async move {
+            let k = key.to_string();
+            if force == Force::No {
+                if let Some(hit) = self.memory_hit(&k, self.clock.now()) {
+                    return Ok(hit);
+                }
+            }
+            let flight = self.flight(&k);
+            let _guard = flight.lock().await;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(self.policy.wait_ms.max(0) as u64);
+            loop {
+                let now = self.clock.now();
+                if force == Force::No {
+                    if let Some(hit) = self.memory_hit(&k, now) {
+                        return Ok(hit);
+                    }
+                }
+                let row = self.store.get_credential(&k).await.map_err(|e| self.store_err(key, e))?.unwrap_or_default();
+                let current = row.value.clone().filter(|_| now < row.expires_at);
+                let stale = now >= stale_at(row.expires_at, row.fetched_at, self.policy.margin_secs);
+                let need = match (force, &current) {
+                    (_, None) => true,
+                    (Force::No, Some(_)) => stale,
+                    (Force::Yes(Some(seen)), Some(cur)) => stale || cur == seen,
+                    (Force::Yes(None), Some(_)) => stale || now - row.fetched_at >= self.policy.force_cooldown_secs,
+                };
+                if !need {
+                    if let Some(v) = current {
+                        self.remember(&k, &v, row.expires_at, row.fetched_at);
+                        return Ok(Served { value: v, expires_at: row.expires_at, fresh: false });
+                    }
+                }
+                // A usable old value may be served while nobody may (or should) refresh.
+                let usable_old = current.clone().filter(|cur| match force {
+                    Force::No => true,
+                    Force::Yes(Some(seen)) => cur != seen,
+                    Force::Yes(None) => false,
+                });
+                if row.blocked_until > now {
+                    return match usable_old.or(current) {
+                        Some(v) => Ok(Served { value: v, expires_at: row.expires_at, fresh: false }),
+                        None => Err(quota_error(row.blocked_code, row.blocked_until)),
+                    };
+                }
+                if key.kind.is_ticket()
+                    && row.window_start == hour_start(now)
+                    && row.window_count >= self.policy.ticket_budget_per_hour
+                {
+                    return match usable_old.or(current) {
+                        Some(v) => Ok(Served { value: v, expires_at: row.expires_at, fresh: false }),
+                        None => Err(WaferError::new(
+                            ReturnCode::WeixinRateLimited,
+                            format!("ticket budget of {}/hour used up for this app", self.policy.ticket_budget_per_hour),
+                        )),
+                    };
+                }
+                let now_ms = now_ms(self.clock.as_ref());
+                let leased = self
+                    .store
+                    .try_lease(&k, &self.owner, now_ms, now_ms + self.policy.lease_ms)
+                    .await
+                    .map_err(|e| self.store_err(key, e))?;
+                if leased {
+                    // Someone may have stored a new value between our read and our lease.
+                    let again = self.store.get_credential(&k).await.map_err(|e| self.store_err(key, e))?.unwrap_or_default();
+                    if again.fetched_at > row.fetched_at && again.value.is_some() && now < again.expires_at {
+                        let _ = self.store.release_lease(&k, &self.owner).await;
+                        continue;
+                    }
+                    return self.refresh(key, &k, force, now).await;
+                }
+                if let Some(v) = usable_old {
+                    return Ok(Served { value: v, expires_at: row.expires_at, fresh: false });
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(WaferError::new(
+                        ReturnCode::WeixinNetErr,
+                        "another instance is refreshing this credential and has not finished; try again",
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    }
+
+    /// Fetch upstream while holding the lease, store the value, release the lease.
+    async fn refresh(&self, key: &CredKey, k: &str, force: Force<'_>, now: i64) -> Result<Served, WaferError> {
+        let fetched = match self.fetch(key, force).await {
+            Ok(f) => f,
+            Err(e) => {
+                match &e {
+                    FetchError::Upstream(UpstreamError::Api { errcode: 45009, .. }) => {
+                        let until = next_quota_reset(now);
+                        tracing::warn!(key = %k, until, "daily quota used up: no upstream calls for this key until the reset");
+                        let _ = self.store.block_credential(k, &self.owner, until, 45009).await;
+                    }
+                    _ => {
+                        let _ = self.store.release_lease(k, &self.owner).await;
+                    }
+                }
+                return Err(e.into_wafer(key));
+            }
+        };
+        let fetched_at = self.clock.now();
+        let expires_at = fetched_at + fetched.expires_in;
+        let stored = self
+            .store
+            .put_credential(
+                k,
+                &self.owner,
+                &FetchedCredential { value: &fetched.value, expires_at, fetched_at, window_start: hour_start(fetched_at) },
+            )
+            .await;
+        match stored {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(key = %k, "lease ran out during the refresh; another instance took over"),
+            Err(e) => {
+                let _ = self.store.release_lease(k, &self.owner).await;
+                return Err(self.store_err(key, e));
+            }
+        }
+        self.remember(k, &fetched.value, expires_at, fetched_at);
+        tracing::info!(key = %k, expires_at, "credential refreshed upstream");
+        Ok(Served { value: fetched.value, expires_at, fresh: true })
+    }
+
+    fn store_err(&self, key: &CredKey, e: crate::store::StoreError) -> WaferError {
+        let code = match key.kind {
+            CredKind::MpToken | CredKind::WcToken => ReturnCode::ChangeTokenErr,
+            CredKind::MpJsapiTicket | CredKind::WcCorpTicket => ReturnCode::ChangeTicketErr,
+            CredKind::WcAgentTicket => ReturnCode::ChangeAgentTicketErr,
+        };
+        WaferError::new(code, "credential storage failed").with_detail(e)
+    }
+
+    /// One upstream fetch for `key`, with bounded retries on "system busy".
+    async fn fetch(&self, key: &CredKey, force: Force<'_>) -> Result<Fetched, FetchError> {
+        let mut delay = self.policy.busy_backoff_ms;
+        let mut attempt = 1;
+        loop {
+            match self.fetch_once(key, force).await {
+                Err(FetchError::Upstream(UpstreamError::Api { errcode: -1, .. })) if attempt < self.policy.busy_attempts => {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn fetch_once(&self, key: &CredKey, force: Force<'_>) -> Result<Fetched, FetchError> {
+        match key.kind {
+            CredKind::MpToken => {
+                let app = self
+                    .store
+                    .get_app(key.owner())
+                    .await
+                    .map_err(FetchError::Store)?
+                    .ok_or(FetchError::NotConfigured)?;
+                let r = match app.token_mode {
+                    TokenMode::Stable => self.wechat.stable_token(&app.appid, &app.secret, force != Force::No).await,
+                    TokenMode::Classic => self.wechat.classic_token(&app.appid, &app.secret).await,
+                };
+                r.map_err(FetchError::Upstream)
+            }
+            CredKind::WcToken => {
+                let (corpid, agentid) = key.agent_ids();
+                let agent = self
+                    .store
+                    .get_agent(corpid, agentid)
+                    .await
+                    .map_err(FetchError::Store)?
+                    .ok_or(FetchError::NotConfigured)?;
+                self.wecom.gettoken(&agent.corpid, &agent.secret).await.map_err(FetchError::Upstream)
+            }
+            CredKind::MpJsapiTicket | CredKind::WcCorpTicket | CredKind::WcAgentTicket => {
+                let token_key = key.token_key();
+                let token = self.get(&token_key, Force::No).await.map_err(FetchError::Token)?;
+                match self.ticket_call(key.kind, &token.value).await {
+                    Err(UpstreamError::Api { errcode, .. }) if TOKEN_INVALID_CODES.contains(&errcode) => {
+                        // Compare-then-expire: refresh the token only if it is still the one that failed; retry once.
+                        tracing::info!(key = %key, errcode, "ticket fetch rejected the token; refreshing it once");
+                        let token = self.get(&token_key, Force::Yes(Some(&token.value))).await.map_err(FetchError::Token)?;
+                        self.ticket_call(key.kind, &token.value).await.map_err(FetchError::Upstream)
+                    }
+                    other => other.map_err(FetchError::Upstream),
+                }
+            }
+        }
+    }
+
+    async fn ticket_call(&self, kind: CredKind, token: &str) -> Result<Fetched, UpstreamError> {
+        match kind {
+            CredKind::MpJsapiTicket => self.wechat.jsapi_ticket(token).await,
+            CredKind::WcCorpTicket => self.wecom.corp_ticket(token).await,
+            _ => self.wecom.agent_ticket(token).await,
+        }
+    }
+}
+
+fn hour_start(now: i64) -> i64 {
+    now - now.rem_euclid(3600)
+}
+
+fn quota_error(code: i64, until: i64) -> WaferError {
+    WaferError::new(
+        ReturnCode::WeixinQuotaErr,
+        format!("upstream daily quota used up (errcode {code}); no calls until {until} (Unix time)"),
+    )
+}
+
+enum FetchError {
+    Upstream(UpstreamError),
+    Store(crate::store::StoreError),
+    Token(WaferError),
+    NotConfigured,
+}
+
+impl FetchError {
+    fn into_wafer(self, key: &CredKey) -> WaferError {
+        let upstream = if key.kind.is_wecom() { "WeCom" } else { "WeChat" };
+        match self {
+            Self::Upstream(e) => {
+                let call = if key.kind.is_ticket() { Call::Ticket } else { Call::Token };
+                let w = e.to_wafer(call, upstream);
+                if w.code == ReturnCode::WeixinAppidErr {
+                    tracing::warn!(key = %key, "upstream rejected the credentials: this tenant is misconfigured");
+                }
+                w
+            }
+            Self::Store(e) => WaferError::db(e),
+            Self::Token(e) => e,
+            Self::NotConfigured => {
+                WaferError::new(ReturnCode::NoAppid, "this app or agent is not configured on this server")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_resets_at_beijing_midnight() {
+        // 2024-01-01 15:59:59 UTC = 23:59:59 Beijing → resets one second later.
+        assert_eq!(next_quota_reset(1_704_124_799), 1_704_124_800);
+        assert_eq!(next_quota_reset(1_704_124_800), 1_704_124_800 + 86_400);
+    }
+
+    #[test]
+    fn stale_point_is_capped_for_short_lifetimes() {
+        assert_eq!(stale_at(7200, 0, 300), 6900);
+        assert_eq!(stale_at(100, 0, 300), 75);
+        assert_eq!(stale_at(0, 0, 300), 0);
+    }
+}

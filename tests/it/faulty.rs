@@ -1,0 +1,104 @@
+//! A store wrapper that fails chosen groups of operations on demand (fault injection).
+
+use async_trait::async_trait;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use wafer_scf::store::*;
+
+pub struct Faulty {
+    inner: Arc<dyn Store>,
+    /// Fail session reads and writes.
+    pub sessions: AtomicBool,
+    /// Fail credential reads and writes.
+    pub credentials: AtomicBool,
+}
+
+impl Faulty {
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self { inner, sessions: AtomicBool::new(false), credentials: AtomicBool::new(false) }
+    }
+
+    fn check(flag: &AtomicBool) -> StoreResult<()> {
+        if flag.load(Ordering::SeqCst) {
+            Err(StoreError::new("fault", "injected failure"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Faulty {
+    fn backend(&self) -> &'static str {
+        "fault"
+    }
+    async fn migrate(&self) -> StoreResult<()> {
+        self.inner.migrate().await
+    }
+    async fn put_app(&self, a: &AppRecord) -> StoreResult<()> {
+        self.inner.put_app(a).await
+    }
+    async fn get_app(&self, a: &str) -> StoreResult<Option<AppRecord>> {
+        self.inner.get_app(a).await
+    }
+    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
+        self.inner.list_apps().await
+    }
+    async fn remove_app(&self, a: &str) -> StoreResult<bool> {
+        self.inner.remove_app(a).await
+    }
+    async fn create_session(&self, s: &SessionRecord, k: usize, n: i64) -> StoreResult<LoginOutcome> {
+        Self::check(&self.sessions)?;
+        self.inner.create_session(s, k, n).await
+    }
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
+        Self::check(&self.sessions)?;
+        self.inner.get_session(id).await
+    }
+    async fn touch_session(&self, id: &str, n: i64) -> StoreResult<()> {
+        self.inner.touch_session(id, n).await
+    }
+    async fn set_user_info(&self, a: &str, o: &str, u: &str) -> StoreResult<()> {
+        Self::check(&self.sessions)?;
+        self.inner.set_user_info(a, o, u).await
+    }
+    async fn purge_expired_sessions(&self, n: i64) -> StoreResult<u64> {
+        self.inner.purge_expired_sessions(n).await
+    }
+    async fn put_agent(&self, a: &AgentRecord) -> StoreResult<()> {
+        self.inner.put_agent(a).await
+    }
+    async fn get_agent(&self, c: &str, a: &str) -> StoreResult<Option<AgentRecord>> {
+        self.inner.get_agent(c, a).await
+    }
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        self.inner.list_agents().await
+    }
+    async fn remove_agent(&self, c: &str, a: &str) -> StoreResult<bool> {
+        self.inner.remove_agent(c, a).await
+    }
+    async fn get_credential(&self, k: &str) -> StoreResult<Option<CredentialRow>> {
+        Self::check(&self.credentials)?;
+        self.inner.get_credential(k).await
+    }
+    async fn try_lease(&self, k: &str, o: &str, n: i64, u: i64) -> StoreResult<bool> {
+        Self::check(&self.credentials)?;
+        self.inner.try_lease(k, o, n, u).await
+    }
+    async fn put_credential(&self, k: &str, o: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
+        Self::check(&self.credentials)?;
+        self.inner.put_credential(k, o, f).await
+    }
+    async fn release_lease(&self, k: &str, o: &str) -> StoreResult<()> {
+        self.inner.release_lease(k, o).await
+    }
+    async fn block_credential(&self, k: &str, o: &str, u: i64, c: i64) -> StoreResult<()> {
+        self.inner.block_credential(k, o, u, c).await
+    }
+    async fn import_credential(&self, k: &str, v: &str, e: i64, f: i64) -> StoreResult<()> {
+        self.inner.import_credential(k, v, e, f).await
+    }
+    async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
+        self.inner.delete_credentials(keys).await
+    }
+}
