@@ -214,7 +214,10 @@ async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
             };
             store.put_app(&app).await.context("could not store the app")?;
             if existing.as_ref().is_some_and(|e| e.secret != app.secret || e.token_mode != app.token_mode) {
-                store.delete_credentials(&CredKey::all_for_app(&appid)).await.context("could not drop cached tokens")?;
+                store
+                    .delete_credentials(&CredKey::all_for_app(&appid))
+                    .await
+                    .context("could not drop cached tokens")?;
             }
             tracing::info!(appid = %appid, action = if existing.is_some() { "replaced" } else { "added" }, "app registry changed");
             println!("{} app {appid}", if existing.is_some() { "updated" } else { "added" });
@@ -234,7 +237,10 @@ async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
         }
         AppCommand::Remove { appid } => {
             if store.remove_app(&appid).await.context("could not remove the app")? {
-                store.delete_credentials(&CredKey::all_for_app(&appid)).await.context("could not drop cached tokens")?;
+                store
+                    .delete_credentials(&CredKey::all_for_app(&appid))
+                    .await
+                    .context("could not drop cached tokens")?;
                 tracing::info!(appid = %appid, action = "removed", "app registry changed");
                 println!("removed app {appid}");
             } else {

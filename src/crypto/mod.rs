@@ -76,7 +76,8 @@ pub fn jsapi_signature(ticket: &str, noncestr: &str, timestamp: u64, url: &str) 
 mod tests {
     use super::*;
 
-    const TICKET: &str = "sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg";
+    const TICKET: &str =
+        "sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg";
 
     #[test]
     fn jsapi_signature_matches_the_official_vectors() {

@@ -27,7 +27,10 @@ impl Target {
     }
 
     fn parse_agent(p: Para<'_>) -> Result<Self, WaferError> {
-        Ok(Self::Agent { corpid: p.token("corpid", MAX_ID)?.to_owned(), agentid: p.ident("agentid", MAX_ID)? })
+        Ok(Self::Agent {
+            corpid: p.token("corpid", MAX_ID)?.to_owned(),
+            agentid: p.ident("agentid", MAX_ID)?,
+        })
     }
 
     fn key(&self, kind: CredKind) -> CredKey {
@@ -114,7 +117,10 @@ pub struct InitAgentRequest {
 
 impl std::fmt::Debug for InitAgentRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InitAgentRequest").field("corpid", &self.corpid).field("agentid", &self.agentid).finish_non_exhaustive()
+        f.debug_struct("InitAgentRequest")
+            .field("corpid", &self.corpid)
+            .field("agentid", &self.agentid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -134,7 +140,9 @@ fn messages(kind: CredKind) -> (&'static str, &'static str, &'static str) {
     // (field, message when served from cache, message when fetched now)
     match kind {
         CredKind::MpToken | CredKind::WcToken => ("access_token", "OLD_TOKEN_SUCCESS", "NEW_TOKEN_SUCCESS"),
-        CredKind::MpJsapiTicket | CredKind::WcCorpTicket => ("ticket", "OLD_TICKET_SUCCESS", "NEW_TICKET_SUCCESS"),
+        CredKind::MpJsapiTicket | CredKind::WcCorpTicket => {
+            ("ticket", "OLD_TICKET_SUCCESS", "NEW_TICKET_SUCCESS")
+        }
         CredKind::WcAgentTicket => ("agent_ticket", "OLD_AGENT_TICKET_SUCCESS", "NEW_AGENT_TICKET_SUCCESS"),
     }
 }
@@ -160,8 +168,9 @@ pub async fn signature(deps: &Deps, req: SignatureRequest) -> Result<Reply, Wafe
     let ticket = deps.creds.get(&key, Force::No).await?;
     let noncestr = match req.noncestr {
         Some(n) => n,
-        None => crypto::random_alnum(16)
-            .map_err(|e| WaferError::new(ReturnCode::InternalErr, "no randomness available").with_detail(e))?,
+        None => crypto::random_alnum(16).map_err(|e| {
+            WaferError::new(ReturnCode::InternalErr, "no randomness available").with_detail(e)
+        })?,
     };
     let timestamp = req.timestamp.unwrap_or_else(|| deps.clock.now().max(0) as u64);
     let signature = crypto::jsapi_signature(&ticket.value, &noncestr, timestamp, &req.url);
@@ -185,7 +194,10 @@ pub fn require_admin(deps: &Deps, meta: &RequestMeta, para_token: Option<&str>) 
         ));
     };
     let presented = meta.admin_token.as_deref().or(para_token).unwrap_or("");
-    if crypto::ct_eq(crypto::sha256_hex(presented.as_bytes()).as_bytes(), crypto::sha256_hex(expected.as_bytes()).as_bytes()) {
+    if crypto::ct_eq(
+        crypto::sha256_hex(presented.as_bytes()).as_bytes(),
+        crypto::sha256_hex(expected.as_bytes()).as_bytes(),
+    ) {
         Ok(())
     } else {
         Err(WaferError::new(ReturnCode::AdminAuthErr, "a valid admin token is required"))

@@ -50,7 +50,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { default_appid: None, max_sessions_per_user: session::DEFAULT_MAX_SESSIONS_PER_USER, admin_token: None }
+        Self {
+            default_appid: None,
+            max_sessions_per_user: session::DEFAULT_MAX_SESSIONS_PER_USER,
+            admin_token: None,
+        }
     }
 }
 
@@ -81,29 +85,34 @@ impl<'a> Interface<'a> {
             "qcloud.cam.auth" => Self::Auth(session::AuthRequest::parse(para)?),
             "qcloud.cam.decrypt" => Self::Decrypt(session::DecryptRequest::parse(para)?),
             "qcloud.cam.userinfo" => Self::UserInfo(session::DecryptRequest::parse(para)?),
-            "qcloud.mimi.access_token" => {
-                Self::Credential("qcloud.mimi.access_token", credentials::CredentialRequest::parse(para, CredKind::MpToken)?)
-            }
+            "qcloud.mimi.access_token" => Self::Credential(
+                "qcloud.mimi.access_token",
+                credentials::CredentialRequest::parse(para, CredKind::MpToken)?,
+            ),
             "qcloud.mimi.jsapi_ticket" => Self::Credential(
                 "qcloud.mimi.jsapi_ticket",
                 credentials::CredentialRequest::parse(para, CredKind::MpJsapiTicket)?,
             ),
-            "qcloud.work.access_token" => {
-                Self::Credential("qcloud.work.access_token", credentials::CredentialRequest::parse(para, CredKind::WcToken)?)
-            }
-            "qcloud.work.ticket" => {
-                Self::Credential("qcloud.work.ticket", credentials::CredentialRequest::parse(para, CredKind::WcCorpTicket)?)
-            }
+            "qcloud.work.access_token" => Self::Credential(
+                "qcloud.work.access_token",
+                credentials::CredentialRequest::parse(para, CredKind::WcToken)?,
+            ),
+            "qcloud.work.ticket" => Self::Credential(
+                "qcloud.work.ticket",
+                credentials::CredentialRequest::parse(para, CredKind::WcCorpTicket)?,
+            ),
             "qcloud.work.agent.ticket" => Self::Credential(
                 "qcloud.work.agent.ticket",
                 credentials::CredentialRequest::parse(para, CredKind::WcAgentTicket)?,
             ),
-            "qcloud.mimi.jsapi_signature" => {
-                Self::Signature("qcloud.mimi.jsapi_signature", credentials::SignatureRequest::parse(para, false)?)
-            }
-            "qcloud.work.jsapi_signature" => {
-                Self::Signature("qcloud.work.jsapi_signature", credentials::SignatureRequest::parse(para, true)?)
-            }
+            "qcloud.mimi.jsapi_signature" => Self::Signature(
+                "qcloud.mimi.jsapi_signature",
+                credentials::SignatureRequest::parse(para, false)?,
+            ),
+            "qcloud.work.jsapi_signature" => Self::Signature(
+                "qcloud.work.jsapi_signature",
+                credentials::SignatureRequest::parse(para, true)?,
+            ),
             "qcloud.work.initagent" => Self::InitAgent(credentials::InitAgentRequest::parse(para)?),
             _ => return Err(WaferError::new(ReturnCode::InterfaceErr, "unknown interfaceName")),
         })

@@ -176,13 +176,24 @@ pub trait Store: Send + Sync + 'static {
     /// Store a fetched value and release the lease, only if `owner` still holds it (a holder whose lease ran out
     /// and was taken over cannot overwrite the newer value). Counts the fetch in its budget window and clears any
     /// quota block. Returns whether it was stored.
-    async fn put_credential(&self, key: &str, owner: &str, fetched: &FetchedCredential<'_>) -> StoreResult<bool>;
+    async fn put_credential(
+        &self,
+        key: &str,
+        owner: &str,
+        fetched: &FetchedCredential<'_>,
+    ) -> StoreResult<bool>;
     /// Give up the lease without storing anything (the fetch failed).
     async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()>;
     /// Stop upstream calls for `key` until `until` (a daily quota refusal); releases `owner`'s lease.
     async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()>;
     /// Write a credential unconditionally (imports). Leaves lease and budget untouched.
-    async fn import_credential(&self, key: &str, value: &str, expires_at: i64, fetched_at: i64) -> StoreResult<()>;
+    async fn import_credential(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: i64,
+        fetched_at: i64,
+    ) -> StoreResult<()>;
     /// Drop cached credentials (a secret was replaced or an app removed).
     async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()>;
 }

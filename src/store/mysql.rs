@@ -2,8 +2,8 @@
 //! (no connection is opened before the first query), every operation under a deadline, all SQL parameterised.
 
 use super::{
-    AgentRecord, AppRecord, CredentialRow, FetchedCredential, LoginOutcome, SessionRecord, SessionView, Store,
-    StoreError, StoreOptions, StoreResult, TokenMode,
+    AgentRecord, AppRecord, CredentialRow, FetchedCredential, LoginOutcome, SessionRecord, SessionView,
+    Store, StoreError, StoreOptions, StoreResult, TokenMode,
 };
 use async_trait::async_trait;
 use mysql_async::prelude::*;
@@ -229,7 +229,8 @@ fn cred_from_row(r: CredRow) -> CredentialRow {
     }
 }
 
-const CRED_COLUMNS: &str = "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, blocked_until, \
+const CRED_COLUMNS: &str =
+    "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, blocked_until, \
                             blocked_code, window_start, window_count";
 
 #[async_trait]
@@ -437,8 +438,9 @@ impl Store for MysqlStore {
 
     async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
         self.run(move |mut conn| async move {
-            let rows: Vec<AgentRow> =
-                conn.query(format!("SELECT {AGENT_COLUMNS} FROM wafer_agents ORDER BY corpid, agentid")).await?;
+            let rows: Vec<AgentRow> = conn
+                .query(format!("SELECT {AGENT_COLUMNS} FROM wafer_agents ORDER BY corpid, agentid"))
+                .await?;
             Ok(rows.into_iter().map(agent_from_row).collect())
         })
         .await
@@ -446,7 +448,8 @@ impl Store for MysqlStore {
 
     async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
-            conn.exec_drop("DELETE FROM wafer_agents WHERE corpid = ? AND agentid = ?", (corpid, agentid)).await?;
+            conn.exec_drop("DELETE FROM wafer_agents WHERE corpid = ? AND agentid = ?", (corpid, agentid))
+                .await?;
             Ok(conn.affected_rows() > 0)
         })
         .await
@@ -455,7 +458,10 @@ impl Store for MysqlStore {
     async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
         self.run(move |mut conn| async move {
             let row: Option<CredRow> = conn
-                .exec_first(format!("SELECT {CRED_COLUMNS} FROM wafer_credentials WHERE cred_key = ?"), (key,))
+                .exec_first(
+                    format!("SELECT {CRED_COLUMNS} FROM wafer_credentials WHERE cred_key = ?"),
+                    (key,),
+                )
                 .await?;
             Ok(row.map(cred_from_row))
         })
@@ -518,7 +524,13 @@ impl Store for MysqlStore {
         .await
     }
 
-    async fn import_credential(&self, key: &str, value: &str, expires_at: i64, fetched_at: i64) -> StoreResult<()> {
+    async fn import_credential(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: i64,
+        fetched_at: i64,
+    ) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "INSERT INTO wafer_credentials (cred_key, value, expires_at, fetched_at) VALUES (?, ?, ?, ?)

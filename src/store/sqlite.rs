@@ -2,8 +2,8 @@
 //! tokio's blocking pool. The zero-setup default; several processes may share the file (WAL, busy timeout).
 
 use super::{
-    AgentRecord, AppRecord, CredentialRow, FetchedCredential, LoginOutcome, SessionRecord, SessionView, Store,
-    StoreError, StoreResult, TokenMode,
+    AgentRecord, AppRecord, CredentialRow, FetchedCredential, LoginOutcome, SessionRecord, SessionView,
+    Store, StoreError, StoreResult, TokenMode,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -84,7 +84,8 @@ fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
     })
 }
 
-const CRED_COLUMNS: &str = "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, blocked_until, \
+const CRED_COLUMNS: &str =
+    "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, blocked_until, \
                             blocked_code, window_start, window_count";
 
 fn cred_from_row(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
@@ -343,7 +344,8 @@ impl Store for SqliteStore {
 
     async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
         self.call(|c| {
-            let mut st = c.prepare(&format!("SELECT {AGENT_COLUMNS} FROM wafer_agents ORDER BY corpid, agentid"))?;
+            let mut st =
+                c.prepare(&format!("SELECT {AGENT_COLUMNS} FROM wafer_agents ORDER BY corpid, agentid"))?;
             let rows = st.query_map([], agent_from_row)?;
             rows.collect()
         })
@@ -353,7 +355,8 @@ impl Store for SqliteStore {
     async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
         let (corpid, agentid) = (corpid.to_owned(), agentid.to_owned());
         self.call(move |c| {
-            let n = c.execute("DELETE FROM wafer_agents WHERE corpid = ?1 AND agentid = ?2", [corpid, agentid])?;
+            let n =
+                c.execute("DELETE FROM wafer_agents WHERE corpid = ?1 AND agentid = ?2", [corpid, agentid])?;
             Ok(n > 0)
         })
         .await
@@ -362,8 +365,12 @@ impl Store for SqliteStore {
     async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
         let key = key.to_owned();
         self.call(move |c| {
-            c.query_row(&format!("SELECT {CRED_COLUMNS} FROM wafer_credentials WHERE cred_key = ?1"), [key], cred_from_row)
-                .optional()
+            c.query_row(
+                &format!("SELECT {CRED_COLUMNS} FROM wafer_credentials WHERE cred_key = ?1"),
+                [key],
+                cred_from_row,
+            )
+            .optional()
         })
         .await
     }
@@ -427,7 +434,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn import_credential(&self, key: &str, value: &str, expires_at: i64, fetched_at: i64) -> StoreResult<()> {
+    async fn import_credential(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: i64,
+        fetched_at: i64,
+    ) -> StoreResult<()> {
         let (key, value) = (key.to_owned(), value.to_owned());
         self.call(move |c| {
             c.execute(

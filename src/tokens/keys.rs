@@ -70,7 +70,10 @@ impl CredKey {
 
     /// Every key belonging to an app.
     pub fn all_for_app(appid: &str) -> Vec<String> {
-        [CredKind::MpToken, CredKind::MpJsapiTicket].iter().map(|k| Self::app(*k, appid).to_string()).collect()
+        [CredKind::MpToken, CredKind::MpJsapiTicket]
+            .iter()
+            .map(|k| Self::app(*k, appid).to_string())
+            .collect()
     }
 
     /// Every key belonging to a WeCom agent.

@@ -17,10 +17,10 @@ pub use keys::{CredKey, CredKind};
 
 use crate::clock::Clock;
 use crate::envelope::{ReturnCode, WaferError};
+use crate::store::TokenMode;
 use crate::store::{FetchedCredential, Store};
 use crate::wechat::wecom::WeComClient;
 use crate::wechat::{Call, Fetched, UpstreamError, WeChatClient, TOKEN_INVALID_CODES};
-use crate::store::TokenMode;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -131,7 +131,13 @@ fn stale_at(expires_at: i64, fetched_at: i64, margin: i64) -> i64 {
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl Credentials {
-    pub fn new(store: Arc<dyn Store>, wechat: WeChatClient, wecom: WeComClient, clock: Arc<dyn Clock>, policy: Policy) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        wechat: WeChatClient,
+        wecom: WeComClient,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+    ) -> Self {
         let owner = format!(
             "{}-{}",
             std::process::id(),
@@ -167,10 +173,10 @@ impl Credentials {
 
     fn remember(&self, key: &str, value: &str, expires_at: i64, fetched_at: i64) {
         let loaded_at = self.clock.now();
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            key.to_owned(),
-            Cached { value: value.to_owned(), expires_at, fetched_at, loaded_at },
-        );
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_owned(), Cached { value: value.to_owned(), expires_at, fetched_at, loaded_at });
     }
 
     fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -196,7 +202,8 @@ impl Credentials {
             }
             let flight = self.flight(&k);
             let _guard = flight.lock().await;
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(self.policy.wait_ms.max(0) as u64);
+            let deadline =
+                tokio::time::Instant::now() + Duration::from_millis(self.policy.wait_ms.max(0) as u64);
             loop {
                 let now = self.clock.now();
                 if force == Force::No {
@@ -204,14 +211,21 @@ impl Credentials {
                         return Ok(hit);
                     }
                 }
-                let row = self.store.get_credential(&k).await.map_err(|e| self.store_err(key, e))?.unwrap_or_default();
+                let row = self
+                    .store
+                    .get_credential(&k)
+                    .await
+                    .map_err(|e| self.store_err(key, e))?
+                    .unwrap_or_default();
                 let current = row.value.clone().filter(|_| now < row.expires_at);
                 let stale = now >= stale_at(row.expires_at, row.fetched_at, self.policy.margin_secs);
                 let need = match (force, &current) {
                     (_, None) => true,
                     (Force::No, Some(_)) => stale,
                     (Force::Yes(Some(seen)), Some(cur)) => stale || cur == seen,
-                    (Force::Yes(None), Some(_)) => stale || now - row.fetched_at >= self.policy.force_cooldown_secs,
+                    (Force::Yes(None), Some(_)) => {
+                        stale || now - row.fetched_at >= self.policy.force_cooldown_secs
+                    }
                 };
                 if !need {
                     if let Some(v) = current {
@@ -239,7 +253,10 @@ impl Credentials {
                         Some(v) => Ok(Served { value: v, expires_at: row.expires_at, fresh: false }),
                         None => Err(WaferError::new(
                             ReturnCode::WeixinRateLimited,
-                            format!("ticket budget of {}/hour used up for this app", self.policy.ticket_budget_per_hour),
+                            format!(
+                                "ticket budget of {}/hour used up for this app",
+                                self.policy.ticket_budget_per_hour
+                            ),
                         )),
                     };
                 }
@@ -251,7 +268,12 @@ impl Credentials {
                     .map_err(|e| self.store_err(key, e))?;
                 if leased {
                     // Someone may have stored a new value between our read and our lease.
-                    let again = self.store.get_credential(&k).await.map_err(|e| self.store_err(key, e))?.unwrap_or_default();
+                    let again = self
+                        .store
+                        .get_credential(&k)
+                        .await
+                        .map_err(|e| self.store_err(key, e))?
+                        .unwrap_or_default();
                     if again.fetched_at > row.fetched_at && again.value.is_some() && now < again.expires_at {
                         let _ = self.store.release_lease(&k, &self.owner).await;
                         continue;
@@ -273,7 +295,13 @@ impl Credentials {
     }
 
     /// Fetch upstream while holding the lease, store the value, release the lease.
-    async fn refresh(&self, key: &CredKey, k: &str, force: Force<'_>, now: i64) -> Result<Served, WaferError> {
+    async fn refresh(
+        &self,
+        key: &CredKey,
+        k: &str,
+        force: Force<'_>,
+        now: i64,
+    ) -> Result<Served, WaferError> {
         let fetched = match self.fetch(key, force).await {
             Ok(f) => f,
             Err(e) => {
@@ -297,12 +325,19 @@ impl Credentials {
             .put_credential(
                 k,
                 &self.owner,
-                &FetchedCredential { value: &fetched.value, expires_at, fetched_at, window_start: hour_start(fetched_at) },
+                &FetchedCredential {
+                    value: &fetched.value,
+                    expires_at,
+                    fetched_at,
+                    window_start: hour_start(fetched_at),
+                },
             )
             .await;
         match stored {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(key = %k, "lease ran out during the refresh; another instance took over"),
+            Ok(false) => {
+                tracing::warn!(key = %k, "lease ran out during the refresh; another instance took over")
+            }
             Err(e) => {
                 let _ = self.store.release_lease(k, &self.owner).await;
                 return Err(self.store_err(key, e));
@@ -328,7 +363,9 @@ impl Credentials {
         let mut attempt = 1;
         loop {
             match self.fetch_once(key, force).await {
-                Err(FetchError::Upstream(UpstreamError::Api { errcode: -1, .. })) if attempt < self.policy.busy_attempts => {
+                Err(FetchError::Upstream(UpstreamError::Api { errcode: -1, .. }))
+                    if attempt < self.policy.busy_attempts =>
+                {
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                     delay *= 2;
                     attempt += 1;
@@ -348,7 +385,9 @@ impl Credentials {
                     .map_err(FetchError::Store)?
                     .ok_or(FetchError::NotConfigured)?;
                 let r = match app.token_mode {
-                    TokenMode::Stable => self.wechat.stable_token(&app.appid, &app.secret, force != Force::No).await,
+                    TokenMode::Stable => {
+                        self.wechat.stable_token(&app.appid, &app.secret, force != Force::No).await
+                    }
                     TokenMode::Classic => self.wechat.classic_token(&app.appid, &app.secret).await,
                 };
                 r.map_err(FetchError::Upstream)
@@ -370,7 +409,10 @@ impl Credentials {
                     Err(UpstreamError::Api { errcode, .. }) if TOKEN_INVALID_CODES.contains(&errcode) => {
                         // Compare-then-expire: refresh the token only if it is still the one that failed; retry once.
                         tracing::info!(key = %key, errcode, "ticket fetch rejected the token; refreshing it once");
-                        let token = self.get(&token_key, Force::Yes(Some(&token.value))).await.map_err(FetchError::Token)?;
+                        let token = self
+                            .get(&token_key, Force::Yes(Some(&token.value)))
+                            .await
+                            .map_err(FetchError::Token)?;
                         self.ticket_call(key.kind, &token.value).await.map_err(FetchError::Upstream)
                     }
                     other => other.map_err(FetchError::Upstream),

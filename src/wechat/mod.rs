@@ -225,7 +225,12 @@ pub fn parse_fetched(body: &Value, field: &str) -> Result<Fetched, UpstreamError
 
 impl WeChatClient {
     /// `POST /cgi-bin/stable_token`. With `force_refresh` the previous stable token is invalidated.
-    pub async fn stable_token(&self, appid: &str, secret: &str, force_refresh: bool) -> Result<Fetched, UpstreamError> {
+    pub async fn stable_token(
+        &self,
+        appid: &str,
+        secret: &str,
+        force_refresh: bool,
+    ) -> Result<Fetched, UpstreamError> {
         let body = serde_json::json!({
             "grant_type": "client_credential", "appid": appid, "secret": secret, "force_refresh": force_refresh,
         });

@@ -25,7 +25,10 @@ impl WeComClient {
 
     /// `GET /cgi-bin/get_jsapi_ticket`: the corp ticket for `wx.config`.
     pub async fn corp_ticket(&self, access_token: &str) -> Result<Fetched, UpstreamError> {
-        let req = self.http.get(format!("{}/cgi-bin/get_jsapi_ticket", self.base)).query(&[("access_token", access_token)]);
+        let req = self
+            .http
+            .get(format!("{}/cgi-bin/get_jsapi_ticket", self.base))
+            .query(&[("access_token", access_token)]);
         parse_fetched(&send_json(req).await?, "ticket")
     }
 

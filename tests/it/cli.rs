@@ -7,10 +7,10 @@ use serde_json::{json, Value};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_wafer-scf");
+pub const BIN: &str = env!("CARGO_BIN_EXE_wafer-scf");
 
 /// A command with a clean WAFER_* environment, run in `dir`.
-fn wafer(dir: &std::path::Path) -> Command {
+pub fn wafer(dir: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
     for (k, _) in std::env::vars() {
         if k.starts_with("WAFER_") {
@@ -21,17 +21,17 @@ fn wafer(dir: &std::path::Path) -> Command {
     c
 }
 
-fn run_ok(c: &mut Command) -> Output {
+pub fn run_ok(c: &mut Command) -> Output {
     let out = c.output().unwrap();
     assert!(out.status.success(), "command failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-async fn wait_listening(port: u16, child: &mut Child) {
+pub async fn wait_listening(port: u16, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
@@ -43,7 +43,7 @@ async fn wait_listening(port: u16, child: &mut Child) {
     panic!("server did not listen on {port}");
 }
 
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
+pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

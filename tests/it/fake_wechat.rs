@@ -45,7 +45,8 @@ struct Inner {
     wecom: HashMap<String, String>,
     /// Scripted failures: path → (errcode, remaining count).
     failures: HashMap<String, (i64, usize)>,
-    delays: HashMap<String, Duration>,
+    /// Scripted delays: path → (delay, remaining count).
+    delays: HashMap<String, (Duration, usize)>,
     seq: usize,
 }
 
@@ -123,9 +124,9 @@ impl FakeWeChat {
         self.inner().failures.insert(path.into(), (errcode, n));
     }
 
-    /// Delay every call to `path`.
-    pub fn delay(&self, path: &str, d: Duration) {
-        self.inner().delays.insert(path.into(), d);
+    /// Delay the next `n` calls to `path`.
+    pub fn delay(&self, path: &str, d: Duration, n: usize) {
+        self.inner().delays.insert(path.into(), (d, n));
     }
 
     /// Whether `token` is currently valid upstream.
@@ -150,7 +151,13 @@ async fn enter(st: &FakeState, path: &str, owner: &str) -> Option<Response> {
         let mut inner = st.inner.lock().unwrap();
         *inner.calls.entry(path.to_owned()).or_default() += 1;
         *inner.calls.entry(format!("{path}|{owner}")).or_default() += 1;
-        let delay = inner.delays.get(path).copied();
+        let delay = match inner.delays.get_mut(path) {
+            Some((d, n)) if *n > 0 => {
+                *n -= 1;
+                Some(*d)
+            }
+            _ => None,
+        };
         let failure = match inner.failures.get_mut(path) {
             Some((code, n)) if *n > 0 => {
                 *n -= 1;
@@ -163,7 +170,9 @@ async fn enter(st: &FakeState, path: &str, owner: &str) -> Option<Response> {
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
-    failure.map(|code| Json(json!({"errcode": code, "errmsg": format!("scripted failure, rid: s-{code}")})).into_response())
+    failure.map(|code| {
+        Json(json!({"errcode": code, "errmsg": format!("scripted failure, rid: s-{code}")})).into_response()
+    })
 }
 
 fn issue(inner: &mut Inner, prefix: &str, owner: &str, lifetime: i64) -> String {
@@ -177,7 +186,10 @@ fn err(code: i64, msg: &str) -> Response {
     Json(json!({"errcode": code, "errmsg": msg})).into_response()
 }
 
-async fn code2session(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn code2session(
+    State(st): State<Arc<FakeState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let code = q.get("js_code").cloned().unwrap_or_default();
     let appid = q.get("appid").cloned().unwrap_or_default();
     if let Some(r) = enter(&st, "/sns/jscode2session", &appid).await {
@@ -191,7 +203,8 @@ async fn code2session(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<
     match code.as_str() {
         "slow" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            return Json(json!({"openid": "late", "session_key": "AAAAAAAAAAAAAAAAAAAAAA=="})).into_response();
+            return Json(json!({"openid": "late", "session_key": "AAAAAAAAAAAAAAAAAAAAAA=="}))
+                .into_response();
         }
         "nonjson" => return (StatusCode::OK, "<html>gateway</html>").into_response(),
         "http500" => return (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response(),
@@ -227,7 +240,10 @@ async fn code2session(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<
     Json(body).into_response()
 }
 
-async fn classic_token(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn classic_token(
+    State(st): State<Arc<FakeState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let appid = q.get("appid").cloned().unwrap_or_default();
     if let Some(r) = enter(&st, "/cgi-bin/token", &appid).await {
         return r;
@@ -257,7 +273,8 @@ async fn stable_token(State(st): State<Arc<FakeState>>, Json(body): Json<Value>)
     }
     let force = body["force_refresh"].as_bool().unwrap_or(false);
     if force {
-        *st.inner.lock().unwrap().calls.entry(format!("/cgi-bin/stable_token|{appid}|force")).or_default() += 1;
+        *st.inner.lock().unwrap().calls.entry(format!("/cgi-bin/stable_token|{appid}|force")).or_default() +=
+            1;
     }
     let mut inner = st.inner.lock().unwrap();
     if body["grant_type"] != "client_credential" {
@@ -266,7 +283,11 @@ async fn stable_token(State(st): State<Arc<FakeState>>, Json(body): Json<Value>)
     if inner.secrets.get(&appid).map(String::as_str) != body["secret"].as_str() {
         return err(40125, "invalid appsecret");
     }
-    let current = inner.stable.get(&appid).cloned().filter(|t| inner.tokens.get(t).is_some_and(|t| t.expires_at > now()));
+    let current = inner
+        .stable
+        .get(&appid)
+        .cloned()
+        .filter(|t| inner.tokens.get(t).is_some_and(|t| t.expires_at > now()));
     let token = match (current, force) {
         (Some(t), false) => t,
         (old, _) => {
@@ -318,7 +339,11 @@ async fn wecom_token(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<S
     if !inner.secrets.get(&corpid).is_some_and(|s| s.split(',').any(|s| s == secret)) {
         return err(40001, "invalid secret");
     }
-    let current = inner.wecom.get(&owner).cloned().filter(|t| inner.tokens.get(t).is_some_and(|t| t.expires_at > now()));
+    let current = inner
+        .wecom
+        .get(&owner)
+        .cloned()
+        .filter(|t| inner.tokens.get(t).is_some_and(|t| t.expires_at > now()));
     let token = match current {
         Some(t) => t,
         None => {
@@ -328,10 +353,14 @@ async fn wecom_token(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<S
         }
     };
     let remaining = inner.tokens[&token].expires_at - now();
-    Json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": remaining})).into_response()
+    Json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": remaining}))
+        .into_response()
 }
 
-async fn wecom_corp_ticket(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn wecom_corp_ticket(
+    State(st): State<Arc<FakeState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let owner = token_owner(&st, q.get("access_token"));
     if let Some(r) = enter(&st, "/cgi-bin/get_jsapi_ticket", &owner).await {
         return r;
@@ -339,7 +368,10 @@ async fn wecom_corp_ticket(State(st): State<Arc<FakeState>>, Query(q): Query<Has
     ticket_reply(&st, q.get("access_token"), "", "corp")
 }
 
-async fn wecom_agent_ticket(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn wecom_agent_ticket(
+    State(st): State<Arc<FakeState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let owner = token_owner(&st, q.get("access_token"));
     if let Some(r) = enter(&st, "/cgi-bin/ticket/get", &owner).await {
         return r;

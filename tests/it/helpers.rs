@@ -204,7 +204,12 @@ pub fn build(store: Arc<dyn Store>, base: &str, clock: Arc<ManualClock>, setting
         total: Duration::from_millis(500),
     })
     .unwrap();
-    let policy = wafer_scf::tokens::Policy { lease_ms: 3_000, wait_ms: 8_000, busy_backoff_ms: 20, ..Default::default() };
+    let policy = wafer_scf::tokens::Policy {
+        lease_ms: 3_000,
+        wait_ms: 8_000,
+        busy_backoff_ms: 20,
+        ..Default::default()
+    };
     Service::new(Deps::new(
         store,
         WeChatClient::new(http.clone(), base),

@@ -8,6 +8,7 @@ mod helpers;
 
 mod bad_input;
 mod cli;
+mod credentials;
 mod http;
 mod sessions;
 mod store_conformance;
