@@ -10,5 +10,6 @@ mod bad_input;
 mod cli;
 mod credentials;
 mod http;
+mod multiprocess;
 mod sessions;
 mod store_conformance;

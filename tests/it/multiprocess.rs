@@ -1,0 +1,196 @@
+//! Several real server processes sharing one database: exactly one upstream fetch per cold credential however many
+//! processes and callers ask, at most one refresh for a burst of `force`, and a lease holder killed mid-refresh
+//! does not block the others beyond the lease.
+
+use crate::both_backends;
+use crate::cli::{free_port, run_ok, terminate, wafer, wait_listening};
+use crate::fake_wechat::FakeWeChat;
+use crate::helpers::{Backend, TestDb};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+struct Cluster {
+    servers: Vec<(Child, String)>,
+    wx: FakeWeChat,
+    _db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.servers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+const APP: &str = "wx_multi";
+const CORP: &str = "ww_multi";
+const AGENT: &str = "1000005";
+
+async fn cluster(b: Backend, n: usize) -> Cluster {
+    let db = TestDb::new(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wx = FakeWeChat::start().await;
+    wx.register(APP, "multi-secret");
+    wx.register("wx_multi_2", "multi-secret-2");
+    wx.register(CORP, "agent-secret");
+    let env = |c: &mut std::process::Command| {
+        c.env("WAFER_DATABASE_URL", &db.url);
+    };
+    let mut c = wafer(dir.path());
+    env(&mut c);
+    run_ok(c.arg("migrate"));
+    for (appid, secret) in [(APP, "multi-secret"), ("wx_multi_2", "multi-secret-2")] {
+        let mut c = wafer(dir.path());
+        env(&mut c);
+        run_ok(c.args(["app", "add", "--appid", appid, "--secret", secret]));
+    }
+    let mut c = wafer(dir.path());
+    env(&mut c);
+    run_ok(c.args(["agent", "add", "--corpid", CORP, "--agentid", AGENT, "--secret", "agent-secret"]));
+
+    let mut servers = Vec::new();
+    for _ in 0..n {
+        let port = free_port();
+        let mut c = wafer(dir.path());
+        env(&mut c);
+        let mut child = c
+            .env("WAFER_LISTEN", format!("127.0.0.1:{port}"))
+            .env("WAFER_WECHAT_BASE_URL", &wx.base_url)
+            .env("WAFER_WECOM_BASE_URL", &wx.base_url)
+            .env("WAFER_TOKEN_LEASE_MS", "2000")
+            .env("WAFER_DB_POOL_MAX", "4")
+            .env("WAFER_LOG", "warn")
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_listening(port, &mut child).await;
+        servers.push((child, format!("http://127.0.0.1:{port}/")));
+    }
+    Cluster { servers, wx, _db: db, _dir: dir }
+}
+
+/// `n` concurrent calls spread round-robin over the servers; returns every reply.
+async fn burst(c: &Cluster, n: usize, interface: &str, para: impl Fn(usize) -> Value) -> Vec<Value> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let url = c.servers[i % c.servers.len()].1.clone();
+        let body = json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": interface, "para": para(i)}});
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            client.post(url).json(&body).send().await.unwrap().json::<Value>().await.unwrap()
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn values(replies: &[Value], field: &str) -> HashSet<String> {
+    replies
+        .iter()
+        .map(|r| {
+            assert_eq!(r["returnCode"], 0, "{r}");
+            r["returnData"][field].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+async fn four_processes_and_two_hundred_callers_cause_one_fetch_per_credential(b: Backend) {
+    let c = cluster(b, 4).await;
+    // A slow upstream widens the race window: every process is asking while the first fetch is in flight.
+    c.wx.delay("/cgi-bin/stable_token", Duration::from_millis(300), 1);
+    let replies = burst(&c, 200, "qcloud.mimi.access_token", |_| json!({"appid": APP})).await;
+    assert_eq!(values(&replies, "access_token").len(), 1, "every caller gets the same token");
+    assert_eq!(c.wx.calls("/cgi-bin/stable_token"), 1, "exactly one upstream token fetch");
+    let fresh = replies.iter().filter(|r| r["returnMessage"] == "NEW_TOKEN_SUCCESS").count();
+    assert_eq!(fresh, 1, "exactly one caller saw the fetch");
+
+    c.wx.delay("/cgi-bin/gettoken", Duration::from_millis(300), 1);
+    let agent = json!({"corpid": CORP, "agentid": AGENT});
+    let replies = burst(&c, 200, "qcloud.work.access_token", |_| agent.clone()).await;
+    assert_eq!(values(&replies, "access_token").len(), 1);
+    assert_eq!(c.wx.calls("/cgi-bin/gettoken"), 1, "one WeCom token fetch");
+
+    c.wx.delay("/cgi-bin/get_jsapi_ticket", Duration::from_millis(300), 1);
+    let replies = burst(&c, 200, "qcloud.work.ticket", |_| agent.clone()).await;
+    assert_eq!(values(&replies, "ticket").len(), 1);
+    assert_eq!(c.wx.calls("/cgi-bin/get_jsapi_ticket"), 1, "one corp ticket fetch");
+
+    c.wx.delay("/cgi-bin/ticket/get", Duration::from_millis(300), 1);
+    let replies = burst(&c, 200, "qcloud.work.agent.ticket", |_| agent.clone()).await;
+    assert_eq!(values(&replies, "agent_ticket").len(), 1);
+    assert_eq!(c.wx.calls("/cgi-bin/ticket/get"), 1, "one agent ticket fetch");
+    assert_eq!(c.wx.calls("/cgi-bin/gettoken"), 1, "tickets reused the cached token");
+
+    // A burst of 50 force calls naming the bad token: at most one refresh.
+    let old = replies_token(&c).await;
+    let replies = burst(
+        &c,
+        50,
+        "qcloud.mimi.access_token",
+        |_| json!({"appid": APP, "force": true, "access_token": old}),
+    )
+    .await;
+    let tokens = values(&replies, "access_token");
+    assert_eq!(c.wx.calls(&format!("/cgi-bin/stable_token|{APP}|force")), 1, "one forced refresh");
+    assert_eq!(tokens.len(), 1);
+    assert!(!tokens.contains(&old));
+}
+
+async fn replies_token(c: &Cluster) -> String {
+    let r = burst(c, 1, "qcloud.mimi.access_token", |_| json!({"appid": APP})).await;
+    r[0]["returnData"]["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn a_lease_holder_killed_mid_refresh_is_taken_over_after_its_lease(b: Backend) {
+    let mut c = cluster(b, 2).await;
+    // The first fetch hangs far longer than the 2 s lease; the process making it is then killed.
+    c.wx.delay("/cgi-bin/stable_token", Duration::from_secs(30), 1);
+    let holder_url = c.servers[0].1.clone();
+    let hung = tokio::spawn(async move {
+        let body = json!({"interface": {"interfaceName": "qcloud.mimi.access_token", "para": {"appid": "wx_multi_2"}}});
+        let _ = reqwest::Client::new().post(holder_url).json(&body).send().await;
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.wx.calls("/cgi-bin/stable_token") == 0 {
+        assert!(Instant::now() < deadline, "the holder never called upstream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.servers[0].0.kill().unwrap();
+    c.servers[0].0.wait().unwrap();
+    hung.abort();
+
+    let started = Instant::now();
+    let other = c.servers[1].1.clone();
+    let r: Value = reqwest::Client::new()
+        .post(other)
+        .json(&json!({"interface": {"interfaceName": "qcloud.mimi.access_token", "para": {"appid": "wx_multi_2"}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["returnCode"], 0, "{r}");
+    assert_eq!(r["returnMessage"], "NEW_TOKEN_SUCCESS");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(8), "taken over within the bounded wait: {waited:?}");
+    assert_eq!(c.wx.calls("/cgi-bin/stable_token"), 2, "the dead holder's call and the take-over");
+    let status = terminate(&mut c.servers[1].0);
+    assert!(status.success());
+}
+
+both_backends!(
+    four_processes_and_two_hundred_callers_cause_one_fetch_per_credential,
+    a_lease_holder_killed_mid_refresh_is_taken_over_after_its_lease,
+);
