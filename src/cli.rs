@@ -4,7 +4,9 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::handlers::{Deps, Settings};
 use crate::service::Service;
-use crate::store::{self, AgentRecord, AppRecord, Store, TokenMode, DEFAULT_SESSION_DURATION_SECS};
+use crate::store::{
+    self, AgentRecord, AppRecord, CosKeyRecord, Store, TokenMode, DEFAULT_SESSION_DURATION_SECS,
+};
 use crate::tokens::CredKey;
 use crate::wechat::wecom::WeComClient;
 use crate::wechat::{self, UpstreamTimeouts, WeChatClient};
@@ -40,8 +42,33 @@ pub enum Command {
     /// Manage registered WeCom self-built apps (agents).
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Manage COS credentials held by the server (per Tencent Cloud APPID).
+    #[command(subcommand)]
+    Cos(CosCommand),
     /// Delete sessions that have expired under their app's rules.
     PurgeSessions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CosCommand {
+    /// Hold COS credentials for a Tencent Cloud APPID (replaces existing ones).
+    Add {
+        /// The numeric Tencent Cloud APPID.
+        #[arg(long)]
+        appid: String,
+        #[arg(long)]
+        secret_id: String,
+        /// The SecretKey. `-` reads it from standard input.
+        #[arg(long)]
+        secret_key: String,
+    },
+    /// List held COS credentials (APPID and a SecretId prefix; never the SecretKey).
+    List,
+    /// Remove held COS credentials.
+    Remove {
+        #[arg(long)]
+        appid: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +147,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::App(cmd) => app_command(&config, cmd).await,
         Command::Agent(cmd) => agent_command(&config, cmd).await,
+        Command::Cos(cmd) => cos_command(&config, cmd).await,
         Command::PurgeSessions => {
             let store = open_store(&config, false).await?;
             let n = store
@@ -298,6 +326,47 @@ async fn agent_command(config: &Config, cmd: AgentCommand) -> Result<()> {
                 println!("removed agent {corpid}/{agentid}");
             } else {
                 bail!("no agent {corpid}/{agentid}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn cos_command(config: &Config, cmd: CosCommand) -> Result<()> {
+    let store = open_store(config, false).await?;
+    let now = crate::clock::Clock::now(&SystemClock);
+    match cmd {
+        CosCommand::Add { appid, secret_id, secret_key } => {
+            if appid.is_empty() || appid.len() > 20 || !appid.bytes().all(|b| b.is_ascii_digit()) {
+                bail!("appid must be the numeric Tencent Cloud APPID");
+            }
+            check_ident(&secret_id, "the SecretId", 128)?;
+            let secret_key = read_secret(&secret_key, "the SecretKey")?;
+            let existing = store.get_cos_key(&appid).await.context("could not read COS keys")?;
+            let key = CosKeyRecord {
+                appid: appid.clone(),
+                secret_id,
+                secret_key,
+                created_at: existing.as_ref().map_or(now, |k| k.created_at),
+                updated_at: now,
+            };
+            store.put_cos_key(&key).await.context("could not store the COS keys")?;
+            tracing::info!(cos_appid = %appid, action = if existing.is_some() { "replaced" } else { "added" }, "COS keys changed");
+            println!("{} COS keys for {appid}", if existing.is_some() { "updated" } else { "added" });
+        }
+        CosCommand::List => {
+            println!("{:<20} SECRET_ID", "APPID");
+            for k in store.list_cos_keys().await.context("could not read COS keys")? {
+                let prefix: String = k.secret_id.chars().take(8).collect();
+                println!("{:<20} {prefix}…", k.appid);
+            }
+        }
+        CosCommand::Remove { appid } => {
+            if store.remove_cos_key(&appid).await.context("could not remove the COS keys")? {
+                tracing::info!(cos_appid = %appid, action = "removed", "COS keys changed");
+                println!("removed COS keys for {appid}");
+            } else {
+                bail!("no COS keys for {appid}");
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Cryptographic primitives the service owns: CSPRNG identifiers, skey hashing, constant-time comparison,
 //! the mini-program data decryptor, and upstream signature schemes.
 
+pub mod cos;
 pub mod wxdata;
 
 use sha1::Sha1;

@@ -1,6 +1,7 @@
 //! The interface set: each `interfaceName` parsed from `para` into a typed request, then handled by a
 //! function of (request, [`Deps`]). Unknown names are a typed reply (1010), never a panic.
 
+pub mod cos;
 pub mod credentials;
 pub mod session;
 
@@ -75,6 +76,8 @@ pub enum Interface<'a> {
     Credential(&'static str, credentials::CredentialRequest),
     Signature(&'static str, credentials::SignatureRequest),
     InitAgent(credentials::InitAgentRequest),
+    CosV4(&'static str, cos::V4Request),
+    CosV5(cos::V5Request),
 }
 
 impl<'a> Interface<'a> {
@@ -114,6 +117,13 @@ impl<'a> Interface<'a> {
                 credentials::SignatureRequest::parse(para, true)?,
             ),
             "qcloud.work.initagent" => Self::InitAgent(credentials::InitAgentRequest::parse(para)?),
+            "qcloud.cos.auth.reusable" => {
+                Self::CosV4("qcloud.cos.auth.reusable", cos::V4Request::parse(para, true)?)
+            }
+            "qcloud.cos.auth.nonreusable" => {
+                Self::CosV4("qcloud.cos.auth.nonreusable", cos::V4Request::parse(para, false)?)
+            }
+            "qcloud.cos.auth.v5" => Self::CosV5(cos::V5Request::parse(para)?),
             _ => return Err(WaferError::new(ReturnCode::InterfaceErr, "unknown interfaceName")),
         })
     }
@@ -125,7 +135,8 @@ impl<'a> Interface<'a> {
             Self::Auth(_) => "qcloud.cam.auth",
             Self::Decrypt(_) => "qcloud.cam.decrypt",
             Self::UserInfo(_) => "qcloud.cam.userinfo",
-            Self::Credential(name, _) | Self::Signature(name, _) => name,
+            Self::Credential(name, _) | Self::Signature(name, _) | Self::CosV4(name, _) => name,
+            Self::CosV5(_) => "qcloud.cos.auth.v5",
             Self::InitAgent(_) => "qcloud.work.initagent",
         }
     }
@@ -140,6 +151,8 @@ impl<'a> Interface<'a> {
             Self::Credential(_, r) => credentials::credential(deps, r).await,
             Self::Signature(_, r) => credentials::signature(deps, r).await,
             Self::InitAgent(r) => credentials::init_agent(deps, meta, r).await,
+            Self::CosV4(_, r) => cos::v4(deps, r).await,
+            Self::CosV5(r) => cos::v5(deps, r).await,
         }
     }
 }

@@ -196,6 +196,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Drop cached credentials (a secret was replaced or an app removed).
     async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()>;
+
+    /// Insert or replace the COS credentials of a Tencent Cloud APPID.
+    async fn put_cos_key(&self, key: &CosKeyRecord) -> StoreResult<()>;
+    async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>>;
+    /// All COS credentials, ordered by appid.
+    async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>>;
+    async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool>;
 }
 
 /// A registered WeCom self-built app ("agent").
@@ -216,6 +223,22 @@ impl std::fmt::Debug for AgentRecord {
             .field("agentid", &self.agentid)
             .field("remark", &self.remark)
             .finish_non_exhaustive()
+    }
+}
+
+/// COS credentials held for one Tencent Cloud APPID.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CosKeyRecord {
+    pub appid: String,
+    pub secret_id: String,
+    pub secret_key: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for CosKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CosKeyRecord").field("appid", &self.appid).finish_non_exhaustive()
     }
 }
 

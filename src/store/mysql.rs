@@ -2,8 +2,8 @@
 //! (no connection is opened before the first query), every operation under a deadline, all SQL parameterised.
 
 use super::{
-    AgentRecord, AppRecord, CredentialRow, FetchedCredential, LoginOutcome, SessionRecord, SessionView,
-    Store, StoreError, StoreOptions, StoreResult, TokenMode,
+    AgentRecord, AppRecord, CosKeyRecord, CredentialRow, FetchedCredential, LoginOutcome, SessionRecord,
+    SessionView, Store, StoreError, StoreOptions, StoreResult, TokenMode,
 };
 use async_trait::async_trait;
 use mysql_async::prelude::*;
@@ -17,6 +17,7 @@ const BACKEND: &str = "mysql";
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../sql/mysql/0001_apps_sessions.sql")),
     (2, include_str!("../../sql/mysql/0002_credentials_agents.sql")),
+    (3, include_str!("../../sql/mysql/0003_cos_keys.sql")),
 ];
 
 /// Server error codes worth one more try: deadlock, lock wait timeout.
@@ -232,6 +233,14 @@ fn cred_from_row(r: CredRow) -> CredentialRow {
 const CRED_COLUMNS: &str =
     "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, blocked_until, \
                             blocked_code, window_start, window_count";
+
+type CosRow = (String, String, String, i64, i64);
+
+fn cos_from_row(r: CosRow) -> CosKeyRecord {
+    CosKeyRecord { appid: r.0, secret_id: r.1, secret_key: r.2, created_at: r.3, updated_at: r.4 }
+}
+
+const COS_COLUMNS: &str = "appid, secret_id, secret_key, created_at, updated_at";
 
 #[async_trait]
 impl Store for MysqlStore {
@@ -548,6 +557,45 @@ impl Store for MysqlStore {
                 conn.exec_drop("DELETE FROM wafer_credentials WHERE cred_key = ?", (k,)).await?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_cos_key(&self, k: &CosKeyRecord) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "INSERT INTO wafer_cos_keys (appid, secret_id, secret_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE secret_id = VALUES(secret_id), secret_key = VALUES(secret_key), updated_at = VALUES(updated_at)",
+                (&k.appid, &k.secret_id, &k.secret_key, k.created_at, k.updated_at),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
+        self.run(move |mut conn| async move {
+            let row: Option<CosRow> = conn
+                .exec_first(format!("SELECT {COS_COLUMNS} FROM wafer_cos_keys WHERE appid = ?"), (appid,))
+                .await?;
+            Ok(row.map(cos_from_row))
+        })
+        .await
+    }
+
+    async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>> {
+        self.run(move |mut conn| async move {
+            let rows: Vec<CosRow> =
+                conn.query(format!("SELECT {COS_COLUMNS} FROM wafer_cos_keys ORDER BY appid")).await?;
+            Ok(rows.into_iter().map(cos_from_row).collect())
+        })
+        .await
+    }
+
+    async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop("DELETE FROM wafer_cos_keys WHERE appid = ?", (appid,)).await?;
+            Ok(conn.affected_rows() > 0)
         })
         .await
     }

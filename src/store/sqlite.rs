@@ -2,8 +2,8 @@
 //! tokio's blocking pool. The zero-setup default; several processes may share the file (WAL, busy timeout).
 
 use super::{
-    AgentRecord, AppRecord, CredentialRow, FetchedCredential, LoginOutcome, SessionRecord, SessionView,
-    Store, StoreError, StoreResult, TokenMode,
+    AgentRecord, AppRecord, CosKeyRecord, CredentialRow, FetchedCredential, LoginOutcome, SessionRecord,
+    SessionView, Store, StoreError, StoreResult, TokenMode,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -15,6 +15,7 @@ const BACKEND: &str = "sqlite";
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../sql/sqlite/0001_apps_sessions.sql")),
     (2, include_str!("../../sql/sqlite/0002_credentials_agents.sql")),
+    (3, include_str!("../../sql/sqlite/0003_cos_keys.sql")),
 ];
 
 /// The embedded store.
@@ -102,6 +103,18 @@ fn cred_from_row(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
         window_count: r.get(9)?,
     })
 }
+
+fn cos_from_row(r: &Row<'_>) -> rusqlite::Result<CosKeyRecord> {
+    Ok(CosKeyRecord {
+        appid: r.get(0)?,
+        secret_id: r.get(1)?,
+        secret_key: r.get(2)?,
+        created_at: r.get(3)?,
+        updated_at: r.get(4)?,
+    })
+}
+
+const COS_COLUMNS: &str = "appid, secret_id, secret_key, created_at, updated_at";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -464,5 +477,46 @@ impl Store for SqliteStore {
             tx.commit()
         })
         .await
+    }
+
+    async fn put_cos_key(&self, key: &CosKeyRecord) -> StoreResult<()> {
+        let k = key.clone();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO wafer_cos_keys (appid, secret_id, secret_key, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(appid) DO UPDATE SET secret_id = excluded.secret_id, secret_key = excluded.secret_key,
+                   updated_at = excluded.updated_at",
+                params![k.appid, k.secret_id, k.secret_key, k.created_at, k.updated_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
+        let appid = appid.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {COS_COLUMNS} FROM wafer_cos_keys WHERE appid = ?1"),
+                [appid],
+                cos_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>> {
+        self.call(|c| {
+            let mut st = c.prepare(&format!("SELECT {COS_COLUMNS} FROM wafer_cos_keys ORDER BY appid"))?;
+            let rows = st.query_map([], cos_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
+        let appid = appid.to_owned();
+        self.call(move |c| Ok(c.execute("DELETE FROM wafer_cos_keys WHERE appid = ?1", [appid])? > 0)).await
     }
 }

@@ -360,3 +360,25 @@ async fn a_credential_storage_failure_is_change_token_err() {
     let body = json!({"interface": {"interfaceName": "qcloud.work.agent.ticket", "para": {"corpid": CORP, "agentid": AGENT}}});
     assert_eq!(svc.handle(body.to_string().as_bytes(), &RequestMeta::default()).await.return_code, 1016);
 }
+
+#[tokio::test]
+async fn a_cached_token_is_served_from_memory_without_touching_storage() {
+    let t = app(Backend::Sqlite).await;
+    let faulty = Arc::new(Faulty::new(t.store.clone()));
+    let svc = crate::helpers::build(faulty.clone(), &t.wx.base_url, t.clock.clone(), Settings::default());
+    let body = json!({"interface": {"interfaceName": "qcloud.mimi.access_token", "para": {"appid": APP}}})
+        .to_string();
+    let first = svc.handle(body.as_bytes(), &RequestMeta::default()).await;
+    assert_eq!(first.return_code, 0);
+    // Storage now fails every credential operation: hits must still be answered, from memory.
+    faulty.credentials.store(true, Ordering::SeqCst);
+    for _ in 0..100 {
+        let env = svc.handle(body.as_bytes(), &RequestMeta::default()).await;
+        assert_eq!(env.return_code, 0, "{}", env.return_message);
+        assert_eq!(env.return_data["access_token"], first.return_data["access_token"]);
+    }
+    // After the revalidation interval the process reads storage again (and reports its failure).
+    t.clock.advance(61);
+    let env = svc.handle(body.as_bytes(), &RequestMeta::default()).await;
+    assert_eq!(env.return_code, 1014);
+}

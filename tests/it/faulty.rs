@@ -101,4 +101,16 @@ impl Store for Faulty {
     async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
         self.inner.delete_credentials(keys).await
     }
+    async fn put_cos_key(&self, k: &CosKeyRecord) -> StoreResult<()> {
+        self.inner.put_cos_key(k).await
+    }
+    async fn get_cos_key(&self, a: &str) -> StoreResult<Option<CosKeyRecord>> {
+        self.inner.get_cos_key(a).await
+    }
+    async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>> {
+        self.inner.list_cos_keys().await
+    }
+    async fn remove_cos_key(&self, a: &str) -> StoreResult<bool> {
+        self.inner.remove_cos_key(a).await
+    }
 }

@@ -8,6 +8,7 @@ mod helpers;
 
 mod bad_input;
 mod cli;
+mod cos;
 mod credentials;
 mod http;
 mod multiprocess;
