@@ -188,7 +188,7 @@ impl Credentials {
         let c = self.cached(key)?;
         let fresh_enough = now < stale_at(c.expires_at, c.fetched_at, self.policy.margin_secs)
             && now - c.loaded_at < self.policy.revalidate_secs;
-        fresh_enough.then(|| Served { value: c.value, expires_at: c.expires_at, fresh: false })
+        fresh_enough.then_some(Served { value: c.value, expires_at: c.expires_at, fresh: false })
     }
 
     /// The current value for `key`: from memory, from storage, or fetched upstream by exactly one process.
