@@ -1,7 +1,7 @@
 //! Benchmark: a warm cached access token answered end to end over HTTP keep-alive, side by side in the same run
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! with a bare axum server that answers a canned envelope (the ceiling for this machine). Load comes from `wrk`
 //! (Debian package `wrk`; `scripts/bench.sh` installs it). Run: `cargo bench --bench tokens`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use axum::Router;
 use std::process::Command;

@@ -5,6 +5,7 @@
 //! - tickets (`getticket`, WeCom `get_jsapi_ticket`, `ticket/get`) need a valid token of the same app/agent;
 //! - WeCom `gettoken`: the same token per (corpid, secret) until invalidated;
 //! - switches: fail the next N calls of a path with an errcode, delay a path.
+//!
 //! It counts calls per endpoint and per (endpoint, app).
 
 use axum::extract::{Query, State};
