@@ -25,7 +25,7 @@ pub struct Cli {
     #[command(flatten)]
     pub config: Config,
 
-    /// What to do. Without a subcommand: `serve`.
+    /// What to do. Without a subcommand: `runtime` when SCF_RUNTIME_API is set, else `serve`.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -34,6 +34,32 @@ pub struct Cli {
 pub enum Command {
     /// Answer the Wafer protocol over HTTP POST on WAFER_LISTEN.
     Serve,
+    /// Serve as an SCF custom runtime: poll SCF_RUNTIME_API for invocations (what `bootstrap` runs).
+    Runtime {
+        /// Runtime API base URL (default: http://$SCF_RUNTIME_API:$SCF_RUNTIME_API_PORT).
+        #[arg(long)]
+        runtime_api: Option<String>,
+    },
+    /// Handle one event file in-process (an API Gateway event or a bare envelope) and print the reply.
+    Invoke {
+        /// The event JSON file.
+        file: std::path::PathBuf,
+    },
+    /// Run a bootstrap under a local emulator of the SCF runtime API, feed it event files, print each reply.
+    Replay {
+        /// The executable SCF would run.
+        #[arg(long, default_value = "./bootstrap")]
+        bootstrap: std::path::PathBuf,
+        /// The function's execution time limit.
+        #[arg(long, default_value_t = 3000)]
+        time_limit_ms: u64,
+        /// The function's init timeout.
+        #[arg(long, default_value_t = 10_000)]
+        init_timeout_ms: u64,
+        /// Event files, answered in order.
+        #[arg(required = true)]
+        events: Vec<std::path::PathBuf>,
+    },
     /// Apply the storage schema (MySQL; the embedded store migrates itself).
     Migrate,
     /// Manage registered mini-programs and official accounts.
@@ -138,8 +164,30 @@ pub fn run() -> Result<()> {
 /// Run a parsed command line.
 pub async fn execute(cli: Cli) -> Result<()> {
     let config = cli.config;
-    match cli.command.unwrap_or(Command::Serve) {
+    let default = if crate::scf::runtime::RuntimeClient::base_from_env().is_some() {
+        Command::Runtime { runtime_api: None }
+    } else {
+        Command::Serve
+    };
+    match cli.command.unwrap_or(default) {
         Command::Serve => serve(&config).await,
+        Command::Runtime { runtime_api } => runtime(&config, runtime_api).await,
+        Command::Invoke { file } => {
+            let event = std::fs::read(&file).with_context(|| format!("could not read {}", file.display()))?;
+            let svc = build_service(&config, 10).await?;
+            let inv = crate::scf::runtime::Invocation {
+                request_id: "local-invoke".into(),
+                time_limit_ms: None,
+                memory_limit_mb: None,
+                event,
+            };
+            let reply = crate::scf::runtime::handle(&svc, &inv).await;
+            println!("{}", String::from_utf8_lossy(&reply));
+            Ok(())
+        }
+        Command::Replay { bootstrap, time_limit_ms, init_timeout_ms, events } => {
+            replay(bootstrap, time_limit_ms, init_timeout_ms, events).await
+        }
         Command::Migrate => {
             let store = open_store(&config, true).await?;
             println!("schema is up to date ({})", store.backend());
@@ -167,8 +215,12 @@ pub async fn open_store(config: &Config, migrate: bool) -> Result<Arc<dyn Store>
         .with_context(|| format!("could not open storage {}", config.database_url.redacted()))
 }
 
-/// Build the service from configuration: store, one HTTP client, the system clock.
-pub async fn build_service(config: &Config) -> Result<Service> {
+/// Build the service from configuration: store, one HTTP client, the system clock. `default_pool` is the MySQL
+/// pool size when WAFER_DB_POOL_MAX is not set (SCF instances want 1–2 connections).
+pub async fn build_service(config: &Config, default_pool: u64) -> Result<Service> {
+    let mut config = config.clone();
+    config.db_pool_max = Some(config.db_pool_max.unwrap_or(default_pool));
+    let config = &config;
     let store = open_store(config, false).await?;
     let http = wechat::http_client(UpstreamTimeouts {
         connect: config.upstream_timeout().min(std::time::Duration::from_secs(3)),
@@ -193,13 +245,63 @@ pub async fn build_service(config: &Config) -> Result<Service> {
 }
 
 async fn serve(config: &Config) -> Result<()> {
-    let svc = Arc::new(build_service(config).await?);
+    let svc = Arc::new(build_service(config, 10).await?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = listener.local_addr().context("listener has no address")?;
     tracing::info!(%addr, storage = %config.database_url.redacted(), wechat = %config.wechat_base_url, "wafer-scf listening");
     crate::serve::serve(listener, svc, crate::serve::shutdown_signal()).await.context("HTTP server failed")
+}
+
+async fn runtime(config: &Config, runtime_api: Option<String>) -> Result<()> {
+    let base = runtime_api
+        .or_else(crate::scf::runtime::RuntimeClient::base_from_env)
+        .context("no runtime API: set SCF_RUNTIME_API (and SCF_RUNTIME_API_PORT) or pass --runtime-api")?;
+    // Everything expensive happens before init/ready: storage pool, HTTP client, caches.
+    let svc = build_service(config, 2).await?;
+    let client =
+        crate::scf::runtime::RuntimeClient::new(&base).context("could not build the runtime API client")?;
+    crate::scf::runtime::run(&client, &svc, None).await
+}
+
+async fn replay(
+    bootstrap: std::path::PathBuf,
+    time_limit_ms: u64,
+    init_timeout_ms: u64,
+    events: Vec<std::path::PathBuf>,
+) -> Result<()> {
+    use crate::scf::emulator::{Emulator, Outcome, Supervisor};
+    let emulator =
+        Emulator::start(time_limit_ms).await.context("could not start the runtime API emulator")?;
+    let mut sup =
+        Supervisor::new(emulator, bootstrap.clone(), std::time::Duration::from_millis(init_timeout_ms));
+    let cold = sup.start().await.with_context(|| format!("could not start {}", bootstrap.display()))?;
+    eprintln!("== {} ready after {:.1} ms", bootstrap.display(), cold.as_secs_f64() * 1000.0);
+    let mut failed = 0;
+    for file in &events {
+        let event = std::fs::read(file).with_context(|| format!("could not read {}", file.display()))?;
+        let started = std::time::Instant::now();
+        let outcome = sup.invoke(event).await.context("the instance could not be restarted")?;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        match outcome {
+            Outcome::Response(body) => {
+                println!("== {} ({ms:.1} ms)\n{}", file.display(), String::from_utf8_lossy(&body))
+            }
+            Outcome::Error(e) => {
+                failed += 1;
+                println!("== {} ({ms:.1} ms) invocation error\n{e}", file.display());
+            }
+            Outcome::Timeout => {
+                failed += 1;
+                println!("== {} timed out after {time_limit_ms} ms (instance restarted)", file.display());
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} events failed", events.len());
+    }
+    Ok(())
 }
 
 fn read_secret(arg: &str, what: &str) -> Result<String> {

@@ -58,9 +58,9 @@ pub struct Config {
     #[arg(long, env = "WAFER_MAX_SESSIONS_PER_USER", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100), global = true)]
     pub max_sessions_per_user: u64,
 
-    /// Most MySQL connections per process.
-    #[arg(long, env = "WAFER_DB_POOL_MAX", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=200), global = true)]
-    pub db_pool_max: u64,
+    /// Most MySQL connections per process (default: 10 in HTTP mode, 2 as an SCF runtime).
+    #[arg(long, env = "WAFER_DB_POOL_MAX", value_parser = clap::value_parser!(u64).range(1..=200), global = true)]
+    pub db_pool_max: Option<u64>,
 
     /// Deadline for one storage operation, in milliseconds.
     #[arg(long, env = "WAFER_DB_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=60_000), global = true)]
@@ -99,7 +99,7 @@ impl Config {
 
     pub fn store_options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {
-            max_connections: self.db_pool_max as usize,
+            max_connections: self.db_pool_max.unwrap_or(10) as usize,
             query_timeout: Duration::from_millis(self.db_timeout_ms),
         }
     }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod crypto;
 pub mod envelope;
 pub mod handlers;
+pub mod scf;
 pub mod serve;
 pub mod service;
 pub mod store;

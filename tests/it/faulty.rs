@@ -11,11 +11,18 @@ pub struct Faulty {
     pub sessions: AtomicBool,
     /// Fail credential reads and writes.
     pub credentials: AtomicBool,
+    /// Panic on session reads (a bug deep in a handler).
+    pub panic_sessions: AtomicBool,
 }
 
 impl Faulty {
     pub fn new(inner: Arc<dyn Store>) -> Self {
-        Self { inner, sessions: AtomicBool::new(false), credentials: AtomicBool::new(false) }
+        Self {
+            inner,
+            sessions: AtomicBool::new(false),
+            credentials: AtomicBool::new(false),
+            panic_sessions: AtomicBool::new(false),
+        }
     }
 
     fn check(flag: &AtomicBool) -> StoreResult<()> {
@@ -52,6 +59,9 @@ impl Store for Faulty {
         self.inner.create_session(s, k, n).await
     }
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
+        if self.panic_sessions.load(Ordering::SeqCst) {
+            panic!("injected panic in get_session");
+        }
         Self::check(&self.sessions)?;
         self.inner.get_session(id).await
     }

@@ -12,5 +12,6 @@ mod cos;
 mod credentials;
 mod http;
 mod multiprocess;
+mod scf;
 mod sessions;
 mod store_conformance;

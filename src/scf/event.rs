@@ -1,0 +1,258 @@
+//! SCF events: API Gateway integration events (with their real-world quirks) and bare Wafer envelopes invoked
+//! directly, turned into a request for the [`Service`](crate::service::Service), and the reply shaped to match.
+
+use crate::envelope::{Envelope, ReturnCode, WaferError};
+use crate::service::RequestMeta;
+use base64::Engine;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Where an event came from, which decides the shape of the reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// An API Gateway integration event: answer with an integration response.
+    Gateway,
+    /// A direct invocation (console test, `scf invoke`, timer) with a bare envelope: answer with a bare envelope.
+    Direct,
+}
+
+/// A request extracted from an event.
+pub struct Incoming {
+    pub origin: Origin,
+    /// HTTP method for gateway events (`POST` for direct ones).
+    pub method: String,
+    pub path: String,
+    pub body: Vec<u8>,
+    pub meta: RequestMeta,
+}
+
+/// What to do with an event.
+pub enum Parsed {
+    Request(Incoming),
+    /// The event itself is malformed; answer this at once.
+    Reject {
+        origin: Origin,
+        status: u16,
+        error: WaferError,
+    },
+}
+
+/// The API Gateway integration response.
+#[derive(Debug, Serialize)]
+pub struct GatewayResponse {
+    #[serde(rename = "isBase64Encoded")]
+    pub is_base64_encoded: bool,
+    #[serde(rename = "statusCode")]
+    pub status_code: u16,
+    pub headers: Map<String, Value>,
+    pub body: String,
+}
+
+/// Build the reply bytes for an origin.
+pub fn reply(origin: &Origin, status: u16, envelope: &Envelope) -> Vec<u8> {
+    match origin {
+        Origin::Direct => envelope.to_bytes(),
+        Origin::Gateway => gateway_reply(
+            status,
+            "application/json; charset=utf-8",
+            String::from_utf8_lossy(&envelope.to_bytes()).into_owned(),
+        ),
+    }
+}
+
+pub fn gateway_reply(status: u16, content_type: &str, body: String) -> Vec<u8> {
+    let mut headers = Map::new();
+    headers.insert("Content-Type".into(), Value::String(content_type.into()));
+    let r = GatewayResponse { is_base64_encoded: false, status_code: status, headers, body };
+    serde_json::to_vec(&r)
+        .unwrap_or_else(|_| br#"{"isBase64Encoded":false,"statusCode":500,"headers":{},"body":""}"#.to_vec())
+}
+
+fn is_gateway(o: &Map<String, Value>) -> bool {
+    o.contains_key("requestContext")
+        || (o.contains_key("httpMethod") && (o.contains_key("headers") || o.contains_key("path")))
+}
+
+/// A header value: strings as they are, arrays by their first string element.
+fn header<'a>(headers: Option<&'a Map<String, Value>>, name: &str) -> Option<&'a str> {
+    let h = headers?;
+    let v = h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)?;
+    match v {
+        Value::String(s) => Some(s.as_str()),
+        Value::Array(a) => a.iter().find_map(Value::as_str),
+        _ => None,
+    }
+}
+
+fn query_key(q: Option<&Map<String, Value>>) -> Option<String> {
+    match q?.get("key")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(a) => a.iter().find_map(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn reject(origin: Origin, status: u16, path: &str, why: &str) -> Parsed {
+    Parsed::Reject {
+        origin,
+        status,
+        error: WaferError::new(ReturnCode::RequestErr, format!("event field {path} {why}")),
+    }
+}
+
+/// Parse a raw event. `runtime_request_id` is the runtime's `request_id` header, the last fallback for logs.
+pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
+    let value: Value = match serde_json::from_slice(event) {
+        Ok(v) => v,
+        // Not JSON at all: answer as a direct invocation would be answered.
+        Err(e) => {
+            return Parsed::Reject {
+                origin: Origin::Direct,
+                status: 200,
+                error: WaferError::new(
+                    ReturnCode::RequestErr,
+                    format!("event is not JSON (line {}, column {})", e.line(), e.column()),
+                ),
+            }
+        }
+    };
+    let Value::Object(o) = &value else {
+        return reject(Origin::Direct, 200, "$", "must be a JSON object");
+    };
+    if !is_gateway(o) {
+        return Parsed::Request(Incoming {
+            origin: Origin::Direct,
+            method: "POST".into(),
+            path: "/".into(),
+            body: event.to_vec(),
+            meta: RequestMeta { request_id: runtime_request_id.to_owned(), ..RequestMeta::default() },
+        });
+    }
+    let headers = match o.get("headers") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(h)) => Some(h),
+        Some(_) => return reject(Origin::Gateway, 400, "$.headers", "must be an object"),
+    };
+    let query = match o.get("queryString").or_else(|| o.get("queryStringParameters")) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(q)) => Some(q),
+        Some(_) => return reject(Origin::Gateway, 400, "$.queryString", "must be an object"),
+    };
+    let method = match o.get("httpMethod") {
+        Some(Value::String(m)) => m.to_ascii_uppercase(),
+        None => "POST".into(),
+        Some(_) => return reject(Origin::Gateway, 400, "$.httpMethod", "must be a string"),
+    };
+    let path = o.get("path").and_then(Value::as_str).unwrap_or("/").to_owned();
+    let base64 = match o.get("isBase64Encoded") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true",
+        Some(_) => return reject(Origin::Gateway, 400, "$.isBase64Encoded", "must be a boolean"),
+    };
+    let body = match o.get("body") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) if base64 => {
+            match base64::engine::general_purpose::STANDARD.decode(s.trim()) {
+                Ok(b) => b,
+                Err(_) => {
+                    return reject(
+                        Origin::Gateway,
+                        400,
+                        "$.body",
+                        "is not valid base64 although isBase64Encoded is true",
+                    )
+                }
+            }
+        }
+        Some(Value::String(s)) => s.as_bytes().to_vec(),
+        // Some gateways hand over an already-parsed JSON body.
+        Some(v @ Value::Object(_)) => v.to_string().into_bytes(),
+        Some(_) => return reject(Origin::Gateway, 400, "$.body", "must be a string"),
+    };
+    let request_id = o
+        .get("requestContext")
+        .and_then(|c| c.get("requestId"))
+        .and_then(Value::as_str)
+        .or_else(|| header(headers, "x-api-requestid"))
+        .unwrap_or(runtime_request_id)
+        .to_owned();
+    let caller_key = header(headers, "x-wafer-key")
+        .map(|s| s.trim().to_owned())
+        .or_else(|| {
+            header(headers, "authorization").and_then(|a| {
+                a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")).map(|t| t.trim().to_owned())
+            })
+        })
+        .or_else(|| query_key(query));
+    let meta = RequestMeta {
+        request_id,
+        caller_key,
+        admin_token: header(headers, "x-wafer-admin-token").map(|s| s.trim().to_owned()),
+    };
+    Parsed::Request(Incoming { origin: Origin::Gateway, method, path, body, meta })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_quirks_are_accepted() {
+        let ev = br#"{"requestContext":{"httpMethod":"ANY","path":"/x"},"headers":{"X-Wafer-Key":["k1","k2"],"x-api-requestid":"gw-1"},
+            "httpMethod":"post","path":"/release/mina_auth/","queryString":{"debug":true,"tag":["a","b"]},
+            "body":"eyJhIjoxfQ==","isBase64Encoded":true}"#;
+        let Parsed::Request(r) = parse(ev, "rt-1") else { panic!("rejected") };
+        assert_eq!(r.origin, Origin::Gateway);
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.body, br#"{"a":1}"#);
+        assert_eq!(r.meta.request_id, "gw-1");
+        assert_eq!(r.meta.caller_key.as_deref(), Some("k1"));
+    }
+
+    #[test]
+    fn missing_body_and_request_id_fall_back() {
+        let ev =
+            br#"{"requestContext":{},"headers":{},"httpMethod":"GET","path":"/","queryString":{"key":"qk"}}"#;
+        let Parsed::Request(r) = parse(ev, "rt-2") else { panic!("rejected") };
+        assert!(r.body.is_empty());
+        assert_eq!(r.meta.request_id, "rt-2");
+        assert_eq!(r.meta.caller_key.as_deref(), Some("qk"));
+    }
+
+    #[test]
+    fn direct_envelopes_and_malformed_events() {
+        let Parsed::Request(r) = parse(br#"{"interface":{"interfaceName":"x","para":{}}}"#, "rt") else {
+            panic!()
+        };
+        assert_eq!(r.origin, Origin::Direct);
+        match parse(b"not json", "rt") {
+            Parsed::Reject { origin: Origin::Direct, error, .. } => {
+                assert!(error.message.contains("not JSON"))
+            }
+            _ => panic!(),
+        }
+        match parse(br#"{"requestContext":{},"httpMethod":"POST","headers":{},"body":5}"#, "rt") {
+            Parsed::Reject { origin: Origin::Gateway, status: 400, error } => {
+                assert!(error.message.contains("$.body"))
+            }
+            _ => panic!(),
+        }
+        match parse(br#"{"requestContext":{},"httpMethod":"POST","body":"%%%","isBase64Encoded":true}"#, "rt")
+        {
+            Parsed::Reject { error, .. } => assert!(error.message.contains("base64")),
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn replies_match_the_origin() {
+        let env = Envelope::ok("OK", Value::Null);
+        assert_eq!(reply(&Origin::Direct, 200, &env), env.to_bytes());
+        let g: Value = serde_json::from_slice(&reply(&Origin::Gateway, 200, &env)).unwrap();
+        assert_eq!(g["statusCode"], 200);
+        assert_eq!(g["isBase64Encoded"], false);
+        assert_eq!(g["headers"]["Content-Type"], "application/json; charset=utf-8");
+        assert_eq!(g["body"].as_str().unwrap().as_bytes(), env.to_bytes().as_slice());
+    }
+}

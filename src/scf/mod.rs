@@ -1,0 +1,6 @@
+//! Tencent SCF: the custom-runtime loop ([`runtime`]), event shapes ([`event`]), and a local emulator of the
+//! runtime API that supervises a real `bootstrap` child ([`emulator`]) for tests, replay and benchmarks.
+
+pub mod emulator;
+pub mod event;
+pub mod runtime;
