@@ -83,6 +83,17 @@ fn main() {
             })
             .await
             .unwrap();
+        // A caller key scoped to the app: the default `credentials` mode checks it on every request.
+        let key = "wk_bench000000000000000000000000000000000000000000";
+        store
+            .add_caller_key(&wafer_scf::store::CallerKeyRecord {
+                name: "bench".into(),
+                key_hash: wafer_scf::crypto::sha256_hex(key.as_bytes()),
+                scope_apps: vec!["wxbench0000000001".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let http = wechat::http_client(UpstreamTimeouts::default()).unwrap();
         let deps = Deps::new(
             store,
@@ -98,7 +109,8 @@ fn main() {
         tokio::spawn(wafer_scf::serve::serve(wl, svc.clone(), std::future::pending()));
 
         // Warm the token cache with one real request, and build the canned reply from it.
-        let warm = svc.handle(BODY.as_bytes(), &Default::default()).await;
+        let meta = wafer_scf::service::RequestMeta { caller_key: Some(key.into()), ..Default::default() };
+        let warm = svc.handle(BODY.as_bytes(), &meta).await;
         assert_eq!(warm.return_code, 0, "{}", warm.return_message);
         let canned = warm.to_bytes();
         let bare = Router::new().fallback(move || {
@@ -112,7 +124,9 @@ fn main() {
         let script = dir.path().join("post.lua");
         std::fs::write(
             &script,
-            format!("wrk.method = \"POST\"\nwrk.body = '{BODY}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"),
+            format!(
+                "wrk.method = \"POST\"\nwrk.body = '{BODY}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"X-Wafer-Key\"] = \"{key}\"\n"
+            ),
         )
         .unwrap();
 

@@ -236,6 +236,7 @@ pub async fn build_service(config: &Config, default_pool: u64) -> Result<Service
             default_appid: config.default_appid(),
             max_sessions_per_user: config.max_sessions_per_user as usize,
             admin_token: config.admin_token(),
+            caller_auth: config.caller_auth,
         },
         config.token_policy(),
     );
@@ -244,7 +245,16 @@ pub async fn build_service(config: &Config, default_pool: u64) -> Result<Service
     Ok(svc)
 }
 
+fn warn_if_open(config: &Config) {
+    if config.caller_auth == crate::auth::CallerAuthMode::Off {
+        tracing::warn!(
+            "WAFER_CALLER_AUTH=off: anyone who can reach this server gets live access tokens and tickets"
+        );
+    }
+}
+
 async fn serve(config: &Config) -> Result<()> {
+    warn_if_open(config);
     let svc = Arc::new(build_service(config, 10).await?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -258,6 +268,7 @@ async fn runtime(config: &Config, runtime_api: Option<String>) -> Result<()> {
     let base = runtime_api
         .or_else(crate::scf::runtime::RuntimeClient::base_from_env)
         .context("no runtime API: set SCF_RUNTIME_API (and SCF_RUNTIME_API_PORT) or pass --runtime-api")?;
+    warn_if_open(config);
     // Everything expensive happens before init/ready: storage pool, HTTP client, caches.
     let svc = build_service(config, 2).await?;
     let client =

@@ -30,6 +30,10 @@ pub struct Config {
     #[arg(long, env = "WAFER_ADMIN_TOKEN", global = true, hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// Caller authentication: credentials (token/ticket/signature/COS interfaces need a scoped key), all, or off.
+    #[arg(long, env = "WAFER_CALLER_AUTH", value_enum, default_value = "credentials", global = true)]
+    pub caller_auth: crate::auth::CallerAuthMode,
+
     /// How long a token refresher's lease holds before another instance may take over, in milliseconds.
     #[arg(long, env = "WAFER_TOKEN_LEASE_MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(500..=120_000), global = true)]
     pub token_lease_ms: u64,

@@ -5,12 +5,16 @@
 //! - [`envelope`]: request/response envelope, return codes, typed `para` access;
 //! - [`handlers`]: the interface set and its handlers (sessions, …);
 //! - [`service`]: the transport-independent entry point every transport calls;
+//! - [`auth`]: caller keys, enforcement modes, scope checks;
+//! - [`tokens`]: the token/ticket cache with single-flight and a cross-process lease;
+//! - [`scf`]: the SCF runtime loop, event shapes and a local runtime API emulator;
 //! - [`store`]: the storage trait with MySQL and embedded SQLite backends;
 //! - [`wechat`]: upstream clients and error classification;
 //! - [`crypto`]: identifiers, hashing, data decryption, signatures;
 //! - [`serve`]: HTTP mode; [`cli`], [`config`], [`telemetry`]: the binary's wiring;
 //! - [`clock`]: injectable time.
 
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -2,8 +2,9 @@
 //! runtime both call [`Service::handle`], so they give byte-identical envelopes. Panics are caught here and
 //! answered; one structured log line is written per request.
 
+use crate::auth::{self, CallerAuthMode, Gate, Target};
 use crate::envelope::{self, Envelope, Para, ReturnCode, WaferError};
-use crate::handlers::{Deps, Interface};
+use crate::handlers::{Access, Deps, Interface};
 use futures_util::FutureExt;
 use serde_json::Value;
 use std::panic::AssertUnwindSafe;
@@ -23,16 +24,18 @@ pub struct RequestMeta {
     pub admin_token: Option<String>,
 }
 
-/// The service: handler dependencies plus transport-independent limits.
+/// The service: handler dependencies, the caller gate, and transport-independent limits.
 pub struct Service {
     pub deps: Deps,
+    pub gate: Gate,
     /// Largest body accepted (`WAFER_BODY_LIMIT`).
     pub body_limit: usize,
 }
 
 impl Service {
     pub fn new(deps: Deps) -> Self {
-        Self { deps, body_limit: DEFAULT_BODY_LIMIT }
+        let gate = Gate::new(deps.settings.caller_auth, deps.store.clone(), deps.clock.clone());
+        Self { deps, gate, body_limit: DEFAULT_BODY_LIMIT }
     }
 
     /// Handle one request body. Never panics, never fails: every outcome is an envelope.
@@ -52,6 +55,11 @@ impl Service {
             Err(e) => Envelope::error(e),
         };
         let latency_us = started.elapsed().as_micros() as u64;
+        let caller = meta
+            .caller_key
+            .as_deref()
+            .map(|k| crate::crypto::sha256_hex(k.as_bytes())[..8].to_owned())
+            .unwrap_or_default();
         match &result {
             Err(e)
                 if matches!(
@@ -61,15 +69,15 @@ impl Service {
             {
                 tracing::error!(
                     request_id = %meta.request_id, interface, appid = %appid, return_code = envelope.return_code,
-                    latency_us, detail = e.detail.as_deref().unwrap_or(""), "request"
+                    latency_us, caller = %caller, detail = e.detail.as_deref().unwrap_or(""), "request"
                 );
             }
             Err(e) => tracing::info!(
                 request_id = %meta.request_id, interface, appid = %appid, return_code = envelope.return_code,
-                latency_us, detail = e.detail.as_deref().unwrap_or(""), "request"
+                latency_us, caller = %caller, detail = e.detail.as_deref().unwrap_or(""), "request"
             ),
             Ok(_) => tracing::info!(
-                request_id = %meta.request_id, interface, appid = %appid, return_code = 0, latency_us, "request"
+                request_id = %meta.request_id, interface, appid = %appid, return_code = 0, latency_us, caller = %caller, "request"
             ),
         }
         envelope
@@ -95,9 +103,40 @@ impl Service {
         }
         let parsed = Interface::parse(&req.interface_name, para)?;
         *interface = parsed.name();
+        let mode = self.gate.mode;
+        let caller = match mode {
+            CallerAuthMode::Off => None,
+            _ => self.gate.authenticate(meta.caller_key.as_deref()).await?,
+        };
+        // Scope checks use the key's own lists only, before any app lookup.
+        let mut check_reply_appid = false;
+        match (mode, parsed.access()) {
+            (CallerAuthMode::Off, _)
+            | (_, Access::Admin)
+            | (CallerAuthMode::Credentials, Access::Session(_)) => {}
+            (_, Access::Credential(target)) => caller.as_ref().ok_or_else(auth::missing)?.require(target)?,
+            (CallerAuthMode::All, Access::Session(Some(a))) => {
+                caller.as_ref().ok_or_else(auth::missing)?.require(Target::App(a))?
+            }
+            (CallerAuthMode::All, Access::Session(None)) => {
+                let c = caller.as_ref().ok_or_else(auth::missing)?;
+                if let Interface::IdSkey(_) = &parsed {
+                    // Resolve the default app first, so no session is created for an app out of scope.
+                    let a = crate::handlers::session::resolve_appid(&self.deps, None).await?;
+                    c.require(Target::App(&a))?;
+                } else {
+                    check_reply_appid = true;
+                }
+            }
+        }
         let reply = parsed.handle(&self.deps, meta).await?;
-        if appid.is_empty() {
-            if let Some(Value::String(a)) = reply.data.get("appid") {
+        if let Some(Value::String(a)) = reply.data.get("appid") {
+            if check_reply_appid {
+                if let Some(c) = &caller {
+                    c.require(Target::App(a))?;
+                }
+            }
+            if appid.is_empty() {
                 appid.push_str(a);
             }
         }

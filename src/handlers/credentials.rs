@@ -33,6 +33,14 @@ impl Target {
         })
     }
 
+    /// The scope target a caller key must cover.
+    pub fn as_scope(&self) -> crate::auth::Target<'_> {
+        match self {
+            Self::App(a) => crate::auth::Target::App(a),
+            Self::Agent { corpid, .. } => crate::auth::Target::Corp(corpid),
+        }
+    }
+
     fn key(&self, kind: CredKind) -> CredKey {
         match self {
             Self::App(a) => CredKey::app(kind, a),

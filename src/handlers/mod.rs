@@ -47,6 +47,8 @@ pub struct Settings {
     pub max_sessions_per_user: usize,
     /// `WAFER_ADMIN_TOKEN`: admin interfaces are off when unset.
     pub admin_token: Option<String>,
+    /// `WAFER_CALLER_AUTH`.
+    pub caller_auth: crate::auth::CallerAuthMode,
 }
 
 impl Default for Settings {
@@ -55,6 +57,7 @@ impl Default for Settings {
             default_appid: None,
             max_sessions_per_user: session::DEFAULT_MAX_SESSIONS_PER_USER,
             admin_token: None,
+            caller_auth: crate::auth::CallerAuthMode::Credentials,
         }
     }
 }
@@ -64,6 +67,17 @@ impl Default for Settings {
 pub struct Reply {
     pub message: &'static str,
     pub data: Value,
+}
+
+/// Which authorisation an interface needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access<'a> {
+    /// Mini-program session interfaces (open in `credentials` mode); the appid if the request names one.
+    Session(Option<&'a str>),
+    /// Live credentials for an app / corp / COS APPID: a caller key covering it.
+    Credential(crate::auth::Target<'a>),
+    /// Admin interfaces: the admin token.
+    Admin,
 }
 
 /// Every interface this server answers, with its typed request.
@@ -138,6 +152,21 @@ impl<'a> Interface<'a> {
             Self::Credential(name, _) | Self::Signature(name, _) | Self::CosV4(name, _) => name,
             Self::CosV5(_) => "qcloud.cos.auth.v5",
             Self::InitAgent(_) => "qcloud.work.initagent",
+        }
+    }
+
+    /// The authorisation this request needs.
+    pub fn access(&self) -> Access<'_> {
+        use crate::auth::Target;
+        match self {
+            Self::IdSkey(r) => Access::Session(r.appid),
+            Self::Auth(r) => Access::Session(r.appid),
+            Self::Decrypt(r) | Self::UserInfo(r) => Access::Session(r.appid),
+            Self::Credential(_, r) => Access::Credential(r.target.as_scope()),
+            Self::Signature(_, r) => Access::Credential(r.target.as_scope()),
+            Self::InitAgent(_) => Access::Admin,
+            Self::CosV4(_, r) => Access::Credential(Target::App(&r.appid)),
+            Self::CosV5(r) => Access::Credential(Target::App(&r.appid)),
         }
     }
 

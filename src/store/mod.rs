@@ -203,6 +203,17 @@ pub trait Store: Send + Sync + 'static {
     /// All COS credentials, ordered by appid.
     async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>>;
     async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool>;
+
+    /// Add a caller key. Fails if the name is taken.
+    async fn add_caller_key(&self, key: &CallerKeyRecord) -> StoreResult<()>;
+    /// The key with this hash, revoked or not.
+    async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>>;
+    /// All keys, ordered by name.
+    async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>>;
+    /// Revoke a key by name. Returns whether a valid key of that name existed.
+    async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool>;
+    /// Record use of a key (callers throttle this).
+    async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()>;
 }
 
 /// A registered WeCom self-built app ("agent").
@@ -224,6 +235,45 @@ impl std::fmt::Debug for AgentRecord {
             .field("remark", &self.remark)
             .finish_non_exhaustive()
     }
+}
+
+/// A caller key: its name, the SHA-256 of the key, and what it may reach.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct CallerKeyRecord {
+    pub name: String,
+    pub key_hash: String,
+    /// Every app, corp and COS APPID.
+    pub scope_all: bool,
+    /// WeChat appids and Tencent Cloud APPIDs (COS).
+    pub scope_apps: Vec<String>,
+    /// WeCom corpids.
+    pub scope_corps: Vec<String>,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    /// 0 while the key is valid.
+    pub revoked_at: i64,
+}
+
+impl std::fmt::Debug for CallerKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerKeyRecord")
+            .field("name", &self.name)
+            .field("scope_all", &self.scope_all)
+            .field("scope_apps", &self.scope_apps)
+            .field("scope_corps", &self.scope_corps)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Join a scope list for storage.
+pub fn join_scope(items: &[String]) -> String {
+    items.join(",")
+}
+
+/// Split a stored scope list.
+pub fn split_scope(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect()
 }
 
 /// COS credentials held for one Tencent Cloud APPID.

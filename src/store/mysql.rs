@@ -2,8 +2,8 @@
 //! (no connection is opened before the first query), every operation under a deadline, all SQL parameterised.
 
 use super::{
-    AgentRecord, AppRecord, CosKeyRecord, CredentialRow, FetchedCredential, LoginOutcome, SessionRecord,
-    SessionView, Store, StoreError, StoreOptions, StoreResult, TokenMode,
+    AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FetchedCredential, LoginOutcome,
+    SessionRecord, SessionView, Store, StoreError, StoreOptions, StoreResult, TokenMode,
 };
 use async_trait::async_trait;
 use mysql_async::prelude::*;
@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../sql/mysql/0001_apps_sessions.sql")),
     (2, include_str!("../../sql/mysql/0002_credentials_agents.sql")),
     (3, include_str!("../../sql/mysql/0003_cos_keys.sql")),
+    (4, include_str!("../../sql/mysql/0004_caller_keys.sql")),
 ];
 
 /// Server error codes worth one more try: deadlock, lock wait timeout.
@@ -241,6 +242,24 @@ fn cos_from_row(r: CosRow) -> CosKeyRecord {
 }
 
 const COS_COLUMNS: &str = "appid, secret_id, secret_key, created_at, updated_at";
+
+type KeyRow = (String, String, i64, String, String, i64, i64, i64);
+
+fn key_from_row(r: KeyRow) -> CallerKeyRecord {
+    CallerKeyRecord {
+        name: r.0,
+        key_hash: r.1,
+        scope_all: r.2 != 0,
+        scope_apps: super::split_scope(&r.3),
+        scope_corps: super::split_scope(&r.4),
+        created_at: r.5,
+        last_used_at: r.6,
+        revoked_at: r.7,
+    }
+}
+
+const KEY_COLUMNS: &str =
+    "name, key_hash, scope_all, scope_apps, scope_corps, created_at, last_used_at, revoked_at";
 
 #[async_trait]
 impl Store for MysqlStore {
@@ -596,6 +615,73 @@ impl Store for MysqlStore {
         self.run(move |mut conn| async move {
             conn.exec_drop("DELETE FROM wafer_cos_keys WHERE appid = ?", (appid,)).await?;
             Ok(conn.affected_rows() > 0)
+        })
+        .await
+    }
+
+    async fn add_caller_key(&self, k: &CallerKeyRecord) -> StoreResult<()> {
+        let (apps, corps) = (super::join_scope(&k.scope_apps), super::join_scope(&k.scope_corps));
+        let (apps, corps) = (&apps, &corps);
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                format!("INSERT INTO wafer_caller_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                (
+                    &k.name,
+                    &k.key_hash,
+                    k.scope_all as i64,
+                    apps,
+                    corps,
+                    k.created_at,
+                    k.last_used_at,
+                    k.revoked_at,
+                ),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>> {
+        self.run(move |mut conn| async move {
+            let row: Option<KeyRow> = conn
+                .exec_first(
+                    format!("SELECT {KEY_COLUMNS} FROM wafer_caller_keys WHERE key_hash = ?"),
+                    (key_hash,),
+                )
+                .await?;
+            Ok(row.map(key_from_row))
+        })
+        .await
+    }
+
+    async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>> {
+        self.run(move |mut conn| async move {
+            let rows: Vec<KeyRow> =
+                conn.query(format!("SELECT {KEY_COLUMNS} FROM wafer_caller_keys ORDER BY name")).await?;
+            Ok(rows.into_iter().map(key_from_row).collect())
+        })
+        .await
+    }
+
+    async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "UPDATE wafer_caller_keys SET revoked_at = ? WHERE name = ? AND revoked_at = 0",
+                (now, name),
+            )
+            .await?;
+            Ok(conn.affected_rows() > 0)
+        })
+        .await
+    }
+
+    async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "UPDATE wafer_caller_keys SET last_used_at = ? WHERE name = ? AND last_used_at < ?",
+                (now, name, now),
+            )
+            .await
         })
         .await
     }

@@ -2,8 +2,8 @@
 //! tokio's blocking pool. The zero-setup default; several processes may share the file (WAL, busy timeout).
 
 use super::{
-    AgentRecord, AppRecord, CosKeyRecord, CredentialRow, FetchedCredential, LoginOutcome, SessionRecord,
-    SessionView, Store, StoreError, StoreResult, TokenMode,
+    AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FetchedCredential, LoginOutcome,
+    SessionRecord, SessionView, Store, StoreError, StoreResult, TokenMode,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../sql/sqlite/0001_apps_sessions.sql")),
     (2, include_str!("../../sql/sqlite/0002_credentials_agents.sql")),
     (3, include_str!("../../sql/sqlite/0003_cos_keys.sql")),
+    (4, include_str!("../../sql/sqlite/0004_caller_keys.sql")),
 ];
 
 /// The embedded store.
@@ -115,6 +116,24 @@ fn cos_from_row(r: &Row<'_>) -> rusqlite::Result<CosKeyRecord> {
 }
 
 const COS_COLUMNS: &str = "appid, secret_id, secret_key, created_at, updated_at";
+
+const KEY_COLUMNS: &str =
+    "name, key_hash, scope_all, scope_apps, scope_corps, created_at, last_used_at, revoked_at";
+
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<CallerKeyRecord> {
+    let apps: String = r.get(3)?;
+    let corps: String = r.get(4)?;
+    Ok(CallerKeyRecord {
+        name: r.get(0)?,
+        key_hash: r.get(1)?,
+        scope_all: r.get::<_, i64>(2)? != 0,
+        scope_apps: super::split_scope(&apps),
+        scope_corps: super::split_scope(&corps),
+        created_at: r.get(5)?,
+        last_used_at: r.get(6)?,
+        revoked_at: r.get(7)?,
+    })
+}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -518,5 +537,73 @@ impl Store for SqliteStore {
     async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
         let appid = appid.to_owned();
         self.call(move |c| Ok(c.execute("DELETE FROM wafer_cos_keys WHERE appid = ?1", [appid])? > 0)).await
+    }
+
+    async fn add_caller_key(&self, key: &CallerKeyRecord) -> StoreResult<()> {
+        let k = key.clone();
+        self.call(move |c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO wafer_caller_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ),
+                params![
+                    k.name,
+                    k.key_hash,
+                    k.scope_all as i64,
+                    super::join_scope(&k.scope_apps),
+                    super::join_scope(&k.scope_corps),
+                    k.created_at,
+                    k.last_used_at,
+                    k.revoked_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>> {
+        let h = key_hash.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {KEY_COLUMNS} FROM wafer_caller_keys WHERE key_hash = ?1"),
+                [h],
+                key_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>> {
+        self.call(|c| {
+            let mut st = c.prepare(&format!("SELECT {KEY_COLUMNS} FROM wafer_caller_keys ORDER BY name"))?;
+            let rows = st.query_map([], key_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool> {
+        let name = name.to_owned();
+        self.call(move |c| {
+            Ok(c.execute(
+                "UPDATE wafer_caller_keys SET revoked_at = ?2 WHERE name = ?1 AND revoked_at = 0",
+                params![name, now],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE wafer_caller_keys SET last_used_at = ?2 WHERE name = ?1 AND last_used_at < ?2",
+                params![name, now],
+            )?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -21,7 +21,7 @@ const AGENT_SECRET: &str = "agent-secret-abc";
 const ADMIN: &str = "admin-token-for-tests-0123456789";
 
 async fn app(b: Backend) -> TestApp {
-    let settings = Settings { admin_token: Some(ADMIN.into()), ..Settings::default() };
+    let settings = Settings { admin_token: Some(ADMIN.into()), ..crate::helpers::open_settings() };
     let t = TestApp::with_settings(b, settings).await;
     t.add_app(APP, SECRET).await;
     t
@@ -353,7 +353,7 @@ async fn a_credential_storage_failure_is_change_token_err() {
     let t = app(Backend::Sqlite).await;
     let faulty = Arc::new(Faulty::new(t.store.clone()));
     faulty.credentials.store(true, Ordering::SeqCst);
-    let svc = crate::helpers::build(faulty, &t.wx.base_url, t.clock.clone(), Settings::default());
+    let svc = crate::helpers::build(faulty, &t.wx.base_url, t.clock.clone(), crate::helpers::open_settings());
     let body = json!({"interface": {"interfaceName": "qcloud.mimi.access_token", "para": {"appid": APP}}});
     let env = svc.handle(body.to_string().as_bytes(), &RequestMeta::default()).await;
     assert_eq!(env.return_code, 1014);
@@ -365,7 +365,12 @@ async fn a_credential_storage_failure_is_change_token_err() {
 async fn a_cached_token_is_served_from_memory_without_touching_storage() {
     let t = app(Backend::Sqlite).await;
     let faulty = Arc::new(Faulty::new(t.store.clone()));
-    let svc = crate::helpers::build(faulty.clone(), &t.wx.base_url, t.clock.clone(), Settings::default());
+    let svc = crate::helpers::build(
+        faulty.clone(),
+        &t.wx.base_url,
+        t.clock.clone(),
+        crate::helpers::open_settings(),
+    );
     let body = json!({"interface": {"interfaceName": "qcloud.mimi.access_token", "para": {"appid": APP}}})
         .to_string();
     let first = svc.handle(body.as_bytes(), &RequestMeta::default()).await;

@@ -123,4 +123,19 @@ impl Store for Faulty {
     async fn remove_cos_key(&self, a: &str) -> StoreResult<bool> {
         self.inner.remove_cos_key(a).await
     }
+    async fn add_caller_key(&self, k: &CallerKeyRecord) -> StoreResult<()> {
+        self.inner.add_caller_key(k).await
+    }
+    async fn caller_key_by_hash(&self, h: &str) -> StoreResult<Option<CallerKeyRecord>> {
+        self.inner.caller_key_by_hash(h).await
+    }
+    async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>> {
+        self.inner.list_caller_keys().await
+    }
+    async fn revoke_caller_key(&self, n: &str, now: i64) -> StoreResult<bool> {
+        self.inner.revoke_caller_key(n, now).await
+    }
+    async fn touch_caller_key(&self, n: &str, now: i64) -> StoreResult<()> {
+        self.inner.touch_caller_key(n, now).await
+    }
 }

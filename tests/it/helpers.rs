@@ -149,8 +149,9 @@ pub fn app_record(appid: &str, secret: &str) -> AppRecord {
 }
 
 impl TestApp {
+    /// A service with caller authentication off: suites other than `security` test their own concern.
     pub async fn new(backend: Backend) -> Self {
-        Self::with_settings(backend, Settings::default()).await
+        Self::with_settings(backend, open_settings()).await
     }
 
     pub async fn with_settings(backend: Backend, settings: Settings) -> Self {
@@ -195,6 +196,11 @@ impl TestApp {
     pub async fn auth(&self, data: &Value) -> Value {
         self.call("qcloud.cam.auth", json!({"id": data["id"], "skey": data["skey"]})).await
     }
+}
+
+/// Settings with caller authentication off.
+pub fn open_settings() -> Settings {
+    Settings { caller_auth: wafer_scf::auth::CallerAuthMode::Off, ..Settings::default() }
 }
 
 /// Build a service over `store` talking to a WeChat at `base` (500 ms upstream deadline).

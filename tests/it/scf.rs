@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use wafer_scf::handlers::Settings;
 use wafer_scf::scf::emulator::{Emulator, Outcome, Supervisor};
 use wafer_scf::scf::runtime::{self, Invocation, RuntimeClient};
 
@@ -51,8 +50,12 @@ async fn the_loop_answers_every_kind_of_event_and_survives_panics() {
     let t = TestApp::new(Backend::Sqlite).await;
     t.add_app("wx_scf", "scf-secret").await;
     let faulty = Arc::new(Faulty::new(t.store.clone()));
-    let svc =
-        Arc::new(crate::helpers::build(faulty.clone(), &t.wx.base_url, t.clock.clone(), Settings::default()));
+    let svc = Arc::new(crate::helpers::build(
+        faulty.clone(),
+        &t.wx.base_url,
+        t.clock.clone(),
+        crate::helpers::open_settings(),
+    ));
     let emu = Emulator::start(3000).await.unwrap();
     let client = RuntimeClient::new(&emu.base_url()).unwrap();
     let loop_svc = svc.clone();
@@ -175,6 +178,7 @@ async fn the_real_bootstrap_serves_restarts_and_survives_a_freeze(b: Backend) {
         .env("WAFER_WECHAT_BASE_URL", &wx.base_url)
         .env("WAFER_WECOM_BASE_URL", &wx.base_url)
         .env("WAFER_LOG", "warn")
+        .env("WAFER_CALLER_AUTH", "off")
         .quiet();
     let cold = sup.start().await.unwrap();
     assert!(cold < Duration::from_secs(5), "{cold:?}");

@@ -144,7 +144,7 @@ async fn login_without_appid_uses_the_default_app(b: Backend) {
     let r = t.call("qcloud.cam.id_skey", json!({"code": t.wx.code_for("dan")})).await;
     assert_eq!(code(&r), 1003, "two apps and no configured default: {r}");
 
-    let settings = Settings { default_appid: Some("wx_app_two".into()), ..Settings::default() };
+    let settings = Settings { default_appid: Some("wx_app_two".into()), ..crate::helpers::open_settings() };
     let t2 = TestApp::with_settings(b, settings).await;
     t2.add_app(APP, SECRET).await;
     t2.add_app("wx_app_two", "s2").await;
@@ -407,8 +407,12 @@ mod faults {
         let d = t.login(APP, "jay").await;
         let failing = Arc::new(Faulty::new(t.store.clone()));
         failing.sessions.store(true, Ordering::SeqCst);
-        let svc =
-            crate::helpers::build(failing.clone(), &t.wx.base_url, t.clock.clone(), Settings::default());
+        let svc = crate::helpers::build(
+            failing.clone(),
+            &t.wx.base_url,
+            t.clock.clone(),
+            crate::helpers::open_settings(),
+        );
         let call = |iface: &str, para: Value| {
             let body = json!({"interface": {"interfaceName": iface, "para": para}}).to_string();
             let svc = &svc;
