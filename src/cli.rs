@@ -5,7 +5,8 @@ use crate::config::Config;
 use crate::handlers::{Deps, Settings};
 use crate::service::Service;
 use crate::store::{
-    self, AgentRecord, AppRecord, CosKeyRecord, Store, TokenMode, DEFAULT_SESSION_DURATION_SECS,
+    self, AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, Store, TokenMode,
+    DEFAULT_SESSION_DURATION_SECS,
 };
 use crate::tokens::CredKey;
 use crate::wechat::wecom::WeComClient;
@@ -71,8 +72,39 @@ pub enum Command {
     /// Manage COS credentials held by the server (per Tencent Cloud APPID).
     #[command(subcommand)]
     Cos(CosCommand),
+    /// Manage caller keys (who may fetch tokens, tickets, signatures).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Seal every stored secret with WAFER_MASTER_KEY (rows written before the key existed are in the clear).
+    Reencrypt,
     /// Delete sessions that have expired under their app's rules.
     PurgeSessions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key and print it once (only its hash is stored).
+    Add {
+        /// A name for the key (a team, a service).
+        #[arg(long)]
+        name: String,
+        /// Appids (WeChat appids, or Tencent Cloud APPIDs for COS) the key may reach, comma-separated.
+        #[arg(long, value_delimiter = ',', required_unless_present_any = ["corps", "all"], conflicts_with = "all")]
+        apps: Vec<String>,
+        /// WeCom corpids the key may reach, comma-separated.
+        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        corps: Vec<String>,
+        /// Every app, corp and COS APPID.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List keys: names, scopes, created, last used, revoked (never the key).
+    List,
+    /// Revoke a key (takes effect within 10 seconds on running servers).
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +228,19 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::App(cmd) => app_command(&config, cmd).await,
         Command::Agent(cmd) => agent_command(&config, cmd).await,
         Command::Cos(cmd) => cos_command(&config, cmd).await,
+        Command::Key(cmd) => key_command(&config, cmd).await,
+        Command::Reencrypt => {
+            if config.master_key.is_none() {
+                bail!("set WAFER_MASTER_KEY first: reencrypt seals every secret with it");
+            }
+            let store = open_store(&config, false).await?;
+            let n = crate::store::sealed::reencrypt(store.as_ref()).await.context("reencrypt failed")?;
+            println!(
+                "sealed: {} apps, {} agents, {} COS keys, {} cached credentials, {} users' session keys",
+                n.apps, n.agents, n.cos_keys, n.credentials, n.users
+            );
+            Ok(())
+        }
         Command::PurgeSessions => {
             let store = open_store(&config, false).await?;
             let n = store
@@ -484,4 +529,113 @@ async fn cos_command(config: &Config, cmd: CosCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn format_time(t: i64) -> String {
+    if t == 0 {
+        return "-".into();
+    }
+    // UTC, ISO 8601, without a date library: days since the epoch → civil date.
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+async fn key_command(config: &Config, cmd: KeyCommand) -> Result<()> {
+    let store = open_store(config, false).await?;
+    let now = crate::clock::Clock::now(&SystemClock);
+    match cmd {
+        KeyCommand::Add { name, apps, corps, all } => {
+            if name.is_empty()
+                || name.len() > 64
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                bail!("the key name must be 1 to 64 characters of letters, digits, '-', '_' or '.'");
+            }
+            for id in apps.iter().chain(&corps) {
+                check_ident(id, "each appid/corpid", 64)?;
+                if id.contains(',') {
+                    bail!("appids and corpids cannot contain commas");
+                }
+            }
+            let key = crate::auth::new_key().context("no randomness available")?;
+            let record = CallerKeyRecord {
+                name: name.clone(),
+                key_hash: crate::crypto::sha256_hex(key.as_bytes()),
+                scope_all: all,
+                scope_apps: apps,
+                scope_corps: corps,
+                created_at: now,
+                last_used_at: 0,
+                revoked_at: 0,
+            };
+            store
+                .add_caller_key(&record)
+                .await
+                .with_context(|| format!("could not add key {name} (is the name taken?)"))?;
+            tracing::info!(key_name = %name, action = "created", "caller key changed");
+            eprintln!("created key {name}; it is shown only now:");
+            println!("{key}");
+        }
+        KeyCommand::List => {
+            println!("{:<24} {:<40} {:<21} {:<21} REVOKED", "NAME", "SCOPE", "CREATED", "LAST_USED");
+            for k in store.list_caller_keys().await.context("could not read keys")? {
+                let scope = if k.scope_all {
+                    "all".to_owned()
+                } else {
+                    let mut parts = Vec::new();
+                    if !k.scope_apps.is_empty() {
+                        parts.push(format!("apps={}", k.scope_apps.join(",")));
+                    }
+                    if !k.scope_corps.is_empty() {
+                        parts.push(format!("corps={}", k.scope_corps.join(",")));
+                    }
+                    parts.join(" ")
+                };
+                println!(
+                    "{:<24} {:<40} {:<21} {:<21} {}",
+                    k.name,
+                    scope,
+                    format_time(k.created_at),
+                    format_time(k.last_used_at),
+                    format_time(k.revoked_at)
+                );
+            }
+        }
+        KeyCommand::Revoke { name } => {
+            if store.revoke_caller_key(&name, now).await.context("could not revoke the key")? {
+                tracing::info!(key_name = %name, action = "revoked", "caller key changed");
+                println!("revoked key {name}");
+            } else {
+                bail!("no valid key named {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn times_format_as_utc() {
+        assert_eq!(format_time(0), "-");
+        assert_eq!(format_time(1_704_067_200), "2024-01-01T00:00:00Z");
+        assert_eq!(format_time(1_750_000_000), "2025-06-15T15:06:40Z");
+    }
 }

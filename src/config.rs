@@ -34,6 +34,10 @@ pub struct Config {
     #[arg(long, env = "WAFER_CALLER_AUTH", value_enum, default_value = "credentials", global = true)]
     pub caller_auth: crate::auth::CallerAuthMode,
 
+    /// Master key for secrets at rest: base64 of 32 random bytes (`openssl rand -base64 32`). Unset: stored in the clear.
+    #[arg(long, env = "WAFER_MASTER_KEY", value_parser = parse_master_key, global = true, hide_env_values = true)]
+    pub master_key: Option<crate::store::sealed::Sealer>,
+
     /// How long a token refresher's lease holds before another instance may take over, in milliseconds.
     #[arg(long, env = "WAFER_TOKEN_LEASE_MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(500..=120_000), global = true)]
     pub token_lease_ms: u64,
@@ -71,6 +75,10 @@ pub struct Config {
     pub db_timeout_ms: u64,
 }
 
+fn parse_master_key(s: &str) -> Result<crate::store::sealed::Sealer, String> {
+    crate::store::sealed::Sealer::from_base64(s)
+}
+
 fn parse_base_url(s: &str) -> Result<String, String> {
     let ok = (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len() - 1;
     if ok && reqwest::Url::parse(s).is_ok() {
@@ -105,6 +113,7 @@ impl Config {
         crate::store::StoreOptions {
             max_connections: self.db_pool_max.unwrap_or(10) as usize,
             query_timeout: Duration::from_millis(self.db_timeout_ms),
+            sealer: self.master_key.clone().unwrap_or_else(crate::store::sealed::Sealer::disabled),
         }
     }
 }

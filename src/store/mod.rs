@@ -4,6 +4,7 @@
 //! ([`mysql::MysqlStore`]) and embedded SQLite as the zero-setup default ([`sqlite::SqliteStore`]).
 
 pub mod mysql;
+pub mod sealed;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -159,6 +160,14 @@ pub trait Store: Send + Sync + 'static {
     async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()>;
     /// Delete every session that has expired by `now`. Returns how many were deleted.
     async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64>;
+    /// A page of `(id, appid, openid, stored session_key)` ordered by id, after `after` (for `reencrypt`).
+    async fn list_user_session_keys(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, String, String, String)>>;
+    /// Set the session key of every session of (appid, openid).
+    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()>;
 
     /// Insert or replace a WeCom agent (keyed by corpid + agentid).
     async fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()>;
@@ -170,6 +179,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// The cached credential row for `key`, if any.
     async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>>;
+    /// Every credential row (for `reencrypt`).
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>>;
     /// Take the refresh lease for `key` until `until_ms` if nobody holds it, it has run out by `now_ms`, or
     /// `owner` already holds it. Creates the row if missing. Returns whether `owner` now holds the lease.
     async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool>;
@@ -388,11 +399,17 @@ pub struct StoreOptions {
     pub max_connections: usize,
     /// Deadline for one storage operation (checkout included).
     pub query_timeout: std::time::Duration,
+    /// Seals secrets at rest when a master key is configured.
+    pub sealer: sealed::Sealer,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_connections: 10, query_timeout: std::time::Duration::from_secs(5) }
+        Self {
+            max_connections: 10,
+            query_timeout: std::time::Duration::from_secs(5),
+            sealer: sealed::Sealer::disabled(),
+        }
     }
 }
 
@@ -410,7 +427,7 @@ pub async fn open(url: &DatabaseUrl, opts: &StoreOptions, migrate: bool) -> Stor
     if migrate {
         store.migrate().await?;
     }
-    Ok(store)
+    Ok(Arc::new(sealed::SealedStore::new(store, opts.sealer.clone())))
 }
 
 #[cfg(test)]

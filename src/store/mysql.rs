@@ -438,6 +438,41 @@ impl Store for MysqlStore {
         .await
     }
 
+    async fn list_user_session_keys(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, String, String, String)>> {
+        self.run(move |mut conn| async move {
+            conn.exec(
+                "SELECT id, appid, openid, session_key FROM wafer_sessions WHERE id > ? ORDER BY id LIMIT ?",
+                (after, limit as u64),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "UPDATE wafer_sessions SET session_key = ? WHERE appid = ? AND openid = ?",
+                (session_key, appid, openid),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
+        self.run(move |mut conn| async move {
+            let rows: Vec<CredRow> =
+                conn.query(format!("SELECT {CRED_COLUMNS} FROM wafer_credentials ORDER BY cred_key")).await?;
+            Ok(rows.into_iter().map(cred_from_row).collect())
+        })
+        .await
+    }
+
     async fn put_agent(&self, a: &AgentRecord) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             conn.exec_drop(

@@ -346,6 +346,42 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn list_user_session_keys(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, String, String, String)>> {
+        let after = after.to_owned();
+        self.call(move |c| {
+            let mut st = c.prepare("SELECT id, appid, openid, session_key FROM wafer_sessions WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let rows = st.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
+        let (a, o, k) = (appid.to_owned(), openid.to_owned(), session_key.to_owned());
+        self.call(move |c| {
+            c.execute(
+                "UPDATE wafer_sessions SET session_key = ?3 WHERE appid = ?1 AND openid = ?2",
+                params![a, o, k],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
+        self.call(|c| {
+            let mut st =
+                c.prepare(&format!("SELECT {CRED_COLUMNS} FROM wafer_credentials ORDER BY cred_key"))?;
+            let rows = st.query_map([], cred_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
         let a = agent.clone();
         self.call(move |c| {

@@ -138,4 +138,17 @@ impl Store for Faulty {
     async fn touch_caller_key(&self, n: &str, now: i64) -> StoreResult<()> {
         self.inner.touch_caller_key(n, now).await
     }
+    async fn list_user_session_keys(
+        &self,
+        a: &str,
+        l: usize,
+    ) -> StoreResult<Vec<(String, String, String, String)>> {
+        self.inner.list_user_session_keys(a, l).await
+    }
+    async fn set_user_session_key(&self, a: &str, o: &str, k: &str) -> StoreResult<()> {
+        self.inner.set_user_session_key(a, o, k).await
+    }
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
+        self.inner.list_credentials().await
+    }
 }

@@ -100,7 +100,74 @@ impl TestDb {
 
     /// Open a store on this database with the schema applied.
     pub async fn store(&self) -> Arc<dyn Store> {
-        store::open(&self.database_url(), &StoreOptions::default(), true).await.unwrap()
+        self.store_with(StoreOptions::default()).await
+    }
+
+    pub async fn store_with(&self, opts: StoreOptions) -> Arc<dyn Store> {
+        store::open(&self.database_url(), &opts, true).await.unwrap()
+    }
+
+    /// Every value of every wafer_ table, as text, read straight from the database (no decryption).
+    pub async fn raw_dump(&self) -> String {
+        let mut out = String::new();
+        match self.database_url() {
+            DatabaseUrl::Sqlite(path) => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                let tables: Vec<String> = c
+                    .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'wafer_%'")
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                for t in tables {
+                    let mut st = c.prepare(&format!("SELECT * FROM {t}")).unwrap();
+                    let n = st.column_count();
+                    let mut rows = st.query([]).unwrap();
+                    while let Some(r) = rows.next().unwrap() {
+                        for i in 0..n {
+                            let v: rusqlite::types::Value = r.get(i).unwrap();
+                            out.push_str(&format!("{v:?}\n"));
+                        }
+                    }
+                }
+            }
+            DatabaseUrl::Mysql(url) => {
+                use mysql_async::prelude::Queryable;
+                let pool = mysql_async::Pool::new(url.as_str());
+                let mut conn = pool.get_conn().await.unwrap();
+                let tables: Vec<String> = conn.query("SHOW TABLES LIKE 'wafer\\_%'").await.unwrap();
+                for t in tables {
+                    let rows: Vec<mysql_async::Row> = conn.query(format!("SELECT * FROM {t}")).await.unwrap();
+                    for r in rows {
+                        for v in r.unwrap() {
+                            out.push_str(&format!(
+                                "{}\n",
+                                String::from_utf8_lossy(&v.as_sql(true).into_bytes())
+                            ));
+                        }
+                    }
+                }
+                drop(conn);
+                pool.disconnect().await.unwrap();
+            }
+        }
+        out
+    }
+
+    /// Run one SQL statement straight against the database.
+    pub async fn raw_exec(&self, sql: &str) {
+        match self.database_url() {
+            DatabaseUrl::Sqlite(path) => {
+                rusqlite::Connection::open(path).unwrap().execute_batch(sql).unwrap();
+            }
+            DatabaseUrl::Mysql(url) => {
+                use mysql_async::prelude::Queryable;
+                let pool = mysql_async::Pool::new(url.as_str());
+                pool.get_conn().await.unwrap().query_drop(sql).await.unwrap();
+                pool.disconnect().await.unwrap();
+            }
+        }
     }
 }
 

@@ -13,5 +13,6 @@ mod credentials;
 mod http;
 mod multiprocess;
 mod scf;
+mod security;
 mod sessions;
 mod store_conformance;

@@ -1,0 +1,367 @@
+//! Secrets at rest: a [`Store`] wrapper that seals app secrets, agent secrets, COS SecretKeys, session keys and cached
+//! tokens/tickets with AES-256-GCM under `WAFER_MASTER_KEY` (random 96-bit nonce; the row identity as associated
+//! data, so a ciphertext moved to another row fails to open). Values written before a master key existed are read as
+//! they are, and `wafer-scf reencrypt` upgrades them. Without a master key, values are stored in the clear, and
+//! sealed values cannot be read (a clear error, never garbage sent upstream).
+
+use super::*;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::{engine::general_purpose::STANDARD, Engine};
+
+const PREFIX: &str = "enc1:";
+const BACKEND: &str = "sealed";
+
+/// Seals and opens values with the master key, if one is configured.
+#[derive(Clone)]
+pub struct Sealer {
+    cipher: Option<Aes256Gcm>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer").field("enabled", &self.cipher.is_some()).finish()
+    }
+}
+
+impl Sealer {
+    /// No master key: values stay in the clear.
+    pub fn disabled() -> Self {
+        Self { cipher: None }
+    }
+
+    /// A master key given as base64 of exactly 32 bytes.
+    pub fn from_base64(b64: &str) -> Result<Self, String> {
+        let bytes =
+            STANDARD.decode(b64.trim()).map_err(|_| "WAFER_MASTER_KEY is not valid base64".to_owned())?;
+        if bytes.len() != 32 {
+            return Err(format!(
+                "WAFER_MASTER_KEY must be 32 bytes (base64 of 32 random bytes), got {}",
+                bytes.len()
+            ));
+        }
+        let cipher = Aes256Gcm::new_from_slice(&bytes)
+            .map_err(|_| "WAFER_MASTER_KEY is not a valid key".to_owned())?;
+        Ok(Self { cipher: Some(cipher) })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.cipher.is_some()
+    }
+
+    /// Seal `plain` for the row identified by `aad`.
+    pub fn seal(&self, aad: &str, plain: &str) -> StoreResult<String> {
+        let Some(c) = &self.cipher else { return Ok(plain.to_owned()) };
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).map_err(|e| StoreError::new(BACKEND, format!("no randomness: {e}")))?;
+        let ct = c
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain.as_bytes(), aad: aad.as_bytes() })
+            .map_err(|_| StoreError::new(BACKEND, "encryption failed"))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(format!("{PREFIX}{}", STANDARD.encode(out)))
+    }
+
+    /// Open a stored value of the row identified by `aad`. Unsealed values are returned as they are.
+    pub fn open(&self, aad: &str, stored: &str) -> StoreResult<String> {
+        let Some(b64) = stored.strip_prefix(PREFIX) else { return Ok(stored.to_owned()) };
+        let Some(c) = &self.cipher else {
+            return Err(StoreError::new(
+                BACKEND,
+                format!("{aad} is encrypted but WAFER_MASTER_KEY is not set"),
+            ));
+        };
+        let raw = STANDARD
+            .decode(b64)
+            .map_err(|_| StoreError::new(BACKEND, format!("{aad}: sealed value is corrupt")))?;
+        if raw.len() < 12 + 16 {
+            return Err(StoreError::new(BACKEND, format!("{aad}: sealed value is corrupt")));
+        }
+        let (nonce, ct) = raw.split_at(12);
+        let plain =
+            c.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: aad.as_bytes() }).map_err(|_| {
+                StoreError::new(
+                    BACKEND,
+                    format!(
+                        "{aad}: sealed value failed authentication (wrong key, or moved from another row)"
+                    ),
+                )
+            })?;
+        String::from_utf8(plain)
+            .map_err(|_| StoreError::new(BACKEND, format!("{aad}: sealed value is not text")))
+    }
+
+    /// Whether a stored value is sealed.
+    pub fn is_sealed(stored: &str) -> bool {
+        stored.starts_with(PREFIX)
+    }
+}
+
+fn app_aad(appid: &str) -> String {
+    format!("app/{appid}/secret")
+}
+fn agent_aad(corpid: &str, agentid: &str) -> String {
+    format!("agent/{corpid}/{agentid}/secret")
+}
+fn cos_aad(appid: &str) -> String {
+    format!("cos/{appid}/secret_key")
+}
+/// A session key belongs to the user (every session of (appid, openid) holds the same one).
+fn session_aad(appid: &str, openid: &str) -> String {
+    format!("session/{appid}/{openid}/session_key")
+}
+fn cred_aad(key: &str) -> String {
+    format!("credential/{key}")
+}
+
+/// The sealing wrapper around a backend.
+pub struct SealedStore {
+    inner: Arc<dyn Store>,
+    sealer: Sealer,
+}
+
+impl SealedStore {
+    pub fn new(inner: Arc<dyn Store>, sealer: Sealer) -> Self {
+        Self { inner, sealer }
+    }
+
+    fn open_app(&self, mut a: AppRecord) -> StoreResult<AppRecord> {
+        a.secret = self.sealer.open(&app_aad(&a.appid), &a.secret)?;
+        Ok(a)
+    }
+
+    fn open_agent(&self, mut a: AgentRecord) -> StoreResult<AgentRecord> {
+        a.secret = self.sealer.open(&agent_aad(&a.corpid, &a.agentid), &a.secret)?;
+        Ok(a)
+    }
+
+    fn open_cos(&self, mut k: CosKeyRecord) -> StoreResult<CosKeyRecord> {
+        k.secret_key = self.sealer.open(&cos_aad(&k.appid), &k.secret_key)?;
+        Ok(k)
+    }
+
+    fn open_cred(&self, mut r: CredentialRow) -> StoreResult<CredentialRow> {
+        if let Some(v) = &r.value {
+            r.value = Some(self.sealer.open(&cred_aad(&r.key), v)?);
+        }
+        Ok(r)
+    }
+}
+
+#[async_trait]
+impl Store for SealedStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn migrate(&self) -> StoreResult<()> {
+        self.inner.migrate().await
+    }
+    async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
+        let mut a = app.clone();
+        a.secret = self.sealer.seal(&app_aad(&a.appid), &a.secret)?;
+        self.inner.put_app(&a).await
+    }
+    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
+        self.inner.get_app(appid).await?.map(|a| self.open_app(a)).transpose()
+    }
+    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
+        self.inner.list_apps().await?.into_iter().map(|a| self.open_app(a)).collect()
+    }
+    async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
+        self.inner.remove_app(appid).await
+    }
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        keep: usize,
+        now: i64,
+    ) -> StoreResult<LoginOutcome> {
+        let mut s = session.clone();
+        s.session_key = self.sealer.seal(&session_aad(&s.appid, &s.openid), &s.session_key)?;
+        self.inner.create_session(&s, keep, now).await
+    }
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
+        match self.inner.get_session(id).await? {
+            Some(mut v) => {
+                let aad = session_aad(&v.session.appid, &v.session.openid);
+                v.session.session_key = self.sealer.open(&aad, &v.session.session_key)?;
+                Ok(Some(v))
+            }
+            None => Ok(None),
+        }
+    }
+    async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
+        self.inner.touch_session(id, now).await
+    }
+    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
+        self.inner.set_user_info(appid, openid, user_info).await
+    }
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        self.inner.purge_expired_sessions(now).await
+    }
+    async fn list_user_session_keys(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, String, String, String)>> {
+        self.inner.list_user_session_keys(after, limit).await
+    }
+    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
+        let sealed = self.sealer.seal(&session_aad(appid, openid), session_key)?;
+        self.inner.set_user_session_key(appid, openid, &sealed).await
+    }
+    async fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
+        let mut a = agent.clone();
+        a.secret = self.sealer.seal(&agent_aad(&a.corpid, &a.agentid), &a.secret)?;
+        self.inner.put_agent(&a).await
+    }
+    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
+        self.inner.get_agent(corpid, agentid).await?.map(|a| self.open_agent(a)).transpose()
+    }
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        self.inner.list_agents().await?.into_iter().map(|a| self.open_agent(a)).collect()
+    }
+    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
+        self.inner.remove_agent(corpid, agentid).await
+    }
+    async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
+        self.inner.get_credential(key).await?.map(|r| self.open_cred(r)).transpose()
+    }
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
+        self.inner.list_credentials().await?.into_iter().map(|r| self.open_cred(r)).collect()
+    }
+    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
+        self.inner.try_lease(key, owner, now_ms, until_ms).await
+    }
+    async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
+        let sealed = self.sealer.seal(&cred_aad(key), f.value)?;
+        self.inner.put_credential(key, owner, &FetchedCredential { value: &sealed, ..f.clone() }).await
+    }
+    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
+        self.inner.release_lease(key, owner).await
+    }
+    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()> {
+        self.inner.block_credential(key, owner, until, code).await
+    }
+    async fn import_credential(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: i64,
+        fetched_at: i64,
+    ) -> StoreResult<()> {
+        let sealed = self.sealer.seal(&cred_aad(key), value)?;
+        self.inner.import_credential(key, &sealed, expires_at, fetched_at).await
+    }
+    async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
+        self.inner.delete_credentials(keys).await
+    }
+    async fn put_cos_key(&self, key: &CosKeyRecord) -> StoreResult<()> {
+        let mut k = key.clone();
+        k.secret_key = self.sealer.seal(&cos_aad(&k.appid), &k.secret_key)?;
+        self.inner.put_cos_key(&k).await
+    }
+    async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
+        self.inner.get_cos_key(appid).await?.map(|k| self.open_cos(k)).transpose()
+    }
+    async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>> {
+        self.inner.list_cos_keys().await?.into_iter().map(|k| self.open_cos(k)).collect()
+    }
+    async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
+        self.inner.remove_cos_key(appid).await
+    }
+    async fn add_caller_key(&self, key: &CallerKeyRecord) -> StoreResult<()> {
+        self.inner.add_caller_key(key).await
+    }
+    async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>> {
+        self.inner.caller_key_by_hash(key_hash).await
+    }
+    async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>> {
+        self.inner.list_caller_keys().await
+    }
+    async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool> {
+        self.inner.revoke_caller_key(name, now).await
+    }
+    async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()> {
+        self.inner.touch_caller_key(name, now).await
+    }
+}
+
+/// Counts of what `reencrypt` sealed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reencrypted {
+    pub apps: usize,
+    pub agents: usize,
+    pub cos_keys: usize,
+    pub users: usize,
+    pub credentials: usize,
+}
+
+/// Re-write every secret through the sealing store, so rows written in the clear become sealed (sealed rows of apps,
+/// agents, COS keys and credentials get a fresh nonce; sealed session keys are left as they are).
+pub async fn reencrypt(sealed: &dyn Store) -> StoreResult<Reencrypted> {
+    let mut n = Reencrypted::default();
+    for a in sealed.list_apps().await? {
+        sealed.put_app(&a).await?;
+        n.apps += 1;
+    }
+    for a in sealed.list_agents().await? {
+        sealed.put_agent(&a).await?;
+        n.agents += 1;
+    }
+    for k in sealed.list_cos_keys().await? {
+        sealed.put_cos_key(&k).await?;
+        n.cos_keys += 1;
+    }
+    for c in sealed.list_credentials().await? {
+        if let Some(v) = &c.value {
+            sealed.import_credential(&c.key, v, c.expires_at, c.fetched_at).await?;
+            n.credentials += 1;
+        }
+    }
+    let mut after = String::new();
+    loop {
+        let batch = sealed.list_user_session_keys(&after, 500).await?;
+        let Some(last) = batch.last() else { break };
+        after = last.0.clone();
+        for (_, appid, openid, stored) in &batch {
+            if !Sealer::is_sealed(stored) {
+                sealed.set_user_session_key(appid, openid, stored).await?;
+                n.users += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+    #[test]
+    fn sealing_round_trips_and_binds_the_row() {
+        let s = Sealer::from_base64(KEY).unwrap();
+        let sealed = s.seal("app/wx1/secret", "TOPSECRET").unwrap();
+        assert!(Sealer::is_sealed(&sealed));
+        assert!(!sealed.contains("TOPSECRET"));
+        assert_ne!(sealed, s.seal("app/wx1/secret", "TOPSECRET").unwrap(), "random nonce");
+        assert_eq!(s.open("app/wx1/secret", &sealed).unwrap(), "TOPSECRET");
+        assert!(s.open("app/wx2/secret", &sealed).unwrap_err().message.contains("moved"));
+        assert_eq!(s.open("app/wx1/secret", "legacy-plain").unwrap(), "legacy-plain");
+        assert!(Sealer::disabled()
+            .open("app/wx1/secret", &sealed)
+            .unwrap_err()
+            .message
+            .contains("WAFER_MASTER_KEY"));
+        let other = Sealer::from_base64("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=").unwrap();
+        assert!(other.open("app/wx1/secret", &sealed).is_err());
+    }
+
+    #[test]
+    fn bad_master_keys_are_refused() {
+        assert!(Sealer::from_base64("not base64!").is_err());
+        assert!(Sealer::from_base64("c2hvcnQ=").unwrap_err().contains("32 bytes"));
+    }
+}

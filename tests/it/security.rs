@@ -1,0 +1,385 @@
+//! Who may call what, on both backends: the caller-key scope matrix in each mode, keys stored only as hashes,
+//! secrets sealed at rest under a master key (moved ciphertexts rejected, legacy rows upgraded), and oversized or
+//! deeply nested requests refused in both transports.
+
+use crate::both_backends;
+use crate::cli::{run_ok, wafer};
+use crate::fake_wechat::FakeWeChat;
+use crate::helpers::{build, code, Backend, TestDb, T0};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use wafer_scf::auth::CallerAuthMode;
+use wafer_scf::clock::ManualClock;
+use wafer_scf::handlers::Settings;
+use wafer_scf::service::{RequestMeta, Service};
+use wafer_scf::store::sealed::Sealer;
+use wafer_scf::store::{AgentRecord, CallerKeyRecord, CosKeyRecord, Store, StoreOptions};
+
+const A: &str = "wx_sec_a";
+const B: &str = "wx_sec_b";
+const CORP: &str = "ww_sec";
+const COS: &str = "1250000000";
+const ADMIN: &str = "sec-admin-token-0123456789";
+const MASTER: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+async fn call(svc: &Service, iface: &str, para: Value, key: Option<&str>) -> Value {
+    let body =
+        json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": iface, "para": para}});
+    let meta = RequestMeta { caller_key: key.map(str::to_owned), ..Default::default() };
+    serde_json::from_slice(&svc.handle(body.to_string().as_bytes(), &meta).await.to_bytes()).unwrap()
+}
+
+async fn add_key(store: &dyn Store, name: &str, key: &str, apps: &[&str], corps: &[&str], all: bool) {
+    store
+        .add_caller_key(&CallerKeyRecord {
+            name: name.into(),
+            key_hash: wafer_scf::crypto::sha256_hex(key.as_bytes()),
+            scope_all: all,
+            scope_apps: apps.iter().map(|s| s.to_string()).collect(),
+            scope_corps: corps.iter().map(|s| s.to_string()).collect(),
+            created_at: T0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+struct World {
+    store: Arc<dyn Store>,
+    wx: FakeWeChat,
+    clock: Arc<ManualClock>,
+    db: TestDb,
+}
+
+async fn world(b: Backend, opts: StoreOptions) -> World {
+    let db = TestDb::new(b).await;
+    let store = db.store_with(opts).await;
+    let wx = FakeWeChat::start().await;
+    for (a, s) in [(A, "secret-a-123"), (B, "secret-b-456")] {
+        store.put_app(&crate::helpers::app_record(a, s)).await.unwrap();
+        wx.register(a, s);
+    }
+    wx.register(CORP, "agent-secret-789");
+    store
+        .put_agent(&AgentRecord {
+            corpid: CORP.into(),
+            agentid: "1".into(),
+            secret: "agent-secret-789".into(),
+            remark: String::new(),
+            created_at: T0,
+            updated_at: T0,
+        })
+        .await
+        .unwrap();
+    store
+        .put_cos_key(&CosKeyRecord {
+            appid: COS.into(),
+            secret_id: "AKIDsec".into(),
+            secret_key: "cos-secret-key-000".into(),
+            created_at: T0,
+            updated_at: T0,
+        })
+        .await
+        .unwrap();
+    World { store, wx, clock: Arc::new(ManualClock::new(T0)), db }
+}
+
+fn service(w: &World, mode: CallerAuthMode) -> Service {
+    build(
+        w.store.clone(),
+        &w.wx.base_url,
+        w.clock.clone(),
+        Settings { caller_auth: mode, admin_token: Some(ADMIN.into()), ..Settings::default() },
+    )
+}
+
+async fn the_scope_matrix_holds_in_every_mode(b: Backend) {
+    let w = world(b, StoreOptions::default()).await;
+    add_key(w.store.as_ref(), "team-a", "wk_a", &[A, COS], &[], false).await;
+    add_key(w.store.as_ref(), "team-corp", "wk_c", &[], &[CORP], false).await;
+    add_key(w.store.as_ref(), "ops", "wk_all", &[], &[], true).await;
+    add_key(w.store.as_ref(), "old", "wk_old", &[A], &[], false).await;
+    w.store.revoke_caller_key("old", T0).await.unwrap();
+
+    let tok = |app: &str| json!({"appid": app});
+    let work = json!({"corpid": CORP, "agentid": "1"});
+    let cos = json!({"appid": COS, "bucket": "b", "expiration": T0 + 60});
+
+    let svc = service(&w, CallerAuthMode::Credentials);
+    let cases: Vec<(&str, Value, Option<&str>, i64)> = vec![
+        ("qcloud.mimi.access_token", tok(A), Some("wk_a"), 0),
+        ("qcloud.mimi.access_token", tok(B), Some("wk_a"), 1023),
+        ("qcloud.mimi.access_token", tok("wx_not_registered"), Some("wk_a"), 1023),
+        ("qcloud.mimi.access_token", tok(A), None, 1021),
+        ("qcloud.mimi.access_token", tok(A), Some("wk_old"), 1022),
+        ("qcloud.mimi.access_token", tok(A), Some("wk_garbage"), 1022),
+        ("qcloud.mimi.access_token", tok(B), Some("wk_all"), 0),
+        ("qcloud.mimi.jsapi_signature", json!({"appid": B, "url": "https://x/"}), Some("wk_a"), 1023),
+        ("qcloud.work.access_token", work.clone(), Some("wk_a"), 1023),
+        ("qcloud.work.access_token", work.clone(), Some("wk_c"), 0),
+        ("qcloud.work.agent.ticket", work.clone(), None, 1021),
+        ("qcloud.cos.auth.reusable", cos.clone(), Some("wk_a"), 0),
+        ("qcloud.cos.auth.reusable", cos.clone(), Some("wk_c"), 1023),
+        ("qcloud.cos.auth.reusable", cos.clone(), None, 1021),
+        // Sessions stay open for unmodified SDKs.
+        ("qcloud.cam.id_skey", json!({"appid": A, "code": w.wx.code_for("s1")}), None, 0),
+        ("qcloud.cam.auth", json!({"id": "0".repeat(32), "skey": "0".repeat(40)}), None, 60012),
+        // Admin interfaces need the admin token, not a key.
+        (
+            "qcloud.work.initagent",
+            json!({"corpid": "ww_new", "agentid": "2", "agentsecret": "s", "admin_token": ADMIN}),
+            None,
+            0,
+        ),
+    ];
+    for (iface, para, key, want) in &cases {
+        let r = call(&svc, iface, para.clone(), *key).await;
+        assert_eq!(code(&r), *want, "credentials mode: {iface} {para} key {key:?}: {r}");
+    }
+    // Refusals read the same whether or not the app exists.
+    let r1 = call(&svc, "qcloud.mimi.access_token", tok(B), Some("wk_a")).await;
+    let r2 = call(&svc, "qcloud.mimi.access_token", tok("wx_not_registered"), Some("wk_a")).await;
+    assert_eq!(r1, r2);
+
+    let all = service(&w, CallerAuthMode::All);
+    let login =
+        call(&all, "qcloud.cam.id_skey", json!({"appid": A, "code": w.wx.code_for("s2")}), Some("wk_a"))
+            .await;
+    assert_eq!(code(&login), 0, "{login}");
+    let d = login["returnData"].clone();
+    let session = json!({"id": d["id"], "skey": d["skey"]});
+    assert_eq!(code(&call(&all, "qcloud.cam.auth", session.clone(), None).await), 1021);
+    assert_eq!(code(&call(&all, "qcloud.cam.auth", session.clone(), Some("wk_a")).await), 0);
+    assert_eq!(
+        code(&call(&all, "qcloud.cam.auth", session.clone(), Some("wk_c")).await),
+        1023,
+        "checked against the session's app"
+    );
+    let before = w.wx.calls("/sns/jscode2session");
+    let r = call(&all, "qcloud.cam.id_skey", json!({"appid": A, "code": w.wx.code_for("s3")}), Some("wk_c"))
+        .await;
+    assert_eq!(code(&r), 1023);
+    assert_eq!(w.wx.calls("/sns/jscode2session"), before, "refused before any upstream call");
+    assert_eq!(code(&call(&all, "qcloud.mimi.access_token", tok(A), Some("wk_old")).await), 1022);
+
+    let off = service(&w, CallerAuthMode::Off);
+    assert_eq!(code(&call(&off, "qcloud.mimi.access_token", tok(B), None).await), 0);
+    assert_eq!(code(&call(&off, "qcloud.cos.auth.reusable", cos.clone(), Some("anything")).await), 0);
+
+    // A revocation reaches a running server within the key cache's lifetime.
+    add_key(w.store.as_ref(), "temp", "wk_temp", &[A], &[], false).await;
+    assert_eq!(code(&call(&svc, "qcloud.mimi.access_token", tok(A), Some("wk_temp")).await), 0);
+    w.store.revoke_caller_key("temp", T0).await.unwrap();
+    w.clock.advance(wafer_scf::auth::KEY_CACHE_SECS + 1);
+    assert_eq!(code(&call(&svc, "qcloud.mimi.access_token", tok(A), Some("wk_temp")).await), 1022);
+}
+
+async fn keys_are_stored_only_as_hashes_and_never_printed(b: Backend) {
+    let db = TestDb::new(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    db.store().await;
+    let out = run_ok(
+        wafer(dir.path())
+            .env("WAFER_DATABASE_URL", &db.url)
+            .args(["key", "add", "--name", "team-x", "--apps", "wx1,wx2"]),
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("wk_") && key.len() >= 48, "{key}");
+    let dump = db.raw_dump().await;
+    assert!(!dump.contains(&key), "the key itself is not stored");
+    assert!(dump.contains(&wafer_scf::crypto::sha256_hex(key.as_bytes())));
+    let list = run_ok(wafer(dir.path()).env("WAFER_DATABASE_URL", &db.url).args(["key", "list"]));
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("team-x") && text.contains("apps=wx1,wx2") && !text.contains(&key), "{text}");
+    let dup = wafer(dir.path())
+        .env("WAFER_DATABASE_URL", &db.url)
+        .args(["key", "add", "--name", "team-x", "--all"])
+        .output()
+        .unwrap();
+    assert!(!dup.status.success(), "names are unique");
+    run_ok(wafer(dir.path()).env("WAFER_DATABASE_URL", &db.url).args(["key", "revoke", "--name", "team-x"]));
+    let list = run_ok(wafer(dir.path()).env("WAFER_DATABASE_URL", &db.url).args(["key", "list"]));
+    let line =
+        String::from_utf8_lossy(&list.stdout).lines().find(|l| l.contains("team-x")).unwrap().to_owned();
+    assert!(!line.trim_end().ends_with('-'), "revocation time shown: {line}");
+}
+
+async fn a_master_key_seals_every_secret_at_rest(b: Backend) {
+    let sealer = Sealer::from_base64(MASTER).unwrap();
+    let w = world(b, StoreOptions { sealer: sealer.clone(), ..StoreOptions::default() }).await;
+    let svc = service(&w, CallerAuthMode::Off);
+    let login =
+        call(&svc, "qcloud.cam.id_skey", json!({"appid": A, "code": w.wx.code_for("sealed_user")}), None)
+            .await;
+    assert_eq!(code(&login), 0, "{login}");
+    let d = login["returnData"].clone();
+    let token = call(&svc, "qcloud.mimi.access_token", json!({"appid": A}), None).await["returnData"]
+        ["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wtoken = call(&svc, "qcloud.work.access_token", json!({"corpid": CORP, "agentid": "1"}), None).await
+        ["returnData"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let session_key = w.wx.session_key("sealed_user");
+
+    let dump = w.db.raw_dump().await;
+    for secret in [
+        "secret-a-123",
+        "secret-b-456",
+        "agent-secret-789",
+        "cos-secret-key-000",
+        &session_key,
+        &token,
+        &wtoken,
+    ] {
+        assert!(!dump.contains(secret), "{secret} is in the clear in the database");
+    }
+    assert!(dump.contains("enc1:"));
+
+    // Everything still works through the sealing store, from a fresh process-like service (no memory caches).
+    let fresh = service(&w, CallerAuthMode::Off);
+    assert_eq!(
+        code(&call(&fresh, "qcloud.cam.auth", json!({"id": d["id"], "skey": d["skey"]}), None).await),
+        0
+    );
+    let p = json!({"a": 1, "watermark": {"appid": A, "timestamp": T0}});
+    let ct = wafer_scf::crypto::wxdata::encrypt_for_tests(
+        &session_key,
+        "r7BXXKkLb8qrSNn05n0qiA==",
+        p.to_string().as_bytes(),
+    )
+    .unwrap();
+    let r = call(
+        &fresh,
+        "qcloud.cam.decrypt",
+        json!({"id": d["id"], "skey": d["skey"], "encrypt_data": ct, "iv": "r7BXXKkLb8qrSNn05n0qiA=="}),
+        None,
+    )
+    .await;
+    assert_eq!(code(&r), 0, "the sealed session key decrypts: {r}");
+    let r = call(&fresh, "qcloud.mimi.access_token", json!({"appid": A}), None).await;
+    assert_eq!(
+        (r["returnMessage"].as_str(), r["returnData"]["access_token"].as_str()),
+        (Some("OLD_TOKEN_SUCCESS"), Some(token.as_str()))
+    );
+    assert_eq!(
+        code(
+            &call(
+                &fresh,
+                "qcloud.cos.auth.reusable",
+                json!({"appid": COS, "bucket": "b", "expiration": T0 + 60}),
+                None
+            )
+            .await
+        ),
+        0
+    );
+
+    // A ciphertext copied to another row does not open.
+    w.db.raw_exec(&format!(
+        "UPDATE wafer_apps SET secret = (SELECT s FROM (SELECT secret AS s FROM wafer_apps WHERE appid = '{A}') AS x) WHERE appid = '{B}'"
+    ))
+    .await;
+    let r = call(&fresh, "qcloud.mimi.access_token", json!({"appid": B}), None).await;
+    assert_eq!(code(&r), 1001, "{r}");
+    assert_eq!(
+        w.wx.calls(&format!("/cgi-bin/stable_token|{B}")),
+        0,
+        "nothing was sent upstream with the moved secret"
+    );
+    let r = call(&fresh, "qcloud.cam.id_skey", json!({"appid": B, "code": w.wx.code_for("x")}), None).await;
+    assert_eq!(code(&r), 1001);
+}
+
+async fn rows_written_before_the_master_key_keep_working_and_reencrypt_seals_them(b: Backend) {
+    let w = world(b, StoreOptions::default()).await;
+    let svc = service(&w, CallerAuthMode::Off);
+    let login =
+        call(&svc, "qcloud.cam.id_skey", json!({"appid": A, "code": w.wx.code_for("legacy_user")}), None)
+            .await;
+    let d = login["returnData"].clone();
+    call(&svc, "qcloud.mimi.access_token", json!({"appid": A}), None).await;
+    assert!(w.db.raw_dump().await.contains("secret-a-123"), "stored in the clear without a master key");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        wafer(dir.path())
+            .env("WAFER_DATABASE_URL", &w.db.url)
+            .env("WAFER_MASTER_KEY", MASTER)
+            .arg("reencrypt"),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 apps, 1 agents, 1 COS keys, 1 cached credentials, 1 users"), "{text}");
+    let dump = w.db.raw_dump().await;
+    for secret in [
+        "secret-a-123",
+        "secret-b-456",
+        "agent-secret-789",
+        "cos-secret-key-000",
+        &w.wx.session_key("legacy_user"),
+    ] {
+        assert!(!dump.contains(secret), "{secret} still in the clear after reencrypt");
+    }
+    let sealed = w
+        .db
+        .store_with(StoreOptions { sealer: Sealer::from_base64(MASTER).unwrap(), ..StoreOptions::default() })
+        .await;
+    let after = build(sealed, &w.wx.base_url, w.clock.clone(), crate::helpers::open_settings());
+    assert_eq!(
+        code(&call(&after, "qcloud.cam.auth", json!({"id": d["id"], "skey": d["skey"]}), None).await),
+        0
+    );
+    assert_eq!(
+        call(&after, "qcloud.mimi.access_token", json!({"appid": A}), None).await["returnMessage"],
+        "OLD_TOKEN_SUCCESS"
+    );
+    // Without the key, sealed rows are refused rather than sent upstream as garbage.
+    let no_key = service(&w, CallerAuthMode::Off);
+    assert_eq!(code(&call(&no_key, "qcloud.mimi.access_token", json!({"appid": B}), None).await), 1001);
+}
+
+both_backends!(
+    the_scope_matrix_holds_in_every_mode,
+    keys_are_stored_only_as_hashes_and_never_printed,
+    a_master_key_seals_every_secret_at_rest,
+    rows_written_before_the_master_key_keep_working_and_reencrypt_seals_them,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_deeply_nested_requests_are_refused_in_both_transports() {
+    let t = crate::helpers::TestApp::new(Backend::Sqlite).await;
+    let ok = json!({"interface": {"interfaceName": "qcloud.cam.auth", "para": {"id": "x", "skey": "y"}}})
+        .to_string();
+    let big =
+        json!({"interface": {"interfaceName": "qcloud.cam.auth", "para": {"pad": "p".repeat(100_000)}}})
+            .to_string();
+    let deep = format!("{{\"interface\":{}{}}}", "{\"a\":".repeat(200), "1}".repeat(200));
+    for (name, body, want) in [("oversized", &big, 1020), ("deeply nested", &deep, 1020)] {
+        let ev = json!({"requestContext": {}, "httpMethod": "POST", "headers": {}, "body": body})
+            .to_string()
+            .into_bytes();
+        let inv = wafer_scf::scf::runtime::Invocation {
+            request_id: "r".into(),
+            time_limit_ms: Some(3000),
+            memory_limit_mb: None,
+            event: ev,
+        };
+        let reply: Value =
+            serde_json::from_slice(&wafer_scf::scf::runtime::handle(&t.svc, &inv).await).unwrap();
+        let env: Value = serde_json::from_str(reply["body"].as_str().unwrap()).unwrap();
+        assert_eq!(env["returnCode"], want, "SCF {name}");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(wafer_scf::serve::serve(listener, t.svc.clone(), std::future::pending()));
+    let client = reqwest::Client::new();
+    let r = client.post(&url).body(big.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let r: Value = client.post(&url).body(deep.clone()).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["returnCode"], 1020);
+    let r: Value = client.post(&url).body(ok).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["returnCode"], 60012, "still healthy: {r}");
+}
