@@ -4,6 +4,7 @@
 
 mod fake_wechat;
 mod faulty;
+mod fuzz;
 mod helpers;
 
 mod bad_input;
