@@ -75,6 +75,15 @@ pub enum Command {
     /// Manage caller keys (who may fetch tokens, tickets, signatures).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Import apps, WeCom agents, sessions and valid cached tokens from a seed / original Wafer MySQL database.
+    Import {
+        /// The source database, e.g. mysql://user:pass@host:3306/cAuth
+        #[arg(long)]
+        from: String,
+        /// Count what would be imported; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Seal every stored secret with WAFER_MASTER_KEY (rows written before the key existed are in the clear).
     Reencrypt,
     /// Delete sessions that have expired under their app's rules.
@@ -229,6 +238,22 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Agent(cmd) => agent_command(&config, cmd).await,
         Command::Cos(cmd) => cos_command(&config, cmd).await,
         Command::Key(cmd) => key_command(&config, cmd).await,
+        Command::Import { from, dry_run } => {
+            let store = open_store(&config, false).await?;
+            let now = crate::clock::Clock::now(&SystemClock);
+            let (kind, report) = crate::import::import(store.as_ref(), &from, dry_run, now).await?;
+            println!(
+                "{} source ({}){}",
+                match kind {
+                    crate::import::SourceKind::Seed => "seed (WaferOnSCF)",
+                    crate::import::SourceKind::Original => "original Wafer",
+                },
+                store::DatabaseUrl::Mysql(from.clone()).redacted(),
+                if dry_run { ", dry run: nothing written" } else { "" }
+            );
+            println!("{report}");
+            Ok(())
+        }
         Command::Reencrypt => {
             if config.master_key.is_none() {
                 bail!("set WAFER_MASTER_KEY first: reencrypt seals every secret with it");

@@ -12,6 +12,7 @@
 //! - [`wechat`]: upstream clients and error classification;
 //! - [`crypto`]: identifiers, hashing, data decryption, signatures;
 //! - [`serve`]: HTTP mode; [`cli`], [`config`], [`telemetry`]: the binary's wiring;
+//! - [`import`]: migration from the seed's / original Wafer's MySQL tables;
 //! - [`clock`]: injectable time.
 
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod crypto;
 pub mod envelope;
 pub mod handlers;
+pub mod import;
 pub mod scf;
 pub mod serve;
 pub mod service;

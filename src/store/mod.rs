@@ -152,6 +152,8 @@ pub trait Store: Send + Sync + 'static {
         keep: usize,
         now: i64,
     ) -> StoreResult<LoginOutcome>;
+    /// Insert a session as it is (imports): no pruning, no key rotation. Returns false if the id already exists.
+    async fn import_session(&self, session: &SessionRecord) -> StoreResult<bool>;
     /// One indexed read: the session by id joined with its app's expiry rules.
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>>;
     /// Record a successful auth. Callers throttle this (see `handlers::session`).

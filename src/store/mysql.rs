@@ -371,6 +371,19 @@ impl Store for MysqlStore {
         self.run(move |conn| Self::create_session_once(conn, session, keep, now)).await
     }
 
+    async fn import_session(&self, s: &SessionRecord) -> StoreResult<bool> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "INSERT IGNORE INTO wafer_sessions (id, skey_hash, appid, openid, unionid, session_key, user_info, created_at, last_visit_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (&s.id, &s.skey_hash, &s.appid, &s.openid, &s.unionid, &s.session_key, &s.user_info, s.created_at, s.last_visit_at),
+            )
+            .await?;
+            Ok(conn.affected_rows() == 1)
+        })
+        .await
+    }
+
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
         type Row = (String, String, String, String, String, String, Option<String>, i64, i64, i64, i64);
         self.run(move |mut conn| async move {

@@ -180,6 +180,11 @@ impl Store for SealedStore {
         s.session_key = self.sealer.seal(&session_aad(&s.appid, &s.openid), &s.session_key)?;
         self.inner.create_session(&s, keep, now).await
     }
+    async fn import_session(&self, session: &SessionRecord) -> StoreResult<bool> {
+        let mut s = session.clone();
+        s.session_key = self.sealer.seal(&session_aad(&s.appid, &s.openid), &s.session_key)?;
+        self.inner.import_session(&s).await
+    }
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
         match self.inner.get_session(id).await? {
             Some(mut v) => {

@@ -276,6 +276,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn import_session(&self, session: &SessionRecord) -> StoreResult<bool> {
+        let s = session.clone();
+        self.call(move |c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO wafer_sessions (id, skey_hash, appid, openid, unionid, session_key, user_info, created_at, last_visit_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![s.id, s.skey_hash, s.appid, s.openid, s.unionid, s.session_key, s.user_info, s.created_at, s.last_visit_at],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
         let id = id.to_owned();
         self.call(move |c| {

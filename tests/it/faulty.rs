@@ -58,6 +58,9 @@ impl Store for Faulty {
         Self::check(&self.sessions)?;
         self.inner.create_session(s, k, n).await
     }
+    async fn import_session(&self, s: &SessionRecord) -> StoreResult<bool> {
+        self.inner.import_session(s).await
+    }
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
         if self.panic_sessions.load(Ordering::SeqCst) {
             panic!("injected panic in get_session");

@@ -12,6 +12,7 @@ mod cli;
 mod cos;
 mod credentials;
 mod http;
+mod import;
 mod multiprocess;
 mod scf;
 mod security;
