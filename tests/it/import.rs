@@ -223,3 +223,51 @@ async fn a_seed_database_is_imported_without_logging_anyone_out(b: Backend) {
 }
 
 both_backends!(a_seed_database_is_imported_without_logging_anyone_out);
+
+async fn the_original_wafer_schema_is_detected_and_its_single_app_owns_the_sessions(b: Backend) {
+    let Some(server) = mysql_server_url() else { return };
+    let name = format!("wafer_orig_{}", wafer_scf::crypto::random_hex(5).unwrap());
+    let pool = mysql_async::Pool::new(server.as_str());
+    let mut c = pool.get_conn().await.unwrap();
+    c.query_drop(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4")).await.unwrap();
+    c.query_drop(format!("USE {name}")).await.unwrap();
+    for stmt in [
+        "CREATE TABLE cAppinfo (appid varchar(200) NOT NULL PRIMARY KEY, secret varchar(300) NOT NULL, login_duration int DEFAULT 30,
+           session_duration int DEFAULT 2592000, qcloud_appid varchar(300) DEFAULT NULL, ip varchar(50) DEFAULT NULL)".to_owned(),
+        "CREATE TABLE cSessionInfo (id int NOT NULL AUTO_INCREMENT PRIMARY KEY, uuid varchar(100) NOT NULL, skey varchar(100) NOT NULL,
+           create_time datetime NOT NULL, last_visit_time datetime NOT NULL, open_id varchar(100) NOT NULL,
+           session_key varchar(100) NOT NULL, user_info varchar(2048) DEFAULT NULL)".to_owned(),
+        "INSERT INTO cAppinfo (appid, secret) VALUES ('wx_original', 'orig-secret')".to_owned(),
+        format!("INSERT INTO cSessionInfo (uuid, skey, create_time, last_visit_time, open_id, session_key) VALUES
+           ('orig-uuid', 'orig-skey', {}, {}, 'o_orig', 'AAAAAAAAAAAAAAAAAAAAAA==')", ago(3600), ago(60)),
+    ] {
+        c.query_drop(stmt).await.unwrap();
+    }
+    drop(c);
+    pool.disconnect().await.unwrap();
+    let _cleanup = Seed { url: String::new(), name: name.clone(), server: server.clone() };
+
+    let target = TestDb::new(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    if b == Backend::Mysql {
+        run_ok(wafer(dir.path()).env("WAFER_DATABASE_URL", &target.url).arg("migrate"));
+    }
+    let out = import(dir.path(), &target, &with_db_name(&server, &name), false);
+    assert!(
+        out.contains("original Wafer") && out.contains("apps: 1 new") && out.contains("sessions: 1 new"),
+        "{out}"
+    );
+    let store = target.store().await;
+    let wx = FakeWeChat::start().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let svc = build(store, &wx.base_url, Arc::new(ManualClock::new(now)), open_settings());
+    let body = json!({"interface": {"interfaceName": "qcloud.cam.auth", "para": {"id": "orig-uuid", "skey": "orig-skey"}}}).to_string();
+    let env = svc.handle(body.as_bytes(), &Default::default()).await;
+    assert_eq!(env.return_code, 0, "{}", env.return_message);
+    assert_eq!(env.return_data["appid"], "wx_original");
+}
+
+mod original {
+    use super::*;
+    both_backends!(the_original_wafer_schema_is_detected_and_its_single_app_owns_the_sessions);
+}
