@@ -49,6 +49,7 @@ struct EmuState {
     time_limit_ms: u64,
     memory_limit_mb: u64,
     late_results: Mutex<u64>,
+    failing_polls: Mutex<u32>,
 }
 
 /// The emulated runtime API server.
@@ -75,6 +76,7 @@ impl Emulator {
             time_limit_ms,
             memory_limit_mb: 128,
             late_results: Mutex::new(0),
+            failing_polls: Mutex::new(0),
         });
         let app = Router::new()
             .route("/runtime/init/ready", post(ready))
@@ -107,6 +109,11 @@ impl Emulator {
     /// Results posted after an invocation was already answered (they are ignored).
     pub fn late_results(&self) -> u64 {
         *lock(&self.state.late_results)
+    }
+
+    /// Answer the next `n` calls to `next` with HTTP 500 (a flaky runtime API).
+    pub fn fail_next_polls(&self, n: u32) {
+        *lock(&self.state.failing_polls) = n;
     }
 
     /// Wait until at least `count` `init/ready` calls arrived, or `timeout` passes.
@@ -169,6 +176,13 @@ fn event_response(st: &EmuState, request_id: &str, event: &[u8]) -> Response {
 }
 
 async fn next(State(st): State<Arc<EmuState>>) -> Response {
+    {
+        let mut failing = lock(&st.failing_polls);
+        if *failing > 0 {
+            *failing -= 1;
+            return (StatusCode::INTERNAL_SERVER_ERROR, "runtime API unavailable").into_response();
+        }
+    }
     loop {
         let notified = st.queued.notified();
         {

@@ -236,4 +236,66 @@ async fn a_new_user_with_no_configuration_gets_a_wafer_error_when_wechat_is_unre
     assert!(terminate(&mut child).success());
 }
 
-both_backends!(app_registry_never_prints_secrets, serve_logs_users_in_against_a_fake_wechat);
+async fn cos_and_agent_registries_never_print_secrets(b: Backend) {
+    let db = TestDb::new(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    db.store().await;
+    let cmd = |args: &[&str]| {
+        let mut c = wafer(dir.path());
+        c.env("WAFER_DATABASE_URL", &db.url).args(args);
+        c
+    };
+    run_ok(&mut cmd(&[
+        "cos",
+        "add",
+        "--appid",
+        "1250000000",
+        "--secret-id",
+        "AKIDabcdefgh123",
+        "--secret-key",
+        "COS-SECRET-KEY-1",
+    ]));
+    run_ok(&mut cmd(&[
+        "agent",
+        "add",
+        "--corpid",
+        "ww1",
+        "--agentid",
+        "1000002",
+        "--secret",
+        "AGENT-SECRET-1",
+        "--remark",
+        "OA",
+    ]));
+    let out = run_ok(&mut cmd(&["cos", "list"]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("1250000000")
+            && text.contains("AKIDabcd")
+            && !text.contains("COS-SECRET")
+            && !text.contains("AKIDabcdefgh123"),
+        "{text}"
+    );
+    let out = run_ok(&mut cmd(&["agent", "list"]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("ww1")
+            && text.contains("1000002")
+            && text.contains("OA")
+            && !text.contains("AGENT-SECRET"),
+        "{text}"
+    );
+    let bad =
+        cmd(&["cos", "add", "--appid", "wx123", "--secret-id", "a", "--secret-key", "b"]).output().unwrap();
+    assert!(!bad.status.success(), "the COS appid is numeric");
+    run_ok(&mut cmd(&["cos", "remove", "--appid", "1250000000"]));
+    run_ok(&mut cmd(&["agent", "remove", "--corpid", "ww1", "--agentid", "1000002"]));
+    assert!(!cmd(&["cos", "remove", "--appid", "1250000000"]).output().unwrap().status.success());
+    assert!(!String::from_utf8_lossy(&run_ok(&mut cmd(&["agent", "list"])).stdout).contains("ww1"));
+}
+
+both_backends!(
+    app_registry_never_prints_secrets,
+    serve_logs_users_in_against_a_fake_wechat,
+    cos_and_agent_registries_never_print_secrets
+);

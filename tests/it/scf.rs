@@ -111,6 +111,37 @@ async fn the_loop_answers_every_kind_of_event_and_survives_panics() {
     assert_eq!(emu.late_results(), 0, "exactly one result per invocation");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_next_is_retried_and_the_loop_keeps_serving() {
+    let t = TestApp::new(Backend::Sqlite).await;
+    let emu = Emulator::start(5000).await.unwrap();
+    emu.fail_next_polls(3);
+    let client = RuntimeClient::new(&emu.base_url()).unwrap();
+    let svc = t.svc.clone();
+    let task = tokio::spawn(async move { runtime::run(&client, &svc, Some(1)).await });
+    let (_, env) = unwrap_reply(&response(
+        emu.invoke(envelope("qcloud.cam.nope", json!({})).to_string().into_bytes()).await,
+    ));
+    assert_eq!(env["returnCode"], 1010);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_that_never_signals_ready_is_killed_at_the_init_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("bootstrap");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let emu = Emulator::start(1000).await.unwrap();
+    let mut sup = Supervisor::new(emu, script, Duration::from_millis(500)).quiet();
+    let started = std::time::Instant::now();
+    let err = sup.start().await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(sup.pid().is_none(), "the child was killed");
+}
+
 #[tokio::test]
 async fn captured_and_quirky_gateway_events_round_trip() {
     let t = TestApp::new(Backend::Sqlite).await;
