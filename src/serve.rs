@@ -20,7 +20,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new().fallback(handle).with_state(service);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -108,7 +110,11 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn handle(State(svc): State<Arc<Service>>, req: Request) -> Response {
+async fn handle(
+    State(svc): State<Arc<Service>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    req: Request,
+) -> Response {
     let (parts, body) = req.into_parts();
     if parts.method == Method::GET && matches!(parts.uri.path(), "/healthz" | "/health") {
         return (StatusCode::OK, "ok").into_response();
@@ -127,6 +133,7 @@ async fn handle(State(svc): State<Arc<Service>>, req: Request) -> Response {
             .get("x-wafer-admin-token")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().to_owned()),
+        source_ip: Some(peer.ip().to_string()),
     };
     let bytes = match axum::body::to_bytes(Body::new(body), svc.body_limit).await {
         Ok(b) => b,

@@ -22,6 +22,8 @@ pub struct RequestMeta {
     pub caller_key: Option<String>,
     /// `X-Wafer-Admin-Token` presented by the caller.
     pub admin_token: Option<String>,
+    /// The client's address as the transport saw it (peer address, or the gateway's `sourceIp`), for audit logs.
+    pub source_ip: Option<String>,
 }
 
 /// The service: handler dependencies, the caller gate, and transport-independent limits.

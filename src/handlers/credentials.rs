@@ -241,6 +241,8 @@ pub async fn init_agent(deps: &Deps, meta: &RequestMeta, req: InitAgentRequest) 
         agentid = %req.agentid,
         replaced = existing.is_some(),
         request_id = %meta.request_id,
+        source_ip = meta.source_ip.as_deref().unwrap_or("-"),
+        via = if meta.admin_token.is_some() { "header" } else { "para.admin_token" },
         at = now,
         "admin action"
     );

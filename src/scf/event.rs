@@ -189,6 +189,11 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
         request_id,
         caller_key,
         admin_token: header(headers, "x-wafer-admin-token").map(|s| s.trim().to_owned()),
+        source_ip: o
+            .get("requestContext")
+            .and_then(|c| c.get("sourceIp"))
+            .and_then(Value::as_str)
+            .map(|ip| ip.chars().take(64).collect()),
     };
     Parsed::Request(Incoming { origin: Origin::Gateway, method, path, body, meta })
 }
