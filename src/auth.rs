@@ -37,11 +37,15 @@ pub enum Target<'a> {
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub name: String,
-    record: CallerKeyRecord,
+    record: Arc<CallerKeyRecord>,
 }
 
 impl Caller {
+    /// The key's name, for logs.
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+
     pub fn covers(&self, target: Target<'_>) -> bool {
         let r = &self.record;
         r.scope_all
@@ -81,7 +85,7 @@ fn invalid() -> WaferError {
 }
 
 struct CachedKey {
-    record: CallerKeyRecord,
+    record: Arc<CallerKeyRecord>,
     loaded_at: i64,
 }
 
@@ -111,7 +115,7 @@ impl Gate {
         let now = self.clock.now();
         let cached = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            cache.get(&hash).filter(|c| now - c.loaded_at < KEY_CACHE_SECS).map(|c| c.record.clone())
+            cache.get(&hash).filter(|c| now - c.loaded_at < KEY_CACHE_SECS).map(|c| Arc::clone(&c.record))
         };
         let record = match cached {
             Some(r) => r,
@@ -132,13 +136,14 @@ impl Gate {
                         tracing::warn!(error = %e, "could not record caller key use");
                     }
                 }
-                self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                    hash,
-                    CachedKey { record: CallerKeyRecord { last_used_at: now, ..r.clone() }, loaded_at: now },
-                );
-                r
+                let record = Arc::new(CallerKeyRecord { last_used_at: now, ..r });
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(hash, CachedKey { record: Arc::clone(&record), loaded_at: now });
+                record
             }
         };
-        Ok(Some(Caller { name: record.name.clone(), record }))
+        Ok(Some(Caller { record }))
     }
 }

@@ -45,7 +45,8 @@ impl Service {
         let started = Instant::now();
         let mut interface = "-";
         let mut appid = String::new();
-        let result = AssertUnwindSafe(self.dispatch(body, meta, &mut interface, &mut appid))
+        let mut caller = String::new();
+        let result = AssertUnwindSafe(self.dispatch(body, meta, &mut interface, &mut appid, &mut caller))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
@@ -91,6 +92,7 @@ impl Service {
         meta: &RequestMeta,
         interface: &mut &'static str,
         appid: &mut String,
+        caller_name: &mut String,
     ) -> Result<(&'static str, Value), WaferError> {
         if body.len() > self.body_limit {
             return Err(WaferError::new(
@@ -110,6 +112,9 @@ impl Service {
             CallerAuthMode::Off => None,
             _ => self.gate.authenticate(meta.caller_key.as_deref()).await?,
         };
+        if let Some(c) = &caller {
+            caller_name.push_str(c.name());
+        }
         // Scope checks use the key's own lists only, before any app lookup.
         let mut check_reply_appid = false;
         match (mode, parsed.access()) {

@@ -2,7 +2,7 @@
 //! logins against a fake WeChat, on both backends.
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestDb};
+use crate::helpers::{post_envelope, Backend, TestDb};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -41,6 +41,21 @@ pub async fn wait_listening(port: u16, child: &mut Child) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("server did not listen on {port}");
+}
+
+/// Start `wafer-scf serve` on a free port with the given environment; returns the child and its base URL once it
+/// listens. Output goes to pipes when `capture` is set, else to /dev/null.
+pub async fn spawn_server(dir: &std::path::Path, env: &[(&str, &str)], capture: bool) -> (Child, String) {
+    let port = free_port();
+    let mut c = wafer(dir);
+    c.env("WAFER_LISTEN", format!("127.0.0.1:{port}"));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = || if capture { Stdio::piped() } else { Stdio::null() };
+    let mut child = c.arg("serve").stdout(out()).stderr(out()).spawn().unwrap();
+    wait_listening(port, &mut child).await;
+    (child, format!("http://127.0.0.1:{port}/"))
 }
 
 pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
@@ -155,39 +170,20 @@ async fn serve_logs_users_in_against_a_fake_wechat(b: Backend) {
         "serve-secret-XYZ",
     ]));
 
-    let port = free_port();
-    let mut child = db_env(&mut wafer(dir.path()), &db)
-        .env("WAFER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("WAFER_WECHAT_BASE_URL", &wx.base_url)
-        .env("WAFER_LOG_FORMAT", "json")
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_listening(port, &mut child).await;
-    let url = format!("http://127.0.0.1:{port}/release/mina_auth/");
+    let env = [
+        ("WAFER_DATABASE_URL", db.url.as_str()),
+        ("WAFER_WECHAT_BASE_URL", &wx.base_url),
+        ("WAFER_LOG_FORMAT", "json"),
+    ];
+    let (mut child, base) = spawn_server(dir.path(), &env, true).await;
+    let url = format!("{base}release/mina_auth/");
     let client = reqwest::Client::new();
-    let login: Value = client
-        .post(&url)
-        .json(&json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": "qcloud.cam.id_skey", "para": {"code": wx.code_for("u_mo")}}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login =
+        post_envelope(&client, &url, "qcloud.cam.id_skey", json!({"code": wx.code_for("u_mo")})).await;
     assert_eq!(login["returnCode"], 0, "{login}");
     let d = &login["returnData"];
-    let auth: Value = client
-        .post(&url)
-        .json(&json!({"interface": {"interfaceName": "qcloud.cam.auth", "para": {"id": d["id"], "skey": d["skey"], "appid": "wx_serve"}}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let para = json!({"id": d["id"], "skey": d["skey"], "appid": "wx_serve"});
+    let auth = post_envelope(&client, &url, "qcloud.cam.auth", para).await;
     assert_eq!(auth["returnCode"], 0, "{auth}");
     assert_eq!(auth["returnData"]["openid"], "u_mo");
 

@@ -174,21 +174,33 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((server, name)) = self.mysql_name.take() {
-            // Async drop is not a thing: drop the database from a helper thread with its own runtime.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                rt.block_on(async {
-                    use mysql_async::prelude::Queryable;
-                    let pool = mysql_async::Pool::new(server.as_str());
-                    if let Ok(mut c) = pool.get_conn().await {
-                        let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {name}")).await;
-                    }
-                    let _ = pool.disconnect().await;
-                });
-            })
-            .join();
+            drop_database(&server, &name);
         }
     }
+}
+
+/// Drop a MySQL database from a helper thread with its own runtime (drop guards cannot be async).
+pub fn drop_database(server: &str, name: &str) {
+    let (server, name) = (server.to_owned(), name.to_owned());
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            use mysql_async::prelude::Queryable;
+            let pool = mysql_async::Pool::new(server.as_str());
+            if let Ok(mut c) = pool.get_conn().await {
+                let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {name}")).await;
+            }
+            let _ = pool.disconnect().await;
+        });
+    })
+    .join();
+}
+
+/// POST an envelope to a running server and read the reply envelope.
+pub async fn post_envelope(client: &reqwest::Client, url: &str, interface: &str, para: Value) -> Value {
+    let body =
+        json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": interface, "para": para}});
+    client.post(url).json(&body).send().await.unwrap().json().await.unwrap()
 }
 
 pub const T0: i64 = 1_750_000_000;

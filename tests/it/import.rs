@@ -43,18 +43,7 @@ struct Seed {
 
 impl Drop for Seed {
     fn drop(&mut self) {
-        let (server, name) = (self.server.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                let pool = mysql_async::Pool::new(server.as_str());
-                if let Ok(mut c) = pool.get_conn().await {
-                    let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {name}")).await;
-                }
-                let _ = pool.disconnect().await;
-            });
-        })
-        .join();
+        crate::helpers::drop_database(&self.server, &self.name);
     }
 }
 

@@ -3,12 +3,12 @@
 //! does not block the others beyond the lease.
 
 use crate::both_backends;
-use crate::cli::{free_port, run_ok, terminate, wafer, wait_listening};
+use crate::cli::{run_ok, spawn_server, terminate, wafer};
 use crate::fake_wechat::FakeWeChat;
 use crate::helpers::{Backend, TestDb};
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 struct Cluster {
@@ -53,26 +53,18 @@ async fn cluster(b: Backend, n: usize) -> Cluster {
     env(&mut c);
     run_ok(c.args(["agent", "add", "--corpid", CORP, "--agentid", AGENT, "--secret", "agent-secret"]));
 
+    let server_env = [
+        ("WAFER_DATABASE_URL", db.url.as_str()),
+        ("WAFER_WECHAT_BASE_URL", &wx.base_url),
+        ("WAFER_WECOM_BASE_URL", &wx.base_url),
+        ("WAFER_TOKEN_LEASE_MS", "2000"),
+        ("WAFER_DB_POOL_MAX", "4"),
+        ("WAFER_LOG", "warn"),
+        ("WAFER_CALLER_AUTH", "off"),
+    ];
     let mut servers = Vec::new();
     for _ in 0..n {
-        let port = free_port();
-        let mut c = wafer(dir.path());
-        env(&mut c);
-        let mut child = c
-            .env("WAFER_LISTEN", format!("127.0.0.1:{port}"))
-            .env("WAFER_WECHAT_BASE_URL", &wx.base_url)
-            .env("WAFER_WECOM_BASE_URL", &wx.base_url)
-            .env("WAFER_TOKEN_LEASE_MS", "2000")
-            .env("WAFER_DB_POOL_MAX", "4")
-            .env("WAFER_LOG", "warn")
-            .env("WAFER_CALLER_AUTH", "off")
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_listening(port, &mut child).await;
-        servers.push((child, format!("http://127.0.0.1:{port}/")));
+        servers.push(spawn_server(dir.path(), &server_env, false).await);
     }
     Cluster { servers, wx, _db: db, _dir: dir }
 }
