@@ -137,13 +137,19 @@ impl Service {
             }
         }
         let reply = parsed.handle(&self.deps, meta).await?;
-        if let Some(Value::String(a)) = reply.data.get("appid") {
-            if check_reply_appid {
-                if let Some(c) = &caller {
-                    c.require(Target::App(a))?;
-                }
-            }
-            if appid.is_empty() {
+        // The session's app: `appid` in the reply, or the watermark of decrypted data (checked equal to it).
+        let reply_appid = reply
+            .data
+            .get("appid")
+            .or_else(|| reply.data.get("watermark").and_then(|w| w.get("appid")))
+            .and_then(Value::as_str);
+        if check_reply_appid {
+            // Fail closed: a session reply whose app cannot be told is not handed to a scoped caller.
+            let c = caller.as_ref().ok_or_else(auth::missing)?;
+            c.require(Target::App(reply_appid.unwrap_or("")))?;
+        }
+        if appid.is_empty() {
+            if let Some(a) = reply_appid {
                 appid.push_str(a);
             }
         }

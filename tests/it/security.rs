@@ -155,6 +155,19 @@ async fn the_scope_matrix_holds_in_every_mode(b: Backend) {
         1023,
         "checked against the session's app"
     );
+    // decrypt answers the decrypted payload: the scope is checked against its watermark (the session's app).
+    let sk = w.wx.session_key("s2");
+    let payload = json!({"stepInfoList": [], "watermark": {"appid": A, "timestamp": T0}});
+    let ct = wafer_scf::crypto::wxdata::encrypt_for_tests(
+        &sk,
+        "r7BXXKkLb8qrSNn05n0qiA==",
+        payload.to_string().as_bytes(),
+    )
+    .unwrap();
+    let para =
+        json!({"id": d["id"], "skey": d["skey"], "encrypt_data": ct, "iv": "r7BXXKkLb8qrSNn05n0qiA=="});
+    assert_eq!(code(&call(&all, "qcloud.cam.decrypt", para.clone(), Some("wk_c")).await), 1023);
+    assert_eq!(code(&call(&all, "qcloud.cam.decrypt", para, Some("wk_a")).await), 0);
     let before = w.wx.calls("/sns/jscode2session");
     let r = call(&all, "qcloud.cam.id_skey", json!({"appid": A, "code": w.wx.code_for("s3")}), Some("wk_c"))
         .await;
