@@ -52,6 +52,39 @@ async fn envelopes_are_answered_on_any_path_over_a_real_socket() {
         assert_eq!(r.bytes().await.unwrap().to_vec(), direct.to_bytes(), "path {path}");
     }
 
+    // COS signatures answer over HTTP too (v4 with caller keys, v5 with server-held keys).
+    t.store
+        .put_cos_key(&wafer_scf::store::CosKeyRecord {
+            appid: "1250000000".into(),
+            secret_id: "AKIDhttp".into(),
+            secret_key: "http-secret".into(),
+            created_at: 0,
+            updated_at: 0,
+        })
+        .await
+        .unwrap();
+    let v4 = crate::helpers::post_envelope(
+        &client,
+        &running.url,
+        "qcloud.cos.auth.nonreusable",
+        json!({"appid": "1250000000", "sid": "AKIDx", "skey": "k", "bucket": "photos", "filepath": "a.jpg"}),
+    )
+    .await;
+    assert_eq!(v4["returnCode"], 0, "{v4}");
+    assert!(v4["returnData"].as_str().unwrap().len() > 40);
+    let v5 = crate::helpers::post_envelope(
+        &client,
+        &running.url,
+        "qcloud.cos.auth.v5",
+        json!({"appid": "1250000000", "bucket": "photos-1250000000", "region": "ap-guangzhou", "method": "GET", "path": "/a.jpg"}),
+    )
+    .await;
+    assert_eq!(v5["returnCode"], 0, "{v5}");
+    assert!(v5["returnData"]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://photos-1250000000.cos.ap-guangzhou.myqcloud.com/a.jpg?"));
+
     // Business errors are HTTP 200 with an envelope.
     let r = client.post(&running.url).body("not json").send().await.unwrap();
     assert_eq!(r.status(), 200);
