@@ -200,6 +200,11 @@ impl Credentials {
                     return Ok(hit);
                 }
             }
+            // A key never seen by this process: make sure its app/agent exists before any lease row or
+            // single-flight entry is created for it (requests for made-up appids must not grow either).
+            if self.cached(&k).is_none() && !self.owner_exists(key).await? {
+                return Err(FetchError::NotConfigured.into_wafer(key));
+            }
             let flight = self.flight(&k);
             let _guard = flight.lock().await;
             let deadline =
@@ -346,6 +351,16 @@ impl Credentials {
         self.remember(k, &fetched.value, expires_at, fetched_at);
         tracing::info!(key = %k, expires_at, "credential refreshed upstream");
         Ok(Served { value: fetched.value, expires_at, fresh: true })
+    }
+
+    async fn owner_exists(&self, key: &CredKey) -> Result<bool, WaferError> {
+        let found = if key.kind.is_wecom() {
+            let (corpid, agentid) = key.agent_ids();
+            self.store.get_agent(corpid, agentid).await.map(|a| a.is_some())
+        } else {
+            self.store.get_app(key.owner()).await.map(|a| a.is_some())
+        };
+        found.map_err(WaferError::db)
     }
 
     fn store_err(&self, key: &CredKey, e: crate::store::StoreError) -> WaferError {

@@ -245,11 +245,19 @@ async fn wecom_tokens_tickets_and_signatures(b: Backend) {
     assert_ne!(r["returnData"]["access_token"], json!(wtok));
     assert_eq!(t.wx.calls("/cgi-bin/gettoken"), 2);
 
-    // An unknown agent or app is NO_APPID.
+    // An unknown agent or app is NO_APPID, and leaves nothing behind: no credential row, no upstream call.
     let r = t.call("qcloud.work.access_token", json!({"corpid": CORP, "agentid": "999"})).await;
     assert_eq!(code(&r), 1012);
-    let r = token(&t, json!({"appid": "wx_unknown"})).await;
-    assert_eq!(code(&r), 1012);
+    let before = t.wx.calls(STABLE);
+    for i in 0..20 {
+        let r = token(&t, json!({"appid": format!("wx_unknown_{i}")})).await;
+        assert_eq!(code(&r), 1012);
+        let r = t.call("qcloud.mimi.jsapi_ticket", json!({"appid": format!("wx_unknown_{i}")})).await;
+        assert_eq!(code(&r), 1012);
+    }
+    assert_eq!(t.wx.calls(STABLE), before);
+    let rows = t.store.list_credentials().await.unwrap();
+    assert!(rows.iter().all(|r| !r.key.contains("unknown") && !r.key.contains(":999")), "{rows:?}");
 }
 
 async fn initagent_needs_the_admin_token(b: Backend) {
@@ -351,6 +359,17 @@ both_backends!(
 #[tokio::test]
 async fn a_credential_storage_failure_is_change_token_err() {
     let t = app(Backend::Sqlite).await;
+    t.store
+        .put_agent(&wafer_scf::store::AgentRecord {
+            corpid: CORP.into(),
+            agentid: AGENT.into(),
+            secret: AGENT_SECRET.into(),
+            remark: String::new(),
+            created_at: T0,
+            updated_at: T0,
+        })
+        .await
+        .unwrap();
     let faulty = Arc::new(Faulty::new(t.store.clone()));
     faulty.credentials.store(true, Ordering::SeqCst);
     let svc = crate::helpers::build(faulty, &t.wx.base_url, t.clock.clone(), crate::helpers::open_settings());
