@@ -219,15 +219,8 @@ async fn a_new_user_with_no_configuration_gets_a_wafer_error_when_wechat_is_unre
         .spawn()
         .unwrap();
     wait_listening(port, &mut child).await;
-    let r: Value = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/"))
-        .body(r#"{"version":1,"componentName":"MA","interface":{"interfaceName":"qcloud.cam.id_skey","para":{"code":"abc"}}}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    let r = post_envelope(&reqwest::Client::new(), &url, "qcloud.cam.id_skey", json!({"code": "abc"})).await;
     assert_eq!(r["returnCode"], 1005, "{r}");
     assert!(terminate(&mut child).success());
 }

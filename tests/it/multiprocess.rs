@@ -5,7 +5,7 @@
 use crate::both_backends;
 use crate::cli::{run_ok, spawn_server, terminate, wafer};
 use crate::fake_wechat::FakeWeChat;
-use crate::helpers::{Backend, TestDb};
+use crate::helpers::{post_envelope, Backend, TestDb};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::process::Child;
@@ -165,15 +165,8 @@ async fn a_lease_holder_killed_mid_refresh_is_taken_over_after_its_lease(b: Back
 
     let started = Instant::now();
     let other = c.servers[1].1.clone();
-    let r: Value = reqwest::Client::new()
-        .post(other)
-        .json(&json!({"interface": {"interfaceName": "qcloud.mimi.access_token", "para": {"appid": "wx_multi_2"}}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let para = json!({"appid": "wx_multi_2"});
+    let r = post_envelope(&reqwest::Client::new(), &other, "qcloud.mimi.access_token", para).await;
     assert_eq!(r["returnCode"], 0, "{r}");
     assert_eq!(r["returnMessage"], "NEW_TOKEN_SUCCESS");
     let waited = started.elapsed();
