@@ -331,6 +331,18 @@ async fn serve(config: &Config) -> Result<()> {
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = listener.local_addr().context("listener has no address")?;
     tracing::info!(%addr, storage = %config.database_url.redacted(), wechat = %config.wechat_base_url, "wafer-scf listening");
+    if config.purge_interval_secs > 0 {
+        let (svc, every) = (svc.clone(), std::time::Duration::from_secs(config.purge_interval_secs));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = svc.purge_expired_sessions().await {
+                    tracing::warn!(error = %e, "periodic session purge failed");
+                }
+            }
+        });
+    }
     crate::serve::serve(listener, svc, crate::serve::shutdown_signal()).await.context("HTTP server failed")
 }
 

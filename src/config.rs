@@ -34,6 +34,10 @@ pub struct Config {
     #[arg(long, env = "WAFER_CALLER_AUTH", value_enum, default_value = "credentials", global = true)]
     pub caller_auth: crate::auth::CallerAuthMode,
 
+    /// HTTP mode: purge expired sessions this often, in seconds (0: never). SCF: use a timer trigger instead.
+    #[arg(long, env = "WAFER_PURGE_INTERVAL_SECS", default_value_t = 3600, global = true)]
+    pub purge_interval_secs: u64,
+
     /// Master key for secrets at rest: base64 of 32 random bytes (`openssl rand -base64 32`). Unset: stored in the clear.
     #[arg(long, env = "WAFER_MASTER_KEY", value_parser = parse_master_key, global = true, hide_env_values = true)]
     pub master_key: Option<crate::store::sealed::Sealer>,

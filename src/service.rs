@@ -86,6 +86,14 @@ impl Service {
         envelope
     }
 
+    /// Delete every session that has expired under its app's rules (timer events, the HTTP mode's periodic purge).
+    pub async fn purge_expired_sessions(&self) -> Result<u64, WaferError> {
+        let n =
+            self.deps.store.purge_expired_sessions(self.deps.clock.now()).await.map_err(WaferError::db)?;
+        tracing::info!(purged = n, "expired sessions purged");
+        Ok(n)
+    }
+
     async fn dispatch(
         &self,
         body: &[u8],

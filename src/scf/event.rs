@@ -12,8 +12,19 @@ use serde_json::{Map, Value};
 pub enum Origin {
     /// An API Gateway integration event: answer with an integration response.
     Gateway,
-    /// A direct invocation (console test, `scf invoke`, timer) with a bare envelope: answer with a bare envelope.
+    /// A direct invocation (console test, `scf invoke`) with a bare envelope: answer with a bare envelope.
     Direct,
+}
+
+/// Whether an event is an SCF timer trigger (`{"Type":"Timer","TriggerName":…,"Time":…,"Message":…}`).
+pub fn is_timer(event: &[u8]) -> bool {
+    // Cheap pre-check before parsing: every timer event names its type.
+    if !event.windows(7).any(|w| w == b"\"Timer\"") {
+        return false;
+    }
+    serde_json::from_slice::<Value>(event).ok().is_some_and(|v| {
+        v.get("Type").and_then(Value::as_str) == Some("Timer") && v.get("TriggerName").is_some()
+    })
 }
 
 /// A request extracted from an event.
@@ -213,6 +224,15 @@ mod tests {
         assert_eq!(r.body, br#"{"a":1}"#);
         assert_eq!(r.meta.request_id, "gw-1");
         assert_eq!(r.meta.caller_key.as_deref(), Some("k1"));
+    }
+
+    #[test]
+    fn timer_events_are_recognised() {
+        assert!(is_timer(
+            br#"{"Type":"Timer","TriggerName":"hourly","Time":"2024-01-01T00:00:00Z","Message":""}"#
+        ));
+        assert!(!is_timer(br#"{"Type":"Timer"}"#));
+        assert!(!is_timer(br#"{"interface":{"interfaceName":"Timer","para":{}}}"#));
     }
 
     #[test]

@@ -102,6 +102,14 @@ impl RuntimeClient {
 
 /// Handle one invocation: unwrap the event, dispatch under the invocation's deadline, shape the reply.
 pub async fn handle(svc: &Service, inv: &Invocation) -> Vec<u8> {
+    if event::is_timer(&inv.event) {
+        // A timer trigger is the SCF way to run housekeeping: purge expired sessions.
+        let reply = match svc.purge_expired_sessions().await {
+            Ok(n) => serde_json::json!({"purged": n}),
+            Err(e) => serde_json::json!({"error": e.to_string()}),
+        };
+        return reply.to_string().into_bytes();
+    }
     let incoming = match event::parse(&inv.event, &inv.request_id) {
         Parsed::Request(r) => r,
         Parsed::Reject { origin, status, error } => {

@@ -283,7 +283,35 @@ async fn cos_and_agent_registries_never_print_secrets(b: Backend) {
     assert!(!String::from_utf8_lossy(&run_ok(&mut cmd(&["agent", "list"])).stdout).contains("ww1"));
 }
 
+async fn serve_purges_expired_sessions_periodically(b: Backend) {
+    let db = TestDb::new(b).await;
+    let store = db.store().await;
+    store.put_app(&crate::helpers::app_record("wx_purge", "s")).await.unwrap();
+    let old = wafer_scf::store::SessionRecord {
+        id: "expired-session".into(),
+        skey_hash: "0".repeat(64),
+        appid: "wx_purge".into(),
+        openid: "o".into(),
+        unionid: String::new(),
+        session_key: "k".into(),
+        user_info: None,
+        created_at: 1_000_000,
+        last_visit_at: 1_000_000,
+    };
+    store.import_session(&old).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("WAFER_DATABASE_URL", db.url.as_str()), ("WAFER_PURGE_INTERVAL_SECS", "1")];
+    let (mut child, _) = spawn_server(dir.path(), &env, false).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.get_session("expired-session").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the expired session was never purged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(terminate(&mut child).success());
+}
+
 both_backends!(
+    serve_purges_expired_sessions_periodically,
     app_registry_never_prints_secrets,
     serve_logs_users_in_against_a_fake_wechat,
     cos_and_agent_registries_never_print_secrets

@@ -143,6 +143,26 @@ async fn a_bootstrap_that_never_signals_ready_is_killed_at_the_init_timeout() {
 }
 
 #[tokio::test]
+async fn a_timer_trigger_purges_expired_sessions() {
+    let t = TestApp::new(Backend::Sqlite).await;
+    let mut app = crate::helpers::app_record("wx_timer", "s");
+    app.session_duration_secs = 600;
+    t.add_app_with(app).await;
+    let stale = t.login("wx_timer", "idle_user").await;
+    t.clock.advance(601);
+    let live = t.login("wx_timer", "active_user").await;
+    let timer =
+        br#"{"Type":"Timer","TriggerName":"hourly-purge","Time":"2026-11-23T00:00:00Z","Message":""}"#
+            .to_vec();
+    let inv =
+        Invocation { request_id: "t".into(), time_limit_ms: Some(3000), memory_limit_mb: None, event: timer };
+    let reply: Value = serde_json::from_slice(&runtime::handle(&t.svc, &inv).await).unwrap();
+    assert_eq!(reply, json!({"purged": 1}));
+    assert!(t.store.get_session(stale["id"].as_str().unwrap()).await.unwrap().is_none());
+    assert!(t.store.get_session(live["id"].as_str().unwrap()).await.unwrap().is_some());
+}
+
+#[tokio::test]
 async fn captured_and_quirky_gateway_events_round_trip() {
     let t = TestApp::new(Backend::Sqlite).await;
     t.add_app("wx_fixture_app", "fixture-secret").await;
