@@ -123,41 +123,31 @@ impl Service {
         if let Some(c) = &caller {
             caller_name.push_str(c.name());
         }
-        // Scope checks use the key's own lists only, before any app lookup.
-        let mut check_reply_appid = false;
+        // Scope checks use the key's own lists only, before any app lookup. In `all` mode, sessions are checked
+        // against the session's own app inside `check_session`, before anything is touched.
+        let mut session_scope = None;
         match (mode, parsed.access()) {
             (CallerAuthMode::Off, _)
             | (_, Access::Admin)
             | (CallerAuthMode::Credentials, Access::Session(_)) => {}
             (_, Access::Credential(target)) => caller.as_ref().ok_or_else(auth::missing)?.require(target)?,
-            (CallerAuthMode::All, Access::Session(Some(a))) => {
-                caller.as_ref().ok_or_else(auth::missing)?.require(Target::App(a))?
-            }
-            (CallerAuthMode::All, Access::Session(None)) => {
+            (CallerAuthMode::All, Access::Session(given)) => {
                 let c = caller.as_ref().ok_or_else(auth::missing)?;
-                if let Interface::IdSkey(_) = &parsed {
+                match (given, &parsed) {
+                    (Some(a), _) => c.require(Target::App(a))?,
                     // Resolve the default app first, so no session is created for an app out of scope.
-                    let a = crate::handlers::session::resolve_appid(&self.deps, None).await?;
-                    c.require(Target::App(&a))?;
-                } else {
-                    check_reply_appid = true;
+                    (None, Interface::IdSkey(_)) => {
+                        let a = crate::handlers::session::resolve_appid(&self.deps, None).await?;
+                        c.require(Target::App(&a))?;
+                    }
+                    (None, _) => {}
                 }
+                session_scope = Some(c);
             }
         }
-        let reply = parsed.handle(&self.deps, meta).await?;
-        // The session's app: `appid` in the reply, or the watermark of decrypted data (checked equal to it).
-        let reply_appid = reply
-            .data
-            .get("appid")
-            .or_else(|| reply.data.get("watermark").and_then(|w| w.get("appid")))
-            .and_then(Value::as_str);
-        if check_reply_appid {
-            // Fail closed: a session reply whose app cannot be told is not handed to a scoped caller.
-            let c = caller.as_ref().ok_or_else(auth::missing)?;
-            c.require(Target::App(reply_appid.unwrap_or("")))?;
-        }
+        let reply = parsed.handle(&self.deps, meta, session_scope).await?;
         if appid.is_empty() {
-            if let Some(a) = reply_appid {
+            if let Some(Value::String(a)) = reply.data.get("appid") {
                 appid.push_str(a);
             }
         }

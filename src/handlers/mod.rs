@@ -170,13 +170,18 @@ impl<'a> Interface<'a> {
         }
     }
 
-    /// Run the handler.
-    pub async fn handle(self, deps: &Deps, meta: &RequestMeta) -> Result<Reply, WaferError> {
+    /// Run the handler. `session_scope`: a caller whose key must cover the app of the session the request names.
+    pub async fn handle(
+        self,
+        deps: &Deps,
+        meta: &RequestMeta,
+        session_scope: Option<&crate::auth::Caller>,
+    ) -> Result<Reply, WaferError> {
         match self {
             Self::IdSkey(r) => session::login(deps, r).await,
-            Self::Auth(r) => session::auth(deps, r).await,
-            Self::Decrypt(r) => session::decrypt(deps, r).await,
-            Self::UserInfo(r) => session::userinfo(deps, r).await,
+            Self::Auth(r) => session::auth(deps, r, session_scope).await,
+            Self::Decrypt(r) => session::decrypt(deps, r, session_scope).await,
+            Self::UserInfo(r) => session::userinfo(deps, r, session_scope).await,
             Self::Credential(_, r) => credentials::credential(deps, r).await,
             Self::Signature(_, r) => credentials::signature(deps, r).await,
             Self::InitAgent(r) => credentials::init_agent(deps, meta, r).await,

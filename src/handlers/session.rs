@@ -2,6 +2,7 @@
 //! with every rule of protocol.md §4.1.
 
 use super::{Deps, Reply};
+use crate::auth::{Caller, Target};
 use crate::crypto::{self, wxdata};
 use crate::envelope::{Para, ReturnCode, WaferError};
 use crate::store::{SessionRecord, SessionView};
@@ -174,12 +175,14 @@ pub async fn login(deps: &Deps, req: LoginRequest<'_>) -> Result<Reply, WaferErr
     })
 }
 
-/// Check id/skey (constant time), the appid binding and both expiry rules; record the visit (throttled).
+/// Check id/skey (constant time), the appid binding, the caller's scope (`scope`: set when the caller key must cover
+/// the session's app) and both expiry rules; record the visit (throttled). Nothing is touched for a caller out of scope.
 pub async fn check_session(
     deps: &Deps,
     id: &str,
     skey: &str,
     appid: Option<&str>,
+    scope: Option<&Caller>,
 ) -> Result<SessionView, WaferError> {
     let view = deps.store.get_session(id).await.map_err(WaferError::db)?.ok_or_else(WaferError::auth)?;
     let s = &view.session;
@@ -188,6 +191,9 @@ pub async fn check_session(
     }
     if appid.is_some_and(|a| a != s.appid) {
         return Err(WaferError::auth());
+    }
+    if let Some(c) = scope {
+        c.require(Target::App(&s.appid))?;
     }
     let now = deps.clock.now();
     if now > s.created_at.saturating_add(view.login_duration_secs) {
@@ -210,8 +216,8 @@ pub async fn check_session(
 }
 
 /// `qcloud.cam.auth`.
-pub async fn auth(deps: &Deps, req: AuthRequest<'_>) -> Result<Reply, WaferError> {
-    let view = check_session(deps, req.id, req.skey, req.appid).await?;
+pub async fn auth(deps: &Deps, req: AuthRequest<'_>, scope: Option<&Caller>) -> Result<Reply, WaferError> {
+    let view = check_session(deps, req.id, req.skey, req.appid, scope).await?;
     let s = view.session;
     Ok(Reply {
         message: "AUTH_SUCCESS",
@@ -225,16 +231,24 @@ pub async fn auth(deps: &Deps, req: AuthRequest<'_>) -> Result<Reply, WaferError
 }
 
 /// `qcloud.cam.decrypt`: any encrypted payload of a live session, watermark checked.
-pub async fn decrypt(deps: &Deps, req: DecryptRequest<'_>) -> Result<Reply, WaferError> {
-    let view = check_session(deps, req.id, req.skey, req.appid).await?;
+pub async fn decrypt(
+    deps: &Deps,
+    req: DecryptRequest<'_>,
+    scope: Option<&Caller>,
+) -> Result<Reply, WaferError> {
+    let view = check_session(deps, req.id, req.skey, req.appid, scope).await?;
     let s = view.session;
     let data = wxdata::decrypt(&s.session_key, req.encrypt_data, req.iv, &s.appid).map_err(decrypt_error)?;
     Ok(Reply { message: "DECRYPT_SUCCESS", data })
 }
 
 /// `qcloud.cam.userinfo`: decrypt the profile of a live session and store it.
-pub async fn userinfo(deps: &Deps, req: DecryptRequest<'_>) -> Result<Reply, WaferError> {
-    let view = check_session(deps, req.id, req.skey, req.appid).await?;
+pub async fn userinfo(
+    deps: &Deps,
+    req: DecryptRequest<'_>,
+    scope: Option<&Caller>,
+) -> Result<Reply, WaferError> {
+    let view = check_session(deps, req.id, req.skey, req.appid, scope).await?;
     let s = view.session;
     let info = wxdata::decrypt(&s.session_key, req.encrypt_data, req.iv, &s.appid).map_err(decrypt_error)?;
     deps.store.set_user_info(&s.appid, &s.openid, &info.to_string()).await.map_err(|e| {
