@@ -331,6 +331,7 @@ async fn serve(config: &Config) -> Result<()> {
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = listener.local_addr().context("listener has no address")?;
     tracing::info!(%addr, storage = %config.database_url.redacted(), wechat = %config.wechat_base_url, "wafer-scf listening");
+    tokio::spawn(watch_readiness(svc.clone(), config.database_url.redacted()));
     if config.purge_interval_secs > 0 {
         let (svc, every) = (svc.clone(), std::time::Duration::from_secs(config.purge_interval_secs));
         tokio::spawn(async move {
@@ -346,6 +347,31 @@ async fn serve(config: &Config) -> Result<()> {
     crate::serve::serve(listener, svc, crate::serve::shutdown_signal()).await.context("HTTP server failed")
 }
 
+/// Check storage and schema at start and say so in one line; while not ready, check again every few seconds
+/// (requests are answered meanwhile: a database that comes up later is picked up without a restart).
+async fn watch_readiness(svc: Arc<Service>, storage: String) {
+    use crate::service::Readiness;
+    let mut said = None;
+    loop {
+        let r = svc.readiness().await;
+        if said != Some(r) {
+            match r {
+                Readiness::Ready if said.is_some() => tracing::info!(storage = %storage, "storage is ready"),
+                Readiness::Ready => {}
+                Readiness::SchemaBehind(_) => tracing::error!(storage = %storage, "{}", r.reason()),
+                Readiness::Unreachable => {
+                    tracing::error!(storage = %storage, "storage unreachable at {storage}; retrying")
+                }
+            }
+            said = Some(r);
+        }
+        if r == Readiness::Ready {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+}
+
 async fn runtime(config: &Config, runtime_api: Option<String>) -> Result<()> {
     let base = runtime_api
         .or_else(crate::scf::runtime::RuntimeClient::base_from_env)
@@ -353,6 +379,10 @@ async fn runtime(config: &Config, runtime_api: Option<String>) -> Result<()> {
     warn_if_open(config);
     // Everything expensive happens before init/ready: storage pool, HTTP client, caches.
     let svc = build_service(config, 2).await?;
+    let ready = svc.readiness().await;
+    if ready != crate::service::Readiness::Ready {
+        tracing::error!(storage = %config.database_url.redacted(), "{}", ready.reason());
+    }
     let client =
         crate::scf::runtime::RuntimeClient::new(&base).context("could not build the runtime API client")?;
     crate::scf::runtime::run(&client, &svc, None).await

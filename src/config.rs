@@ -42,9 +42,10 @@ pub struct Config {
     #[arg(long, env = "WAFER_MASTER_KEY", value_parser = parse_master_key, global = true, hide_env_values = true)]
     pub master_key: Option<crate::store::sealed::Sealer>,
 
-    /// How long a token refresher's lease holds before another instance may take over, in milliseconds.
-    #[arg(long, env = "WAFER_TOKEN_LEASE_MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(500..=120_000), global = true)]
-    pub token_lease_ms: u64,
+    /// How long a token refresher's lease holds before another instance may take over, in milliseconds
+    /// (default: the upstream deadline plus 1 s).
+    #[arg(long, env = "WAFER_TOKEN_LEASE_MS", value_parser = clap::value_parser!(u64).range(500..=120_000), global = true)]
+    pub token_lease_ms: Option<u64>,
 
     /// The app a login without `appid` uses (default: the only registered app, if there is exactly one).
     #[arg(long, env = "WAFER_DEFAULT_APPID", global = true)]
@@ -107,10 +108,15 @@ impl Config {
         self.admin_token.clone().filter(|t| !t.trim().is_empty())
     }
 
-    /// The token refresh policy for this configuration.
+    /// The token refresh policy for this configuration: a caller waits at most one upstream deadline plus 2 s
+    /// for a credential; a refresher's lease lasts one upstream deadline plus 1 s.
     pub fn token_policy(&self) -> crate::tokens::Policy {
-        let lease = self.token_lease_ms as i64;
-        crate::tokens::Policy { lease_ms: lease, wait_ms: lease + 5_000, ..crate::tokens::Policy::default() }
+        let upstream = self.upstream_timeout_ms as i64;
+        crate::tokens::Policy {
+            lease_ms: self.token_lease_ms.map_or(upstream + 1_000, |l| l as i64),
+            budget_ms: upstream + 2_000,
+            ..crate::tokens::Policy::default()
+        }
     }
 
     pub fn store_options(&self) -> crate::store::StoreOptions {

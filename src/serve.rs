@@ -8,6 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use futures_util::StreamExt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -119,6 +120,18 @@ async fn handle(
     if parts.method == Method::GET && matches!(parts.uri.path(), "/healthz" | "/health") {
         return (StatusCode::OK, "ok").into_response();
     }
+    if parts.method == Method::GET && parts.uri.path() == "/readyz" {
+        let r = svc.readiness().await;
+        let ready = r == crate::service::Readiness::Ready;
+        let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let body = serde_json::json!({"ready": ready, "reason": r.reason()});
+        return (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"))],
+            body.to_string(),
+        )
+            .into_response();
+    }
     if parts.method != Method::POST {
         let err = WaferError::new(ReturnCode::RequestErr, "use HTTP POST with a JSON body");
         let mut resp = envelope_response(StatusCode::METHOD_NOT_ALLOWED, &Envelope::error(&err));
@@ -135,19 +148,63 @@ async fn handle(
             .map(|v| v.trim().to_owned()),
         source_ip: Some(peer.ip().to_string()),
     };
-    let bytes = match axum::body::to_bytes(Body::new(body), svc.body_limit).await {
-        Ok(b) => b,
-        Err(_) => {
-            let err = WaferError::new(
-                ReturnCode::RequestTooLarge,
-                format!("request body is larger than {} bytes", svc.body_limit),
+    let mut body = Body::new(body).into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let Ok(chunk) = chunk else {
+            // The client went away mid-body: nobody is left to answer.
+            return too_large_or_broken(
+                StatusCode::BAD_REQUEST,
+                &meta,
+                svc.body_limit,
+                "request body unreadable",
             );
-            tracing::info!(request_id = %meta.request_id, return_code = err.code.code(), "request refused: body too large");
-            return envelope_response(StatusCode::PAYLOAD_TOO_LARGE, &Envelope::error(&err));
+        };
+        if bytes.len() + chunk.len() > svc.body_limit {
+            // Read (and drop) the rest so the client can finish sending and read the answer, then close.
+            drain(body).await;
+            return too_large_or_broken(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &meta,
+                svc.body_limit,
+                "request refused: body too large",
+            );
         }
-    };
+        bytes.extend_from_slice(&chunk);
+    }
     let env = svc.handle(&bytes, &meta).await;
     envelope_response(StatusCode::OK, &env)
+}
+
+/// Largest oversized body read and dropped before the 413 is sent, and how long that may take.
+const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn drain(mut body: axum::body::BodyDataStream) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// The answer to a body that was too large (or broken): an envelope, and `Connection: close`, since the rest of
+/// the body may still be in flight.
+fn too_large_or_broken(status: StatusCode, meta: &RequestMeta, limit: usize, what: &str) -> Response {
+    let err = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        WaferError::new(ReturnCode::RequestTooLarge, format!("request body is larger than {limit} bytes"))
+    } else {
+        WaferError::new(ReturnCode::RequestErr, "the request body could not be read")
+    };
+    tracing::info!(request_id = %meta.request_id, return_code = err.code.code(), "{what}");
+    let mut resp = envelope_response(status, &Envelope::error(&err));
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 #[cfg(test)]

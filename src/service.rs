@@ -26,6 +26,29 @@ pub struct RequestMeta {
     pub source_ip: Option<String>,
 }
 
+/// What `GET /readyz` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Storage answered, but its schema is older than this build needs.
+    SchemaBehind(crate::store::SchemaStatus),
+    /// Storage did not answer in time, or refused the connection.
+    Unreachable,
+}
+
+impl Readiness {
+    /// One line an operator can act on (no URL, no credentials).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Ready => "storage reachable, schema current".into(),
+            Self::SchemaBehind(s) => {
+                format!("schema is behind (version {} of {}): run `wafer-scf migrate`", s.current, s.latest)
+            }
+            Self::Unreachable => "storage unreachable".into(),
+        }
+    }
+}
+
 /// The service: handler dependencies, the caller gate, and transport-independent limits.
 pub struct Service {
     pub deps: Deps,
@@ -84,6 +107,18 @@ impl Service {
             ),
         }
         envelope
+    }
+
+    /// Whether storage is reachable and its schema current (`GET /readyz`, start-up checks).
+    pub async fn readiness(&self) -> Readiness {
+        match self.deps.store.schema_status().await {
+            Ok(s) if s.is_current() => Readiness::Ready,
+            Ok(s) => Readiness::SchemaBehind(s),
+            Err(e) => {
+                tracing::debug!(error = %e, "readiness: storage unreachable");
+                Readiness::Unreachable
+            }
+        }
     }
 
     /// Delete every session that has expired under its app's rules (timer events, the HTTP mode's periodic purge).

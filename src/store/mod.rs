@@ -3,6 +3,7 @@
 //! Two backends pass the same conformance suite (`tests/it/store_conformance.rs`): MySQL for production
 //! ([`mysql::MysqlStore`]) and embedded SQLite as the zero-setup default ([`sqlite::SqliteStore`]).
 
+pub mod breaker;
 pub mod mysql;
 pub mod sealed;
 pub mod sqlite;
@@ -125,6 +126,21 @@ pub struct LoginOutcome {
     pub pruned: usize,
 }
 
+/// Which schema the database has, against the one this build needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// Newest version applied (0: none, or no schema at all).
+    pub current: i64,
+    /// Newest version this build knows.
+    pub latest: i64,
+}
+
+impl SchemaStatus {
+    pub fn is_current(&self) -> bool {
+        self.current >= self.latest
+    }
+}
+
 /// The storage contract. Every method is a short transaction; none holds a lock across calls.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -133,6 +149,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Apply pending schema migrations. Idempotent, safe to run from several processes at once.
     async fn migrate(&self) -> StoreResult<()>;
+    /// The newest schema version applied to the database, against the newest this build knows. An error means
+    /// storage could not be reached.
+    async fn schema_status(&self) -> StoreResult<SchemaStatus>;
 
     /// Insert or replace an app (keyed by appid).
     async fn put_app(&self, app: &AppRecord) -> StoreResult<()>;

@@ -1,13 +1,14 @@
 //! The production backend: MySQL / MariaDB through `mysql_async`. One pool per process, created lazily
 //! (no connection is opened before the first query), every operation under a deadline, all SQL parameterised.
 
+use super::breaker::Breaker;
 use super::{
     AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FetchedCredential, LoginOutcome,
     SessionRecord, SessionView, Store, StoreError, StoreOptions, StoreResult, TokenMode,
 };
 use async_trait::async_trait;
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts};
+use mysql_async::{Conn, IsolationLevel, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts};
 use std::future::Future;
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ const RETRYABLE: &[u16] = &[1213, 1205];
 pub struct MysqlStore {
     pool: Pool,
     timeout: Duration,
+    breaker: std::sync::Arc<Breaker>,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -79,14 +81,14 @@ impl MysqlStore {
                     "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
                 ],
             );
-        Ok(Self { pool: Pool::new(builder), timeout: opts.query_timeout })
+        Ok(Self { pool: Pool::new(builder), timeout: opts.query_timeout, breaker: std::sync::Arc::default() })
     }
 
     /// Run one operation on a pooled connection under the store's deadline.
     ///
     /// A connection-level failure (I/O error, closed connection: what a connection left over from an SCF
     /// freeze or a server `wait_timeout` gives) is retried once on a fresh connection; a deadlock or lock
-    /// wait timeout is retried up to three times. Server errors other than those are returned at once.
+    /// wait timeout is retried after a random pause until the deadline. Other server errors return at once.
     async fn run<T, F, Fut>(&self, f: F) -> StoreResult<T>
     where
         F: Fn(Conn) -> Fut,
@@ -105,14 +107,33 @@ impl MysqlStore {
                         stale_retries += 1;
                         tracing::debug!(error = %e, "mysql connection failed; retrying on a fresh one");
                     }
-                    Err(e) if is_retryable(&e) && lock_retries < 3 => lock_retries += 1,
+                    Err(e) if is_retryable(&e) => {
+                        lock_retries += 1;
+                        tracing::debug!(error = %e, attempt = lock_retries, "mysql lock conflict; retrying");
+                        tokio::time::sleep(jitter(lock_retries)).await;
+                    }
                     other => return other,
                 }
             }
         };
+        if let Err(left) = self.breaker.check() {
+            return Err(err(format!("storage timed out repeatedly; failing fast for another {left} ms")));
+        }
         match tokio::time::timeout(self.timeout, work).await {
-            Ok(r) => r.map_err(err),
-            Err(_) => Err(err(format!("operation exceeded {:?}", self.timeout))),
+            Ok(r) => {
+                self.breaker.success();
+                r.map_err(err)
+            }
+            Err(_) => {
+                if self.breaker.timed_out() {
+                    tracing::error!(
+                        timeouts = super::breaker::TRIP_AFTER,
+                        fail_fast_ms = super::breaker::OPEN_MS,
+                        "mysql keeps timing out: failing storage operations at once for a while"
+                    );
+                }
+                Err(err(format!("operation exceeded {:?}", self.timeout)))
+            }
         }
     }
 
@@ -128,8 +149,7 @@ impl MysqlStore {
         now: i64,
     ) -> Result<LoginOutcome, mysql_async::Error> {
         // Logins of one user serialise on a named lock (per appid+openid, not per app: a 9 am burst of
-        // different users runs in parallel). Row locks alone deadlock on the index gap when one user's
-        // devices log in at once. The lock dies with the connection if the process does.
+        // different users runs in parallel). The lock dies with the connection if the process does.
         let lock = format!(
             "wafer_login_{}",
             &crate::crypto::sha256_hex(format!("{}\n{}", s.appid, s.openid).as_bytes())[..40]
@@ -139,34 +159,60 @@ impl MysqlStore {
             return Err(mysql_async::Error::Other("timed out waiting for the user's login lock".into()));
         }
         let result = Self::create_session_locked(&mut conn, s, keep, now).await;
-        let released = conn.exec_drop("DO RELEASE_LOCK(?)", (&lock,)).await;
-        let outcome = result?;
-        released?;
-        Ok(outcome)
+        if let Err(e) = conn.exec_drop("DO RELEASE_LOCK(?)", (&lock,)).await {
+            // The login is committed (or failed) either way; the lock goes with the connection.
+            tracing::warn!(error = %e, "could not release a login lock; the connection will drop it");
+            drop(conn.disconnect().await);
+        }
+        result
     }
 
+    /// The write of one login, free of gap locks so that a burst of logins of neighbouring users cannot
+    /// deadlock: READ COMMITTED, one plain read of the user's sessions, and every change by primary key.
     async fn create_session_locked(
         conn: &mut Conn,
         s: &SessionRecord,
         keep: usize,
         now: i64,
     ) -> Result<LoginOutcome, mysql_async::Error> {
-        let mut tx = conn.start_transaction(TxOpts::default()).await?;
-        let existing: Vec<String> = tx
-            .exec("SELECT id FROM wafer_sessions WHERE appid = ? AND openid = ?", (&s.appid, &s.openid))
+        let mut opts = TxOpts::default();
+        opts.with_isolation_level(IsolationLevel::ReadCommitted);
+        let mut tx = conn.start_transaction(opts).await?;
+        // Newest first, each with whether it has expired under its app's rules.
+        let rows: Vec<(String, i64)> = tx
+            .exec(
+                "SELECT s.id, (s.created_at + a.login_duration_secs < ? OR s.last_visit_at + a.session_duration_secs < ?)
+                 FROM wafer_sessions s JOIN wafer_apps a ON a.appid = s.appid
+                 WHERE s.appid = ? AND s.openid = ?
+                 ORDER BY s.created_at DESC, s.id DESC",
+                (now, now, &s.appid, &s.openid),
+            )
             .await?;
-        tx.exec_drop(
-            "UPDATE wafer_sessions SET session_key = ? WHERE appid = ? AND openid = ?",
-            (&s.session_key, &s.appid, &s.openid),
-        )
-        .await?;
-        tx.exec_drop(
-            "DELETE s FROM wafer_sessions s JOIN wafer_apps a ON a.appid = s.appid
-             WHERE s.appid = ? AND s.openid = ?
-               AND (s.created_at + a.login_duration_secs < ? OR s.last_visit_at + a.session_duration_secs < ?)",
-            (&s.appid, &s.openid, now, now),
-        )
-        .await?;
+        if rows.iter().any(|(id, _)| *id == s.id) {
+            // An earlier attempt of this very login committed before its connection failed: it is stored.
+            tx.commit().await?;
+            return Ok(LoginOutcome { existing_user: rows.len() > 1, pruned: 0 });
+        }
+        let (live, expired): (Vec<_>, Vec<_>) = rows.iter().partition(|(_, expired)| *expired == 0);
+        let keep_others = keep.saturating_sub(1);
+        let pruned = live.len().saturating_sub(keep_others);
+        let drop_ids: Vec<&String> =
+            expired.iter().map(|(id, _)| id).chain(live.iter().skip(keep_others).map(|(id, _)| id)).collect();
+        let kept_ids: Vec<&String> = live.iter().take(keep_others).map(|(id, _)| id).collect();
+        if !drop_ids.is_empty() {
+            let sql = format!("DELETE FROM wafer_sessions WHERE id IN ({})", placeholders(drop_ids.len()));
+            tx.exec_drop(sql, drop_ids).await?;
+        }
+        if !kept_ids.is_empty() {
+            // Every live session of the user decrypts with the newest session_key.
+            let sql = format!(
+                "UPDATE wafer_sessions SET session_key = ? WHERE id IN ({})",
+                placeholders(kept_ids.len())
+            );
+            let mut params: Vec<mysql_async::Value> = vec![s.session_key.as_str().into()];
+            params.extend(kept_ids.iter().map(|id| id.as_str().into()));
+            tx.exec_drop(sql, params).await?;
+        }
         tx.exec_drop(
             "INSERT INTO wafer_sessions (id, skey_hash, appid, openid, unionid, session_key, user_info, created_at, last_visit_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -183,19 +229,22 @@ impl MysqlStore {
             ),
         )
         .await?;
-        let extra: Vec<String> = tx
-            .exec(
-                "SELECT id FROM wafer_sessions WHERE appid = ? AND openid = ?
-                 ORDER BY created_at DESC, id DESC LIMIT 18446744073709551615 OFFSET ?",
-                (&s.appid, &s.openid, keep as u64),
-            )
-            .await?;
-        for id in &extra {
-            tx.exec_drop("DELETE FROM wafer_sessions WHERE id = ?", (id,)).await?;
-        }
         tx.commit().await?;
-        Ok(LoginOutcome { existing_user: !existing.is_empty(), pruned: extra.len() })
+        Ok(LoginOutcome { existing_user: !rows.is_empty(), pruned })
     }
+}
+
+/// `?, ?, …` for an `IN` list of `n` parameters.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// A random pause of 5–50 ms (more with each attempt) before retrying a deadlock, so the contenders do not
+/// meet again in step.
+fn jitter(attempt: u32) -> Duration {
+    let mut b = [0u8; 2];
+    let r = getrandom::fill(&mut b).map(|_| u16::from_le_bytes(b)).unwrap_or(0) as u64;
+    Duration::from_millis(5 + r % (45 * u64::from(attempt.min(4))).max(1))
 }
 
 fn is_retryable(e: &mysql_async::Error) -> bool {
@@ -306,6 +355,22 @@ impl Store for MysqlStore {
             Ok(r) => r.map_err(err),
             Err(_) => Err(err("migration exceeded 120 s")),
         }
+    }
+
+    async fn schema_status(&self) -> StoreResult<super::SchemaStatus> {
+        let latest = MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0);
+        self.run(move |mut conn| async move {
+            let current: Option<i64> =
+                match conn.query_first("SELECT COALESCE(MAX(version), 0) FROM wafer_schema_migrations").await
+                {
+                    Ok(v) => v,
+                    // 1146: no such table — nothing was ever migrated here.
+                    Err(mysql_async::Error::Server(e)) if e.code == 1146 => Some(0),
+                    Err(e) => return Err(e),
+                };
+            Ok(super::SchemaStatus { current: current.unwrap_or(0), latest })
+        })
+        .await
     }
 
     async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {

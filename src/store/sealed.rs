@@ -156,6 +156,9 @@ impl Store for SealedStore {
     async fn migrate(&self) -> StoreResult<()> {
         self.inner.migrate().await
     }
+    async fn schema_status(&self) -> StoreResult<super::SchemaStatus> {
+        self.inner.schema_status().await
+    }
     async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
         let mut a = app.clone();
         a.secret = self.sealer.seal(&app_aad(&a.appid), &a.secret)?;

@@ -165,6 +165,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn schema_status(&self) -> StoreResult<super::SchemaStatus> {
+        let latest = MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0);
+        self.call(move |c| {
+            let current: i64 = c
+                .query_row("SELECT COALESCE(MAX(version), 0) FROM wafer_schema_migrations", [], |r| r.get(0))
+                .or_else(|e| match e {
+                    rusqlite::Error::SqliteFailure(_, Some(m)) if m.contains("no such table") => Ok(0),
+                    other => Err(other),
+                })?;
+            Ok(super::SchemaStatus { current, latest })
+        })
+        .await
+    }
+
     async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
         let a = app.clone();
         self.call(move |c| {

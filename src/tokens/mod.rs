@@ -6,14 +6,21 @@
 //!    `revalidate_secs`, so a refresh by another process is picked up well inside WeChat's 5-minute overlap);
 //! 2. single-flight per key inside the process (one task looks at storage; the others wait for it);
 //! 3. a lease row in the shared store: the one process holding it refreshes; a holder that dies lets the lease run
-//!    out and the next process takes over. Others serve the still-valid old value, or wait a bounded time.
+//!    out (about one upstream deadline) and the next process takes over at once. Others serve the still-valid old
+//!    value, or wait — never longer than the caller's budget (one upstream deadline plus a margin).
+//!
+//! Concurrent callers in a process share one fetch and its outcome: a failure is remembered per key
+//! ([`failures`]) and answered at once, with no upstream call, until its window ends.
 //!
 //! `force` means "the value I have is bad": it refreshes only if the current value is the one the caller saw
 //! (compare-then-expire), or — when the caller names none — if the current value is older than a cooldown.
 
+pub mod failures;
 mod keys;
 
 pub use keys::{CredKey, CredKind};
+
+use failures::{Failures, Remembered};
 
 use crate::clock::Clock;
 use crate::envelope::{ReturnCode, WaferError};
@@ -34,10 +41,11 @@ pub struct Policy {
     pub margin_secs: i64,
     /// A `force` that names no value refreshes only if the current value is at least this old.
     pub force_cooldown_secs: i64,
-    /// How long a refresher's lease holds before another process may take over.
+    /// How long a refresher's lease holds before another process may take over (one upstream deadline plus a
+    /// margin: the refresher's fetch is over by then, one way or the other).
     pub lease_ms: i64,
-    /// How long a caller with no usable value waits for another process's refresh.
-    pub wait_ms: i64,
+    /// The longest a caller waits for a credential, whatever happens upstream or in other processes.
+    pub budget_ms: i64,
     /// In-process cache entries are re-read from storage after this long.
     pub revalidate_secs: i64,
     /// Upstream fetches allowed per hour per ticket key (WeCom: 100/hour per app).
@@ -52,8 +60,8 @@ impl Default for Policy {
         Self {
             margin_secs: 300,
             force_cooldown_secs: 30,
-            lease_ms: 20_000,
-            wait_ms: 25_000,
+            lease_ms: 6_000,
+            budget_ms: 7_000,
             revalidate_secs: 60,
             ticket_budget_per_hour: 100,
             busy_attempts: 3,
@@ -105,6 +113,7 @@ pub struct Credentials {
     owner: String,
     cache: Mutex<HashMap<String, Cached>>,
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    failures: Failures,
 }
 
 /// Unix seconds of the next 00:00 in Beijing (UTC+8), when WeChat's daily quotas reset.
@@ -152,6 +161,7 @@ impl Credentials {
             owner,
             cache: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
+            failures: Failures::default(),
         }
     }
 
@@ -159,11 +169,12 @@ impl Credentials {
         &self.policy
     }
 
-    /// Forget this process's cached values for `keys` (a secret was replaced).
+    /// Forget this process's cached values and remembered failures for `keys` (the registration changed).
     pub fn forget(&self, keys: &[String]) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         for k in keys {
             cache.remove(k);
+            self.failures.clear(k);
         }
     }
 
@@ -192,7 +203,19 @@ impl Credentials {
     }
 
     /// The current value for `key`: from memory, from storage, or fetched upstream by exactly one process.
+    /// Never takes longer than the policy's budget.
     pub fn get<'a>(&'a self, key: &'a CredKey, force: Force<'a>) -> BoxFut<'a, Result<Served, WaferError>> {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.policy.budget_ms.max(0) as u64);
+        self.get_until(key, force, deadline)
+    }
+
+    fn get_until<'a>(
+        &'a self,
+        key: &'a CredKey,
+        force: Force<'a>,
+        deadline: tokio::time::Instant,
+    ) -> BoxFut<'a, Result<Served, WaferError>> {
         Box::pin(async move {
             let k = key.to_string();
             if force == Force::No {
@@ -200,21 +223,28 @@ impl Credentials {
                     return Ok(hit);
                 }
             }
+            if let Some(answer) = self.remembered(key, &k, force).await? {
+                return answer;
+            }
             // A key never seen by this process: make sure its app/agent exists before any lease row or
             // single-flight entry is created for it (requests for made-up appids must not grow either).
             if self.cached(&k).is_none() && !self.owner_exists(key).await? {
                 return Err(FetchError::NotConfigured.into_wafer(key));
             }
             let flight = self.flight(&k);
-            let _guard = flight.lock().await;
-            let deadline =
-                tokio::time::Instant::now() + Duration::from_millis(self.policy.wait_ms.max(0) as u64);
+            let Ok(_guard) = tokio::time::timeout_at(deadline, flight.lock()).await else {
+                return Err(waited_too_long());
+            };
             loop {
                 let now = self.clock.now();
                 if force == Force::No {
                     if let Some(hit) = self.memory_hit(&k, now) {
                         return Ok(hit);
                     }
+                }
+                // The fetch this caller queued behind may have just failed: share its outcome.
+                if let Some(answer) = self.remembered(key, &k, force).await? {
+                    return answer;
                 }
                 let row = self
                     .store
@@ -283,44 +313,93 @@ impl Credentials {
                         let _ = self.store.release_lease(&k, &self.owner).await;
                         continue;
                     }
-                    return self.refresh(key, &k, force, now).await;
+                    let old =
+                        usable_old.map(|v| Served { value: v, expires_at: row.expires_at, fresh: false });
+                    return self.refresh(key, &k, force, now, old, deadline).await;
                 }
                 if let Some(v) = usable_old {
                     return Ok(Served { value: v, expires_at: row.expires_at, fresh: false });
                 }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(WaferError::new(
-                        ReturnCode::WeixinNetErr,
-                        "another instance is refreshing this credential and has not finished; try again",
-                    ));
+                // Another instance holds the lease: poll until it stores a value or its lease runs out (then
+                // `try_lease` takes over at once), within this caller's budget.
+                if tokio::time::Instant::now() + Duration::from_millis(25) >= deadline {
+                    return Err(waited_too_long());
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
         })
     }
 
-    /// Fetch upstream while holding the lease, store the value, release the lease.
+    /// A remembered failure for `key`, as the answer to give: a still-valid cached value when there is one the
+    /// caller may have, else the remembered error. `None`: nothing remembered (or the registration changed).
+    async fn remembered(
+        &self,
+        key: &CredKey,
+        k: &str,
+        force: Force<'_>,
+    ) -> Result<Option<Result<Served, WaferError>>, WaferError> {
+        let error = match self.failures.check(k, now_ms(self.clock.as_ref())) {
+            None => return Ok(None),
+            Some(Remembered::Failed(e)) => e,
+            Some(Remembered::Recheck(seen)) => {
+                if self.fingerprint(key).await? != seen {
+                    self.failures.clear(k);
+                    return Ok(None);
+                }
+                match self.failures.still_failed(k) {
+                    Some(e) => e,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let now = self.clock.now();
+        let usable = self.cached(k).filter(|c| {
+            now < c.expires_at
+                && match force {
+                    Force::No => true,
+                    Force::Yes(Some(seen)) => c.value != seen,
+                    Force::Yes(None) => false,
+                }
+        });
+        Ok(Some(match usable {
+            Some(c) => Ok(Served { value: c.value, expires_at: c.expires_at, fresh: false }),
+            None => Err(error),
+        }))
+    }
+
+    /// Fetch upstream while holding the lease, store the value, release the lease. A failure is remembered and
+    /// logged once here; callers that share it are not logged again.
     async fn refresh(
         &self,
         key: &CredKey,
         k: &str,
         force: Force<'_>,
         now: i64,
+        usable_old: Option<Served>,
+        deadline: tokio::time::Instant,
     ) -> Result<Served, WaferError> {
-        let fetched = match self.fetch(key, force).await {
+        let fetched = match self.fetch(key, force, deadline).await {
             Ok(f) => f,
             Err(e) => {
-                match &e {
-                    FetchError::Upstream(UpstreamError::Api { errcode: 45009, .. }) => {
-                        let until = next_quota_reset(now);
-                        tracing::warn!(key = %k, until, "daily quota used up: no upstream calls for this key until the reset");
-                        let _ = self.store.block_credential(k, &self.owner, until, 45009).await;
-                    }
-                    _ => {
-                        let _ = self.store.release_lease(k, &self.owner).await;
-                    }
+                if let FetchError::Upstream(UpstreamError::Api { errcode: 45009, .. }) = &e {
+                    let until = next_quota_reset(now);
+                    tracing::warn!(key = %k, until, "daily quota used up: no upstream calls for this key until the reset");
+                    let _ = self.store.block_credential(k, &self.owner, until, 45009).await;
+                    return Err(e.into_wafer(key));
                 }
-                return Err(e.into_wafer(key));
+                let _ = self.store.release_lease(k, &self.owner).await;
+                let remember = e.is_remembered();
+                let error = e.into_wafer(key);
+                if remember {
+                    let fingerprint = self.fingerprint(key).await.unwrap_or(None);
+                    let window = self.failures.record(k, &error, fingerprint, now_ms(self.clock.as_ref()));
+                    tracing::warn!(
+                        key = %k, return_code = error.code.code(), detail = error.detail.as_deref().unwrap_or(""),
+                        retry_in_ms = window, "upstream fetch failed; answering callers from memory until the retry"
+                    );
+                }
+                // A value that is still valid keeps being served whatever the refresh errors.
+                return usable_old.ok_or(error);
             }
         };
         let fetched_at = self.clock.now();
@@ -348,9 +427,28 @@ impl Credentials {
                 return Err(self.store_err(key, e));
             }
         }
+        self.failures.clear(k);
         self.remember(k, &fetched.value, expires_at, fetched_at);
         tracing::info!(key = %k, expires_at, "credential refreshed upstream");
         Ok(Served { value: fetched.value, expires_at, fresh: true })
+    }
+
+    /// A fingerprint of the app/agent registration behind `key` (`None`: not registered), so a remembered
+    /// failure is dropped as soon as someone changes the registration.
+    async fn fingerprint(&self, key: &CredKey) -> Result<Option<String>, WaferError> {
+        let text = if key.kind.is_wecom() {
+            let (corpid, agentid) = key.agent_ids();
+            self.store
+                .get_agent(corpid, agentid)
+                .await
+                .map_err(WaferError::db)?
+                .map(|a| format!("{}\n{}\n{}", a.secret, a.updated_at, a.created_at))
+        } else {
+            self.store.get_app(key.owner()).await.map_err(WaferError::db)?.map(|a| {
+                format!("{}\n{}\n{}\n{}", a.secret, a.token_mode.as_str(), a.updated_at, a.created_at)
+            })
+        };
+        Ok(text.map(|t| crate::crypto::sha256_hex(t.as_bytes())))
     }
 
     async fn owner_exists(&self, key: &CredKey) -> Result<bool, WaferError> {
@@ -372,14 +470,25 @@ impl Credentials {
         WaferError::new(code, "credential storage failed").with_detail(e)
     }
 
-    /// One upstream fetch for `key`, with bounded retries on "system busy".
-    async fn fetch(&self, key: &CredKey, force: Force<'_>) -> Result<Fetched, FetchError> {
+    /// One upstream fetch for `key`, with retries on "system busy" while the caller's budget allows.
+    async fn fetch(
+        &self,
+        key: &CredKey,
+        force: Force<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Fetched, FetchError> {
         let mut delay = self.policy.busy_backoff_ms;
         let mut attempt = 1;
         loop {
-            match self.fetch_once(key, force).await {
+            let result = match tokio::time::timeout_at(deadline, self.fetch_once(key, force, deadline)).await
+            {
+                Ok(r) => r,
+                Err(_) => Err(FetchError::Upstream(UpstreamError::Network("deadline exceeded".into()))),
+            };
+            match result {
                 Err(FetchError::Upstream(UpstreamError::Api { errcode: -1, .. }))
-                    if attempt < self.policy.busy_attempts =>
+                    if attempt < self.policy.busy_attempts
+                        && tokio::time::Instant::now() + Duration::from_millis(delay) < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                     delay *= 2;
@@ -390,7 +499,12 @@ impl Credentials {
         }
     }
 
-    async fn fetch_once(&self, key: &CredKey, force: Force<'_>) -> Result<Fetched, FetchError> {
+    async fn fetch_once(
+        &self,
+        key: &CredKey,
+        force: Force<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Fetched, FetchError> {
         match key.kind {
             CredKind::MpToken => {
                 let app = self
@@ -419,13 +533,14 @@ impl Credentials {
             }
             CredKind::MpJsapiTicket | CredKind::WcCorpTicket | CredKind::WcAgentTicket => {
                 let token_key = key.token_key();
-                let token = self.get(&token_key, Force::No).await.map_err(FetchError::Token)?;
+                let token =
+                    self.get_until(&token_key, Force::No, deadline).await.map_err(FetchError::Token)?;
                 match self.ticket_call(key.kind, &token.value).await {
                     Err(UpstreamError::Api { errcode, .. }) if TOKEN_INVALID_CODES.contains(&errcode) => {
                         // Compare-then-expire: refresh the token only if it is still the one that failed; retry once.
                         tracing::info!(key = %key, errcode, "ticket fetch rejected the token; refreshing it once");
                         let token = self
-                            .get(&token_key, Force::Yes(Some(&token.value)))
+                            .get_until(&token_key, Force::Yes(Some(&token.value)), deadline)
                             .await
                             .map_err(FetchError::Token)?;
                         self.ticket_call(key.kind, &token.value).await.map_err(FetchError::Upstream)
@@ -443,6 +558,13 @@ impl Credentials {
             _ => self.wecom.agent_ticket(token).await,
         }
     }
+}
+
+fn waited_too_long() -> WaferError {
+    WaferError::new(
+        ReturnCode::WeixinNetErr,
+        "the credential could not be fetched in time (upstream slow or another instance refreshing); try again",
+    )
 }
 
 fn hour_start(now: i64) -> i64 {
@@ -464,16 +586,18 @@ enum FetchError {
 }
 
 impl FetchError {
+    /// Upstream failures are remembered; storage failures, unknown apps and a ticket's token failure (remembered
+    /// under the token's own key) are not.
+    fn is_remembered(&self) -> bool {
+        matches!(self, Self::Upstream(_))
+    }
+
     fn into_wafer(self, key: &CredKey) -> WaferError {
         let upstream = if key.kind.is_wecom() { "WeCom" } else { "WeChat" };
         match self {
             Self::Upstream(e) => {
                 let call = if key.kind.is_ticket() { Call::Ticket } else { Call::Token };
-                let w = e.to_wafer(call, upstream);
-                if w.code == ReturnCode::WeixinAppidErr {
-                    tracing::warn!(key = %key, "upstream rejected the credentials: this tenant is misconfigured");
-                }
-                w
+                e.to_wafer(call, upstream)
             }
             Self::Store(e) => WaferError::db(e),
             Self::Token(e) => e,

@@ -291,6 +291,8 @@ async fn initagent_needs_the_admin_token(b: Backend) {
 async fn upstream_errors_are_classified_retried_or_blocked(b: Backend) {
     let t = app(b).await;
     for (errcode, want) in [(40164, 40164), (40013, 40013), (40125, 40013), (45011, 45011)] {
+        // Past the window in which the previous failure is remembered.
+        t.clock.advance(60);
         let before = t.wx.calls(STABLE);
         t.wx.fail_next(STABLE, errcode, 1);
         let r = token(&t, json!({"appid": APP})).await;
@@ -298,6 +300,7 @@ async fn upstream_errors_are_classified_retried_or_blocked(b: Backend) {
         assert_eq!(t.wx.calls(STABLE), before + 1, "errcode {errcode} is not retried");
     }
     let r = {
+        t.clock.advance(60);
         t.wx.fail_next(STABLE, 40164, 1);
         token(&t, json!({"appid": APP})).await
     };
@@ -305,6 +308,7 @@ async fn upstream_errors_are_classified_retried_or_blocked(b: Backend) {
     assert!(!r["returnMessage"].as_str().unwrap().contains("scripted"), "no upstream errmsg");
 
     // -1 is retried with backoff, a bounded number of times.
+    t.clock.advance(60);
     let before = t.wx.calls(STABLE);
     t.wx.fail_next(STABLE, -1, 2);
     assert_eq!(code(&token(&t, json!({"appid": APP})).await), 0);

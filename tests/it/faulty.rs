@@ -42,6 +42,9 @@ impl Store for Faulty {
     async fn migrate(&self) -> StoreResult<()> {
         self.inner.migrate().await
     }
+    async fn schema_status(&self) -> StoreResult<wafer_scf::store::SchemaStatus> {
+        self.inner.schema_status().await
+    }
     async fn put_app(&self, a: &AppRecord) -> StoreResult<()> {
         self.inner.put_app(a).await
     }

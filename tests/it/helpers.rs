@@ -290,8 +290,8 @@ pub fn build(store: Arc<dyn Store>, base: &str, clock: Arc<ManualClock>, setting
     })
     .unwrap();
     let policy = wafer_scf::tokens::Policy {
-        lease_ms: 3_000,
-        wait_ms: 8_000,
+        lease_ms: 1_500,
+        budget_ms: 2_500,
         busy_backoff_ms: 20,
         ..Default::default()
     };

@@ -100,6 +100,7 @@ async fn envelopes_are_answered_on_any_path_over_a_real_socket() {
     let big = "x".repeat(200 * 1024);
     let r = client.post(&running.url).body(big).send().await.unwrap();
     assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["connection"], "close", "the socket is not reused after an oversized body");
     assert_eq!(r.json::<Value>().await.unwrap()["returnCode"], 1020);
 
     // Many concurrent keep-alive requests.
