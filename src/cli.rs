@@ -471,6 +471,11 @@ async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
                     .delete_credentials(&CredKey::all_for_app(&appid))
                     .await
                     .context("could not drop cached tokens")?;
+            } else {
+                store
+                    .clear_credential_failures(&CredKey::all_for_app(&appid))
+                    .await
+                    .context("could not clear remembered failures")?;
             }
             tracing::info!(appid = %appid, action = if existing.is_some() { "replaced" } else { "added" }, "app registry changed");
             println!("{} app {appid}", if existing.is_some() { "updated" } else { "added" });
@@ -530,6 +535,11 @@ async fn agent_command(config: &Config, cmd: AgentCommand) -> Result<()> {
                     .delete_credentials(&CredKey::all_for_agent(&corpid, &agentid))
                     .await
                     .context("could not drop cached tokens")?;
+            } else {
+                store
+                    .clear_credential_failures(&CredKey::all_for_agent(&corpid, &agentid))
+                    .await
+                    .context("could not clear remembered failures")?;
             }
             tracing::info!(corpid = %corpid, agentid = %agentid, action = if existing.is_some() { "replaced" } else { "added" }, "agent registry changed");
             println!("{} agent {corpid}/{agentid}", if existing.is_some() { "updated" } else { "added" });

@@ -82,6 +82,11 @@ impl ReturnCode {
     ];
 
     /// The integer sent as `returnCode`.
+    /// The return code with this number, if there is one.
+    pub fn from_code(code: i64) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.code() == code)
+    }
+
     pub fn code(self) -> i64 {
         match self {
             Self::Ok => 0,

@@ -230,11 +230,13 @@ pub async fn init_agent(deps: &Deps, meta: &RequestMeta, req: InitAgentRequest) 
         updated_at: now,
     };
     deps.store.put_agent(&agent).await.map_err(fail)?;
+    let keys = CredKey::all_for_agent(&req.corpid, &req.agentid);
     if existing.as_ref().is_some_and(|a| a.secret != req.secret) {
-        let keys = CredKey::all_for_agent(&req.corpid, &req.agentid);
         deps.store.delete_credentials(&keys).await.map_err(fail)?;
-        deps.creds.forget(&keys);
+    } else {
+        deps.store.clear_credential_failures(&keys).await.map_err(fail)?;
     }
+    deps.creds.forget(&keys);
     tracing::info!(
         admin_action = "initagent",
         corpid = %req.corpid,

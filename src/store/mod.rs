@@ -216,6 +216,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Give up the lease without storing anything (the fetch failed).
     async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()>;
+    /// Remember a failed fetch on the row for every instance, releasing the lease if `owner` holds it.
+    async fn fail_credential(&self, key: &str, owner: &str, failed: &FailedFetch<'_>) -> StoreResult<()>;
+    /// Forget remembered failures of `keys` (the registration was written again: try upstream at once).
+    async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()>;
     /// Stop upstream calls for `key` until `until` (a daily quota refusal); releases `owner`'s lease.
     async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()>;
     /// Write a credential unconditionally (imports). Leaves lease and budget untouched.
@@ -343,6 +347,12 @@ pub struct CredentialRow {
     /// Fetch budget window: start (Unix s, hour-aligned) and fetches in it.
     pub window_start: i64,
     pub window_count: i64,
+    /// A failed fetch remembered for every instance: no upstream call before `failed_until_ms` (Unix ms);
+    /// callers get `failed_code` / `failed_message`. `failed_count`: consecutive failures (for the backoff).
+    pub failed_until_ms: i64,
+    pub failed_code: i64,
+    pub failed_message: String,
+    pub failed_count: i64,
 }
 
 impl std::fmt::Debug for CredentialRow {
@@ -355,6 +365,8 @@ impl std::fmt::Debug for CredentialRow {
             .field("lease_owner", &self.lease_owner)
             .field("lease_until_ms", &self.lease_until_ms)
             .field("blocked_until", &self.blocked_until)
+            .field("failed_until_ms", &self.failed_until_ms)
+            .field("failed_code", &self.failed_code)
             .finish_non_exhaustive()
     }
 }
@@ -367,6 +379,17 @@ pub struct FetchedCredential<'a> {
     pub fetched_at: i64,
     /// The hour-aligned budget window this fetch counts in.
     pub window_start: i64,
+}
+
+/// A failed fetch to remember on a credential's row.
+#[derive(Debug, Clone)]
+pub struct FailedFetch<'a> {
+    pub until_ms: i64,
+    pub code: i64,
+    /// The caller-visible message (never a secret; at most 255 characters are kept).
+    pub message: &'a str,
+    /// Consecutive failures including this one.
+    pub count: i64,
 }
 
 /// Where the data lives, parsed from `WAFER_DATABASE_URL`.

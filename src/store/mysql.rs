@@ -3,8 +3,8 @@
 
 use super::breaker::Breaker;
 use super::{
-    AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FetchedCredential, LoginOutcome,
-    SessionRecord, SessionView, Store, StoreError, StoreOptions, StoreResult, TokenMode,
+    AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FailedFetch, FetchedCredential,
+    LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreOptions, StoreResult, TokenMode,
 };
 use async_trait::async_trait;
 use mysql_async::prelude::*;
@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../sql/mysql/0002_credentials_agents.sql")),
     (3, include_str!("../../sql/mysql/0003_cos_keys.sql")),
     (4, include_str!("../../sql/mysql/0004_caller_keys.sql")),
+    (5, include_str!("../../sql/mysql/0005_remembered_failures.sql")),
 ];
 
 /// Server error codes worth one more try: deadlock, lock wait timeout.
@@ -263,26 +264,34 @@ fn agent_from_row(r: AgentRow) -> AgentRecord {
 
 const AGENT_COLUMNS: &str = "corpid, agentid, secret, remark, created_at, updated_at";
 
-type CredRow = (String, Option<String>, i64, i64, Option<String>, i64, i64, i64, i64, i64);
-
-fn cred_from_row(r: CredRow) -> CredentialRow {
-    CredentialRow {
-        key: r.0,
-        value: r.1,
-        expires_at: r.2,
-        fetched_at: r.3,
-        lease_owner: r.4,
-        lease_until_ms: r.5,
-        blocked_until: r.6,
-        blocked_code: r.7,
-        window_start: r.8,
-        window_count: r.9,
+/// Credential rows have more columns than row tuples convert; read them by position.
+fn cred_from_row(mut r: mysql_async::Row) -> Result<CredentialRow, mysql_async::Error> {
+    fn take<T: FromValue>(r: &mut mysql_async::Row, i: usize) -> Result<T, mysql_async::Error> {
+        r.take_opt(i)
+            .unwrap_or_else(|| Err(mysql_async::FromValueError(mysql_async::Value::NULL)))
+            .map_err(|e| mysql_async::Error::Other(format!("credential column {i}: {e}").into()))
     }
+    Ok(CredentialRow {
+        key: take(&mut r, 0)?,
+        value: take(&mut r, 1)?,
+        expires_at: take(&mut r, 2)?,
+        fetched_at: take(&mut r, 3)?,
+        lease_owner: take(&mut r, 4)?,
+        lease_until_ms: take(&mut r, 5)?,
+        blocked_until: take(&mut r, 6)?,
+        blocked_code: take(&mut r, 7)?,
+        window_start: take(&mut r, 8)?,
+        window_count: take(&mut r, 9)?,
+        failed_until_ms: take(&mut r, 10)?,
+        failed_code: take(&mut r, 11)?,
+        failed_message: take(&mut r, 12)?,
+        failed_count: take(&mut r, 13)?,
+    })
 }
 
 const CRED_COLUMNS: &str =
     "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, blocked_until, \
-                            blocked_code, window_start, window_count";
+                            blocked_code, window_start, window_count, failed_until_ms, failed_code, failed_message, failed_count";
 
 type CosRow = (String, String, String, i64, i64);
 
@@ -544,9 +553,9 @@ impl Store for MysqlStore {
 
     async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
         self.run(move |mut conn| async move {
-            let rows: Vec<CredRow> =
+            let rows: Vec<mysql_async::Row> =
                 conn.query(format!("SELECT {CRED_COLUMNS} FROM wafer_credentials ORDER BY cred_key")).await?;
-            Ok(rows.into_iter().map(cred_from_row).collect())
+            rows.into_iter().map(cred_from_row).collect()
         })
         .await
     }
@@ -598,13 +607,13 @@ impl Store for MysqlStore {
 
     async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
         self.run(move |mut conn| async move {
-            let row: Option<CredRow> = conn
+            let row: Option<mysql_async::Row> = conn
                 .exec_first(
                     format!("SELECT {CRED_COLUMNS} FROM wafer_credentials WHERE cred_key = ?"),
                     (key,),
                 )
                 .await?;
-            Ok(row.map(cred_from_row))
+            row.map(cred_from_row).transpose()
         })
         .await
     }
@@ -630,12 +639,46 @@ impl Store for MysqlStore {
             conn.exec_drop(
                 "UPDATE wafer_credentials SET value = ?, expires_at = ?, fetched_at = ?,
                    window_count = CASE WHEN window_start = ? THEN window_count + 1 ELSE 1 END, window_start = ?,
-                   lease_owner = NULL, lease_until_ms = 0, blocked_until = 0, blocked_code = 0
+                   lease_owner = NULL, lease_until_ms = 0, blocked_until = 0, blocked_code = 0,
+                   failed_until_ms = 0, failed_count = 0
                  WHERE cred_key = ? AND lease_owner = ?",
                 (f.value, f.expires_at, f.fetched_at, f.window_start, f.window_start, key, owner),
             )
             .await?;
             Ok(conn.affected_rows() == 1)
+        })
+        .await
+    }
+
+    async fn fail_credential(&self, key: &str, owner: &str, f: &FailedFetch<'_>) -> StoreResult<()> {
+        let message: String = f.message.chars().take(255).collect();
+        self.run(move |mut conn| {
+            let message = message.clone();
+            async move {
+                conn.exec_drop(
+                    "UPDATE wafer_credentials SET failed_until_ms = ?, failed_code = ?, failed_message = ?,
+                       failed_count = ?,
+                       lease_until_ms = CASE WHEN lease_owner = ? THEN 0 ELSE lease_until_ms END,
+                       lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END
+                     WHERE cred_key = ?",
+                    (f.until_ms, f.code, message, f.count, owner, owner, key),
+                )
+                .await
+            }
+        })
+        .await
+    }
+
+    async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            for k in keys {
+                conn.exec_drop(
+                    "UPDATE wafer_credentials SET failed_until_ms = 0, failed_count = 0 WHERE cred_key = ?",
+                    (k,),
+                )
+                .await?;
+            }
+            Ok(())
         })
         .await
     }

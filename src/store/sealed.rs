@@ -159,6 +159,12 @@ impl Store for SealedStore {
     async fn schema_status(&self) -> StoreResult<super::SchemaStatus> {
         self.inner.schema_status().await
     }
+    async fn fail_credential(&self, key: &str, owner: &str, f: &super::FailedFetch<'_>) -> StoreResult<()> {
+        self.inner.fail_credential(key, owner, f).await
+    }
+    async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
+        self.inner.clear_credential_failures(keys).await
+    }
     async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
         let mut a = app.clone();
         a.secret = self.sealer.seal(&app_aad(&a.appid), &a.secret)?;

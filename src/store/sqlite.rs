@@ -2,8 +2,8 @@
 //! tokio's blocking pool. The zero-setup default; several processes may share the file (WAL, busy timeout).
 
 use super::{
-    AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FetchedCredential, LoginOutcome,
-    SessionRecord, SessionView, Store, StoreError, StoreResult, TokenMode,
+    AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FailedFetch, FetchedCredential,
+    LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreResult, TokenMode,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../sql/sqlite/0002_credentials_agents.sql")),
     (3, include_str!("../../sql/sqlite/0003_cos_keys.sql")),
     (4, include_str!("../../sql/sqlite/0004_caller_keys.sql")),
+    (5, include_str!("../../sql/sqlite/0005_remembered_failures.sql")),
 ];
 
 /// The embedded store.
@@ -88,7 +89,7 @@ fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
 
 const CRED_COLUMNS: &str =
     "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, blocked_until, \
-                            blocked_code, window_start, window_count";
+                            blocked_code, window_start, window_count, failed_until_ms, failed_code, failed_message, failed_count";
 
 fn cred_from_row(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
     Ok(CredentialRow {
@@ -102,6 +103,10 @@ fn cred_from_row(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
         blocked_code: r.get(7)?,
         window_start: r.get(8)?,
         window_count: r.get(9)?,
+        failed_until_ms: r.get(10)?,
+        failed_code: r.get(11)?,
+        failed_message: r.get(12)?,
+        failed_count: r.get(13)?,
     })
 }
 
@@ -247,6 +252,13 @@ impl Store for SqliteStore {
         let s = session.clone();
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let stored: Option<String> = tx
+                .query_row("SELECT id FROM wafer_sessions WHERE id = ?1", [&s.id], |r| r.get(0))
+                .optional()?;
+            if stored.is_some() {
+                // This very login was stored by an earlier attempt.
+                return Ok(LoginOutcome { existing_user: true, pruned: 0 });
+            }
             let existing: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM wafer_sessions WHERE appid = ?1 AND openid = ?2",
                 params![s.appid, s.openid],
@@ -493,11 +505,44 @@ impl Store for SqliteStore {
             let n = c.execute(
                 "UPDATE wafer_credentials SET value = ?3, expires_at = ?4, fetched_at = ?5,
                    window_count = CASE WHEN window_start = ?6 THEN window_count + 1 ELSE 1 END, window_start = ?6,
-                   lease_owner = NULL, lease_until_ms = 0, blocked_until = 0, blocked_code = 0
+                   lease_owner = NULL, lease_until_ms = 0, blocked_until = 0, blocked_code = 0,
+                   failed_until_ms = 0, failed_count = 0
                  WHERE cred_key = ?1 AND lease_owner = ?2",
                 params![key, owner, value, expires_at, fetched_at, window],
             )?;
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn fail_credential(&self, key: &str, owner: &str, f: &FailedFetch<'_>) -> StoreResult<()> {
+        let (key, owner) = (key.to_owned(), owner.to_owned());
+        let message: String = f.message.chars().take(255).collect();
+        let (until, code, count) = (f.until_ms, f.code, f.count);
+        self.call(move |c| {
+            c.execute(
+                "UPDATE wafer_credentials SET failed_until_ms = ?3, failed_code = ?4, failed_message = ?5,
+                   failed_count = ?6,
+                   lease_until_ms = CASE WHEN lease_owner = ?2 THEN 0 ELSE lease_until_ms END,
+                   lease_owner = CASE WHEN lease_owner = ?2 THEN NULL ELSE lease_owner END
+                 WHERE cred_key = ?1",
+                params![key, owner, until, code, message, count],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
+        let keys = keys.to_vec();
+        self.call(move |c| {
+            for k in &keys {
+                c.execute(
+                    "UPDATE wafer_credentials SET failed_until_ms = 0, failed_count = 0 WHERE cred_key = ?1",
+                    [k],
+                )?;
+            }
+            Ok(())
         })
         .await
     }

@@ -1,10 +1,12 @@
 //! Remembered upstream failures, per credential key: while a failure is remembered, callers get the same code and
 //! message at once and nothing is sent upstream.
 //!
-//! Configuration errors (wrong secret, IP not whitelisted, unknown appid) are remembered for a short fixed window;
-//! transient ones (busy, timeouts, 5xx, unparsable replies) with exponential backoff from about a second, capped.
-//! A failure also notes a fingerprint of the app/agent row it was fetched with, so a changed registration (a new
-//! secret written by `app add` in another process) clears it on the next check, a few seconds later at most.
+//! The lease holder that saw the failure writes it to the key's shared row (so every instance answers with it)
+//! and remembers it in memory (so this instance answers without a storage read). Configuration errors (wrong
+//! secret, IP not whitelisted) are remembered for a short fixed window; transient ones (busy, timeouts, 5xx,
+//! unparsable replies) with exponential backoff from about a second, capped. The memory is re-checked against
+//! the shared row every couple of seconds, so `app add` / `agent add` elsewhere (which delete the row) or a
+//! success elsewhere clear it quickly on every instance.
 
 use crate::envelope::{ReturnCode, WaferError};
 use std::collections::HashMap;
@@ -15,25 +17,14 @@ pub const CONFIG_WINDOW_MS: i64 = 15_000;
 /// First backoff for transient errors; doubles per consecutive failure up to [`TRANSIENT_CAP_MS`].
 pub const TRANSIENT_FIRST_MS: i64 = 1_000;
 pub const TRANSIENT_CAP_MS: i64 = 30_000;
-/// How often a remembered failure re-reads the app/agent row to see whether it changed.
+/// How often a remembered failure is re-checked against the shared row.
 pub const RECHECK_MS: i64 = 2_000;
 
-/// How a failure is remembered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
-    /// Fixed window: retrying sooner cannot help until someone changes the registration.
-    Config,
-    /// Growing backoff.
-    Transient,
-}
-
-impl FailureClass {
-    /// The class of an error as the caller sees it.
-    pub fn of(code: ReturnCode) -> Self {
-        match code {
-            ReturnCode::WeixinAppidErr | ReturnCode::WeixinIpNotAllowed | ReturnCode::NoAppid => Self::Config,
-            _ => Self::Transient,
-        }
+/// How long the `streak`-th consecutive failure with this code is remembered, in milliseconds.
+pub fn window_ms(code: ReturnCode, streak: i64) -> i64 {
+    match code {
+        ReturnCode::WeixinAppidErr | ReturnCode::WeixinIpNotAllowed => CONFIG_WINDOW_MS,
+        _ => TRANSIENT_FIRST_MS.saturating_mul(1 << (streak.clamp(1, 11) - 1)).min(TRANSIENT_CAP_MS),
     }
 }
 
@@ -41,9 +32,6 @@ impl FailureClass {
 struct Failure {
     error: WaferError,
     until_ms: i64,
-    streak: u32,
-    /// Fingerprint of the registration the failed fetch used (`None`: not known).
-    fingerprint: Option<String>,
     checked_ms: i64,
 }
 
@@ -52,8 +40,8 @@ struct Failure {
 pub enum Remembered {
     /// Remembered: answer with this error.
     Failed(WaferError),
-    /// Remembered, but the registration should be re-checked against this fingerprint first.
-    Recheck(Option<String>),
+    /// Remembered, but due for a re-check against the shared row.
+    Recheck,
 }
 
 /// The per-process table of remembered failures.
@@ -72,47 +60,31 @@ impl Failures {
         let mut table = self.lock();
         let f = table.get_mut(key)?;
         if now_ms >= f.until_ms {
+            table.remove(key);
             return None;
         }
         if now_ms - f.checked_ms >= RECHECK_MS {
-            f.checked_ms = now_ms;
-            return Some(Remembered::Recheck(f.fingerprint.clone()));
+            // Every caller in this moment re-checks until one of them confirms (`remember`) or clears it, so
+            // none is answered with a failure that was cleared elsewhere.
+            return Some(Remembered::Recheck);
         }
         Some(Remembered::Failed(f.error.clone()))
     }
 
-    /// The error to answer with after a re-check found the registration unchanged.
-    pub fn still_failed(&self, key: &str) -> Option<WaferError> {
-        self.lock().get(key).map(|f| f.error.clone())
+    /// Remember `error` for `key` until `until_ms` (no log-only detail is kept: it was logged once).
+    pub fn remember(&self, key: &str, error: &WaferError, until_ms: i64, now_ms: i64) {
+        let error = WaferError { detail: None, ..error.clone() };
+        self.lock().insert(key.to_owned(), Failure { error, until_ms, checked_ms: now_ms });
     }
 
-    /// Remember a failed fetch; returns how long it is remembered, in milliseconds.
-    pub fn record(&self, key: &str, error: &WaferError, fingerprint: Option<String>, now_ms: i64) -> i64 {
-        let class = FailureClass::of(error.code);
-        let mut table = self.lock();
-        let streak = table.get(key).map(|f| f.streak.saturating_add(1)).unwrap_or(1);
-        let window = match class {
-            FailureClass::Config => CONFIG_WINDOW_MS,
-            FailureClass::Transient => {
-                TRANSIENT_FIRST_MS.saturating_mul(1 << (streak - 1).min(10)).min(TRANSIENT_CAP_MS)
-            }
-        };
-        let error = WaferError { detail: None, ..error.clone() };
-        table.insert(
-            key.to_owned(),
-            Failure { error, until_ms: now_ms + window, streak, fingerprint, checked_ms: now_ms },
-        );
-        window
+    /// The error remembered for `key`, whatever its window.
+    pub fn error(&self, key: &str) -> Option<WaferError> {
+        self.lock().get(key).map(|f| f.error.clone())
     }
 
     /// Forget what is remembered for `key` (a success, or the registration changed).
     pub fn clear(&self, key: &str) {
         self.lock().remove(key);
-    }
-
-    /// Whether anything is remembered for `key` (expired or not), so a success after backoff resets the streak.
-    pub fn has(&self, key: &str) -> bool {
-        self.lock().contains_key(key)
     }
 }
 
@@ -120,25 +92,21 @@ impl Failures {
 mod tests {
     use super::*;
 
-    fn e(code: ReturnCode) -> WaferError {
-        WaferError::new(code, "m").with_detail("secret-free detail")
-    }
-
     #[test]
     fn config_errors_use_a_fixed_window_and_transient_ones_back_off() {
-        let f = Failures::default();
-        assert_eq!(f.record("k", &e(ReturnCode::WeixinAppidErr), None, 0), CONFIG_WINDOW_MS);
-        assert_eq!(f.record("k", &e(ReturnCode::WeixinAppidErr), None, 0), CONFIG_WINDOW_MS);
-        f.clear("k");
-        let windows: Vec<i64> =
-            (0..8).map(|_| f.record("t", &e(ReturnCode::WeixinNetErr), None, 0)).collect();
+        assert_eq!(window_ms(ReturnCode::WeixinAppidErr, 1), CONFIG_WINDOW_MS);
+        assert_eq!(window_ms(ReturnCode::WeixinIpNotAllowed, 7), CONFIG_WINDOW_MS);
+        let windows: Vec<i64> = (1..=8).map(|n| window_ms(ReturnCode::WeixinNetErr, n)).collect();
         assert_eq!(windows, [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]);
+        assert_eq!(window_ms(ReturnCode::WeixinReturnErr, 1_000_000), TRANSIENT_CAP_MS);
+        assert_eq!(window_ms(ReturnCode::WeixinReturnErr, 0), TRANSIENT_FIRST_MS);
     }
 
     #[test]
     fn a_remembered_failure_answers_until_its_window_ends_and_asks_for_rechecks() {
         let f = Failures::default();
-        f.record("k", &e(ReturnCode::WeixinIpNotAllowed), Some("fp".into()), 10_000);
+        let e = WaferError::new(ReturnCode::WeixinIpNotAllowed, "m").with_detail("logged once");
+        f.remember("k", &e, 10_000 + CONFIG_WINDOW_MS, 10_000);
         match f.check("k", 10_500) {
             Some(Remembered::Failed(w)) => {
                 assert_eq!(w.code, ReturnCode::WeixinIpNotAllowed);
@@ -146,9 +114,11 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(f.check("k", 12_000), Some(Remembered::Recheck(Some(fp))) if fp == "fp"));
+        assert!(matches!(f.check("k", 12_000), Some(Remembered::Recheck)));
+        assert!(matches!(f.check("k", 12_001), Some(Remembered::Recheck)), "until someone confirms it");
+        f.remember("k", &e, 10_000 + CONFIG_WINDOW_MS, 12_001);
         assert!(matches!(f.check("k", 12_500), Some(Remembered::Failed(_))), "one re-check per interval");
         assert!(f.check("k", 10_000 + CONFIG_WINDOW_MS).is_none());
-        assert!(f.has("k"));
+        assert!(f.error("k").is_none(), "an expired entry is dropped");
     }
 }

@@ -25,7 +25,7 @@ use failures::{Failures, Remembered};
 use crate::clock::Clock;
 use crate::envelope::{ReturnCode, WaferError};
 use crate::store::TokenMode;
-use crate::store::{FetchedCredential, Store};
+use crate::store::{FailedFetch, FetchedCredential, Store};
 use crate::wechat::wecom::WeComClient;
 use crate::wechat::{Call, Fetched, UpstreamError, WeChatClient, TOKEN_INVALID_CODES};
 use std::collections::HashMap;
@@ -223,7 +223,7 @@ impl Credentials {
                     return Ok(hit);
                 }
             }
-            if let Some(answer) = self.remembered(key, &k, force).await? {
+            if let Some(answer) = self.remembered(&k, force).await {
                 return answer;
             }
             // A key never seen by this process: make sure its app/agent exists before any lease row or
@@ -243,7 +243,7 @@ impl Credentials {
                     }
                 }
                 // The fetch this caller queued behind may have just failed: share its outcome.
-                if let Some(answer) = self.remembered(key, &k, force).await? {
+                if let Some(answer) = self.remembered(&k, force).await {
                     return answer;
                 }
                 let row = self
@@ -274,6 +274,16 @@ impl Credentials {
                     Force::Yes(Some(seen)) => cur != seen,
                     Force::Yes(None) => false,
                 });
+                let now_ms = now_ms(self.clock.as_ref());
+                if row.failed_until_ms > now_ms {
+                    // Another instance's fetch failed a moment ago: answer with its outcome.
+                    let error = shared_error(&row);
+                    self.failures.remember(&k, &error, row.failed_until_ms, now_ms);
+                    return match usable_old {
+                        Some(v) => Ok(Served { value: v, expires_at: row.expires_at, fresh: false }),
+                        None => Err(error),
+                    };
+                }
                 if row.blocked_until > now {
                     return match usable_old.or(current) {
                         Some(v) => Ok(Served { value: v, expires_at: row.expires_at, fresh: false }),
@@ -295,7 +305,6 @@ impl Credentials {
                         )),
                     };
                 }
-                let now_ms = now_ms(self.clock.as_ref());
                 let leased = self
                     .store
                     .try_lease(&k, &self.owner, now_ms, now_ms + self.policy.lease_ms)
@@ -315,7 +324,7 @@ impl Credentials {
                     }
                     let old =
                         usable_old.map(|v| Served { value: v, expires_at: row.expires_at, fresh: false });
-                    return self.refresh(key, &k, force, now, old, deadline).await;
+                    return self.refresh(key, &k, force, now, (old, row.failed_count), deadline).await;
                 }
                 if let Some(v) = usable_old {
                     return Ok(Served { value: v, expires_at: row.expires_at, fresh: false });
@@ -331,26 +340,25 @@ impl Credentials {
     }
 
     /// A remembered failure for `key`, as the answer to give: a still-valid cached value when there is one the
-    /// caller may have, else the remembered error. `None`: nothing remembered (or the registration changed).
-    async fn remembered(
-        &self,
-        key: &CredKey,
-        k: &str,
-        force: Force<'_>,
-    ) -> Result<Option<Result<Served, WaferError>>, WaferError> {
-        let error = match self.failures.check(k, now_ms(self.clock.as_ref())) {
-            None => return Ok(None),
-            Some(Remembered::Failed(e)) => e,
-            Some(Remembered::Recheck(seen)) => {
-                if self.fingerprint(key).await? != seen {
-                    self.failures.clear(k);
-                    return Ok(None);
+    /// caller may have, else the remembered error. `None`: nothing remembered (or it was cleared elsewhere).
+    async fn remembered(&self, k: &str, force: Force<'_>) -> Option<Result<Served, WaferError>> {
+        let now_ms = now_ms(self.clock.as_ref());
+        let error = match self.failures.check(k, now_ms)? {
+            Remembered::Failed(e) => e,
+            Remembered::Recheck => match self.store.get_credential(k).await {
+                Ok(row) => {
+                    let row = row.unwrap_or_default();
+                    if row.failed_until_ms <= now_ms {
+                        // Cleared elsewhere: a success, or `app add` / `agent add` deleted the row.
+                        self.failures.clear(k);
+                        return None;
+                    }
+                    let e = shared_error(&row);
+                    self.failures.remember(k, &e, row.failed_until_ms, now_ms);
+                    e
                 }
-                match self.failures.still_failed(k) {
-                    Some(e) => e,
-                    None => return Ok(None),
-                }
-            }
+                Err(_) => self.failures.error(k)?,
+            },
         };
         let now = self.clock.now();
         let usable = self.cached(k).filter(|c| {
@@ -361,10 +369,10 @@ impl Credentials {
                     Force::Yes(None) => false,
                 }
         });
-        Ok(Some(match usable {
+        Some(match usable {
             Some(c) => Ok(Served { value: c.value, expires_at: c.expires_at, fresh: false }),
             None => Err(error),
-        }))
+        })
     }
 
     /// Fetch upstream while holding the lease, store the value, release the lease. A failure is remembered and
@@ -375,7 +383,7 @@ impl Credentials {
         k: &str,
         force: Force<'_>,
         now: i64,
-        usable_old: Option<Served>,
+        (usable_old, failed_before): (Option<Served>, i64),
         deadline: tokio::time::Instant,
     ) -> Result<Served, WaferError> {
         let fetched = match self.fetch(key, force, deadline).await {
@@ -387,16 +395,29 @@ impl Credentials {
                     let _ = self.store.block_credential(k, &self.owner, until, 45009).await;
                     return Err(e.into_wafer(key));
                 }
-                let _ = self.store.release_lease(k, &self.owner).await;
                 let remember = e.is_remembered();
                 let error = e.into_wafer(key);
                 if remember {
-                    let fingerprint = self.fingerprint(key).await.unwrap_or(None);
-                    let window = self.failures.record(k, &error, fingerprint, now_ms(self.clock.as_ref()));
+                    let now_ms = now_ms(self.clock.as_ref());
+                    let count = failed_before + 1;
+                    let window = failures::window_ms(error.code, count);
+                    self.failures.remember(k, &error, now_ms + window, now_ms);
+                    let failed = FailedFetch {
+                        until_ms: now_ms + window,
+                        code: error.code.code(),
+                        message: &error.message,
+                        count,
+                    };
+                    if self.store.fail_credential(k, &self.owner, &failed).await.is_err() {
+                        let _ = self.store.release_lease(k, &self.owner).await;
+                    }
                     tracing::warn!(
                         key = %k, return_code = error.code.code(), detail = error.detail.as_deref().unwrap_or(""),
-                        retry_in_ms = window, "upstream fetch failed; answering callers from memory until the retry"
+                        failures = count, retry_in_ms = window,
+                        "upstream fetch failed; every caller gets this answer until the retry"
                     );
+                } else {
+                    let _ = self.store.release_lease(k, &self.owner).await;
                 }
                 // A value that is still valid keeps being served whatever the refresh errors.
                 return usable_old.ok_or(error);
@@ -431,24 +452,6 @@ impl Credentials {
         self.remember(k, &fetched.value, expires_at, fetched_at);
         tracing::info!(key = %k, expires_at, "credential refreshed upstream");
         Ok(Served { value: fetched.value, expires_at, fresh: true })
-    }
-
-    /// A fingerprint of the app/agent registration behind `key` (`None`: not registered), so a remembered
-    /// failure is dropped as soon as someone changes the registration.
-    async fn fingerprint(&self, key: &CredKey) -> Result<Option<String>, WaferError> {
-        let text = if key.kind.is_wecom() {
-            let (corpid, agentid) = key.agent_ids();
-            self.store
-                .get_agent(corpid, agentid)
-                .await
-                .map_err(WaferError::db)?
-                .map(|a| format!("{}\n{}\n{}", a.secret, a.updated_at, a.created_at))
-        } else {
-            self.store.get_app(key.owner()).await.map_err(WaferError::db)?.map(|a| {
-                format!("{}\n{}\n{}\n{}", a.secret, a.token_mode.as_str(), a.updated_at, a.created_at)
-            })
-        };
-        Ok(text.map(|t| crate::crypto::sha256_hex(t.as_bytes())))
     }
 
     async fn owner_exists(&self, key: &CredKey) -> Result<bool, WaferError> {
@@ -558,6 +561,17 @@ impl Credentials {
             _ => self.wecom.agent_ticket(token).await,
         }
     }
+}
+
+/// The error another instance remembered on the row.
+fn shared_error(row: &crate::store::CredentialRow) -> WaferError {
+    let code = ReturnCode::from_code(row.failed_code).unwrap_or(ReturnCode::WeixinNetErr);
+    let message = if row.failed_message.is_empty() {
+        "the last upstream fetch failed; retrying shortly".to_owned()
+    } else {
+        row.failed_message.clone()
+    };
+    WaferError::new(code, message)
 }
 
 fn waited_too_long() -> WaferError {

@@ -25,6 +25,15 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
+/// A broken reply the fake can give instead of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// An HTTP status other than 200, with an HTML body.
+    Status(u16),
+    /// 200 with a body that is not JSON.
+    Garbage,
+}
+
 #[derive(Clone)]
 struct Tok {
     owner: String,
@@ -48,6 +57,8 @@ struct Inner {
     failures: HashMap<String, (i64, usize)>,
     /// Scripted delays: path → (delay, remaining count).
     delays: HashMap<String, (Duration, usize)>,
+    /// Scripted broken replies: path → (fault, remaining count).
+    faults: HashMap<String, (Fault, usize)>,
     seq: usize,
 }
 
@@ -125,6 +136,11 @@ impl FakeWeChat {
         self.inner().failures.insert(path.into(), (errcode, n));
     }
 
+    /// Answer the next `n` calls to `path` with a broken reply.
+    pub fn fault_next(&self, path: &str, fault: Fault, n: usize) {
+        self.inner().faults.insert(path.into(), (fault, n));
+    }
+
     /// Delay the next `n` calls to `path`.
     pub fn delay(&self, path: &str, d: Duration, n: usize) {
         self.inner().delays.insert(path.into(), (d, n));
@@ -148,7 +164,7 @@ impl FakeWeChat {
 
 /// Count the call, apply scripted delays and failures. Returns a scripted failure reply, if any.
 async fn enter(st: &FakeState, path: &str, owner: &str) -> Option<Response> {
-    let (delay, failure) = {
+    let (delay, failure, fault) = {
         let mut inner = st.inner.lock().unwrap();
         *inner.calls.entry(path.to_owned()).or_default() += 1;
         *inner.calls.entry(format!("{path}|{owner}")).or_default() += 1;
@@ -166,10 +182,25 @@ async fn enter(st: &FakeState, path: &str, owner: &str) -> Option<Response> {
             }
             _ => None,
         };
-        (delay, failure)
+        let fault = match inner.faults.get_mut(path) {
+            Some((f, n)) if *n > 0 => {
+                *n -= 1;
+                Some(*f)
+            }
+            _ => None,
+        };
+        (delay, failure, fault)
     };
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
+    }
+    match fault {
+        Some(Fault::Status(s)) => {
+            let status = StatusCode::from_u16(s).unwrap();
+            return Some((status, "<html>bad gateway</html>").into_response());
+        }
+        Some(Fault::Garbage) => return Some((StatusCode::OK, "\u{1}not json at all").into_response()),
+        None => {}
     }
     failure.map(|code| {
         Json(json!({"errcode": code, "errmsg": format!("scripted failure, rid: s-{code}")})).into_response()

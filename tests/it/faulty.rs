@@ -45,6 +45,17 @@ impl Store for Faulty {
     async fn schema_status(&self) -> StoreResult<wafer_scf::store::SchemaStatus> {
         self.inner.schema_status().await
     }
+    async fn fail_credential(
+        &self,
+        key: &str,
+        owner: &str,
+        f: &wafer_scf::store::FailedFetch<'_>,
+    ) -> StoreResult<()> {
+        self.inner.fail_credential(key, owner, f).await
+    }
+    async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
+        self.inner.clear_credential_failures(keys).await
+    }
     async fn put_app(&self, a: &AppRecord) -> StoreResult<()> {
         self.inner.put_app(a).await
     }

@@ -14,6 +14,7 @@ mod credentials;
 mod http;
 mod import;
 mod multiprocess;
+mod resilience;
 mod scf;
 mod security;
 mod sessions;

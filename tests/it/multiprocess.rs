@@ -44,7 +44,14 @@ async fn cluster(b: Backend, n: usize) -> Cluster {
     let mut c = wafer(dir.path());
     env(&mut c);
     run_ok(c.arg("migrate"));
-    for (appid, secret) in [(APP, "multi-secret"), ("wx_multi_2", "multi-secret-2")] {
+    // wx_multi_bad is registered with a secret WeChat does not know; wx_multi_slow answers after the deadline.
+    wx.register("wx_multi_slow", "slow-secret");
+    for (appid, secret) in [
+        (APP, "multi-secret"),
+        ("wx_multi_2", "multi-secret-2"),
+        ("wx_multi_bad", "not-the-secret"),
+        ("wx_multi_slow", "slow-secret"),
+    ] {
         let mut c = wafer(dir.path());
         env(&mut c);
         run_ok(c.args(["app", "add", "--appid", appid, "--secret", secret]));
@@ -57,7 +64,8 @@ async fn cluster(b: Backend, n: usize) -> Cluster {
         ("WAFER_DATABASE_URL", db.url.as_str()),
         ("WAFER_WECHAT_BASE_URL", &wx.base_url),
         ("WAFER_WECOM_BASE_URL", &wx.base_url),
-        ("WAFER_TOKEN_LEASE_MS", "2000"),
+        // Lease: one upstream deadline + 1 s = 2 s; a caller's budget: + 2 s = 3 s.
+        ("WAFER_UPSTREAM_TIMEOUT_MS", "1000"),
         ("WAFER_DB_POOL_MAX", "4"),
         ("WAFER_LOG", "warn"),
         ("WAFER_CALLER_AUTH", "off"),
@@ -170,13 +178,45 @@ async fn a_lease_holder_killed_mid_refresh_is_taken_over_after_its_lease(b: Back
     assert_eq!(r["returnCode"], 0, "{r}");
     assert_eq!(r["returnMessage"], "NEW_TOKEN_SUCCESS");
     let waited = started.elapsed();
-    assert!(waited < Duration::from_secs(8), "taken over within the bounded wait: {waited:?}");
+    // The lease (upstream deadline 1 s + 1 s) runs out, the waiter takes over at once, well inside its 3 s budget.
+    assert!(waited < Duration::from_millis(3_500), "taken over within the bounded wait: {waited:?}");
     assert_eq!(c.wx.calls("/cgi-bin/stable_token"), 2, "the dead holder's call and the take-over");
     let status = terminate(&mut c.servers[1].0);
     assert!(status.success());
 }
 
+/// 4 processes × 32 callers for an app with a wrong secret, and for one whose WeChat answers after the deadline:
+/// at most one upstream call per process, every caller the same answer within its budget, and the next burst is
+/// answered from the shared row and memory with no upstream call at all.
+async fn upstream_faults_are_shared_across_processes(b: Backend) {
+    let c = cluster(b, 4).await;
+    c.wx.delay("/cgi-bin/stable_token", Duration::from_secs(10), 0);
+    for (appid, want, slow) in [("wx_multi_bad", 40013, false), ("wx_multi_slow", 1005, true)] {
+        if slow {
+            // Only this app's calls are slow: the fake delays by path, so the bad app is done first.
+            c.wx.delay("/cgi-bin/stable_token", Duration::from_secs(10), 1_000);
+        }
+        let before = c.wx.calls("/cgi-bin/stable_token");
+        let started = Instant::now();
+        let replies = burst(&c, 128, "qcloud.mimi.access_token", |_| json!({"appid": appid})).await;
+        let worst = started.elapsed();
+        for r in &replies {
+            assert_eq!(r["returnCode"], want, "{appid}: {r}");
+        }
+        let calls = c.wx.calls("/cgi-bin/stable_token") - before;
+        assert!((1..=4).contains(&calls), "{appid}: {calls} upstream calls for 128 callers on 4 processes");
+        assert!(worst < Duration::from_millis(4_500), "{appid}: worst wait {worst:?} (budget 3 s)");
+
+        let started = Instant::now();
+        let replies = burst(&c, 128, "qcloud.mimi.access_token", |_| json!({"appid": appid})).await;
+        assert!(replies.iter().all(|r| r["returnCode"] == want), "{appid}: {}", replies[0]);
+        assert_eq!(c.wx.calls("/cgi-bin/stable_token") - before, calls, "{appid}: remembered everywhere");
+        assert!(started.elapsed() < Duration::from_secs(2), "{appid}: {:?}", started.elapsed());
+    }
+}
+
 both_backends!(
+    upstream_faults_are_shared_across_processes,
     four_processes_and_two_hundred_callers_cause_one_fetch_per_credential,
     a_lease_holder_killed_mid_refresh_is_taken_over_after_its_lease,
 );
