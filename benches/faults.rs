@@ -130,7 +130,8 @@ async fn load(url: &str, body: Value, callers: usize, secs: u64) -> (Vec<Duratio
 }
 
 async fn faults(mysql: Option<&str>, dir: &std::path::Path, secs: u64) {
-    let faults: [(&str, &dyn Fn(&FakeWeChat)); 5] = [
+    type Inject<'a> = &'a dyn Fn(&FakeWeChat);
+    let faults: [(&str, Inject); 5] = [
         ("wrong secret", &|wx| wx.register("wxfault0000000001", "what-wechat-has")),
         ("busy (-1)", &|wx| wx.fail_next(STABLE, -1, usize::MAX)),
         ("slow beyond the deadline", &|wx| wx.delay(STABLE, Duration::from_secs(3), usize::MAX)),
