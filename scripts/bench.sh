@@ -8,3 +8,4 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 cargo bench --bench tokens
 cargo bench --bench runtime
+cargo bench --bench faults
