@@ -10,7 +10,7 @@
 #[path = "../tests/it/fake_wechat.rs"]
 mod fake_wechat;
 
-use fake_wechat::{Fault, FakeWeChat};
+use fake_wechat::{FakeWeChat, Fault};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -109,7 +109,9 @@ async fn load(url: &str, body: Value, callers: usize, secs: u64) -> (Vec<Duratio
                 let started = Instant::now();
                 let r = client.post(&url).body(body.clone()).send().await;
                 let code = match r {
-                    Ok(r) => r.json::<Value>().await.ok().and_then(|v| v["returnCode"].as_i64()).unwrap_or(-999),
+                    Ok(r) => {
+                        r.json::<Value>().await.ok().and_then(|v| v["returnCode"].as_i64()).unwrap_or(-999)
+                    }
                     Err(_) => -998,
                 };
                 out.push((started.elapsed(), code));

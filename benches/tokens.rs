@@ -109,7 +109,7 @@ fn main() {
         tokio::spawn(wafer_scf::serve::serve(wl, svc.clone(), std::future::pending()));
 
         // Warm the token cache with one real request, and build the canned reply from it.
-        let meta = wafer_scf::service::RequestMeta { caller_key: Some(key.into()), ..Default::default() };
+        let meta = wafer_scf::request::RequestMeta { caller_key: Some(key.into()), ..Default::default() };
         let warm = svc.handle(BODY.as_bytes(), &meta).await;
         assert_eq!(warm.return_code, 0, "{}", warm.return_message);
         let canned = warm.to_bytes();

@@ -1,10 +1,12 @@
-//! Who may call what: caller keys scoped to apps / corps / COS APPIDs, the enforcement mode, and the admin check.
-//! Every request reaches the handlers with an authenticated [`Caller`] or none; scope is checked on the key's own
-//! lists before any app lookup, so a refusal never reveals whether an app exists.
+//! Who may call what, decided in one place: [`Gate::authorize`] takes what an interface needs ([`Access`]) and what
+//! the transport saw ([`RequestMeta`]) and answers with a [`Grant`] or a refusal. Caller keys are scoped to apps /
+//! corps / COS APPIDs and checked on the key's own lists before any app lookup, so a refusal never reveals whether
+//! an app exists; the admin token is compared in constant time; admin actions leave an [`Audit`] line.
 
 use crate::clock::Clock;
 use crate::crypto;
 use crate::envelope::{ReturnCode, WaferError};
+use crate::request::RequestMeta;
 use crate::store::{CallerKeyRecord, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,7 +29,7 @@ pub enum CallerAuthMode {
 
 /// What a request is about, for the scope check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target<'a> {
+pub enum Scope<'a> {
     /// A WeChat appid, or a Tencent Cloud APPID for COS.
     App(&'a str),
     /// A WeCom corpid.
@@ -46,17 +48,17 @@ impl Caller {
         &self.record.name
     }
 
-    pub fn covers(&self, target: Target<'_>) -> bool {
+    pub fn covers(&self, target: Scope<'_>) -> bool {
         let r = &self.record;
         r.scope_all
             || match target {
-                Target::App(a) => r.scope_apps.iter().any(|x| x == a),
-                Target::Corp(c) => r.scope_corps.iter().any(|x| x == c),
+                Scope::App(a) => r.scope_apps.iter().any(|x| x == a),
+                Scope::Corp(c) => r.scope_corps.iter().any(|x| x == c),
             }
     }
 
     /// CALLER_KEY_FORBIDDEN unless the key covers `target`.
-    pub fn require(&self, target: Target<'_>) -> Result<(), WaferError> {
+    pub fn require(&self, target: Scope<'_>) -> Result<(), WaferError> {
         if self.covers(target) {
             Ok(())
         } else {
@@ -89,17 +91,96 @@ struct CachedKey {
     loaded_at: i64,
 }
 
-/// Verifies presented keys, with a short positive cache so hot paths need no storage read.
+/// Which authorisation an interface needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access<'a> {
+    /// Mini-program session interfaces (open in `credentials` mode); the appid if the request names one.
+    Session(Option<&'a str>),
+    /// Live credentials for an app / corp / COS APPID: a caller key covering it.
+    Credential(Scope<'a>),
+    /// Admin interfaces: the admin token (`X-Wafer-Admin-Token`, or `para.admin_token` on direct invocations).
+    Admin { para_token: Option<&'a str> },
+}
+
+/// What the gate let through.
+#[derive(Debug, Default)]
+pub struct Grant {
+    /// The caller whose key was presented and verified, if any (for logs).
+    pub caller: Option<Caller>,
+    /// In `all` mode: a caller whose key must also cover the app of the session the request names (checked by the
+    /// session handlers once they know that app, before anything is touched).
+    pub session_scope: Option<Caller>,
+}
+
+/// The one authorisation gate: caller-key mode, verified keys (with a short positive cache so hot paths need no
+/// storage read) and the admin token.
 pub struct Gate {
-    pub mode: CallerAuthMode,
+    mode: CallerAuthMode,
+    /// SHA-256 of `WAFER_ADMIN_TOKEN`; `None`: admin interfaces are off.
+    admin_token_hash: Option<String>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     cache: Mutex<HashMap<String, CachedKey>>,
 }
 
 impl Gate {
-    pub fn new(mode: CallerAuthMode, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self { mode, store, clock, cache: Mutex::new(HashMap::new()) }
+    pub fn new(
+        mode: CallerAuthMode,
+        admin_token: Option<&str>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let admin_token_hash = admin_token.map(|t| crypto::sha256_hex(t.as_bytes()));
+        Self { mode, admin_token_hash, store, clock, cache: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn mode(&self) -> CallerAuthMode {
+        self.mode
+    }
+
+    /// Decide whether a request that needs `access` may go on. A presented caller key is verified in every mode but
+    /// `off` (an invalid key is refused even where none is needed); scope is checked on the key's own lists.
+    pub async fn authorize(&self, access: Access<'_>, meta: &RequestMeta) -> Result<Grant, WaferError> {
+        let caller = match self.mode {
+            CallerAuthMode::Off => None,
+            _ => self.authenticate(meta.caller_key.as_deref()).await?,
+        };
+        match (self.mode, access) {
+            (_, Access::Admin { para_token }) => {
+                self.require_admin(meta.admin_token.as_deref().or(para_token))?;
+                Ok(Grant { caller, session_scope: None })
+            }
+            (CallerAuthMode::Off, _) | (CallerAuthMode::Credentials, Access::Session(_)) => {
+                Ok(Grant { caller, session_scope: None })
+            }
+            (_, Access::Credential(scope)) => {
+                caller.as_ref().ok_or_else(missing)?.require(scope)?;
+                Ok(Grant { caller, session_scope: None })
+            }
+            (CallerAuthMode::All, Access::Session(given)) => {
+                let c = caller.ok_or_else(missing)?;
+                if let Some(a) = given {
+                    c.require(Scope::App(a))?;
+                }
+                Ok(Grant { caller: Some(c.clone()), session_scope: Some(c) })
+            }
+        }
+    }
+
+    /// The admin token, compared in constant time (hashes of equal length).
+    fn require_admin(&self, presented: Option<&str>) -> Result<(), WaferError> {
+        let Some(expected) = self.admin_token_hash.as_deref() else {
+            return Err(WaferError::new(
+                ReturnCode::AdminAuthErr,
+                "admin interfaces are disabled on this server (WAFER_ADMIN_TOKEN is not set)",
+            ));
+        };
+        let presented = crypto::sha256_hex(presented.unwrap_or("").as_bytes());
+        if crypto::ct_eq(presented.as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(WaferError::new(ReturnCode::AdminAuthErr, "a valid admin token is required"))
+        }
     }
 
     /// The caller a presented key belongs to; `None` when no key was presented; CALLER_KEY_INVALID for an unknown
@@ -145,5 +226,30 @@ impl Gate {
             }
         };
         Ok(Some(Caller { record }))
+    }
+}
+
+/// One audit line for an admin action: what, on what, by whom (source IP, request id, how the token came).
+pub struct Audit<'a> {
+    pub action: &'static str,
+    /// What the action was about, e.g. `corpid/agentid` (never a secret).
+    pub subject: &'a str,
+    pub meta: &'a RequestMeta,
+    pub at: i64,
+}
+
+impl Audit<'_> {
+    /// Write the line (`outcome`: e.g. "added", "replaced").
+    pub fn log(&self, outcome: &str) {
+        tracing::info!(
+            admin_action = self.action,
+            subject = %self.subject,
+            outcome,
+            request_id = %self.meta.request_id,
+            source_ip = self.meta.source_ip.as_deref().unwrap_or("-"),
+            via = if self.meta.admin_token.is_some() { "header" } else { "para.admin_token" },
+            at = self.at,
+            "admin action"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! - [`envelope`]: request/response envelope, return codes, typed `para` access;
 //! - [`handlers`]: the interface set and its handlers (sessions, …);
 //! - [`service`]: the transport-independent entry point every transport calls;
+//! - [`request`]: what a transport knows about a request besides its body;
 //! - [`auth`]: caller keys, enforcement modes, scope checks;
 //! - [`tokens`]: the token/ticket cache with single-flight and a cross-process lease;
 //! - [`scf`]: the SCF runtime loop, event shapes and a local runtime API emulator;
@@ -23,6 +24,7 @@ pub mod crypto;
 pub mod envelope;
 pub mod handlers;
 pub mod import;
+pub mod request;
 pub mod scf;
 pub mod serve;
 pub mod service;

@@ -2,7 +2,8 @@
 //! resolves. Used locally, on a VM, and as the SCF web-function server.
 
 use crate::envelope::{Envelope, ReturnCode, WaferError};
-use crate::service::{RequestMeta, Service};
+use crate::request::RequestMeta;
+use crate::service::Service;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -71,46 +72,6 @@ fn request_id(headers: &HeaderMap) -> String {
     format!("http-{}-{}", std::process::id(), REQUEST_SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Caller key from `X-Wafer-Key`, `Authorization: Bearer`, or the `key` query parameter.
-pub fn caller_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(v) = headers.get("x-wafer-key").and_then(|v| v.to_str().ok()) {
-        return Some(v.trim().to_owned());
-    }
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        if let Some(token) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
-            return Some(token.trim().to_owned());
-        }
-    }
-    query.and_then(|q| {
-        q.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (k == "key").then(|| percent_decode(v))
-        })
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex_val(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex_val(bytes[i + 1]), hex_val(bytes[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b == b'+' { b' ' } else { b });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 async fn handle(
     State(svc): State<Arc<Service>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
@@ -140,14 +101,13 @@ async fn handle(
     }
     let meta = RequestMeta {
         request_id: request_id(&parts.headers),
-        caller_key: caller_key(&parts.headers, parts.uri.query()),
-        admin_token: parts
-            .headers
-            .get("x-wafer-admin-token")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_owned()),
         source_ip: Some(peer.ip().to_string()),
-    };
+        ..RequestMeta::default()
+    }
+    .with_credentials(
+        |name| parts.headers.get(name).and_then(|v| v.to_str().ok()),
+        crate::request::query_key(parts.uri.query()),
+    );
     let mut body = Body::new(body).into_data_stream();
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
@@ -205,27 +165,4 @@ fn too_large_or_broken(status: StatusCode, meta: &RequestMeta, limit: usize, wha
     let mut resp = envelope_response(status, &Envelope::error(&err));
     resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn caller_key_sources_in_order() {
-        let mut h = HeaderMap::new();
-        assert_eq!(caller_key(&h, Some("a=1&key=abc%2Bd")), Some("abc+d".into()));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer tok"));
-        assert_eq!(caller_key(&h, Some("key=q")), Some("tok".into()));
-        h.insert("x-wafer-key", HeaderValue::from_static("hdr"));
-        assert_eq!(caller_key(&h, None), Some("hdr".into()));
-    }
-
-    #[test]
-    fn percent_decode_handles_truncated_escapes() {
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("%41"), "A");
-        assert_eq!(percent_decode("%é%"), "%é%");
-    }
 }

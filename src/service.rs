@@ -2,9 +2,10 @@
 //! runtime both call [`Service::handle`], so they give byte-identical envelopes. Panics are caught here and
 //! answered; one structured log line is written per request.
 
-use crate::auth::{self, CallerAuthMode, Gate, Target};
+use crate::auth::Gate;
 use crate::envelope::{self, Envelope, Para, ReturnCode, WaferError};
-use crate::handlers::{Access, Deps, Interface};
+use crate::handlers::{Deps, Interface};
+use crate::request::RequestMeta;
 use futures_util::FutureExt;
 use serde_json::Value;
 use std::panic::AssertUnwindSafe;
@@ -12,19 +13,6 @@ use std::time::Instant;
 
 /// Default largest request body accepted, in bytes.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
-
-/// What the transport knows about a request besides its body.
-#[derive(Clone, Default)]
-pub struct RequestMeta {
-    /// Gateway / runtime / HTTP request id, for log correlation.
-    pub request_id: String,
-    /// `X-Wafer-Key` (or bearer token / `key` query parameter) presented by the caller.
-    pub caller_key: Option<String>,
-    /// `X-Wafer-Admin-Token` presented by the caller.
-    pub admin_token: Option<String>,
-    /// The client's address as the transport saw it (peer address, or the gateway's `sourceIp`), for audit logs.
-    pub source_ip: Option<String>,
-}
 
 /// What `GET /readyz` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +47,12 @@ pub struct Service {
 
 impl Service {
     pub fn new(deps: Deps) -> Self {
-        let gate = Gate::new(deps.settings.caller_auth, deps.store.clone(), deps.clock.clone());
+        let gate = Gate::new(
+            deps.settings.caller_auth,
+            deps.settings.admin_token.as_deref(),
+            deps.store.clone(),
+            deps.clock.clone(),
+        );
         Self { deps, gate, body_limit: DEFAULT_BODY_LIMIT }
     }
 
@@ -150,36 +143,11 @@ impl Service {
         }
         let parsed = Interface::parse(&req.interface_name, para)?;
         *interface = parsed.name();
-        let mode = self.gate.mode;
-        let caller = match mode {
-            CallerAuthMode::Off => None,
-            _ => self.gate.authenticate(meta.caller_key.as_deref()).await?,
-        };
-        if let Some(c) = &caller {
+        let grant = self.gate.authorize(parsed.access(), meta).await?;
+        if let Some(c) = &grant.caller {
             caller_name.push_str(c.name());
         }
-        // Scope checks use the key's own lists only, before any app lookup. In `all` mode, sessions are checked
-        // against the session's own app inside `check_session`, before anything is touched.
-        let mut session_scope = None;
-        match (mode, parsed.access()) {
-            (CallerAuthMode::Off, _)
-            | (_, Access::Admin)
-            | (CallerAuthMode::Credentials, Access::Session(_)) => {}
-            (_, Access::Credential(target)) => caller.as_ref().ok_or_else(auth::missing)?.require(target)?,
-            (CallerAuthMode::All, Access::Session(given)) => {
-                let c = caller.as_ref().ok_or_else(auth::missing)?;
-                match (given, &parsed) {
-                    (Some(a), _) => c.require(Target::App(a))?,
-                    // Resolve the default app first, so no session is created for an app out of scope.
-                    (None, Interface::IdSkey(_)) => {
-                        let a = crate::handlers::session::resolve_appid(&self.deps, None).await?;
-                        c.require(Target::App(&a))?;
-                    }
-                    (None, _) => {}
-                }
-                session_scope = Some(c);
-            }
-        }
+        let session_scope = grant.session_scope.as_ref();
         let reply = parsed.handle(&self.deps, meta, session_scope).await?;
         if appid.is_empty() {
             if let Some(Value::String(a)) = reply.data.get("appid") {

@@ -5,7 +5,7 @@
 use super::{Deps, Reply};
 use crate::crypto;
 use crate::envelope::{Para, ReturnCode, WaferError};
-use crate::service::RequestMeta;
+use crate::request::RequestMeta;
 use crate::store::AgentRecord;
 use crate::tokens::{CredKey, CredKind, Force, Served};
 use serde_json::json;
@@ -34,10 +34,10 @@ impl Target {
     }
 
     /// The scope target a caller key must cover.
-    pub fn as_scope(&self) -> crate::auth::Target<'_> {
+    pub fn as_scope(&self) -> crate::auth::Scope<'_> {
         match self {
-            Self::App(a) => crate::auth::Target::App(a),
-            Self::Agent { corpid, .. } => crate::auth::Target::Corp(corpid),
+            Self::App(a) => crate::auth::Scope::App(a),
+            Self::Agent { corpid, .. } => crate::auth::Scope::Corp(corpid),
         }
     }
 
@@ -193,29 +193,9 @@ pub async fn signature(deps: &Deps, req: SignatureRequest) -> Result<Reply, Wafe
     })
 }
 
-/// Check the admin credential: `X-Wafer-Admin-Token`, or `para.admin_token` for direct invocations.
-pub fn require_admin(deps: &Deps, meta: &RequestMeta, para_token: Option<&str>) -> Result<(), WaferError> {
-    let Some(expected) = deps.settings.admin_token.as_deref() else {
-        return Err(WaferError::new(
-            ReturnCode::AdminAuthErr,
-            "admin interfaces are disabled on this server (WAFER_ADMIN_TOKEN is not set)",
-        ));
-    };
-    let presented = meta.admin_token.as_deref().or(para_token).unwrap_or("");
-    if crypto::ct_eq(
-        crypto::sha256_hex(presented.as_bytes()).as_bytes(),
-        crypto::sha256_hex(expected.as_bytes()).as_bytes(),
-    ) {
-        Ok(())
-    } else {
-        Err(WaferError::new(ReturnCode::AdminAuthErr, "a valid admin token is required"))
-    }
-}
-
 /// `qcloud.work.initagent`: register or replace a WeCom agent (admin only). Replacing a secret drops the agent's
 /// cached token and tickets.
 pub async fn init_agent(deps: &Deps, meta: &RequestMeta, req: InitAgentRequest) -> Result<Reply, WaferError> {
-    require_admin(deps, meta, req.admin_token.as_deref())?;
     let now = deps.clock.now();
     let fail = |e: crate::store::StoreError| {
         WaferError::new(ReturnCode::InitAppinfoErr, "could not store the agent").with_detail(e)
@@ -237,16 +217,11 @@ pub async fn init_agent(deps: &Deps, meta: &RequestMeta, req: InitAgentRequest) 
         deps.store.clear_credential_failures(&keys).await.map_err(fail)?;
     }
     deps.creds.forget(&keys);
-    tracing::info!(
-        admin_action = "initagent",
-        corpid = %req.corpid,
-        agentid = %req.agentid,
-        replaced = existing.is_some(),
-        request_id = %meta.request_id,
-        source_ip = meta.source_ip.as_deref().unwrap_or("-"),
-        via = if meta.admin_token.is_some() { "header" } else { "para.admin_token" },
-        at = now,
-        "admin action"
-    );
+    let subject = format!("{}/{}", req.corpid, req.agentid);
+    crate::auth::Audit { action: "initagent", subject: &subject, meta, at: now }.log(if existing.is_some() {
+        "replaced"
+    } else {
+        "added"
+    });
     Ok(Reply { message: "INIT_APPINFO_SUCCESS", data: json!("") })
 }

@@ -5,9 +5,10 @@ pub mod cos;
 pub mod credentials;
 pub mod session;
 
+use crate::auth::{Access, Caller, Scope};
 use crate::clock::Clock;
 use crate::envelope::{Para, ReturnCode, WaferError};
-use crate::service::RequestMeta;
+use crate::request::RequestMeta;
 use crate::store::Store;
 use crate::tokens::{CredKind, Credentials};
 use crate::wechat::WeChatClient;
@@ -67,17 +68,6 @@ impl Default for Settings {
 pub struct Reply {
     pub message: &'static str,
     pub data: Value,
-}
-
-/// Which authorisation an interface needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access<'a> {
-    /// Mini-program session interfaces (open in `credentials` mode); the appid if the request names one.
-    Session(Option<&'a str>),
-    /// Live credentials for an app / corp / COS APPID: a caller key covering it.
-    Credential(crate::auth::Target<'a>),
-    /// Admin interfaces: the admin token.
-    Admin,
 }
 
 /// Every interface this server answers, with its typed request.
@@ -157,16 +147,15 @@ impl<'a> Interface<'a> {
 
     /// The authorisation this request needs.
     pub fn access(&self) -> Access<'_> {
-        use crate::auth::Target;
         match self {
             Self::IdSkey(r) => Access::Session(r.appid),
             Self::Auth(r) => Access::Session(r.appid),
             Self::Decrypt(r) | Self::UserInfo(r) => Access::Session(r.appid),
             Self::Credential(_, r) => Access::Credential(r.target.as_scope()),
             Self::Signature(_, r) => Access::Credential(r.target.as_scope()),
-            Self::InitAgent(_) => Access::Admin,
-            Self::CosV4(_, r) => Access::Credential(Target::App(&r.appid)),
-            Self::CosV5(r) => Access::Credential(Target::App(&r.appid)),
+            Self::InitAgent(r) => Access::Admin { para_token: r.admin_token.as_deref() },
+            Self::CosV4(_, r) => Access::Credential(Scope::App(&r.appid)),
+            Self::CosV5(r) => Access::Credential(Scope::App(&r.appid)),
         }
     }
 
@@ -175,10 +164,10 @@ impl<'a> Interface<'a> {
         self,
         deps: &Deps,
         meta: &RequestMeta,
-        session_scope: Option<&crate::auth::Caller>,
+        session_scope: Option<&Caller>,
     ) -> Result<Reply, WaferError> {
         match self {
-            Self::IdSkey(r) => session::login(deps, r).await,
+            Self::IdSkey(r) => session::login(deps, r, session_scope).await,
             Self::Auth(r) => session::auth(deps, r, session_scope).await,
             Self::Decrypt(r) => session::decrypt(deps, r, session_scope).await,
             Self::UserInfo(r) => session::userinfo(deps, r, session_scope).await,

@@ -2,7 +2,7 @@
 //! with every rule of protocol.md §4.1.
 
 use super::{Deps, Reply};
-use crate::auth::{Caller, Target};
+use crate::auth::{Caller, Scope};
 use crate::crypto::{self, wxdata};
 use crate::envelope::{Para, ReturnCode, WaferError};
 use crate::store::{SessionRecord, SessionView};
@@ -110,8 +110,12 @@ fn user_info_value(text: &Option<String>) -> Value {
 }
 
 /// Log in: code2session, optional profile decryption, a new session.
-pub async fn login(deps: &Deps, req: LoginRequest<'_>) -> Result<Reply, WaferError> {
+pub async fn login(deps: &Deps, req: LoginRequest<'_>, scope: Option<&Caller>) -> Result<Reply, WaferError> {
     let appid = resolve_appid(deps, req.appid).await?;
+    // In `all` mode the key must cover the app, default or named, before WeChat sees the code.
+    if let Some(c) = scope {
+        c.require(Scope::App(&appid))?;
+    }
     let app = deps
         .store
         .get_app(&appid)
@@ -193,7 +197,7 @@ pub async fn check_session(
         return Err(WaferError::auth());
     }
     if let Some(c) = scope {
-        c.require(Target::App(&s.appid))?;
+        c.require(Scope::App(&s.appid))?;
     }
     let now = deps.clock.now();
     if now > s.created_at.saturating_add(view.login_duration_secs) {

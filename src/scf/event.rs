@@ -2,7 +2,7 @@
 //! directly, turned into a request for the [`Service`](crate::service::Service), and the reply shaped to match.
 
 use crate::envelope::{Envelope, ReturnCode, WaferError};
-use crate::service::RequestMeta;
+use crate::request::RequestMeta;
 use base64::Engine;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -144,11 +144,14 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
         Some(Value::Object(h)) => Some(h),
         Some(_) => return reject(Origin::Gateway, 400, "$.headers", "must be an object"),
     };
-    let query = match o.get("queryString").or_else(|| o.get("queryStringParameters")) {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(q)) => Some(q),
-        Some(_) => return reject(Origin::Gateway, 400, "$.queryString", "must be an object"),
-    };
+    let mut queries = Vec::new();
+    for field in ["queryString", "queryStringParameters"] {
+        match o.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(q)) => queries.push(q),
+            Some(_) => return reject(Origin::Gateway, 400, &format!("$.{field}"), "must be an object"),
+        }
+    }
     let method = match o.get("httpMethod") {
         Some(Value::String(m)) => m.to_ascii_uppercase(),
         None => "POST".into(),
@@ -188,24 +191,13 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
         .or_else(|| header(headers, "x-api-requestid"))
         .unwrap_or(runtime_request_id)
         .to_owned();
-    let caller_key = header(headers, "x-wafer-key")
-        .map(|s| s.trim().to_owned())
-        .or_else(|| {
-            header(headers, "authorization").and_then(|a| {
-                a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")).map(|t| t.trim().to_owned())
-            })
-        })
-        .or_else(|| query_key(query));
-    let meta = RequestMeta {
-        request_id,
-        caller_key,
-        admin_token: header(headers, "x-wafer-admin-token").map(|s| s.trim().to_owned()),
-        source_ip: o
-            .get("requestContext")
-            .and_then(|c| c.get("sourceIp"))
-            .and_then(Value::as_str)
-            .map(|ip| ip.chars().take(64).collect()),
-    };
+    let source_ip = o
+        .get("requestContext")
+        .and_then(|c| c.get("sourceIp"))
+        .and_then(Value::as_str)
+        .map(|ip| ip.chars().take(64).collect());
+    let meta = RequestMeta { request_id, source_ip, ..RequestMeta::default() }
+        .with_credentials(|name| header(headers, name), queries.iter().find_map(|q| query_key(Some(q))));
     Parsed::Request(Incoming { origin: Origin::Gateway, method, path, body, meta })
 }
 
@@ -224,6 +216,14 @@ mod tests {
         assert_eq!(r.body, br#"{"a":1}"#);
         assert_eq!(r.meta.request_id, "gw-1");
         assert_eq!(r.meta.caller_key.as_deref(), Some("k1"));
+    }
+
+    #[test]
+    fn an_empty_query_string_does_not_hide_query_string_parameters() {
+        let ev = br#"{"requestContext":{},"headers":{},"httpMethod":"POST","path":"/","body":"{}",
+            "queryString":{},"queryStringParameters":{"key":"wk_from_parameters"}}"#;
+        let Parsed::Request(r) = parse(ev, "rt") else { panic!("rejected") };
+        assert_eq!(r.meta.caller_key.as_deref(), Some("wk_from_parameters"));
     }
 
     #[test]

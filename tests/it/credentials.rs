@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use wafer_scf::handlers::Settings;
-use wafer_scf::service::RequestMeta;
+use wafer_scf::request::RequestMeta;
 use wafer_scf::store::TokenMode;
 
 const APP: &str = "wx_cred_app";

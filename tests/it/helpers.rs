@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use wafer_scf::clock::ManualClock;
 use wafer_scf::handlers::{Deps, Settings};
-use wafer_scf::service::{RequestMeta, Service};
+use wafer_scf::request::RequestMeta;
+use wafer_scf::service::Service;
 use wafer_scf::store::{self, AppRecord, DatabaseUrl, Store, StoreOptions, TokenMode};
 use wafer_scf::wechat::{self, UpstreamTimeouts, WeChatClient};
 

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wafer_scf::service::{RequestMeta, Service};
+use wafer_scf::request::RequestMeta;
+use wafer_scf::service::Service;
 
 const APP: &str = "wx_resilient";
 const STABLE: &str = "/cgi-bin/stable_token";

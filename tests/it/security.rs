@@ -11,7 +11,8 @@ use std::sync::Arc;
 use wafer_scf::auth::CallerAuthMode;
 use wafer_scf::clock::ManualClock;
 use wafer_scf::handlers::Settings;
-use wafer_scf::service::{RequestMeta, Service};
+use wafer_scf::request::RequestMeta;
+use wafer_scf::service::Service;
 use wafer_scf::store::sealed::Sealer;
 use wafer_scf::store::{AgentRecord, CallerKeyRecord, CosKeyRecord, Store, StoreOptions};
 
