@@ -16,11 +16,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wafer_scf::clock::SystemClock;
-use wafer_scf::handlers::{Deps, Settings};
-use wafer_scf::service::Service;
+use wafer_scf::handlers::Settings;
+use wafer_scf::startup::ServiceBuilder;
 use wafer_scf::store::{self, AppRecord, DatabaseUrl, Store, StoreOptions, TokenMode};
-use wafer_scf::wechat::{self, wecom::WeComClient, UpstreamTimeouts, WeChatClient};
+use wafer_scf::wechat::UpstreamTimeouts;
 
 const STABLE: &str = "/cgi-bin/stable_token";
 const UPSTREAM_MS: u64 = 1_000;
@@ -60,11 +59,6 @@ async fn fresh_store(mysql: Option<&str>, dir: &std::path::Path, n: usize) -> Ar
 }
 
 async fn server(store: Arc<dyn Store>, upstream: &str, policy_from_deadline: bool) -> String {
-    let http = wechat::http_client(UpstreamTimeouts {
-        connect: Duration::from_millis(UPSTREAM_MS),
-        total: Duration::from_millis(UPSTREAM_MS),
-    })
-    .unwrap();
     let policy = if policy_from_deadline {
         wafer_scf::tokens::Policy {
             lease_ms: UPSTREAM_MS as i64 + 1_000,
@@ -74,15 +68,16 @@ async fn server(store: Arc<dyn Store>, upstream: &str, policy_from_deadline: boo
     } else {
         Default::default()
     };
-    let deps = Deps::new(
-        store,
-        WeChatClient::new(http.clone(), upstream),
-        WeComClient::new(http, upstream),
-        Arc::new(SystemClock),
-        Settings { caller_auth: wafer_scf::auth::CallerAuthMode::Off, ..Settings::default() },
-        policy,
-    );
-    let svc = Arc::new(Service::new(deps));
+    let svc = ServiceBuilder::new(store, upstream)
+        .upstream_timeouts(UpstreamTimeouts {
+            connect: Duration::from_millis(UPSTREAM_MS),
+            total: Duration::from_millis(UPSTREAM_MS),
+        })
+        .settings(Settings { caller_auth: wafer_scf::auth::CallerAuthMode::Off, ..Settings::default() })
+        .policy(policy)
+        .build()
+        .unwrap();
+    let svc = Arc::new(svc);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", l.local_addr().unwrap());
     tokio::spawn(wafer_scf::serve::serve(l, svc, std::future::pending()));

@@ -7,11 +7,8 @@ use axum::Router;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-use wafer_scf::clock::SystemClock;
-use wafer_scf::handlers::{Deps, Settings};
-use wafer_scf::service::Service;
+use wafer_scf::startup::ServiceBuilder;
 use wafer_scf::store::{self, AppRecord, DatabaseUrl, StoreOptions, TokenMode};
-use wafer_scf::wechat::{self, wecom::WeComClient, UpstreamTimeouts, WeChatClient};
 
 const BODY: &str = r#"{"version":1,"componentName":"MA","interface":{"interfaceName":"qcloud.mimi.access_token","para":{"appid":"wxbench0000000001"}}}"#;
 
@@ -94,16 +91,7 @@ fn main() {
             })
             .await
             .unwrap();
-        let http = wechat::http_client(UpstreamTimeouts::default()).unwrap();
-        let deps = Deps::new(
-            store,
-            WeChatClient::new(http.clone(), &upstream_url),
-            WeComClient::new(http, &upstream_url),
-            Arc::new(SystemClock),
-            Settings::default(),
-            Default::default(),
-        );
-        let svc = Arc::new(Service::new(deps));
+        let svc = Arc::new(ServiceBuilder::new(store, &upstream_url).build().unwrap());
         let wl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let wafer_url = format!("http://{}/", wl.local_addr().unwrap());
         tokio::spawn(wafer_scf::serve::serve(wl, svc.clone(), std::future::pending()));

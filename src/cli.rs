@@ -2,15 +2,8 @@
 
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::handlers::{Deps, Settings};
-use crate::service::Service;
-use crate::store::{
-    self, AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, Store, TokenMode,
-    DEFAULT_SESSION_DURATION_SECS,
-};
-use crate::tokens::CredKey;
-use crate::wechat::wecom::WeComClient;
-use crate::wechat::{self, UpstreamTimeouts, WeChatClient};
+use crate::registry::{AgentChanges, AppChanges, Outcome, Registry};
+use crate::store::{self, Store, TokenMode};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::io::Read;
@@ -98,7 +91,7 @@ pub enum KeyCommand {
         #[arg(long)]
         name: String,
         /// Appids (WeChat appids, or Tencent Cloud APPIDs for COS) the key may reach, comma-separated.
-        #[arg(long, value_delimiter = ',', required_unless_present_any = ["corps", "all"], conflicts_with = "all")]
+        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
         apps: Vec<String>,
         /// WeCom corpids the key may reach, comma-separated.
         #[arg(long, value_delimiter = ',', conflicts_with = "all")]
@@ -118,16 +111,16 @@ pub enum KeyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum CosCommand {
-    /// Hold COS credentials for a Tencent Cloud APPID (replaces existing ones).
+    /// Hold COS credentials for a Tencent Cloud APPID, or change the one given.
     Add {
         /// The numeric Tencent Cloud APPID.
         #[arg(long)]
         appid: String,
         #[arg(long)]
-        secret_id: String,
+        secret_id: Option<String>,
         /// The SecretKey. `-` reads it from standard input.
         #[arg(long)]
-        secret_key: String,
+        secret_key: Option<String>,
     },
     /// List held COS credentials (APPID and a SecretId prefix; never the SecretKey).
     List,
@@ -140,17 +133,17 @@ pub enum CosCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
-    /// Register an agent, or replace its secret (drops its cached token and tickets).
+    /// Register an agent, or change its secret or remark (a new secret drops its cached token and tickets).
     Add {
         #[arg(long)]
         corpid: String,
         #[arg(long)]
         agentid: String,
-        /// The app's Secret. `-` reads it from standard input.
+        /// The app's Secret (needed for a new agent). `-` reads it from standard input.
         #[arg(long)]
-        secret: String,
-        #[arg(long, default_value = "")]
-        remark: String,
+        secret: Option<String>,
+        #[arg(long)]
+        remark: Option<String>,
     },
     /// List agents (never prints secrets).
     List,
@@ -165,22 +158,22 @@ pub enum AgentCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
-    /// Register an app, or replace its secret and settings.
+    /// Register an app, or change the given settings of a registered one (others stay as they are).
     Add {
         #[arg(long)]
         appid: String,
-        /// The AppSecret. `-` reads it from standard input (keeps it out of shell history).
+        /// The AppSecret (needed for a new app). `-` reads it from standard input (keeps it out of shell history).
         #[arg(long)]
-        secret: String,
-        /// Login lifetime in days (since the login that created the skey).
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
-        login_duration_days: u32,
-        /// Idle lifetime in seconds (since the last successful auth).
-        #[arg(long, default_value_t = DEFAULT_SESSION_DURATION_SECS as u32, value_parser = clap::value_parser!(u32).range(60..))]
-        session_duration_secs: u32,
-        /// How the access token is fetched: stable (stable_token, the default) or classic (cgi-bin/token).
-        #[arg(long, default_value = "stable", value_parser = ["stable", "classic"])]
-        token_mode: String,
+        secret: Option<String>,
+        /// Login lifetime in days (since the login that created the skey). New apps: 30.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        login_duration_days: Option<u32>,
+        /// Idle lifetime in seconds (since the last successful auth). New apps: 30 days.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(60..))]
+        session_duration_secs: Option<u32>,
+        /// How the access token is fetched: stable (stable_token; new apps) or classic (cgi-bin/token).
+        #[arg(long, value_parser = ["stable", "classic"])]
+        token_mode: Option<String>,
     },
     /// List registered apps (never prints secrets).
     List,
@@ -227,7 +220,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Replay { bootstrap, time_limit_ms, init_timeout_ms, events } => {
-            replay(bootstrap, time_limit_ms, init_timeout_ms, events).await
+            crate::scf::replay::replay(&bootstrap, time_limit_ms, init_timeout_ms, &events).await
         }
         Command::Migrate => {
             let store = open_store(&config, true).await?;
@@ -278,42 +271,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
     }
 }
 
-/// Open the configured store; with `migrate`, apply pending migrations first.
-pub async fn open_store(config: &Config, migrate: bool) -> Result<Arc<dyn Store>> {
-    store::open(&config.database_url, &config.store_options(), migrate)
-        .await
-        .with_context(|| format!("could not open storage {}", config.database_url.redacted()))
-}
-
-/// Build the service from configuration: store, one HTTP client, the system clock. `default_pool` is the MySQL
-/// pool size when WAFER_DB_POOL_MAX is not set (SCF instances want 1–2 connections).
-pub async fn build_service(config: &Config, default_pool: u64) -> Result<Service> {
-    let mut config = config.clone();
-    config.db_pool_max = Some(config.db_pool_max.unwrap_or(default_pool));
-    let config = &config;
-    let store = open_store(config, false).await?;
-    let http = wechat::http_client(UpstreamTimeouts {
-        connect: config.upstream_timeout().min(std::time::Duration::from_secs(3)),
-        total: config.upstream_timeout(),
-    })
-    .context("could not build the HTTP client")?;
-    let deps = Deps::new(
-        store,
-        WeChatClient::new(http.clone(), &config.wechat_base_url),
-        WeComClient::new(http, &config.wecom_base_url),
-        Arc::new(SystemClock),
-        Settings {
-            default_appid: config.default_appid(),
-            max_sessions_per_user: config.max_sessions_per_user as usize,
-            admin_token: config.admin_token(),
-            caller_auth: config.caller_auth,
-        },
-        config.token_policy(),
-    );
-    let mut svc = Service::new(deps);
-    svc.body_limit = config.body_limit as usize;
-    Ok(svc)
-}
+use crate::startup::{open_store, service as build_service};
 
 fn warn_if_open(config: &Config) {
     if config.caller_auth == crate::auth::CallerAuthMode::Off {
@@ -331,45 +289,14 @@ async fn serve(config: &Config) -> Result<()> {
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = listener.local_addr().context("listener has no address")?;
     tracing::info!(%addr, storage = %config.database_url.redacted(), wechat = %config.wechat_base_url, "wafer-scf listening");
-    tokio::spawn(watch_readiness(svc.clone(), config.database_url.redacted()));
-    if config.purge_interval_secs > 0 {
-        let (svc, every) = (svc.clone(), std::time::Duration::from_secs(config.purge_interval_secs));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            loop {
-                tick.tick().await;
-                if let Err(e) = svc.purge_expired_sessions().await {
-                    tracing::warn!(error = %e, "periodic session purge failed");
-                }
-            }
-        });
-    }
-    crate::serve::serve(listener, svc, crate::serve::shutdown_signal()).await.context("HTTP server failed")
-}
-
-/// Check storage and schema at start and say so in one line; while not ready, check again every few seconds
-/// (requests are answered meanwhile: a database that comes up later is picked up without a restart).
-async fn watch_readiness(svc: Arc<Service>, storage: String) {
-    use crate::service::Readiness;
-    let mut said = None;
-    loop {
-        let r = svc.readiness().await;
-        if said != Some(r) {
-            match r {
-                Readiness::Ready if said.is_some() => tracing::info!(storage = %storage, "storage is ready"),
-                Readiness::Ready => {}
-                Readiness::SchemaBehind(_) => tracing::error!(storage = %storage, "{}", r.reason()),
-                Readiness::Unreachable => {
-                    tracing::error!(storage = %storage, "storage unreachable at {storage}; retrying")
-                }
-            }
-            said = Some(r);
-        }
-        if r == Readiness::Ready {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    }
+    let chores = crate::serve::Chores {
+        purge_every: (config.purge_interval_secs > 0)
+            .then(|| std::time::Duration::from_secs(config.purge_interval_secs)),
+        storage: config.database_url.redacted(),
+    };
+    crate::serve::run(listener, svc, chores, crate::serve::shutdown_signal())
+        .await
+        .context("HTTP server failed")
 }
 
 async fn runtime(config: &Config, runtime_api: Option<String>) -> Result<()> {
@@ -388,45 +315,6 @@ async fn runtime(config: &Config, runtime_api: Option<String>) -> Result<()> {
     crate::scf::runtime::run(&client, &svc, None).await
 }
 
-async fn replay(
-    bootstrap: std::path::PathBuf,
-    time_limit_ms: u64,
-    init_timeout_ms: u64,
-    events: Vec<std::path::PathBuf>,
-) -> Result<()> {
-    use crate::scf::emulator::{Emulator, Outcome, Supervisor};
-    let emulator =
-        Emulator::start(time_limit_ms).await.context("could not start the runtime API emulator")?;
-    let mut sup =
-        Supervisor::new(emulator, bootstrap.clone(), std::time::Duration::from_millis(init_timeout_ms));
-    let cold = sup.start().await.with_context(|| format!("could not start {}", bootstrap.display()))?;
-    eprintln!("== {} ready after {:.1} ms", bootstrap.display(), cold.as_secs_f64() * 1000.0);
-    let mut failed = 0;
-    for file in &events {
-        let event = std::fs::read(file).with_context(|| format!("could not read {}", file.display()))?;
-        let started = std::time::Instant::now();
-        let outcome = sup.invoke(event).await.context("the instance could not be restarted")?;
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        match outcome {
-            Outcome::Response(body) => {
-                println!("== {} ({ms:.1} ms)\n{}", file.display(), String::from_utf8_lossy(&body))
-            }
-            Outcome::Error(e) => {
-                failed += 1;
-                println!("== {} ({ms:.1} ms) invocation error\n{e}", file.display());
-            }
-            Outcome::Timeout => {
-                failed += 1;
-                println!("== {} timed out after {time_limit_ms} ms (instance restarted)", file.display());
-            }
-        }
-    }
-    if failed > 0 {
-        bail!("{failed} of {} events failed", events.len());
-    }
-    Ok(())
-}
-
 fn read_secret(arg: &str, what: &str) -> Result<String> {
     let s = if arg == "-" {
         let mut buf = String::new();
@@ -441,44 +329,32 @@ fn read_secret(arg: &str, what: &str) -> Result<String> {
     Ok(s)
 }
 
-fn check_ident(value: &str, what: &str, max: usize) -> Result<()> {
-    if value.is_empty() || value.len() > max || !value.bytes().all(|b| b.is_ascii_graphic()) {
-        bail!("{what} must be 1 to {max} printable ASCII characters without spaces");
-    }
-    Ok(())
+/// The registry over the configured store, for one command.
+async fn registry_store(config: &Config) -> Result<Arc<dyn Store>> {
+    open_store(config, false).await
+}
+
+fn registry(store: &dyn Store) -> Registry<'_> {
+    Registry { store, creds: None, now: crate::clock::Clock::now(&SystemClock), dry_run: false }
 }
 
 async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
-    let store = open_store(config, false).await?;
-    let now = crate::clock::Clock::now(&SystemClock);
+    let store = registry_store(config).await?;
+    let reg = registry(store.as_ref());
     match cmd {
         AppCommand::Add { appid, secret, login_duration_days, session_duration_secs, token_mode } => {
-            check_ident(&appid, "appid", 64)?;
-            let secret = read_secret(&secret, "the secret")?;
-            let existing = store.get_app(&appid).await.context("could not read apps")?;
-            let app = AppRecord {
-                appid: appid.clone(),
-                secret,
-                login_duration_secs: i64::from(login_duration_days) * 86_400,
-                session_duration_secs: i64::from(session_duration_secs),
-                token_mode: TokenMode::parse(&token_mode).unwrap_or(TokenMode::Stable),
-                created_at: existing.as_ref().map_or(now, |a| a.created_at),
-                updated_at: now,
+            let changes = AppChanges {
+                secret: secret.map(|s| read_secret(&s, "the secret")).transpose()?,
+                login_duration_secs: login_duration_days.map(|d| i64::from(d) * 86_400),
+                session_duration_secs: session_duration_secs.map(i64::from),
+                token_mode: token_mode.as_deref().and_then(TokenMode::parse),
             };
-            store.put_app(&app).await.context("could not store the app")?;
-            if existing.as_ref().is_some_and(|e| e.secret != app.secret || e.token_mode != app.token_mode) {
-                store
-                    .delete_credentials(&CredKey::all_for_app(&appid))
-                    .await
-                    .context("could not drop cached tokens")?;
-            } else {
-                store
-                    .clear_credential_failures(&CredKey::all_for_app(&appid))
-                    .await
-                    .context("could not clear remembered failures")?;
+            let change = reg.put_app(&appid, &changes, TokenMode::Stable).await?;
+            tracing::info!(appid = %appid, action = change.outcome.as_str(), "app registry changed");
+            match change.outcome {
+                Outcome::Unchanged => println!("app {appid} unchanged"),
+                o => println!("{} app {appid}", o.as_str()),
             }
-            tracing::info!(appid = %appid, action = if existing.is_some() { "replaced" } else { "added" }, "app registry changed");
-            println!("{} app {appid}", if existing.is_some() { "updated" } else { "added" });
         }
         AppCommand::List => {
             let apps = store.list_apps().await.context("could not read apps")?;
@@ -494,55 +370,27 @@ async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
             }
         }
         AppCommand::Remove { appid } => {
-            if store.remove_app(&appid).await.context("could not remove the app")? {
-                store
-                    .delete_credentials(&CredKey::all_for_app(&appid))
-                    .await
-                    .context("could not drop cached tokens")?;
-                tracing::info!(appid = %appid, action = "removed", "app registry changed");
-                println!("removed app {appid}");
-            } else {
-                bail!("no app {appid}");
-            }
+            reg.remove_app(&appid).await?;
+            tracing::info!(appid = %appid, action = "removed", "app registry changed");
+            println!("removed app {appid}");
         }
     }
     Ok(())
 }
 
 async fn agent_command(config: &Config, cmd: AgentCommand) -> Result<()> {
-    let store = open_store(config, false).await?;
-    let now = crate::clock::Clock::now(&SystemClock);
+    let store = registry_store(config).await?;
+    let reg = registry(store.as_ref());
     match cmd {
         AgentCommand::Add { corpid, agentid, secret, remark } => {
-            check_ident(&corpid, "corpid", 64)?;
-            check_ident(&agentid, "agentid", 64)?;
-            let secret = read_secret(&secret, "the secret")?;
-            if remark.len() > 255 {
-                bail!("the remark must be at most 255 bytes");
+            let changes =
+                AgentChanges { secret: secret.map(|s| read_secret(&s, "the secret")).transpose()?, remark };
+            let change = reg.put_agent(&corpid, &agentid, &changes).await?;
+            tracing::info!(corpid = %corpid, agentid = %agentid, action = change.outcome.as_str(), "agent registry changed");
+            match change.outcome {
+                Outcome::Unchanged => println!("agent {corpid}/{agentid} unchanged"),
+                o => println!("{} agent {corpid}/{agentid}", o.as_str()),
             }
-            let existing = store.get_agent(&corpid, &agentid).await.context("could not read agents")?;
-            let agent = AgentRecord {
-                corpid: corpid.clone(),
-                agentid: agentid.clone(),
-                secret,
-                remark,
-                created_at: existing.as_ref().map_or(now, |a| a.created_at),
-                updated_at: now,
-            };
-            store.put_agent(&agent).await.context("could not store the agent")?;
-            if existing.as_ref().is_some_and(|e| e.secret != agent.secret) {
-                store
-                    .delete_credentials(&CredKey::all_for_agent(&corpid, &agentid))
-                    .await
-                    .context("could not drop cached tokens")?;
-            } else {
-                store
-                    .clear_credential_failures(&CredKey::all_for_agent(&corpid, &agentid))
-                    .await
-                    .context("could not clear remembered failures")?;
-            }
-            tracing::info!(corpid = %corpid, agentid = %agentid, action = if existing.is_some() { "replaced" } else { "added" }, "agent registry changed");
-            println!("{} agent {corpid}/{agentid}", if existing.is_some() { "updated" } else { "added" });
         }
         AgentCommand::List => {
             let agents = store.list_agents().await.context("could not read agents")?;
@@ -552,42 +400,26 @@ async fn agent_command(config: &Config, cmd: AgentCommand) -> Result<()> {
             }
         }
         AgentCommand::Remove { corpid, agentid } => {
-            if store.remove_agent(&corpid, &agentid).await.context("could not remove the agent")? {
-                store
-                    .delete_credentials(&CredKey::all_for_agent(&corpid, &agentid))
-                    .await
-                    .context("could not drop cached tokens")?;
-                tracing::info!(corpid = %corpid, agentid = %agentid, action = "removed", "agent registry changed");
-                println!("removed agent {corpid}/{agentid}");
-            } else {
-                bail!("no agent {corpid}/{agentid}");
-            }
+            reg.remove_agent(&corpid, &agentid).await?;
+            tracing::info!(corpid = %corpid, agentid = %agentid, action = "removed", "agent registry changed");
+            println!("removed agent {corpid}/{agentid}");
         }
     }
     Ok(())
 }
 
 async fn cos_command(config: &Config, cmd: CosCommand) -> Result<()> {
-    let store = open_store(config, false).await?;
-    let now = crate::clock::Clock::now(&SystemClock);
+    let store = registry_store(config).await?;
+    let reg = registry(store.as_ref());
     match cmd {
         CosCommand::Add { appid, secret_id, secret_key } => {
-            if appid.is_empty() || appid.len() > 20 || !appid.bytes().all(|b| b.is_ascii_digit()) {
-                bail!("appid must be the numeric Tencent Cloud APPID");
+            let secret_key = secret_key.map(|k| read_secret(&k, "the SecretKey")).transpose()?;
+            let outcome = reg.put_cos_key(&appid, secret_id.as_deref(), secret_key.as_deref()).await?;
+            tracing::info!(cos_appid = %appid, action = outcome.as_str(), "COS keys changed");
+            match outcome {
+                Outcome::Unchanged => println!("COS keys for {appid} unchanged"),
+                o => println!("{} COS keys for {appid}", o.as_str()),
             }
-            check_ident(&secret_id, "the SecretId", 128)?;
-            let secret_key = read_secret(&secret_key, "the SecretKey")?;
-            let existing = store.get_cos_key(&appid).await.context("could not read COS keys")?;
-            let key = CosKeyRecord {
-                appid: appid.clone(),
-                secret_id,
-                secret_key,
-                created_at: existing.as_ref().map_or(now, |k| k.created_at),
-                updated_at: now,
-            };
-            store.put_cos_key(&key).await.context("could not store the COS keys")?;
-            tracing::info!(cos_appid = %appid, action = if existing.is_some() { "replaced" } else { "added" }, "COS keys changed");
-            println!("{} COS keys for {appid}", if existing.is_some() { "updated" } else { "added" });
         }
         CosCommand::List => {
             println!("{:<20} SECRET_ID", "APPID");
@@ -597,67 +429,20 @@ async fn cos_command(config: &Config, cmd: CosCommand) -> Result<()> {
             }
         }
         CosCommand::Remove { appid } => {
-            if store.remove_cos_key(&appid).await.context("could not remove the COS keys")? {
-                tracing::info!(cos_appid = %appid, action = "removed", "COS keys changed");
-                println!("removed COS keys for {appid}");
-            } else {
-                bail!("no COS keys for {appid}");
-            }
+            reg.remove_cos_key(&appid).await?;
+            tracing::info!(cos_appid = %appid, action = "removed", "COS keys changed");
+            println!("removed COS keys for {appid}");
         }
     }
     Ok(())
 }
 
-fn format_time(t: i64) -> String {
-    if t == 0 {
-        return "-".into();
-    }
-    // UTC, ISO 8601, without a date library: days since the epoch → civil date.
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
 async fn key_command(config: &Config, cmd: KeyCommand) -> Result<()> {
-    let store = open_store(config, false).await?;
-    let now = crate::clock::Clock::now(&SystemClock);
+    let store = registry_store(config).await?;
+    let reg = registry(store.as_ref());
     match cmd {
         KeyCommand::Add { name, apps, corps, all } => {
-            if name.is_empty()
-                || name.len() > 64
-                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
-                bail!("the key name must be 1 to 64 characters of letters, digits, '-', '_' or '.'");
-            }
-            for id in apps.iter().chain(&corps) {
-                check_ident(id, "each appid/corpid", 64)?;
-                if id.contains(',') {
-                    bail!("appids and corpids cannot contain commas");
-                }
-            }
-            let key = crate::auth::new_key().context("no randomness available")?;
-            let record = CallerKeyRecord {
-                name: name.clone(),
-                key_hash: crate::crypto::sha256_hex(key.as_bytes()),
-                scope_all: all,
-                scope_apps: apps,
-                scope_corps: corps,
-                created_at: now,
-                last_used_at: 0,
-                revoked_at: 0,
-            };
-            store
-                .add_caller_key(&record)
-                .await
-                .with_context(|| format!("could not add key {name} (is the name taken?)"))?;
+            let key = reg.add_caller_key(&name, apps, corps, all).await?;
             tracing::info!(key_name = %name, action = "created", "caller key changed");
             eprintln!("created key {name}; it is shown only now:");
             println!("{key}");
@@ -681,19 +466,16 @@ async fn key_command(config: &Config, cmd: KeyCommand) -> Result<()> {
                     "{:<24} {:<40} {:<21} {:<21} {}",
                     k.name,
                     scope,
-                    format_time(k.created_at),
-                    format_time(k.last_used_at),
-                    format_time(k.revoked_at)
+                    crate::clock::format_utc(k.created_at),
+                    crate::clock::format_utc(k.last_used_at),
+                    crate::clock::format_utc(k.revoked_at)
                 );
             }
         }
         KeyCommand::Revoke { name } => {
-            if store.revoke_caller_key(&name, now).await.context("could not revoke the key")? {
-                tracing::info!(key_name = %name, action = "revoked", "caller key changed");
-                println!("revoked key {name}");
-            } else {
-                bail!("no valid key named {name}");
-            }
+            reg.revoke_caller_key(&name).await?;
+            tracing::info!(key_name = %name, action = "revoked", "caller key changed");
+            println!("revoked key {name}");
         }
     }
     Ok(())
@@ -707,12 +489,5 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn times_format_as_utc() {
-        assert_eq!(format_time(0), "-");
-        assert_eq!(format_time(1_704_067_200), "2024-01-01T00:00:00Z");
-        assert_eq!(format_time(1_750_000_000), "2025-06-15T15:06:40Z");
     }
 }

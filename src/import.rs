@@ -3,7 +3,8 @@
 //! tickets into the configured store. Idempotent; bad rows are skipped and counted, never fatal.
 
 use crate::crypto;
-use crate::store::{AgentRecord, AppRecord, SessionRecord, Store, TokenMode};
+use crate::registry::Outcome;
+use crate::store::{SessionRecord, Store, TokenMode};
 use crate::tokens::{CredKey, CredKind};
 use anyhow::{Context, Result};
 use base64::Engine;
@@ -102,14 +103,7 @@ pub fn parse_local_time(s: &str) -> Option<i64> {
     {
         return None;
     }
-    // Days from civil (proleptic Gregorian).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = crate::clock::days_from_civil(y, m, day);
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss - SHANGHAI_OFFSET)
 }
 
@@ -129,21 +123,21 @@ async fn columns(conn: &mut mysql_async::Conn, table: &str) -> Result<Vec<String
 /// A credential to import if still valid and not already identical.
 /// Where imported rows go: the store, whether this is a dry run, and the current time.
 #[derive(Clone, Copy)]
-struct Target<'a> {
+struct ImportTarget<'a> {
     store: &'a dyn Store,
     dry_run: bool,
     now: i64,
 }
 
 async fn credential(
-    t: Target<'_>,
+    t: ImportTarget<'_>,
     report: &mut Report,
     key: CredKey,
     value: Option<String>,
     fetched_at: Option<i64>,
     lifetime: i64,
 ) -> Result<()> {
-    let Target { store, dry_run, now } = t;
+    let ImportTarget { store, dry_run, now } = t;
     let (Some(value), Some(fetched_at)) = (value.filter(|v| !v.is_empty()), fetched_at) else {
         return Ok(());
     };
@@ -223,7 +217,8 @@ async fn import_from(
         if session_cols.iter().any(|c| c == "appid") { SourceKind::Seed } else { SourceKind::Original };
     let has_tokens = app_cols.iter().any(|c| c == "access_token");
     let mut report = Report::default();
-    let target = Target { store, dry_run, now };
+    let target = ImportTarget { store, dry_run, now };
+    let registry = crate::registry::Registry { store, creds: None, now, dry_run };
 
     // Apps. Imported apps use classic tokens: their callers already hold classic tokens.
     let token_cols =
@@ -247,32 +242,22 @@ async fn import_from(
         app_ids.push(appid.clone());
         let login = login_days.filter(|d| *d > 0).unwrap_or(30) * 86_400;
         let idle = session_secs.filter(|s| *s > 0).unwrap_or(crate::store::DEFAULT_SESSION_DURATION_SECS);
-        let existing = store.get_app(&appid).await.context("could not read apps")?;
-        let same = existing.as_ref().is_some_and(|e| {
-            e.secret == secret && e.login_duration_secs == login && e.session_duration_secs == idle
-        });
-        if same {
-            report.apps_unchanged += 1;
-        } else {
-            if !dry_run {
-                store
-                    .put_app(&AppRecord {
-                        appid: appid.clone(),
-                        secret,
-                        login_duration_secs: login,
-                        session_duration_secs: idle,
-                        token_mode: existing.as_ref().map_or(TokenMode::Classic, |e| e.token_mode),
-                        created_at: existing.as_ref().map_or(now, |e| e.created_at),
-                        updated_at: now,
-                    })
-                    .await
-                    .context("could not store an app")?;
-            }
-            if existing.is_some() {
-                report.apps_updated += 1;
-            } else {
-                report.apps_new += 1;
-            }
+        let changes = crate::registry::AppChanges {
+            secret: Some(secret),
+            login_duration_secs: Some(login),
+            session_duration_secs: Some(idle),
+            token_mode: None,
+        };
+        // Callers of the seed hold classic tokens: new apps keep that mode.
+        match registry
+            .put_app(&appid, &changes, TokenMode::Classic)
+            .await
+            .context("could not store an app")?
+            .outcome
+        {
+            Outcome::Added => report.apps_new += 1,
+            Outcome::Updated => report.apps_updated += 1,
+            Outcome::Unchanged => report.apps_unchanged += 1,
         }
         let fetched = updated.as_deref().and_then(parse_local_time);
         let lifetime = expires_in.unwrap_or(7200).clamp(0, 7200);
@@ -314,28 +299,16 @@ async fn import_from(
                 continue;
             }
             let remark: String = remark.unwrap_or_default().chars().take(255).collect();
-            let existing = store.get_agent(&corpid, &agentid).await.context("could not read agents")?;
-            if existing.as_ref().is_some_and(|e| e.secret == secret && e.remark == remark) {
-                report.agents_unchanged += 1;
-            } else {
-                if !dry_run {
-                    store
-                        .put_agent(&AgentRecord {
-                            corpid: corpid.clone(),
-                            agentid: agentid.clone(),
-                            secret,
-                            remark,
-                            created_at: existing.as_ref().map_or(now, |e| e.created_at),
-                            updated_at: now,
-                        })
-                        .await
-                        .context("could not store an agent")?;
-                }
-                if existing.is_some() {
-                    report.agents_updated += 1;
-                } else {
-                    report.agents_new += 1;
-                }
+            let changes = crate::registry::AgentChanges { secret: Some(secret), remark: Some(remark) };
+            match registry
+                .put_agent(&corpid, &agentid, &changes)
+                .await
+                .context("could not store an agent")?
+                .outcome
+            {
+                Outcome::Added => report.agents_new += 1,
+                Outcome::Updated => report.agents_updated += 1,
+                Outcome::Unchanged => report.agents_unchanged += 1,
             }
             let ticket_life = ticket_exp.unwrap_or(7200).clamp(0, 7200);
             let key = |k| CredKey::agent(k, &corpid, &agentid);

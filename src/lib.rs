@@ -12,7 +12,9 @@
 //! - [`store`]: the storage trait with MySQL and embedded SQLite backends;
 //! - [`wechat`]: upstream clients and error classification;
 //! - [`crypto`]: identifiers, hashing, data decryption, signatures;
-//! - [`serve`]: HTTP mode; [`cli`], [`config`], [`telemetry`]: the binary's wiring;
+//! - [`serve`]: HTTP mode; [`startup`]: building a service from configuration or piece by piece;
+//! - [`cli`], [`config`], [`telemetry`]: the binary's arguments and wiring;
+//! - [`registry`]: apps, agents, COS keys and caller keys — one upsert per kind, saying what changed;
 //! - [`import`]: migration from the seed's / original Wafer's MySQL tables;
 //! - [`clock`]: injectable time.
 
@@ -24,10 +26,12 @@ pub mod crypto;
 pub mod envelope;
 pub mod handlers;
 pub mod import;
+pub mod registry;
 pub mod request;
 pub mod scf;
 pub mod serve;
 pub mod service;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;

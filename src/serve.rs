@@ -27,6 +27,61 @@ pub async fn serve(
         .await
 }
 
+/// What HTTP mode does besides answering requests.
+pub struct Chores {
+    /// Delete expired sessions this often (`WAFER_PURGE_INTERVAL_SECS`; `None`: never).
+    pub purge_every: Option<std::time::Duration>,
+    /// The storage URL without credentials, for the readiness lines.
+    pub storage: String,
+}
+
+/// HTTP mode: serve, purge expired sessions periodically, and say when storage is not ready (checking again every
+/// few seconds, so a database that comes up later is picked up without a restart).
+pub async fn run(
+    listener: TcpListener,
+    service: Arc<Service>,
+    chores: Chores,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Some(every) = chores.purge_every {
+        let svc = service.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = svc.purge_expired_sessions().await {
+                    tracing::warn!(error = %e, "periodic session purge failed");
+                }
+            }
+        });
+    }
+    tokio::spawn(watch_readiness(service.clone(), chores.storage));
+    serve(listener, service, shutdown).await
+}
+
+async fn watch_readiness(svc: Arc<Service>, storage: String) {
+    use crate::service::Readiness;
+    let mut said = None;
+    loop {
+        let r = svc.readiness().await;
+        if said != Some(r) {
+            match r {
+                Readiness::Ready if said.is_some() => tracing::info!(storage = %storage, "storage is ready"),
+                Readiness::Ready => {}
+                Readiness::SchemaBehind(_) => tracing::error!(storage = %storage, "{}", r.reason()),
+                Readiness::Unreachable => {
+                    tracing::error!(storage = %storage, "storage unreachable at {storage}; retrying")
+                }
+            }
+            said = Some(r);
+        }
+        if r == Readiness::Ready {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

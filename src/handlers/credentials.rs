@@ -5,8 +5,8 @@
 use super::{Deps, Reply};
 use crate::crypto;
 use crate::envelope::{Para, ReturnCode, WaferError};
+use crate::registry::{AgentChanges, Registry, RegistryError};
 use crate::request::RequestMeta;
-use crate::store::AgentRecord;
 use crate::tokens::{CredKey, CredKind, Force, Served};
 use serde_json::json;
 
@@ -197,31 +197,15 @@ pub async fn signature(deps: &Deps, req: SignatureRequest) -> Result<Reply, Wafe
 /// cached token and tickets.
 pub async fn init_agent(deps: &Deps, meta: &RequestMeta, req: InitAgentRequest) -> Result<Reply, WaferError> {
     let now = deps.clock.now();
-    let fail = |e: crate::store::StoreError| {
-        WaferError::new(ReturnCode::InitAppinfoErr, "could not store the agent").with_detail(e)
-    };
-    let existing = deps.store.get_agent(&req.corpid, &req.agentid).await.map_err(fail)?;
-    let agent = AgentRecord {
-        corpid: req.corpid.clone(),
-        agentid: req.agentid.clone(),
-        secret: req.secret.clone(),
-        remark: req.remark.clone(),
-        created_at: existing.as_ref().map_or(now, |a| a.created_at),
-        updated_at: now,
-    };
-    deps.store.put_agent(&agent).await.map_err(fail)?;
-    let keys = CredKey::all_for_agent(&req.corpid, &req.agentid);
-    if existing.as_ref().is_some_and(|a| a.secret != req.secret) {
-        deps.store.delete_credentials(&keys).await.map_err(fail)?;
-    } else {
-        deps.store.clear_credential_failures(&keys).await.map_err(fail)?;
-    }
-    deps.creds.forget(&keys);
+    let registry = Registry { store: deps.store.as_ref(), creds: Some(&deps.creds), now, dry_run: false };
+    let changes = AgentChanges { secret: Some(req.secret.clone()), remark: Some(req.remark.clone()) };
+    let change = registry.put_agent(&req.corpid, &req.agentid, &changes).await.map_err(|e| match e {
+        RegistryError::Store(e) => {
+            WaferError::new(ReturnCode::InitAppinfoErr, "could not store the agent").with_detail(e)
+        }
+        other => other.into(),
+    })?;
     let subject = format!("{}/{}", req.corpid, req.agentid);
-    crate::auth::Audit { action: "initagent", subject: &subject, meta, at: now }.log(if existing.is_some() {
-        "replaced"
-    } else {
-        "added"
-    });
+    crate::auth::Audit { action: "initagent", subject: &subject, meta, at: now }.log(change.outcome.as_str());
     Ok(Reply { message: "INIT_APPINFO_SUCCESS", data: json!("") })
 }

@@ -3,4 +3,5 @@
 
 pub mod emulator;
 pub mod event;
+pub mod replay;
 pub mod runtime;

@@ -310,7 +310,91 @@ async fn serve_purges_expired_sessions_periodically(b: Backend) {
     assert!(terminate(&mut child).success());
 }
 
+fn stdout_of(c: &mut Command) -> String {
+    String::from_utf8_lossy(&run_ok(c).stdout).into_owned()
+}
+
+fn stderr_of_failure(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(!out.status.success(), "expected a failure: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `app add` / `agent add` / `cos add` on an existing entry change only what they are given; key mistakes get plain
+/// messages.
+async fn registry_updates_change_only_what_they_are_given(b: Backend) {
+    let db = TestDb::new(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let w = || {
+        let mut c = wafer(dir.path());
+        db_env(&mut c, &db);
+        c
+    };
+    run_ok(w().arg("migrate"));
+    let out = stdout_of(w().args([
+        "app",
+        "add",
+        "--appid",
+        "wx_keep",
+        "--secret",
+        "first",
+        "--token-mode",
+        "classic",
+        "--login-duration-days",
+        "7",
+        "--session-duration-secs",
+        "600",
+    ]));
+    assert!(out.contains("added app wx_keep"), "{out}");
+    // Rotating the secret keeps the classic mode and both lifetimes.
+    let out = stdout_of(w().args(["app", "add", "--appid", "wx_keep", "--secret", "second"]));
+    assert!(out.contains("updated app wx_keep"), "{out}");
+    let list = stdout_of(w().args(["app", "list"]));
+    let line = list.lines().find(|l| l.contains("wx_keep")).unwrap();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols, ["wx_keep", "7", "600", "classic"], "{line}");
+    let out = stdout_of(w().args(["app", "add", "--appid", "wx_keep", "--secret", "second"]));
+    assert!(out.contains("app wx_keep unchanged"), "{out}");
+    let store = db.store().await;
+    assert_eq!(store.get_app("wx_keep").await.unwrap().unwrap().secret, "second");
+    let err = stderr_of_failure(w().args(["app", "add", "--appid", "wx_new_without_secret"]));
+    assert!(err.contains("give its secret"), "{err}");
+
+    run_ok(w().args([
+        "agent",
+        "add",
+        "--corpid",
+        "ww1",
+        "--agentid",
+        "1000002",
+        "--secret",
+        "s",
+        "--remark",
+        "OA",
+    ]));
+    run_ok(w().args(["agent", "add", "--corpid", "ww1", "--agentid", "1000002", "--secret", "s2"]));
+    let agents = stdout_of(w().args(["agent", "list"]));
+    assert!(agents.lines().any(|l| l.contains("1000002") && l.trim_end().ends_with("OA")), "{agents}");
+
+    run_ok(w().args(["cos", "add", "--appid", "1250000000", "--secret-id", "AKIDone", "--secret-key", "k1"]));
+    run_ok(w().args(["cos", "add", "--appid", "1250000000", "--secret-key", "k2"]));
+    let cos = store.get_cos_key("1250000000").await.unwrap().unwrap();
+    assert_eq!((cos.secret_id.as_str(), cos.secret_key.as_str()), ("AKIDone", "k2"));
+
+    let err = stderr_of_failure(w().args(["key", "add", "--name", "nobody"]));
+    assert!(err.contains("--apps") && err.contains("--corps") && err.contains("--all"), "{err}");
+    run_ok(w().args(["key", "add", "--name", "svc", "--apps", "wx_keep"]));
+    let err = stderr_of_failure(w().args(["key", "add", "--name", "svc", "--all"]));
+    assert!(err.contains("exists already") && !err.to_lowercase().contains("unique"), "{err}");
+    run_ok(w().args(["key", "revoke", "--name", "svc"]));
+    let err = stderr_of_failure(w().args(["key", "revoke", "--name", "svc"]));
+    assert!(err.contains("revoked already"), "{err}");
+    let err = stderr_of_failure(w().args(["key", "revoke", "--name", "ghost"]));
+    assert!(err.contains("no key named ghost"), "{err}");
+}
+
 both_backends!(
+    registry_updates_change_only_what_they_are_given,
     serve_purges_expired_sessions_periodically,
     app_registry_never_prints_secrets,
     serve_logs_users_in_against_a_fake_wechat,

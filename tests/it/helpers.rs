@@ -6,11 +6,12 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use wafer_scf::clock::ManualClock;
-use wafer_scf::handlers::{Deps, Settings};
+use wafer_scf::handlers::Settings;
 use wafer_scf::request::RequestMeta;
 use wafer_scf::service::Service;
+use wafer_scf::startup::ServiceBuilder;
 use wafer_scf::store::{self, AppRecord, DatabaseUrl, Store, StoreOptions, TokenMode};
-use wafer_scf::wechat::{self, UpstreamTimeouts, WeChatClient};
+use wafer_scf::wechat::UpstreamTimeouts;
 
 /// Generate one test per backend from an `async fn name(backend: Backend)`.
 #[macro_export]
@@ -283,27 +284,24 @@ pub fn open_settings() -> Settings {
     Settings { caller_auth: wafer_scf::auth::CallerAuthMode::Off, ..Settings::default() }
 }
 
-/// Build a service over `store` talking to a WeChat at `base` (500 ms upstream deadline).
+/// Build a service over `store` talking to a WeChat at `base` (500 ms upstream deadline, so a caller's budget
+/// for a credential is 2.5 s).
 pub fn build(store: Arc<dyn Store>, base: &str, clock: Arc<ManualClock>, settings: Settings) -> Service {
-    let http = wechat::http_client(UpstreamTimeouts {
-        connect: Duration::from_millis(500),
-        total: Duration::from_millis(500),
-    })
-    .unwrap();
-    let policy = wafer_scf::tokens::Policy {
-        lease_ms: 1_500,
-        budget_ms: 2_500,
-        busy_backoff_ms: 20,
-        ..Default::default()
-    };
-    Service::new(Deps::new(
-        store,
-        WeChatClient::new(http.clone(), base),
-        wafer_scf::wechat::wecom::WeComClient::new(http, base),
-        clock,
-        settings,
-        policy,
-    ))
+    ServiceBuilder::new(store, base)
+        .upstream_timeouts(UpstreamTimeouts {
+            connect: Duration::from_millis(500),
+            total: Duration::from_millis(500),
+        })
+        .clock(clock)
+        .settings(settings)
+        .policy(wafer_scf::tokens::Policy {
+            lease_ms: 1_500,
+            budget_ms: 2_500,
+            busy_backoff_ms: 20,
+            ..Default::default()
+        })
+        .build()
+        .unwrap()
 }
 
 pub fn code(v: &Value) -> i64 {

@@ -1,0 +1,365 @@
+//! The registry of apps, WeCom agents, COS keys and caller keys: one upsert per kind, used by the CLI, the admin
+//! interfaces and the importer. An upsert changes only the fields it is given (an existing app keeps its token
+//! mode and durations unless told otherwise), keeps `created_at`, and says what changed. A new secret or token mode
+//! drops the cached credentials that belonged to the old one; writing a registration again also clears remembered
+//! upstream failures, so a fixed whitelist or secret is tried at once.
+
+use crate::store::{
+    AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, Store, StoreError, TokenMode,
+    DEFAULT_SESSION_DURATION_SECS,
+};
+use crate::tokens::{CredKey, Credentials};
+
+/// Login lifetime of a new app unless told otherwise: 30 days.
+pub const DEFAULT_LOGIN_DURATION_SECS: i64 = 30 * 86_400;
+
+/// Why a registry operation failed. Messages name the thing, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("storage failure: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<RegistryError> for crate::envelope::WaferError {
+    fn from(e: RegistryError) -> Self {
+        use crate::envelope::ReturnCode;
+        match e {
+            RegistryError::Invalid(m) | RegistryError::Conflict(m) => Self::new(ReturnCode::ParaErr, m),
+            RegistryError::NotFound(m) => Self::new(ReturnCode::NoAppid, m),
+            RegistryError::Store(e) => Self::db(e),
+        }
+    }
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Added,
+    Updated,
+    Unchanged,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "added",
+            Self::Updated => "updated",
+            Self::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// An upsert's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub outcome: Outcome,
+    /// Cached tokens and tickets were dropped (new secret or token mode).
+    pub credentials_dropped: bool,
+}
+
+/// Where the registry writes, and what it tells.
+pub struct Registry<'a> {
+    pub store: &'a dyn Store,
+    /// This process's credential cache, told at once about dropped credentials (other processes re-check).
+    pub creds: Option<&'a Credentials>,
+    pub now: i64,
+    /// Work out the change, write nothing.
+    pub dry_run: bool,
+}
+
+/// Fields of an app to set; `None` keeps the current value (or the default, for a new app).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppChanges {
+    pub secret: Option<String>,
+    pub login_duration_secs: Option<i64>,
+    pub session_duration_secs: Option<i64>,
+    pub token_mode: Option<TokenMode>,
+}
+
+/// Fields of a WeCom agent to set; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentChanges {
+    pub secret: Option<String>,
+    pub remark: Option<String>,
+}
+
+/// An identifier as the stores keep it: 1 to `max` printable ASCII characters, no spaces.
+pub fn check_ident(value: &str, what: &str, max: usize) -> Result<(), RegistryError> {
+    if value.is_empty() || value.len() > max || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(RegistryError::Invalid(format!(
+            "{what} must be 1 to {max} printable ASCII characters without spaces"
+        )));
+    }
+    Ok(())
+}
+
+fn check_secret(secret: &str, what: &str) -> Result<(), RegistryError> {
+    if secret.is_empty() || secret.len() > 512 {
+        return Err(RegistryError::Invalid(format!("{what} must be 1 to 512 characters")));
+    }
+    Ok(())
+}
+
+impl Registry<'_> {
+    /// Add an app, or change the given fields of an existing one. A new app needs a secret; `new_mode` is the
+    /// token mode it gets when none is given.
+    pub async fn put_app(
+        &self,
+        appid: &str,
+        changes: &AppChanges,
+        new_mode: TokenMode,
+    ) -> Result<Change, RegistryError> {
+        check_ident(appid, "appid", 64)?;
+        if let Some(s) = &changes.secret {
+            check_secret(s, "the secret")?;
+        }
+        if changes.login_duration_secs.is_some_and(|d| d < 86_400)
+            || changes.session_duration_secs.is_some_and(|d| d < 60)
+        {
+            return Err(RegistryError::Invalid(
+                "the login lifetime must be at least a day and the idle lifetime at least 60 s".into(),
+            ));
+        }
+        let existing = self.store.get_app(appid).await?;
+        let app = match &existing {
+            Some(e) => AppRecord {
+                appid: appid.to_owned(),
+                secret: changes.secret.clone().unwrap_or_else(|| e.secret.clone()),
+                login_duration_secs: changes.login_duration_secs.unwrap_or(e.login_duration_secs),
+                session_duration_secs: changes.session_duration_secs.unwrap_or(e.session_duration_secs),
+                token_mode: changes.token_mode.unwrap_or(e.token_mode),
+                created_at: e.created_at,
+                updated_at: self.now,
+            },
+            None => AppRecord {
+                appid: appid.to_owned(),
+                secret: changes
+                    .secret
+                    .clone()
+                    .ok_or_else(|| RegistryError::Invalid(format!("app {appid} is new: give its secret")))?,
+                login_duration_secs: changes.login_duration_secs.unwrap_or(DEFAULT_LOGIN_DURATION_SECS),
+                session_duration_secs: changes.session_duration_secs.unwrap_or(DEFAULT_SESSION_DURATION_SECS),
+                token_mode: changes.token_mode.unwrap_or(new_mode),
+                created_at: self.now,
+                updated_at: self.now,
+            },
+        };
+        let same =
+            existing.as_ref().is_some_and(|e| AppRecord { updated_at: e.updated_at, ..app.clone() } == *e);
+        let drop_credentials =
+            existing.as_ref().is_some_and(|e| e.secret != app.secret || e.token_mode != app.token_mode);
+        let outcome = match (&existing, same) {
+            (None, _) => Outcome::Added,
+            (Some(_), true) => Outcome::Unchanged,
+            (Some(_), false) => Outcome::Updated,
+        };
+        if !self.dry_run {
+            if outcome != Outcome::Unchanged {
+                self.store.put_app(&app).await?;
+            }
+            self.refresh_credentials(&CredKey::all_for_app(appid), drop_credentials).await?;
+        }
+        Ok(Change { outcome, credentials_dropped: drop_credentials })
+    }
+
+    /// Remove an app with its sessions and cached credentials.
+    pub async fn remove_app(&self, appid: &str) -> Result<(), RegistryError> {
+        if !self.store.remove_app(appid).await? {
+            return Err(RegistryError::NotFound(format!("no app {appid}")));
+        }
+        self.refresh_credentials(&CredKey::all_for_app(appid), true).await
+    }
+
+    /// Add a WeCom agent, or change the given fields of an existing one (a new agent needs a secret).
+    pub async fn put_agent(
+        &self,
+        corpid: &str,
+        agentid: &str,
+        changes: &AgentChanges,
+    ) -> Result<Change, RegistryError> {
+        check_ident(corpid, "corpid", 64)?;
+        check_ident(agentid, "agentid", 64)?;
+        if let Some(s) = &changes.secret {
+            check_secret(s, "the secret")?;
+        }
+        if changes.remark.as_ref().is_some_and(|r| r.len() > 255) {
+            return Err(RegistryError::Invalid("the remark must be at most 255 bytes".into()));
+        }
+        let existing = self.store.get_agent(corpid, agentid).await?;
+        let agent = AgentRecord {
+            corpid: corpid.to_owned(),
+            agentid: agentid.to_owned(),
+            secret: match (&changes.secret, &existing) {
+                (Some(s), _) => s.clone(),
+                (None, Some(e)) => e.secret.clone(),
+                (None, None) => {
+                    return Err(RegistryError::Invalid(format!(
+                        "agent {corpid}/{agentid} is new: give its secret"
+                    )))
+                }
+            },
+            remark: changes
+                .remark
+                .clone()
+                .or_else(|| existing.as_ref().map(|e| e.remark.clone()))
+                .unwrap_or_default(),
+            created_at: existing.as_ref().map_or(self.now, |e| e.created_at),
+            updated_at: self.now,
+        };
+        let drop_credentials = existing.as_ref().is_some_and(|e| e.secret != agent.secret);
+        let outcome = match &existing {
+            None => Outcome::Added,
+            Some(e) if e.secret == agent.secret && e.remark == agent.remark => Outcome::Unchanged,
+            Some(_) => Outcome::Updated,
+        };
+        if !self.dry_run {
+            if outcome != Outcome::Unchanged {
+                self.store.put_agent(&agent).await?;
+            }
+            self.refresh_credentials(&CredKey::all_for_agent(corpid, agentid), drop_credentials).await?;
+        }
+        Ok(Change { outcome, credentials_dropped: drop_credentials })
+    }
+
+    /// Remove a WeCom agent and its cached credentials.
+    pub async fn remove_agent(&self, corpid: &str, agentid: &str) -> Result<(), RegistryError> {
+        if !self.store.remove_agent(corpid, agentid).await? {
+            return Err(RegistryError::NotFound(format!("no agent {corpid}/{agentid}")));
+        }
+        self.refresh_credentials(&CredKey::all_for_agent(corpid, agentid), true).await
+    }
+
+    /// Hold COS credentials for a Tencent Cloud APPID. A new APPID needs both; an existing one keeps what is not
+    /// given.
+    pub async fn put_cos_key(
+        &self,
+        appid: &str,
+        secret_id: Option<&str>,
+        secret_key: Option<&str>,
+    ) -> Result<Outcome, RegistryError> {
+        if appid.is_empty() || appid.len() > 20 || !appid.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(RegistryError::Invalid("appid must be the numeric Tencent Cloud APPID".into()));
+        }
+        if let Some(id) = secret_id {
+            check_ident(id, "the SecretId", 128)?;
+        }
+        if let Some(k) = secret_key {
+            check_secret(k, "the SecretKey")?;
+        }
+        let existing = self.store.get_cos_key(appid).await?;
+        let (secret_id, secret_key) = match (&existing, secret_id, secret_key) {
+            (_, Some(i), Some(k)) => (i.to_owned(), k.to_owned()),
+            (Some(e), i, k) => (
+                i.map_or_else(|| e.secret_id.clone(), str::to_owned),
+                k.map_or_else(|| e.secret_key.clone(), str::to_owned),
+            ),
+            (None, _, _) => {
+                return Err(RegistryError::Invalid(format!(
+                    "no COS keys for {appid} yet: give both the SecretId and the SecretKey"
+                )))
+            }
+        };
+        let outcome = match &existing {
+            None => Outcome::Added,
+            Some(e) if e.secret_id == secret_id && e.secret_key == secret_key => Outcome::Unchanged,
+            Some(_) => Outcome::Updated,
+        };
+        if !self.dry_run && outcome != Outcome::Unchanged {
+            let key = CosKeyRecord {
+                appid: appid.to_owned(),
+                secret_id,
+                secret_key,
+                created_at: existing.as_ref().map_or(self.now, |e| e.created_at),
+                updated_at: self.now,
+            };
+            self.store.put_cos_key(&key).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Remove held COS credentials.
+    pub async fn remove_cos_key(&self, appid: &str) -> Result<(), RegistryError> {
+        if !self.store.remove_cos_key(appid).await? {
+            return Err(RegistryError::NotFound(format!("no COS keys for {appid}")));
+        }
+        Ok(())
+    }
+
+    /// Create a caller key; returns the key, to be shown once (only its hash is stored).
+    pub async fn add_caller_key(
+        &self,
+        name: &str,
+        apps: Vec<String>,
+        corps: Vec<String>,
+        all: bool,
+    ) -> Result<String, RegistryError> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(RegistryError::Invalid(
+                "the key name must be 1 to 64 characters of letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        if !all && apps.is_empty() && corps.is_empty() {
+            return Err(RegistryError::Invalid("a key needs a scope: --apps, --corps, or --all".into()));
+        }
+        for id in apps.iter().chain(&corps) {
+            check_ident(id, "each appid/corpid", 64)?;
+            if id.contains(',') {
+                return Err(RegistryError::Invalid("appids and corpids cannot contain commas".into()));
+            }
+        }
+        if self.store.list_caller_keys().await?.iter().any(|k| k.name == name) {
+            return Err(RegistryError::Conflict(format!(
+                "a key named {name} exists already (revoked keys keep their name): choose another name"
+            )));
+        }
+        let key = crate::auth::new_key()
+            .map_err(|_| RegistryError::Invalid("no randomness available on this machine".into()))?;
+        let record = CallerKeyRecord {
+            name: name.to_owned(),
+            key_hash: crate::crypto::sha256_hex(key.as_bytes()),
+            scope_all: all,
+            scope_apps: apps,
+            scope_corps: corps,
+            created_at: self.now,
+            last_used_at: 0,
+            revoked_at: 0,
+        };
+        self.store.add_caller_key(&record).await?;
+        Ok(key)
+    }
+
+    /// Revoke a caller key (running servers stop accepting it within their key cache time).
+    pub async fn revoke_caller_key(&self, name: &str) -> Result<(), RegistryError> {
+        if self.store.revoke_caller_key(name, self.now).await? {
+            return Ok(());
+        }
+        let known = self.store.list_caller_keys().await?.into_iter().find(|k| k.name == name);
+        Err(match known {
+            Some(_) => RegistryError::Conflict(format!("key {name} is revoked already")),
+            None => RegistryError::NotFound(format!("no key named {name}")),
+        })
+    }
+
+    /// Drop the cached credentials of `keys` (`drop`), or else forget their remembered failures; tell this
+    /// process's cache either way.
+    async fn refresh_credentials(&self, keys: &[String], drop: bool) -> Result<(), RegistryError> {
+        if drop {
+            self.store.delete_credentials(keys).await?;
+        } else {
+            self.store.clear_credential_failures(keys).await?;
+        }
+        if let Some(c) = self.creds {
+            c.forget(keys);
+        }
+        Ok(())
+    }
+}

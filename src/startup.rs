@@ -1,0 +1,117 @@
+//! Building a running service: from configuration (the CLI) or piece by piece (tests and benchmarks), so every
+//! caller wires the store, the one HTTP client, the clock, the settings and the token policy the same way.
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::handlers::{Deps, Settings};
+use crate::service::Service;
+use crate::store::{self, Store};
+use crate::tokens::Policy;
+use crate::wechat::wecom::WeComClient;
+use crate::wechat::{self, UpstreamTimeouts, WeChatClient};
+use anyhow::{Context, Result};
+use std::sync::Arc;
+
+/// A service under construction. Defaults: system clock, default settings and policy, 5 s upstream deadline.
+pub struct ServiceBuilder {
+    store: Arc<dyn Store>,
+    wechat_base: String,
+    wecom_base: String,
+    upstream: UpstreamTimeouts,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+    policy: Policy,
+    body_limit: usize,
+}
+
+impl ServiceBuilder {
+    /// A service over `store` whose WeChat and WeCom calls go to `upstream_base`.
+    pub fn new(store: Arc<dyn Store>, upstream_base: &str) -> Self {
+        Self {
+            store,
+            wechat_base: upstream_base.to_owned(),
+            wecom_base: upstream_base.to_owned(),
+            upstream: UpstreamTimeouts::default(),
+            clock: Arc::new(SystemClock),
+            settings: Settings::default(),
+            policy: Policy::default(),
+            body_limit: crate::service::DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    pub fn wecom_base(mut self, base: &str) -> Self {
+        self.wecom_base = base.to_owned();
+        self
+    }
+
+    pub fn upstream_timeouts(mut self, t: UpstreamTimeouts) -> Self {
+        self.upstream = t;
+        self
+    }
+
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn body_limit(mut self, limit: usize) -> Self {
+        self.body_limit = limit;
+        self
+    }
+
+    /// Wire it: one keep-alive HTTP client for every upstream call, the credential manager, the gate.
+    pub fn build(self) -> Result<Service> {
+        let http = wechat::http_client(self.upstream).context("could not build the HTTP client")?;
+        let deps = Deps::new(
+            self.store,
+            WeChatClient::new(http.clone(), &self.wechat_base),
+            WeComClient::new(http, &self.wecom_base),
+            self.clock,
+            self.settings,
+            self.policy,
+        );
+        let mut svc = Service::new(deps);
+        svc.body_limit = self.body_limit;
+        Ok(svc)
+    }
+}
+
+/// Open the configured store; with `migrate`, apply pending migrations first.
+pub async fn open_store(config: &Config, migrate: bool) -> Result<Arc<dyn Store>> {
+    store::open(&config.database_url, &config.store_options(), migrate)
+        .await
+        .with_context(|| format!("could not open storage {}", config.database_url.redacted()))
+}
+
+/// Build the service from configuration. `default_pool` is the MySQL pool size when `WAFER_DB_POOL_MAX` is not set
+/// (SCF instances want 1–2 connections).
+pub async fn service(config: &Config, default_pool: u64) -> Result<Service> {
+    let mut config = config.clone();
+    config.db_pool_max = Some(config.db_pool_max.unwrap_or(default_pool));
+    let store = open_store(&config, false).await?;
+    ServiceBuilder::new(store, &config.wechat_base_url)
+        .wecom_base(&config.wecom_base_url)
+        .upstream_timeouts(UpstreamTimeouts {
+            connect: config.upstream_timeout().min(std::time::Duration::from_secs(3)),
+            total: config.upstream_timeout(),
+        })
+        .settings(Settings {
+            default_appid: config.default_appid(),
+            max_sessions_per_user: config.max_sessions_per_user as usize,
+            admin_token: config.admin_token(),
+            caller_auth: config.caller_auth,
+        })
+        .policy(config.token_policy())
+        .body_limit(config.body_limit as usize)
+        .build()
+}
