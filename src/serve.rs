@@ -3,10 +3,12 @@
 
 use crate::envelope::{Envelope, ReturnCode, WaferError};
 use crate::request::RequestMeta;
-use crate::service::Service;
+use crate::service::{Route, Service};
+
+const JSON: &str = "application/json; charset=utf-8";
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::StreamExt;
@@ -106,12 +108,7 @@ pub async fn shutdown_signal() {
 }
 
 fn envelope_response(status: StatusCode, env: &Envelope) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"))],
-        env.to_bytes(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(JSON))], env.to_bytes()).into_response()
 }
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -133,26 +130,21 @@ async fn handle(
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    if parts.method == Method::GET && matches!(parts.uri.path(), "/healthz" | "/health") {
-        return (StatusCode::OK, "ok").into_response();
-    }
-    if parts.method == Method::GET && parts.uri.path() == "/readyz" {
-        let r = svc.readiness().await;
-        let ready = r == crate::service::Readiness::Ready;
-        let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-        let body = serde_json::json!({"ready": ready, "reason": r.reason()});
-        return (
-            status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"))],
-            body.to_string(),
-        )
-            .into_response();
-    }
-    if parts.method != Method::POST {
-        let err = WaferError::new(ReturnCode::RequestErr, "use HTTP POST with a JSON body");
-        let mut resp = envelope_response(StatusCode::METHOD_NOT_ALLOWED, &Envelope::error(&err));
-        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return resp;
+    match Route::of(parts.method.as_str(), parts.uri.path()) {
+        Route::Envelope => {}
+        Route::Health => return (StatusCode::OK, "ok").into_response(),
+        Route::Ready => {
+            let (status, body) = svc.readiness_reply().await;
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return (status, [(header::CONTENT_TYPE, HeaderValue::from_static(JSON))], body).into_response();
+        }
+        Route::WrongMethod => {
+            tracing::info!(method = %parts.method, path = parts.uri.path(), return_code = 1009, "request refused: method not allowed");
+            let mut resp =
+                envelope_response(StatusCode::METHOD_NOT_ALLOWED, &Envelope::error(&Route::wrong_method()));
+            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return resp;
+        }
     }
     let meta = RequestMeta {
         request_id: request_id(&parts.headers),

@@ -14,6 +14,41 @@ use std::time::Instant;
 /// Default largest request body accepted, in bytes.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
+/// What a transport does with a request, from its method and path alone (the same in HTTP mode and for gateway
+/// events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET …/healthz` (or `/health`): the process is alive.
+    Health,
+    /// `GET …/readyz`: storage reachable and schema current.
+    Ready,
+    /// `POST` on any path: a Wafer envelope.
+    Envelope,
+    /// Anything else: 405 with an envelope naming the fix.
+    WrongMethod,
+}
+
+impl Route {
+    pub fn of(method: &str, path: &str) -> Self {
+        if method.eq_ignore_ascii_case("POST") {
+            return Self::Envelope;
+        }
+        if method.eq_ignore_ascii_case("GET") {
+            match path.trim_end_matches('/').rsplit('/').next() {
+                Some("healthz" | "health") => return Self::Health,
+                Some("readyz") => return Self::Ready,
+                _ => {}
+            }
+        }
+        Self::WrongMethod
+    }
+
+    /// The error answered with HTTP 405.
+    pub fn wrong_method() -> WaferError {
+        WaferError::new(ReturnCode::RequestErr, "use HTTP POST with a JSON body")
+    }
+}
+
 /// What `GET /readyz` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
@@ -112,6 +147,13 @@ impl Service {
                 Readiness::Unreachable
             }
         }
+    }
+
+    /// `GET /readyz` as a status and a JSON body.
+    pub async fn readiness_reply(&self) -> (u16, String) {
+        let r = self.readiness().await;
+        let ready = r == Readiness::Ready;
+        (if ready { 200 } else { 503 }, serde_json::json!({"ready": ready, "reason": r.reason()}).to_string())
     }
 
     /// Delete every session that has expired under its app's rules (timer events, the HTTP mode's periodic purge).

@@ -70,92 +70,87 @@ pub struct Reply {
     pub data: Value,
 }
 
-/// Every interface this server answers, with its typed request.
+/// A parsed request of one interface.
 #[derive(Debug)]
-pub enum Interface<'a> {
+pub enum Request<'a> {
     IdSkey(session::LoginRequest<'a>),
     Auth(session::AuthRequest<'a>),
     Decrypt(session::DecryptRequest<'a>),
     UserInfo(session::DecryptRequest<'a>),
-    Credential(&'static str, credentials::CredentialRequest),
-    Signature(&'static str, credentials::SignatureRequest),
+    Credential(credentials::CredentialRequest),
+    Signature(credentials::SignatureRequest),
     InitAgent(credentials::InitAgentRequest),
-    CosV4(&'static str, cos::V4Request),
+    CosV4(cos::V4Request),
     CosV5(cos::V5Request),
+}
+
+type Parser = for<'a> fn(Para<'a>) -> Result<Request<'a>, WaferError>;
+
+/// Every interface this server answers: its `interfaceName` and its parser. Parsing, the names in logs and the
+/// fuzz targets all read this one table.
+pub const INTERFACES: &[(&str, Parser)] = &[
+    ("qcloud.cam.id_skey", |p| Ok(Request::IdSkey(session::LoginRequest::parse(p)?))),
+    ("qcloud.cam.auth", |p| Ok(Request::Auth(session::AuthRequest::parse(p)?))),
+    ("qcloud.cam.decrypt", |p| Ok(Request::Decrypt(session::DecryptRequest::parse(p)?))),
+    ("qcloud.cam.userinfo", |p| Ok(Request::UserInfo(session::DecryptRequest::parse(p)?))),
+    ("qcloud.mimi.access_token", |p| credential(p, CredKind::MpToken)),
+    ("qcloud.mimi.jsapi_ticket", |p| credential(p, CredKind::MpJsapiTicket)),
+    ("qcloud.work.access_token", |p| credential(p, CredKind::WcToken)),
+    ("qcloud.work.ticket", |p| credential(p, CredKind::WcCorpTicket)),
+    ("qcloud.work.agent.ticket", |p| credential(p, CredKind::WcAgentTicket)),
+    ("qcloud.mimi.jsapi_signature", |p| {
+        Ok(Request::Signature(credentials::SignatureRequest::parse(p, false)?))
+    }),
+    ("qcloud.work.jsapi_signature", |p| {
+        Ok(Request::Signature(credentials::SignatureRequest::parse(p, true)?))
+    }),
+    ("qcloud.work.initagent", |p| Ok(Request::InitAgent(credentials::InitAgentRequest::parse(p)?))),
+    ("qcloud.cos.auth.reusable", |p| Ok(Request::CosV4(cos::V4Request::parse(p, true)?))),
+    ("qcloud.cos.auth.nonreusable", |p| Ok(Request::CosV4(cos::V4Request::parse(p, false)?))),
+    ("qcloud.cos.auth.v5", |p| Ok(Request::CosV5(cos::V5Request::parse(p)?))),
+];
+
+fn credential(p: Para<'_>, kind: CredKind) -> Result<Request<'_>, WaferError> {
+    Ok(Request::Credential(credentials::CredentialRequest::parse(p, kind)?))
+}
+
+/// Every interface name, in table order.
+pub fn interface_names() -> impl Iterator<Item = &'static str> {
+    INTERFACES.iter().map(|(name, _)| *name)
+}
+
+/// One request: the interface's canonical name and its parsed request.
+#[derive(Debug)]
+pub struct Interface<'a> {
+    name: &'static str,
+    request: Request<'a>,
 }
 
 impl<'a> Interface<'a> {
     /// Parse `interfaceName` + `para`. Unknown names → INTERFACE_ERR; bad fields → PARA_ERR naming the field.
     pub fn parse(name: &str, para: Para<'a>) -> Result<Self, WaferError> {
-        Ok(match name {
-            "qcloud.cam.id_skey" => Self::IdSkey(session::LoginRequest::parse(para)?),
-            "qcloud.cam.auth" => Self::Auth(session::AuthRequest::parse(para)?),
-            "qcloud.cam.decrypt" => Self::Decrypt(session::DecryptRequest::parse(para)?),
-            "qcloud.cam.userinfo" => Self::UserInfo(session::DecryptRequest::parse(para)?),
-            "qcloud.mimi.access_token" => Self::Credential(
-                "qcloud.mimi.access_token",
-                credentials::CredentialRequest::parse(para, CredKind::MpToken)?,
-            ),
-            "qcloud.mimi.jsapi_ticket" => Self::Credential(
-                "qcloud.mimi.jsapi_ticket",
-                credentials::CredentialRequest::parse(para, CredKind::MpJsapiTicket)?,
-            ),
-            "qcloud.work.access_token" => Self::Credential(
-                "qcloud.work.access_token",
-                credentials::CredentialRequest::parse(para, CredKind::WcToken)?,
-            ),
-            "qcloud.work.ticket" => Self::Credential(
-                "qcloud.work.ticket",
-                credentials::CredentialRequest::parse(para, CredKind::WcCorpTicket)?,
-            ),
-            "qcloud.work.agent.ticket" => Self::Credential(
-                "qcloud.work.agent.ticket",
-                credentials::CredentialRequest::parse(para, CredKind::WcAgentTicket)?,
-            ),
-            "qcloud.mimi.jsapi_signature" => Self::Signature(
-                "qcloud.mimi.jsapi_signature",
-                credentials::SignatureRequest::parse(para, false)?,
-            ),
-            "qcloud.work.jsapi_signature" => Self::Signature(
-                "qcloud.work.jsapi_signature",
-                credentials::SignatureRequest::parse(para, true)?,
-            ),
-            "qcloud.work.initagent" => Self::InitAgent(credentials::InitAgentRequest::parse(para)?),
-            "qcloud.cos.auth.reusable" => {
-                Self::CosV4("qcloud.cos.auth.reusable", cos::V4Request::parse(para, true)?)
-            }
-            "qcloud.cos.auth.nonreusable" => {
-                Self::CosV4("qcloud.cos.auth.nonreusable", cos::V4Request::parse(para, false)?)
-            }
-            "qcloud.cos.auth.v5" => Self::CosV5(cos::V5Request::parse(para)?),
-            _ => return Err(WaferError::new(ReturnCode::InterfaceErr, "unknown interfaceName")),
-        })
+        let Some((name, parse)) = INTERFACES.iter().find(|(n, _)| *n == name) else {
+            return Err(WaferError::new(ReturnCode::InterfaceErr, "unknown interfaceName"));
+        };
+        Ok(Self { name, request: parse(para)? })
     }
 
     /// The canonical interface name, for logs.
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::IdSkey(_) => "qcloud.cam.id_skey",
-            Self::Auth(_) => "qcloud.cam.auth",
-            Self::Decrypt(_) => "qcloud.cam.decrypt",
-            Self::UserInfo(_) => "qcloud.cam.userinfo",
-            Self::Credential(name, _) | Self::Signature(name, _) | Self::CosV4(name, _) => name,
-            Self::CosV5(_) => "qcloud.cos.auth.v5",
-            Self::InitAgent(_) => "qcloud.work.initagent",
-        }
+        self.name
     }
 
     /// The authorisation this request needs.
     pub fn access(&self) -> Access<'_> {
-        match self {
-            Self::IdSkey(r) => Access::Session(r.appid),
-            Self::Auth(r) => Access::Session(r.appid),
-            Self::Decrypt(r) | Self::UserInfo(r) => Access::Session(r.appid),
-            Self::Credential(_, r) => Access::Credential(r.target.as_scope()),
-            Self::Signature(_, r) => Access::Credential(r.target.as_scope()),
-            Self::InitAgent(r) => Access::Admin { para_token: r.admin_token.as_deref() },
-            Self::CosV4(_, r) => Access::Credential(Scope::App(&r.appid)),
-            Self::CosV5(r) => Access::Credential(Scope::App(&r.appid)),
+        match &self.request {
+            Request::IdSkey(r) => Access::Session(r.appid),
+            Request::Auth(r) => Access::Session(r.appid),
+            Request::Decrypt(r) | Request::UserInfo(r) => Access::Session(r.appid),
+            Request::Credential(r) => Access::Credential(r.target.as_scope()),
+            Request::Signature(r) => Access::Credential(r.target.as_scope()),
+            Request::InitAgent(r) => Access::Admin { para_token: r.admin_token.as_deref() },
+            Request::CosV4(r) => Access::Credential(Scope::App(&r.appid)),
+            Request::CosV5(r) => Access::Credential(Scope::App(&r.appid)),
         }
     }
 
@@ -166,20 +161,34 @@ impl<'a> Interface<'a> {
         meta: &RequestMeta,
         session_scope: Option<&Caller>,
     ) -> Result<Reply, WaferError> {
-        match self {
-            Self::IdSkey(r) => session::login(deps, r, session_scope).await,
-            Self::Auth(r) => session::auth(deps, r, session_scope).await,
-            Self::Decrypt(r) => session::decrypt(deps, r, session_scope).await,
-            Self::UserInfo(r) => session::userinfo(deps, r, session_scope).await,
-            Self::Credential(_, r) => credentials::credential(deps, r).await,
-            Self::Signature(_, r) => credentials::signature(deps, r).await,
-            Self::InitAgent(r) => credentials::init_agent(deps, meta, r).await,
-            Self::CosV4(_, r) => cos::v4(deps, r).await,
-            Self::CosV5(r) => cos::v5(deps, r).await,
+        match self.request {
+            Request::IdSkey(r) => session::login(deps, r, session_scope).await,
+            Request::Auth(r) => session::auth(deps, r, session_scope).await,
+            Request::Decrypt(r) => session::decrypt(deps, r, session_scope).await,
+            Request::UserInfo(r) => session::userinfo(deps, r, session_scope).await,
+            Request::Credential(r) => credentials::credential(deps, r).await,
+            Request::Signature(r) => credentials::signature(deps, r).await,
+            Request::InitAgent(r) => credentials::init_agent(deps, meta, r).await,
+            Request::CosV4(r) => cos::v4(deps, r).await,
+            Request::CosV5(r) => cos::v5(deps, r).await,
         }
     }
 }
 
-/// Known interface names, for the README and tests.
-pub const INTERFACE_NAMES: &[&str] =
-    &["qcloud.cam.id_skey", "qcloud.cam.auth", "qcloud.cam.decrypt", "qcloud.cam.userinfo"];
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_names_each_interface_once_and_parse_keeps_the_name() {
+        let names: Vec<&str> = interface_names().collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "no name twice");
+        assert_eq!(names.len(), 15);
+        let para = serde_json::Map::new();
+        let e = Interface::parse("qcloud.nope", Para(&para)).unwrap_err();
+        assert_eq!(e.code, ReturnCode::InterfaceErr);
+    }
+}

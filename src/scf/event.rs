@@ -16,17 +16,6 @@ pub enum Origin {
     Direct,
 }
 
-/// Whether an event is an SCF timer trigger (`{"Type":"Timer","TriggerName":…,"Time":…,"Message":…}`).
-pub fn is_timer(event: &[u8]) -> bool {
-    // Cheap pre-check before parsing: every timer event names its type.
-    if !event.windows(7).any(|w| w == b"\"Timer\"") {
-        return false;
-    }
-    serde_json::from_slice::<Value>(event).ok().is_some_and(|v| {
-        v.get("Type").and_then(Value::as_str) == Some("Timer") && v.get("TriggerName").is_some()
-    })
-}
-
 /// A request extracted from an event.
 pub struct Incoming {
     pub origin: Origin,
@@ -37,8 +26,10 @@ pub struct Incoming {
     pub meta: RequestMeta,
 }
 
-/// What to do with an event.
+/// What to do with an event: one parse classifies it.
 pub enum Parsed {
+    /// An SCF timer trigger (`{"Type":"Timer","TriggerName":…,"Time":…,"Message":…}`).
+    Timer,
     Request(Incoming),
     /// The event itself is malformed; answer this at once.
     Reject {
@@ -130,6 +121,9 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
     let Value::Object(o) = &value else {
         return reject(Origin::Direct, 200, "$", "must be a JSON object");
     };
+    if o.get("Type").and_then(Value::as_str) == Some("Timer") && o.contains_key("TriggerName") {
+        return Parsed::Timer;
+    }
     if !is_gateway(o) {
         return Parsed::Request(Incoming {
             origin: Origin::Direct,
@@ -228,11 +222,12 @@ mod tests {
 
     #[test]
     fn timer_events_are_recognised() {
-        assert!(is_timer(
+        let timer = |ev: &[u8]| matches!(parse(ev, "rt"), Parsed::Timer);
+        assert!(timer(
             br#"{"Type":"Timer","TriggerName":"hourly","Time":"2024-01-01T00:00:00Z","Message":""}"#
         ));
-        assert!(!is_timer(br#"{"Type":"Timer"}"#));
-        assert!(!is_timer(br#"{"interface":{"interfaceName":"Timer","para":{}}}"#));
+        assert!(!timer(br#"{"Type":"Timer"}"#));
+        assert!(!timer(br#"{"interface":{"interfaceName":"Timer","para":{}}}"#));
     }
 
     #[test]

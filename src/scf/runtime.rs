@@ -4,7 +4,7 @@
 
 use super::event::{self, Origin, Parsed};
 use crate::envelope::{Envelope, ReturnCode, WaferError};
-use crate::service::Service;
+use crate::service::{Route, Service};
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -102,29 +102,34 @@ impl RuntimeClient {
 
 /// Handle one invocation: unwrap the event, dispatch under the invocation's deadline, shape the reply.
 pub async fn handle(svc: &Service, inv: &Invocation) -> Vec<u8> {
-    if event::is_timer(&inv.event) {
-        // A timer trigger is the SCF way to run housekeeping: purge expired sessions.
-        let reply = match svc.purge_expired_sessions().await {
-            Ok(n) => serde_json::json!({"purged": n}),
-            Err(e) => serde_json::json!({"error": e.to_string()}),
-        };
-        return reply.to_string().into_bytes();
-    }
     let incoming = match event::parse(&inv.event, &inv.request_id) {
+        Parsed::Timer => {
+            // A timer trigger is the SCF way to run housekeeping: purge expired sessions.
+            let reply = match svc.purge_expired_sessions().await {
+                Ok(n) => serde_json::json!({"purged": n}),
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            };
+            return reply.to_string().into_bytes();
+        }
         Parsed::Request(r) => r,
         Parsed::Reject { origin, status, error } => {
             tracing::info!(request_id = %inv.request_id, return_code = error.code.code(), detail = %error.message, "event rejected");
             return event::reply(&origin, status, &Envelope::error(&error));
         }
     };
-    if incoming.origin == Origin::Gateway && incoming.method != "POST" {
-        if incoming.method == "GET"
-            && matches!(incoming.path.trim_end_matches('/').rsplit('/').next(), Some("healthz" | "health"))
-        {
-            return event::gateway_reply(200, "text/plain; charset=utf-8", "ok".into());
+    if incoming.origin == Origin::Gateway {
+        match Route::of(&incoming.method, &incoming.path) {
+            Route::Envelope => {}
+            Route::Health => return event::gateway_reply(200, "text/plain; charset=utf-8", "ok".into()),
+            Route::Ready => {
+                let (status, body) = svc.readiness_reply().await;
+                return event::gateway_reply(status, "application/json; charset=utf-8", body);
+            }
+            Route::WrongMethod => {
+                tracing::info!(request_id = %incoming.meta.request_id, method = %incoming.method, return_code = 1009, "request refused: method not allowed");
+                return event::reply(&incoming.origin, 405, &Envelope::error(&Route::wrong_method()));
+            }
         }
-        let err = WaferError::new(ReturnCode::RequestErr, "use HTTP POST with a JSON body");
-        return event::reply(&incoming.origin, 405, &Envelope::error(&err));
     }
     let work = svc.handle(&incoming.body, &incoming.meta);
     let envelope = match inv.time_limit_ms {

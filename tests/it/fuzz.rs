@@ -140,16 +140,23 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 
 fn envelope_seeds() -> Vec<Vec<u8>> {
     let mut seeds = Vec::new();
-    for name in wafer_scf::handlers::INTERFACE_NAMES {
-        let para = json!({"appid": "wx1", "code": "c", "id": "i", "skey": "s", "encrypt_data": "AAAA", "iv": "r7BXXKkLb8qrSNn05n0qiA==",
+    // Every interface of the one table, each with a para shaped for sessions/credentials and one for COS, so the
+    // mutations reach every parser's deeper checks.
+    for name in wafer_scf::handlers::interface_names() {
+        let wx = json!({"appid": "wx1", "code": "c", "id": "i", "skey": "s", "encrypt_data": "AAAA", "iv": "r7BXXKkLb8qrSNn05n0qiA==",
             "corpid": "ww", "agentid": 1000002, "agentsecret": "x", "url": "https://a/", "force": "true", "bucket": "b-1",
             "region": "ap-beijing", "method": "GET", "path": "/a", "expiration": 1, "query": {"a": "b"}, "headers": {"h": "v"}});
-        seeds.push(
-            json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": name, "para": para}})
-                .to_string()
-                .into_bytes(),
-        );
+        let cos = json!({"appid": "1250000000", "sid": "AKIDx", "skey": "k", "bucket": "b-1250000000", "filepath": "a/b.jpg",
+            "region": "ap-guangzhou", "method": "PUT", "path": "/a b.jpg", "expires": 600, "access_token": "t"});
+        for para in [wx, cos] {
+            seeds.push(
+                json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": name, "para": para}})
+                    .to_string()
+                    .into_bytes(),
+            );
+        }
     }
+    assert_eq!(seeds.len(), 30, "all 15 interfaces are fuzzed");
     seeds
 }
 
@@ -199,6 +206,7 @@ fn the_gateway_event_parser_never_panics() {
         };
         match wafer_scf::scf::event::parse(&input, "rt") {
             wafer_scf::scf::event::Parsed::Request(r) => assert!(!r.method.is_empty()),
+            wafer_scf::scf::event::Parsed::Timer => {}
             wafer_scf::scf::event::Parsed::Reject { origin, status, error } => {
                 let reply = wafer_scf::scf::event::reply(&origin, status, &Envelope::error(&error));
                 let _: Value = serde_json::from_slice(&reply).unwrap();
