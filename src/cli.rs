@@ -1,11 +1,12 @@
 //! The `wafer-scf` command line: subcommands, and the wiring from [`Config`] to a running service.
 
 use crate::clock::SystemClock;
-use crate::config::Config;
+use crate::config::{parse_secret, Config};
 use crate::registry::{AgentChanges, AppChanges, Outcome, Registry};
 use crate::store::{self, Store, TokenMode};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
 use std::io::Read;
 use std::sync::Arc;
 
@@ -119,8 +120,8 @@ pub enum CosCommand {
         #[arg(long)]
         secret_id: Option<String>,
         /// The SecretKey. `-` reads it from standard input.
-        #[arg(long)]
-        secret_key: Option<String>,
+        #[arg(long, value_parser = parse_secret)]
+        secret_key: Option<SecretString>,
     },
     /// List held COS credentials (APPID and a SecretId prefix; never the SecretKey).
     List,
@@ -140,8 +141,8 @@ pub enum AgentCommand {
         #[arg(long)]
         agentid: String,
         /// The app's Secret (needed for a new agent). `-` reads it from standard input.
-        #[arg(long)]
-        secret: Option<String>,
+        #[arg(long, value_parser = parse_secret)]
+        secret: Option<SecretString>,
         #[arg(long)]
         remark: Option<String>,
     },
@@ -163,8 +164,8 @@ pub enum AppCommand {
         #[arg(long)]
         appid: String,
         /// The AppSecret (needed for a new app). `-` reads it from standard input (keeps it out of shell history).
-        #[arg(long)]
-        secret: Option<String>,
+        #[arg(long, value_parser = parse_secret)]
+        secret: Option<SecretString>,
         /// Login lifetime in days (since the login that created the skey). New apps: 30.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
         login_duration_days: Option<u32>,
@@ -315,7 +316,8 @@ async fn runtime(config: &Config, runtime_api: Option<String>) -> Result<()> {
     crate::scf::runtime::run(&client, &svc, None).await
 }
 
-fn read_secret(arg: &str, what: &str) -> Result<String> {
+fn read_secret(arg: &SecretString, what: &str) -> Result<String> {
+    let arg = arg.expose_secret();
     let s = if arg == "-" {
         let mut buf = String::new();
         std::io::stdin().read_to_string(&mut buf).context("could not read the secret from stdin")?;
@@ -484,6 +486,50 @@ async fn key_command(config: &Config, cmd: KeyCommand) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_secret_appears_in_any_debug_output() {
+        let cli = Cli::parse_from([
+            "wafer-scf",
+            "--database-url",
+            "mysql://wafer:DBPASS-1@db:3306/wafer",
+            "--admin-token",
+            "ADMIN-TOKEN-2",
+            "--master-key",
+            "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=",
+            "app",
+            "add",
+            "--appid",
+            "wx1",
+            "--secret",
+            "APP-SECRET-3",
+        ]);
+        let text = format!("{cli:?}");
+        for secret in ["DBPASS-1", "ADMIN-TOKEN-2", "MDEyMzQ1Njc4", "APP-SECRET-3"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(text.contains("wx1"), "identifiers stay readable: {text}");
+        let settings =
+            crate::handlers::Settings { admin_token: cli.config.admin_token(), ..Default::default() };
+        assert!(!format!("{settings:?}").contains("ADMIN-TOKEN-2"));
+        for cmd in [
+            vec![
+                "wafer-scf",
+                "agent",
+                "add",
+                "--corpid",
+                "ww",
+                "--agentid",
+                "1",
+                "--secret",
+                "AGENT-SECRET-4",
+            ],
+            vec!["wafer-scf", "cos", "add", "--appid", "1250000000", "--secret-key", "COS-KEY-5"],
+        ] {
+            let text = format!("{:?}", Cli::parse_from(&cmd));
+            assert!(!text.contains("SECRET-4") && !text.contains("COS-KEY-5"), "{text}");
+        }
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

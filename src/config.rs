@@ -4,6 +4,7 @@
 use crate::store::DatabaseUrl;
 use crate::telemetry::LogFormat;
 use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -27,8 +28,8 @@ pub struct Config {
     pub wecom_base_url: String,
 
     /// Admin credential for admin interfaces (`qcloud.work.initagent`). Unset: admin interfaces are off.
-    #[arg(long, env = "WAFER_ADMIN_TOKEN", global = true, hide_env_values = true)]
-    pub admin_token: Option<String>,
+    #[arg(long, env = "WAFER_ADMIN_TOKEN", global = true, hide_env_values = true, value_parser = parse_secret)]
+    pub admin_token: Option<SecretString>,
 
     /// Caller authentication: credentials (token/ticket/signature/COS interfaces need a scoped key), all, or off.
     #[arg(long, env = "WAFER_CALLER_AUTH", value_enum, default_value = "credentials", global = true)]
@@ -80,6 +81,11 @@ pub struct Config {
     pub db_timeout_ms: u64,
 }
 
+/// A secret from the command line or environment: kept out of every `Debug` output.
+pub fn parse_secret(s: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(s))
+}
+
 fn parse_master_key(s: &str) -> Result<crate::store::sealed::Sealer, String> {
     crate::store::sealed::Sealer::from_base64(s)
 }
@@ -104,8 +110,8 @@ impl Config {
     }
 
     /// `WAFER_ADMIN_TOKEN` with an empty value counts as unset (admin interfaces off).
-    pub fn admin_token(&self) -> Option<String> {
-        self.admin_token.clone().filter(|t| !t.trim().is_empty())
+    pub fn admin_token(&self) -> Option<SecretString> {
+        self.admin_token.clone().filter(|t| !t.expose_secret().trim().is_empty())
     }
 
     /// The token refresh policy for this configuration: a caller waits at most one upstream deadline plus 2 s

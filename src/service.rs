@@ -84,7 +84,7 @@ impl Service {
     pub fn new(deps: Deps) -> Self {
         let gate = Gate::new(
             deps.settings.caller_auth,
-            deps.settings.admin_token.as_deref(),
+            deps.settings.admin_token.as_ref().map(secrecy::ExposeSecret::expose_secret),
             deps.store.clone(),
             deps.clock.clone(),
         );

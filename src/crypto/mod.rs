@@ -48,25 +48,7 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// The mini-program rawData signature: `sha1(rawData + session_key)` in hex (upstream.md §4).
-pub fn raw_data_signature(raw_data: &str, session_key: &str) -> String {
-    sha1_hex(format!("{raw_data}{session_key}").as_bytes())
-}
-
-/// The login-state signature for checksession / resetusersessionkey (upstream.md §5.4):
-/// hex(HMAC-SHA256(key = the session_key's base64 text, msg = body)).
-pub fn login_state_signature(session_key: &str, body: &str) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = match Hmac::<Sha256>::new_from_slice(session_key.as_bytes()) {
-        Ok(m) => m,
-        // HMAC accepts keys of any length; this branch cannot be reached.
-        Err(_) => return String::new(),
-    };
-    mac.update(body.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
-
-/// The JS-SDK signature (upstream.md §5.1): sha1 over `jsapi_ticket=T&noncestr=N&timestamp=TS&url=U`, values raw,
+/// The JS-SDK signature (`docs/upstream.md`): sha1 over `jsapi_ticket=T&noncestr=N&timestamp=TS&url=U`, values raw,
 /// the URL without its `#fragment`.
 pub fn jsapi_signature(ticket: &str, noncestr: &str, timestamp: u64, url: &str) -> String {
     let url = url.split('#').next().unwrap_or(url);
@@ -111,23 +93,6 @@ mod tests {
         let s = random_alnum(16).unwrap();
         assert_eq!(s.len(), 16);
         assert!(s.bytes().all(|c| c.is_ascii_alphanumeric()));
-    }
-
-    #[test]
-    fn raw_data_signature_matches_the_official_vector() {
-        let raw = r#"{"nickName":"Band","gender":1,"language":"zh_CN","city":"Guangzhou","province":"Guangdong","country":"CN","avatarUrl":"http://wx.qlogo.cn/mmopen/vi_32/1vZvI39NWFQ9XM4LtQpFrQJ1xlgZxx3w7bQxKARol6503Iuswjjn6nIGBiaycAjAtpujxyzYsrztuuICqIM5ibXQ/0"}"#;
-        assert_eq!(
-            raw_data_signature(raw, "HyVFkGl5F5OQWJZZaNzBBg=="),
-            "75e81ceda165f4ffa64f4068af58c64b8f54b88c"
-        );
-    }
-
-    #[test]
-    fn login_state_signature_matches_the_official_vector() {
-        assert_eq!(
-            login_state_signature("o0q0otL8aEzpcZL/FT9WsQ==", r#"{"foo":"bar"}"#),
-            "654571f79995b2ce1e149e53c0a33dc39c0a74090db514261454e8dbe432aa0b"
-        );
     }
 
     #[test]

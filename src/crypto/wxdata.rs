@@ -1,4 +1,5 @@
-//! Decryption of mini-program `encryptedData` (AES-128-CBC, PKCS#7) and the watermark check (upstream.md §4).
+//! Decryption of mini-program `encryptedData` (AES-128-CBC, PKCS#7) and the watermark check
+//! (`docs/upstream.md`).
 
 use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
 use base64::{engine::general_purpose::STANDARD, Engine};

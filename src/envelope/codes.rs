@@ -1,4 +1,5 @@
-//! The Wafer return codes: the fixed numbers of protocol.md §3 plus this project's documented additions.
+//! The Wafer return codes: the fixed numbers of the Wafer protocol plus this project's
+//! documented additions (README, "Return codes").
 
 /// A Wafer `returnCode`. The numbers are part of the wire contract: existing SDKs compare them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -54,7 +54,7 @@ impl std::fmt::Display for WaferError {
 
 impl std::error::Error for WaferError {}
 
-/// The response envelope. Field order is the wire order of protocol.md §2.
+/// The response envelope. Field order is the wire order unmodified Wafer SDKs expect.
 #[derive(Debug, Clone, Serialize)]
 pub struct Envelope {
     #[serde(rename = "returnCode")]
@@ -106,7 +106,7 @@ pub struct Request {
     pub para: Map<String, Value>,
 }
 
-/// Parse a raw body into a [`Request`], with the return codes of protocol.md §3 for each failure.
+/// Parse a raw body into a [`Request`], with a distinct return code for each failure.
 /// The order of checks is: JSON object (1009), nesting depth (1020), `interface.interfaceName` (1002),
 /// then `para` (1011). An unknown name is the dispatcher's business (1010).
 pub fn parse_request(body: &[u8]) -> Result<Request, WaferError> {

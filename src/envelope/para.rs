@@ -19,11 +19,6 @@ impl<'a> Para<'a> {
         }
     }
 
-    /// A required, non-empty string of at most [`MAX_FIELD_LEN`] bytes.
-    pub fn str(&self, field: &str) -> Result<&'a str, WaferError> {
-        self.str_max(field, MAX_FIELD_LEN)
-    }
-
     /// An optional string: absent, `null` and `""` all mean "not given".
     pub fn opt_str_max(&self, field: &str, max: usize) -> Result<Option<&'a str>, WaferError> {
         match self.0.get(field) {
@@ -35,10 +30,6 @@ impl<'a> Para<'a> {
             Some(Value::String(s)) => Ok(Some(s.as_str())),
             Some(_) => Err(WaferError::para(field, "must be a string")),
         }
-    }
-
-    pub fn opt_str(&self, field: &str) -> Result<Option<&'a str>, WaferError> {
-        self.opt_str_max(field, MAX_FIELD_LEN)
     }
 
     /// A required token: non-empty printable ASCII without spaces, at most `max` bytes. Appids, login codes,
@@ -129,11 +120,11 @@ mod tests {
     fn strings_are_checked_for_presence_type_and_length() {
         let m = para(json!({"s": "x", "empty": "", "num": 5, "long": "y".repeat(300)}));
         let p = Para(&m);
-        assert_eq!(p.str("s").unwrap(), "x");
-        assert!(p.str("empty").unwrap_err().message.contains("para.empty"));
-        assert!(p.str("num").unwrap_err().message.contains("must be a string"));
-        assert!(p.str("long").unwrap_err().message.contains("longer"));
-        assert!(p.str("missing").is_err());
+        assert_eq!(p.str_max("s", MAX_FIELD_LEN).unwrap(), "x");
+        assert!(p.str_max("empty", MAX_FIELD_LEN).unwrap_err().message.contains("para.empty"));
+        assert!(p.str_max("num", MAX_FIELD_LEN).unwrap_err().message.contains("must be a string"));
+        assert!(p.str_max("long", MAX_FIELD_LEN).unwrap_err().message.contains("longer"));
+        assert!(p.str_max("missing", MAX_FIELD_LEN).is_err());
         assert_eq!(p.ident("num", 10).unwrap(), "5");
         assert_eq!(p.token("s", 10).unwrap(), "x");
         let m = para(json!({"sp": "wx1 ", "ctl": "a\u{1}", "cjk": "小"}));

@@ -47,7 +47,7 @@ pub struct Settings {
     /// Live sessions kept per (appid, openid); the oldest beyond this are dropped at login.
     pub max_sessions_per_user: usize,
     /// `WAFER_ADMIN_TOKEN`: admin interfaces are off when unset.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<secrecy::SecretString>,
     /// `WAFER_CALLER_AUTH`.
     pub caller_auth: crate::auth::CallerAuthMode,
 }

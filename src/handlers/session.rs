@@ -1,5 +1,5 @@
 //! Mini-program sessions: `qcloud.cam.id_skey`, `qcloud.cam.auth`, `qcloud.cam.decrypt`, `qcloud.cam.userinfo`
-//! with every rule of protocol.md §4.1.
+//! with every session rule of the README ("Session rules").
 
 use super::{Deps, Reply};
 use crate::auth::{Caller, Scope};

@@ -1,4 +1,4 @@
-//! A local emulator of the SCF custom-runtime API, faithful to what matters (`shared/spec/scf.md` §1): underscore
+//! A local emulator of the SCF custom-runtime API, faithful to what matters (the SCF custom-runtime API as `docs/scf-runtime.md` describes it): underscore
 //! headers on `next`, a repeated `next` during an open invocation returns the same event, the first result pushed
 //! is final. A [`Supervisor`] runs a real `bootstrap` as a child exactly as SCF does, and enforces the init timeout
 //! and the execution time limit by killing and restarting it. Used by the tests, `wafer-scf replay` and benchmarks.

@@ -392,8 +392,8 @@ pub struct FailedFetch<'a> {
     pub count: i64,
 }
 
-/// Where the data lives, parsed from `WAFER_DATABASE_URL`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the data lives, parsed from `WAFER_DATABASE_URL`. `Debug` shows it without the password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     /// `mysql://user:pass@host:port/db`
     Mysql(String),
@@ -433,6 +433,12 @@ impl DatabaseUrl {
                 _ => u.clone(),
             },
         }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
     }
 }
 

@@ -138,11 +138,6 @@ impl MysqlStore {
         }
     }
 
-    /// Close the pool cleanly (graceful shutdown).
-    pub async fn disconnect(self) -> StoreResult<()> {
-        self.pool.disconnect().await.map_err(err)
-    }
-
     async fn create_session_once(
         mut conn: Conn,
         s: &SessionRecord,

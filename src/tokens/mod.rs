@@ -165,10 +165,6 @@ impl Credentials {
         }
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     /// Forget this process's cached values and remembered failures for `keys` (the registration changed).
     pub fn forget(&self, keys: &[String]) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
