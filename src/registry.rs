@@ -10,8 +10,8 @@ use crate::store::{
 };
 use crate::tokens::{CredKey, Credentials};
 
-/// Login lifetime of a new app unless told otherwise: 30 days.
-pub const DEFAULT_LOGIN_DURATION_SECS: i64 = 30 * 86_400;
+/// Login lifetime of a new app unless told otherwise.
+pub use crate::store::DEFAULT_LOGIN_DURATION_SECS;
 
 /// Why a registry operation failed. Messages name the thing, never a secret.
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,11 @@
 
 pub mod breaker;
 pub mod mysql;
+mod records;
 pub mod sealed;
 pub mod sqlite;
+
+pub use records::*;
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -32,114 +35,15 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// How an app's access token is fetched upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenMode {
-    /// `POST /cgi-bin/stable_token`: idempotent within its window, safe for many callers.
-    Stable,
-    /// `GET /cgi-bin/token`: every fetch invalidates the previous token after 5 minutes.
-    Classic,
-}
-
-impl TokenMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stable => "stable",
-            Self::Classic => "classic",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "stable" => Some(Self::Stable),
-            "classic" => Some(Self::Classic),
-            _ => None,
-        }
-    }
-}
-
-/// A registered mini-program or official account.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AppRecord {
-    pub appid: String,
-    pub secret: String,
-    pub login_duration_secs: i64,
-    pub session_duration_secs: i64,
-    pub token_mode: TokenMode,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl std::fmt::Debug for AppRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppRecord")
-            .field("appid", &self.appid)
-            .field("secret", &"<redacted>")
-            .field("login_duration_secs", &self.login_duration_secs)
-            .field("session_duration_secs", &self.session_duration_secs)
-            .field("token_mode", &self.token_mode)
-            .finish()
-    }
-}
-
-/// A login session. `skey_hash` is the hex SHA-256 of the skey handed to the client.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SessionRecord {
-    pub id: String,
-    pub skey_hash: String,
-    pub appid: String,
-    pub openid: String,
-    pub unionid: String,
-    pub session_key: String,
-    /// The decrypted profile as JSON text, if any.
-    pub user_info: Option<String>,
-    pub created_at: i64,
-    pub last_visit_at: i64,
-}
-
-impl std::fmt::Debug for SessionRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionRecord")
-            .field("id", &self.id)
-            .field("appid", &self.appid)
-            .field("openid", &self.openid)
-            .field("created_at", &self.created_at)
-            .field("last_visit_at", &self.last_visit_at)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A session together with its app's expiry rules, read in one indexed query.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionView {
-    pub session: SessionRecord,
-    pub login_duration_secs: i64,
-    pub session_duration_secs: i64,
-}
-
-/// What a login did to the user's other sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoginOutcome {
-    /// The user already had at least one session for this app (the reply says UPDATE_SESSION_SUCCESS).
-    pub existing_user: bool,
-    /// How many of the user's oldest sessions were removed to respect the bound.
-    pub pruned: usize,
-}
-
-/// Which schema the database has, against the one this build needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SchemaStatus {
-    /// Newest version applied (0: none, or no schema at all).
-    pub current: i64,
-    /// Newest version this build knows.
-    pub latest: i64,
-}
-
-impl SchemaStatus {
-    pub fn is_current(&self) -> bool {
-        self.current >= self.latest
-    }
-}
+/// Column lists, the same in both backends (row conversions read them by position).
+pub(crate) const APP_COLUMNS: &str =
+    "appid, secret, login_duration_secs, session_duration_secs, token_mode, created_at, updated_at";
+pub(crate) const AGENT_COLUMNS: &str = "corpid, agentid, secret, remark, created_at, updated_at";
+pub(crate) const CRED_COLUMNS: &str = "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, \
+    blocked_until, blocked_code, window_start, window_count, failed_until_ms, failed_code, failed_message, failed_count";
+pub(crate) const COS_COLUMNS: &str = "appid, secret_id, secret_key, created_at, updated_at";
+pub(crate) const KEY_COLUMNS: &str =
+    "name, key_hash, scope_all, scope_apps, scope_corps, created_at, last_used_at, revoked_at";
 
 /// The storage contract. Every method is a short transaction; none holds a lock across calls.
 #[async_trait]
@@ -250,146 +154,6 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool>;
     /// Record use of a key (callers throttle this).
     async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()>;
-}
-
-/// A registered WeCom self-built app ("agent").
-#[derive(Clone, PartialEq, Eq)]
-pub struct AgentRecord {
-    pub corpid: String,
-    pub agentid: String,
-    pub secret: String,
-    pub remark: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl std::fmt::Debug for AgentRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentRecord")
-            .field("corpid", &self.corpid)
-            .field("agentid", &self.agentid)
-            .field("remark", &self.remark)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A caller key: its name, the SHA-256 of the key, and what it may reach.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct CallerKeyRecord {
-    pub name: String,
-    pub key_hash: String,
-    /// Every app, corp and COS APPID.
-    pub scope_all: bool,
-    /// WeChat appids and Tencent Cloud APPIDs (COS).
-    pub scope_apps: Vec<String>,
-    /// WeCom corpids.
-    pub scope_corps: Vec<String>,
-    pub created_at: i64,
-    pub last_used_at: i64,
-    /// 0 while the key is valid.
-    pub revoked_at: i64,
-}
-
-impl std::fmt::Debug for CallerKeyRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallerKeyRecord")
-            .field("name", &self.name)
-            .field("scope_all", &self.scope_all)
-            .field("scope_apps", &self.scope_apps)
-            .field("scope_corps", &self.scope_corps)
-            .field("revoked_at", &self.revoked_at)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Join a scope list for storage.
-pub fn join_scope(items: &[String]) -> String {
-    items.join(",")
-}
-
-/// Split a stored scope list.
-pub fn split_scope(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect()
-}
-
-/// COS credentials held for one Tencent Cloud APPID.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CosKeyRecord {
-    pub appid: String,
-    pub secret_id: String,
-    pub secret_key: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl std::fmt::Debug for CosKeyRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CosKeyRecord").field("appid", &self.appid).finish_non_exhaustive()
-    }
-}
-
-/// A cached access token or ticket with its coordination state (see `sql/*/0002_*.sql`).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct CredentialRow {
-    pub key: String,
-    /// The token or ticket, if one was ever fetched.
-    pub value: Option<String>,
-    /// Unix seconds when the value expires upstream.
-    pub expires_at: i64,
-    /// Unix seconds when the value was fetched.
-    pub fetched_at: i64,
-    /// The process currently refreshing this key, if any, and until when (Unix ms) its lease holds.
-    pub lease_owner: Option<String>,
-    pub lease_until_ms: i64,
-    /// No upstream call for this key before this time (daily quota used up); `blocked_code` says why.
-    pub blocked_until: i64,
-    pub blocked_code: i64,
-    /// Fetch budget window: start (Unix s, hour-aligned) and fetches in it.
-    pub window_start: i64,
-    pub window_count: i64,
-    /// A failed fetch remembered for every instance: no upstream call before `failed_until_ms` (Unix ms);
-    /// callers get `failed_code` / `failed_message`. `failed_count`: consecutive failures (for the backoff).
-    pub failed_until_ms: i64,
-    pub failed_code: i64,
-    pub failed_message: String,
-    pub failed_count: i64,
-}
-
-impl std::fmt::Debug for CredentialRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialRow")
-            .field("key", &self.key)
-            .field("has_value", &self.value.is_some())
-            .field("expires_at", &self.expires_at)
-            .field("fetched_at", &self.fetched_at)
-            .field("lease_owner", &self.lease_owner)
-            .field("lease_until_ms", &self.lease_until_ms)
-            .field("blocked_until", &self.blocked_until)
-            .field("failed_until_ms", &self.failed_until_ms)
-            .field("failed_code", &self.failed_code)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A freshly fetched value to store under a lease.
-#[derive(Clone)]
-pub struct FetchedCredential<'a> {
-    pub value: &'a str,
-    pub expires_at: i64,
-    pub fetched_at: i64,
-    /// The hour-aligned budget window this fetch counts in.
-    pub window_start: i64,
-}
-
-/// A failed fetch to remember on a credential's row.
-#[derive(Debug, Clone)]
-pub struct FailedFetch<'a> {
-    pub until_ms: i64,
-    pub code: i64,
-    /// The caller-visible message (never a secret; at most 255 characters are kept).
-    pub message: &'a str,
-    /// Consecutive failures including this one.
-    pub count: i64,
 }
 
 /// Where the data lives, parsed from `WAFER_DATABASE_URL`. `Debug` shows it without the password.

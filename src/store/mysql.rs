@@ -5,6 +5,7 @@ use super::breaker::Breaker;
 use super::{
     AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FailedFetch, FetchedCredential,
     LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreOptions, StoreResult, TokenMode,
+    AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
 };
 use async_trait::async_trait;
 use mysql_async::prelude::*;
@@ -51,9 +52,6 @@ fn app_from_row(r: AppRow) -> AppRecord {
         updated_at: r.6,
     }
 }
-
-const APP_COLUMNS: &str =
-    "appid, secret, login_duration_secs, session_duration_secs, token_mode, created_at, updated_at";
 
 /// Split a migration file into statements: drop `--` comment lines, split at `;`.
 fn statements(sql: &str) -> Vec<String> {
@@ -257,8 +255,6 @@ fn agent_from_row(r: AgentRow) -> AgentRecord {
     AgentRecord { corpid: r.0, agentid: r.1, secret: r.2, remark: r.3, created_at: r.4, updated_at: r.5 }
 }
 
-const AGENT_COLUMNS: &str = "corpid, agentid, secret, remark, created_at, updated_at";
-
 /// Credential rows have more columns than row tuples convert; read them by position.
 fn cred_from_row(mut r: mysql_async::Row) -> Result<CredentialRow, mysql_async::Error> {
     fn take<T: FromValue>(r: &mut mysql_async::Row, i: usize) -> Result<T, mysql_async::Error> {
@@ -284,17 +280,11 @@ fn cred_from_row(mut r: mysql_async::Row) -> Result<CredentialRow, mysql_async::
     })
 }
 
-const CRED_COLUMNS: &str =
-    "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, blocked_until, \
-                            blocked_code, window_start, window_count, failed_until_ms, failed_code, failed_message, failed_count";
-
 type CosRow = (String, String, String, i64, i64);
 
 fn cos_from_row(r: CosRow) -> CosKeyRecord {
     CosKeyRecord { appid: r.0, secret_id: r.1, secret_key: r.2, created_at: r.3, updated_at: r.4 }
 }
-
-const COS_COLUMNS: &str = "appid, secret_id, secret_key, created_at, updated_at";
 
 type KeyRow = (String, String, i64, String, String, i64, i64, i64);
 
@@ -310,9 +300,6 @@ fn key_from_row(r: KeyRow) -> CallerKeyRecord {
         revoked_at: r.7,
     }
 }
-
-const KEY_COLUMNS: &str =
-    "name, key_hash, scope_all, scope_apps, scope_corps, created_at, last_used_at, revoked_at";
 
 #[async_trait]
 impl Store for MysqlStore {

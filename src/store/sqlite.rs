@@ -3,7 +3,8 @@
 
 use super::{
     AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FailedFetch, FetchedCredential,
-    LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreResult, TokenMode,
+    LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreResult, TokenMode, AGENT_COLUMNS,
+    APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -58,9 +59,6 @@ impl SqliteStore {
     }
 }
 
-const APP_COLUMNS: &str =
-    "appid, secret, login_duration_secs, session_duration_secs, token_mode, created_at, updated_at";
-
 fn app_from_row(r: &Row<'_>) -> rusqlite::Result<AppRecord> {
     let mode: String = r.get(4)?;
     Ok(AppRecord {
@@ -74,8 +72,6 @@ fn app_from_row(r: &Row<'_>) -> rusqlite::Result<AppRecord> {
     })
 }
 
-const AGENT_COLUMNS: &str = "corpid, agentid, secret, remark, created_at, updated_at";
-
 fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
     Ok(AgentRecord {
         corpid: r.get(0)?,
@@ -86,10 +82,6 @@ fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
         updated_at: r.get(5)?,
     })
 }
-
-const CRED_COLUMNS: &str =
-    "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, blocked_until, \
-                            blocked_code, window_start, window_count, failed_until_ms, failed_code, failed_message, failed_count";
 
 fn cred_from_row(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
     Ok(CredentialRow {
@@ -119,11 +111,6 @@ fn cos_from_row(r: &Row<'_>) -> rusqlite::Result<CosKeyRecord> {
         updated_at: r.get(4)?,
     })
 }
-
-const COS_COLUMNS: &str = "appid, secret_id, secret_key, created_at, updated_at";
-
-const KEY_COLUMNS: &str =
-    "name, key_hash, scope_all, scope_apps, scope_corps, created_at, last_used_at, revoked_at";
 
 fn key_from_row(r: &Row<'_>) -> rusqlite::Result<CallerKeyRecord> {
     let apps: String = r.get(3)?;

@@ -16,18 +16,19 @@
 //! (compare-then-expire), or — when the caller names none — if the current value is older than a cooldown.
 
 pub mod failures;
+mod fetch;
 mod keys;
 
 pub use keys::{CredKey, CredKind};
 
 use failures::{Failures, Remembered};
+use fetch::FetchError;
 
 use crate::clock::Clock;
 use crate::envelope::{ReturnCode, WaferError};
-use crate::store::TokenMode;
 use crate::store::{FailedFetch, FetchedCredential, Store};
 use crate::wechat::wecom::WeComClient;
-use crate::wechat::{Call, Fetched, UpstreamError, WeChatClient, TOKEN_INVALID_CODES};
+use crate::wechat::{UpstreamError, WeChatClient};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -468,95 +469,6 @@ impl Credentials {
         };
         WaferError::new(code, "credential storage failed").with_detail(e)
     }
-
-    /// One upstream fetch for `key`, with retries on "system busy" while the caller's budget allows.
-    async fn fetch(
-        &self,
-        key: &CredKey,
-        force: Force<'_>,
-        deadline: tokio::time::Instant,
-    ) -> Result<Fetched, FetchError> {
-        let mut delay = self.policy.busy_backoff_ms;
-        let mut attempt = 1;
-        loop {
-            let result = match tokio::time::timeout_at(deadline, self.fetch_once(key, force, deadline)).await
-            {
-                Ok(r) => r,
-                Err(_) => Err(FetchError::Upstream(UpstreamError::Network("deadline exceeded".into()))),
-            };
-            match result {
-                Err(FetchError::Upstream(UpstreamError::Api { errcode: -1, .. }))
-                    if attempt < self.policy.busy_attempts
-                        && tokio::time::Instant::now() + Duration::from_millis(delay) < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn fetch_once(
-        &self,
-        key: &CredKey,
-        force: Force<'_>,
-        deadline: tokio::time::Instant,
-    ) -> Result<Fetched, FetchError> {
-        match key.kind {
-            CredKind::MpToken => {
-                let app = self
-                    .store
-                    .get_app(key.owner())
-                    .await
-                    .map_err(FetchError::Store)?
-                    .ok_or(FetchError::NotConfigured)?;
-                let r = match app.token_mode {
-                    TokenMode::Stable => {
-                        self.wechat.stable_token(&app.appid, &app.secret, force != Force::No).await
-                    }
-                    TokenMode::Classic => self.wechat.classic_token(&app.appid, &app.secret).await,
-                };
-                r.map_err(FetchError::Upstream)
-            }
-            CredKind::WcToken => {
-                let (corpid, agentid) = key.agent_ids();
-                let agent = self
-                    .store
-                    .get_agent(corpid, agentid)
-                    .await
-                    .map_err(FetchError::Store)?
-                    .ok_or(FetchError::NotConfigured)?;
-                self.wecom.gettoken(&agent.corpid, &agent.secret).await.map_err(FetchError::Upstream)
-            }
-            CredKind::MpJsapiTicket | CredKind::WcCorpTicket | CredKind::WcAgentTicket => {
-                let token_key = key.token_key();
-                let token =
-                    self.get_until(&token_key, Force::No, deadline).await.map_err(FetchError::Token)?;
-                match self.ticket_call(key.kind, &token.value).await {
-                    Err(UpstreamError::Api { errcode, .. }) if TOKEN_INVALID_CODES.contains(&errcode) => {
-                        // Compare-then-expire: refresh the token only if it is still the one that failed; retry once.
-                        tracing::info!(key = %key, errcode, "ticket fetch rejected the token; refreshing it once");
-                        let token = self
-                            .get_until(&token_key, Force::Yes(Some(&token.value)), deadline)
-                            .await
-                            .map_err(FetchError::Token)?;
-                        self.ticket_call(key.kind, &token.value).await.map_err(FetchError::Upstream)
-                    }
-                    other => other.map_err(FetchError::Upstream),
-                }
-            }
-        }
-    }
-
-    async fn ticket_call(&self, kind: CredKind, token: &str) -> Result<Fetched, UpstreamError> {
-        match kind {
-            CredKind::MpJsapiTicket => self.wechat.jsapi_ticket(token).await,
-            CredKind::WcCorpTicket => self.wecom.corp_ticket(token).await,
-            _ => self.wecom.agent_ticket(token).await,
-        }
-    }
 }
 
 /// The error another instance remembered on the row.
@@ -586,36 +498,6 @@ fn quota_error(code: i64, until: i64) -> WaferError {
         ReturnCode::WeixinQuotaErr,
         format!("upstream daily quota used up (errcode {code}); no calls until {until} (Unix time)"),
     )
-}
-
-enum FetchError {
-    Upstream(UpstreamError),
-    Store(crate::store::StoreError),
-    Token(WaferError),
-    NotConfigured,
-}
-
-impl FetchError {
-    /// Upstream failures are remembered; storage failures, unknown apps and a ticket's token failure (remembered
-    /// under the token's own key) are not.
-    fn is_remembered(&self) -> bool {
-        matches!(self, Self::Upstream(_))
-    }
-
-    fn into_wafer(self, key: &CredKey) -> WaferError {
-        let upstream = if key.kind.is_wecom() { "WeCom" } else { "WeChat" };
-        match self {
-            Self::Upstream(e) => {
-                let call = if key.kind.is_ticket() { Call::Ticket } else { Call::Token };
-                e.to_wafer(call, upstream)
-            }
-            Self::Store(e) => WaferError::db(e),
-            Self::Token(e) => e,
-            Self::NotConfigured => {
-                WaferError::new(ReturnCode::NoAppid, "this app or agent is not configured on this server")
-            }
-        }
-    }
 }
 
 #[cfg(test)]
