@@ -28,8 +28,9 @@ if objdump -p "$BIN" | grep -q 'NEEDED.*\(libssl\|libcrypto\)'; then
   exit 1
 fi
 
-# dist/pkg is the unpacked package (serverless.yml deploys it); dist/wafer-scf.zip is for console/API upload.
-stage=dist/pkg
+# dist/wafer-scf.zip is the package (console/API upload); dist/pkg is that very zip unpacked again after its
+# check (serverless.yml deploys it), so what the framework uploads is what was checked.
+stage=dist/stage
 rm -rf "$stage"
 mkdir -p "$stage"
 install -m 755 "$BIN" "$stage/wafer-scf"
@@ -62,3 +63,17 @@ for required in ("bootstrap", "scf_bootstrap", "wafer-scf"):
 PY
 size=$(stat -c %s dist/wafer-scf.zip)
 echo "== dist/wafer-scf.zip: $size bytes ($(awk "BEGIN {printf \"%.2f\", $size/1048576}") MiB)"
+
+echo "== dist/pkg: the checked zip, unpacked with its modes"
+rm -rf dist/pkg "$stage"
+python3 - dist/wafer-scf.zip dist/pkg <<'PY'
+import os, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+os.makedirs(sys.argv[2])
+for info in z.infolist():
+    path = os.path.join(sys.argv[2], info.filename)
+    with open(path, "wb") as f:
+        f.write(z.read(info))
+    os.chmod(path, (info.external_attr >> 16) & 0o777)
+    print(f"  {info.filename}: {oct(os.stat(path).st_mode & 0o777)[2:]}")
+PY

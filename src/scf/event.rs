@@ -1,5 +1,6 @@
-//! SCF events: API Gateway integration events (with their real-world quirks) and bare Wafer envelopes invoked
-//! directly, turned into a request for the [`Service`](crate::service::Service), and the reply shaped to match.
+//! SCF events: Function URL events (the HTTP endpoint of a function today), legacy API Gateway integration events
+//! (with their real-world quirks), timer triggers and bare Wafer envelopes invoked directly, turned into a request
+//! for the [`Service`](crate::service::Service), and the reply shaped to match.
 
 use crate::envelope::{Envelope, ReturnCode, WaferError};
 use crate::request::RequestMeta;
@@ -10,7 +11,7 @@ use serde_json::{Map, Value};
 /// Where an event came from, which decides the shape of the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    /// An API Gateway integration event: answer with an integration response.
+    /// A Function URL event, or a legacy API Gateway integration event: answer with `{statusCode, headers, body}`.
     Gateway,
     /// A direct invocation (console test, `scf invoke`) with a bare envelope: answer with a bare envelope.
     Direct,
@@ -183,12 +184,19 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
         .and_then(|c| c.get("requestId"))
         .and_then(Value::as_str)
         .or_else(|| header(headers, "x-api-requestid"))
+        .or_else(|| header(headers, "x-scf-request-id"))
         .unwrap_or(runtime_request_id)
         .to_owned();
+    // API Gateway names the client in requestContext; a Function URL event has no requestContext and carries the
+    // client's address in headers instead.
     let source_ip = o
         .get("requestContext")
         .and_then(|c| c.get("sourceIp"))
         .and_then(Value::as_str)
+        .or_else(|| header(headers, "x-scf-remote-addr"))
+        .or_else(|| header(headers, "x-forwarded-for").and_then(|v| v.split(',').next()).map(str::trim))
+        .or_else(|| header(headers, "x-real-ip"))
+        .filter(|ip| !ip.is_empty())
         .map(|ip| ip.chars().take(64).collect());
     let meta = RequestMeta { request_id, source_ip, ..RequestMeta::default() }
         .with_credentials(|name| header(headers, name), queries.iter().find_map(|q| query_key(Some(q))));

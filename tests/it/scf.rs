@@ -174,9 +174,14 @@ async fn captured_and_quirky_gateway_events_round_trip() {
         ("apigw-array-headers-no-request-id.json", Some(200), 0),
         ("apigw-not-json-body.json", Some(200), 1009),
         ("direct-envelope.json", None, 60012),
+        // Function URL events: no requestContext, no queryStringParameters.
+        ("furl-login-post.json", Some(200), 0),
+        ("furl-base64-post.json", Some(200), 60012),
+        ("furl-get-root.json", Some(405), 1009),
+        ("furl-forwarded-for-query-key.json", Some(200), 0),
     ];
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-    let mut seen = 0;
+    let mut seen = 1; // furl-get-healthz.json: below.
     for (file, status, code) in cases {
         let event = std::fs::read(dir.join(file)).unwrap();
         let inv = Invocation {
@@ -193,6 +198,37 @@ async fn captured_and_quirky_gateway_events_round_trip() {
         seen += 1;
     }
     assert_eq!(seen, std::fs::read_dir(&dir).unwrap().count(), "every fixture has a round-trip case");
+
+    // A health check through a Function URL answers plain text.
+    let inv = Invocation {
+        request_id: "rt-2".into(),
+        time_limit_ms: Some(3000),
+        memory_limit_mb: Some(128),
+        event: std::fs::read(dir.join("furl-get-healthz.json")).unwrap(),
+    };
+    let reply: Value = serde_json::from_slice(&runtime::handle(&t.svc, &inv).await).unwrap();
+    assert_eq!(reply["statusCode"], 200);
+    assert_eq!(reply["body"], "ok");
+}
+
+/// What a Function URL event tells about its request: the client's address from SCF's headers (for audit lines),
+/// SCF's request id, and the caller key from the query.
+#[test]
+fn function_url_events_name_the_client_and_the_request() {
+    use wafer_scf::scf::event::{parse, Origin, Parsed};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let Parsed::Request(r) = parse(&read("furl-login-post.json"), "rt") else { panic!("rejected") };
+    assert_eq!(r.origin, Origin::Gateway);
+    assert_eq!(r.meta.source_ip.as_deref(), Some("198.51.100.23"));
+    assert_eq!(r.meta.request_id, "furl-7f3c2a9e-1d4b-4c8a-9e2f-1234567890ab");
+    let Parsed::Request(r) = parse(&read("furl-forwarded-for-query-key.json"), "rt") else {
+        panic!("rejected")
+    };
+    assert_eq!(r.meta.source_ip.as_deref(), Some("198.51.100.23"), "first X-Forwarded-For entry");
+    assert_eq!(r.meta.caller_key.as_deref(), Some("wk_not_a_real_key"));
+    let Parsed::Request(r) = parse(&read("furl-base64-post.json"), "rt") else { panic!("rejected") };
+    assert!(r.body.starts_with(b"{\"interface\""), "base64 body decoded");
 }
 
 /// A deployment-like folder: `bootstrap` and the binary side by side, as in the zip.
@@ -328,3 +364,39 @@ async fn the_real_bootstrap_serves_restarts_and_survives_a_freeze(b: Backend) {
 }
 
 both_backends!(the_real_bootstrap_serves_restarts_and_survives_a_freeze);
+
+/// `wafer-scf replay` answers every sample event (Function URL, legacy gateway, direct, timer-free) through the real
+/// `bootstrap`, each with a Wafer envelope of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_answers_every_sample_event_through_the_real_bootstrap() {
+    let pkg = package_dir();
+    let work = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut events: Vec<std::path::PathBuf> =
+        std::fs::read_dir(root.join("events")).unwrap().map(|e| e.unwrap().path()).collect();
+    events.sort();
+    let db = format!("sqlite:{}", work.path().join("replay.db").display());
+    run_ok(wafer(work.path()).env("WAFER_DATABASE_URL", &db).args([
+        "app",
+        "add",
+        "--appid",
+        "wx1234567890abcdef",
+        "--secret",
+        "replay-secret",
+    ]));
+    let out = run_ok(
+        wafer(work.path())
+            .env("WAFER_DATABASE_URL", &db)
+            .env("WAFER_WECHAT_BASE_URL", "http://127.0.0.1:9")
+            .env("WAFER_WECOM_BASE_URL", "http://127.0.0.1:9")
+            .arg("replay")
+            .arg("--bootstrap")
+            .arg(pkg.path().join("bootstrap"))
+            .args(&events),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for e in &events {
+        assert!(text.contains(&e.display().to_string()), "{} answered: {text}", e.display());
+    }
+    assert_eq!(text.matches("returnCode").count(), events.len(), "one envelope per event: {text}");
+}
