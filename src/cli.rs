@@ -183,6 +183,12 @@ pub enum AppCommand {
         #[arg(long)]
         appid: String,
     },
+    /// Let upstream calls for an app resume after a daily-quota refusal (45009), once WeChat's quota was reset
+    /// (`clear_quota` / the console's 接口调用次数清零).
+    Unblock {
+        #[arg(long)]
+        appid: String,
+    },
 }
 
 /// Parse the command line and run. `main` only prints the error chain.
@@ -370,6 +376,11 @@ async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
                     a.token_mode.as_str()
                 );
             }
+        }
+        AppCommand::Unblock { appid } => {
+            reg.unblock_app(&appid).await?;
+            tracing::info!(appid = %appid, action = "unblocked", "app registry changed");
+            println!("unblocked app {appid}: upstream calls resume now");
         }
         AppCommand::Remove { appid } => {
             reg.remove_app(&appid).await?;

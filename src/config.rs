@@ -23,6 +23,11 @@ pub struct Config {
     #[arg(long, env = "WAFER_WECHAT_BASE_URL", default_value = "https://api.weixin.qq.com", value_parser = parse_base_url, global = true)]
     pub wechat_base_url: String,
 
+    /// Secondary WeChat API host, used when the primary cannot be reached (default: api2.weixin.qq.com with the
+    /// default base; `off` disables it).
+    #[arg(long, env = "WAFER_WECHAT_FALLBACK_URL", global = true)]
+    pub wechat_fallback_url: Option<String>,
+
     /// WeCom API base URL (tests point it at a fake).
     #[arg(long, env = "WAFER_WECOM_BASE_URL", default_value = "https://qyapi.weixin.qq.com", value_parser = parse_base_url, global = true)]
     pub wecom_base_url: String,
@@ -47,6 +52,10 @@ pub struct Config {
     /// (default: the upstream deadline plus 1 s).
     #[arg(long, env = "WAFER_TOKEN_LEASE_MS", value_parser = clap::value_parser!(u64).range(500..=120_000), global = true)]
     pub token_lease_ms: Option<u64>,
+
+    /// Forced token refreshes allowed per app per day, across instances (below WeChat's 20 forced stable tokens).
+    #[arg(long, env = "WAFER_FORCE_REFRESH_PER_DAY", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000), global = true)]
+    pub force_refresh_per_day: u64,
 
     /// The app a login without `appid` uses (default: the only registered app, if there is exactly one).
     #[arg(long, env = "WAFER_DEFAULT_APPID", global = true)]
@@ -99,7 +108,20 @@ fn parse_base_url(s: &str) -> Result<String, String> {
     }
 }
 
+/// WeChat's documented API host and its secondary.
+pub const WECHAT_PRIMARY: &str = "https://api.weixin.qq.com";
+pub const WECHAT_SECONDARY: &str = "https://api2.weixin.qq.com";
+
 impl Config {
+    /// The secondary WeChat host: as configured (`off` or empty: none), else `api2` when the base is WeChat's own.
+    pub fn wechat_fallback(&self) -> Result<Option<String>, String> {
+        match self.wechat_fallback_url.as_deref().map(str::trim) {
+            Some("" | "off") => Ok(None),
+            Some(url) => parse_base_url(url).map(Some).map_err(|e| format!("WAFER_WECHAT_FALLBACK_URL: {e}")),
+            None => Ok((self.wechat_base_url == WECHAT_PRIMARY).then(|| WECHAT_SECONDARY.to_owned())),
+        }
+    }
+
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_timeout_ms)
     }
@@ -121,6 +143,7 @@ impl Config {
         crate::tokens::Policy {
             lease_ms: self.token_lease_ms.map_or(upstream + 1_000, |l| l as i64),
             budget_ms: upstream + 2_000,
+            force_per_day: self.force_refresh_per_day as i64,
             ..crate::tokens::Policy::default()
         }
     }

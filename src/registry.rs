@@ -176,6 +176,15 @@ impl Registry<'_> {
         self.refresh_credentials(&CredKey::all_for_app(appid), true).await
     }
 
+    /// Lift a daily-quota block (45009) and remembered failures of an app's tokens and tickets: after the operator
+    /// reset WeChat's quota (`clear_quota`), upstream calls resume at once.
+    pub async fn unblock_app(&self, appid: &str) -> Result<(), RegistryError> {
+        if self.store.get_app(appid).await?.is_none() {
+            return Err(RegistryError::NotFound(format!("no app {appid}")));
+        }
+        self.refresh_credentials(&CredKey::all_for_app(appid), false).await
+    }
+
     /// Add a WeCom agent, or change the given fields of an existing one (a new agent needs a secret).
     pub async fn put_agent(
         &self,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 pub struct ServiceBuilder {
     store: Arc<dyn Store>,
     wechat_base: String,
+    wechat_fallback: Option<String>,
     wecom_base: String,
     upstream: UpstreamTimeouts,
     clock: Arc<dyn Clock>,
@@ -30,6 +31,7 @@ impl ServiceBuilder {
         Self {
             store,
             wechat_base: upstream_base.to_owned(),
+            wechat_fallback: None,
             wecom_base: upstream_base.to_owned(),
             upstream: UpstreamTimeouts::default(),
             clock: Arc::new(SystemClock),
@@ -37,6 +39,12 @@ impl ServiceBuilder {
             policy: Policy::default(),
             body_limit: crate::service::DEFAULT_BODY_LIMIT,
         }
+    }
+
+    /// A secondary WeChat host for when the primary cannot be reached.
+    pub fn wechat_fallback(mut self, fallback: Option<&str>) -> Self {
+        self.wechat_fallback = fallback.map(str::to_owned);
+        self
     }
 
     pub fn wecom_base(mut self, base: &str) -> Self {
@@ -74,7 +82,7 @@ impl ServiceBuilder {
         let http = wechat::http_client(self.upstream).context("could not build the HTTP client")?;
         let deps = Deps::new(
             self.store,
-            WeChatClient::new(http.clone(), &self.wechat_base),
+            WeChatClient::new(http.clone(), &self.wechat_base).with_fallback(self.wechat_fallback.as_deref()),
             WeComClient::new(http, &self.wecom_base),
             self.clock,
             self.settings,
@@ -98,8 +106,10 @@ pub async fn open_store(config: &Config, migrate: bool) -> Result<Arc<dyn Store>
 pub async fn service(config: &Config, default_pool: u64) -> Result<Service> {
     let mut config = config.clone();
     config.db_pool_max = Some(config.db_pool_max.unwrap_or(default_pool));
+    let fallback = config.wechat_fallback().map_err(anyhow::Error::msg)?;
     let store = open_store(&config, false).await?;
     ServiceBuilder::new(store, &config.wechat_base_url)
+        .wechat_fallback(fallback.as_deref())
         .wecom_base(&config.wecom_base_url)
         .upstream_timeouts(UpstreamTimeouts {
             connect: config.upstream_timeout().min(std::time::Duration::from_secs(3)),

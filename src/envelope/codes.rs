@@ -29,6 +29,8 @@ pub enum ReturnCode {
     CallerKeyForbidden,
     /// New: admin interface called without a valid admin token, or admin interfaces are disabled.
     AdminAuthErr,
+    /// The app's budget of forced token refreshes for the day is spent (`WAFER_FORCE_REFRESH_PER_DAY`).
+    ForceRefreshLimited,
     WeixinAppidErr,
     WeixinAccesstokenErr,
     WeixinCodeErr,
@@ -48,7 +50,7 @@ pub enum ReturnCode {
 
 impl ReturnCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ReturnCode; 31] = [
+    pub const ALL: [ReturnCode; 32] = [
         Self::Ok,
         Self::DbErr,
         Self::NoInterface,
@@ -69,6 +71,7 @@ impl ReturnCode {
         Self::CallerKeyInvalid,
         Self::CallerKeyForbidden,
         Self::AdminAuthErr,
+        Self::ForceRefreshLimited,
         Self::WeixinAppidErr,
         Self::WeixinAccesstokenErr,
         Self::WeixinCodeErr,
@@ -110,6 +113,7 @@ impl ReturnCode {
             Self::CallerKeyInvalid => 1022,
             Self::CallerKeyForbidden => 1023,
             Self::AdminAuthErr => 1024,
+            Self::ForceRefreshLimited => 1025,
             Self::InternalErr => 1099,
             Self::WeixinAppidErr => 40013,
             Self::WeixinAccesstokenErr => 40014,
@@ -147,6 +151,7 @@ impl ReturnCode {
             Self::CallerKeyInvalid => "CALLER_KEY_INVALID",
             Self::CallerKeyForbidden => "CALLER_KEY_FORBIDDEN",
             Self::AdminAuthErr => "ADMIN_AUTH_ERR",
+            Self::ForceRefreshLimited => "FORCE_REFRESH_LIMITED",
             Self::InternalErr => "INTERNAL_ERR",
             Self::WeixinAppidErr => "WEIXIN_APPID_ERR",
             Self::WeixinAccesstokenErr => "WEIXIN_ACCESSTOKEN_ERR",

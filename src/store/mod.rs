@@ -122,8 +122,12 @@ pub trait Store: Send + Sync + 'static {
     async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()>;
     /// Remember a failed fetch on the row for every instance, releasing the lease if `owner` holds it.
     async fn fail_credential(&self, key: &str, owner: &str, failed: &FailedFetch<'_>) -> StoreResult<()>;
-    /// Forget remembered failures of `keys` (the registration was written again: try upstream at once).
+    /// Forget remembered failures and quota blocks of `keys` (the registration was written again, or the operator
+    /// reset WeChat's quota): try upstream at once.
     async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()>;
+    /// Take one forced refresh from the key's budget for the day starting at `day`: false when `per_day` are spent.
+    /// Atomic across processes.
+    async fn take_force_budget(&self, key: &str, day: i64, per_day: i64) -> StoreResult<bool>;
     /// Stop upstream calls for `key` until `until` (a daily quota refusal); releases `owner`'s lease.
     async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()>;
     /// Write a credential unconditionally (imports). Leaves lease and budget untouched.

@@ -655,12 +655,29 @@ impl Store for MysqlStore {
         self.run(move |mut conn| async move {
             for k in keys {
                 conn.exec_drop(
-                    "UPDATE wafer_credentials SET failed_until_ms = 0, failed_count = 0 WHERE cred_key = ?",
+                    "UPDATE wafer_credentials SET failed_until_ms = 0, failed_count = 0, blocked_until = 0, blocked_code = 0
+                     WHERE cred_key = ?",
                     (k,),
                 )
                 .await?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn take_force_budget(&self, key: &str, day: i64, per_day: i64) -> StoreResult<bool> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop("INSERT IGNORE INTO wafer_credentials (cred_key) VALUES (?)", (key,)).await?;
+            // MySQL evaluates SET left to right: force_count reads the old force_day.
+            conn.exec_drop(
+                "UPDATE wafer_credentials SET force_count = CASE WHEN force_day = ? THEN force_count + 1 ELSE 1 END,
+                   force_day = ?
+                 WHERE cred_key = ? AND (force_day <> ? OR force_count < ?)",
+                (day, day, key, day, per_day),
+            )
+            .await?;
+            Ok(conn.affected_rows() == 1)
         })
         .await
     }

@@ -525,11 +525,27 @@ impl Store for SqliteStore {
         self.call(move |c| {
             for k in &keys {
                 c.execute(
-                    "UPDATE wafer_credentials SET failed_until_ms = 0, failed_count = 0 WHERE cred_key = ?1",
+                    "UPDATE wafer_credentials SET failed_until_ms = 0, failed_count = 0, blocked_until = 0, blocked_code = 0
+                     WHERE cred_key = ?1",
                     [k],
                 )?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn take_force_budget(&self, key: &str, day: i64, per_day: i64) -> StoreResult<bool> {
+        let key = key.to_owned();
+        self.call(move |c| {
+            c.execute("INSERT OR IGNORE INTO wafer_credentials (cred_key) VALUES (?1)", [&key])?;
+            let n = c.execute(
+                "UPDATE wafer_credentials SET force_count = CASE WHEN force_day = ?2 THEN force_count + 1 ELSE 1 END,
+                   force_day = ?2
+                 WHERE cred_key = ?1 AND (force_day <> ?2 OR force_count < ?3)",
+                params![key, day, per_day],
+            )?;
+            Ok(n == 1)
         })
         .await
     }

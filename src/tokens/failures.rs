@@ -17,14 +17,22 @@ pub const CONFIG_WINDOW_MS: i64 = 15_000;
 /// First backoff for transient errors; doubles per consecutive failure up to [`TRANSIENT_CAP_MS`].
 pub const TRANSIENT_FIRST_MS: i64 = 1_000;
 pub const TRANSIENT_CAP_MS: i64 = 30_000;
+/// WeCom's frequency limit (45009): 5 s, doubling, at most 5 minutes.
+pub const FREQUENCY_FIRST_MS: i64 = 5_000;
+pub const FREQUENCY_CAP_MS: i64 = 300_000;
 /// How often a remembered failure is re-checked against the shared row.
 pub const RECHECK_MS: i64 = 2_000;
 
 /// How long the `streak`-th consecutive failure with this code is remembered, in milliseconds.
 pub fn window_ms(code: ReturnCode, streak: i64) -> i64 {
+    let doubling = |first: i64| first.saturating_mul(1 << (streak.clamp(1, 11) - 1));
     match code {
         ReturnCode::WeixinAppidErr | ReturnCode::WeixinIpNotAllowed => CONFIG_WINDOW_MS,
-        _ => TRANSIENT_FIRST_MS.saturating_mul(1 << (streak.clamp(1, 11) - 1)).min(TRANSIENT_CAP_MS),
+        // WeCom's 45009 is a frequency limit (WeChat's, a daily quota, blocks until midnight instead).
+        ReturnCode::WeixinQuotaErr => doubling(FREQUENCY_FIRST_MS).min(FREQUENCY_CAP_MS),
+        // A spent force budget: forced callers are answered from memory for a minute.
+        ReturnCode::ForceRefreshLimited => 60_000,
+        _ => doubling(TRANSIENT_FIRST_MS).min(TRANSIENT_CAP_MS),
     }
 }
 
@@ -100,6 +108,8 @@ mod tests {
         assert_eq!(windows, [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]);
         assert_eq!(window_ms(ReturnCode::WeixinReturnErr, 1_000_000), TRANSIENT_CAP_MS);
         assert_eq!(window_ms(ReturnCode::WeixinReturnErr, 0), TRANSIENT_FIRST_MS);
+        let wecom: Vec<i64> = (1..=8).map(|n| window_ms(ReturnCode::WeixinQuotaErr, n)).collect();
+        assert_eq!(wecom, [5_000, 10_000, 20_000, 40_000, 80_000, 160_000, 300_000, 300_000]);
     }
 
     #[test]

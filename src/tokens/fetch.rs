@@ -2,7 +2,7 @@
 //! (with retries on "system busy"), tickets fetched with their token (refreshed once, compare-then-refresh, when
 //! WeChat rejects it), and how a failed fetch reads to callers.
 
-use super::{CredKey, CredKind, Credentials, Force};
+use super::{Attempt, CredKey, CredKind, Credentials, Force};
 use crate::envelope::{ReturnCode, WaferError};
 use crate::store::TokenMode;
 use crate::wechat::{Call, Fetched, UpstreamError, TOKEN_INVALID_CODES};
@@ -10,20 +10,18 @@ use std::time::Duration;
 
 impl Credentials {
     /// One upstream fetch for `key`, with retries on "system busy" while the caller's budget allows.
-    pub(super) async fn fetch(
-        &self,
-        key: &CredKey,
-        force: Force<'_>,
-        deadline: tokio::time::Instant,
-    ) -> Result<Fetched, FetchError> {
+    pub(super) async fn fetch(&self, key: &CredKey, a: &Attempt<'_>) -> Result<Fetched, FetchError> {
+        let deadline = a.deadline;
         let mut delay = self.policy.busy_backoff_ms;
         let mut attempt = 1;
         loop {
-            let result = match tokio::time::timeout_at(deadline, self.fetch_once(key, force, deadline)).await
-            {
-                Ok(r) => r,
-                Err(_) => Err(FetchError::Upstream(UpstreamError::Network("deadline exceeded".into()))),
-            };
+            let result =
+                match tokio::time::timeout_at(deadline, self.fetch_once(key, a.forced_against, deadline))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(FetchError::Upstream(UpstreamError::Network("deadline exceeded".into()))),
+                };
             match result {
                 Err(FetchError::Upstream(UpstreamError::Api { errcode: -1, .. }))
                     if attempt < self.policy.busy_attempts
@@ -41,7 +39,7 @@ impl Credentials {
     async fn fetch_once(
         &self,
         key: &CredKey,
-        force: Force<'_>,
+        forced_against: Option<&str>,
         deadline: tokio::time::Instant,
     ) -> Result<Fetched, FetchError> {
         match key.kind {
@@ -52,13 +50,30 @@ impl Credentials {
                     .await
                     .map_err(FetchError::Store)?
                     .ok_or(FetchError::NotConfigured)?;
-                let r = match app.token_mode {
-                    TokenMode::Stable => {
-                        self.wechat.stable_token(&app.appid, &app.secret, force != Force::No).await
+                let w = &self.wechat;
+                match (app.token_mode, forced_against) {
+                    (TokenMode::Stable, None) => w.stable_token(&app.appid, &app.secret, false).await,
+                    (TokenMode::Stable, Some(bad)) => {
+                        // As WeChat documents it: normal mode first; force_refresh (which invalidates the old
+                        // token at once, 20 a day) only when normal mode hands back the very token that failed.
+                        let normal = w
+                            .stable_token(&app.appid, &app.secret, false)
+                            .await
+                            .map_err(FetchError::Upstream)?;
+                        if normal.value != bad {
+                            return Ok(normal);
+                        }
+                        self.spend_force(key).await?;
+                        w.stable_token(&app.appid, &app.secret, true).await
                     }
-                    TokenMode::Classic => self.wechat.classic_token(&app.appid, &app.secret).await,
-                };
-                r.map_err(FetchError::Upstream)
+                    (TokenMode::Classic, forced) => {
+                        if forced.is_some() {
+                            self.spend_force(key).await?;
+                        }
+                        w.classic_token(&app.appid, &app.secret).await
+                    }
+                }
+                .map_err(FetchError::Upstream)
             }
             CredKind::WcToken => {
                 let (corpid, agentid) = key.agent_ids();
@@ -90,6 +105,16 @@ impl Credentials {
         }
     }
 
+    /// One forced refresh from the app's daily budget, or [`FetchError::ForceBudget`].
+    async fn spend_force(&self, key: &CredKey) -> Result<(), FetchError> {
+        let day = super::next_quota_reset(self.clock.now()) - 86_400;
+        match self.store.take_force_budget(&key.to_string(), day, self.policy.force_per_day).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(FetchError::ForceBudget(self.policy.force_per_day)),
+            Err(e) => Err(FetchError::Store(e)),
+        }
+    }
+
     async fn ticket_call(&self, kind: CredKind, token: &str) -> Result<Fetched, UpstreamError> {
         match kind {
             CredKind::MpJsapiTicket => self.wechat.jsapi_ticket(token).await,
@@ -104,13 +129,15 @@ pub(super) enum FetchError {
     Store(crate::store::StoreError),
     Token(WaferError),
     NotConfigured,
+    /// The day's forced refreshes are spent (the budget).
+    ForceBudget(i64),
 }
 
 impl FetchError {
     /// Upstream failures are remembered; storage failures, unknown apps and a ticket's token failure (remembered
     /// under the token's own key) are not.
     pub(super) fn is_remembered(&self) -> bool {
-        matches!(self, Self::Upstream(_))
+        matches!(self, Self::Upstream(_) | Self::ForceBudget(_))
     }
 
     pub(super) fn into_wafer(self, key: &CredKey) -> WaferError {
@@ -122,6 +149,13 @@ impl FetchError {
             }
             Self::Store(e) => WaferError::db(e),
             Self::Token(e) => e,
+            Self::ForceBudget(n) => WaferError::new(
+                ReturnCode::ForceRefreshLimited,
+                format!(
+                    "this app's {n} forced token refreshes for today are spent; the current token is served until it \
+                     expires (raise WAFER_FORCE_REFRESH_PER_DAY, within WeChat's limits, if this is expected)"
+                ),
+            ),
             Self::NotConfigured => {
                 WaferError::new(ReturnCode::NoAppid, "this app or agent is not configured on this server")
             }

@@ -51,6 +51,9 @@ pub struct Policy {
     pub revalidate_secs: i64,
     /// Upstream fetches allowed per hour per ticket key (WeCom: 100/hour per app).
     pub ticket_budget_per_hour: i64,
+    /// Forced token refreshes allowed per app per (Beijing) day, across processes (WeChat allows 20 forced
+    /// stable-token refreshes a day).
+    pub force_per_day: i64,
     /// Attempts for an upstream "system busy" (-1) reply, with doubling backoff from `busy_backoff_ms`.
     pub busy_attempts: u32,
     pub busy_backoff_ms: u64,
@@ -65,6 +68,7 @@ impl Default for Policy {
             budget_ms: 7_000,
             revalidate_secs: 60,
             ticket_budget_per_hour: 100,
+            force_per_day: 10,
             busy_attempts: 3,
             busy_backoff_ms: 200,
         }
@@ -321,7 +325,14 @@ impl Credentials {
                     }
                     let old =
                         usable_old.map(|v| Served { value: v, expires_at: row.expires_at, fresh: false });
-                    return self.refresh(key, &k, force, now, (old, row.failed_count), deadline).await;
+                    // A refresh asked for although the value is not due: the value the caller found bad.
+                    let forced_against = match force {
+                        Force::Yes(Some(seen)) if !stale => Some(seen),
+                        Force::Yes(None) if !stale => current.as_deref(),
+                        _ => None,
+                    };
+                    let attempt = Attempt { forced_against, usable_old: old, row: &row, deadline };
+                    return self.refresh(key, &k, now, attempt).await;
                 }
                 if let Some(v) = usable_old {
                     return Ok(Served { value: v, expires_at: row.expires_at, fresh: false });
@@ -374,19 +385,16 @@ impl Credentials {
 
     /// Fetch upstream while holding the lease, store the value, release the lease. A failure is remembered and
     /// logged once here; callers that share it are not logged again.
-    async fn refresh(
-        &self,
-        key: &CredKey,
-        k: &str,
-        force: Force<'_>,
-        now: i64,
-        (usable_old, failed_before): (Option<Served>, i64),
-        deadline: tokio::time::Instant,
-    ) -> Result<Served, WaferError> {
-        let fetched = match self.fetch(key, force, deadline).await {
+    async fn refresh(&self, key: &CredKey, k: &str, now: i64, a: Attempt<'_>) -> Result<Served, WaferError> {
+        let (usable_old, failed_before) = (a.usable_old.clone(), a.row.failed_count);
+        let fetched = match self.fetch(key, &a).await {
             Ok(f) => f,
             Err(e) => {
-                if let FetchError::Upstream(UpstreamError::Api { errcode: 45009, .. }) = &e {
+                // WeChat's 45009 is a daily quota; WeCom's is a frequency limit (remembered for a short, growing
+                // window below instead).
+                if let (FetchError::Upstream(UpstreamError::Api { errcode: 45009, .. }), false) =
+                    (&e, key.kind.is_wecom())
+                {
                     let until = next_quota_reset(now);
                     tracing::warn!(key = %k, until, "daily quota used up: no upstream calls for this key until the reset");
                     let _ = self.store.block_credential(k, &self.owner, until, 45009).await;
@@ -421,7 +429,12 @@ impl Credentials {
             }
         };
         let fetched_at = self.clock.now();
-        let expires_at = fetched_at + fetched.expires_in;
+        let mut expires_at = fetched_at + fetched.expires_in;
+        if a.row.value.as_deref() == Some(fetched.value.as_str()) && a.row.expires_at > 0 {
+            // The same value again (WeCom hands out its current token with a fresh expires_in): it still expires
+            // when it did, not two hours from now.
+            expires_at = expires_at.min(a.row.expires_at);
+        }
         let stored = self
             .store
             .put_credential(
@@ -469,6 +482,16 @@ impl Credentials {
         };
         WaferError::new(code, "credential storage failed").with_detail(e)
     }
+}
+
+/// What one refresh works with: the row it was decided on, what the caller found bad, and its budget.
+pub(crate) struct Attempt<'a> {
+    /// `Some(v)`: a forced refresh because the caller found `v` bad (the current value is not due otherwise).
+    pub forced_against: Option<&'a str>,
+    /// A still-valid value to serve if the refresh fails.
+    pub usable_old: Option<Served>,
+    pub row: &'a crate::store::CredentialRow,
+    pub deadline: tokio::time::Instant,
 }
 
 /// The error another instance remembered on the row.

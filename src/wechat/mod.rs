@@ -14,24 +14,28 @@ use std::time::Duration;
 /// Why an upstream call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamError {
-    /// Connection refused, DNS, TLS, timeout. Text has no URL.
+    /// The host could not be reached at all (connection refused, DNS, TLS): nothing was sent. Text has no URL.
+    Unreachable(String),
+    /// Timeout or a broken connection after the request went out. Text has no URL.
     Network(String),
     /// A non-200 HTTP status.
     Status(u16),
     /// A 200 whose body is not JSON, or JSON missing the fields a success needs.
     BadReply(String),
-    /// A JSON `errcode` other than 0.
-    Api { errcode: i64, rid: Option<String> },
+    /// A JSON `errcode` other than 0, with WeChat's request id (`rid: …`, WeCom's `hint: […]`) and the caller IP
+    /// WeChat names when it refuses one (an egress IP to whitelist: not a secret).
+    Api { errcode: i64, rid: Option<String>, ip: Option<String> },
 }
 
 impl std::fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::Unreachable(e) => write!(f, "unreachable: {e}"),
             Self::Network(e) => write!(f, "network: {e}"),
             Self::Status(s) => write!(f, "HTTP status {s}"),
             Self::BadReply(e) => write!(f, "bad reply: {e}"),
-            Self::Api { errcode, rid: Some(rid) } => write!(f, "errcode {errcode} (rid {rid})"),
-            Self::Api { errcode, rid: None } => write!(f, "errcode {errcode}"),
+            Self::Api { errcode, rid: Some(rid), .. } => write!(f, "errcode {errcode} (rid {rid})"),
+            Self::Api { errcode, rid: None, .. } => write!(f, "errcode {errcode}"),
         }
     }
 }
@@ -58,7 +62,7 @@ impl UpstreamError {
     /// never WeChat's errmsg and never a credential.
     pub fn to_wafer(&self, call: Call, upstream: &'static str) -> WaferError {
         let e = match self {
-            Self::Network(_) => {
+            Self::Network(_) | Self::Unreachable(_) => {
                 WaferError::new(ReturnCode::WeixinNetErr, format!("{upstream} unreachable or timed out"))
             }
             Self::Status(s) => {
@@ -68,13 +72,18 @@ impl UpstreamError {
                 ReturnCode::WeixinReturnErr,
                 format!("{upstream} answered an unexpected reply"),
             ),
-            Self::Api { errcode, .. } => {
+            Self::Api { errcode, ip, .. } => {
                 let c = *errcode;
                 if IP_CODES.contains(&c) {
-                    WaferError::new(
-                        ReturnCode::WeixinIpNotAllowed,
-                        format!("{upstream} refused this server's IP address (errcode {c}): add the egress IP to the IP whitelist"),
-                    )
+                    let message = match ip {
+                        Some(ip) => format!(
+                            "{upstream} refused this server's IP address {ip} (errcode {c}): add {ip} to the IP whitelist"
+                        ),
+                        None => format!(
+                            "{upstream} refused this server's IP address (errcode {c}): add the egress IP to the IP whitelist"
+                        ),
+                    };
+                    WaferError::new(ReturnCode::WeixinIpNotAllowed, message)
                 } else if call == Call::Code2Session && CODE_CODES.contains(&c) {
                     WaferError::new(
                         ReturnCode::WeixinCodeErr,
@@ -90,10 +99,15 @@ impl UpstreamError {
                         ReturnCode::WeixinAppidErr,
                         format!("{upstream} rejected the app credentials (errcode {c}): check the appid and secret"),
                     )
+                } else if c == 45009 && upstream == "WeCom" {
+                    WaferError::new(
+                        ReturnCode::WeixinQuotaErr,
+                        "WeCom frequency limit hit (errcode 45009): retrying after a short wait",
+                    )
                 } else if c == 45009 {
                     WaferError::new(
                         ReturnCode::WeixinQuotaErr,
-                        format!("{upstream} daily quota used up (errcode {c})"),
+                        format!("{upstream} daily quota used up (errcode {c}): reset it with WeChat's clear_quota, then `wafer-scf app unblock`"),
                     )
                 } else if c == 45011 || c == 45033 {
                     WaferError::new(
@@ -153,6 +167,8 @@ pub fn http_client(t: UpstreamTimeouts) -> Result<reqwest::Client, reqwest::Erro
 pub struct WeChatClient {
     http: reqwest::Client,
     base: String,
+    /// The secondary host (`api2.weixin.qq.com` for the default base), used when the primary cannot be reached.
+    fallback: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -166,7 +182,25 @@ struct Code2SessionReply {
 
 impl WeChatClient {
     pub fn new(http: reqwest::Client, base_url: &str) -> Self {
-        Self { http, base: base_url.trim_end_matches('/').to_owned() }
+        Self { http, base: base_url.trim_end_matches('/').to_owned(), fallback: None }
+    }
+
+    /// Use `fallback` when the primary host cannot be reached at all (nothing was sent, so even a login code is
+    /// safe to send again).
+    pub fn with_fallback(mut self, fallback: Option<&str>) -> Self {
+        self.fallback = fallback.map(|f| f.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Send `build(base)`; when the primary host is unreachable, once more to the secondary host.
+    async fn send(&self, build: impl Fn(&str) -> reqwest::RequestBuilder) -> Result<Value, UpstreamError> {
+        match (send_json(build(&self.base)).await, &self.fallback) {
+            (Err(UpstreamError::Unreachable(e)), Some(fallback)) => {
+                tracing::warn!(error = %e, "WeChat's primary host is unreachable; trying the secondary host");
+                send_json(build(fallback)).await
+            }
+            (other, _) => other,
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -180,13 +214,16 @@ impl WeChatClient {
         secret: &str,
         code: &str,
     ) -> Result<WxSession, UpstreamError> {
-        let req = self.http.get(format!("{}/sns/jscode2session", self.base)).query(&[
-            ("appid", appid),
-            ("secret", secret),
-            ("js_code", code),
-            ("grant_type", "authorization_code"),
-        ]);
-        let body = send_json(req).await?;
+        let body = self
+            .send(|base| {
+                self.http.get(format!("{base}/sns/jscode2session")).query(&[
+                    ("appid", appid),
+                    ("secret", secret),
+                    ("js_code", code),
+                    ("grant_type", "authorization_code"),
+                ])
+            })
+            .await?;
         let reply: Code2SessionReply = serde_json::from_value(body.clone())
             .map_err(|_| UpstreamError::BadReply("unexpected field types".into()))?;
         check_errcode(reply.errcode, &body)?;
@@ -234,33 +271,47 @@ impl WeChatClient {
         let body = serde_json::json!({
             "grant_type": "client_credential", "appid": appid, "secret": secret, "force_refresh": force_refresh,
         });
-        let req = self.http.post(format!("{}/cgi-bin/stable_token", self.base)).json(&body);
-        parse_fetched(&send_json(req).await?, "access_token")
+        let reply =
+            self.send(|base| self.http.post(format!("{base}/cgi-bin/stable_token")).json(&body)).await?;
+        parse_fetched(&reply, "access_token")
     }
 
     /// `GET /cgi-bin/token`: every call starts the previous token's 5-minute countdown.
     pub async fn classic_token(&self, appid: &str, secret: &str) -> Result<Fetched, UpstreamError> {
-        let req = self.http.get(format!("{}/cgi-bin/token", self.base)).query(&[
-            ("grant_type", "client_credential"),
-            ("appid", appid),
-            ("secret", secret),
-        ]);
-        parse_fetched(&send_json(req).await?, "access_token")
+        let reply = self
+            .send(|base| {
+                self.http.get(format!("{base}/cgi-bin/token")).query(&[
+                    ("grant_type", "client_credential"),
+                    ("appid", appid),
+                    ("secret", secret),
+                ])
+            })
+            .await?;
+        parse_fetched(&reply, "access_token")
     }
 
     /// `GET /cgi-bin/ticket/getticket?type=jsapi`: the official-account JS-SDK ticket.
     pub async fn jsapi_ticket(&self, access_token: &str) -> Result<Fetched, UpstreamError> {
-        let req = self
-            .http
-            .get(format!("{}/cgi-bin/ticket/getticket", self.base))
-            .query(&[("access_token", access_token), ("type", "jsapi")]);
-        parse_fetched(&send_json(req).await?, "ticket")
+        let reply = self
+            .send(|base| {
+                self.http
+                    .get(format!("{base}/cgi-bin/ticket/getticket"))
+                    .query(&[("access_token", access_token), ("type", "jsapi")])
+            })
+            .await?;
+        parse_fetched(&reply, "ticket")
     }
 }
 
 /// Send a request and read a JSON object body. Errors never include the URL (it carries secrets).
 pub async fn send_json(req: reqwest::RequestBuilder) -> Result<Value, UpstreamError> {
-    let resp = req.send().await.map_err(|e| UpstreamError::Network(e.without_url().to_string()))?;
+    let resp = req.send().await.map_err(|e| {
+        if e.is_connect() {
+            UpstreamError::Unreachable(e.without_url().to_string())
+        } else {
+            UpstreamError::Network(e.without_url().to_string())
+        }
+    })?;
     let status = resp.status();
     if !status.is_success() {
         return Err(UpstreamError::Status(status.as_u16()));
@@ -278,16 +329,31 @@ pub async fn send_json(req: reqwest::RequestBuilder) -> Result<Value, UpstreamEr
 pub fn check_errcode(errcode: Option<i64>, body: &Value) -> Result<(), UpstreamError> {
     match errcode {
         None | Some(0) => Ok(()),
-        Some(c) => Err(UpstreamError::Api { errcode: c, rid: rid_of(body) }),
+        Some(c) => {
+            let msg = body.get("errmsg").and_then(Value::as_str).unwrap_or("");
+            Err(UpstreamError::Api { errcode: c, rid: rid_of(msg), ip: ip_of(msg) })
+        }
     }
 }
 
-/// WeChat appends `rid: <id>` to errmsg; keep only that id.
-fn rid_of(body: &Value) -> Option<String> {
-    let msg = body.get("errmsg")?.as_str()?;
-    let rid = msg.split("rid:").nth(1)?.trim();
-    let rid: String = rid.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').take(64).collect();
+/// WeChat appends `rid: <id>` to errmsg, WeCom `hint: [<id>]`; keep only that id.
+fn rid_of(msg: &str) -> Option<String> {
+    let rest = msg.split("rid:").nth(1).or_else(|| msg.split("hint:").nth(1))?;
+    let rid: String = rest
+        .trim_start_matches([' ', '['])
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(64)
+        .collect();
     (!rid.is_empty()).then_some(rid)
+}
+
+/// The caller IP a refusal names: WeChat's `invalid ip 1.2.3.4 ipv6 …`, WeCom's `from ip: 1.2.3.4`.
+fn ip_of(msg: &str) -> Option<String> {
+    let rest = msg.split("invalid ip ").nth(1).or_else(|| msg.split("from ip: ").nth(1))?;
+    let ip: String =
+        rest.chars().take_while(|c| c.is_ascii_hexdigit() || *c == '.' || *c == ':').take(45).collect();
+    (ip.len() >= 3 && ip.contains(['.', ':'])).then_some(ip)
 }
 
 #[cfg(test)]
@@ -296,7 +362,7 @@ mod tests {
 
     #[test]
     fn classification_follows_the_error_table() {
-        let api = |c| UpstreamError::Api { errcode: c, rid: None };
+        let api = |c| UpstreamError::Api { errcode: c, rid: None, ip: None };
         assert_eq!(api(40029).to_wafer(Call::Code2Session, "WeChat").code, ReturnCode::WeixinCodeErr);
         assert_eq!(api(40163).to_wafer(Call::Code2Session, "WeChat").code, ReturnCode::WeixinCodeErr);
         assert_eq!(api(40226).to_wafer(Call::Code2Session, "WeChat").code, ReturnCode::WeixinCodeErr);
@@ -324,8 +390,35 @@ mod tests {
         let body = serde_json::json!({"errcode": 40029, "errmsg": "invalid code, rid: 6543-abc"});
         assert_eq!(
             check_errcode(Some(40029), &body).unwrap_err(),
-            UpstreamError::Api { errcode: 40029, rid: Some("6543-abc".into()) }
+            UpstreamError::Api { errcode: 40029, rid: Some("6543-abc".into()), ip: None }
         );
         assert!(check_errcode(Some(0), &body).is_ok());
+    }
+
+    #[test]
+    fn the_refused_ip_and_the_request_id_are_read_from_both_upstreams() {
+        let wx = serde_json::json!({"errcode": 40164,
+            "errmsg": "invalid ip 47.97.1.2 ipv6 ::ffff:47.97.1.2, not in whitelist rid: 6743a1b2-0c1d2e3f-4a5b6c7d"});
+        let e = check_errcode(Some(40164), &wx).unwrap_err();
+        assert_eq!(
+            e,
+            UpstreamError::Api {
+                errcode: 40164,
+                rid: Some("6743a1b2-0c1d2e3f-4a5b6c7d".into()),
+                ip: Some("47.97.1.2".into())
+            }
+        );
+        let w = e.to_wafer(Call::Token, "WeChat");
+        assert!(w.message.contains("add 47.97.1.2 to the IP whitelist"), "{}", w.message);
+        let wecom = serde_json::json!({"errcode": 60020,
+            "errmsg": "not allow to access from your ip, hint: [1564644245_16_7b8c], from ip: 113.108.1.9, more info at https://open.work.weixin.qq.com/devtool/query?e=60020"});
+        assert_eq!(
+            check_errcode(Some(60020), &wecom).unwrap_err(),
+            UpstreamError::Api {
+                errcode: 60020,
+                rid: Some("1564644245_16_7b8c".into()),
+                ip: Some("113.108.1.9".into())
+            }
+        );
     }
 }

@@ -68,6 +68,8 @@ pub struct FakeState {
     /// Lifetime of tokens and tickets, and how long a superseded classic token stays valid.
     pub lifetime: i64,
     pub overlap: i64,
+    /// WeCom hands out its current token with a full `expires_in` (as if it were new) instead of what is left.
+    pub wecom_fresh_expiry: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -83,6 +85,7 @@ impl FakeWeChat {
             code_seq: AtomicUsize::new(0),
             lifetime: 7200,
             overlap: 300,
+            wecom_fresh_expiry: Default::default(),
         });
         let app = Router::new()
             .route("/sns/jscode2session", get(code2session))
@@ -203,7 +206,13 @@ async fn enter(st: &FakeState, path: &str, owner: &str) -> Option<Response> {
         None => {}
     }
     failure.map(|code| {
-        Json(json!({"errcode": code, "errmsg": format!("scripted failure, rid: s-{code}")})).into_response()
+        // Shaped as WeChat and WeCom word these refusals: they name the caller's IP.
+        let errmsg = match code {
+            40164 => "invalid ip 203.0.113.9 ipv6 ::ffff:203.0.113.9, not in whitelist rid: s-40164".to_owned(),
+            60020 => "not allow to access from your ip, hint: [1700000000_60020_s], from ip: 203.0.113.9, more info at https://open.work.weixin.qq.com/devtool/query?e=60020".to_owned(),
+            c => format!("scripted failure, rid: s-{c}"),
+        };
+        Json(json!({"errcode": code, "errmsg": errmsg})).into_response()
     })
 }
 
@@ -384,7 +393,11 @@ async fn wecom_token(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<S
             t
         }
     };
-    let remaining = inner.tokens[&token].expires_at - now();
+    let remaining = if st.wecom_fresh_expiry.load(Ordering::SeqCst) {
+        st.lifetime
+    } else {
+        inner.tokens[&token].expires_at - now()
+    };
     Json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": remaining}))
         .into_response()
 }

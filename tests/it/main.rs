@@ -19,3 +19,4 @@ mod scf;
 mod security;
 mod sessions;
 mod store_conformance;
+mod upstream_rules;
