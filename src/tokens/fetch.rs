@@ -70,7 +70,15 @@ impl Credentials {
                         if forced.is_some() {
                             self.spend_force(key).await?;
                         }
-                        w.classic_token(&app.appid, &app.secret).await
+                        match w.classic_token(&app.appid, &app.secret).await {
+                            // cgi-bin/token's daily quota is spent and WeChat points to stable_token, whose quota
+                            // is separate: take the token from there.
+                            Err(UpstreamError::Api { errcode: 45009, suggests_stable: true, .. }) => {
+                                tracing::warn!(key = %key, "classic token quota used up; fetching a stable token instead");
+                                w.stable_token(&app.appid, &app.secret, false).await
+                            }
+                            other => other,
+                        }
                     }
                 }
                 .map_err(FetchError::Upstream)

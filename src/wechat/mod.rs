@@ -24,7 +24,7 @@ pub enum UpstreamError {
     BadReply(String),
     /// A JSON `errcode` other than 0, with WeChat's request id (`rid: …`, WeCom's `hint: […]`) and the caller IP
     /// WeChat names when it refuses one (an egress IP to whitelist: not a secret).
-    Api { errcode: i64, rid: Option<String>, ip: Option<String> },
+    Api { errcode: i64, rid: Option<String>, ip: Option<String>, suggests_stable: bool },
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -331,7 +331,8 @@ pub fn check_errcode(errcode: Option<i64>, body: &Value) -> Result<(), UpstreamE
         None | Some(0) => Ok(()),
         Some(c) => {
             let msg = body.get("errmsg").and_then(Value::as_str).unwrap_or("");
-            Err(UpstreamError::Api { errcode: c, rid: rid_of(msg), ip: ip_of(msg) })
+            let suggests_stable = msg.contains("stable_token");
+            Err(UpstreamError::Api { errcode: c, rid: rid_of(msg), ip: ip_of(msg), suggests_stable })
         }
     }
 }
@@ -362,7 +363,7 @@ mod tests {
 
     #[test]
     fn classification_follows_the_error_table() {
-        let api = |c| UpstreamError::Api { errcode: c, rid: None, ip: None };
+        let api = |c| UpstreamError::Api { errcode: c, rid: None, ip: None, suggests_stable: false };
         assert_eq!(api(40029).to_wafer(Call::Code2Session, "WeChat").code, ReturnCode::WeixinCodeErr);
         assert_eq!(api(40163).to_wafer(Call::Code2Session, "WeChat").code, ReturnCode::WeixinCodeErr);
         assert_eq!(api(40226).to_wafer(Call::Code2Session, "WeChat").code, ReturnCode::WeixinCodeErr);
@@ -390,7 +391,12 @@ mod tests {
         let body = serde_json::json!({"errcode": 40029, "errmsg": "invalid code, rid: 6543-abc"});
         assert_eq!(
             check_errcode(Some(40029), &body).unwrap_err(),
-            UpstreamError::Api { errcode: 40029, rid: Some("6543-abc".into()), ip: None }
+            UpstreamError::Api {
+                errcode: 40029,
+                rid: Some("6543-abc".into()),
+                ip: None,
+                suggests_stable: false
+            }
         );
         assert!(check_errcode(Some(0), &body).is_ok());
     }
@@ -405,7 +411,8 @@ mod tests {
             UpstreamError::Api {
                 errcode: 40164,
                 rid: Some("6743a1b2-0c1d2e3f-4a5b6c7d".into()),
-                ip: Some("47.97.1.2".into())
+                ip: Some("47.97.1.2".into()),
+                suggests_stable: false
             }
         );
         let w = e.to_wafer(Call::Token, "WeChat");
@@ -417,7 +424,8 @@ mod tests {
             UpstreamError::Api {
                 errcode: 60020,
                 rid: Some("1564644245_16_7b8c".into()),
-                ip: Some("113.108.1.9".into())
+                ip: Some("113.108.1.9".into()),
+                suggests_stable: false
             }
         );
     }

@@ -210,6 +210,9 @@ async fn enter(st: &FakeState, path: &str, owner: &str) -> Option<Response> {
         let errmsg = match code {
             40164 => "invalid ip 203.0.113.9 ipv6 ::ffff:203.0.113.9, not in whitelist rid: s-40164".to_owned(),
             60020 => "not allow to access from your ip, hint: [1700000000_60020_s], from ip: 203.0.113.9, more info at https://open.work.weixin.qq.com/devtool/query?e=60020".to_owned(),
+            45009 if path == "/cgi-bin/token" => {
+                "reach max api daily quota limit, you can use /cgi-bin/stable_token instead rid: s-45009".to_owned()
+            }
             c => format!("scripted failure, rid: s-{c}"),
         };
         Json(json!({"errcode": code, "errmsg": errmsg})).into_response()

@@ -127,6 +127,18 @@ async fn a_refetched_token_that_did_not_change_keeps_its_expiry(b: Backend) {
     assert_eq!(t.wx.calls("/cgi-bin/gettoken"), 2);
 }
 
+async fn a_classic_app_out_of_token_quota_falls_back_to_stable_where_wechat_says_so(b: Backend) {
+    let t = app(b).await;
+    let mut classic = app_record("wx_rules_classic", "classic-secret");
+    classic.token_mode = wafer_scf::store::TokenMode::Classic;
+    t.add_app_with(classic).await;
+    t.wx.fail_next("/cgi-bin/token", 45009, 1);
+    let r = token(&t, json!({"appid": "wx_rules_classic"})).await;
+    assert_eq!(code(&r), 0, "{r}");
+    assert!(r["returnData"]["access_token"].as_str().unwrap().starts_with("stable-"), "{r}");
+    assert_eq!((t.wx.calls("/cgi-bin/token"), t.wx.calls(STABLE)), (1, 1));
+}
+
 async fn refusals_name_the_ip_to_whitelist(b: Backend) {
     let t = app(b).await;
     t.wx.fail_next(STABLE, 40164, 1);
@@ -182,5 +194,6 @@ both_backends!(
     stable_force_uses_normal_mode_first_and_a_daily_budget_across_processes,
     a_refetched_token_that_did_not_change_keeps_its_expiry,
     refusals_name_the_ip_to_whitelist,
+    a_classic_app_out_of_token_quota_falls_back_to_stable_where_wechat_says_so,
     a_secondary_host_answers_when_the_primary_is_unreachable,
 );
