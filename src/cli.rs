@@ -230,8 +230,9 @@ pub async fn execute(cli: Cli) -> Result<()> {
             crate::scf::replay::replay(&bootstrap, time_limit_ms, init_timeout_ms, &events).await
         }
         Command::Migrate => {
-            let store = open_store(&config, true).await?;
-            println!("schema is up to date ({})", store.backend());
+            let store = open_store(&config, false).await?;
+            let applied = store.migrate().await.context("migration failed")?;
+            println!("{}", migrated(&applied, store.backend()));
             Ok(())
         }
         Command::App(cmd) => app_command(&config, cmd).await,
@@ -280,6 +281,16 @@ pub async fn execute(cli: Cli) -> Result<()> {
 
 use crate::startup::{open_store, service as build_service};
 
+/// What `migrate` did, in one line: never the same line for both outcomes.
+fn migrated(applied: &[i64], backend: &str) -> String {
+    if applied.is_empty() {
+        format!("already up to date ({backend})")
+    } else {
+        let list: Vec<String> = applied.iter().map(|v| format!("{v:04}")).collect();
+        format!("applied {} ({backend})", list.join(", "))
+    }
+}
+
 fn warn_if_open(config: &Config) {
     if config.caller_auth == crate::auth::CallerAuthMode::Off {
         tracing::warn!(
@@ -311,7 +322,17 @@ async fn runtime(config: &Config, runtime_api: Option<String>) -> Result<()> {
         .or_else(crate::scf::runtime::RuntimeClient::base_from_env)
         .context("no runtime API: set SCF_RUNTIME_API (and SCF_RUNTIME_API_PORT) or pass --runtime-api")?;
     warn_if_open(config);
-    // Everything expensive happens before init/ready: storage pool, HTTP client, caches.
+    // Everything expensive happens before init/ready: schema, storage pool, HTTP client, caches.
+    if config.auto_migrate.unwrap_or(true) {
+        let store = open_store(config, false).await?;
+        match store.migrate().await {
+            Ok(applied) if !applied.is_empty() => {
+                tracing::info!("schema: {}", migrated(&applied, store.backend()))
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "automatic migration failed; run `wafer-scf migrate`"),
+        }
+    }
     let svc = build_service(config, 2).await?;
     let ready = svc.readiness().await;
     if ready != crate::service::Readiness::Ready {

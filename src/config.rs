@@ -61,6 +61,11 @@ pub struct Config {
     #[arg(long, env = "WAFER_DEFAULT_APPID", global = true)]
     pub default_appid: Option<String>,
 
+    /// Apply pending schema migrations at start (default: 1 for `runtime`, 0 for `serve`, which says when the
+    /// schema is behind instead). One process at a time migrates; the others wait for it.
+    #[arg(long, env = "WAFER_AUTO_MIGRATE", value_parser = clap::builder::BoolishValueParser::new(), global = true)]
+    pub auto_migrate: Option<bool>,
+
     /// Log filter (tracing EnvFilter syntax: error, warn, info, debug, or per-module directives).
     #[arg(long = "log", env = "WAFER_LOG", default_value = "info", value_parser = crate::telemetry::parse_filter, global = true)]
     pub log: String,

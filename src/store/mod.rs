@@ -52,7 +52,8 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 
     /// Apply pending schema migrations. Idempotent, safe to run from several processes at once.
-    async fn migrate(&self) -> StoreResult<()>;
+    /// Returns the versions it applied (empty: already up to date).
+    async fn migrate(&self) -> StoreResult<Vec<i64>>;
     /// The newest schema version applied to the database, against the newest this build knows. An error means
     /// storage could not be reached.
     async fn schema_status(&self) -> StoreResult<SchemaStatus>;

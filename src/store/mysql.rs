@@ -307,7 +307,7 @@ impl Store for MysqlStore {
         BACKEND
     }
 
-    async fn migrate(&self) -> StoreResult<()> {
+    async fn migrate(&self) -> StoreResult<Vec<i64>> {
         // DDL is slow on a cold server; migrations get a generous deadline of their own.
         let work = async {
             let mut conn = self.pool.get_conn().await?;
@@ -320,6 +320,7 @@ impl Store for MysqlStore {
                     "CREATE TABLE IF NOT EXISTS wafer_schema_migrations (version BIGINT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
                 )
                 .await?;
+                let mut applied = Vec::new();
                 for (version, sql) in MIGRATIONS {
                     let done: Option<i64> = conn
                         .exec_first("SELECT version FROM wafer_schema_migrations WHERE version = ?", (version,))
@@ -335,8 +336,9 @@ impl Store for MysqlStore {
                         (version,),
                     )
                     .await?;
+                    applied.push(*version);
                 }
-                Ok(())
+                Ok(applied)
             }
             .await;
             let _ = conn.query_drop("SELECT RELEASE_LOCK('wafer_scf_migrate')").await;

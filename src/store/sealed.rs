@@ -153,7 +153,7 @@ impl Store for SealedStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
-    async fn migrate(&self) -> StoreResult<()> {
+    async fn migrate(&self) -> StoreResult<Vec<i64>> {
         self.inner.migrate().await
     }
     async fn schema_status(&self) -> StoreResult<super::SchemaStatus> {

@@ -133,11 +133,12 @@ impl Store for SqliteStore {
         BACKEND
     }
 
-    async fn migrate(&self) -> StoreResult<()> {
+    async fn migrate(&self) -> StoreResult<Vec<i64>> {
         self.call(|c| {
             c.execute_batch(
                 "CREATE TABLE IF NOT EXISTS wafer_schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
             )?;
+            let mut applied = Vec::new();
             for (version, sql) in MIGRATIONS {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let done: Option<i64> = tx
@@ -149,10 +150,11 @@ impl Store for SqliteStore {
                         "INSERT INTO wafer_schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
                         [version],
                     )?;
+                    applied.push(*version);
                 }
                 tx.commit()?;
             }
-            Ok(())
+            Ok(applied)
         })
         .await
     }

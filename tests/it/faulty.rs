@@ -39,7 +39,7 @@ impl Store for Faulty {
     fn backend(&self) -> &'static str {
         "fault"
     }
-    async fn migrate(&self) -> StoreResult<()> {
+    async fn migrate(&self) -> StoreResult<Vec<i64>> {
         self.inner.migrate().await
     }
     async fn schema_status(&self) -> StoreResult<wafer_scf::store::SchemaStatus> {

@@ -400,3 +400,44 @@ async fn replay_answers_every_sample_event_through_the_real_bootstrap() {
     }
     assert_eq!(text.matches("returnCode").count(), events.len(), "one envelope per event: {text}");
 }
+
+/// Two runtime instances starting at once on an empty MySQL database migrate it (one at a time, under the
+/// migration lock) and both serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_instances_migrate_an_empty_database_at_start() {
+    if crate::helpers::mysql_server_url().is_none() {
+        return;
+    }
+    let db = TestDb::new(Backend::Mysql).await;
+    let pkg = package_dir();
+    let mut sups = Vec::new();
+    for _ in 0..2 {
+        let emu = Emulator::start(3000).await.unwrap();
+        sups.push(
+            Supervisor::new(emu, pkg.path().join("bootstrap"), Duration::from_secs(20))
+                .env("WAFER_DATABASE_URL", &db.url)
+                .env("WAFER_LOG", "warn")
+                .quiet(),
+        );
+    }
+    let (a, b) = sups.split_at_mut(1);
+    let (ra, rb) = tokio::join!(a[0].start(), b[0].start());
+    ra.unwrap();
+    rb.unwrap();
+    for sup in &mut sups {
+        let reply = response(
+            sup.invoke(
+                envelope("qcloud.cam.auth", json!({"id": "0".repeat(32), "skey": "s"}))
+                    .to_string()
+                    .into_bytes(),
+            )
+            .await
+            .unwrap(),
+        );
+        let (_, env) = unwrap_reply(&reply);
+        assert_eq!(env["returnCode"], 60012, "served from a migrated schema, not 1001: {env}");
+    }
+    let store = wafer_scf::store::open(&db.database_url(), &Default::default(), false).await.unwrap();
+    let status = store.schema_status().await.unwrap();
+    assert!(status.is_current(), "{status:?}");
+}
