@@ -1,9 +1,11 @@
 //! The `wafer-scf` command line: subcommands, and the wiring from [`Config`] to a running service.
 
+use crate::admin::ChangeInfo;
 use crate::clock::SystemClock;
 use crate::config::{parse_secret, Config};
-use crate::registry::{AgentChanges, AppChanges, Outcome, Registry};
-use crate::store::{self, Store, TokenMode};
+use crate::registry::{AgentChanges, AppChanges, Outcome};
+use crate::startup::admin_api;
+use crate::store::{self, TokenMode};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
@@ -82,6 +84,9 @@ pub enum Command {
     Reencrypt,
     /// Delete sessions that have expired under their app's rules.
     PurgeSessions,
+    /// Show the deployment: process, storage, and per app / agent the token's age and remaining life (never the
+    /// token), fetches and forced refreshes, the last upstream error, sessions.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +181,23 @@ pub enum AppCommand {
         #[arg(long, value_parser = ["stable", "classic"])]
         token_mode: Option<String>,
     },
+    /// Change the given settings of a registered app (refuses to create one).
+    Update {
+        #[arg(long)]
+        appid: String,
+        /// A new AppSecret. `-` reads it from standard input (keeps it out of shell history).
+        #[arg(long, value_parser = parse_secret)]
+        secret: Option<SecretString>,
+        /// Login lifetime in days (since the login that created the skey). New apps: 30.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        login_duration_days: Option<u32>,
+        /// Idle lifetime in seconds (since the last successful auth). New apps: 30 days.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(60..))]
+        session_duration_secs: Option<u32>,
+        /// How the access token is fetched: stable (stable_token; new apps) or classic (cgi-bin/token).
+        #[arg(long, value_parser = ["stable", "classic"])]
+        token_mode: Option<String>,
+    },
     /// List registered apps (never prints secrets).
     List,
     /// Remove an app and its sessions.
@@ -239,6 +261,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Agent(cmd) => agent_command(&config, cmd).await,
         Command::Cos(cmd) => cos_command(&config, cmd).await,
         Command::Key(cmd) => key_command(&config, cmd).await,
+        Command::Status => status_command(&config).await,
         Command::Import { from, dry_run } => {
             let store = open_store(&config, false).await?;
             let now = crate::clock::Clock::now(&SystemClock);
@@ -358,53 +381,61 @@ fn read_secret(arg: &SecretString, what: &str) -> Result<String> {
     Ok(s)
 }
 
-/// The registry over the configured store, for one command.
-async fn registry_store(config: &Config) -> Result<Arc<dyn Store>> {
-    open_store(config, false).await
+fn app_changes(
+    secret: Option<SecretString>,
+    login_duration_days: Option<u32>,
+    session_duration_secs: Option<u32>,
+    token_mode: Option<String>,
+) -> Result<AppChanges> {
+    Ok(AppChanges {
+        secret: secret.map(|s| read_secret(&s, "the secret")).transpose()?,
+        login_duration_secs: login_duration_days.map(|d| i64::from(d) * 86_400),
+        session_duration_secs: session_duration_secs.map(i64::from),
+        token_mode: token_mode.as_deref().and_then(TokenMode::parse),
+    })
 }
 
-fn registry(store: &dyn Store) -> Registry<'_> {
-    Registry { store, creds: None, now: crate::clock::Clock::now(&SystemClock), dry_run: false }
+fn print_change(what: &str, c: &ChangeInfo) {
+    match crate::admin::outcome_of(&c.outcome) {
+        Outcome::Unchanged => println!("{what} unchanged"),
+        o => println!("{} {what}", o.as_str()),
+    }
 }
 
 async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
-    let store = registry_store(config).await?;
-    let reg = registry(store.as_ref());
+    let api = admin_api(config).await?;
     match cmd {
         AppCommand::Add { appid, secret, login_duration_days, session_duration_secs, token_mode } => {
-            let changes = AppChanges {
-                secret: secret.map(|s| read_secret(&s, "the secret")).transpose()?,
-                login_duration_secs: login_duration_days.map(|d| i64::from(d) * 86_400),
-                session_duration_secs: session_duration_secs.map(i64::from),
-                token_mode: token_mode.as_deref().and_then(TokenMode::parse),
-            };
-            let change = reg.put_app(&appid, &changes, TokenMode::Stable).await?;
-            tracing::info!(appid = %appid, action = change.outcome.as_str(), "app registry changed");
-            match change.outcome {
-                Outcome::Unchanged => println!("app {appid} unchanged"),
-                o => println!("{} app {appid}", o.as_str()),
-            }
+            let changes = app_changes(secret, login_duration_days, session_duration_secs, token_mode)?;
+            let c = api.put_app(&appid, changes, false).await?;
+            tracing::info!(appid = %appid, action = %c.outcome, "app registry changed");
+            print_change(&format!("app {appid}"), &c);
+        }
+        AppCommand::Update { appid, secret, login_duration_days, session_duration_secs, token_mode } => {
+            let changes = app_changes(secret, login_duration_days, session_duration_secs, token_mode)?;
+            let c = api.put_app(&appid, changes, true).await?;
+            tracing::info!(appid = %appid, action = %c.outcome, "app registry changed");
+            print_change(&format!("app {appid}"), &c);
         }
         AppCommand::List => {
-            let apps = store.list_apps().await.context("could not read apps")?;
             println!("{:<32} {:>14} {:>14} {:<8}", "APPID", "LOGIN_DAYS", "IDLE_SECS", "TOKEN");
-            for a in apps {
+            for a in api.list_apps().await? {
                 println!(
                     "{:<32} {:>14} {:>14} {:<8}",
                     a.appid,
                     a.login_duration_secs / 86_400,
                     a.session_duration_secs,
-                    a.token_mode.as_str()
+                    a.token_mode
                 );
             }
         }
         AppCommand::Unblock { appid } => {
-            reg.unblock_app(&appid).await?;
+            api.unblock_app(&appid).await?;
             tracing::info!(appid = %appid, action = "unblocked", "app registry changed");
             println!("unblocked app {appid}: upstream calls resume now");
         }
         AppCommand::Remove { appid } => {
-            reg.remove_app(&appid).await?;
+            api.remove_app(&appid).await?;
             tracing::info!(appid = %appid, action = "removed", "app registry changed");
             println!("removed app {appid}");
         }
@@ -413,28 +444,23 @@ async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
 }
 
 async fn agent_command(config: &Config, cmd: AgentCommand) -> Result<()> {
-    let store = registry_store(config).await?;
-    let reg = registry(store.as_ref());
+    let api = admin_api(config).await?;
     match cmd {
         AgentCommand::Add { corpid, agentid, secret, remark } => {
             let changes =
                 AgentChanges { secret: secret.map(|s| read_secret(&s, "the secret")).transpose()?, remark };
-            let change = reg.put_agent(&corpid, &agentid, &changes).await?;
-            tracing::info!(corpid = %corpid, agentid = %agentid, action = change.outcome.as_str(), "agent registry changed");
-            match change.outcome {
-                Outcome::Unchanged => println!("agent {corpid}/{agentid} unchanged"),
-                o => println!("{} agent {corpid}/{agentid}", o.as_str()),
-            }
+            let c = api.put_agent(&corpid, &agentid, changes).await?;
+            tracing::info!(corpid = %corpid, agentid = %agentid, action = %c.outcome, "agent registry changed");
+            print_change(&format!("agent {corpid}/{agentid}"), &c);
         }
         AgentCommand::List => {
-            let agents = store.list_agents().await.context("could not read agents")?;
             println!("{:<32} {:<12} REMARK", "CORPID", "AGENTID");
-            for a in agents {
+            for a in api.list_agents().await? {
                 println!("{:<32} {:<12} {}", a.corpid, a.agentid, a.remark);
             }
         }
         AgentCommand::Remove { corpid, agentid } => {
-            reg.remove_agent(&corpid, &agentid).await?;
+            api.remove_agent(&corpid, &agentid).await?;
             tracing::info!(corpid = %corpid, agentid = %agentid, action = "removed", "agent registry changed");
             println!("removed agent {corpid}/{agentid}");
         }
@@ -443,27 +469,22 @@ async fn agent_command(config: &Config, cmd: AgentCommand) -> Result<()> {
 }
 
 async fn cos_command(config: &Config, cmd: CosCommand) -> Result<()> {
-    let store = registry_store(config).await?;
-    let reg = registry(store.as_ref());
+    let api = admin_api(config).await?;
     match cmd {
         CosCommand::Add { appid, secret_id, secret_key } => {
             let secret_key = secret_key.map(|k| read_secret(&k, "the SecretKey")).transpose()?;
-            let outcome = reg.put_cos_key(&appid, secret_id.as_deref(), secret_key.as_deref()).await?;
-            tracing::info!(cos_appid = %appid, action = outcome.as_str(), "COS keys changed");
-            match outcome {
-                Outcome::Unchanged => println!("COS keys for {appid} unchanged"),
-                o => println!("{} COS keys for {appid}", o.as_str()),
-            }
+            let c = api.put_cos(&appid, secret_id, secret_key).await?;
+            tracing::info!(cos_appid = %appid, action = %c.outcome, "COS keys changed");
+            print_change(&format!("COS keys for {appid}"), &c);
         }
         CosCommand::List => {
             println!("{:<20} SECRET_ID", "APPID");
-            for k in store.list_cos_keys().await.context("could not read COS keys")? {
-                let prefix: String = k.secret_id.chars().take(8).collect();
-                println!("{:<20} {prefix}…", k.appid);
+            for k in api.list_cos().await? {
+                println!("{:<20} {}…", k.appid, k.secret_id_prefix);
             }
         }
         CosCommand::Remove { appid } => {
-            reg.remove_cos_key(&appid).await?;
+            api.remove_cos(&appid).await?;
             tracing::info!(cos_appid = %appid, action = "removed", "COS keys changed");
             println!("removed COS keys for {appid}");
         }
@@ -472,18 +493,17 @@ async fn cos_command(config: &Config, cmd: CosCommand) -> Result<()> {
 }
 
 async fn key_command(config: &Config, cmd: KeyCommand) -> Result<()> {
-    let store = registry_store(config).await?;
-    let reg = registry(store.as_ref());
+    let api = admin_api(config).await?;
     match cmd {
         KeyCommand::Add { name, apps, corps, all } => {
-            let key = reg.add_caller_key(&name, apps, corps, all).await?;
+            let key = api.add_key(&name, apps, corps, all).await?;
             tracing::info!(key_name = %name, action = "created", "caller key changed");
             eprintln!("created key {name}; it is shown only now:");
             println!("{key}");
         }
         KeyCommand::List => {
             println!("{:<24} {:<40} {:<21} {:<21} REVOKED", "NAME", "SCOPE", "CREATED", "LAST_USED");
-            for k in store.list_caller_keys().await.context("could not read keys")? {
+            for k in api.list_keys().await? {
                 let scope = if k.scope_all {
                     "all".to_owned()
                 } else {
@@ -507,10 +527,52 @@ async fn key_command(config: &Config, cmd: KeyCommand) -> Result<()> {
             }
         }
         KeyCommand::Revoke { name } => {
-            reg.revoke_caller_key(&name).await?;
+            api.revoke_key(&name).await?;
             tracing::info!(key_name = %name, action = "revoked", "caller key changed");
             println!("revoked key {name}");
         }
+    }
+    Ok(())
+}
+
+fn secs(v: Option<i64>) -> String {
+    v.map_or_else(|| "-".into(), |s| format!("{s}s"))
+}
+
+async fn status_command(config: &Config) -> Result<()> {
+    let s = admin_api(config).await?.status().await?;
+    let p = &s.process;
+    println!(
+        "wafer-scf {} up {}s | caller auth {} | admin {} | master key {} | storage {} schema {}/{}",
+        p.version,
+        p.uptime_secs,
+        p.caller_auth,
+        if p.admin { "on" } else { "off" },
+        if p.master_key { "on" } else { "off" },
+        p.storage,
+        p.schema_version,
+        p.schema_latest
+    );
+    println!(
+        "{:<36} {:<8} {:>8} {:>10} {:>9} {:>8} {:>9}  LAST ERROR",
+        "APP / AGENT", "MODE", "AGE", "REMAINING", "FETCH/H", "FORCED", "SESSIONS"
+    );
+    for c in s.apps.iter().chain(&s.agents) {
+        let error = match (&c.last_error, c.retry_at, c.blocked_until) {
+            (_, _, Some(until)) => format!("45009 blocked until {}", crate::clock::format_utc(until)),
+            (Some(e), Some(at), _) => format!("{e} (retry {})", crate::clock::format_utc(at)),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<36} {:<8} {:>8} {:>10} {:>9} {:>8} {:>9}  {error}",
+            c.id,
+            c.token_mode,
+            secs(c.token_age_secs),
+            secs(c.token_remaining_secs),
+            c.fetches_this_hour,
+            format!("{}/{}", c.forced_today, c.forced_budget),
+            c.sessions.map_or_else(|| "-".into(), |n| n.to_string()),
+        );
     }
     Ok(())
 }

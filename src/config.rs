@@ -66,6 +66,11 @@ pub struct Config {
     #[arg(long, env = "WAFER_AUTO_MIGRATE", value_parser = clap::builder::BoolishValueParser::new(), global = true)]
     pub auto_migrate: Option<bool>,
 
+    /// Manage a deployed server instead of the database: `app`, `agent`, `cos`, `key` and `status` go through its
+    /// admin interfaces (https://, or http:// to localhost; needs WAFER_ADMIN_TOKEN).
+    #[arg(long, env = "WAFER_SERVER", global = true)]
+    pub server: Option<String>,
+
     /// Log filter (tracing EnvFilter syntax: error, warn, info, debug, or per-module directives).
     #[arg(long = "log", env = "WAFER_LOG", default_value = "info", value_parser = crate::telemetry::parse_filter, global = true)]
     pub log: String,

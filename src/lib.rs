@@ -14,10 +14,13 @@
 //! - [`crypto`]: identifiers, hashing, data decryption, signatures;
 //! - [`serve`]: HTTP mode; [`startup`]: building a service from configuration or piece by piece;
 //! - [`cli`], [`config`], [`telemetry`]: the binary's arguments and wiring;
+//! - [`admin`]: the admin operations (local or through a server's admin interfaces) and the status report;
+//! - [`remote`]: the CLI's `--server`, the admin operations through a deployed server;
 //! - [`registry`]: apps, agents, COS keys and caller keys — one upsert per kind, saying what changed;
 //! - [`import`]: migration from the seed's / original Wafer's MySQL tables;
 //! - [`clock`]: injectable time.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod clock;
@@ -27,6 +30,7 @@ pub mod envelope;
 pub mod handlers;
 pub mod import;
 pub mod registry;
+pub mod remote;
 pub mod request;
 pub mod scf;
 pub mod serve;

@@ -94,6 +94,29 @@ impl ServiceBuilder {
     }
 }
 
+/// The admin operations for the CLI: through the server named by `--server` / `WAFER_SERVER`, else over the
+/// configured store.
+pub async fn admin_api(config: &Config) -> Result<Box<dyn crate::admin::AdminApi>> {
+    use secrecy::ExposeSecret;
+    if let Some(url) = config.server.as_deref().filter(|u| !u.trim().is_empty()) {
+        let token = config.admin_token().map(|t| t.expose_secret().to_owned()).unwrap_or_default();
+        return Ok(Box::new(crate::remote::Remote::new(url.trim(), &token).map_err(anyhow::Error::msg)?));
+    }
+    let store = open_store(config, false).await?;
+    Ok(Box::new(crate::admin::Local {
+        store,
+        creds: None,
+        clock: Arc::new(SystemClock),
+        facts: crate::admin::ProcessFacts {
+            started: std::time::Instant::now(),
+            caller_auth: config.caller_auth,
+            admin: config.admin_token().is_some(),
+            master_key: config.master_key.is_some(),
+            force_budget: config.force_refresh_per_day as i64,
+        },
+    }))
+}
+
 /// Open the configured store; with `migrate`, apply pending migrations first.
 pub async fn open_store(config: &Config, migrate: bool) -> Result<Arc<dyn Store>> {
     store::open(&config.database_url, &config.store_options(), migrate)
@@ -120,6 +143,7 @@ pub async fn service(config: &Config, default_pool: u64) -> Result<Service> {
             max_sessions_per_user: config.max_sessions_per_user as usize,
             admin_token: config.admin_token(),
             caller_auth: config.caller_auth,
+            master_key: config.master_key.is_some(),
         })
         .policy(config.token_policy())
         .body_limit(config.body_limit as usize)

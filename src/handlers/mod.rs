@@ -1,6 +1,7 @@
 //! The interface set: each `interfaceName` parsed from `para` into a typed request, then handled by a
 //! function of (request, [`Deps`]). Unknown names are a typed reply (1010), never a panic.
 
+pub mod admin;
 pub mod cos;
 pub mod credentials;
 pub mod session;
@@ -22,6 +23,8 @@ pub struct Deps {
     pub clock: Arc<dyn Clock>,
     pub creds: Arc<Credentials>,
     pub settings: Settings,
+    /// When this process started, for the status report.
+    pub started: std::time::Instant,
 }
 
 impl Deps {
@@ -35,7 +38,7 @@ impl Deps {
         policy: crate::tokens::Policy,
     ) -> Self {
         let creds = Arc::new(Credentials::new(store.clone(), wechat.clone(), wecom, clock.clone(), policy));
-        Self { store, wechat, clock, creds, settings }
+        Self { store, wechat, clock, creds, settings, started: std::time::Instant::now() }
     }
 }
 
@@ -50,6 +53,8 @@ pub struct Settings {
     pub admin_token: Option<secrecy::SecretString>,
     /// `WAFER_CALLER_AUTH`.
     pub caller_auth: crate::auth::CallerAuthMode,
+    /// Whether secrets at rest are sealed (`WAFER_MASTER_KEY`), for the status report.
+    pub master_key: bool,
 }
 
 impl Default for Settings {
@@ -59,6 +64,7 @@ impl Default for Settings {
             max_sessions_per_user: session::DEFAULT_MAX_SESSIONS_PER_USER,
             admin_token: None,
             caller_auth: crate::auth::CallerAuthMode::Credentials,
+            master_key: false,
         }
     }
 }
@@ -82,6 +88,7 @@ pub enum Request<'a> {
     InitAgent(credentials::InitAgentRequest),
     CosV4(cos::V4Request),
     CosV5(cos::V5Request),
+    Admin(admin::AdminRequest),
 }
 
 type Parser = for<'a> fn(Para<'a>) -> Result<Request<'a>, WaferError>;
@@ -108,7 +115,26 @@ pub const INTERFACES: &[(&str, Parser)] = &[
     ("qcloud.cos.auth.reusable", |p| Ok(Request::CosV4(cos::V4Request::parse(p, true)?))),
     ("qcloud.cos.auth.nonreusable", |p| Ok(Request::CosV4(cos::V4Request::parse(p, false)?))),
     ("qcloud.cos.auth.v5", |p| Ok(Request::CosV5(cos::V5Request::parse(p)?))),
+    ("qcloud.admin.app.add", |p| admin_op("app.add", p)),
+    ("qcloud.admin.app.update", |p| admin_op("app.update", p)),
+    ("qcloud.admin.app.list", |p| admin_op("app.list", p)),
+    ("qcloud.admin.app.remove", |p| admin_op("app.remove", p)),
+    ("qcloud.admin.app.unblock", |p| admin_op("app.unblock", p)),
+    ("qcloud.admin.agent.add", |p| admin_op("agent.add", p)),
+    ("qcloud.admin.agent.list", |p| admin_op("agent.list", p)),
+    ("qcloud.admin.agent.remove", |p| admin_op("agent.remove", p)),
+    ("qcloud.admin.cos.add", |p| admin_op("cos.add", p)),
+    ("qcloud.admin.cos.list", |p| admin_op("cos.list", p)),
+    ("qcloud.admin.cos.remove", |p| admin_op("cos.remove", p)),
+    ("qcloud.admin.key.add", |p| admin_op("key.add", p)),
+    ("qcloud.admin.key.list", |p| admin_op("key.list", p)),
+    ("qcloud.admin.key.revoke", |p| admin_op("key.revoke", p)),
+    ("qcloud.admin.status", |p| admin_op("status", p)),
 ];
+
+fn admin_op<'a>(op: &str, p: Para<'a>) -> Result<Request<'a>, WaferError> {
+    Ok(Request::Admin(admin::AdminRequest::parse(op, p)?))
+}
 
 fn credential(p: Para<'_>, kind: CredKind) -> Result<Request<'_>, WaferError> {
     Ok(Request::Credential(credentials::CredentialRequest::parse(p, kind)?))
@@ -151,6 +177,7 @@ impl<'a> Interface<'a> {
             Request::InitAgent(r) => Access::Admin { para_token: r.admin_token.as_deref() },
             Request::CosV4(r) => Access::Credential(Scope::App(&r.appid)),
             Request::CosV5(r) => Access::Credential(Scope::App(&r.appid)),
+            Request::Admin(r) => Access::Admin { para_token: r.admin_token.as_deref() },
         }
     }
 
@@ -171,6 +198,7 @@ impl<'a> Interface<'a> {
             Request::InitAgent(r) => credentials::init_agent(deps, meta, r).await,
             Request::CosV4(r) => cos::v4(deps, r).await,
             Request::CosV5(r) => cos::v5(deps, r).await,
+            Request::Admin(r) => admin::handle(deps, meta, r).await,
         }
     }
 }
@@ -186,7 +214,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "no name twice");
-        assert_eq!(names.len(), 15);
+        assert_eq!(names.len(), 30);
         let para = serde_json::Map::new();
         let e = Interface::parse("qcloud.nope", Para(&para)).unwrap_err();
         assert_eq!(e.code, ReturnCode::InterfaceErr);

@@ -40,7 +40,8 @@ pub(crate) const APP_COLUMNS: &str =
     "appid, secret, login_duration_secs, session_duration_secs, token_mode, created_at, updated_at";
 pub(crate) const AGENT_COLUMNS: &str = "corpid, agentid, secret, remark, created_at, updated_at";
 pub(crate) const CRED_COLUMNS: &str = "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, \
-    blocked_until, blocked_code, window_start, window_count, failed_until_ms, failed_code, failed_message, failed_count";
+    blocked_until, blocked_code, window_start, window_count, failed_until_ms, failed_code, failed_message, failed_count, \
+    force_day, force_count";
 pub(crate) const COS_COLUMNS: &str = "appid, secret_id, secret_key, created_at, updated_at";
 pub(crate) const KEY_COLUMNS: &str =
     "name, key_hash, scope_all, scope_apps, scope_corps, created_at, last_used_at, revoked_at";
@@ -155,6 +156,8 @@ pub trait Store: Send + Sync + 'static {
     async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>>;
     /// All keys, ordered by name.
     async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>>;
+    /// Sessions stored for an app (live or not yet purged), for the status report.
+    async fn count_sessions(&self, appid: &str) -> StoreResult<i64>;
     /// Revoke a key by name. Returns whether a valid key of that name existed.
     async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool>;
     /// Record use of a key (callers throttle this).

@@ -277,6 +277,8 @@ fn cred_from_row(mut r: mysql_async::Row) -> Result<CredentialRow, mysql_async::
         failed_code: take(&mut r, 11)?,
         failed_message: take(&mut r, 12)?,
         failed_count: take(&mut r, 13)?,
+        force_day: take(&mut r, 14)?,
+        force_count: take(&mut r, 15)?,
     })
 }
 
@@ -649,6 +651,15 @@ impl Store for MysqlStore {
                 )
                 .await
             }
+        })
+        .await
+    }
+
+    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
+        self.run(move |mut conn| async move {
+            let n: Option<i64> =
+                conn.exec_first("SELECT COUNT(*) FROM wafer_sessions WHERE appid = ?", (appid,)).await?;
+            Ok(n.unwrap_or(0))
         })
         .await
     }

@@ -211,6 +211,9 @@ pub struct CredentialRow {
     pub failed_code: i64,
     pub failed_message: String,
     pub failed_count: i64,
+    /// Forced refreshes taken on the Beijing day starting at `force_day` (Unix s).
+    pub force_day: i64,
+    pub force_count: i64,
 }
 
 impl std::fmt::Debug for CredentialRow {

@@ -162,6 +162,9 @@ impl Store for SealedStore {
     async fn fail_credential(&self, key: &str, owner: &str, f: &super::FailedFetch<'_>) -> StoreResult<()> {
         self.inner.fail_credential(key, owner, f).await
     }
+    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
+        self.inner.count_sessions(appid).await
+    }
     async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
         self.inner.clear_credential_failures(keys).await
     }

@@ -99,6 +99,8 @@ fn cred_from_row(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
         failed_code: r.get(11)?,
         failed_message: r.get(12)?,
         failed_count: r.get(13)?,
+        force_day: r.get(14)?,
+        force_count: r.get(15)?,
     })
 }
 
@@ -518,6 +520,14 @@ impl Store for SqliteStore {
                 params![key, owner, until, code, message, count],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
+        let appid = appid.to_owned();
+        self.call(move |c| {
+            c.query_row("SELECT COUNT(*) FROM wafer_sessions WHERE appid = ?1", [appid], |r| r.get(0))
         })
         .await
     }

@@ -170,6 +170,11 @@ impl Credentials {
         }
     }
 
+    /// Forced refreshes allowed per app per day.
+    pub fn force_budget(&self) -> i64 {
+        self.policy.force_per_day
+    }
+
     /// Forget this process's cached values and remembered failures for `keys` (the registration changed).
     pub fn forget(&self, keys: &[String]) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());

@@ -53,6 +53,9 @@ impl Store for Faulty {
     ) -> StoreResult<()> {
         self.inner.fail_credential(key, owner, f).await
     }
+    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
+        self.inner.count_sessions(appid).await
+    }
     async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
         self.inner.clear_credential_failures(keys).await
     }
