@@ -231,7 +231,7 @@ impl Local {
             forced_budget: self.facts.force_budget,
             last_error: (row.failed_until_ms > now_ms)
                 .then(|| format!("{}: {}", row.failed_code, row.failed_message)),
-            retry_at: (row.failed_until_ms > now_ms).then(|| row.failed_until_ms / 1000),
+            retry_at: (row.failed_until_ms > now_ms).then_some(row.failed_until_ms / 1000),
             blocked_until: (row.blocked_until > now).then_some(row.blocked_until),
             sessions,
         })
