@@ -7,6 +7,7 @@ mod faulty;
 mod fuzz;
 mod helpers;
 
+mod admin;
 mod bad_input;
 mod cli;
 mod cos;

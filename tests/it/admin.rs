@@ -1,0 +1,205 @@
+//! Running a deployment with nothing but the function: every admin interface over HTTP and through a direct SCF
+//! invocation, refused without the admin token; the CLI's `--server` driving a spawned server for each subcommand;
+//! the status report.
+
+use crate::both_backends;
+use crate::cli::{run_ok, spawn_server, terminate, wafer};
+use crate::helpers::{code, open_settings, Backend, TestApp, TestDb};
+use serde_json::{json, Value};
+use wafer_scf::handlers::Settings;
+use wafer_scf::request::RequestMeta;
+
+const ADMIN: &str = "admin-token-for-admin-tests-0123456789";
+
+fn para_for(name: &str) -> Value {
+    match name {
+        "qcloud.admin.app.add" => json!({"appid": "wx_admin_1", "secret": "S3CRET-admin"}),
+        "qcloud.admin.app.update" => json!({"appid": "wx_admin_1", "session_duration_secs": 600}),
+        "qcloud.admin.app.remove" | "qcloud.admin.app.unblock" => json!({"appid": "wx_admin_1"}),
+        "qcloud.admin.agent.add" => {
+            json!({"corpid": "ww_admin", "agentid": 1000002, "secret": "AGENT-S3CRET"})
+        }
+        "qcloud.admin.agent.remove" => json!({"corpid": "ww_admin", "agentid": "1000002"}),
+        "qcloud.admin.cos.add" => {
+            json!({"appid": "1250000000", "secret_id": "AKIDadmin", "secret_key": "COS-S3CRET"})
+        }
+        "qcloud.admin.cos.remove" => json!({"appid": "1250000000"}),
+        "qcloud.admin.key.add" => json!({"name": "svc", "apps": ["wx_admin_1"]}),
+        "qcloud.admin.key.revoke" => json!({"name": "svc"}),
+        _ => json!({}),
+    }
+}
+
+/// The admin interfaces in an order in which each succeeds.
+const ORDER: &[&str] = &[
+    "qcloud.admin.app.add",
+    "qcloud.admin.app.update",
+    "qcloud.admin.app.list",
+    "qcloud.admin.app.unblock",
+    "qcloud.admin.agent.add",
+    "qcloud.admin.agent.list",
+    "qcloud.admin.cos.add",
+    "qcloud.admin.cos.list",
+    "qcloud.admin.key.add",
+    "qcloud.admin.key.list",
+    "qcloud.admin.key.revoke",
+    "qcloud.admin.status",
+    "qcloud.admin.cos.remove",
+    "qcloud.admin.agent.remove",
+    "qcloud.admin.app.remove",
+];
+
+async fn every_admin_interface_needs_the_token_and_never_echoes_a_secret(b: Backend) {
+    let names: Vec<&str> =
+        wafer_scf::handlers::interface_names().filter(|n| n.starts_with("qcloud.admin.")).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    let mut ordered = ORDER.to_vec();
+    ordered.sort_unstable();
+    assert_eq!(sorted, ordered, "every admin interface is tested");
+
+    let settings = Settings { admin_token: Some(ADMIN.into()), ..open_settings() };
+    let t = TestApp::with_settings(b, settings).await;
+    let call = |name: &'static str, meta: RequestMeta, para: Value| {
+        let svc = t.svc.clone();
+        async move {
+            let body = json!({"interface": {"interfaceName": name, "para": para}}).to_string();
+            serde_json::from_slice::<Value>(&svc.handle(body.as_bytes(), &meta).await.to_bytes()).unwrap()
+        }
+    };
+    for name in ORDER {
+        // No token, a wrong one: refused before anything is touched.
+        assert_eq!(code(&call(name, RequestMeta::default(), para_for(name)).await), 1024, "{name}");
+        let wrong = RequestMeta { admin_token: Some("wrong".into()), ..Default::default() };
+        assert_eq!(code(&call(name, wrong, para_for(name)).await), 1024, "{name}");
+        // The header token (HTTP), or para.admin_token (a direct invocation).
+        let r = if name.ends_with(".list") || name.ends_with("status") {
+            let mut p = para_for(name);
+            p["admin_token"] = json!(ADMIN);
+            call(name, RequestMeta::default(), p).await
+        } else {
+            let meta = RequestMeta { admin_token: Some(ADMIN.into()), ..Default::default() };
+            call(name, meta, para_for(name)).await
+        };
+        assert_eq!(code(&r), 0, "{name}: {r}");
+        let text = r.to_string();
+        for secret in ["S3CRET-admin", "AGENT-S3CRET", "COS-S3CRET"] {
+            assert!(!text.contains(secret), "{name} echoed a secret: {text}");
+        }
+        if *name == "qcloud.admin.key.add" {
+            assert!(r["returnData"]["key"].as_str().unwrap().starts_with("wk_"), "the key, once");
+        }
+        if *name == "qcloud.admin.app.update" {
+            let app = t.store.get_app("wx_admin_1").await.unwrap().unwrap();
+            assert_eq!(
+                (app.session_duration_secs, app.secret.as_str()),
+                (600, "S3CRET-admin"),
+                "only what was given"
+            );
+        }
+        if *name == "qcloud.admin.status" {
+            let s = &r["returnData"];
+            assert_eq!(s["process"]["admin"], true);
+            assert_eq!(s["apps"][0]["id"], "wx_admin_1");
+            assert_eq!(s["apps"][0]["sessions"], 0);
+            assert_eq!(s["agents"][0]["id"], "ww_admin/1000002");
+        }
+    }
+    assert!(t.store.get_app("wx_admin_1").await.unwrap().is_none(), "removed at the end");
+    // An update of an app that does not exist is refused and points to add.
+    let meta = RequestMeta { admin_token: Some(ADMIN.into()), ..Default::default() };
+    let r = call("qcloud.admin.app.update", meta, json!({"appid": "wx_nope", "secret": "x"})).await;
+    assert_eq!(code(&r), 1012, "{r}");
+}
+
+/// The CLI's `--server` drives a spawned server for every registry subcommand and `status`.
+async fn the_cli_manages_a_running_server_with_server(b: Backend) {
+    let db = TestDb::new(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(wafer(dir.path()).env("WAFER_DATABASE_URL", &db.url).arg("migrate"));
+    let env = [("WAFER_DATABASE_URL", db.url.as_str()), ("WAFER_ADMIN_TOKEN", ADMIN), ("WAFER_LOG", "warn")];
+    let (mut server, url) = spawn_server(dir.path(), &env, false).await;
+    // The client side knows no database: everything goes through the server.
+    let cli = |args: &[&str]| {
+        let mut c = wafer(dir.path());
+        c.env("WAFER_SERVER", &url)
+            .env("WAFER_ADMIN_TOKEN", ADMIN)
+            .env("WAFER_DATABASE_URL", "mysql://nobody@127.0.0.1:1/none");
+        c.args(args);
+        c
+    };
+    let out = |args: &[&str]| String::from_utf8_lossy(&run_ok(&mut cli(args)).stdout).into_owned();
+
+    assert!(out(&[
+        "app",
+        "add",
+        "--appid",
+        "wx_remote",
+        "--secret",
+        "REMOTE-S3CRET",
+        "--token-mode",
+        "classic"
+    ])
+    .contains("added app wx_remote"));
+    assert!(out(&["app", "update", "--appid", "wx_remote", "--login-duration-days", "7"])
+        .contains("updated app wx_remote"));
+    let list = out(&["app", "list"]);
+    let line = list.lines().find(|l| l.contains("wx_remote")).unwrap();
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>(),
+        ["wx_remote", "7", "2592000", "classic"],
+        "{list}"
+    );
+    assert!(!list.contains("REMOTE-S3CRET"));
+    assert!(out(&[
+        "agent",
+        "add",
+        "--corpid",
+        "ww_remote",
+        "--agentid",
+        "1000009",
+        "--secret",
+        "s",
+        "--remark",
+        "OA"
+    ])
+    .contains("added agent"));
+    assert!(out(&["agent", "list"]).contains("ww_remote"));
+    assert!(out(&["cos", "add", "--appid", "1250000009", "--secret-id", "AKIDremote", "--secret-key", "k"])
+        .contains("added COS keys"));
+    assert!(out(&["cos", "list"]).contains("AKIDremo…"));
+    let key = out(&["key", "add", "--name", "remote-svc", "--apps", "wx_remote"]);
+    assert!(key.trim().starts_with("wk_"), "{key}");
+    assert!(out(&["key", "list"]).contains("remote-svc"));
+    let status = out(&["status"]);
+    assert!(status.contains("admin on") && status.contains("schema 5/5"), "{status}");
+    assert!(status.lines().any(|l| l.starts_with("wx_remote") && l.contains("classic")), "{status}");
+    assert!(status.lines().any(|l| l.starts_with("ww_remote/1000009")), "{status}");
+    assert!(out(&["key", "revoke", "--name", "remote-svc"]).contains("revoked key remote-svc"));
+    assert!(out(&["cos", "remove", "--appid", "1250000009"]).contains("removed"));
+    assert!(out(&["agent", "remove", "--corpid", "ww_remote", "--agentid", "1000009"]).contains("removed"));
+    assert!(out(&["app", "unblock", "--appid", "wx_remote"]).contains("unblocked"));
+    assert!(out(&["app", "remove", "--appid", "wx_remote"]).contains("removed app wx_remote"));
+
+    // The server's database has seen it all.
+    let store = db.store().await;
+    assert!(store.get_app("wx_remote").await.unwrap().is_none());
+    assert_eq!(store.list_caller_keys().await.unwrap()[0].name, "remote-svc");
+
+    // Wrong token, plain http to another host: plain messages.
+    let err = cli(&["app", "list"]).env("WAFER_ADMIN_TOKEN", "wrong").output().unwrap();
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("1024"));
+    let err = cli(&["app", "list"]).env("WAFER_SERVER", "http://example.com/").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("https://"),
+        "{}",
+        String::from_utf8_lossy(&err.stderr)
+    );
+    assert!(terminate(&mut server).success());
+}
+
+both_backends!(
+    every_admin_interface_needs_the_token_and_never_echoes_a_secret,
+    the_cli_manages_a_running_server_with_server,
+);
