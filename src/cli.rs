@@ -330,6 +330,13 @@ async fn serve(config: &Config) -> Result<()> {
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = listener.local_addr().context("listener has no address")?;
     tracing::info!(%addr, storage = %config.database_url.redacted(), wechat = %config.wechat_base_url, "wafer-scf listening");
+    if let Some(addr) = config.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("WAFER_METRICS_LISTEN: could not listen on {addr}"))?;
+        tracing::info!(%addr, "metrics on GET /metrics");
+        tokio::spawn(crate::serve::serve_metrics(l));
+    }
     let chores = crate::serve::Chores {
         purge_every: (config.purge_interval_secs > 0)
             .then(|| std::time::Duration::from_secs(config.purge_interval_secs)),

@@ -71,6 +71,14 @@ pub struct Config {
     #[arg(long, env = "WAFER_SERVER", global = true)]
     pub server: Option<String>,
 
+    /// HTTP mode: answer `GET /metrics` (Prometheus text) on the main listener.
+    #[arg(long, env = "WAFER_METRICS", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", global = true)]
+    pub metrics: bool,
+
+    /// HTTP mode: serve `GET /metrics` on this address instead (e.g. 127.0.0.1:9100), apart from callers.
+    #[arg(long, env = "WAFER_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Log filter (tracing EnvFilter syntax: error, warn, info, debug, or per-module directives).
     #[arg(long = "log", env = "WAFER_LOG", default_value = "info", value_parser = crate::telemetry::parse_filter, global = true)]
     pub log: String,

@@ -18,6 +18,7 @@
 //! - [`remote`]: the CLI's `--server`, the admin operations through a deployed server;
 //! - [`registry`]: apps, agents, COS keys and caller keys — one upsert per kind, saying what changed;
 //! - [`import`]: migration from the seed's / original Wafer's MySQL tables;
+//! - [`metrics`]: Prometheus counters and histograms (HTTP `/metrics`, SCF log lines);
 //! - [`clock`]: injectable time.
 
 pub mod admin;
@@ -29,6 +30,7 @@ pub mod crypto;
 pub mod envelope;
 pub mod handlers;
 pub mod import;
+pub mod metrics;
 pub mod registry;
 pub mod remote;
 pub mod request;

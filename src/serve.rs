@@ -84,6 +84,23 @@ async fn watch_readiness(svc: Arc<Service>, storage: String) {
     }
 }
 
+fn metrics_response() -> Response {
+    let ct = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    (StatusCode::OK, [(header::CONTENT_TYPE, ct)], crate::metrics::text()).into_response()
+}
+
+/// A listener of its own for `GET /metrics` (`WAFER_METRICS_LISTEN`), apart from the one callers reach.
+pub async fn serve_metrics(listener: TcpListener) -> std::io::Result<()> {
+    let app = Router::new().fallback(|req: Request| async move {
+        if req.uri().path() == "/metrics" {
+            metrics_response()
+        } else {
+            StatusCode::NOT_FOUND.into_response()
+        }
+    });
+    axum::serve(listener, app).await
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -138,7 +155,8 @@ async fn handle(
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             return (status, [(header::CONTENT_TYPE, HeaderValue::from_static(JSON))], body).into_response();
         }
-        Route::WrongMethod => {
+        Route::Metrics if svc.metrics_route => return metrics_response(),
+        Route::Metrics | Route::WrongMethod => {
             tracing::info!(method = %parts.method, path = parts.uri.path(), return_code = 1009, "request refused: method not allowed");
             let mut resp =
                 envelope_response(StatusCode::METHOD_NOT_ALLOWED, &Envelope::error(&Route::wrong_method()));

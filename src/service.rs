@@ -22,6 +22,8 @@ pub enum Route {
     Health,
     /// `GET …/readyz`: storage reachable and schema current.
     Ready,
+    /// `GET …/metrics`: Prometheus text, where enabled (`WAFER_METRICS=1`).
+    Metrics,
     /// `POST` on any path: a Wafer envelope.
     Envelope,
     /// Anything else: 405 with an envelope naming the fix.
@@ -37,6 +39,7 @@ impl Route {
             match path.trim_end_matches('/').rsplit('/').next() {
                 Some("healthz" | "health") => return Self::Health,
                 Some("readyz") => return Self::Ready,
+                Some("metrics") => return Self::Metrics,
                 _ => {}
             }
         }
@@ -78,6 +81,8 @@ pub struct Service {
     pub gate: Gate,
     /// Largest body accepted (`WAFER_BODY_LIMIT`).
     pub body_limit: usize,
+    /// Answer `GET /metrics` on the service's own listener (`WAFER_METRICS=1`).
+    pub metrics_route: bool,
 }
 
 impl Service {
@@ -88,7 +93,7 @@ impl Service {
             deps.store.clone(),
             deps.clock.clone(),
         );
-        Self { deps, gate, body_limit: DEFAULT_BODY_LIMIT }
+        Self { deps, gate, body_limit: DEFAULT_BODY_LIMIT, metrics_route: false }
     }
 
     /// Handle one request body. Never panics, never fails: every outcome is an envelope.
@@ -109,6 +114,7 @@ impl Service {
             Err(e) => Envelope::error(e),
         };
         let latency_us = started.elapsed().as_micros() as u64;
+        crate::metrics::request(interface, envelope.return_code, latency_us as f64 / 1e6);
         let caller = meta
             .caller_key
             .as_deref()

@@ -148,4 +148,8 @@ pub async fn service(config: &Config, default_pool: u64) -> Result<Service> {
         .policy(config.token_policy())
         .body_limit(config.body_limit as usize)
         .build()
+        .map(|mut svc| {
+            svc.metrics_route = config.metrics;
+            svc
+        })
 }

@@ -9,6 +9,9 @@ use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+/// An instance logs its metrics as one JSON line every this many invocations.
+pub const METRICS_EVERY: u64 = 100;
+
 /// Time kept back from the function's limit to answer before SCF kills the instance.
 const DEADLINE_MARGIN_MS: u64 = 100;
 
@@ -125,7 +128,11 @@ pub async fn handle(svc: &Service, inv: &Invocation) -> Vec<u8> {
                 let (status, body) = svc.readiness_reply().await;
                 return event::gateway_reply(status, "application/json; charset=utf-8", body);
             }
-            Route::WrongMethod => {
+            Route::Metrics if svc.metrics_route => {
+                let ct = "text/plain; version=0.0.4; charset=utf-8";
+                return event::gateway_reply(200, ct, crate::metrics::text());
+            }
+            Route::Metrics | Route::WrongMethod => {
                 tracing::info!(request_id = %incoming.meta.request_id, method = %incoming.method, return_code = 1009, "request refused: method not allowed");
                 return event::reply(&incoming.origin, 405, &Envelope::error(&Route::wrong_method()));
             }
@@ -198,6 +205,10 @@ pub async fn run(client: &RuntimeClient, svc: &Service, limit: Option<u64>) -> a
             }
         }
         served += 1;
+        if served % METRICS_EVERY == 0 {
+            // CLS gets the counters too: one JSON line every so many invocations.
+            tracing::info!(invocations = served, metrics = %crate::metrics::json(), "metrics");
+        }
     }
     Ok(())
 }

@@ -121,9 +121,11 @@ impl MysqlStore {
         match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => {
                 self.breaker.success();
+                crate::metrics::storage(BACKEND, r.is_err());
                 r.map_err(err)
             }
             Err(_) => {
+                crate::metrics::storage(BACKEND, true);
                 if self.breaker.timed_out() {
                     tracing::error!(
                         timeouts = super::breaker::TRIP_AFTER,

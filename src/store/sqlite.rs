@@ -49,13 +49,15 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&mut guard)
         })
         .await
         .map_err(err)?
-        .map_err(err)
+        .map_err(err);
+        crate::metrics::storage(BACKEND, result.is_err());
+        result
     }
 }
 

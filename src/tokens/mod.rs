@@ -21,6 +21,7 @@ mod keys;
 
 pub use keys::{CredKey, CredKind};
 
+use crate::metrics::CredEvent;
 use failures::{Failures, Remembered};
 use fetch::FetchError;
 
@@ -208,6 +209,13 @@ impl Credentials {
         fresh_enough.then_some(Served { value: c.value, expires_at: c.expires_at, fresh: false })
     }
 
+    /// A memory hit, counted as a hit or a miss.
+    fn counted_hit(&self, key: &str, now: i64) -> Option<Served> {
+        let hit = self.memory_hit(key, now);
+        crate::metrics::credential(if hit.is_some() { CredEvent::Hit } else { CredEvent::Miss });
+        hit
+    }
+
     /// The current value for `key`: from memory, from storage, or fetched upstream by exactly one process.
     /// Never takes longer than the policy's budget.
     pub fn get<'a>(&'a self, key: &'a CredKey, force: Force<'a>) -> BoxFut<'a, Result<Served, WaferError>> {
@@ -225,7 +233,7 @@ impl Credentials {
         Box::pin(async move {
             let k = key.to_string();
             if force == Force::No {
-                if let Some(hit) = self.memory_hit(&k, self.clock.now()) {
+                if let Some(hit) = self.counted_hit(&k, self.clock.now()) {
                     return Ok(hit);
                 }
             }
@@ -384,7 +392,10 @@ impl Credentials {
         });
         Some(match usable {
             Some(c) => Ok(Served { value: c.value, expires_at: c.expires_at, fresh: false }),
-            None => Err(error),
+            None => {
+                crate::metrics::credential(CredEvent::RememberedFailure);
+                Err(error)
+            }
         })
     }
 
@@ -466,6 +477,7 @@ impl Credentials {
         self.failures.clear(k);
         self.remember(k, &fetched.value, expires_at, fetched_at);
         tracing::info!(key = %k, expires_at, "credential refreshed upstream");
+        crate::metrics::credential(CredEvent::Refresh);
         Ok(Served { value: fetched.value, expires_at, fresh: true })
     }
 

@@ -193,11 +193,15 @@ impl WeChatClient {
     }
 
     /// Send `build(base)`; when the primary host is unreachable, once more to the secondary host.
-    async fn send(&self, build: impl Fn(&str) -> reqwest::RequestBuilder) -> Result<Value, UpstreamError> {
-        match (send_json(build(&self.base)).await, &self.fallback) {
+    async fn send(
+        &self,
+        endpoint: &'static str,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<Value, UpstreamError> {
+        match (send_json(endpoint, build(&self.base)).await, &self.fallback) {
             (Err(UpstreamError::Unreachable(e)), Some(fallback)) => {
                 tracing::warn!(error = %e, "WeChat's primary host is unreachable; trying the secondary host");
-                send_json(build(fallback)).await
+                send_json(endpoint, build(fallback)).await
             }
             (other, _) => other,
         }
@@ -215,7 +219,7 @@ impl WeChatClient {
         code: &str,
     ) -> Result<WxSession, UpstreamError> {
         let body = self
-            .send(|base| {
+            .send("/sns/jscode2session", |base| {
                 self.http.get(format!("{base}/sns/jscode2session")).query(&[
                     ("appid", appid),
                     ("secret", secret),
@@ -271,15 +275,18 @@ impl WeChatClient {
         let body = serde_json::json!({
             "grant_type": "client_credential", "appid": appid, "secret": secret, "force_refresh": force_refresh,
         });
-        let reply =
-            self.send(|base| self.http.post(format!("{base}/cgi-bin/stable_token")).json(&body)).await?;
+        let reply = self
+            .send("/cgi-bin/stable_token", |base| {
+                self.http.post(format!("{base}/cgi-bin/stable_token")).json(&body)
+            })
+            .await?;
         parse_fetched(&reply, "access_token")
     }
 
     /// `GET /cgi-bin/token`: every call starts the previous token's 5-minute countdown.
     pub async fn classic_token(&self, appid: &str, secret: &str) -> Result<Fetched, UpstreamError> {
         let reply = self
-            .send(|base| {
+            .send("/cgi-bin/token", |base| {
                 self.http.get(format!("{base}/cgi-bin/token")).query(&[
                     ("grant_type", "client_credential"),
                     ("appid", appid),
@@ -293,7 +300,7 @@ impl WeChatClient {
     /// `GET /cgi-bin/ticket/getticket?type=jsapi`: the official-account JS-SDK ticket.
     pub async fn jsapi_ticket(&self, access_token: &str) -> Result<Fetched, UpstreamError> {
         let reply = self
-            .send(|base| {
+            .send("/cgi-bin/ticket/getticket", |base| {
                 self.http
                     .get(format!("{base}/cgi-bin/ticket/getticket"))
                     .query(&[("access_token", access_token), ("type", "jsapi")])
@@ -303,8 +310,25 @@ impl WeChatClient {
     }
 }
 
-/// Send a request and read a JSON object body. Errors never include the URL (it carries secrets).
-pub async fn send_json(req: reqwest::RequestBuilder) -> Result<Value, UpstreamError> {
+/// Send a request and read a JSON object body, counting the call by `endpoint` and result. Errors never include
+/// the URL (it carries secrets).
+pub async fn send_json(endpoint: &'static str, req: reqwest::RequestBuilder) -> Result<Value, UpstreamError> {
+    let result = send_json_inner(req).await;
+    let label = match &result {
+        Ok(v) => match v.get("errcode").and_then(Value::as_i64) {
+            None | Some(0) => "ok".to_owned(),
+            Some(c) => format!("errcode_{c}"),
+        },
+        Err(UpstreamError::Unreachable(_)) => "unreachable".into(),
+        Err(UpstreamError::Network(_)) => "network".into(),
+        Err(UpstreamError::Status(s)) => format!("http_{s}"),
+        Err(UpstreamError::BadReply(_) | UpstreamError::Api { .. }) => "bad_reply".into(),
+    };
+    crate::metrics::upstream(endpoint, label);
+    result
+}
+
+async fn send_json_inner(req: reqwest::RequestBuilder) -> Result<Value, UpstreamError> {
     let resp = req.send().await.map_err(|e| {
         if e.is_connect() {
             UpstreamError::Unreachable(e.without_url().to_string())

@@ -20,7 +20,7 @@ impl WeComClient {
             .http
             .get(format!("{}/cgi-bin/gettoken", self.base))
             .query(&[("corpid", corpid), ("corpsecret", secret)]);
-        parse_fetched(&send_json(req).await?, "access_token")
+        parse_fetched(&send_json("/cgi-bin/gettoken", req).await?, "access_token")
     }
 
     /// `GET /cgi-bin/get_jsapi_ticket`: the corp ticket for `wx.config`.
@@ -29,7 +29,7 @@ impl WeComClient {
             .http
             .get(format!("{}/cgi-bin/get_jsapi_ticket", self.base))
             .query(&[("access_token", access_token)]);
-        parse_fetched(&send_json(req).await?, "ticket")
+        parse_fetched(&send_json("/cgi-bin/get_jsapi_ticket", req).await?, "ticket")
     }
 
     /// `GET /cgi-bin/ticket/get?type=agent_config`: the app ticket for `wx.agentConfig` (needs that app's token).
@@ -38,6 +38,6 @@ impl WeComClient {
             .http
             .get(format!("{}/cgi-bin/ticket/get", self.base))
             .query(&[("access_token", access_token), ("type", "agent_config")]);
-        parse_fetched(&send_json(req).await?, "ticket")
+        parse_fetched(&send_json("/cgi-bin/ticket/get", req).await?, "ticket")
     }
 }

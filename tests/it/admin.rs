@@ -203,3 +203,91 @@ both_backends!(
     every_admin_interface_needs_the_token_and_never_echoes_a_secret,
     the_cli_manages_a_running_server_with_server,
 );
+
+fn sample(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no sample {name_and_labels} in:\n{text}"))
+}
+
+/// `GET /metrics` after a scripted mix of requests: every counter moved by exactly what was done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_scripted_mix_of_requests() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wx = crate::fake_wechat::FakeWeChat::start().await;
+    wx.register("wx_metrics", "m-secret");
+    for (appid, secret) in [("wx_metrics", "m-secret"), ("wx_metrics_bad", "wrong")] {
+        run_ok(
+            wafer(dir.path())
+                .env("WAFER_DATABASE_URL", &db.url)
+                .args(["app", "add", "--appid", appid, "--secret", secret]),
+        );
+    }
+    let metrics_port = crate::cli::free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let env = [
+        ("WAFER_DATABASE_URL", db.url.as_str()),
+        ("WAFER_WECHAT_BASE_URL", wx.base_url.as_str()),
+        ("WAFER_CALLER_AUTH", "off"),
+        ("WAFER_METRICS", "1"),
+        ("WAFER_METRICS_LISTEN", metrics_addr.as_str()),
+        ("WAFER_LOG", "warn"),
+    ];
+    let (mut server, url) = spawn_server(dir.path(), &env, false).await;
+    let client = reqwest::Client::new();
+    let post = |iface: &'static str, para: Value| crate::helpers::post_envelope(&client, &url, iface, para);
+    for _ in 0..3 {
+        assert_eq!(code(&post("qcloud.cam.auth", json!({"id": "0".repeat(32), "skey": "s"})).await), 60012);
+    }
+    assert_eq!(
+        code(&post("qcloud.cam.id_skey", json!({"appid": "wx_metrics", "code": wx.code_for("m1")})).await),
+        0
+    );
+    for _ in 0..2 {
+        assert_eq!(code(&post("qcloud.mimi.access_token", json!({"appid": "wx_metrics"})).await), 0);
+    }
+    for _ in 0..2 {
+        assert_eq!(code(&post("qcloud.mimi.access_token", json!({"appid": "wx_metrics_bad"})).await), 40013);
+    }
+    let text = client.get(format!("{url}metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(sample(&text, r#"wafer_requests_total{interface="qcloud.cam.auth",code="60012"}"#), 3.0);
+    assert_eq!(sample(&text, r#"wafer_requests_total{interface="qcloud.cam.id_skey",code="0"}"#), 1.0);
+    assert_eq!(sample(&text, r#"wafer_requests_total{interface="qcloud.mimi.access_token",code="0"}"#), 2.0);
+    assert_eq!(
+        sample(&text, r#"wafer_requests_total{interface="qcloud.mimi.access_token",code="40013"}"#),
+        2.0
+    );
+    assert_eq!(
+        sample(&text, r#"wafer_upstream_calls_total{endpoint="/cgi-bin/stable_token",result="ok"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"wafer_upstream_calls_total{endpoint="/cgi-bin/stable_token",result="errcode_40125"}"#
+        ),
+        1.0,
+        "the wrong secret cost one call, the second request was remembered"
+    );
+    assert_eq!(
+        sample(&text, r#"wafer_upstream_calls_total{endpoint="/sns/jscode2session",result="ok"}"#),
+        1.0
+    );
+    assert_eq!(sample(&text, r#"wafer_credential_events_total{event="refresh"}"#), 1.0);
+    assert_eq!(sample(&text, r#"wafer_credential_events_total{event="hit"}"#), 1.0);
+    assert_eq!(sample(&text, r#"wafer_credential_events_total{event="remembered_failure"}"#), 1.0);
+    assert_eq!(sample(&text, r#"wafer_request_seconds_count{interface="qcloud.cam.auth"}"#), 3.0);
+    assert!(sample(&text, r#"wafer_storage_operations_total{backend="sqlite"}"#) > 5.0);
+    assert!(text.contains("wafer_build_info{version="));
+    // The separate metrics listener serves the same.
+    let other =
+        client.get(format!("http://{metrics_addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(other.contains(r#"wafer_requests_total{interface="qcloud.cam.auth",code="60012"} 3"#), "{other}");
+    assert!(terminate(&mut server).success());
+
+    // Off by default: GET /metrics is just a wrong method.
+    let (mut plain, url) = spawn_server(dir.path(), &[("WAFER_DATABASE_URL", db.url.as_str())], false).await;
+    assert_eq!(client.get(format!("{url}metrics")).send().await.unwrap().status(), 405);
+    assert!(terminate(&mut plain).success());
+}
