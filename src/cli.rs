@@ -215,13 +215,50 @@ pub enum AppCommand {
 
 /// Parse the command line and run. `main` only prints the error chain.
 pub fn run() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => exit_with(e),
+    };
     crate::telemetry::init(&cli.config.log, cli.config.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("could not start the async runtime")?;
     rt.block_on(execute(cli))
+}
+
+/// Print a command-line error and exit; a bad value that came from a `WAFER_*` variable is named by that variable
+/// (the user set `WAFER_LISTEN`, not `--listen`).
+fn exit_with(e: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+    if matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+        if let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) {
+            let long = arg.trim_start_matches('-').split([' ', '=']).next().unwrap_or("").to_owned();
+            let cmd = Cli::command();
+            let found = cmd.get_arguments().find(|a| a.get_long() == Some(long.as_str()));
+            let secret = found.is_some_and(|a| a.is_hide_env_values_set());
+            let env = found.and_then(|a| a.get_env()).map(|v| v.to_string_lossy().into_owned());
+            let from_env = env.as_ref().filter(|v| {
+                std::env::var_os(v).is_some()
+                    && !std::env::args().any(|a| a.starts_with(&format!("--{long}")))
+            });
+            if let Some(var) = from_env {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("").trim_start_matches("error: ");
+                if secret {
+                    // Never echo a secret: only why it was refused.
+                    let why = first.rsplit("': ").next().unwrap_or("invalid value");
+                    eprintln!("error: {var}: invalid value (not shown): {why} (flag --{long})");
+                } else {
+                    let value = std::env::var(var).unwrap_or_default();
+                    eprintln!("error: {var}={value:?}: {first} (set by {var}; flag --{long})");
+                }
+                std::process::exit(2);
+            }
+        }
+    }
+    e.exit()
 }
 
 /// Run a parsed command line.
@@ -283,11 +320,20 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 bail!("set WAFER_MASTER_KEY first: reencrypt seals every secret with it");
             }
             let store = open_store(&config, false).await?;
-            let n = crate::store::sealed::reencrypt(store.as_ref()).await.context("reencrypt failed")?;
-            println!(
-                "sealed: {} apps, {} agents, {} COS keys, {} cached credentials, {} users' session keys",
-                n.apps, n.agents, n.cos_keys, n.credentials, n.users
-            );
+            let raw = store::open_raw(&config.database_url, &config.store_options())
+                .await
+                .context("could not open storage")?;
+            let n = crate::store::sealed::reencrypt(raw.as_ref(), store.as_ref())
+                .await
+                .context("reencrypt failed")?;
+            if n.apps + n.agents + n.cos_keys + n.credentials + n.users == 0 {
+                println!("nothing to seal: every stored secret is sealed already");
+            } else {
+                println!(
+                    "sealed: {} apps, {} agents, {} COS keys, {} cached credentials, {} users' session keys",
+                    n.apps, n.agents, n.cos_keys, n.credentials, n.users
+                );
+            }
             Ok(())
         }
         Command::PurgeSessions => {

@@ -4,7 +4,14 @@ fn main() -> std::process::ExitCode {
     match wafer_scf::cli::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wafer-scf: {e:#}");
+            let text = format!("{e:#}");
+            eprintln!("wafer-scf: {text}");
+            if text.contains("doesn't exist")
+                || text.contains("no such table")
+                || text.contains("Unknown column")
+            {
+                eprintln!("wafer-scf: the database schema is missing or behind: run `wafer-scf migrate`");
+            }
             std::process::ExitCode::FAILURE
         }
     }

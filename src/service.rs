@@ -101,25 +101,21 @@ impl Service {
         let started = Instant::now();
         let mut interface = "-";
         let mut appid = String::new();
-        let mut caller = String::new();
-        let result = AssertUnwindSafe(self.dispatch(body, meta, &mut interface, &mut appid, &mut caller))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| {
-                Err(WaferError::new(ReturnCode::InternalErr, "internal error")
-                    .with_detail("handler panicked"))
-            });
+        let mut caller_name = String::new();
+        let result =
+            AssertUnwindSafe(self.dispatch(body, meta, &mut interface, &mut appid, &mut caller_name))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(WaferError::new(ReturnCode::InternalErr, "internal error")
+                        .with_detail("handler panicked"))
+                });
         let envelope = match &result {
             Ok((message, data)) => Envelope::ok(*message, data.clone()),
             Err(e) => Envelope::error(e),
         };
         let latency_us = started.elapsed().as_micros() as u64;
         crate::metrics::request(interface, envelope.return_code, latency_us as f64 / 1e6);
-        let caller = meta
-            .caller_key
-            .as_deref()
-            .map(|k| crate::crypto::sha256_hex(k.as_bytes())[..8].to_owned())
-            .unwrap_or_default();
         match &result {
             Err(e)
                 if matches!(
@@ -129,15 +125,15 @@ impl Service {
             {
                 tracing::error!(
                     request_id = %meta.request_id, interface, appid = %appid, return_code = envelope.return_code,
-                    latency_us, caller = %caller, detail = e.detail.as_deref().unwrap_or(""), "request"
+                    latency_us, caller = %caller_name, detail = e.detail.as_deref().unwrap_or(""), "request"
                 );
             }
             Err(e) => tracing::info!(
                 request_id = %meta.request_id, interface, appid = %appid, return_code = envelope.return_code,
-                latency_us, caller = %caller, detail = e.detail.as_deref().unwrap_or(""), "request"
+                latency_us, caller = %caller_name, detail = e.detail.as_deref().unwrap_or(""), "request"
             ),
             Ok(_) => tracing::info!(
-                request_id = %meta.request_id, interface, appid = %appid, return_code = 0, latency_us, caller = %caller, "request"
+                request_id = %meta.request_id, interface, appid = %appid, return_code = 0, latency_us, caller = %caller_name, "request"
             ),
         }
         envelope

@@ -238,18 +238,24 @@ impl Default for StoreOptions {
 /// Open the store a URL names. SQLite stores are migrated on open (zero setup); MySQL stores are migrated
 /// by `wafer-scf migrate` (or `migrate = true`).
 pub async fn open(url: &DatabaseUrl, opts: &StoreOptions, migrate: bool) -> StoreResult<Arc<dyn Store>> {
-    let store: Arc<dyn Store> = match url {
+    let store = open_raw(url, opts).await?;
+    if migrate {
+        store.migrate().await?;
+    }
+    Ok(Arc::new(sealed::SealedStore::new(store, opts.sealer.clone())))
+}
+
+/// The backend without the sealing layer: stored values as they are (for `reencrypt`, which must tell sealed rows
+/// from rows in the clear).
+pub async fn open_raw(url: &DatabaseUrl, opts: &StoreOptions) -> StoreResult<Arc<dyn Store>> {
+    Ok(match url {
         DatabaseUrl::Mysql(u) => Arc::new(mysql::MysqlStore::connect(u, opts)?),
         DatabaseUrl::Sqlite(p) => {
             let s = sqlite::SqliteStore::open(p)?;
             s.migrate().await?;
             Arc::new(s)
         }
-    };
-    if migrate {
-        store.migrate().await?;
-    }
-    Ok(Arc::new(sealed::SealedStore::new(store, opts.sealer.clone())))
+    })
 }
 
 #[cfg(test)]

@@ -317,31 +317,39 @@ pub struct Reencrypted {
     pub credentials: usize,
 }
 
-/// Re-write every secret through the sealing store, so rows written in the clear become sealed (sealed rows of apps,
-/// agents, COS keys and credentials get a fresh nonce; sealed session keys are left as they are).
-pub async fn reencrypt(sealed: &dyn Store) -> StoreResult<Reencrypted> {
+/// Seal every secret still stored in the clear: `raw` reads the rows as stored, `sealed` writes them through the
+/// sealing layer. Counts only what was in the clear, so a second run reports nothing to do.
+pub async fn reencrypt(raw: &dyn Store, sealed: &dyn Store) -> StoreResult<Reencrypted> {
     let mut n = Reencrypted::default();
-    for a in sealed.list_apps().await? {
-        sealed.put_app(&a).await?;
-        n.apps += 1;
+    for a in raw.list_apps().await? {
+        if !Sealer::is_sealed(&a.secret) {
+            sealed.put_app(&a).await?;
+            n.apps += 1;
+        }
     }
-    for a in sealed.list_agents().await? {
-        sealed.put_agent(&a).await?;
-        n.agents += 1;
+    for a in raw.list_agents().await? {
+        if !Sealer::is_sealed(&a.secret) {
+            sealed.put_agent(&a).await?;
+            n.agents += 1;
+        }
     }
-    for k in sealed.list_cos_keys().await? {
-        sealed.put_cos_key(&k).await?;
-        n.cos_keys += 1;
+    for k in raw.list_cos_keys().await? {
+        if !Sealer::is_sealed(&k.secret_key) {
+            if let Some(open) = sealed.get_cos_key(&k.appid).await? {
+                sealed.put_cos_key(&open).await?;
+                n.cos_keys += 1;
+            }
+        }
     }
-    for c in sealed.list_credentials().await? {
-        if let Some(v) = &c.value {
+    for c in raw.list_credentials().await? {
+        if let Some(v) = c.value.as_deref().filter(|v| !Sealer::is_sealed(v)) {
             sealed.import_credential(&c.key, v, c.expires_at, c.fetched_at).await?;
             n.credentials += 1;
         }
     }
     let mut after = String::new();
     loop {
-        let batch = sealed.list_user_session_keys(&after, 500).await?;
+        let batch = raw.list_user_session_keys(&after, 500).await?;
         let Some(last) = batch.last() else { break };
         after = last.0.clone();
         for (_, appid, openid, stored) in &batch {

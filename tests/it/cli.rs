@@ -85,8 +85,17 @@ fn bad_configuration_fails_with_one_clear_message() {
         assert!(!out.status.success(), "{var}={value} must fail");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(mention), "{var}: {err}");
+        assert!(err.contains(var), "the message names the variable the user set: {err}");
         assert!(err.lines().filter(|l| l.starts_with("error")).count() == 1, "{var}: one message: {err}");
     }
+    // A log filter that would silently log nothing stops start-up; a bad secret is never echoed.
+    let out = wafer(dir.path()).env("WAFER_LOG", "verbose").arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WAFER_LOG"));
+    let out = wafer(dir.path()).env("WAFER_MASTER_KEY", "not-the-key-S3CRET").arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WAFER_MASTER_KEY") && !err.contains("S3CRET"), "{err}");
     let out = wafer(dir.path())
         .env("WAFER_DATABASE_URL", "mysql://root@127.0.0.1:1/none")
         .arg("app")

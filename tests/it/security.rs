@@ -327,6 +327,16 @@ async fn rows_written_before_the_master_key_keep_working_and_reencrypt_seals_the
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("2 apps, 1 agents, 1 COS keys, 1 cached credentials, 1 users"), "{text}");
+    let again = run_ok(
+        wafer(dir.path())
+            .env("WAFER_DATABASE_URL", &w.db.url)
+            .env("WAFER_MASTER_KEY", MASTER)
+            .arg("reencrypt"),
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("nothing to seal"),
+        "a second run has nothing to do"
+    );
     let dump = w.db.raw_dump().await;
     for secret in [
         "secret-a-123",
