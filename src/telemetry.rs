@@ -26,6 +26,17 @@ pub fn parse_filter(s: &str) -> Result<String, String> {
     EnvFilter::try_new(s).map(|_| s.to_owned()).map_err(|e| format!("invalid log filter: {e}"))
 }
 
+/// Install the global subscriber. Calling it twice is harmless (the second call does nothing).
+pub fn init(filter: &str, format: LogFormat) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,15 +48,4 @@ mod tests {
         assert!(parse_filter("verbose").is_err());
         assert!(parse_filter("wafer_scf=loud").is_err());
     }
-}
-
-/// Install the global subscriber. Calling it twice is harmless (the second call does nothing).
-pub fn init(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
 }
