@@ -23,6 +23,7 @@ macro_rules! both_backends {
         }
         mod mysql {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               #[cfg_attr(not(wafer_mysql_tests), ignore = "MySQL suite off: set WAFER_TEST_MYSQL_URL")]
                async fn $name() {
                    if $crate::helpers::mysql_server_url().is_none() { return; }
                    super::$name($crate::helpers::Backend::Mysql).await

@@ -366,6 +366,7 @@ async fn pump(
 /// A frozen MySQL: after a few requests run into the storage deadline, the rest fail at once with 1001; tokens
 /// cached in memory keep being served; `/readyz` says 503 while frozen and 200 once it thaws.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(wafer_mysql_tests), ignore = "MySQL suite off: set WAFER_TEST_MYSQL_URL")]
 async fn a_frozen_database_is_failed_fast_and_reported_not_ready() {
     if crate::helpers::mysql_server_url().is_none() {
         return;
@@ -441,6 +442,7 @@ async fn a_frozen_database_is_failed_fast_and_reported_not_ready() {
 
 /// `/readyz` on an unmigrated MySQL database names the fix; after `migrate` it is ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(wafer_mysql_tests), ignore = "MySQL suite off: set WAFER_TEST_MYSQL_URL")]
 async fn readyz_reports_a_schema_that_is_behind() {
     if crate::helpers::mysql_server_url().is_none() {
         return;

@@ -404,6 +404,7 @@ async fn replay_answers_every_sample_event_through_the_real_bootstrap() {
 /// Two runtime instances starting at once on an empty MySQL database migrate it (one at a time, under the
 /// migration lock) and both serve.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(wafer_mysql_tests), ignore = "MySQL suite off: set WAFER_TEST_MYSQL_URL")]
 async fn runtime_instances_migrate_an_empty_database_at_start() {
     if crate::helpers::mysql_server_url().is_none() {
         return;
