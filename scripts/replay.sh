@@ -3,20 +3,22 @@
 # SCF runtime API (exactly as SCF runs it: SCF_RUNTIME_API/SCF_RUNTIME_API_PORT set, init/ready, next → response),
 # feeds it event files and prints each reply.
 #
-#   scripts/replay.sh                       # every sample in events/, embedded store in a temp dir
+#   scripts/replay.sh                       # every sample in events/, a throw-away embedded store in a temp dir
 #   scripts/replay.sh events/02-*.json      # chosen events
-#   WAFER_DATABASE_URL=mysql://root@127.0.0.1:3306/wafer scripts/replay.sh   # against MariaDB (migrated first)
+#   REPLAY_DATABASE_URL=mysql://root@127.0.0.1:3306/replay scripts/replay.sh   # a database of your choosing
 #
-# Any WAFER_* variable set here reaches the bootstrap (e.g. WAFER_WECHAT_BASE_URL to point at a fake WeChat).
+# Your WAFER_DATABASE_URL is never used: the replay writes (an app, sessions), so it only writes where
+# REPLAY_DATABASE_URL says. Other WAFER_* variables reach the bootstrap (e.g. WAFER_WECHAT_BASE_URL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --bin wafer-scf
 BIN=target/release/wafer-scf
-if [ -z "${WAFER_DATABASE_URL:-}" ]; then
+if [ -z "${REPLAY_DATABASE_URL:-}" ]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   export WAFER_DATABASE_URL="sqlite:$tmp/wafer.db"
 else
+  export WAFER_DATABASE_URL="$REPLAY_DATABASE_URL"
   "$BIN" migrate
 fi
 # Keep replays off the real WeChat unless asked: a closed local port makes upstream calls fail fast (1005).
