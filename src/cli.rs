@@ -16,7 +16,13 @@ use std::sync::Arc;
 #[command(
     name = "wafer-scf",
     version,
-    about = "Wafer session and credential server for WeChat mini-programs, official accounts and WeCom"
+    about = "Wafer session and credential server for WeChat mini-programs, official accounts and WeCom",
+    after_help = "Examples:
+  wafer-scf                                   serve on 127.0.0.1:8080 with the embedded store
+  wafer-scf app add --appid wx… --secret -    register an app (the secret is read without echo)
+  wafer-scf key add --name backend --apps wx… create a caller key (shown once)
+  WAFER_SERVER=https://…scf.tencentcs.com/ WAFER_ADMIN_TOKEN=… wafer-scf status
+                                              the same commands against a deployed function"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -421,7 +427,10 @@ async fn runtime(config: &Config, runtime_api: Option<String>) -> Result<()> {
 
 fn read_secret(arg: &SecretString, what: &str) -> Result<String> {
     let arg = arg.expose_secret();
-    let s = if arg == "-" {
+    let s = if arg == "-" && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        // Typed by a person: no echo, nothing in the terminal's scrollback.
+        rpassword::prompt_password(format!("{what}: ")).context("could not read the secret")?.trim().to_owned()
+    } else if arg == "-" {
         let mut buf = String::new();
         std::io::stdin().read_to_string(&mut buf).context("could not read the secret from stdin")?;
         buf.trim().to_owned()
