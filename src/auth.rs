@@ -147,7 +147,13 @@ impl Gate {
         };
         match (self.mode, access) {
             (_, Access::Admin { para_token }) => {
-                self.require_admin(meta.admin_token.as_deref().or(para_token))?;
+                if para_token.is_some() && !meta.direct && meta.admin_token.is_none() {
+                    return Err(WaferError::new(
+                        ReturnCode::AdminAuthErr,
+                        "para.admin_token is accepted on direct SCF invocations only: send the X-Wafer-Admin-Token header",
+                    ));
+                }
+                self.require_admin(meta.admin_token.as_deref().or(para_token.filter(|_| meta.direct)))?;
                 Ok(Grant { caller, session_scope: None })
             }
             (CallerAuthMode::Off, _) | (CallerAuthMode::Credentials, Access::Session(_)) => {

@@ -429,7 +429,10 @@ fn read_secret(arg: &SecretString, what: &str) -> Result<String> {
     let arg = arg.expose_secret();
     let s = if arg == "-" && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         // Typed by a person: no echo, nothing in the terminal's scrollback.
-        rpassword::prompt_password(format!("{what}: ")).context("could not read the secret")?.trim().to_owned()
+        rpassword::prompt_password(format!("{what}: "))
+            .context("could not read the secret")?
+            .trim()
+            .to_owned()
     } else if arg == "-" {
         let mut buf = String::new();
         std::io::stdin().read_to_string(&mut buf).context("could not read the secret from stdin")?;

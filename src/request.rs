@@ -12,6 +12,9 @@ pub struct RequestMeta {
     pub admin_token: Option<String>,
     /// The client's address as the transport saw it (peer address, or the gateway's `sourceIp`), for audit logs.
     pub source_ip: Option<String>,
+    /// A direct SCF invocation (console test, `scf invoke`, the API): it has no headers, so credentials may come
+    /// in `para` (`para.admin_token`). Never set for HTTP requests, whose bodies end up in proxy logs.
+    pub direct: bool,
 }
 
 impl std::fmt::Debug for RequestMeta {
@@ -21,6 +24,7 @@ impl std::fmt::Debug for RequestMeta {
             .field("caller_key", &self.caller_key.as_ref().map(|_| "<present>"))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<present>"))
             .field("source_ip", &self.source_ip)
+            .field("direct", &self.direct)
             .finish()
     }
 }
@@ -46,6 +50,29 @@ impl RequestMeta {
         self.admin_token = header("x-wafer-admin-token").map(|v| v.trim().to_owned());
         self
     }
+}
+
+/// A caller-supplied request id, if it is safe to log: 1 to 64 characters of letters, digits, `-`, `_`, `.`, `:`.
+/// Anything else (spaces, control characters, `=`) could forge log fields, and is replaced by our own id.
+pub fn safe_request_id(candidate: &str) -> Option<&str> {
+    let ok = !candidate.is_empty()
+        && candidate.len() <= 64
+        && candidate.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    ok.then_some(candidate)
+}
+
+/// A caller-supplied value for a log line: printable ASCII kept (at most `max` characters), anything else —
+/// CR, LF, ESC, bidi controls, spaces, quotes — escaped as `\u{…}`, so no value can start a line or fake a field.
+pub fn log_safe(value: &str, max: usize) -> String {
+    let mut out = String::with_capacity(value.len().min(max));
+    for c in value.chars().take(max) {
+        if c.is_ascii_graphic() && c != '"' && c != '\\' {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    out
 }
 
 /// The `key` parameter of a raw query string, percent-decoded.
@@ -75,6 +102,25 @@ mod tests {
         let m = meta(&[("x-wafer-admin-token", "s3cr3t-admin")], None);
         assert_eq!(m.admin_token.as_deref(), Some("s3cr3t-admin"));
         assert!(!format!("{m:?}").contains("s3cr3t"), "Debug hides presented credentials");
+    }
+
+    #[test]
+    fn caller_supplied_values_cannot_forge_log_lines() {
+        assert_eq!(safe_request_id("abc-123_x.y:z"), Some("abc-123_x.y:z"));
+        assert_eq!(safe_request_id("abc return_code=0"), None);
+        assert_eq!(safe_request_id(&"a".repeat(65)), None);
+        assert_eq!(safe_request_id(""), None);
+        let forged = "\u{1b}[2Jwx1\r\n2026-01-01 INFO admin action corpid=evil\u{202e}";
+        let safe = log_safe(forged, 200);
+        assert!(
+            !safe.contains('\n')
+                && !safe.contains('\r')
+                && !safe.contains('\u{1b}')
+                && !safe.contains('\u{202e}')
+        );
+        assert!(!safe.contains(' '), "no space: a value cannot start another field: {safe}");
+        assert!(safe.contains("\\u{a}"), "{safe}");
+        assert_eq!(log_safe("wx1234567890abcdef", 64), "wx1234567890abcdef");
     }
 
     #[test]

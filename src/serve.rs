@@ -132,10 +132,10 @@ static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn request_id(headers: &HeaderMap) -> String {
     for name in ["x-request-id", "x-scf-request-id", "x-api-requestid"] {
-        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-            if !v.is_empty() && v.len() <= 128 {
-                return v.to_owned();
-            }
+        if let Some(v) =
+            headers.get(name).and_then(|v| v.to_str().ok()).and_then(crate::request::safe_request_id)
+        {
+            return v.to_owned();
         }
     }
     format!("http-{}-{}", std::process::id(), REQUEST_SEQ.fetch_add(1, Ordering::Relaxed))

@@ -183,10 +183,21 @@ impl Service {
         let req = envelope::parse_request(body)?;
         let para = Para(&req.para);
         if let Some(Value::String(a)) = req.para.get("appid").or_else(|| req.para.get("corpid")) {
-            appid.push_str(&a.chars().take(64).collect::<String>());
+            // Logged before validation: escaped so that no caller-supplied byte can forge a log line.
+            appid.push_str(&crate::request::log_safe(a, 64));
         }
         let parsed = Interface::parse(&req.interface_name, para)?;
         *interface = parsed.name();
+        // A direct invocation has no headers: its caller key may come in `para.caller_key`.
+        let para_key = req.para.get("caller_key").and_then(Value::as_str).filter(|_| meta.direct);
+        let keyed;
+        let meta = match para_key {
+            Some(k) if meta.caller_key.is_none() => {
+                keyed = RequestMeta { caller_key: Some(k.to_owned()), ..meta.clone() };
+                &keyed
+            }
+            _ => meta,
+        };
         let grant = self.gate.authorize(parsed.access(), meta).await?;
         if let Some(c) = &grant.caller {
             caller_name.push_str(c.name());
@@ -195,7 +206,7 @@ impl Service {
         let reply = parsed.handle(&self.deps, meta, session_scope).await?;
         if appid.is_empty() {
             if let Some(Value::String(a)) = reply.data.get("appid") {
-                appid.push_str(a);
+                appid.push_str(&crate::request::log_safe(a, 64));
             }
         }
         Ok((reply.message, reply.data))

@@ -131,7 +131,11 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
             method: "POST".into(),
             path: "/".into(),
             body: event.to_vec(),
-            meta: RequestMeta { request_id: runtime_request_id.to_owned(), ..RequestMeta::default() },
+            meta: RequestMeta {
+                request_id: crate::request::safe_request_id(runtime_request_id).unwrap_or("-").to_owned(),
+                direct: true,
+                ..RequestMeta::default()
+            },
         });
     }
     let headers = match o.get("headers") {
@@ -185,7 +189,9 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
         .and_then(Value::as_str)
         .or_else(|| header(headers, "x-api-requestid"))
         .or_else(|| header(headers, "x-scf-request-id"))
-        .unwrap_or(runtime_request_id)
+        .and_then(crate::request::safe_request_id)
+        .or_else(|| crate::request::safe_request_id(runtime_request_id))
+        .unwrap_or("-")
         .to_owned();
     // API Gateway names the client in requestContext; a Function URL event has no requestContext and carries the
     // client's address in headers instead.
@@ -197,7 +203,7 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
         .or_else(|| header(headers, "x-forwarded-for").and_then(|v| v.split(',').next()).map(str::trim))
         .or_else(|| header(headers, "x-real-ip"))
         .filter(|ip| !ip.is_empty())
-        .map(|ip| ip.chars().take(64).collect());
+        .map(|ip| crate::request::log_safe(ip, 64));
     let meta = RequestMeta { request_id, source_ip, ..RequestMeta::default() }
         .with_credentials(|name| header(headers, name), queries.iter().find_map(|q| query_key(Some(q))));
     Parsed::Request(Incoming { origin: Origin::Gateway, method, path, body, meta })

@@ -76,7 +76,12 @@ async fn every_admin_interface_needs_the_token_and_never_echoes_a_secret(b: Back
         let r = if name.ends_with(".list") || name.ends_with("status") {
             let mut p = para_for(name);
             p["admin_token"] = json!(ADMIN);
-            call(name, RequestMeta::default(), p).await
+            // Over HTTP a token in the body is refused (bodies end up in proxy logs); a direct invocation has
+            // no headers and may carry it.
+            let http = call(name, RequestMeta::default(), p.clone()).await;
+            assert_eq!(code(&http), 1024, "{name}: {http}");
+            assert!(http["returnMessage"].as_str().unwrap().contains("X-Wafer-Admin-Token"));
+            call(name, RequestMeta { direct: true, ..Default::default() }, p).await
         } else {
             let meta = RequestMeta { admin_token: Some(ADMIN.into()), ..Default::default() };
             call(name, meta, para_for(name)).await
@@ -290,4 +295,37 @@ async fn metrics_count_a_scripted_mix_of_requests() {
     let (mut plain, url) = spawn_server(dir.path(), &[("WAFER_DATABASE_URL", db.url.as_str())], false).await;
     assert_eq!(client.get(format!("{url}metrics")).send().await.unwrap().status(), 405);
     assert!(terminate(&mut plain).success());
+}
+
+/// Caller-supplied values cannot forge log lines in the text format: an appid with CR/LF/ESC/U+202E is escaped, a
+/// request id with spaces or `=` is replaced by our own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_supplied_values_cannot_forge_log_lines() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("WAFER_DATABASE_URL", db.url.as_str()), ("WAFER_LOG", "info"), ("WAFER_LOG_FORMAT", "text")];
+    let (mut server, url) = spawn_server(dir.path(), &env, true).await;
+    let client = reqwest::Client::new();
+    let forged = "\u{1b}[2Jwx1\r\n2026-01-01T00:00:00Z INFO admin action corpid=evil\u{202e}";
+    let body =
+        json!({"interface": {"interfaceName": "qcloud.cam.id_skey", "para": {"appid": forged, "code": "c"}}});
+    let r = client
+        .post(&url)
+        .header("X-Request-Id", "abc return_code=0 forged=1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await;
+    let body = json!({"interface": {"interfaceName": "qcloud.work.access_token", "para": {"corpid": forged, "agentid": "1"}}});
+    let _ = client.post(&url).json(&body).send().await.unwrap().text().await;
+    assert!(terminate(&mut server).success());
+    let mut stderr = String::new();
+    use std::io::Read;
+    server.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.lines().all(|l| !l.starts_with("2026-01-01T00:00:00Z")), "a forged line: {stderr}");
+    assert!(!stderr.contains('\u{1b}') && !stderr.contains('\u{202e}'), "{stderr:?}");
+    assert!(!stderr.contains("request_id=abc"), "the request id was replaced: {stderr}");
+    assert!(stderr.contains("\\u{a}"), "escaped, still readable: {stderr}");
 }

@@ -262,8 +262,9 @@ impl TestApp {
         self.raw(body.to_string().as_bytes()).await
     }
 
+    /// A bare envelope straight to the service: what a direct SCF invocation is.
     pub async fn raw(&self, body: &[u8]) -> Value {
-        let env = self.svc.handle(body, &RequestMeta::default()).await;
+        let env = self.svc.handle(body, &RequestMeta { direct: true, ..RequestMeta::default() }).await;
         serde_json::from_slice(&env.to_bytes()).unwrap()
     }
 

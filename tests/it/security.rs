@@ -26,7 +26,8 @@ const MASTER: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 async fn call(svc: &Service, iface: &str, para: Value, key: Option<&str>) -> Value {
     let body =
         json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": iface, "para": para}});
-    let meta = RequestMeta { caller_key: key.map(str::to_owned), ..Default::default() };
+    // A direct invocation (para.admin_token is accepted there) that presents a caller key.
+    let meta = RequestMeta { caller_key: key.map(str::to_owned), direct: true, ..Default::default() };
     serde_json::from_slice(&svc.handle(body.to_string().as_bytes(), &meta).await.to_bytes()).unwrap()
 }
 
@@ -137,6 +138,15 @@ async fn the_scope_matrix_holds_in_every_mode(b: Backend) {
         let r = call(&svc, iface, para.clone(), *key).await;
         assert_eq!(code(&r), *want, "credentials mode: {iface} {para} key {key:?}: {r}");
     }
+    // A direct invocation has no headers: para.caller_key carries the key; over HTTP it does not count.
+    let mut p = tok(A);
+    p["caller_key"] = json!("wk_a");
+    assert_eq!(code(&call(&svc, "qcloud.mimi.access_token", p.clone(), None).await), 0);
+    let body = json!({"interface": {"interfaceName": "qcloud.mimi.access_token", "para": p}}).to_string();
+    let http: Value =
+        serde_json::from_slice(&svc.handle(body.as_bytes(), &RequestMeta::default()).await.to_bytes())
+            .unwrap();
+    assert_eq!(code(&http), 1021, "{http}");
     // Refusals read the same whether or not the app exists.
     let r1 = call(&svc, "qcloud.mimi.access_token", tok(B), Some("wk_a")).await;
     let r2 = call(&svc, "qcloud.mimi.access_token", tok("wx_not_registered"), Some("wk_a")).await;
