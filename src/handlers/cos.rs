@@ -135,10 +135,16 @@ impl V5Request {
         let appid = tencent_appid(p)?;
         let bucket = p.token("bucket", 64).map_err(as_cos)?;
         check_name("bucket", bucket, b"-")?;
-        if !bucket.rsplit_once('-').is_some_and(|(name, id)| {
-            !name.is_empty() && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())
-        }) {
-            return Err(cos_err("bucket", "must be <name>-<appid>"));
+        match bucket.rsplit_once('-') {
+            Some((name, id))
+                if !name.is_empty() && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                // The bucket belongs to an APPID: it must be the one whose keys (and whose caller-key scope) sign.
+                if id != appid {
+                    return Err(cos_err("bucket", "must belong to para.appid (<name>-<appid>)"));
+                }
+            }
+            _ => return Err(cos_err("bucket", "must be <name>-<appid>")),
         }
         let region = p.token("region", 32).map_err(as_cos)?;
         check_name("region", region, b"-")?;
@@ -148,6 +154,9 @@ impl V5Request {
         }
         let path = file_path(p, "path")?.ok_or_else(|| cos_err("path", "is missing"))?;
         let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
+        if path.split('/').any(|seg| seg == ".." || seg == ".") {
+            return Err(cos_err("path", "must not contain . or .. segments"));
+        }
         let expires = p.opt_u64("expires").map_err(as_cos)?.unwrap_or(DEFAULT_V5_EXPIRES_SECS);
         if expires == 0 || expires > MAX_V5_EXPIRES_SECS {
             return Err(cos_err("expires", "must be between 1 second and 7 days"));
@@ -212,11 +221,11 @@ pub async fn v4(deps: &Deps, req: V4Request) -> Result<Reply, WaferError> {
 pub async fn v5(deps: &Deps, req: V5Request) -> Result<Reply, WaferError> {
     let (sid, skey) = server_keys(deps, &req.appid).await?;
     let now = deps.clock.now().max(0) as u64;
+    // The host is derived from bucket and region, never taken from the caller.
     let host = format!("{}.cos.{}.myqcloud.com", req.bucket, req.region);
-    let mut headers = req.headers.clone();
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        headers.push(("host".into(), host.clone()));
-    }
+    let mut headers: Vec<(String, String)> =
+        req.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("host")).cloned().collect();
+    headers.push(("host".into(), host.clone()));
     let sig = cos::v5_sign(
         &sid,
         &skey,

@@ -85,6 +85,32 @@ async fn server_held_keys_sign_when_the_caller_sends_none(b: Backend) {
     assert!(original.contains(&format!("&k={SID}&")));
     assert!(hmac_ok(&mac, SKEY, &original));
     assert!(!r.to_string().contains(SKEY));
+
+    // A Host header from the caller does not change the signed host.
+    let mut p = json!({"appid": TAPPID, "bucket": "examplebucket-1250000000", "region": "ap-beijing", "method": "GET", "path": "/a"});
+    p["headers"] = json!({"Host": "attacker.example.com"});
+    let r = t.call("qcloud.cos.auth.v5", p).await;
+    assert_eq!(code(&r), 0, "{r}");
+    let url = r["returnData"]["url"].as_str().unwrap();
+    assert!(url.starts_with("https://examplebucket-1250000000.cos.ap-beijing.myqcloud.com/a?"), "{url}");
+    let own = [("host".to_string(), "examplebucket-1250000000.cos.ap-beijing.myqcloud.com".to_string())];
+    let expected = wafer_scf::crypto::cos::v5_sign(
+        SID,
+        SKEY,
+        &wafer_scf::crypto::cos::V5 {
+            method: "GET",
+            path: "/a",
+            params: &[],
+            headers: &own,
+            start: T0 as u64,
+            end: T0 as u64 + 600,
+        },
+    );
+    assert_eq!(
+        r["returnData"]["authorization"],
+        expected.authorization.as_str(),
+        "signed for the derived host"
+    );
 }
 
 async fn every_bad_cos_parameter_is_minus_one(b: Backend) {
@@ -185,6 +211,9 @@ async fn v5_presigned_urls_use_server_held_keys(b: Backend) {
         ("query not an object", "query", json!("a=b")),
         ("header value not a string", "headers", json!({"x": {"y": 1}})),
         ("region with a slash", "region", json!("ap/beijing")),
+        ("another APPID's bucket", "bucket", json!("victim-1250000001")),
+        ("a .. segment", "path", json!("/uploads/../secret.txt")),
+        ("a . segment", "path", json!("/./a")),
     ] {
         let mut p = json!({"appid": TAPPID, "bucket": "examplebucket-1250000000", "region": "ap-beijing", "method": "GET", "path": "/a"});
         p[k] = v;
