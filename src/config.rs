@@ -79,6 +79,18 @@ pub struct Config {
     #[arg(long, env = "WAFER_METRICS_LISTEN", global = true)]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// HTTP mode: time to receive a request's headers, and the longest a kept-alive connection may sit idle.
+    #[arg(long, env = "WAFER_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=300_000), global = true)]
+    pub header_timeout_ms: u64,
+
+    /// HTTP mode: time to receive a request's body.
+    #[arg(long, env = "WAFER_BODY_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=300_000), global = true)]
+    pub body_timeout_ms: u64,
+
+    /// HTTP mode: connections served at once; more are closed as they arrive.
+    #[arg(long, env = "WAFER_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=100_000), global = true)]
+    pub max_connections: u64,
+
     /// Log filter (tracing EnvFilter syntax: error, warn, info, debug, or per-module directives).
     #[arg(long = "log", env = "WAFER_LOG", default_value = "info", value_parser = crate::telemetry::parse_filter, global = true)]
     pub log: String,

@@ -83,6 +83,29 @@ pub struct Service {
     pub body_limit: usize,
     /// Answer `GET /metrics` on the service's own listener (`WAFER_METRICS=1`).
     pub metrics_route: bool,
+    /// HTTP mode's limits on slow, idle and too many connections.
+    pub http_limits: HttpLimits,
+}
+
+/// HTTP mode's limits on connections.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Time to receive a request's headers; also the longest a kept-alive connection may sit idle.
+    pub header_timeout: std::time::Duration,
+    /// Time to receive a request's body.
+    pub body_timeout: std::time::Duration,
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
 }
 
 impl Service {
@@ -93,7 +116,13 @@ impl Service {
             deps.store.clone(),
             deps.clock.clone(),
         );
-        Self { deps, gate, body_limit: DEFAULT_BODY_LIMIT, metrics_route: false }
+        Self {
+            deps,
+            gate,
+            body_limit: DEFAULT_BODY_LIMIT,
+            metrics_route: false,
+            http_limits: HttpLimits::default(),
+        }
     }
 
     /// Handle one request body. Never panics, never fails: every outcome is an envelope.

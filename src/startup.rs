@@ -150,6 +150,11 @@ pub async fn service(config: &Config, default_pool: u64) -> Result<Service> {
         .build()
         .map(|mut svc| {
             svc.metrics_route = config.metrics;
+            svc.http_limits = crate::service::HttpLimits {
+                header_timeout: std::time::Duration::from_millis(config.header_timeout_ms),
+                body_timeout: std::time::Duration::from_millis(config.body_timeout_ms),
+                max_connections: config.max_connections as usize,
+            };
             svc
         })
 }

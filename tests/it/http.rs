@@ -120,3 +120,71 @@ async fn envelopes_are_answered_on_any_path_over_a_real_socket() {
     running.task.await.unwrap().unwrap();
     assert!(client.post(&running.url).body("{}").send().await.is_err(), "closed after shutdown");
 }
+
+/// Slowloris-style clients: idle, partial-header and partial-body connections are closed after the header / body
+/// timeouts; beyond the connection cap new connections are closed at once; a legitimate request is answered once
+/// the slow ones are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed_and_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestApp::new(Backend::Sqlite).await;
+    let mut svc = crate::helpers::build(
+        t.store.clone(),
+        &t.wx.base_url,
+        t.clock.clone(),
+        crate::helpers::open_settings(),
+    );
+    svc.http_limits = wafer_scf::service::HttpLimits {
+        header_timeout: std::time::Duration::from_millis(400),
+        body_timeout: std::time::Duration::from_millis(400),
+        max_connections: 60,
+    };
+    let mut running = start(Arc::new(svc)).await;
+    let addr = running.url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+
+    let mut socks = Vec::new();
+    for i in 0..60 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        match i % 3 {
+            0 => {}                                                                     // idle
+            1 => s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap(), // partial header
+            _ => s
+                .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"interface\"")
+                .await
+                .unwrap(), // partial body
+        }
+        socks.push(s);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // At the cap: a new connection is closed without an answer.
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(2), extra.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "over the cap: closed");
+
+    // Within a second every slow connection is closed (partial bodies get a 408 first).
+    let started = std::time::Instant::now();
+    for (i, s) in socks.iter_mut().enumerate() {
+        let mut all = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(3), s.read_to_end(&mut all)).await;
+        assert!(read.is_ok(), "connection {i} still open after {:?}", started.elapsed());
+        if i % 3 == 2 {
+            assert!(
+                String::from_utf8_lossy(&all).starts_with("HTTP/1.1 408"),
+                "{}",
+                String::from_utf8_lossy(&all)
+            );
+        }
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+
+    // Room again: a legitimate request is answered.
+    let r = reqwest::Client::new().get(format!("{}/healthz", running.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    running.stop.take().unwrap().send(()).unwrap();
+    running.task.await.unwrap().unwrap();
+}
