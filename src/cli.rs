@@ -329,7 +329,8 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let raw = store::open_raw(&config.database_url, &config.store_options())
                 .await
                 .context("could not open storage")?;
-            let n = crate::store::sealed::reencrypt(raw.as_ref(), store.as_ref())
+            let sealer = config.store_options().sealer;
+            let n = crate::store::sealed::reencrypt(raw.as_ref(), store.as_ref(), &sealer)
                 .await
                 .context("reencrypt failed")?;
             if n.apps + n.agents + n.cos_keys + n.credentials + n.users == 0 {

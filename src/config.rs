@@ -48,6 +48,11 @@ pub struct Config {
     #[arg(long, env = "WAFER_MASTER_KEY", value_parser = parse_master_key, global = true, hide_env_values = true)]
     pub master_key: Option<crate::store::sealed::Sealer>,
 
+    /// The master key being rotated out: rows sealed with it can still be read until `reencrypt` moves them to
+    /// WAFER_MASTER_KEY. Read-only; never used to write.
+    #[arg(long, env = "WAFER_MASTER_KEY_PREVIOUS", value_parser = parse_master_key, global = true, hide_env_values = true)]
+    pub master_key_previous: Option<crate::store::sealed::Sealer>,
+
     /// How long a token refresher's lease holds before another instance may take over, in milliseconds
     /// (default: the upstream deadline plus 1 s).
     #[arg(long, env = "WAFER_TOKEN_LEASE_MS", value_parser = clap::value_parser!(u64).range(500..=120_000), global = true)]
@@ -182,7 +187,11 @@ impl Config {
         crate::store::StoreOptions {
             max_connections: self.db_pool_max.unwrap_or(10) as usize,
             query_timeout: Duration::from_millis(self.db_timeout_ms),
-            sealer: self.master_key.clone().unwrap_or_else(crate::store::sealed::Sealer::disabled),
+            sealer: self
+                .master_key
+                .clone()
+                .unwrap_or_else(crate::store::sealed::Sealer::disabled)
+                .with_previous(self.master_key_previous.as_ref()),
         }
     }
 }

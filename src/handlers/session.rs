@@ -242,7 +242,8 @@ pub async fn decrypt(
 ) -> Result<Reply, WaferError> {
     let view = check_session(deps, req.id, req.skey, req.appid, scope).await?;
     let s = view.session;
-    let data = wxdata::decrypt(&s.session_key, req.encrypt_data, req.iv, &s.appid).map_err(decrypt_error)?;
+    let key = deps.store.open_session_key(&s.appid, &s.openid, &s.session_key).map_err(WaferError::db)?;
+    let data = wxdata::decrypt(&key, req.encrypt_data, req.iv, &s.appid).map_err(decrypt_error)?;
     Ok(Reply { message: "DECRYPT_SUCCESS", data })
 }
 
@@ -254,7 +255,8 @@ pub async fn userinfo(
 ) -> Result<Reply, WaferError> {
     let view = check_session(deps, req.id, req.skey, req.appid, scope).await?;
     let s = view.session;
-    let info = wxdata::decrypt(&s.session_key, req.encrypt_data, req.iv, &s.appid).map_err(decrypt_error)?;
+    let key = deps.store.open_session_key(&s.appid, &s.openid, &s.session_key).map_err(WaferError::db)?;
+    let info = wxdata::decrypt(&key, req.encrypt_data, req.iv, &s.appid).map_err(decrypt_error)?;
     deps.store.set_user_info(&s.appid, &s.openid, &info.to_string()).await.map_err(|e| {
         WaferError::new(ReturnCode::ChangeSessionErr, "could not store the profile").with_detail(e)
     })?;

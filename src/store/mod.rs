@@ -81,6 +81,10 @@ pub trait Store: Send + Sync + 'static {
     async fn import_session(&self, session: &SessionRecord) -> StoreResult<bool>;
     /// One indexed read: the session by id joined with its app's expiry rules.
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>>;
+    /// The session key of a session read with `get_session`, opened (sealed stores keep it sealed until asked).
+    fn open_session_key(&self, _appid: &str, _openid: &str, stored: &str) -> StoreResult<String> {
+        Ok(stored.to_owned())
+    }
     /// Record a successful auth. Callers throttle this (see `handlers::session`).
     async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()>;
     /// Store a decrypted profile on every session of (appid, openid).
@@ -242,7 +246,13 @@ pub async fn open(url: &DatabaseUrl, opts: &StoreOptions, migrate: bool) -> Stor
     if migrate {
         store.migrate().await?;
     }
-    Ok(Arc::new(sealed::SealedStore::new(store, opts.sealer.clone())))
+    // Without a master key, look for sealed secrets first (refusing to write new ones in the clear next to them);
+    // an unreachable database is not an error here (the first real operation says so).
+    let guarded = sealed::SealedStore::guarded(store.clone(), opts.sealer.clone());
+    match tokio::time::timeout(std::time::Duration::from_secs(2), guarded).await {
+        Ok(Ok(s)) => Ok(Arc::new(s)),
+        _ => Ok(Arc::new(sealed::SealedStore::new(store, opts.sealer.clone()))),
+    }
 }
 
 /// The backend without the sealing layer: stored values as they are (for `reencrypt`, which must tell sealed rows

@@ -16,18 +16,29 @@ const BACKEND: &str = "sealed";
 #[derive(Clone)]
 pub struct Sealer {
     cipher: Option<Aes256Gcm>,
+    /// `WAFER_MASTER_KEY_PREVIOUS`: read-only, for rows sealed before a rotation (until `reencrypt`).
+    previous: Option<Aes256Gcm>,
 }
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealer").field("enabled", &self.cipher.is_some()).finish()
+        f.debug_struct("Sealer")
+            .field("enabled", &self.cipher.is_some())
+            .field("previous", &self.previous.is_some())
+            .finish()
     }
 }
 
 impl Sealer {
     /// No master key: values stay in the clear.
     pub fn disabled() -> Self {
-        Self { cipher: None }
+        Self { cipher: None, previous: None }
+    }
+
+    /// Also open values sealed with `previous` (a key being rotated out). Writes always use the current key.
+    pub fn with_previous(mut self, previous: Option<&Sealer>) -> Self {
+        self.previous = previous.and_then(|p| p.cipher.clone());
+        self
     }
 
     /// A master key given as base64 of exactly 32 bytes.
@@ -42,7 +53,7 @@ impl Sealer {
         }
         let cipher = Aes256Gcm::new_from_slice(&bytes)
             .map_err(|_| "WAFER_MASTER_KEY is not a valid key".to_owned())?;
-        Ok(Self { cipher: Some(cipher) })
+        Ok(Self { cipher: Some(cipher), previous: None })
     }
 
     pub fn enabled(&self) -> bool {
@@ -62,38 +73,67 @@ impl Sealer {
         Ok(format!("{PREFIX}{}", STANDARD.encode(out)))
     }
 
-    /// Open a stored value of the row identified by `aad`. Unsealed values are returned as they are.
+    /// Open a stored value of the row identified by `aad`. Unsealed values are returned as they are. Errors name
+    /// the row without user identifiers.
     pub fn open(&self, aad: &str, stored: &str) -> StoreResult<String> {
-        let Some(b64) = stored.strip_prefix(PREFIX) else { return Ok(stored.to_owned()) };
+        self.open_with(aad, stored).map(|(plain, _)| plain)
+    }
+
+    /// Whether a stored value is sealed with the current key (what `reencrypt` leaves alone).
+    pub fn is_current(&self, aad: &str, stored: &str) -> bool {
+        Self::is_sealed(stored) && matches!(self.open_with(aad, stored), Ok((_, true)))
+    }
+
+    /// The plain value, and whether the current key (rather than the previous one) opened it.
+    fn open_with(&self, aad: &str, stored: &str) -> StoreResult<(String, bool)> {
+        let Some(b64) = stored.strip_prefix(PREFIX) else { return Ok((stored.to_owned(), false)) };
+        let row = row_label(aad);
         let Some(c) = &self.cipher else {
             return Err(StoreError::new(
                 BACKEND,
-                format!("{aad} is encrypted but WAFER_MASTER_KEY is not set"),
+                format!("{row} is encrypted but WAFER_MASTER_KEY is not set"),
             ));
         };
         let raw = STANDARD
             .decode(b64)
-            .map_err(|_| StoreError::new(BACKEND, format!("{aad}: sealed value is corrupt")))?;
+            .map_err(|_| StoreError::new(BACKEND, format!("{row}: sealed value is corrupt")))?;
         if raw.len() < 12 + 16 {
-            return Err(StoreError::new(BACKEND, format!("{aad}: sealed value is corrupt")));
+            return Err(StoreError::new(BACKEND, format!("{row}: sealed value is corrupt")));
         }
         let (nonce, ct) = raw.split_at(12);
-        let plain =
-            c.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: aad.as_bytes() }).map_err(|_| {
-                StoreError::new(
-                    BACKEND,
-                    format!(
-                        "{aad}: sealed value failed authentication (wrong key, or moved from another row)"
-                    ),
-                )
-            })?;
-        String::from_utf8(plain)
-            .map_err(|_| StoreError::new(BACKEND, format!("{aad}: sealed value is not text")))
+        let payload = || Payload { msg: ct, aad: aad.as_bytes() };
+        let (plain, current) = match c.decrypt(Nonce::from_slice(nonce), payload()) {
+            Ok(p) => (p, true),
+            Err(_) => match &self.previous {
+                Some(prev) => {
+                    (prev.decrypt(Nonce::from_slice(nonce), payload()).map_err(|_| failed(&row))?, false)
+                }
+                None => return Err(failed(&row)),
+            },
+        };
+        let plain = String::from_utf8(plain)
+            .map_err(|_| StoreError::new(BACKEND, format!("{row}: sealed value is not text")))?;
+        Ok((plain, current))
     }
 
     /// Whether a stored value is sealed.
     pub fn is_sealed(stored: &str) -> bool {
         stored.starts_with(PREFIX)
+    }
+}
+
+fn failed(row: &str) -> StoreError {
+    StoreError::new(
+        BACKEND,
+        format!("{row}: sealed value failed authentication (wrong key, or moved from another row)"),
+    )
+}
+
+/// A row's name for error messages: a session key's names its app, never its user.
+fn row_label(aad: &str) -> String {
+    match aad.strip_prefix("session/").and_then(|r| r.split_once('/')) {
+        Some((appid, _)) => format!("a session key of app {appid}"),
+        None => aad.to_owned(),
     }
 }
 
@@ -118,11 +158,36 @@ fn cred_aad(key: &str) -> String {
 pub struct SealedStore {
     inner: Arc<dyn Store>,
     sealer: Sealer,
+    /// No master key, but the database holds sealed secrets: writing a secret in the clear next to them would
+    /// mix the two silently, so secret-bearing writes are refused.
+    refuse_clear: bool,
 }
 
 impl SealedStore {
     pub fn new(inner: Arc<dyn Store>, sealer: Sealer) -> Self {
-        Self { inner, sealer }
+        Self { inner, sealer, refuse_clear: false }
+    }
+
+    /// Like [`SealedStore::new`], but without a master key it first looks for sealed secrets and, if there are
+    /// any, refuses to write secrets in the clear.
+    pub async fn guarded(inner: Arc<dyn Store>, sealer: Sealer) -> StoreResult<Self> {
+        let mut refuse_clear = false;
+        if !sealer.enabled() {
+            refuse_clear = inner.list_apps().await?.iter().any(|a| Sealer::is_sealed(&a.secret))
+                || inner.list_agents().await?.iter().any(|a| Sealer::is_sealed(&a.secret))
+                || inner.list_cos_keys().await?.iter().any(|k| Sealer::is_sealed(&k.secret_key));
+        }
+        Ok(Self { inner, sealer, refuse_clear })
+    }
+
+    fn seal(&self, aad: &str, plain: &str) -> StoreResult<String> {
+        if self.refuse_clear {
+            return Err(StoreError::new(
+                BACKEND,
+                "this database holds sealed secrets but WAFER_MASTER_KEY is not set: refusing to store a secret in the clear",
+            ));
+        }
+        self.sealer.seal(aad, plain)
     }
 
     fn open_app(&self, mut a: AppRecord) -> StoreResult<AppRecord> {
@@ -173,7 +238,7 @@ impl Store for SealedStore {
     }
     async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
         let mut a = app.clone();
-        a.secret = self.sealer.seal(&app_aad(&a.appid), &a.secret)?;
+        a.secret = self.seal(&app_aad(&a.appid), &a.secret)?;
         self.inner.put_app(&a).await
     }
     async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
@@ -192,23 +257,20 @@ impl Store for SealedStore {
         now: i64,
     ) -> StoreResult<LoginOutcome> {
         let mut s = session.clone();
-        s.session_key = self.sealer.seal(&session_aad(&s.appid, &s.openid), &s.session_key)?;
+        s.session_key = self.seal(&session_aad(&s.appid, &s.openid), &s.session_key)?;
         self.inner.create_session(&s, keep, now).await
     }
     async fn import_session(&self, session: &SessionRecord) -> StoreResult<bool> {
         let mut s = session.clone();
-        s.session_key = self.sealer.seal(&session_aad(&s.appid, &s.openid), &s.session_key)?;
+        s.session_key = self.seal(&session_aad(&s.appid, &s.openid), &s.session_key)?;
         self.inner.import_session(&s).await
     }
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
-        match self.inner.get_session(id).await? {
-            Some(mut v) => {
-                let aad = session_aad(&v.session.appid, &v.session.openid);
-                v.session.session_key = self.sealer.open(&aad, &v.session.session_key)?;
-                Ok(Some(v))
-            }
-            None => Ok(None),
-        }
+        // The session key stays sealed here: `auth` never needs it; decryption opens it (`open_session_key`).
+        self.inner.get_session(id).await
+    }
+    fn open_session_key(&self, appid: &str, openid: &str, stored: &str) -> StoreResult<String> {
+        self.sealer.open(&session_aad(appid, openid), stored)
     }
     async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
         self.inner.touch_session(id, now).await
@@ -227,12 +289,12 @@ impl Store for SealedStore {
         self.inner.list_user_session_keys(after, limit).await
     }
     async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
-        let sealed = self.sealer.seal(&session_aad(appid, openid), session_key)?;
+        let sealed = self.seal(&session_aad(appid, openid), session_key)?;
         self.inner.set_user_session_key(appid, openid, &sealed).await
     }
     async fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
         let mut a = agent.clone();
-        a.secret = self.sealer.seal(&agent_aad(&a.corpid, &a.agentid), &a.secret)?;
+        a.secret = self.seal(&agent_aad(&a.corpid, &a.agentid), &a.secret)?;
         self.inner.put_agent(&a).await
     }
     async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
@@ -254,7 +316,7 @@ impl Store for SealedStore {
         self.inner.try_lease(key, owner, now_ms, until_ms).await
     }
     async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
-        let sealed = self.sealer.seal(&cred_aad(key), f.value)?;
+        let sealed = self.seal(&cred_aad(key), f.value)?;
         self.inner.put_credential(key, owner, &FetchedCredential { value: &sealed, ..f.clone() }).await
     }
     async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
@@ -270,7 +332,7 @@ impl Store for SealedStore {
         expires_at: i64,
         fetched_at: i64,
     ) -> StoreResult<()> {
-        let sealed = self.sealer.seal(&cred_aad(key), value)?;
+        let sealed = self.seal(&cred_aad(key), value)?;
         self.inner.import_credential(key, &sealed, expires_at, fetched_at).await
     }
     async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
@@ -278,7 +340,7 @@ impl Store for SealedStore {
     }
     async fn put_cos_key(&self, key: &CosKeyRecord) -> StoreResult<()> {
         let mut k = key.clone();
-        k.secret_key = self.sealer.seal(&cos_aad(&k.appid), &k.secret_key)?;
+        k.secret_key = self.seal(&cos_aad(&k.appid), &k.secret_key)?;
         self.inner.put_cos_key(&k).await
     }
     async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
@@ -319,22 +381,26 @@ pub struct Reencrypted {
 
 /// Seal every secret still stored in the clear: `raw` reads the rows as stored, `sealed` writes them through the
 /// sealing layer. Counts only what was in the clear, so a second run reports nothing to do.
-pub async fn reencrypt(raw: &dyn Store, sealed: &dyn Store) -> StoreResult<Reencrypted> {
+pub async fn reencrypt(raw: &dyn Store, sealed: &dyn Store, sealer: &Sealer) -> StoreResult<Reencrypted> {
     let mut n = Reencrypted::default();
     for a in raw.list_apps().await? {
-        if !Sealer::is_sealed(&a.secret) {
-            sealed.put_app(&a).await?;
-            n.apps += 1;
+        if !sealer.is_current(&app_aad(&a.appid), &a.secret) {
+            if let Some(open) = sealed.get_app(&a.appid).await? {
+                sealed.put_app(&open).await?;
+                n.apps += 1;
+            }
         }
     }
     for a in raw.list_agents().await? {
-        if !Sealer::is_sealed(&a.secret) {
-            sealed.put_agent(&a).await?;
-            n.agents += 1;
+        if !sealer.is_current(&agent_aad(&a.corpid, &a.agentid), &a.secret) {
+            if let Some(open) = sealed.get_agent(&a.corpid, &a.agentid).await? {
+                sealed.put_agent(&open).await?;
+                n.agents += 1;
+            }
         }
     }
     for k in raw.list_cos_keys().await? {
-        if !Sealer::is_sealed(&k.secret_key) {
+        if !sealer.is_current(&cos_aad(&k.appid), &k.secret_key) {
             if let Some(open) = sealed.get_cos_key(&k.appid).await? {
                 sealed.put_cos_key(&open).await?;
                 n.cos_keys += 1;
@@ -342,9 +408,11 @@ pub async fn reencrypt(raw: &dyn Store, sealed: &dyn Store) -> StoreResult<Reenc
         }
     }
     for c in raw.list_credentials().await? {
-        if let Some(v) = c.value.as_deref().filter(|v| !Sealer::is_sealed(v)) {
-            sealed.import_credential(&c.key, v, c.expires_at, c.fetched_at).await?;
-            n.credentials += 1;
+        if c.value.as_deref().is_some_and(|v| !sealer.is_current(&cred_aad(&c.key), v)) {
+            if let Some(v) = sealed.get_credential(&c.key).await?.and_then(|o| o.value) {
+                sealed.import_credential(&c.key, &v, c.expires_at, c.fetched_at).await?;
+                n.credentials += 1;
+            }
         }
     }
     let mut after = String::new();
@@ -353,8 +421,10 @@ pub async fn reencrypt(raw: &dyn Store, sealed: &dyn Store) -> StoreResult<Reenc
         let Some(last) = batch.last() else { break };
         after = last.0.clone();
         for (_, appid, openid, stored) in &batch {
-            if !Sealer::is_sealed(stored) {
-                sealed.set_user_session_key(appid, openid, stored).await?;
+            let aad = session_aad(appid, openid);
+            if !sealer.is_current(&aad, stored) {
+                let plain = sealer.open(&aad, stored)?;
+                sealed.set_user_session_key(appid, openid, &plain).await?;
                 n.users += 1;
             }
         }

@@ -81,6 +81,9 @@ impl Store for Faulty {
     async fn import_session(&self, s: &SessionRecord) -> StoreResult<bool> {
         self.inner.import_session(s).await
     }
+    fn open_session_key(&self, appid: &str, openid: &str, stored: &str) -> StoreResult<String> {
+        self.inner.open_session_key(appid, openid, stored)
+    }
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
         if self.panic_sessions.load(Ordering::SeqCst) {
             panic!("injected panic in get_session");

@@ -375,7 +375,86 @@ async fn rows_written_before_the_master_key_keep_working_and_reencrypt_seals_the
     assert_eq!(code(&call(&no_key, "qcloud.mimi.access_token", json!({"appid": B}), None).await), 1001);
 }
 
+const NEW_MASTER: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+
+fn with_key(w: &World, key: Option<&str>, previous: Option<&str>) -> StoreOptions {
+    let _ = w;
+    let sealer = key.map_or_else(Sealer::disabled, |k| Sealer::from_base64(k).unwrap());
+    let previous = previous.map(|p| Sealer::from_base64(p).unwrap());
+    StoreOptions { sealer: sealer.with_previous(previous.as_ref()), ..StoreOptions::default() }
+}
+
+/// The master key's life cycle: auth never needs it, a rotation reads old rows with the previous key until
+/// `reencrypt` moves them, a run without the key refuses to write secrets in the clear next to sealed ones, and
+/// errors never name a user.
+async fn the_master_key_can_be_lost_for_auth_rotated_and_never_mixed_with_clear_secrets(b: Backend) {
+    let w =
+        world(b, StoreOptions { sealer: Sealer::from_base64(MASTER).unwrap(), ..StoreOptions::default() })
+            .await;
+    let svc = service(&w, CallerAuthMode::Off);
+    let login =
+        call(&svc, "qcloud.cam.id_skey", json!({"appid": A, "code": w.wx.code_for("o_private_user")}), None)
+            .await;
+    assert_eq!(code(&login), 0, "{login}");
+    let d = login["returnData"].clone();
+    let sk = w.wx.session_key("o_private_user");
+    let enc = wafer_scf::crypto::wxdata::encrypt_for_tests(
+        &sk,
+        "r7BXXKkLb8qrSNn05n0qiA==",
+        format!(r#"{{"v":1,"watermark":{{"appid":"{A}","timestamp":1}}}}"#).as_bytes(),
+    )
+    .unwrap();
+    let decrypt =
+        json!({"id": d["id"], "skey": d["skey"], "encrypt_data": enc, "iv": "r7BXXKkLb8qrSNn05n0qiA=="});
+
+    // Without the key (or with a wrong one): auth still works; what needs a secret fails without naming the user.
+    for key in [None, Some(NEW_MASTER)] {
+        let store = w.db.store_with(with_key(&w, key, None)).await;
+        let s = build(store, &w.wx.base_url, w.clock.clone(), crate::helpers::open_settings());
+        let r = call(&s, "qcloud.cam.auth", json!({"id": d["id"], "skey": d["skey"]}), None).await;
+        assert_eq!(code(&r), 0, "auth does not unseal: {r}");
+        let r = call(&s, "qcloud.cam.decrypt", decrypt.clone(), None).await;
+        assert_eq!(code(&r), 1001, "{r}");
+    }
+    // A run without the key refuses to write a secret in the clear next to sealed ones.
+    let bare = w.db.store_with(with_key(&w, None, None)).await;
+    let e = bare.put_app(&crate::helpers::app_record("wx_new_clear", "clear-secret")).await.unwrap_err();
+    assert!(e.to_string().contains("WAFER_MASTER_KEY"), "{e}");
+    assert!(!w.db.raw_dump().await.contains("clear-secret"));
+
+    // Rotation: the new key writes, the previous one still reads.
+    let rotated = w.db.store_with(with_key(&w, Some(NEW_MASTER), Some(MASTER))).await;
+    let s = build(rotated.clone(), &w.wx.base_url, w.clock.clone(), crate::helpers::open_settings());
+    assert_eq!(code(&call(&s, "qcloud.cam.decrypt", decrypt.clone(), None).await), 0);
+    assert_eq!(code(&call(&s, "qcloud.mimi.access_token", json!({"appid": B}), None).await), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        wafer(dir.path())
+            .env("WAFER_DATABASE_URL", &w.db.url)
+            .env("WAFER_MASTER_KEY", NEW_MASTER)
+            .env("WAFER_MASTER_KEY_PREVIOUS", MASTER)
+            .arg("reencrypt"),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 apps, 1 agents, 1 COS keys"), "every row moved to the new key: {text}");
+    // Only the new key from now on.
+    let only_new = w.db.store_with(with_key(&w, Some(NEW_MASTER), None)).await;
+    let s = build(only_new.clone(), &w.wx.base_url, w.clock.clone(), crate::helpers::open_settings());
+    assert_eq!(code(&call(&s, "qcloud.cam.decrypt", decrypt.clone(), None).await), 0);
+    assert_eq!(only_new.get_agent(CORP, "1").await.unwrap().unwrap().secret, "agent-secret-789");
+    assert_eq!(only_new.get_cos_key(COS).await.unwrap().unwrap().secret_key, "cos-secret-key-000");
+    // The old key alone no longer opens anything, and says so without naming the user.
+    let old_only = w.db.store_with(with_key(&w, Some(MASTER), None)).await;
+    let e = old_only.get_app(A).await.unwrap_err().to_string();
+    assert!(e.contains("failed authentication"), "{e}");
+    let s = build(old_only, &w.wx.base_url, w.clock.clone(), crate::helpers::open_settings());
+    let r = call(&s, "qcloud.cam.decrypt", decrypt, None).await;
+    assert_eq!(code(&r), 1001);
+    assert!(!r.to_string().contains("o_private_user"));
+}
+
 both_backends!(
+    the_master_key_can_be_lost_for_auth_rotated_and_never_mixed_with_clear_secrets,
     the_scope_matrix_holds_in_every_mode,
     keys_are_stored_only_as_hashes_and_never_printed,
     a_master_key_seals_every_secret_at_rest,
