@@ -116,6 +116,9 @@ impl Registry<'_> {
         new_mode: TokenMode,
     ) -> Result<Change, RegistryError> {
         check_ident(appid, "appid", 64)?;
+        if appid.contains(':') || appid.contains('/') {
+            return Err(RegistryError::Invalid("an appid cannot contain : or /".into()));
+        }
         if let Some(s) = &changes.secret {
             check_secret(s, "the secret")?;
         }
@@ -193,7 +196,12 @@ impl Registry<'_> {
         changes: &AgentChanges,
     ) -> Result<Change, RegistryError> {
         check_ident(corpid, "corpid", 64)?;
-        check_ident(agentid, "agentid", 64)?;
+        check_ident(agentid, "agentid", 20)?;
+        if !agentid.bytes().all(|b| b.is_ascii_digit()) || corpid.contains(':') || corpid.contains('/') {
+            return Err(RegistryError::Invalid(
+                "the agentid must be the numeric AgentId, and a corpid cannot contain : or /".into(),
+            ));
+        }
         if let Some(s) = &changes.secret {
             check_secret(s, "the secret")?;
         }

@@ -84,7 +84,7 @@ impl AdminRequest {
                     ),
                 };
                 AdminOp::AppPut {
-                    appid: owned(&p, "appid", MAX_ID)?,
+                    appid: p.id("appid", MAX_ID)?.to_owned(),
                     changes: AppChanges {
                         secret: opt_owned(&p, "secret", 512)?,
                         login_duration_secs: opt_i64(&p, "login_duration_days")?
@@ -99,8 +99,8 @@ impl AdminRequest {
             "app.remove" => AdminOp::AppRemove { appid: owned(&p, "appid", MAX_ID)? },
             "app.unblock" => AdminOp::AppUnblock { appid: owned(&p, "appid", MAX_ID)? },
             "agent.add" => AdminOp::AgentPut {
-                corpid: owned(&p, "corpid", MAX_ID)?,
-                agentid: p.ident("agentid", MAX_ID)?,
+                corpid: p.id("corpid", MAX_ID)?.to_owned(),
+                agentid: p.agent_id("agentid")?,
                 changes: AgentChanges {
                     secret: opt_owned(&p, "secret", 512)?,
                     remark: opt_owned(&p, "remark", 255)?,
@@ -108,8 +108,8 @@ impl AdminRequest {
             },
             "agent.list" => AdminOp::AgentList,
             "agent.remove" => AdminOp::AgentRemove {
-                corpid: owned(&p, "corpid", MAX_ID)?,
-                agentid: p.ident("agentid", MAX_ID)?,
+                corpid: p.id("corpid", MAX_ID)?.to_owned(),
+                agentid: p.agent_id("agentid")?,
             },
             "cos.add" => AdminOp::CosPut {
                 appid: owned(&p, "appid", 20)?,

@@ -23,14 +23,11 @@ pub enum Target {
 
 impl Target {
     fn parse_app(p: Para<'_>) -> Result<Self, WaferError> {
-        Ok(Self::App(p.token("appid", MAX_ID)?.to_owned()))
+        Ok(Self::App(p.id("appid", MAX_ID)?.to_owned()))
     }
 
     fn parse_agent(p: Para<'_>) -> Result<Self, WaferError> {
-        Ok(Self::Agent {
-            corpid: p.token("corpid", MAX_ID)?.to_owned(),
-            agentid: p.ident("agentid", MAX_ID)?,
-        })
+        Ok(Self::Agent { corpid: p.id("corpid", MAX_ID)?.to_owned(), agentid: p.agent_id("agentid")? })
     }
 
     /// The scope target a caller key must cover.
@@ -135,8 +132,8 @@ impl std::fmt::Debug for InitAgentRequest {
 impl InitAgentRequest {
     pub fn parse(p: Para<'_>) -> Result<Self, WaferError> {
         Ok(Self {
-            corpid: p.token("corpid", MAX_ID)?.to_owned(),
-            agentid: p.ident("agentid", MAX_ID)?,
+            corpid: p.id("corpid", MAX_ID)?.to_owned(),
+            agentid: p.agent_id("agentid")?,
             secret: p.token("agentsecret", 512)?.to_owned(),
             remark: p.opt_str_max("remark", 255)?.unwrap_or_default().to_owned(),
             admin_token: p.opt_str_max("admin_token", 512)?.map(str::to_owned),

@@ -102,7 +102,7 @@ impl Credentials {
                         // Compare-then-expire: refresh the token only if it is still the one that failed; retry once.
                         tracing::info!(key = %key, errcode, "ticket fetch rejected the token; refreshing it once");
                         let token = self
-                            .get_until(&token_key, Force::Yes(Some(&token.value)), deadline)
+                            .get_until(&token_key, Force::Rejected(&token.value), deadline)
                             .await
                             .map_err(FetchError::Token)?;
                         self.ticket_call(key.kind, &token.value).await.map_err(FetchError::Upstream)

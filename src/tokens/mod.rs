@@ -43,6 +43,9 @@ pub struct Policy {
     pub margin_secs: i64,
     /// A `force` that names no value refreshes only if the current value is at least this old.
     pub force_cooldown_secs: i64,
+    /// A `force` that names the current value refreshes only if it is at least this old (a cooldown after any
+    /// refresh, so a key holder cannot burn the app's quota in a loop).
+    pub force_min_interval_secs: i64,
     /// How long a refresher's lease holds before another process may take over (one upstream deadline plus a
     /// margin: the refresher's fetch is over by then, one way or the other).
     pub lease_ms: i64,
@@ -65,6 +68,7 @@ impl Default for Policy {
         Self {
             margin_secs: 300,
             force_cooldown_secs: 30,
+            force_min_interval_secs: 10,
             lease_ms: 6_000,
             budget_ms: 7_000,
             revalidate_secs: 60,
@@ -81,8 +85,12 @@ impl Default for Policy {
 pub enum Force<'a> {
     /// A normal request: any valid value will do.
     No,
-    /// The caller's value is bad. `Some(v)`: refresh only if the current value is still `v`.
+    /// The caller's value is bad. `Some(v)`: refresh only if the current value is still `v` — and, against abuse,
+    /// not within `force_min_interval_secs` of the last fetch.
     Yes(Option<&'a str>),
+    /// WeChat itself rejected exactly this value (a ticket or proxied call got 40001): refresh if it is still
+    /// current, with no cooldown.
+    Rejected(&'a str),
 }
 
 /// A value handed to a caller.
@@ -231,6 +239,11 @@ impl Credentials {
         deadline: tokio::time::Instant,
     ) -> BoxFut<'a, Result<Served, WaferError>> {
         Box::pin(async move {
+            // An upstream rejection is a named force without the cooldown.
+            let (force, cooled) = match force {
+                Force::Rejected(v) => (Force::Yes(Some(v)), false),
+                f => (f, true),
+            };
             let k = key.to_string();
             if force == Force::No {
                 if let Some(hit) = self.counted_hit(&k, self.clock.now()) {
@@ -271,10 +284,15 @@ impl Credentials {
                 let need = match (force, &current) {
                     (_, None) => true,
                     (Force::No, Some(_)) => stale,
-                    (Force::Yes(Some(seen)), Some(cur)) => stale || cur == seen,
+                    (Force::Yes(Some(seen)), Some(cur)) => {
+                        stale
+                            || (cur == seen
+                                && (!cooled || now - row.fetched_at >= self.policy.force_min_interval_secs))
+                    }
                     (Force::Yes(None), Some(_)) => {
                         stale || now - row.fetched_at >= self.policy.force_cooldown_secs
                     }
+                    (Force::Rejected(seen), Some(cur)) => stale || cur == seen,
                 };
                 if !need {
                     if let Some(v) = current {
@@ -285,7 +303,7 @@ impl Credentials {
                 // A usable old value may be served while nobody may (or should) refresh.
                 let usable_old = current.clone().filter(|cur| match force {
                     Force::No => true,
-                    Force::Yes(Some(seen)) => cur != seen,
+                    Force::Yes(Some(seen)) | Force::Rejected(seen) => cur != seen,
                     Force::Yes(None) => false,
                 });
                 let now_ms = now_ms(self.clock.as_ref());
@@ -387,6 +405,7 @@ impl Credentials {
                 && match force {
                     Force::No => true,
                     Force::Yes(Some(seen)) => c.value != seen,
+                    Force::Rejected(seen) => c.value != seen,
                     Force::Yes(None) => false,
                 }
         });

@@ -453,7 +453,34 @@ async fn the_master_key_can_be_lost_for_auth_rotated_and_never_mixed_with_clear_
     assert!(!r.to_string().contains("o_private_user"));
 }
 
+/// Identifiers have their real shapes at the edge, so composite keys (`wc:token:{corpid}:{agentid}`, sealing labels
+/// `agent/{corpid}/{agentid}/secret`) cannot collide.
+async fn identifiers_are_checked_to_their_real_shapes(b: Backend) {
+    let w = world(b, StoreOptions::default()).await;
+    let svc = service(&w, CallerAuthMode::Off);
+    for (iface, para) in [
+        ("qcloud.work.access_token", json!({"corpid": "ww:1", "agentid": "2"})),
+        ("qcloud.work.access_token", json!({"corpid": CORP, "agentid": "1:2"})),
+        ("qcloud.work.access_token", json!({"corpid": CORP, "agentid": "abc"})),
+        ("qcloud.work.ticket", json!({"corpid": "ww/x", "agentid": 1})),
+        ("qcloud.mimi.access_token", json!({"appid": "wx:a"})),
+        ("qcloud.mimi.jsapi_ticket", json!({"appid": "wx/a"})),
+    ] {
+        let r = call(&svc, iface, para.clone(), None).await;
+        assert_eq!(code(&r), 1003, "{iface} {para}: {r}");
+    }
+    assert_eq!(
+        code(&call(&svc, "qcloud.work.access_token", json!({"corpid": CORP, "agentid": 1}), None).await),
+        0
+    );
+    let reg = wafer_scf::registry::Registry { store: w.store.as_ref(), creds: None, now: T0, dry_run: false };
+    let changes = wafer_scf::registry::AgentChanges { secret: Some("s".into()), remark: None };
+    assert!(reg.put_agent("ww2", "12a", &changes).await.is_err());
+    assert!(reg.put_agent("ww:2", "12", &changes).await.is_err());
+}
+
 both_backends!(
+    identifiers_are_checked_to_their_real_shapes,
     the_master_key_can_be_lost_for_auth_rotated_and_never_mixed_with_clear_secrets,
     the_scope_matrix_holds_in_every_mode,
     keys_are_stored_only_as_hashes_and_never_printed,

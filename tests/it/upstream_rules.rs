@@ -76,6 +76,7 @@ async fn stable_force_uses_normal_mode_first_and_a_daily_budget_across_processes
 
     // The token was replaced behind our back: normal mode already hands out the new one, no force_refresh.
     t.wx.invalidate(&first);
+    t.clock.advance(11); // past the cooldown after the first fetch
     let r = token(&t, json!({"appid": APP, "force": true, "access_token": first})).await;
     assert_eq!(code(&r), 0);
     let second = r["returnData"]["access_token"].as_str().unwrap().to_owned();
@@ -86,7 +87,12 @@ async fn stable_force_uses_normal_mode_first_and_a_daily_budget_across_processes
     let other = Arc::new(build(t.store.clone(), &t.wx.base_url, t.clock.clone(), open_settings()));
     let mut current = second;
     let mut forced = 0;
+    // Right after a fetch, a force naming the token is not honoured (the cooldown): the same token comes back.
+    let r = token(&t, json!({"appid": APP, "force": true, "access_token": current})).await;
+    assert_eq!(r["returnData"]["access_token"], current.as_str());
+    assert_eq!(force_calls(), 0, "cooldown");
     for i in 0..12 {
+        t.clock.advance(11);
         let para = json!({"appid": APP, "force": true, "access_token": current});
         let body =
             json!({"interface": {"interfaceName": "qcloud.mimi.access_token", "para": para}}).to_string();
