@@ -259,3 +259,29 @@ impl Audit<'_> {
         );
     }
 }
+
+/// Fixed one-minute windows of counts per key (an app, a source address), in this process.
+#[derive(Default)]
+pub struct RateLimiter {
+    windows: Mutex<HashMap<String, (i64, u32)>>,
+}
+
+impl RateLimiter {
+    /// Count one event for `key` at `now`; false when `limit` events already happened in this minute.
+    pub fn allow(&self, key: &str, limit: u32, now: i64) -> bool {
+        let minute = now.div_euclid(60);
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if w.len() > 100_000 {
+            w.retain(|_, (m, _)| *m == minute);
+        }
+        let e = w.entry(key.to_owned()).or_insert((minute, 0));
+        if e.0 != minute {
+            *e = (minute, 0);
+        }
+        if e.1 >= limit {
+            return false;
+        }
+        e.1 += 1;
+        true
+    }
+}

@@ -67,6 +67,14 @@ pub struct Config {
     #[arg(long, env = "WAFER_FORCE_MIN_INTERVAL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600), global = true)]
     pub force_min_interval_secs: u64,
 
+    /// Logins allowed per app per minute in each process (unset: unlimited); beyond it `1026`.
+    #[arg(long, env = "WAFER_LOGIN_LIMIT_PER_APP", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub login_limit_per_app: Option<u32>,
+
+    /// Logins allowed per source address per minute in each process (unset: unlimited); beyond it `1026`.
+    #[arg(long, env = "WAFER_LOGIN_LIMIT_PER_IP", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub login_limit_per_ip: Option<u32>,
+
     /// The app a login without `appid` uses (default: the only registered app, if there is exactly one).
     #[arg(long, env = "WAFER_DEFAULT_APPID", global = true)]
     pub default_appid: Option<String>,

@@ -144,6 +144,8 @@ pub async fn service(config: &Config, default_pool: u64) -> Result<Service> {
             admin_token: config.admin_token(),
             caller_auth: config.caller_auth,
             master_key: config.master_key.is_some(),
+            login_limit_per_app: config.login_limit_per_app,
+            login_limit_per_ip: config.login_limit_per_ip,
         })
         .policy(config.token_policy())
         .body_limit(config.body_limit as usize)

@@ -31,6 +31,8 @@ pub enum ReturnCode {
     AdminAuthErr,
     /// The app's budget of forced token refreshes for the day is spent (`WAFER_FORCE_REFRESH_PER_DAY`).
     ForceRefreshLimited,
+    /// Too many logins for this app or from this address in the current minute (`WAFER_LOGIN_LIMIT_*`).
+    LoginRateLimited,
     WeixinAppidErr,
     WeixinAccesstokenErr,
     WeixinCodeErr,
@@ -50,7 +52,7 @@ pub enum ReturnCode {
 
 impl ReturnCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ReturnCode; 32] = [
+    pub const ALL: [ReturnCode; 33] = [
         Self::Ok,
         Self::DbErr,
         Self::NoInterface,
@@ -72,6 +74,7 @@ impl ReturnCode {
         Self::CallerKeyForbidden,
         Self::AdminAuthErr,
         Self::ForceRefreshLimited,
+        Self::LoginRateLimited,
         Self::WeixinAppidErr,
         Self::WeixinAccesstokenErr,
         Self::WeixinCodeErr,
@@ -114,6 +117,7 @@ impl ReturnCode {
             Self::CallerKeyForbidden => 1023,
             Self::AdminAuthErr => 1024,
             Self::ForceRefreshLimited => 1025,
+            Self::LoginRateLimited => 1026,
             Self::InternalErr => 1099,
             Self::WeixinAppidErr => 40013,
             Self::WeixinAccesstokenErr => 40014,
@@ -152,6 +156,7 @@ impl ReturnCode {
             Self::CallerKeyForbidden => "CALLER_KEY_FORBIDDEN",
             Self::AdminAuthErr => "ADMIN_AUTH_ERR",
             Self::ForceRefreshLimited => "FORCE_REFRESH_LIMITED",
+            Self::LoginRateLimited => "LOGIN_RATE_LIMITED",
             Self::InternalErr => "INTERNAL_ERR",
             Self::WeixinAppidErr => "WEIXIN_APPID_ERR",
             Self::WeixinAccesstokenErr => "WEIXIN_ACCESSTOKEN_ERR",

@@ -25,6 +25,8 @@ pub struct Deps {
     pub settings: Settings,
     /// When this process started, for the status report.
     pub started: std::time::Instant,
+    /// Login counters for the rate limits.
+    pub login_limiter: crate::auth::RateLimiter,
 }
 
 impl Deps {
@@ -38,7 +40,15 @@ impl Deps {
         policy: crate::tokens::Policy,
     ) -> Self {
         let creds = Arc::new(Credentials::new(store.clone(), wechat.clone(), wecom, clock.clone(), policy));
-        Self { store, wechat, clock, creds, settings, started: std::time::Instant::now() }
+        Self {
+            store,
+            wechat,
+            clock,
+            creds,
+            settings,
+            started: std::time::Instant::now(),
+            login_limiter: crate::auth::RateLimiter::default(),
+        }
     }
 }
 
@@ -55,6 +65,9 @@ pub struct Settings {
     pub caller_auth: crate::auth::CallerAuthMode,
     /// Whether secrets at rest are sealed (`WAFER_MASTER_KEY`), for the status report.
     pub master_key: bool,
+    /// Logins allowed per app, and per source address, per minute in each process (`None`: unlimited).
+    pub login_limit_per_app: Option<u32>,
+    pub login_limit_per_ip: Option<u32>,
 }
 
 impl Default for Settings {
@@ -65,6 +78,8 @@ impl Default for Settings {
             admin_token: None,
             caller_auth: crate::auth::CallerAuthMode::Credentials,
             master_key: false,
+            login_limit_per_app: None,
+            login_limit_per_ip: None,
         }
     }
 }
@@ -189,7 +204,7 @@ impl<'a> Interface<'a> {
         session_scope: Option<&Caller>,
     ) -> Result<Reply, WaferError> {
         match self.request {
-            Request::IdSkey(r) => session::login(deps, r, session_scope).await,
+            Request::IdSkey(r) => session::login(deps, meta, r, session_scope).await,
             Request::Auth(r) => session::auth(deps, r, session_scope).await,
             Request::Decrypt(r) => session::decrypt(deps, r, session_scope).await,
             Request::UserInfo(r) => session::userinfo(deps, r, session_scope).await,

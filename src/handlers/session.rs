@@ -5,6 +5,7 @@ use super::{Deps, Reply};
 use crate::auth::{Caller, Scope};
 use crate::crypto::{self, wxdata};
 use crate::envelope::{Para, ReturnCode, WaferError};
+use crate::request::RequestMeta;
 use crate::store::{SessionRecord, SessionView};
 use crate::wechat::Call;
 use serde_json::{json, Value};
@@ -109,25 +110,65 @@ fn user_info_value(text: &Option<String>) -> Value {
     text.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null)
 }
 
+/// The per-app and per-source login limits (off unless configured).
+fn check_login_limits(deps: &Deps, meta: &RequestMeta, appid: &str) -> Result<(), WaferError> {
+    let now = deps.clock.now();
+    let s = &deps.settings;
+    let limited = |what: &str| {
+        WaferError::new(
+            ReturnCode::LoginRateLimited,
+            format!("too many logins {what} this minute; try again shortly"),
+        )
+    };
+    if let Some(n) = s.login_limit_per_app {
+        if !deps.login_limiter.allow(&format!("app\n{appid}"), n, now) {
+            return Err(limited("for this app"));
+        }
+    }
+    if let (Some(n), Some(ip)) = (s.login_limit_per_ip, meta.source_ip.as_deref()) {
+        if !deps.login_limiter.allow(&format!("ip\n{ip}"), n, now) {
+            return Err(limited("from this address"));
+        }
+    }
+    Ok(())
+}
+
 /// Log in: code2session, optional profile decryption, a new session.
-pub async fn login(deps: &Deps, req: LoginRequest<'_>, scope: Option<&Caller>) -> Result<Reply, WaferError> {
+pub async fn login(
+    deps: &Deps,
+    meta: &RequestMeta,
+    req: LoginRequest<'_>,
+    scope: Option<&Caller>,
+) -> Result<Reply, WaferError> {
     let appid = resolve_appid(deps, req.appid).await?;
     // In `all` mode the key must cover the app, default or named, before WeChat sees the code.
     if let Some(c) = scope {
         c.require(Scope::App(&appid))?;
     }
-    let app = deps
-        .store
-        .get_app(&appid)
-        .await
-        .map_err(WaferError::db)?
-        .ok_or_else(|| WaferError::new(ReturnCode::NoAppid, "appid is not configured on this server"))?;
+    check_login_limits(deps, meta, &appid)?;
+    // With caller keys on, an unauthenticated caller cannot tell an unregistered app from a misconfigured one or
+    // from a bad code: the three answer alike (the log line has the difference).
+    let guarded = deps.settings.caller_auth != crate::auth::CallerAuthMode::Off;
+    let alike = |e: WaferError| {
+        if guarded
+            && matches!(e.code, ReturnCode::NoAppid | ReturnCode::WeixinAppidErr | ReturnCode::WeixinCodeErr)
+        {
+            let detail = format!("{}: {}", e.code.name(), e.detail.as_deref().unwrap_or(&e.message));
+            WaferError::new(ReturnCode::WeixinCodeErr, "WeChat did not accept this login code for this app")
+                .with_detail(detail)
+        } else {
+            e
+        }
+    };
+    let app = deps.store.get_app(&appid).await.map_err(WaferError::db)?.ok_or_else(|| {
+        alike(WaferError::new(ReturnCode::NoAppid, "appid is not configured on this server"))
+    })?;
 
     let wx = deps
         .wechat
         .code2session(&app.appid, &app.secret, req.code)
         .await
-        .map_err(|e| e.to_wafer(Call::Code2Session, "WeChat"))?;
+        .map_err(|e| alike(e.to_wafer(Call::Code2Session, "WeChat")))?;
 
     let user_info = match req.encrypted {
         Some((data, iv)) => {

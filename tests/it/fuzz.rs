@@ -257,3 +257,31 @@ fn the_decryptor_never_panics() {
     assert!(wafer_scf::crypto::wxdata::decrypt(key, &valid, iv, "wx1").is_ok());
     assert!(ok < INPUTS / 2, "mutations mostly fail: {ok}");
 }
+
+#[test]
+fn the_log_formatter_and_request_ids_never_let_a_value_break_a_line() {
+    use wafer_scf::request::{log_safe, safe_request_id};
+    let mut rng = Rng(0x5eed_0004);
+    let specials = ['\n', '\r', '\u{1b}', '\u{202e}', ' ', '=', '"', '\\', '\u{0}', '\t', 'é', '中'];
+    for _ in 0..INPUTS {
+        let len = rng.below(80);
+        let s: String =
+            (0..len)
+                .map(|_| {
+                    if rng.below(3) == 0 {
+                        *rng.pick(&specials)
+                    } else {
+                        (b'!' + rng.below(94) as u8) as char
+                    }
+                })
+                .collect();
+        let safe = log_safe(&s, 64);
+        assert!(safe.bytes().all(|b| b.is_ascii_graphic() && b != b'"'), "{safe:?}");
+        if let Some(id) = safe_request_id(&s) {
+            assert!(
+                id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)),
+                "{id:?}"
+            );
+        }
+    }
+}

@@ -479,7 +479,55 @@ async fn identifiers_are_checked_to_their_real_shapes(b: Backend) {
     assert!(reg.put_agent("ww:2", "12", &changes).await.is_err());
 }
 
+/// The open login interface: with caller keys on, an unregistered app, a misconfigured one and a bad code answer
+/// alike; the per-app and per-source login limits (off by default) answer `1026`.
+async fn logins_reveal_no_registration_and_can_be_rate_limited(b: Backend) {
+    let w = world(b, StoreOptions::default()).await;
+    w.store.put_app(&crate::helpers::app_record("wx_sec_misconf", "not-what-wechat-has")).await.unwrap();
+    w.wx.register("wx_sec_misconf", "what-wechat-has");
+    let svc = service(&w, CallerAuthMode::Credentials);
+    let answers: Vec<Value> = {
+        let mut v = Vec::new();
+        for appid in ["wx_not_registered", "wx_sec_misconf", A] {
+            let r =
+                call(&svc, "qcloud.cam.id_skey", json!({"appid": appid, "code": "junk-code"}), None).await;
+            v.push(json!([r["returnCode"], r["returnMessage"]]));
+        }
+        v
+    };
+    assert_eq!(answers[0], answers[1], "unregistered and misconfigured answer alike");
+    assert_eq!(answers[1], answers[2], "and like a bad code");
+
+    let settings = Settings {
+        caller_auth: CallerAuthMode::Off,
+        login_limit_per_app: Some(3),
+        login_limit_per_ip: Some(5),
+        ..Settings::default()
+    };
+    let limited = build(w.store.clone(), &w.wx.base_url, w.clock.clone(), settings);
+    let login = |appid: &'static str, ip: &'static str| {
+        let body = json!({"interface": {"interfaceName": "qcloud.cam.id_skey", "para": {"appid": appid, "code": "junk"}}}).to_string();
+        let meta = RequestMeta { source_ip: Some(ip.into()), ..Default::default() };
+        let svc = &limited;
+        async move {
+            serde_json::from_slice::<Value>(&svc.handle(body.as_bytes(), &meta).await.to_bytes()).unwrap()
+        }
+    };
+    for _ in 0..3 {
+        assert_ne!(code(&login(A, "198.51.100.1").await), 1026);
+    }
+    let r = login(A, "198.51.100.2").await;
+    assert_eq!(code(&r), 1026, "per app: {r}");
+    for _ in 0..2 {
+        assert_ne!(code(&login(B, "198.51.100.1").await), 1026);
+    }
+    assert_eq!(code(&login(B, "198.51.100.1").await), 1026, "per address: 5 a minute");
+    w.clock.advance(60);
+    assert_ne!(code(&login(A, "198.51.100.3").await), 1026, "a new minute");
+}
+
 both_backends!(
+    logins_reveal_no_registration_and_can_be_rate_limited,
     identifiers_are_checked_to_their_real_shapes,
     the_master_key_can_be_lost_for_auth_rotated_and_never_mixed_with_clear_secrets,
     the_scope_matrix_holds_in_every_mode,
