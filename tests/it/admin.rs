@@ -329,3 +329,20 @@ async fn caller_supplied_values_cannot_forge_log_lines() {
     assert!(!stderr.contains("request_id=abc"), "the request id was replaced: {stderr}");
     assert!(stderr.contains("\\u{a}"), "escaped, still readable: {stderr}");
 }
+
+/// Any command on a database that was never migrated says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(wafer_mysql_tests), ignore = "MySQL suite off: set WAFER_TEST_MYSQL_URL")]
+async fn commands_on_an_unmigrated_database_point_to_migrate() {
+    if crate::helpers::mysql_server_url().is_none() {
+        return;
+    }
+    let db = TestDb::new(Backend::Mysql).await;
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["app", "list"][..], &["key", "list"], &["status"]] {
+        let out = wafer(dir.path()).env("WAFER_DATABASE_URL", &db.url).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("run `wafer-scf migrate`"), "{args:?}: {err}");
+    }
+}
