@@ -225,7 +225,13 @@ pub fn run() -> Result<()> {
         Ok(cli) => cli,
         Err(e) => exit_with(e),
     };
-    crate::telemetry::init(&cli.config.log, cli.config.log_format);
+    // HTTP mode writes logs off the request's thread; an SCF instance and the one-shot commands write directly.
+    let serving = match &cli.command {
+        Some(Command::Serve) => true,
+        None => crate::scf::runtime::RuntimeClient::base_from_env().is_none(),
+        _ => false,
+    };
+    let _log_guard = crate::telemetry::init(&cli.config.log, cli.config.log_format, serving);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -121,6 +121,7 @@ pub async fn run(
         });
     }
     tokio::spawn(watch_readiness(service.clone(), chores.storage));
+    tokio::spawn(crate::telemetry::report_dropped_lines());
     serve(listener, service, shutdown).await
 }
 

@@ -1,4 +1,7 @@
-//! Logging set-up: one subscriber writing to stderr (stdout is for command output), text or JSON lines.
+//! Logging set-up: one subscriber writing to stderr (stdout is for command output), text or JSON lines. In HTTP
+//! mode lines are handed to a writer thread through a bounded buffer, off the request's thread; when the buffer is
+//! full, lines are dropped and counted, and the count is logged. An SCF instance writes each line before it answers
+//! (it may be frozen right after its reply, and CLS must get every line).
 
 use tracing_subscriber::EnvFilter;
 
@@ -26,15 +29,55 @@ pub fn parse_filter(s: &str) -> Result<String, String> {
     EnvFilter::try_new(s).map(|_| s.to_owned()).map_err(|e| format!("invalid log filter: {e}"))
 }
 
-/// Install the global subscriber. Calling it twice is harmless (the second call does nothing).
-pub fn init(filter: &str, format: LogFormat) {
+/// Lines the HTTP mode's log buffer holds before it drops.
+pub const LOG_BUFFER_LINES: usize = 65_536;
+
+static DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> = std::sync::OnceLock::new();
+
+/// Install the global subscriber. `background`: write through a bounded buffer on a writer thread (HTTP mode);
+/// keep the returned guard until exit — dropping it flushes what is buffered. Calling it twice is harmless (the
+/// second call does nothing).
+pub fn init(
+    filter: &str,
+    format: LogFormat,
+    background: bool,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let (writer, guard) = if background {
+        let (w, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .buffered_lines_limit(LOG_BUFFER_LINES)
+            .lossy(true)
+            .thread_name("wafer-log")
+            .finish(std::io::stderr());
+        let _ = DROPPED.set(w.error_counter());
+        (tracing_subscriber::fmt::writer::BoxMakeWriter::new(w), Some(guard))
+    } else {
+        (tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr), None)
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false);
     let _ = match format {
         LogFormat::Text => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    guard
+}
+
+/// Log lines dropped so far because the buffer was full (0 when writing directly).
+pub fn dropped_lines() -> usize {
+    DROPPED.get().map_or(0, |c| c.dropped_lines())
+}
+
+/// Every 10 s, log how many lines were dropped since the last report (if any).
+pub async fn report_dropped_lines() {
+    let mut reported = 0;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        let now = dropped_lines();
+        if now > reported {
+            tracing::warn!(dropped = now - reported, total = now, "log buffer full: lines were dropped");
+            reported = now;
+        }
+    }
 }
 
 #[cfg(test)]
