@@ -32,7 +32,8 @@ pub fn parse_filter(s: &str) -> Result<String, String> {
 /// Lines the HTTP mode's log buffer holds before it drops.
 pub const LOG_BUFFER_LINES: usize = 65_536;
 
-static DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> = std::sync::OnceLock::new();
+static DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
 
 /// Install the global subscriber. `background`: write through a bounded buffer on a writer thread (HTTP mode);
 /// keep the returned guard until exit — dropping it flushes what is buffered. Calling it twice is harmless (the
