@@ -13,7 +13,7 @@ mod fake_wechat;
 use fake_wechat::{FakeWeChat, Fault};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wafer_scf::handlers::Settings;
@@ -149,16 +149,7 @@ async fn faults(mysql: Option<&str>, dir: &std::path::Path, secs: u64) {
         report(name, wx.calls(STABLE), secs, &waits, &codes);
     }
     // Connection reset: a port that accepts and hangs up, counting the attempts.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let attempts = Arc::new(AtomicUsize::new(0));
-    let counter = attempts.clone();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            drop(sock);
-        }
-    });
+    let (base, attempts) = fake_wechat::hang_up_listener().await;
     let store = fresh_store(mysql, dir, 99).await;
     store.put_app(&app("wxfault0000000001", "registered")).await.unwrap();
     let url = server(store, &base, true).await;

@@ -168,42 +168,31 @@ pub enum AgentCommand {
     },
 }
 
+/// An app's settings on the command line; on an existing app only the given ones change.
+#[derive(Debug, clap::Args)]
+pub struct AppFields {
+    #[arg(long)]
+    appid: String,
+    /// The AppSecret (needed for a new app). `-` reads it from standard input (keeps it out of shell history).
+    #[arg(long, value_parser = parse_secret)]
+    secret: Option<SecretString>,
+    /// Login lifetime in days (since the login that created the skey). New apps: 30.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    login_duration_days: Option<u32>,
+    /// Idle lifetime in seconds (since the last successful auth). New apps: 30 days.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(60..))]
+    session_duration_secs: Option<u32>,
+    /// How the access token is fetched: stable (stable_token; new apps) or classic (cgi-bin/token).
+    #[arg(long, value_parser = ["stable", "classic"])]
+    token_mode: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
     /// Register an app, or change the given settings of a registered one (others stay as they are).
-    Add {
-        #[arg(long)]
-        appid: String,
-        /// The AppSecret (needed for a new app). `-` reads it from standard input (keeps it out of shell history).
-        #[arg(long, value_parser = parse_secret)]
-        secret: Option<SecretString>,
-        /// Login lifetime in days (since the login that created the skey). New apps: 30.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
-        login_duration_days: Option<u32>,
-        /// Idle lifetime in seconds (since the last successful auth). New apps: 30 days.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(60..))]
-        session_duration_secs: Option<u32>,
-        /// How the access token is fetched: stable (stable_token; new apps) or classic (cgi-bin/token).
-        #[arg(long, value_parser = ["stable", "classic"])]
-        token_mode: Option<String>,
-    },
+    Add(AppFields),
     /// Change the given settings of a registered app (refuses to create one).
-    Update {
-        #[arg(long)]
-        appid: String,
-        /// A new AppSecret. `-` reads it from standard input (keeps it out of shell history).
-        #[arg(long, value_parser = parse_secret)]
-        secret: Option<SecretString>,
-        /// Login lifetime in days (since the login that created the skey). New apps: 30.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
-        login_duration_days: Option<u32>,
-        /// Idle lifetime in seconds (since the last successful auth). New apps: 30 days.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(60..))]
-        session_duration_secs: Option<u32>,
-        /// How the access token is fetched: stable (stable_token; new apps) or classic (cgi-bin/token).
-        #[arg(long, value_parser = ["stable", "classic"])]
-        token_mode: Option<String>,
-    },
+    Update(AppFields),
     /// List registered apps (never prints secrets).
     List,
     /// Remove an app and its sessions.
@@ -453,18 +442,14 @@ fn read_secret(arg: &SecretString, what: &str) -> Result<String> {
     Ok(s)
 }
 
-fn app_changes(
-    secret: Option<SecretString>,
-    login_duration_days: Option<u32>,
-    session_duration_secs: Option<u32>,
-    token_mode: Option<String>,
-) -> Result<AppChanges> {
-    Ok(AppChanges {
-        secret: secret.map(|s| read_secret(&s, "the secret")).transpose()?,
-        login_duration_secs: login_duration_days.map(|d| i64::from(d) * 86_400),
-        session_duration_secs: session_duration_secs.map(i64::from),
-        token_mode: token_mode.as_deref().and_then(TokenMode::parse),
-    })
+fn app_changes(f: AppFields) -> Result<(String, AppChanges)> {
+    let changes = AppChanges {
+        secret: f.secret.map(|s| read_secret(&s, "the secret")).transpose()?,
+        login_duration_secs: f.login_duration_days.map(|d| i64::from(d) * 86_400),
+        session_duration_secs: f.session_duration_secs.map(i64::from),
+        token_mode: f.token_mode.as_deref().and_then(TokenMode::parse),
+    };
+    Ok((f.appid, changes))
 }
 
 fn print_change(what: &str, c: &ChangeInfo) {
@@ -474,21 +459,19 @@ fn print_change(what: &str, c: &ChangeInfo) {
     }
 }
 
+async fn put_app(api: &dyn crate::admin::AdminApi, f: AppFields, must_exist: bool) -> Result<()> {
+    let (appid, changes) = app_changes(f)?;
+    let c = api.put_app(&appid, changes, must_exist).await?;
+    tracing::info!(appid = %appid, action = %c.outcome, "app registry changed");
+    print_change(&format!("app {appid}"), &c);
+    Ok(())
+}
+
 async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
     let api = admin_api(config).await?;
     match cmd {
-        AppCommand::Add { appid, secret, login_duration_days, session_duration_secs, token_mode } => {
-            let changes = app_changes(secret, login_duration_days, session_duration_secs, token_mode)?;
-            let c = api.put_app(&appid, changes, false).await?;
-            tracing::info!(appid = %appid, action = %c.outcome, "app registry changed");
-            print_change(&format!("app {appid}"), &c);
-        }
-        AppCommand::Update { appid, secret, login_duration_days, session_duration_secs, token_mode } => {
-            let changes = app_changes(secret, login_duration_days, session_duration_secs, token_mode)?;
-            let c = api.put_app(&appid, changes, true).await?;
-            tracing::info!(appid = %appid, action = %c.outcome, "app registry changed");
-            print_change(&format!("app {appid}"), &c);
-        }
+        AppCommand::Add(f) => put_app(api.as_ref(), f, false).await?,
+        AppCommand::Update(f) => put_app(api.as_ref(), f, true).await?,
         AppCommand::List => {
             println!("{:<32} {:>14} {:>14} {:<8}", "APPID", "LOGIN_DAYS", "IDLE_SECS", "TOKEN");
             for a in api.list_apps().await? {

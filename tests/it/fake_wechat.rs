@@ -165,6 +165,22 @@ impl FakeWeChat {
     }
 }
 
+/// A port that accepts connections and hangs up at once (a WeChat that resets every connection): its base URL and
+/// the count of connection attempts.
+pub async fn hang_up_listener() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counter = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(sock);
+        }
+    });
+    (base, attempts)
+}
+
 /// Count the call, apply scripted delays and failures. Returns a scripted failure reply, if any.
 async fn enter(st: &FakeState, path: &str, owner: &str) -> Option<Response> {
     let (delay, failure, fault) = {

@@ -7,7 +7,7 @@ use crate::both_backends;
 use crate::fake_wechat::Fault;
 use crate::helpers::{build, code, open_settings, Backend, TestApp, TestDb};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wafer_scf::request::RequestMeta;
@@ -152,16 +152,7 @@ async fn transient_failures_back_off_and_configuration_errors_wait_a_fixed_windo
 
 async fn a_refused_connection_is_remembered_too(b: Backend) {
     // A port that accepts and hangs up at once, counting the attempts.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let attempts = Arc::new(AtomicUsize::new(0));
-    let counter = attempts.clone();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            drop(sock);
-        }
-    });
+    let (base, attempts) = crate::fake_wechat::hang_up_listener().await;
     let db = TestDb::new(b).await;
     let store = db.store().await;
     store.put_app(&crate::helpers::app_record(APP, "s")).await.unwrap();
