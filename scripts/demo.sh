@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --locked --quiet --bin wafer-scf --example fake_wechat
-BIN=target/debug/wafer-scf
+TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+BIN="$TARGET/debug/wafer-scf"
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -15,7 +16,7 @@ trap cleanup EXIT
 APPID=wxdemo0000000001
 SECRET=demo-app-secret
 ADMIN=$(openssl rand -hex 16)
-target/debug/examples/fake_wechat "$APPID=$SECRET" > "$work/fake.url" &
+"$TARGET/debug/examples/fake_wechat" "$APPID=$SECRET" > "$work/fake.url" &
 pids+=($!)
 for _ in $(seq 50); do [ -s "$work/fake.url" ] && break; sleep 0.1; done
 FAKE=$(cat "$work/fake.url")
