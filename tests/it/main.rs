@@ -12,6 +12,7 @@ mod bad_input;
 mod cli;
 mod cos;
 mod credentials;
+mod docs;
 mod http;
 mod import;
 mod multiprocess;
