@@ -377,7 +377,12 @@ async fn serve(config: &Config) -> Result<()> {
         .await
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = listener.local_addr().context("listener has no address")?;
-    tracing::info!(%addr, storage = %config.database_url.redacted(), wechat = %config.wechat_base_url, "wafer-scf listening");
+    tracing::info!(
+        %addr, storage = %config.database_url.redacted(), wechat = %config.wechat_base_url,
+        version = env!("CARGO_PKG_VERSION"), caller_auth = ?config.caller_auth,
+        admin = config.admin_token().is_some(), master_key = config.master_key.is_some(),
+        "wafer-scf listening"
+    );
     if let Some(addr) = config.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -412,6 +417,11 @@ async fn runtime(config: &Config, runtime_api: Option<String>) -> Result<()> {
         }
     }
     let svc = build_service(config, 2).await?;
+    tracing::info!(
+        storage = %config.database_url.redacted(), version = env!("CARGO_PKG_VERSION"),
+        caller_auth = ?config.caller_auth, admin = config.admin_token().is_some(),
+        master_key = config.master_key.is_some(), "wafer-scf runtime starting"
+    );
     let ready = svc.readiness().await;
     if ready != crate::service::Readiness::Ready {
         tracing::error!(storage = %config.database_url.redacted(), "{}", ready.reason());
