@@ -210,7 +210,11 @@ pub enum AppCommand {
 
 /// Parse the command line and run. `main` only prints the error chain.
 pub fn run() -> Result<()> {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let parsed = command_for(&args)
+        .try_get_matches_from(&args)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => exit_with(e),
     };
@@ -226,6 +230,49 @@ pub fn run() -> Result<()> {
         .build()
         .context("could not start the async runtime")?;
     rt.block_on(execute(cli))
+}
+
+/// Settings only a running server reads: listed in the help of `serve`, `runtime` and the top level, left out of the
+/// help of the registry and maintenance commands (they are still accepted there, e.g. from the environment).
+const SERVER_ONLY: &[&str] = &[
+    "listen",
+    "wechat_base_url",
+    "wechat_fallback_url",
+    "wecom_base_url",
+    "caller_auth",
+    "purge_interval_secs",
+    "token_lease_ms",
+    "force_refresh_per_day",
+    "force_min_interval_secs",
+    "login_limit_per_app",
+    "login_limit_per_ip",
+    "default_appid",
+    "auto_migrate",
+    "metrics",
+    "metrics_listen",
+    "header_timeout_ms",
+    "body_timeout_ms",
+    "max_connections",
+    "upstream_timeout_ms",
+    "body_limit",
+    "max_sessions_per_user",
+    "db_pool_max",
+];
+
+/// The command line for these arguments: when help is asked for a subcommand other than `serve` / `runtime`, the
+/// server-only settings are hidden from it, so each subcommand's help shows what concerns it.
+fn command_for(args: &[std::ffi::OsString]) -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let words: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let sub = words.iter().find(|a| !a.starts_with('-')).map(String::as_str);
+    let wants_help = words.iter().any(|a| a == "--help" || a == "-h") || sub == Some("help");
+    if wants_help && !matches!(sub, None | Some("serve") | Some("runtime")) {
+        for id in SERVER_ONLY {
+            cmd = cmd.mut_arg(*id, |a| a.hide(true));
+        }
+    }
+    cmd
 }
 
 /// Print a command-line error and exit; a bad value that came from a `WAFER_*` variable is named by that variable
@@ -687,6 +734,28 @@ mod tests {
         ] {
             let text = format!("{:?}", Cli::parse_from(&cmd));
             assert!(!text.contains("SECRET-4") && !text.contains("COS-KEY-5"), "{text}");
+        }
+    }
+
+    #[test]
+    fn subcommand_help_shows_only_what_concerns_it() {
+        let help = |args: &[&str]| {
+            let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+            match command_for(&args).try_get_matches_from(&args) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("help was not printed"),
+            }
+        };
+        let app_add = help(&["wafer-scf", "app", "add", "--help"]);
+        assert!(app_add.contains("--appid") && app_add.contains("--database-url"), "{app_add}");
+        assert!(!app_add.contains("--listen") && !app_add.contains("--upstream-timeout-ms"), "{app_add}");
+        let serve = help(&["wafer-scf", "serve", "--help"]);
+        assert!(serve.contains("--listen") && serve.contains("--upstream-timeout-ms"), "{serve}");
+        let top = help(&["wafer-scf", "--help"]);
+        assert!(top.contains("--listen") && top.contains("Examples:"), "{top}");
+        use clap::CommandFactory;
+        for id in SERVER_ONLY {
+            assert!(Cli::command().get_arguments().any(|a| a.get_id() == *id), "{id} is a setting");
         }
     }
 
