@@ -243,6 +243,7 @@ const SERVER_ONLY: &[&str] = &[
     "purge_interval_secs",
     "token_lease_ms",
     "force_refresh_per_day",
+    "force_refresh_per_hour",
     "force_min_interval_secs",
     "login_limit_per_app",
     "login_limit_per_ip",

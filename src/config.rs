@@ -62,6 +62,10 @@ pub struct Config {
     #[arg(long, env = "WAFER_FORCE_REFRESH_PER_DAY", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000), global = true)]
     pub force_refresh_per_day: u64,
 
+    /// Forced token refreshes allowed per app per hour, across instances.
+    #[arg(long, env = "WAFER_FORCE_REFRESH_PER_HOUR", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1000), global = true)]
+    pub force_refresh_per_hour: u64,
+
     /// A forced refresh naming the current token is honoured only this long after the last fetch (a cooldown
     /// against quota burning; 0 disables it).
     #[arg(long, env = "WAFER_FORCE_MIN_INTERVAL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600), global = true)]
@@ -192,6 +196,7 @@ impl Config {
             lease_ms: self.token_lease_ms.map_or(upstream + 1_000, |l| l as i64),
             budget_ms: upstream + 2_000,
             force_per_day: self.force_refresh_per_day as i64,
+            force_per_hour: self.force_refresh_per_hour as i64,
             force_min_interval_secs: self.force_min_interval_secs as i64,
             ..crate::tokens::Policy::default()
         }

@@ -9,3 +9,5 @@ ALTER TABLE wafer_credentials ADD COLUMN failed_message TEXT NOT NULL DEFAULT ''
 ALTER TABLE wafer_credentials ADD COLUMN failed_count INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE wafer_credentials ADD COLUMN force_day INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE wafer_credentials ADD COLUMN force_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE wafer_credentials ADD COLUMN force_hour INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE wafer_credentials ADD COLUMN force_hour_count INTEGER NOT NULL DEFAULT 0;

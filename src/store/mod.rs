@@ -41,7 +41,7 @@ pub(crate) const APP_COLUMNS: &str =
 pub(crate) const AGENT_COLUMNS: &str = "corpid, agentid, secret, remark, created_at, updated_at";
 pub(crate) const CRED_COLUMNS: &str = "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, \
     blocked_until, blocked_code, window_start, window_count, failed_until_ms, failed_code, failed_message, failed_count, \
-    force_day, force_count";
+    force_day, force_count, force_hour, force_hour_count";
 pub(crate) const COS_COLUMNS: &str = "appid, secret_id, secret_key, created_at, updated_at";
 pub(crate) const KEY_COLUMNS: &str =
     "name, key_hash, scope_all, scope_apps, scope_corps, created_at, last_used_at, revoked_at";
@@ -131,9 +131,9 @@ pub trait Store: Send + Sync + 'static {
     /// Forget remembered failures and quota blocks of `keys` (the registration was written again, or the operator
     /// reset WeChat's quota): try upstream at once.
     async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()>;
-    /// Take one forced refresh from the key's budget for the day starting at `day`: false when `per_day` are spent.
+    /// Take one forced refresh from the key's budgets (`budget`): false when the day's or the hour's are spent.
     /// Atomic across processes.
-    async fn take_force_budget(&self, key: &str, day: i64, per_day: i64) -> StoreResult<bool>;
+    async fn take_force_budget(&self, key: &str, budget: &ForceBudget) -> StoreResult<bool>;
     /// Stop upstream calls for `key` until `until` (a daily quota refusal); releases `owner`'s lease.
     async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()>;
     /// Write a credential unconditionally (imports). Leaves lease and budget untouched.

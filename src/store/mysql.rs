@@ -281,6 +281,8 @@ fn cred_from_row(mut r: mysql_async::Row) -> Result<CredentialRow, mysql_async::
         failed_count: take(&mut r, 13)?,
         force_day: take(&mut r, 14)?,
         force_count: take(&mut r, 15)?,
+        force_hour: take(&mut r, 16)?,
+        force_hour_count: take(&mut r, 17)?,
     })
 }
 
@@ -681,15 +683,18 @@ impl Store for MysqlStore {
         .await
     }
 
-    async fn take_force_budget(&self, key: &str, day: i64, per_day: i64) -> StoreResult<bool> {
+    async fn take_force_budget(&self, key: &str, b: &super::ForceBudget) -> StoreResult<bool> {
+        let b = *b;
         self.run(move |mut conn| async move {
             conn.exec_drop("INSERT IGNORE INTO wafer_credentials (cred_key) VALUES (?)", (key,)).await?;
-            // MySQL evaluates SET left to right: force_count reads the old force_day.
+            // MySQL evaluates SET left to right: each count reads its old window start.
             conn.exec_drop(
                 "UPDATE wafer_credentials SET force_count = CASE WHEN force_day = ? THEN force_count + 1 ELSE 1 END,
-                   force_day = ?
-                 WHERE cred_key = ? AND (force_day <> ? OR force_count < ?)",
-                (day, day, key, day, per_day),
+                   force_day = ?,
+                   force_hour_count = CASE WHEN force_hour = ? THEN force_hour_count + 1 ELSE 1 END,
+                   force_hour = ?
+                 WHERE cred_key = ? AND (force_day <> ? OR force_count < ?) AND (force_hour <> ? OR force_hour_count < ?)",
+                (b.day, b.day, b.hour, b.hour, key, b.day, b.per_day, b.hour, b.per_hour),
             )
             .await?;
             Ok(conn.affected_rows() == 1)

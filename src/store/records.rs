@@ -214,6 +214,9 @@ pub struct CredentialRow {
     /// Forced refreshes taken on the Beijing day starting at `force_day` (Unix s).
     pub force_day: i64,
     pub force_count: i64,
+    /// Forced refreshes taken in the hour starting at `force_hour` (Unix s).
+    pub force_hour: i64,
+    pub force_hour_count: i64,
 }
 
 impl std::fmt::Debug for CredentialRow {
@@ -240,6 +243,16 @@ pub struct FetchedCredential<'a> {
     pub fetched_at: i64,
     /// The hour-aligned budget window this fetch counts in.
     pub window_start: i64,
+}
+
+/// The forced-refresh budgets of one key: at most `per_day` in the (Beijing) day starting at `day`, and at most
+/// `per_hour` in the hour starting at `hour`.
+#[derive(Debug, Clone, Copy)]
+pub struct ForceBudget {
+    pub day: i64,
+    pub per_day: i64,
+    pub hour: i64,
+    pub per_hour: i64,
 }
 
 /// A failed fetch to remember on a credential's row.

@@ -103,6 +103,8 @@ fn cred_from_row(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
         failed_count: r.get(13)?,
         force_day: r.get(14)?,
         force_count: r.get(15)?,
+        force_hour: r.get(16)?,
+        force_hour_count: r.get(17)?,
     })
 }
 
@@ -549,15 +551,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn take_force_budget(&self, key: &str, day: i64, per_day: i64) -> StoreResult<bool> {
-        let key = key.to_owned();
+    async fn take_force_budget(&self, key: &str, b: &super::ForceBudget) -> StoreResult<bool> {
+        let (key, b) = (key.to_owned(), *b);
         self.call(move |c| {
             c.execute("INSERT OR IGNORE INTO wafer_credentials (cred_key) VALUES (?1)", [&key])?;
             let n = c.execute(
                 "UPDATE wafer_credentials SET force_count = CASE WHEN force_day = ?2 THEN force_count + 1 ELSE 1 END,
-                   force_day = ?2
-                 WHERE cred_key = ?1 AND (force_day <> ?2 OR force_count < ?3)",
-                params![key, day, per_day],
+                   force_day = ?2,
+                   force_hour_count = CASE WHEN force_hour = ?4 THEN force_hour_count + 1 ELSE 1 END,
+                   force_hour = ?4
+                 WHERE cred_key = ?1 AND (force_day <> ?2 OR force_count < ?3)
+                   AND (force_hour <> ?4 OR force_hour_count < ?5)",
+                params![key, b.day, b.per_day, b.hour, b.per_hour],
             )?;
             Ok(n == 1)
         })

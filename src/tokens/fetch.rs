@@ -115,10 +115,16 @@ impl Credentials {
 
     /// One forced refresh from the app's daily budget, or [`FetchError::ForceBudget`].
     async fn spend_force(&self, key: &CredKey) -> Result<(), FetchError> {
-        let day = super::next_quota_reset(self.clock.now()) - 86_400;
-        match self.store.take_force_budget(&key.to_string(), day, self.policy.force_per_day).await {
+        let now = self.clock.now();
+        let budget = crate::store::ForceBudget {
+            day: super::next_quota_reset(now) - 86_400,
+            per_day: self.policy.force_per_day,
+            hour: now - now.rem_euclid(3600),
+            per_hour: self.policy.force_per_hour,
+        };
+        match self.store.take_force_budget(&key.to_string(), &budget).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(FetchError::ForceBudget(self.policy.force_per_day)),
+            Ok(false) => Err(FetchError::ForceBudget(self.policy.force_per_day, self.policy.force_per_hour)),
             Err(e) => Err(FetchError::Store(e)),
         }
     }
@@ -137,15 +143,15 @@ pub(super) enum FetchError {
     Store(crate::store::StoreError),
     Token(WaferError),
     NotConfigured,
-    /// The day's forced refreshes are spent (the budget).
-    ForceBudget(i64),
+    /// The day's or the hour's forced refreshes are spent (the budgets per day and per hour).
+    ForceBudget(i64, i64),
 }
 
 impl FetchError {
     /// Upstream failures are remembered; storage failures, unknown apps and a ticket's token failure (remembered
     /// under the token's own key) are not.
     pub(super) fn is_remembered(&self) -> bool {
-        matches!(self, Self::Upstream(_) | Self::ForceBudget(_))
+        matches!(self, Self::Upstream(_) | Self::ForceBudget(..))
     }
 
     pub(super) fn into_wafer(self, key: &CredKey) -> WaferError {
@@ -157,11 +163,11 @@ impl FetchError {
             }
             Self::Store(e) => WaferError::db(e),
             Self::Token(e) => e,
-            Self::ForceBudget(n) => WaferError::new(
+            Self::ForceBudget(day, hour) => WaferError::new(
                 ReturnCode::ForceRefreshLimited,
                 format!(
-                    "this app's {n} forced token refreshes for today are spent; the current token is served until it \
-                     expires (raise WAFER_FORCE_REFRESH_PER_DAY, within WeChat's limits, if this is expected)"
+                    "this app's forced token refreshes are spent ({day} a day, {hour} an hour); the current token is \
+                     served until it expires (WAFER_FORCE_REFRESH_PER_DAY / _PER_HOUR, within WeChat's limits)"
                 ),
             ),
             Self::NotConfigured => {

@@ -58,6 +58,8 @@ pub struct Policy {
     /// Forced token refreshes allowed per app per (Beijing) day, across processes (WeChat allows 20 forced
     /// stable-token refreshes a day).
     pub force_per_day: i64,
+    /// Forced token refreshes allowed per app per hour, across processes (so one hour cannot spend the day).
+    pub force_per_hour: i64,
     /// Attempts for an upstream "system busy" (-1) reply, with doubling backoff from `busy_backoff_ms`.
     pub busy_attempts: u32,
     pub busy_backoff_ms: u64,
@@ -74,6 +76,7 @@ impl Default for Policy {
             revalidate_secs: 60,
             ticket_budget_per_hour: 100,
             force_per_day: 10,
+            force_per_hour: 4,
             busy_attempts: 3,
             busy_backoff_ms: 200,
         }
@@ -115,7 +118,13 @@ struct Cached {
     expires_at: i64,
     fetched_at: i64,
     loaded_at: i64,
+    /// When the app / agent was last seen registered (a memory hit re-checks it after [`OWNER_RECHECK_SECS`]).
+    owner_seen: i64,
 }
+
+/// A value served from memory re-checks that its app / agent is still registered this often, so a removal in
+/// another process stops it within this many seconds (this process forgets at once).
+pub const OWNER_RECHECK_SECS: i64 = 10;
 
 /// The credential manager. One per process, shared by every request.
 pub struct Credentials {
@@ -199,10 +208,29 @@ impl Credentials {
 
     fn remember(&self, key: &str, value: &str, expires_at: i64, fetched_at: i64) {
         let loaded_at = self.clock.now();
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.to_owned(), Cached { value: value.to_owned(), expires_at, fetched_at, loaded_at });
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key.to_owned(),
+            Cached { value: value.to_owned(), expires_at, fetched_at, loaded_at, owner_seen: loaded_at },
+        );
+    }
+
+    /// Whether the app / agent behind a memory hit was seen registered recently; re-checks it (one indexed read
+    /// per key every [`OWNER_RECHECK_SECS`]) when not.
+    async fn owner_still_registered(&self, key: &CredKey, k: &str, now: i64) -> Result<bool, WaferError> {
+        let seen = self.cached(k).map_or(0, |c| c.owner_seen);
+        if now - seen < OWNER_RECHECK_SECS {
+            return Ok(true);
+        }
+        let exists = self.owner_exists(key).await?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if exists {
+            if let Some(c) = cache.get_mut(k) {
+                c.owner_seen = now;
+            }
+        } else {
+            cache.remove(k);
+        }
+        Ok(exists)
     }
 
     fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -246,8 +274,12 @@ impl Credentials {
             };
             let k = key.to_string();
             if force == Force::No {
-                if let Some(hit) = self.counted_hit(&k, self.clock.now()) {
-                    return Ok(hit);
+                let now = self.clock.now();
+                if let Some(hit) = self.counted_hit(&k, now) {
+                    if self.owner_still_registered(key, &k, now).await? {
+                        return Ok(hit);
+                    }
+                    return Err(FetchError::NotConfigured.into_wafer(key));
                 }
             }
             if let Some(answer) = self.remembered(&k, force).await {

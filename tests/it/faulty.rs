@@ -59,8 +59,12 @@ impl Store for Faulty {
     async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
         self.inner.clear_credential_failures(keys).await
     }
-    async fn take_force_budget(&self, key: &str, day: i64, per_day: i64) -> StoreResult<bool> {
-        self.inner.take_force_budget(key, day, per_day).await
+    async fn take_force_budget(
+        &self,
+        key: &str,
+        budget: &wafer_scf::store::ForceBudget,
+    ) -> StoreResult<bool> {
+        self.inner.take_force_budget(key, budget).await
     }
     async fn put_app(&self, a: &AppRecord) -> StoreResult<()> {
         self.inner.put_app(a).await

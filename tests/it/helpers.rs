@@ -300,6 +300,8 @@ pub fn build(store: Arc<dyn Store>, base: &str, clock: Arc<ManualClock>, setting
             lease_ms: 1_500,
             budget_ms: 2_500,
             busy_backoff_ms: 20,
+            // The daily budget is what the tests exercise; the hourly one has its own test.
+            force_per_hour: 1_000,
             ..Default::default()
         })
         .build()

@@ -473,6 +473,15 @@ async fn identifiers_are_checked_to_their_real_shapes(b: Backend) {
         code(&call(&svc, "qcloud.work.access_token", json!({"corpid": CORP, "agentid": 1}), None).await),
         0
     );
+    // An agent removed by another process stops being served from memory within OWNER_RECHECK_SECS.
+    assert_eq!(
+        code(&call(&svc, "qcloud.work.access_token", json!({"corpid": CORP, "agentid": 1}), None).await),
+        0
+    );
+    assert!(w.store.remove_agent(CORP, "1").await.unwrap());
+    w.clock.advance(wafer_scf::tokens::OWNER_RECHECK_SECS + 1);
+    let r = call(&svc, "qcloud.work.access_token", json!({"corpid": CORP, "agentid": 1}), None).await;
+    assert_eq!(code(&r), 1012, "{r}");
     let reg = wafer_scf::registry::Registry { store: w.store.as_ref(), creds: None, now: T0, dry_run: false };
     let changes = wafer_scf::registry::AgentChanges { secret: Some("s".into()), remark: None };
     assert!(reg.put_agent("ww2", "12a", &changes).await.is_err());

@@ -119,6 +119,44 @@ async fn stable_force_uses_normal_mode_first_and_a_daily_budget_across_processes
     assert_eq!(force_calls(), 11);
 }
 
+async fn forced_refreshes_have_an_hourly_budget_too(b: Backend) {
+    let t = app(b).await;
+    let svc = wafer_scf::startup::ServiceBuilder::new(t.store.clone(), &t.wx.base_url)
+        .clock(t.clock.clone())
+        .settings(open_settings())
+        .policy(wafer_scf::tokens::Policy { force_per_hour: 2, ..Default::default() })
+        .build()
+        .unwrap();
+    let force = |current: String| {
+        let body = json!({"interface": {"interfaceName": "qcloud.mimi.access_token",
+            "para": {"appid": APP, "force": true, "access_token": current}}})
+        .to_string();
+        let svc = &svc;
+        async move {
+            serde_json::from_slice::<Value>(
+                &svc.handle(body.as_bytes(), &Default::default()).await.to_bytes(),
+            )
+            .unwrap()
+        }
+    };
+    let mut current =
+        token(&t, json!({"appid": APP})).await["returnData"]["access_token"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        t.clock.advance(11);
+        let r = force(current.clone()).await;
+        assert_eq!(code(&r), 0, "{r}");
+        current = r["returnData"]["access_token"].as_str().unwrap().to_owned();
+    }
+    t.clock.advance(11);
+    let r = force(current.clone()).await;
+    assert_eq!(code(&r), 1025, "two an hour: {r}");
+    assert!(r["returnMessage"].as_str().unwrap().contains("an hour"), "{r}");
+    // The next hour.
+    t.clock.advance(3600 - 33);
+    let r = force(current).await;
+    assert_ne!(code(&r), 1025, "a new hour: {r}");
+}
+
 async fn a_refetched_token_that_did_not_change_keeps_its_expiry(b: Backend) {
     let t = app(b).await;
     t.wx.state.wecom_fresh_expiry.store(true, Ordering::SeqCst);
@@ -199,6 +237,7 @@ both_backends!(
     wecom_45009_is_a_short_growing_window_and_wechat_45009_waits_for_an_unblock,
     stable_force_uses_normal_mode_first_and_a_daily_budget_across_processes,
     a_refetched_token_that_did_not_change_keeps_its_expiry,
+    forced_refreshes_have_an_hourly_budget_too,
     refusals_name_the_ip_to_whitelist,
     a_classic_app_out_of_token_quota_falls_back_to_stable_where_wechat_says_so,
     a_secondary_host_answers_when_the_primary_is_unreachable,
