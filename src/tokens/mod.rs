@@ -18,18 +18,19 @@
 pub mod failures;
 mod fetch;
 mod keys;
+mod refresh;
 
 pub use keys::{CredKey, CredKind};
 
 use crate::metrics::CredEvent;
-use failures::{Failures, Remembered};
+use failures::Failures;
 use fetch::FetchError;
 
 use crate::clock::Clock;
 use crate::envelope::{ReturnCode, WaferError};
-use crate::store::{FailedFetch, FetchedCredential, Store};
+use crate::store::Store;
 use crate::wechat::wecom::WeComClient;
-use crate::wechat::{UpstreamError, WeChatClient};
+use crate::wechat::WeChatClient;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -408,128 +409,6 @@ impl Credentials {
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
         })
-    }
-
-    /// A remembered failure for `key`, as the answer to give: a still-valid cached value when there is one the
-    /// caller may have, else the remembered error. `None`: nothing remembered (or it was cleared elsewhere).
-    async fn remembered(&self, k: &str, force: Force<'_>) -> Option<Result<Served, WaferError>> {
-        let now_ms = now_ms(self.clock.as_ref());
-        let error = match self.failures.check(k, now_ms)? {
-            Remembered::Failed(e) => e,
-            Remembered::Recheck => match self.store.get_credential(k).await {
-                Ok(row) => {
-                    let row = row.unwrap_or_default();
-                    if row.failed_until_ms <= now_ms {
-                        // Cleared elsewhere: a success, or `app add` / `agent add` deleted the row.
-                        self.failures.clear(k);
-                        return None;
-                    }
-                    let e = shared_error(&row);
-                    self.failures.remember(k, &e, row.failed_until_ms, now_ms);
-                    e
-                }
-                Err(_) => self.failures.error(k)?,
-            },
-        };
-        let now = self.clock.now();
-        let usable = self.cached(k).filter(|c| {
-            now < c.expires_at
-                && match force {
-                    Force::No => true,
-                    Force::Yes(Some(seen)) => c.value != seen,
-                    Force::Rejected(seen) => c.value != seen,
-                    Force::Yes(None) => false,
-                }
-        });
-        Some(match usable {
-            Some(c) => Ok(Served { value: c.value, expires_at: c.expires_at, fresh: false }),
-            None => {
-                crate::metrics::credential(CredEvent::RememberedFailure);
-                Err(error)
-            }
-        })
-    }
-
-    /// Fetch upstream while holding the lease, store the value, release the lease. A failure is remembered and
-    /// logged once here; callers that share it are not logged again.
-    async fn refresh(&self, key: &CredKey, k: &str, now: i64, a: Attempt<'_>) -> Result<Served, WaferError> {
-        let (usable_old, failed_before) = (a.usable_old.clone(), a.row.failed_count);
-        let fetched = match self.fetch(key, &a).await {
-            Ok(f) => f,
-            Err(e) => {
-                // WeChat's 45009 is a daily quota; WeCom's is a frequency limit (remembered for a short, growing
-                // window below instead).
-                if let (FetchError::Upstream(UpstreamError::Api { errcode: 45009, .. }), false) =
-                    (&e, key.kind.is_wecom())
-                {
-                    let until = next_quota_reset(now);
-                    tracing::warn!(key = %k, until, "daily quota used up: no upstream calls for this key until the reset");
-                    let _ = self.store.block_credential(k, &self.owner, until, 45009).await;
-                    return Err(e.into_wafer(key));
-                }
-                let remember = e.is_remembered();
-                let error = e.into_wafer(key);
-                if remember {
-                    let now_ms = now_ms(self.clock.as_ref());
-                    let count = failed_before + 1;
-                    let window = failures::window_ms(error.code, count);
-                    self.failures.remember(k, &error, now_ms + window, now_ms);
-                    let failed = FailedFetch {
-                        until_ms: now_ms + window,
-                        code: error.code.code(),
-                        message: &error.message,
-                        count,
-                    };
-                    if self.store.fail_credential(k, &self.owner, &failed).await.is_err() {
-                        let _ = self.store.release_lease(k, &self.owner).await;
-                    }
-                    tracing::warn!(
-                        key = %k, return_code = error.code.code(), detail = error.detail.as_deref().unwrap_or(""),
-                        failures = count, retry_in_ms = window,
-                        "upstream fetch failed; every caller gets this answer until the retry"
-                    );
-                } else {
-                    let _ = self.store.release_lease(k, &self.owner).await;
-                }
-                // A value that is still valid keeps being served whatever the refresh errors.
-                return usable_old.ok_or(error);
-            }
-        };
-        let fetched_at = self.clock.now();
-        let mut expires_at = fetched_at + fetched.expires_in;
-        if a.row.value.as_deref() == Some(fetched.value.as_str()) && a.row.expires_at > 0 {
-            // The same value again (WeCom hands out its current token with a fresh expires_in): it still expires
-            // when it did, not two hours from now.
-            expires_at = expires_at.min(a.row.expires_at);
-        }
-        let stored = self
-            .store
-            .put_credential(
-                k,
-                &self.owner,
-                &FetchedCredential {
-                    value: &fetched.value,
-                    expires_at,
-                    fetched_at,
-                    window_start: hour_start(fetched_at),
-                },
-            )
-            .await;
-        match stored {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(key = %k, "lease ran out during the refresh; another instance took over")
-            }
-            Err(e) => {
-                let _ = self.store.release_lease(k, &self.owner).await;
-                return Err(self.store_err(key, e));
-            }
-        }
-        self.failures.clear(k);
-        self.remember(k, &fetched.value, expires_at, fetched_at);
-        tracing::info!(key = %k, expires_at, "credential refreshed upstream");
-        crate::metrics::credential(CredEvent::Refresh);
-        Ok(Served { value: fetched.value, expires_at, fresh: true })
     }
 
     async fn owner_exists(&self, key: &CredKey) -> Result<bool, WaferError> {
