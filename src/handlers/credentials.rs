@@ -22,11 +22,11 @@ pub enum Target {
 }
 
 impl Target {
-    fn parse_app(p: Para<'_>) -> Result<Self, WaferError> {
+    pub(crate) fn parse_app(p: Para<'_>) -> Result<Self, WaferError> {
         Ok(Self::App(p.id("appid", MAX_ID)?.to_owned()))
     }
 
-    fn parse_agent(p: Para<'_>) -> Result<Self, WaferError> {
+    pub(crate) fn parse_agent(p: Para<'_>) -> Result<Self, WaferError> {
         Ok(Self::Agent { corpid: p.id("corpid", MAX_ID)?.to_owned(), agentid: p.agent_id("agentid")? })
     }
 
@@ -38,7 +38,7 @@ impl Target {
         }
     }
 
-    fn key(&self, kind: CredKind) -> CredKey {
+    pub(crate) fn key(&self, kind: CredKind) -> CredKey {
         match self {
             Self::App(a) => CredKey::app(kind, a),
             Self::Agent { corpid, agentid } => CredKey::agent(kind, corpid, agentid),

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod cos;
 pub mod credentials;
+pub mod proxy;
 pub mod session;
 
 use crate::auth::{Access, Caller, Scope};
@@ -20,6 +21,7 @@ use std::sync::Arc;
 pub struct Deps {
     pub store: Arc<dyn Store>,
     pub wechat: WeChatClient,
+    pub wecom: crate::wechat::wecom::WeComClient,
     pub clock: Arc<dyn Clock>,
     pub creds: Arc<Credentials>,
     pub settings: Settings,
@@ -39,10 +41,12 @@ impl Deps {
         settings: Settings,
         policy: crate::tokens::Policy,
     ) -> Self {
-        let creds = Arc::new(Credentials::new(store.clone(), wechat.clone(), wecom, clock.clone(), policy));
+        let creds =
+            Arc::new(Credentials::new(store.clone(), wechat.clone(), wecom.clone(), clock.clone(), policy));
         Self {
             store,
             wechat,
+            wecom,
             clock,
             creds,
             settings,
@@ -104,6 +108,7 @@ pub enum Request<'a> {
     CosV4(cos::V4Request),
     CosV5(cos::V5Request),
     Admin(admin::AdminRequest),
+    Call(proxy::CallRequest),
 }
 
 type Parser = for<'a> fn(Para<'a>) -> Result<Request<'a>, WaferError>;
@@ -130,6 +135,8 @@ pub const INTERFACES: &[(&str, Parser)] = &[
     ("qcloud.cos.auth.reusable", |p| Ok(Request::CosV4(cos::V4Request::parse(p, true)?))),
     ("qcloud.cos.auth.nonreusable", |p| Ok(Request::CosV4(cos::V4Request::parse(p, false)?))),
     ("qcloud.cos.auth.v5", |p| Ok(Request::CosV5(cos::V5Request::parse(p)?))),
+    ("qcloud.mimi.call", |p| Ok(Request::Call(proxy::CallRequest::parse(p, false)?))),
+    ("qcloud.work.call", |p| Ok(Request::Call(proxy::CallRequest::parse(p, true)?))),
     ("qcloud.admin.app.add", |p| admin_op("app.add", p)),
     ("qcloud.admin.app.update", |p| admin_op("app.update", p)),
     ("qcloud.admin.app.list", |p| admin_op("app.list", p)),
@@ -193,6 +200,7 @@ impl<'a> Interface<'a> {
             Request::CosV4(r) => Access::Credential(Scope::App(&r.appid)),
             Request::CosV5(r) => Access::Credential(Scope::App(&r.appid)),
             Request::Admin(r) => Access::Admin { para_token: r.admin_token.as_deref() },
+            Request::Call(r) => Access::Credential(r.target.as_scope()),
         }
     }
 
@@ -214,6 +222,7 @@ impl<'a> Interface<'a> {
             Request::CosV4(r) => cos::v4(deps, r).await,
             Request::CosV5(r) => cos::v5(deps, r).await,
             Request::Admin(r) => admin::handle(deps, meta, r).await,
+            Request::Call(r) => proxy::call(deps, r).await,
         }
     }
 }
@@ -229,7 +238,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "no name twice");
-        assert_eq!(names.len(), 30);
+        assert_eq!(names.len(), 32);
         let para = serde_json::Map::new();
         let e = Interface::parse("qcloud.nope", Para(&para)).unwrap_err();
         assert_eq!(e.code, ReturnCode::InterfaceErr);

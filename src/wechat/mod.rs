@@ -4,6 +4,7 @@
 //! Base URLs and timeouts are arguments so tests point them at a local fake. Query values are URL-encoded by
 //! reqwest; TLS is verified (rustls). No URL is ever logged: request URLs carry secrets.
 
+pub mod proxy;
 pub mod wecom;
 
 use crate::envelope::{ReturnCode, WaferError};
@@ -209,6 +210,11 @@ impl WeChatClient {
 
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// The HTTP client (shared with proxied calls).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// `GET /sns/jscode2session`. Called once per login code: codes are single-use, so never retried.

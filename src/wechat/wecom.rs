@@ -14,6 +14,10 @@ impl WeComClient {
         Self { http, base: base_url.trim_end_matches('/').to_owned() }
     }
 
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     /// `GET /cgi-bin/gettoken`: one token per (corpid, app secret).
     pub async fn gettoken(&self, corpid: &str, secret: &str) -> Result<Fetched, UpstreamError> {
         let req = self

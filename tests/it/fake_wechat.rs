@@ -95,6 +95,10 @@ impl FakeWeChat {
             .route("/cgi-bin/gettoken", get(wecom_token))
             .route("/cgi-bin/get_jsapi_ticket", get(wecom_corp_ticket))
             .route("/cgi-bin/ticket/get", get(wecom_agent_ticket))
+            // Business APIs a backend calls through wafer-scf (WeCom's message/send shares the fake's host).
+            .route("/wxa/getwxacodeunlimit", post(business_png))
+            .route("/cgi-bin/message/subscribe/send", post(business_json))
+            .route("/cgi-bin/message/send", post(business_json))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -444,4 +448,42 @@ async fn wecom_agent_ticket(
         return err(40097, "invalid args");
     }
     ticket_reply(&st, q.get("access_token"), "", "agent")
+}
+
+/// A business API answering JSON: ok for a valid token, 40001 otherwise; echoes the body's `touser` to show the
+/// body arrived.
+async fn business_json(
+    State(st): State<Arc<FakeState>>,
+    Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let owner = token_owner(&st, q.get("access_token"));
+    if let Some(r) = enter(&st, "/business", &owner).await {
+        return r;
+    }
+    if !valid_token(&st, q.get("access_token")) {
+        return err(40001, "invalid credential, access_token is invalid or not latest");
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Json(json!({"errcode": 0, "errmsg": "ok", "touser": body["touser"]})).into_response()
+}
+
+/// `wxa/getwxacodeunlimit`: PNG bytes for a valid token.
+async fn business_png(
+    State(st): State<Arc<FakeState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let owner = token_owner(&st, q.get("access_token"));
+    if let Some(r) = enter(&st, "/business", &owner).await {
+        return r;
+    }
+    if !valid_token(&st, q.get("access_token")) {
+        return err(40001, "invalid credential, access_token is invalid or not latest");
+    }
+    ([("content-type", "image/png")], b"\x89PNG\r\n\x1a\nfake-image".to_vec()).into_response()
+}
+
+fn valid_token(st: &FakeState, token: Option<&String>) -> bool {
+    let inner = st.inner.lock().unwrap();
+    token.and_then(|t| inner.tokens.get(t)).map(|t| t.expires_at > now()).unwrap_or(false)
 }
