@@ -454,9 +454,10 @@ async fn runtime(config: &Config, runtime_api: Option<String>) -> Result<()> {
         .or_else(crate::scf::runtime::RuntimeClient::base_from_env)
         .context("no runtime API: set SCF_RUNTIME_API (and SCF_RUNTIME_API_PORT) or pass --runtime-api")?;
     warn_if_open(config);
-    // Everything expensive happens before init/ready: schema, storage pool, HTTP client, caches.
+    // Everything expensive happens before init/ready: storage pool, schema, HTTP client, caches.
+    let svc = build_service(config, 2).await?;
     if config.auto_migrate.unwrap_or(true) {
-        let store = open_store(config, false).await?;
+        let store = &svc.deps.store;
         match store.migrate().await {
             Ok(applied) if !applied.is_empty() => {
                 tracing::info!("schema: {}", migrated(&applied, store.backend()))
@@ -465,7 +466,6 @@ async fn runtime(config: &Config, runtime_api: Option<String>) -> Result<()> {
             Err(e) => tracing::error!(error = %e, "automatic migration failed; run `wafer-scf migrate`"),
         }
     }
-    let svc = build_service(config, 2).await?;
     tracing::info!(
         storage = %config.database_url.redacted(), version = env!("CARGO_PKG_VERSION"),
         caller_auth = ?config.caller_auth, admin = config.admin_token().is_some(),

@@ -334,14 +334,17 @@ pub async fn send_json(endpoint: &'static str, req: reqwest::RequestBuilder) -> 
     result
 }
 
+/// A request that failed before a reply: unreachable when nothing was sent, else a network error. No URL.
+pub(crate) fn send_error(e: reqwest::Error) -> UpstreamError {
+    if e.is_connect() {
+        UpstreamError::Unreachable(e.without_url().to_string())
+    } else {
+        UpstreamError::Network(e.without_url().to_string())
+    }
+}
+
 async fn send_json_inner(req: reqwest::RequestBuilder) -> Result<Value, UpstreamError> {
-    let resp = req.send().await.map_err(|e| {
-        if e.is_connect() {
-            UpstreamError::Unreachable(e.without_url().to_string())
-        } else {
-            UpstreamError::Network(e.without_url().to_string())
-        }
-    })?;
+    let resp = req.send().await.map_err(send_error)?;
     let status = resp.status();
     if !status.is_success() {
         return Err(UpstreamError::Status(status.as_u16()));

@@ -38,13 +38,7 @@ pub async fn call(
     if let Some(b) = body {
         req = req.json(b);
     }
-    let resp = req.send().await.map_err(|e| {
-        if e.is_connect() {
-            UpstreamError::Unreachable(e.without_url().to_string())
-        } else {
-            UpstreamError::Network(e.without_url().to_string())
-        }
-    })?;
+    let resp = req.send().await.map_err(super::send_error)?;
     let status = resp.status();
     if !status.is_success() {
         crate::metrics::upstream("proxy", format!("http_{}", status.as_u16()));

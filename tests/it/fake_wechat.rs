@@ -457,12 +457,8 @@ async fn business_json(
     Query(q): Query<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Response {
-    let owner = token_owner(&st, q.get("access_token"));
-    if let Some(r) = enter(&st, "/business", &owner).await {
+    if let Some(r) = business_entry(&st, &q).await {
         return r;
-    }
-    if !valid_token(&st, q.get("access_token")) {
-        return err(40001, "invalid credential, access_token is invalid or not latest");
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     Json(json!({"errcode": 0, "errmsg": "ok", "touser": body["touser"]})).into_response()
@@ -473,14 +469,20 @@ async fn business_png(
     State(st): State<Arc<FakeState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let owner = token_owner(&st, q.get("access_token"));
-    if let Some(r) = enter(&st, "/business", &owner).await {
+    if let Some(r) = business_entry(&st, &q).await {
         return r;
     }
-    if !valid_token(&st, q.get("access_token")) {
-        return err(40001, "invalid credential, access_token is invalid or not latest");
-    }
     ([("content-type", "image/png")], b"\x89PNG\r\n\x1a\nfake-image".to_vec()).into_response()
+}
+
+/// A business API's entry: count the call, apply scripted failures, refuse an invalid token with 40001.
+async fn business_entry(st: &FakeState, q: &HashMap<String, String>) -> Option<Response> {
+    let owner = token_owner(st, q.get("access_token"));
+    if let Some(r) = enter(st, "/business", &owner).await {
+        return Some(r);
+    }
+    (!valid_token(st, q.get("access_token")))
+        .then(|| err(40001, "invalid credential, access_token is invalid or not latest"))
 }
 
 fn valid_token(st: &FakeState, token: Option<&String>) -> bool {
