@@ -4,7 +4,7 @@
 //! `--server`). Replies never carry a secret.
 
 use crate::envelope::WaferError;
-use crate::registry::{AgentChanges, AppChanges, Change, Outcome, Registry};
+use crate::registry::{AgentChanges, AppChanges, Change, KeyScope, Outcome, Registry};
 use crate::store::{Store, TokenMode};
 use crate::tokens::{CredKey, CredKind, Credentials};
 use async_trait::async_trait;
@@ -79,6 +79,9 @@ pub struct KeyInfo {
     pub scope_all: bool,
     pub scope_apps: Vec<String>,
     pub scope_corps: Vec<String>,
+    /// API path prefixes for the token-free calls; empty: every path.
+    #[serde(default)]
+    pub scope_apis: Vec<String>,
     pub created_at: i64,
     pub last_used_at: i64,
     pub revoked_at: i64,
@@ -163,13 +166,7 @@ pub trait AdminApi: Send + Sync {
     async fn list_cos(&self) -> AdminResult<Vec<CosInfo>>;
     async fn remove_cos(&self, appid: &str) -> AdminResult<()>;
     /// Create a caller key; the key itself is returned once.
-    async fn add_key(
-        &self,
-        name: &str,
-        apps: Vec<String>,
-        corps: Vec<String>,
-        all: bool,
-    ) -> AdminResult<String>;
+    async fn add_key(&self, name: &str, scope: KeyScope) -> AdminResult<String>;
     async fn list_keys(&self) -> AdminResult<Vec<KeyInfo>>;
     async fn revoke_key(&self, name: &str) -> AdminResult<()>;
     async fn status(&self) -> AdminResult<Status>;
@@ -317,14 +314,8 @@ impl AdminApi for Local {
         Ok(self.registry().remove_cos_key(appid).await?)
     }
 
-    async fn add_key(
-        &self,
-        name: &str,
-        apps: Vec<String>,
-        corps: Vec<String>,
-        all: bool,
-    ) -> AdminResult<String> {
-        Ok(self.registry().add_caller_key(name, apps, corps, all).await?)
+    async fn add_key(&self, name: &str, scope: KeyScope) -> AdminResult<String> {
+        Ok(self.registry().add_caller_key(name, scope).await?)
     }
 
     async fn list_keys(&self) -> AdminResult<Vec<KeyInfo>> {
@@ -336,6 +327,7 @@ impl AdminApi for Local {
                 scope_all: k.scope_all,
                 scope_apps: k.scope_apps,
                 scope_corps: k.scope_corps,
+                scope_apis: k.scope_apis,
                 created_at: k.created_at,
                 last_used_at: k.last_used_at,
                 revoked_at: k.revoked_at,

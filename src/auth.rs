@@ -57,6 +57,12 @@ impl Caller {
             }
     }
 
+    /// Whether the key may make token-free calls to `path` (a key without path limits may call any).
+    pub fn allows_path(&self, path: &str) -> bool {
+        let apis = &self.record.scope_apis;
+        apis.is_empty() || apis.iter().any(|p| path.starts_with(p.as_str()))
+    }
+
     /// CALLER_KEY_FORBIDDEN unless the key covers `target`.
     pub fn require(&self, target: Scope<'_>) -> Result<(), WaferError> {
         if self.covers(target) {
@@ -98,6 +104,8 @@ pub enum Access<'a> {
     Session(Option<&'a str>),
     /// Live credentials for an app / corp / COS APPID: a caller key covering it.
     Credential(Scope<'a>),
+    /// A token-free call to an API `path` of an app / corp: a caller key covering both.
+    Call(Scope<'a>, &'a str),
     /// Admin interfaces: the admin token (`X-Wafer-Admin-Token`, or `para.admin_token` on direct invocations).
     Admin { para_token: Option<&'a str> },
 }
@@ -161,6 +169,17 @@ impl Gate {
             }
             (_, Access::Credential(scope)) => {
                 caller.as_ref().ok_or_else(missing)?.require(scope)?;
+                Ok(Grant { caller, session_scope: None })
+            }
+            (_, Access::Call(scope, path)) => {
+                let c = caller.as_ref().ok_or_else(missing)?;
+                c.require(scope)?;
+                if !c.allows_path(path) {
+                    return Err(WaferError::new(
+                        ReturnCode::CallerKeyForbidden,
+                        "this caller key is not allowed to call this API path",
+                    ));
+                }
                 Ok(Grant { caller, session_scope: None })
             }
             (CallerAuthMode::All, Access::Session(given)) => {

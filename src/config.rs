@@ -79,6 +79,12 @@ pub struct Config {
     #[arg(long, env = "WAFER_LOGIN_LIMIT_PER_IP", value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub login_limit_per_ip: Option<u32>,
 
+    /// Act as the WeChat API host for existing SDKs: answer `/cgi-bin/token`, `/cgi-bin/stable_token` and
+    /// `/cgi-bin/gettoken` from the central cache (authenticated by the registered secret), and pass through calls
+    /// that carry a token issued here (default: off).
+    #[arg(long, env = "WAFER_TOKEN_HOST", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", global = true)]
+    pub token_host: bool,
+
     /// The app a login without `appid` uses (default: the only registered app, if there is exactly one).
     #[arg(long, env = "WAFER_DEFAULT_APPID", global = true)]
     pub default_appid: Option<String>,

@@ -63,6 +63,23 @@ pub struct Change {
     pub credentials_dropped: bool,
 }
 
+/// What a new caller key may reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyScope {
+    /// WeChat appids and Tencent Cloud APPIDs (COS).
+    #[serde(default)]
+    pub apps: Vec<String>,
+    /// WeCom corpids.
+    #[serde(default)]
+    pub corps: Vec<String>,
+    /// Every app, corp and COS APPID.
+    #[serde(default)]
+    pub all: bool,
+    /// API path prefixes for the token-free calls (`/wxa/`, `/cgi-bin/message/`); empty: every path.
+    #[serde(default)]
+    pub apis: Vec<String>,
+}
+
 /// Where the registry writes, and what it tells.
 pub struct Registry<'a> {
     pub store: &'a dyn Store,
@@ -308,14 +325,9 @@ impl Registry<'_> {
         Ok(())
     }
 
-    /// Create a caller key; returns the key, to be shown once (only its hash is stored).
-    pub async fn add_caller_key(
-        &self,
-        name: &str,
-        apps: Vec<String>,
-        corps: Vec<String>,
-        all: bool,
-    ) -> Result<String, RegistryError> {
+    /// Create a caller key (`scope`: what it may reach); returns the key, to be shown once (only its hash is stored).
+    pub async fn add_caller_key(&self, name: &str, scope: KeyScope) -> Result<String, RegistryError> {
+        let KeyScope { apps, corps, all, apis } = scope;
         if name.is_empty()
             || name.len() > 64
             || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
@@ -333,6 +345,23 @@ impl Registry<'_> {
                 return Err(RegistryError::Invalid("appids and corpids cannot contain commas".into()));
             }
         }
+        if apis.len() > 32 {
+            return Err(RegistryError::Invalid(
+                "a key can be limited to at most 32 API path prefixes".into(),
+            ));
+        }
+        for p in &apis {
+            let ok = p.starts_with('/')
+                && p.len() <= 128
+                && !p.contains("..")
+                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-.".contains(&b));
+            if !ok {
+                return Err(RegistryError::Invalid(
+                    "each API path prefix must start with / and hold letters, digits, '/', '_', '-' or '.' (e.g. /wxa/)"
+                        .into(),
+                ));
+            }
+        }
         if self.store.list_caller_keys().await?.iter().any(|k| k.name == name) {
             return Err(RegistryError::Conflict(format!(
                 "a key named {name} exists already (revoked keys keep their name): choose another name"
@@ -346,6 +375,7 @@ impl Registry<'_> {
             scope_all: all,
             scope_apps: apps,
             scope_corps: corps,
+            scope_apis: apis,
             created_at: self.now,
             last_used_at: 0,
             revoked_at: 0,

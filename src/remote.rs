@@ -5,7 +5,7 @@
 use crate::admin::{
     AdminApi, AdminError, AdminResult, AgentInfo, AppInfo, ChangeInfo, CosInfo, KeyInfo, Status,
 };
-use crate::registry::{AgentChanges, AppChanges};
+use crate::registry::{AgentChanges, AppChanges, KeyScope};
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -108,14 +108,8 @@ impl AdminApi for Remote {
     async fn remove_cos(&self, appid: &str) -> AdminResult<()> {
         self.call::<Value>("qcloud.admin.cos.remove", json!({"appid": appid})).await.map(drop)
     }
-    async fn add_key(
-        &self,
-        name: &str,
-        apps: Vec<String>,
-        corps: Vec<String>,
-        all: bool,
-    ) -> AdminResult<String> {
-        let para = json!({"name": name, "apps": apps, "corps": corps, "all": all});
+    async fn add_key(&self, name: &str, scope: KeyScope) -> AdminResult<String> {
+        let para = json!({"name": name, "apps": scope.apps, "corps": scope.corps, "all": scope.all, "apis": scope.apis});
         let reply: Value = self.call("qcloud.admin.key.add", para).await?;
         reply["key"].as_str().map(str::to_owned).ok_or(AdminError {
             code: 1005,

@@ -52,6 +52,37 @@ impl RequestMeta {
     }
 }
 
+/// A request answered as plain HTTP rather than with an envelope (the `/wechat/…` pass-through, the drop-in token
+/// host): what a transport hands over.
+#[derive(Debug, Clone, Default)]
+pub struct HttpCall {
+    pub method: String,
+    pub path: String,
+    /// The raw query string (without `?`), if any.
+    pub query: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// The answer to an [`HttpCall`]: status, content type and bytes, sent as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// A JSON body.
+    pub fn json(status: u16, body: &serde_json::Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json; charset=utf-8".into(),
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
+
 /// A caller-supplied request id, if it is safe to log: 1 to 64 characters of letters, digits, `-`, `_`, `.`, `:`.
 /// Anything else (spaces, control characters, `=`) could forge log fields, and is replaced by our own id.
 pub fn safe_request_id(candidate: &str) -> Option<&str> {

@@ -2,7 +2,7 @@
 //! resolves. Used locally, on a VM, and as the SCF web-function server.
 
 use crate::envelope::{Envelope, ReturnCode, WaferError};
-use crate::request::RequestMeta;
+use crate::request::{HttpCall, RequestMeta};
 use crate::service::{Route, Service};
 
 const JSON: &str = "application/json; charset=utf-8";
@@ -211,8 +211,9 @@ async fn handle(
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    match Route::of(parts.method.as_str(), parts.uri.path()) {
-        Route::Envelope => {}
+    let route = svc.route(parts.method.as_str(), parts.uri.path(), parts.uri.query());
+    match route {
+        Route::Envelope | Route::Http => {}
         Route::Health => return (StatusCode::OK, "ok").into_response(),
         Route::Ready => {
             let (status, body) = svc.readiness_reply().await;
@@ -237,44 +238,72 @@ async fn handle(
         |name| parts.headers.get(name).and_then(|v| v.to_str().ok()),
         crate::request::query_key(parts.uri.query()),
     );
-    let mut body = Body::new(body).into_data_stream();
+    let bytes = match read_body(body, &svc, &meta).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    if route == Route::Http {
+        let call = HttpCall {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            content_type: parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            body: bytes,
+        };
+        let reply = svc.handle_http(call, &meta).await;
+        let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut resp = (status, reply.body).into_response();
+        if let Ok(ct) = HeaderValue::from_str(&reply.content_type) {
+            resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+        }
+        return resp;
+    }
+    let env = svc.handle(&bytes, &meta).await;
+    envelope_response(StatusCode::OK, &env)
+}
+
+/// Read a request body within the body timeout and the body limit; the answer to send otherwise.
+async fn read_body(body: axum::body::Body, svc: &Service, meta: &RequestMeta) -> Result<Vec<u8>, Response> {
+    let mut body = body.into_data_stream();
     let mut bytes = Vec::new();
     let body_deadline = tokio::time::Instant::now() + svc.http_limits.body_timeout;
     loop {
         let chunk = match tokio::time::timeout_at(body_deadline, body.next()).await {
             Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
+            Ok(None) => return Ok(bytes),
             Err(_) => {
                 let err = WaferError::new(ReturnCode::RequestErr, "the request body did not arrive in time");
                 tracing::info!(request_id = %meta.request_id, return_code = err.code.code(), "request refused: body too slow");
                 let mut resp = envelope_response(StatusCode::REQUEST_TIMEOUT, &Envelope::error(&err));
                 resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return resp;
+                return Err(resp);
             }
         };
         let Ok(chunk) = chunk else {
             // The client went away mid-body: nobody is left to answer.
-            return too_large_or_broken(
+            return Err(too_large_or_broken(
                 StatusCode::BAD_REQUEST,
-                &meta,
+                meta,
                 svc.body_limit,
                 "request body unreadable",
-            );
+            ));
         };
         if bytes.len() + chunk.len() > svc.body_limit {
             // Read (and drop) the rest so the client can finish sending and read the answer, then close.
             drain(body).await;
-            return too_large_or_broken(
+            return Err(too_large_or_broken(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &meta,
+                meta,
                 svc.body_limit,
                 "request refused: body too large",
-            );
+            ));
         }
         bytes.extend_from_slice(&chunk);
     }
-    let env = svc.handle(&bytes, &meta).await;
-    envelope_response(StatusCode::OK, &env)
 }
 
 /// Largest oversized body read and dropped before the 413 is sent, and how long that may take.

@@ -5,7 +5,7 @@
 use crate::auth::Gate;
 use crate::envelope::{self, Envelope, Para, ReturnCode, WaferError};
 use crate::handlers::{Deps, Interface};
-use crate::request::RequestMeta;
+use crate::request::{HttpCall, HttpReply, RequestMeta};
 use futures_util::FutureExt;
 use serde_json::Value;
 use std::panic::AssertUnwindSafe;
@@ -26,6 +26,9 @@ pub enum Route {
     Metrics,
     /// `POST` on any path: a Wafer envelope.
     Envelope,
+    /// A plain-HTTP interface (the `/wechat/…` pass-through, the token host): hand over an
+    /// [`HttpCall`](crate::request::HttpCall) to [`Service::handle_http`].
+    Http,
     /// Anything else: 405 with an envelope naming the fix.
     WrongMethod,
 }
@@ -166,6 +169,54 @@ impl Service {
             ),
         }
         envelope
+    }
+
+    /// What a transport does with a request: [`Route::of`], unless a plain-HTTP interface claims it.
+    pub fn route(&self, method: &str, path: &str, query: Option<&str>) -> Route {
+        if crate::handlers::http::claims(path, query, self.deps.settings.token_host) {
+            Route::Http
+        } else {
+            Route::of(method, path)
+        }
+    }
+
+    /// Answer a plain-HTTP request. Never panics: every outcome is a reply; one log line per request.
+    pub async fn handle_http(&self, call: HttpCall, meta: &RequestMeta) -> HttpReply {
+        use crate::handlers::http::{self, HttpInterface};
+        let started = Instant::now();
+        let mut name = "http";
+        let result = AssertUnwindSafe(async {
+            if call.body.len() > self.body_limit {
+                return Err(WaferError::new(
+                    ReturnCode::RequestTooLarge,
+                    format!("request body is larger than {} bytes", self.body_limit),
+                ));
+            }
+            let parsed = http::parse(&call, meta)?;
+            name = parsed.name();
+            match parsed {
+                HttpInterface::Pass(p) => http::pass(&self.deps, &self.gate, &p, &call, meta).await,
+                HttpInterface::Host(h) => crate::handlers::token_host::handle(&self.deps, h, &call).await,
+            }
+        })
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            Err(WaferError::new(ReturnCode::InternalErr, "internal error").with_detail("handler panicked"))
+        });
+        let latency_us = started.elapsed().as_micros() as u64;
+        let reply = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(request_id = %meta.request_id, interface = name, return_code = e.code.code(), latency_us,
+                    detail = e.detail.as_deref().unwrap_or(""), "request");
+                crate::metrics::request(name, e.code.code(), latency_us as f64 / 1e6);
+                return http::refusal(&e);
+            }
+        };
+        crate::metrics::request(name, 0, latency_us as f64 / 1e6);
+        tracing::info!(request_id = %meta.request_id, interface = name, status = reply.status, latency_us, "request");
+        reply
     }
 
     /// Whether storage is reachable and its schema current (`GET /readyz`, start-up checks).

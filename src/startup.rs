@@ -146,6 +146,7 @@ pub async fn service(config: &Config, default_pool: u64) -> Result<Service> {
             master_key: config.master_key.is_some(),
             login_limit_per_app: config.login_limit_per_app,
             login_limit_per_ip: config.login_limit_per_ip,
+            token_host: config.token_host,
         })
         .policy(config.token_policy())
         .body_limit(config.body_limit as usize)

@@ -112,6 +112,10 @@ pub enum KeyCommand {
         /// Every app, corp and COS APPID.
         #[arg(long)]
         all: bool,
+        /// Limit the token-free calls (`qcloud.mimi.call`, `/wechat/…`) to these API path prefixes,
+        /// comma-separated (e.g. /wxa/,/cgi-bin/message/); every path when not given.
+        #[arg(long, value_delimiter = ',')]
+        apis: Vec<String>,
     },
     /// List keys: names, scopes, created, last used, revoked (never the key).
     List,
@@ -248,6 +252,7 @@ const SERVER_ONLY: &[&str] = &[
     "force_min_interval_secs",
     "login_limit_per_app",
     "login_limit_per_ip",
+    "token_host",
     "default_appid",
     "auto_migrate",
     "metrics",

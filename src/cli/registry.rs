@@ -4,7 +4,7 @@
 use super::{AgentCommand, AppCommand, AppFields, CosCommand, KeyCommand};
 use crate::admin::{AdminApi, ChangeInfo};
 use crate::config::Config;
-use crate::registry::{AgentChanges, AppChanges, Outcome};
+use crate::registry::{AgentChanges, AppChanges, KeyScope, Outcome};
 use crate::startup::admin_api;
 use crate::store::TokenMode;
 use anyhow::{bail, Context, Result};
@@ -140,8 +140,8 @@ pub(super) async fn cos_command(config: &Config, cmd: CosCommand) -> Result<()> 
 pub(super) async fn key_command(config: &Config, cmd: KeyCommand) -> Result<()> {
     let api = admin_api(config).await?;
     match cmd {
-        KeyCommand::Add { name, apps, corps, all } => {
-            let key = api.add_key(&name, apps, corps, all).await?;
+        KeyCommand::Add { name, apps, corps, all, apis } => {
+            let key = api.add_key(&name, KeyScope { apps, corps, all, apis }).await?;
             tracing::info!(key_name = %name, action = "created", "caller key changed");
             eprintln!("created key {name}; it is shown only now:");
             println!("{key}");
@@ -158,6 +158,9 @@ pub(super) async fn key_command(config: &Config, cmd: KeyCommand) -> Result<()> 
                     }
                     if !k.scope_corps.is_empty() {
                         parts.push(format!("corps={}", k.scope_corps.join(",")));
+                    }
+                    if !k.scope_apis.is_empty() {
+                        parts.push(format!("apis={}", k.scope_apis.join(",")));
                     }
                     parts.join(" ")
                 };

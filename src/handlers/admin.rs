@@ -4,7 +4,7 @@
 use super::{Deps, Reply};
 use crate::admin::{AdminApi, AdminError, Local, ProcessFacts};
 use crate::envelope::{Para, ReturnCode, WaferError};
-use crate::registry::{AgentChanges, AppChanges};
+use crate::registry::{AgentChanges, AppChanges, KeyScope};
 use crate::request::RequestMeta;
 use crate::store::TokenMode;
 use serde_json::{json, Value};
@@ -24,7 +24,7 @@ pub enum AdminOp {
     CosPut { appid: String, secret_id: Option<String>, secret_key: Option<String> },
     CosList,
     CosRemove { appid: String },
-    KeyAdd { name: String, apps: Vec<String>, corps: Vec<String>, all: bool },
+    KeyAdd { name: String, scope: KeyScope },
     KeyList,
     KeyRevoke { name: String },
     Status,
@@ -120,9 +120,12 @@ impl AdminRequest {
             "cos.remove" => AdminOp::CosRemove { appid: owned(&p, "appid", 20)? },
             "key.add" => AdminOp::KeyAdd {
                 name: owned(&p, "name", 64)?,
-                apps: list(&p, "apps")?,
-                corps: list(&p, "corps")?,
-                all: matches!(p.0.get("all"), Some(Value::Bool(true))),
+                scope: KeyScope {
+                    apps: list(&p, "apps")?,
+                    corps: list(&p, "corps")?,
+                    all: matches!(p.0.get("all"), Some(Value::Bool(true))),
+                    apis: list(&p, "apis")?,
+                },
             },
             "key.list" => AdminOp::KeyList,
             "key.revoke" => AdminOp::KeyRevoke { name: owned(&p, "name", 64)? },
@@ -204,8 +207,8 @@ pub async fn handle(deps: &Deps, meta: &RequestMeta, req: AdminRequest) -> Resul
             api.remove_cos(&appid).await?;
             ("cos.remove", appid, json!({"outcome": "removed"}))
         }
-        AdminOp::KeyAdd { name, apps, corps, all } => {
-            let key = api.add_key(&name, apps, corps, all).await?;
+        AdminOp::KeyAdd { name, scope } => {
+            let key = api.add_key(&name, scope).await?;
             // The key itself is in this reply only; the log line names the key, never shows it.
             ("key.add", name.clone(), json!({"name": name, "key": key}))
         }

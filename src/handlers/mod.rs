@@ -4,8 +4,11 @@
 pub mod admin;
 pub mod cos;
 pub mod credentials;
+pub mod http;
+pub mod phone;
 pub mod proxy;
 pub mod session;
+pub mod token_host;
 
 use crate::auth::{Access, Caller, Scope};
 use crate::clock::Clock;
@@ -72,6 +75,8 @@ pub struct Settings {
     /// Logins allowed per app, and per source address, per minute in each process (`None`: unlimited).
     pub login_limit_per_app: Option<u32>,
     pub login_limit_per_ip: Option<u32>,
+    /// `WAFER_TOKEN_HOST`: answer SDKs' `/cgi-bin/token` and pass through calls carrying tokens issued here.
+    pub token_host: bool,
 }
 
 impl Default for Settings {
@@ -84,6 +89,7 @@ impl Default for Settings {
             master_key: false,
             login_limit_per_app: None,
             login_limit_per_ip: None,
+            token_host: false,
         }
     }
 }
@@ -109,6 +115,7 @@ pub enum Request<'a> {
     CosV5(cos::V5Request),
     Admin(admin::AdminRequest),
     Call(proxy::CallRequest),
+    Phone(phone::PhoneRequest<'a>),
 }
 
 type Parser = for<'a> fn(Para<'a>) -> Result<Request<'a>, WaferError>;
@@ -120,6 +127,7 @@ pub const INTERFACES: &[(&str, Parser)] = &[
     ("qcloud.cam.auth", |p| Ok(Request::Auth(session::AuthRequest::parse(p)?))),
     ("qcloud.cam.decrypt", |p| Ok(Request::Decrypt(session::DecryptRequest::parse(p)?))),
     ("qcloud.cam.userinfo", |p| Ok(Request::UserInfo(session::DecryptRequest::parse(p)?))),
+    ("qcloud.cam.phone", |p| Ok(Request::Phone(phone::PhoneRequest::parse(p)?))),
     ("qcloud.mimi.access_token", |p| credential(p, CredKind::MpToken)),
     ("qcloud.mimi.jsapi_ticket", |p| credential(p, CredKind::MpJsapiTicket)),
     ("qcloud.work.access_token", |p| credential(p, CredKind::WcToken)),
@@ -200,7 +208,8 @@ impl<'a> Interface<'a> {
             Request::CosV4(r) => Access::Credential(Scope::App(&r.appid)),
             Request::CosV5(r) => Access::Credential(Scope::App(&r.appid)),
             Request::Admin(r) => Access::Admin { para_token: r.admin_token.as_deref() },
-            Request::Call(r) => Access::Credential(r.target.as_scope()),
+            Request::Call(r) => Access::Call(r.target.as_scope(), &r.path),
+            Request::Phone(r) => Access::Session(r.appid),
         }
     }
 
@@ -223,6 +232,7 @@ impl<'a> Interface<'a> {
             Request::CosV5(r) => cos::v5(deps, r).await,
             Request::Admin(r) => admin::handle(deps, meta, r).await,
             Request::Call(r) => proxy::call(deps, r).await,
+            Request::Phone(r) => phone::phone(deps, r, session_scope).await,
         }
     }
 }
@@ -238,7 +248,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "no name twice");
-        assert_eq!(names.len(), 32);
+        assert_eq!(names.len(), 33);
         let para = serde_json::Map::new();
         let e = Interface::parse("qcloud.nope", Para(&para)).unwrap_err();
         assert_eq!(e.code, ReturnCode::InterfaceErr);

@@ -18,8 +18,8 @@ pub const TOUCH_INTERVAL_SECS: i64 = 60;
 
 const MAX_APPID: usize = 64;
 const MAX_CODE: usize = 128;
-const MAX_ID: usize = 100;
-const MAX_SKEY: usize = 128;
+pub(crate) const MAX_ID: usize = 100;
+pub(crate) const MAX_SKEY: usize = 128;
 const MAX_IV: usize = 64;
 /// Encrypted payloads (profile, WeRun history, share info) stay well under this.
 pub const MAX_ENCRYPTED: usize = 48 * 1024;

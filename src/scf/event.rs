@@ -23,6 +23,9 @@ pub struct Incoming {
     /// HTTP method for gateway events (`POST` for direct ones).
     pub method: String,
     pub path: String,
+    /// The query string rebuilt from the event's parameters (gateway events), for plain-HTTP interfaces.
+    pub query: Option<String>,
+    pub content_type: Option<String>,
     pub body: Vec<u8>,
     pub meta: RequestMeta,
 }
@@ -63,6 +66,25 @@ pub fn reply(origin: &Origin, status: u16, envelope: &Envelope) -> Vec<u8> {
     }
 }
 
+/// A gateway reply carrying bytes: text as it is, anything else base64-encoded (`isBase64Encoded: true`).
+pub fn gateway_reply_bytes(status: u16, content_type: &str, body: Vec<u8>) -> Vec<u8> {
+    let textual = content_type.starts_with("text/") || content_type.contains("json");
+    match String::from_utf8(body) {
+        Ok(text) if textual || content_type.is_empty() => gateway_reply(status, content_type, text),
+        Ok(text) => encoded(status, content_type, text.as_bytes()),
+        Err(e) => encoded(status, content_type, e.as_bytes()),
+    }
+}
+
+fn encoded(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut headers = Map::new();
+    headers.insert("Content-Type".into(), Value::String(content_type.into()));
+    let body = base64::engine::general_purpose::STANDARD.encode(body);
+    let r = GatewayResponse { is_base64_encoded: true, status_code: status, headers, body };
+    serde_json::to_vec(&r)
+        .unwrap_or_else(|_| br#"{"isBase64Encoded":false,"statusCode":500,"headers":{},"body":""}"#.to_vec())
+}
+
 pub fn gateway_reply(status: u16, content_type: &str, body: String) -> Vec<u8> {
     let mut headers = Map::new();
     headers.insert("Content-Type".into(), Value::String(content_type.into()));
@@ -93,6 +115,26 @@ fn query_key(q: Option<&Map<String, Value>>) -> Option<String> {
         Value::Array(a) => a.iter().find_map(Value::as_str).map(str::to_owned),
         _ => None,
     }
+}
+
+/// The query string of the first non-empty parameter map (arrays give one pair per element).
+fn query_string(maps: &[&Map<String, Value>]) -> Option<String> {
+    let map = maps.iter().find(|m| !m.is_empty())?;
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in map.iter() {
+        let values = match v {
+            Value::Array(a) => a.iter().collect::<Vec<_>>(),
+            v => vec![v],
+        };
+        for v in values {
+            match v {
+                Value::String(s) => out.append_pair(k, s),
+                Value::Null => out.append_key_only(k),
+                v => out.append_pair(k, &v.to_string()),
+            };
+        }
+    }
+    Some(out.finish())
 }
 
 fn reject(origin: Origin, status: u16, path: &str, why: &str) -> Parsed {
@@ -130,6 +172,8 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
             origin: Origin::Direct,
             method: "POST".into(),
             path: "/".into(),
+            query: None,
+            content_type: None,
             body: event.to_vec(),
             meta: RequestMeta {
                 request_id: crate::request::safe_request_id(runtime_request_id).unwrap_or("-").to_owned(),
@@ -206,7 +250,9 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
         .map(|ip| crate::request::log_safe(ip, 64));
     let meta = RequestMeta { request_id, source_ip, ..RequestMeta::default() }
         .with_credentials(|name| header(headers, name), queries.iter().find_map(|q| query_key(Some(q))));
-    Parsed::Request(Incoming { origin: Origin::Gateway, method, path, body, meta })
+    let query = query_string(&queries);
+    let content_type = header(headers, "content-type").map(str::to_owned);
+    Parsed::Request(Incoming { origin: Origin::Gateway, method, path, query, content_type, body, meta })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use super::event::{self, Origin, Parsed};
 use crate::envelope::{Envelope, ReturnCode, WaferError};
+use crate::request::{HttpCall, HttpReply};
 use crate::service::{Route, Service};
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
@@ -120,9 +121,41 @@ pub async fn handle(svc: &Service, inv: &Invocation) -> Vec<u8> {
             return event::reply(&origin, status, &Envelope::error(&error));
         }
     };
+    let budget = inv
+        .time_limit_ms
+        .map(|limit| Duration::from_millis(limit.saturating_sub(DEADLINE_MARGIN_MS).max(50)));
+    let too_late = |limit: Option<u64>| {
+        tracing::error!(request_id = %incoming.meta.request_id, limit_ms = limit.unwrap_or(0), "invocation deadline reached");
+        WaferError::new(
+            ReturnCode::InternalErr,
+            "the request did not finish within the function's time limit",
+        )
+    };
     if incoming.origin == Origin::Gateway {
-        match Route::of(&incoming.method, &incoming.path) {
+        match svc.route(&incoming.method, &incoming.path, incoming.query.as_deref()) {
             Route::Envelope => {}
+            Route::Http => {
+                let call = HttpCall {
+                    method: incoming.method.clone(),
+                    path: incoming.path.clone(),
+                    query: incoming.query.clone(),
+                    content_type: incoming.content_type.clone(),
+                    body: incoming.body.clone(),
+                };
+                let work = svc.handle_http(call, &incoming.meta);
+                let reply = match budget {
+                    Some(b) => match tokio::time::timeout(b, work).await {
+                        Ok(r) => r,
+                        Err(_) => HttpReply {
+                            status: 504,
+                            content_type: "application/json; charset=utf-8".into(),
+                            body: Envelope::error(&too_late(inv.time_limit_ms)).to_bytes(),
+                        },
+                    },
+                    None => work.await,
+                };
+                return event::gateway_reply_bytes(reply.status, &reply.content_type, reply.body);
+            }
             Route::Health => return event::gateway_reply(200, "text/plain; charset=utf-8", "ok".into()),
             Route::Ready => {
                 let (status, body) = svc.readiness_reply().await;
@@ -139,20 +172,11 @@ pub async fn handle(svc: &Service, inv: &Invocation) -> Vec<u8> {
         }
     }
     let work = svc.handle(&incoming.body, &incoming.meta);
-    let envelope = match inv.time_limit_ms {
-        Some(limit) => {
-            let budget = Duration::from_millis(limit.saturating_sub(DEADLINE_MARGIN_MS).max(50));
-            match tokio::time::timeout(budget, work).await {
-                Ok(env) => env,
-                Err(_) => {
-                    tracing::error!(request_id = %incoming.meta.request_id, limit_ms = limit, "invocation deadline reached");
-                    Envelope::error(&WaferError::new(
-                        ReturnCode::InternalErr,
-                        "the request did not finish within the function's time limit",
-                    ))
-                }
-            }
-        }
+    let envelope = match budget {
+        Some(b) => match tokio::time::timeout(b, work).await {
+            Ok(env) => env,
+            Err(_) => Envelope::error(&too_late(inv.time_limit_ms)),
+        },
         None => work.await,
     };
     event::reply(&incoming.origin, 200, &envelope)

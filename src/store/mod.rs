@@ -44,7 +44,7 @@ pub(crate) const CRED_COLUMNS: &str = "cred_key, value, expires_at, fetched_at, 
     force_day, force_count, force_hour, force_hour_count";
 pub(crate) const COS_COLUMNS: &str = "appid, secret_id, secret_key, created_at, updated_at";
 pub(crate) const KEY_COLUMNS: &str =
-    "name, key_hash, scope_all, scope_apps, scope_corps, created_at, last_used_at, revoked_at";
+    "name, key_hash, scope_all, scope_apps, scope_corps, created_at, last_used_at, revoked_at, scope_apis";
 
 /// The storage contract. Every method is a short transaction; none holds a lock across calls.
 #[async_trait]

@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../sql/mysql/0003_cos_keys.sql")),
     (4, include_str!("../../sql/mysql/0004_caller_keys.sql")),
     (5, include_str!("../../sql/mysql/0005_remembered_failures.sql")),
+    (6, include_str!("../../sql/mysql/0006_caller_key_apis.sql")),
 ];
 
 /// Server error codes worth one more try: deadlock, lock wait timeout.
@@ -292,7 +293,7 @@ fn cos_from_row(r: CosRow) -> CosKeyRecord {
     CosKeyRecord { appid: r.0, secret_id: r.1, secret_key: r.2, created_at: r.3, updated_at: r.4 }
 }
 
-type KeyRow = (String, String, i64, String, String, i64, i64, i64);
+type KeyRow = (String, String, i64, String, String, i64, i64, i64, String);
 
 fn key_from_row(r: KeyRow) -> CallerKeyRecord {
     CallerKeyRecord {
@@ -304,6 +305,7 @@ fn key_from_row(r: KeyRow) -> CallerKeyRecord {
         created_at: r.5,
         last_used_at: r.6,
         revoked_at: r.7,
+        scope_apis: super::split_scope(&r.8),
     }
 }
 
@@ -795,11 +797,15 @@ impl Store for MysqlStore {
     }
 
     async fn add_caller_key(&self, k: &CallerKeyRecord) -> StoreResult<()> {
-        let (apps, corps) = (super::join_scope(&k.scope_apps), super::join_scope(&k.scope_corps));
-        let (apps, corps) = (&apps, &corps);
+        let (apps, corps, apis) = (
+            super::join_scope(&k.scope_apps),
+            super::join_scope(&k.scope_corps),
+            super::join_scope(&k.scope_apis),
+        );
+        let (apps, corps, apis) = (&apps, &corps, &apis);
         self.run(move |mut conn| async move {
             conn.exec_drop(
-                format!("INSERT INTO wafer_caller_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                format!("INSERT INTO wafer_caller_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                 (
                     &k.name,
                     &k.key_hash,
@@ -809,6 +815,7 @@ impl Store for MysqlStore {
                     k.created_at,
                     k.last_used_at,
                     k.revoked_at,
+                    apis,
                 ),
             )
             .await

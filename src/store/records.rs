@@ -142,6 +142,8 @@ pub struct CallerKeyRecord {
     pub scope_apps: Vec<String>,
     /// WeCom corpids.
     pub scope_corps: Vec<String>,
+    /// API path prefixes the key may call through the token-free interfaces; empty: every path.
+    pub scope_apis: Vec<String>,
     pub created_at: i64,
     pub last_used_at: i64,
     /// 0 while the key is valid.
@@ -155,6 +157,7 @@ impl std::fmt::Debug for CallerKeyRecord {
             .field("scope_all", &self.scope_all)
             .field("scope_apps", &self.scope_apps)
             .field("scope_corps", &self.scope_corps)
+            .field("scope_apis", &self.scope_apis)
             .field("revoked_at", &self.revoked_at)
             .finish_non_exhaustive()
     }

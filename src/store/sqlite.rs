@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../sql/sqlite/0003_cos_keys.sql")),
     (4, include_str!("../../sql/sqlite/0004_caller_keys.sql")),
     (5, include_str!("../../sql/sqlite/0005_remembered_failures.sql")),
+    (6, include_str!("../../sql/sqlite/0006_caller_key_apis.sql")),
 ];
 
 /// The embedded store.
@@ -130,6 +131,7 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<CallerKeyRecord> {
         created_at: r.get(5)?,
         last_used_at: r.get(6)?,
         revoked_at: r.get(7)?,
+        scope_apis: super::split_scope(&r.get::<_, String>(8)?),
     })
 }
 
@@ -674,7 +676,7 @@ impl Store for SqliteStore {
         self.call(move |c| {
             c.execute(
                 &format!(
-                    "INSERT INTO wafer_caller_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                    "INSERT INTO wafer_caller_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
                 ),
                 params![
                     k.name,
@@ -684,7 +686,8 @@ impl Store for SqliteStore {
                     super::join_scope(&k.scope_corps),
                     k.created_at,
                     k.last_used_at,
-                    k.revoked_at
+                    k.revoked_at,
+                    super::join_scope(&k.scope_apis)
                 ],
             )?;
             Ok(())

@@ -52,6 +52,26 @@ impl CredKey {
         Self { kind, a: corpid.to_owned(), b: agentid.to_owned() }
     }
 
+    /// A key from its storage string (`mp:token:wx…`, `wc:token:ww…:1000002`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let kinds = [
+            CredKind::MpToken,
+            CredKind::MpJsapiTicket,
+            CredKind::WcToken,
+            CredKind::WcCorpTicket,
+            CredKind::WcAgentTicket,
+        ];
+        let (kind, rest) = kinds
+            .iter()
+            .find_map(|k| s.strip_prefix(k.prefix()).and_then(|r| r.strip_prefix(':')).map(|r| (*k, r)))?;
+        if kind.is_wecom() {
+            let (a, b) = rest.split_once(':')?;
+            Some(Self::agent(kind, a, b))
+        } else {
+            Some(Self::app(kind, rest))
+        }
+    }
+
     /// The appid (or corpid).
     pub fn owner(&self) -> &str {
         &self.a
@@ -106,5 +126,10 @@ mod tests {
         assert_eq!(t.token_key().to_string(), "wc:token:ww1:1000002");
         assert_eq!(CredKey::app(CredKind::MpJsapiTicket, "wx1").token_key().to_string(), "mp:token:wx1");
         assert_eq!(CredKey::all_for_agent("c", "a").len(), 3);
+        assert_eq!(CredKey::parse("wc:agent_ticket:ww1:1000002"), Some(t));
+        assert_eq!(CredKey::parse("mp:token:wx1"), Some(CredKey::app(CredKind::MpToken, "wx1")));
+        assert_eq!(CredKey::parse("mp:jsapi_ticket:wx1").map(|k| k.kind), Some(CredKind::MpJsapiTicket));
+        assert_eq!(CredKey::parse("wc:token:ww1"), None);
+        assert_eq!(CredKey::parse("xx:token:wx1"), None);
     }
 }

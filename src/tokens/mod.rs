@@ -17,6 +17,7 @@
 
 pub mod failures;
 mod fetch;
+pub mod issued;
 mod keys;
 mod refresh;
 
@@ -138,6 +139,7 @@ pub struct Credentials {
     cache: Mutex<HashMap<String, Cached>>,
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     failures: Failures,
+    issued: issued::Issued,
 }
 
 /// Unix seconds of the next 00:00 in Beijing (UTC+8), when WeChat's daily quotas reset.
@@ -186,7 +188,27 @@ impl Credentials {
             cache: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
             failures: Failures::default(),
+            issued: issued::Issued::default(),
         }
+    }
+
+    /// Record that `served` was handed out as the token of `key` (the drop-in token host accepts it back).
+    pub fn remember_issued(&self, key: &CredKey, served: &Served) {
+        self.issued.remember(key, &served.value, served.expires_at, self.clock.now());
+    }
+
+    /// The token key a presented access token was issued for (here or by another process), if it is still valid.
+    pub async fn issued_key(&self, token: &str) -> Result<Option<CredKey>, WaferError> {
+        let now = self.clock.now();
+        if let Some(k) = self.issued.find(token, now) {
+            return Ok(Some(k));
+        }
+        if !self.issued.reload_due(now_ms(&*self.clock)) {
+            return Ok(None);
+        }
+        let rows = self.store.list_credentials().await.map_err(WaferError::db)?;
+        self.issued.load(&rows, now);
+        Ok(self.issued.find(token, now))
     }
 
     /// Forced refreshes allowed per app per day.

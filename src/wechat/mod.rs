@@ -47,6 +47,8 @@ pub enum Call {
     Code2Session,
     Token,
     Ticket,
+    /// `getuserphonenumber`: a one-time phone code.
+    Phone,
 }
 
 /// Errcodes meaning "the caller's egress IP is not whitelisted / needs admin confirmation".
@@ -89,6 +91,11 @@ impl UpstreamError {
                     WaferError::new(
                         ReturnCode::WeixinCodeErr,
                         format!("{upstream} rejected the login code (errcode {c})"),
+                    )
+                } else if call == Call::Phone && CODE_CODES.contains(&c) {
+                    WaferError::new(
+                        ReturnCode::WeixinCodeErr,
+                        format!("{upstream} rejected the phone code (errcode {c}): a code is valid once, for 5 minutes"),
                     )
                 } else if call == Call::Ticket && TOKEN_INVALID_CODES.contains(&c) {
                     WaferError::new(

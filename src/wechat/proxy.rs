@@ -1,49 +1,81 @@
-//! A call to any WeChat / WeCom server API on a caller's behalf (`qcloud.mimi.call`, `qcloud.work.call`): the path,
-//! query and body as the caller gave them, the access token added here. The reply comes back as WeChat sent it —
-//! JSON, or bytes (a mini-program code image) with their content type.
+//! A call to any WeChat / WeCom server API on a caller's behalf (`qcloud.mimi.call`, `qcloud.work.call`, the
+//! `/wechat/…` pass-through and the drop-in token host): the path, query and body as the caller gave them, the
+//! access token added here. The reply comes back as WeChat sent it — status, content type and bytes.
 
 use super::UpstreamError;
 use serde_json::Value;
 
-/// What WeChat answered.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProxyReply {
-    Json(Value),
-    Bytes { content_type: String, data: Vec<u8> },
+/// What goes to WeChat besides the path and the token.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    None,
+    /// Serialised as `application/json`.
+    Json(&'a Value),
+    /// Bytes forwarded with their content type (the pass-through).
+    Raw {
+        content_type: Option<&'a str>,
+        bytes: &'a [u8],
+    },
 }
 
-impl ProxyReply {
+/// One request to WeChat. `query` is forwarded as given (already encoded pairs); `access_token` is added.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub method: &'a reqwest::Method,
+    pub path: &'a str,
+    pub query: &'a [(String, String)],
+    pub body: Body<'a>,
+}
+
+/// What WeChat answered, whatever the status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawReply {
+    pub status: u16,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+impl RawReply {
+    /// The body as a JSON object, if it is one.
+    pub fn json(&self) -> Option<Value> {
+        let first = self.bytes.iter().find(|b| !b.is_ascii_whitespace())?;
+        if *first != b'{' {
+            return None;
+        }
+        serde_json::from_slice::<Value>(&self.bytes).ok().filter(Value::is_object)
+    }
+
     /// WeChat's `errcode` in a JSON reply (0 or absent: success).
     pub fn errcode(&self) -> Option<i64> {
-        match self {
-            Self::Json(v) => v.get("errcode").and_then(Value::as_i64).filter(|c| *c != 0),
-            Self::Bytes { .. } => None,
-        }
+        self.json()?.get("errcode").and_then(Value::as_i64).filter(|c| *c != 0)
     }
 }
 
-/// One call: `method` to `base` + `path` with `query` and `access_token`, and a JSON `body` for POST. Errors never
-/// include the URL (it carries the token).
+/// One call: `method` to `base` + `path` with the query and `access_token`. Errors never include the URL (it
+/// carries the token). `what` labels the metrics (`proxy`, `passthrough`).
 pub async fn call(
     http: &reqwest::Client,
     base: &str,
-    method: reqwest::Method,
-    path: &str,
-    query: &[(String, String)],
+    out: Outgoing<'_>,
     token: &str,
-    body: Option<&Value>,
-) -> Result<ProxyReply, UpstreamError> {
-    let mut req =
-        http.request(method, format!("{base}{path}")).query(query).query(&[("access_token", token)]);
-    if let Some(b) = body {
-        req = req.json(b);
+    what: &'static str,
+) -> Result<RawReply, UpstreamError> {
+    let mut req = http
+        .request(out.method.clone(), format!("{base}{}", out.path))
+        .query(out.query)
+        .query(&[("access_token", token)]);
+    match out.body {
+        Body::None => {}
+        Body::Json(v) => req = req.json(v),
+        Body::Raw { content_type, bytes } => {
+            if let Some(ct) = content_type {
+                req = req.header(reqwest::header::CONTENT_TYPE, ct);
+            }
+            req = req.body(bytes.to_vec());
+        }
     }
     let resp = req.send().await.map_err(super::send_error)?;
-    let status = resp.status();
-    if !status.is_success() {
-        crate::metrics::upstream("proxy", format!("http_{}", status.as_u16()));
-        return Err(UpstreamError::Status(status.as_u16()));
-    }
+    let status = resp.status().as_u16();
     let content_type = resp
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
@@ -51,14 +83,26 @@ pub async fn call(
         .unwrap_or("")
         .to_owned();
     let bytes = resp.bytes().await.map_err(|e| UpstreamError::Network(e.without_url().to_string()))?;
-    let reply = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(v) if v.is_object() => ProxyReply::Json(v),
-        _ => ProxyReply::Bytes { content_type, data: bytes.to_vec() },
+    let reply = RawReply { status, content_type, bytes: bytes.to_vec() };
+    let label = match (status, reply.errcode()) {
+        (200..=299, None) => "ok".to_owned(),
+        (200..=299, Some(c)) => format!("errcode_{c}"),
+        (s, _) => format!("http_{s}"),
     };
-    let label = match reply.errcode() {
-        Some(c) => format!("errcode_{c}"),
-        None => "ok".to_owned(),
-    };
-    crate::metrics::upstream("proxy", label);
+    crate::metrics::upstream(what, label);
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errcodes_are_read_from_json_objects_only() {
+        let r = |body: &[u8]| RawReply { status: 200, content_type: String::new(), bytes: body.to_vec() };
+        assert_eq!(r(br#" {"errcode":40001,"errmsg":"x"}"#).errcode(), Some(40001));
+        assert_eq!(r(br#"{"errcode":0}"#).errcode(), None);
+        assert_eq!(r(b"\x89PNG\r\n").errcode(), None);
+        assert_eq!(r(b"[1]").json(), None);
+    }
 }

@@ -173,11 +173,21 @@ async fn the_cli_manages_a_running_server_with_server(b: Backend) {
     assert!(out(&["cos", "add", "--appid", "1250000009", "--secret-id", "AKIDremote", "--secret-key", "k"])
         .contains("added COS keys"));
     assert!(out(&["cos", "list"]).contains("AKIDremo…"));
-    let key = out(&["key", "add", "--name", "remote-svc", "--apps", "wx_remote"]);
+    let key = out(&[
+        "key",
+        "add",
+        "--name",
+        "remote-svc",
+        "--apps",
+        "wx_remote",
+        "--apis",
+        "/wxa/,/cgi-bin/message/",
+    ]);
     assert!(key.trim().starts_with("wk_"), "{key}");
-    assert!(out(&["key", "list"]).contains("remote-svc"));
+    let keys = out(&["key", "list"]);
+    assert!(keys.contains("remote-svc") && keys.contains("apis=/wxa/,/cgi-bin/message/"), "{keys}");
     let status = out(&["status"]);
-    assert!(status.contains("admin on") && status.contains("schema 5/5"), "{status}");
+    assert!(status.contains("admin on") && status.contains("schema 6/6"), "{status}");
     assert!(status.lines().any(|l| l.starts_with("wx_remote") && l.contains("classic")), "{status}");
     assert!(status.lines().any(|l| l.starts_with("ww_remote/1000009")), "{status}");
     assert!(out(&["key", "revoke", "--name", "remote-svc"]).contains("revoked key remote-svc"));

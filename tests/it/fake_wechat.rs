@@ -99,6 +99,7 @@ impl FakeWeChat {
             .route("/wxa/getwxacodeunlimit", post(business_png))
             .route("/cgi-bin/message/subscribe/send", post(business_json))
             .route("/cgi-bin/message/send", post(business_json))
+            .route("/wxa/business/getuserphonenumber", post(phone_number))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -462,6 +463,32 @@ async fn business_json(
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     Json(json!({"errcode": 0, "errmsg": "ok", "touser": body["touser"]})).into_response()
+}
+
+/// `wxa/business/getuserphonenumber`: a code `phone:<number>` gives that number, watermarked with the token's app
+/// (`phone-other:<number>`: watermarked with another app); any other code is invalid (40029).
+async fn phone_number(
+    State(st): State<Arc<FakeState>>,
+    Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = business_entry(&st, &q).await {
+        return r;
+    }
+    let owner = token_owner(&st, q.get("access_token"));
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let code = body["code"].as_str().unwrap_or("");
+    let (number, watermark) = if let Some(n) = code.strip_prefix("phone:") {
+        (n, owner.as_str())
+    } else if let Some(n) = code.strip_prefix("phone-other:") {
+        (n, "wx_some_other_app")
+    } else {
+        return err(40029, "invalid code");
+    };
+    Json(json!({"errcode": 0, "errmsg": "ok", "phone_info": {
+        "phoneNumber": format!("+86{number}"), "purePhoneNumber": number, "countryCode": "86",
+        "watermark": {"timestamp": now(), "appid": watermark}}}))
+    .into_response()
 }
 
 /// `wxa/getwxacodeunlimit`: PNG bytes for a valid token.

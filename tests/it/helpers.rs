@@ -276,6 +276,14 @@ impl TestApp {
         r["returnData"].clone()
     }
 
+    /// Serve this app over HTTP on a free local port; returns its base URL.
+    pub async fn serve_http(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(wafer_scf::serve::serve(listener, self.svc.clone(), std::future::pending()));
+        url
+    }
+
     pub async fn auth(&self, data: &Value) -> Value {
         self.call("qcloud.cam.auth", json!({"id": data["id"], "skey": data["skey"]})).await
     }

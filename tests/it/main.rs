@@ -16,6 +16,7 @@ mod docs;
 mod http;
 mod import;
 mod multiprocess;
+mod passthrough;
 mod proxy;
 mod resilience;
 mod scf;

@@ -1,0 +1,180 @@
+//! Interfaces answered as plain HTTP rather than with a Wafer envelope: the pass-through
+//! `GET|POST /wechat/{appid}/{wechat path}` and `/wecom/{corpid}/{agentid}/{wecom path}` (query and body forwarded,
+//! the reply returned as WeChat sent it — status, content type, bytes — with the token added here), and the drop-in
+//! token host ([`super::token_host`], `WAFER_TOKEN_HOST=1`). A request is recognised from its path and query alone,
+//! so transports only ask [`claims`] and hand the request over.
+
+use super::credentials::Target;
+use super::proxy;
+use super::token_host::{self, HostRequest};
+use super::Deps;
+use crate::auth::{Access, Gate};
+use crate::envelope::{Envelope, ReturnCode, WaferError};
+use crate::request::{HttpCall, HttpReply, RequestMeta};
+use crate::wechat::proxy::{Body, Outgoing};
+
+/// Whether the request is one of these interfaces (from its path and query alone).
+pub fn claims(path: &str, query: Option<&str>, token_host: bool) -> bool {
+    pass_target(path).is_some() || (token_host && token_host::claims(path, query))
+}
+
+/// A pass-through call.
+#[derive(Debug)]
+pub struct PassRequest {
+    pub target: Target,
+    /// The WeChat / WeCom API path.
+    pub path: String,
+    pub method: reqwest::Method,
+    pub query: Vec<(String, String)>,
+}
+
+/// One of the plain-HTTP interfaces.
+#[derive(Debug)]
+pub enum HttpInterface {
+    Pass(PassRequest),
+    Host(HostRequest),
+}
+
+impl HttpInterface {
+    /// The name in logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Pass(p) => match p.target {
+                Target::App(_) => "wechat.passthrough",
+                Target::Agent { .. } => "wecom.passthrough",
+            },
+            Self::Host(h) => h.name(),
+        }
+    }
+}
+
+fn is_ident(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `(target, api path)` of a pass-through path; a stage prefix before `/wechat/` or `/wecom/` is ignored.
+fn pass_target(path: &str) -> Option<(Target, &str)> {
+    if let Some(i) = path.find("/wechat/") {
+        let rest = &path[i + "/wechat/".len()..];
+        let (appid, _) = rest.split_once('/')?;
+        let api = &rest[appid.len()..];
+        return (is_ident(appid) && api.len() > 1).then(|| (Target::App(appid.to_owned()), api));
+    }
+    let i = path.find("/wecom/")?;
+    let rest = &path[i + "/wecom/".len()..];
+    let (corpid, rest) = rest.split_once('/')?;
+    let (agentid, _) = rest.split_once('/')?;
+    let api = &rest[agentid.len()..];
+    let ok = is_ident(corpid)
+        && !agentid.is_empty()
+        && agentid.len() <= 20
+        && agentid.bytes().all(|b| b.is_ascii_digit())
+        && api.len() > 1;
+    ok.then(|| (Target::Agent { corpid: corpid.to_owned(), agentid: agentid.to_owned() }, api))
+}
+
+/// Query pairs to forward: the caller key (when it came as `?key=`) is ours and stays here; an `access_token` is
+/// refused (it is added here).
+fn forwarded_query(query: Option<&str>, meta: &RequestMeta) -> Result<Vec<(String, String)>, WaferError> {
+    let mut out = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if k.eq_ignore_ascii_case("access_token") {
+            return Err(WaferError::para("query", "must not carry access_token: it is added here"));
+        }
+        if k == "key" && meta.caller_key.as_deref() == Some(&*v) {
+            continue;
+        }
+        out.push((k.into_owned(), v.into_owned()));
+    }
+    if out.len() > 32 {
+        return Err(WaferError::para("query", "must have at most 32 parameters"));
+    }
+    Ok(out)
+}
+
+/// Parse a claimed request.
+pub fn parse(call: &HttpCall, meta: &RequestMeta) -> Result<HttpInterface, WaferError> {
+    if let Some((target, api)) = pass_target(&call.path) {
+        proxy::check_path(api)?;
+        let method = match call.method.to_ascii_uppercase().as_str() {
+            "GET" => reqwest::Method::GET,
+            "POST" => reqwest::Method::POST,
+            _ => return Err(WaferError::new(ReturnCode::RequestErr, "use GET or POST")),
+        };
+        let query = forwarded_query(call.query.as_deref(), meta)?;
+        return Ok(HttpInterface::Pass(PassRequest { target, path: api.to_owned(), method, query }));
+    }
+    Ok(HttpInterface::Host(HostRequest::parse(call)?))
+}
+
+/// The HTTP status a refusal of ours is sent with (WeChat's own replies keep theirs).
+pub fn status_of(e: &WaferError) -> u16 {
+    match e.code {
+        ReturnCode::CallerKeyMissing | ReturnCode::CallerKeyInvalid => 401,
+        ReturnCode::CallerKeyForbidden => 403,
+        ReturnCode::ParaErr | ReturnCode::NoPara | ReturnCode::RequestErr => 400,
+        ReturnCode::RequestTooLarge => 413,
+        ReturnCode::NoAppid => 404,
+        ReturnCode::ForceRefreshLimited | ReturnCode::WeixinQuotaErr | ReturnCode::WeixinRateLimited => 429,
+        ReturnCode::DbErr | ReturnCode::InternalErr => 500,
+        _ => 502,
+    }
+}
+
+/// A refusal of ours, as an envelope with a status.
+pub fn refusal(e: &WaferError) -> HttpReply {
+    HttpReply {
+        status: status_of(e),
+        content_type: "application/json; charset=utf-8".into(),
+        body: Envelope::error(e).to_bytes(),
+    }
+}
+
+/// Answer a pass-through call: authorise it (a caller key covering the app and the path), send it with the
+/// current token, return WeChat's reply as it came.
+pub async fn pass(
+    deps: &Deps,
+    gate: &Gate,
+    req: &PassRequest,
+    call: &HttpCall,
+    meta: &RequestMeta,
+) -> Result<HttpReply, WaferError> {
+    gate.authorize(Access::Call(req.target.as_scope(), &req.path), meta).await?;
+    let body = if call.body.is_empty() {
+        Body::None
+    } else {
+        Body::Raw { content_type: call.content_type.as_deref(), bytes: &call.body }
+    };
+    let out = Outgoing { method: &req.method, path: &req.path, query: &req.query, body };
+    let reply = proxy::send(deps, &req.target, out, None, "passthrough").await.map_err(WaferError::from)?;
+    tracing::info!(path = %req.path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
+    Ok(HttpReply { status: reply.status, content_type: reply.content_type, body: reply.bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_through_paths_are_recognised() {
+        let (t, api) = pass_target("/wechat/wx1234/wxa/getwxacodeunlimit").unwrap();
+        assert_eq!((t, api), (Target::App("wx1234".into()), "/wxa/getwxacodeunlimit"));
+        let (t, api) = pass_target("/release/wecom/ww1/1000002/cgi-bin/message/send").unwrap();
+        assert_eq!(t, Target::Agent { corpid: "ww1".into(), agentid: "1000002".into() });
+        assert_eq!(api, "/cgi-bin/message/send");
+        assert!(pass_target("/wechat/wx1234").is_none());
+        assert!(pass_target("/wechat/wx1234/").is_none());
+        assert!(pass_target("/wechat/wx 1/x").is_none());
+        assert!(pass_target("/wecom/ww1/abc/x").is_none());
+        assert!(pass_target("/mina_auth/").is_none());
+        assert!(!claims("/", None, true));
+    }
+
+    #[test]
+    fn the_caller_key_and_tokens_stay_out_of_the_forwarded_query() {
+        let meta = RequestMeta { caller_key: Some("wk_1".into()), ..RequestMeta::default() };
+        let q = forwarded_query(Some("key=wk_1&scene=a%20b&page=1"), &meta).unwrap();
+        assert_eq!(q, vec![("scene".into(), "a b".into()), ("page".into(), "1".into())]);
+        assert!(forwarded_query(Some("access_token=x"), &meta).is_err());
+    }
+}

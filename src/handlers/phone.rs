@@ -1,0 +1,73 @@
+//! `qcloud.cam.phone`: a user's phone number from the code of `getPhoneNumber` (the flow WeChat recommends since
+//! 2021), for a live session of the app. The call goes to `/wxa/business/getuserphonenumber` with the app's current
+//! token (refreshed once if WeChat rejects it), the watermark must name the session's app, and WeChat's refusals
+//! get codes of their own. The number is returned, never logged.
+
+use super::session::{check_session, MAX_ID, MAX_SKEY};
+use super::{credentials::Target, proxy, Deps, Reply};
+use crate::auth::Caller;
+use crate::envelope::{Para, ReturnCode, WaferError};
+use crate::wechat::proxy::{Body, Outgoing};
+use crate::wechat::{Call, UpstreamError};
+use serde_json::{json, Value};
+
+const PATH: &str = "/wxa/business/getuserphonenumber";
+
+/// `{id, skey, code, appid?}`.
+#[derive(Debug)]
+pub struct PhoneRequest<'a> {
+    pub id: &'a str,
+    pub skey: &'a str,
+    pub appid: Option<&'a str>,
+    pub code: &'a str,
+}
+
+impl<'a> PhoneRequest<'a> {
+    pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
+        Ok(Self {
+            id: p.token("id", MAX_ID)?,
+            skey: p.token("skey", MAX_SKEY)?,
+            appid: p.opt_token("appid", 64)?,
+            code: p.token("code", 256)?,
+        })
+    }
+}
+
+/// Ask WeChat for the number behind `code`.
+pub async fn phone(deps: &Deps, req: PhoneRequest<'_>, scope: Option<&Caller>) -> Result<Reply, WaferError> {
+    let view = check_session(deps, req.id, req.skey, req.appid, scope).await?;
+    let appid = view.session.appid;
+    let body = json!({"code": req.code});
+    let method = reqwest::Method::POST;
+    let out = Outgoing { method: &method, path: PATH, query: &[], body: Body::Json(&body) };
+    let reply = proxy::send(deps, &Target::App(appid.clone()), out, None, "phone").await?;
+    if !(200..300).contains(&reply.status) {
+        return Err(UpstreamError::Status(reply.status).to_wafer(Call::Phone, "WeChat"));
+    }
+    let Some(v) = reply.json() else {
+        return Err(UpstreamError::BadReply("not JSON".into()).to_wafer(Call::Phone, "WeChat"));
+    };
+    if let Some(errcode) = reply.errcode() {
+        tracing::info!(appid = %appid, errcode, "phone number refused");
+        return Err(UpstreamError::Api { errcode, rid: None, ip: None, suggests_stable: false }
+            .to_wafer(Call::Phone, "WeChat"));
+    }
+    let info = v.get("phone_info").cloned().unwrap_or(Value::Null);
+    let field = |name: &str| info.get(name).and_then(Value::as_str).map(str::to_owned);
+    let (Some(phone), Some(pure), Some(country)) =
+        (field("phoneNumber"), field("purePhoneNumber"), field("countryCode"))
+    else {
+        return Err(UpstreamError::BadReply("no phone_info".into()).to_wafer(Call::Phone, "WeChat"));
+    };
+    let watermark = info.get("watermark").and_then(|w| w.get("appid")).and_then(Value::as_str);
+    if watermark != Some(appid.as_str()) {
+        return Err(WaferError::new(
+            ReturnCode::DecryptErr,
+            "the phone number's watermark names another app: refused",
+        ));
+    }
+    Ok(Reply {
+        message: "PHONE_SUCCESS",
+        data: json!({"phoneNumber": phone, "purePhoneNumber": pure, "countryCode": country, "appid": appid}),
+    })
+}

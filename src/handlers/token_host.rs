@@ -1,0 +1,298 @@
+//! The drop-in token host (`WAFER_TOKEN_HOST=1`): an SDK whose WeChat API base URL points here gets its tokens
+//! from the central cache instead of fetching (and overwriting) them itself.
+//!
+//! - `GET /cgi-bin/token?grant_type=client_credential&appid=…&secret=…` and `POST /cgi-bin/stable_token`
+//!   (`force_refresh` honoured with the shared cooldown, so a fleet that sees 40001 at once causes one refresh),
+//!   authenticated by the app's registered secret, compared in constant time;
+//! - WeCom's `GET /cgi-bin/gettoken?corpid=…&corpsecret=…`, authenticated by a registered agent's secret;
+//! - tickets for a token issued here: `GET /cgi-bin/ticket/getticket?type=jsapi` (official accounts), and WeCom's
+//!   `/cgi-bin/get_jsapi_ticket` and `/cgi-bin/ticket/get?type=agent_config`;
+//! - any other path with an `access_token` issued here (current, or the previous one in its overlap) is passed
+//!   through to WeChat / WeCom unchanged; any other token is refused with WeChat's own 40001, so the SDK fetches a
+//!   token here and tries again — no open relay through the whitelisted egress address.
+//!
+//! Answers are shaped like WeChat's (`errcode`, `errmsg`), since that is what the SDKs parse.
+
+use super::credentials::Target;
+use super::proxy;
+use super::Deps;
+use crate::envelope::{ReturnCode, WaferError};
+use crate::request::{HttpCall, HttpReply};
+use crate::tokens::{CredKey, CredKind, Force, Served};
+use crate::wechat::proxy::{Body, Outgoing};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "/cgi-bin/token";
+const STABLE_TOKEN: &str = "/cgi-bin/stable_token";
+const WECOM_TOKEN: &str = "/cgi-bin/gettoken";
+const MP_TICKET: &str = "/cgi-bin/ticket/getticket";
+const WC_CORP_TICKET: &str = "/cgi-bin/get_jsapi_ticket";
+const WC_AGENT_TICKET: &str = "/cgi-bin/ticket/get";
+
+/// Whether the token host answers this request: one of its token paths, or any call carrying `access_token`.
+pub fn claims(path: &str, query: Option<&str>) -> bool {
+    [TOKEN, STABLE_TOKEN, WECOM_TOKEN].contains(&path.trim_end_matches('/'))
+        || query.is_some_and(|q| q.split('&').any(|kv| kv.starts_with("access_token=")))
+}
+
+/// What the token host was asked for. Its `Debug` never shows a secret or token.
+pub enum HostRequest {
+    /// `/cgi-bin/token` (`stable: false`) or `/cgi-bin/stable_token`.
+    Token { appid: String, secret: String, stable: bool, force: bool },
+    /// WeCom `/cgi-bin/gettoken`.
+    WeComToken { corpid: String, secret: String },
+    /// A ticket, or a pass-through call, with a presented token.
+    WithToken { token: String, method: reqwest::Method, path: String, query: Vec<(String, String)> },
+    /// Refused before anything was looked up: WeChat's errcode and message.
+    Refused(i64, &'static str),
+}
+
+impl std::fmt::Debug for HostRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Token { appid, stable, force, .. } => {
+                write!(f, "Token {{ appid: {appid:?}, stable: {stable}, force: {force}, .. }}")
+            }
+            Self::WeComToken { corpid, .. } => write!(f, "WeComToken {{ corpid: {corpid:?}, .. }}"),
+            Self::WithToken { path, .. } => write!(f, "WithToken {{ path: {path:?}, .. }}"),
+            Self::Refused(code, _) => write!(f, "Refused({code})"),
+        }
+    }
+}
+
+impl HostRequest {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Token { stable: false, .. } => "token_host.token",
+            Self::Token { stable: true, .. } => "token_host.stable_token",
+            Self::WeComToken { .. } => "token_host.gettoken",
+            Self::WithToken { .. } => "token_host.call",
+            Self::Refused(..) => "token_host.refused",
+        }
+    }
+
+    pub fn parse(call: &HttpCall) -> Result<Self, WaferError> {
+        let query: Vec<(String, String)> =
+            form_urlencoded::parse(call.query.as_deref().unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+        let q =
+            |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+        let path = call.path.trim_end_matches('/');
+        let get = call.method.eq_ignore_ascii_case("GET");
+        Ok(match path {
+            TOKEN if get => {
+                if q("grant_type") != "client_credential" {
+                    return Ok(Self::Refused(40002, "invalid grant_type"));
+                }
+                Self::Token { appid: q("appid"), secret: q("secret"), stable: false, force: false }
+            }
+            STABLE_TOKEN if !get => {
+                let Ok(Value::Object(b)) = serde_json::from_slice::<Value>(&call.body) else {
+                    return Ok(Self::Refused(47001, "data format error: the body must be a JSON object"));
+                };
+                let s = |name: &str| b.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
+                if s("grant_type") != "client_credential" {
+                    return Ok(Self::Refused(40002, "invalid grant_type"));
+                }
+                let force = matches!(b.get("force_refresh"), Some(Value::Bool(true)))
+                    || b.get("force_refresh").and_then(Value::as_i64) == Some(1);
+                Self::Token { appid: s("appid"), secret: s("secret"), stable: true, force }
+            }
+            WECOM_TOKEN if get => Self::WeComToken { corpid: q("corpid"), secret: q("corpsecret") },
+            TOKEN | STABLE_TOKEN | WECOM_TOKEN => {
+                return Err(WaferError::new(ReturnCode::RequestErr, "method not allowed"))
+            }
+            _ => {
+                let token = q("access_token");
+                let method = if get { reqwest::Method::GET } else { reqwest::Method::POST };
+                let query = query.into_iter().filter(|(k, _)| k != "access_token").collect();
+                if token.is_empty() || proxy::check_path(path).is_err() {
+                    return Ok(Self::Refused(40001, NOT_OURS));
+                }
+                Self::WithToken { token, method, path: path.to_owned(), query }
+            }
+        })
+    }
+}
+
+const NOT_OURS: &str =
+    "invalid credential, access_token is invalid or not latest (this host passes through only tokens it issued)";
+
+fn wechat_error(errcode: i64, errmsg: &str) -> HttpReply {
+    HttpReply::json(200, &json!({"errcode": errcode, "errmsg": errmsg}))
+}
+
+/// Our own failure (no token could be had) in WeChat's shape: what the SDK would have got from WeChat.
+fn from_wafer(e: &WaferError) -> HttpReply {
+    let errcode = match e.code {
+        ReturnCode::ForceRefreshLimited => 45009,
+        ReturnCode::WeixinAppidErr => 40013,
+        ReturnCode::WeixinIpNotAllowed => 40164,
+        ReturnCode::WeixinQuotaErr => 45009,
+        ReturnCode::WeixinRateLimited => 45011,
+        _ => -1,
+    };
+    wechat_error(errcode, &format!("system error (wafer-scf: {})", e.message))
+}
+
+fn token_reply(served: &Served, now: i64) -> HttpReply {
+    HttpReply::json(
+        200,
+        &json!({"access_token": served.value, "expires_in": (served.expires_at - now).max(0)}),
+    )
+}
+
+/// Constant-time comparison of a presented secret with the registered one.
+fn secret_matches(presented: &str, registered: &str) -> bool {
+    let (a, b) =
+        (crate::crypto::sha256_hex(presented.as_bytes()), crate::crypto::sha256_hex(registered.as_bytes()));
+    !presented.is_empty() && crate::crypto::ct_eq(a.as_bytes(), b.as_bytes())
+}
+
+/// Answer a token-host request.
+pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<HttpReply, WaferError> {
+    let now = deps.clock.now();
+    match req {
+        HostRequest::Refused(code, msg) => Ok(wechat_error(code, msg)),
+        HostRequest::Token { appid, secret, force, .. } => {
+            let app = match deps.store.get_app(&appid).await.map_err(WaferError::db)? {
+                Some(a) if !appid.is_empty() => a,
+                _ => return Ok(wechat_error(40013, "invalid appid")),
+            };
+            if !secret_matches(&secret, &app.secret) {
+                tracing::info!(appid = %appid, "token host: wrong secret presented");
+                return Ok(wechat_error(40125, "invalid appsecret"));
+            }
+            let key = CredKey::app(CredKind::MpToken, &appid);
+            issue(deps, &key, if force { Force::Yes(None) } else { Force::No }, now).await
+        }
+        HostRequest::WeComToken { corpid, secret } => {
+            let agents = deps.store.list_agents().await.map_err(WaferError::db)?;
+            let mut found = None;
+            for a in agents.iter().filter(|a| a.corpid == corpid && !corpid.is_empty()) {
+                // Every candidate is compared, so the time taken does not tell which one matched.
+                if secret_matches(&secret, &a.secret) && found.is_none() {
+                    found = Some(a.agentid.clone());
+                }
+            }
+            let Some(agentid) = found else {
+                tracing::info!(corpid = %crate::request::log_safe(&corpid, 64), "token host: no agent has the secret presented");
+                return Ok(wechat_error(40001, "invalid credential: corpid or corpsecret"));
+            };
+            issue(deps, &CredKey::agent(CredKind::WcToken, &corpid, &agentid), Force::No, now).await
+        }
+        HostRequest::WithToken { token, method, path, query } => {
+            let Some(key) = deps.creds.issued_key(&token).await? else {
+                return Ok(wechat_error(40001, NOT_OURS));
+            };
+            let target = match key.kind {
+                CredKind::WcToken => {
+                    let (c, a) = key.agent_ids();
+                    Target::Agent { corpid: c.to_owned(), agentid: a.to_owned() }
+                }
+                _ => Target::App(key.owner().to_owned()),
+            };
+            let ticket = |kind| Some(target.key(kind));
+            let ticket_key =
+                match (path.as_str(), query.iter().find(|(k, _)| k == "type").map(|(_, v)| v.as_str())) {
+                    (MP_TICKET, Some("jsapi")) if key.kind == CredKind::MpToken => {
+                        ticket(CredKind::MpJsapiTicket)
+                    }
+                    (WC_CORP_TICKET, _) if key.kind == CredKind::WcToken => ticket(CredKind::WcCorpTicket),
+                    (WC_AGENT_TICKET, Some("agent_config")) if key.kind == CredKind::WcToken => {
+                        ticket(CredKind::WcAgentTicket)
+                    }
+                    _ => None,
+                };
+            if let Some(tk) = ticket_key {
+                return Ok(match deps.creds.get(&tk, Force::No).await {
+                    Ok(t) => HttpReply::json(
+                        200,
+                        &json!({"errcode": 0, "errmsg": "ok", "ticket": t.value, "expires_in": (t.expires_at - now).max(0)}),
+                    ),
+                    Err(e) => from_wafer(&e),
+                });
+            }
+            let body = if call.body.is_empty() {
+                Body::None
+            } else {
+                Body::Raw { content_type: call.content_type.as_deref(), bytes: &call.body }
+            };
+            let out = Outgoing { method: &method, path: &path, query: &query, body };
+            let reply = proxy::send(deps, &target, out, Some(&token), "token_host")
+                .await
+                .map_err(WaferError::from)?;
+            tracing::info!(path = %path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
+            Ok(HttpReply { status: reply.status, content_type: reply.content_type, body: reply.bytes })
+        }
+    }
+}
+
+async fn issue(deps: &Deps, key: &CredKey, force: Force<'_>, now: i64) -> Result<HttpReply, WaferError> {
+    match deps.creds.get(key, force).await {
+        Ok(served) => {
+            deps.creds.remember_issued(key, &served);
+            Ok(token_reply(&served, now))
+        }
+        Err(e) => Ok(from_wafer(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(method: &str, path: &str, query: &str, body: &str) -> HttpCall {
+        HttpCall {
+            method: method.into(),
+            path: path.into(),
+            query: Some(query.into()),
+            content_type: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn requests_are_recognised() {
+        assert!(claims("/cgi-bin/token", Some("grant_type=client_credential")));
+        assert!(claims("/wxa/getwxacodeunlimit", Some("access_token=abc")));
+        assert!(!claims("/mina_auth/", None));
+        assert!(!claims("/mina_auth/", Some("key=wk")));
+        match HostRequest::parse(&call(
+            "GET",
+            "/cgi-bin/token",
+            "grant_type=client_credential&appid=wx1&secret=s",
+            "",
+        ))
+        .unwrap()
+        {
+            HostRequest::Token { appid, secret, stable: false, force: false } => {
+                assert_eq!((appid.as_str(), secret.as_str()), ("wx1", "s"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let stable = r#"{"grant_type":"client_credential","appid":"wx1","secret":"s","force_refresh":true}"#;
+        assert!(matches!(
+            HostRequest::parse(&call("POST", "/cgi-bin/stable_token", "", stable)).unwrap(),
+            HostRequest::Token { stable: true, force: true, .. }
+        ));
+        assert!(matches!(
+            HostRequest::parse(&call("GET", "/cgi-bin/token", "grant_type=x", "")).unwrap(),
+            HostRequest::Refused(40002, _)
+        ));
+        assert!(matches!(
+            HostRequest::parse(&call("GET", "/sns/jscode2session", "access_token=t", "")).unwrap(),
+            HostRequest::Refused(40001, _)
+        ));
+        match HostRequest::parse(&call("POST", "/cgi-bin/message/custom/send", "access_token=t&x=1", "{}"))
+            .unwrap()
+        {
+            HostRequest::WithToken { token, query, .. } => {
+                assert_eq!(token, "t");
+                assert_eq!(query, vec![("x".to_owned(), "1".to_owned())]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
