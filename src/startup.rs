@@ -80,8 +80,10 @@ impl ServiceBuilder {
     /// Wire it: one keep-alive HTTP client for every upstream call, the credential manager, the gate.
     pub fn build(self) -> Result<Service> {
         let http = wechat::http_client(self.upstream).context("could not build the HTTP client")?;
+        // Sessions read by auth are served from a short-lived in-process cache (see `store::cache`).
+        let store: Arc<dyn Store> = Arc::new(store::cache::SessionCache::new(self.store, self.clock.clone()));
         let deps = Deps::new(
-            self.store,
+            store,
             WeChatClient::new(http.clone(), &self.wechat_base).with_fallback(self.wechat_fallback.as_deref()),
             WeComClient::new(http, &self.wecom_base),
             self.clock,

@@ -4,6 +4,7 @@
 //! ([`mysql::MysqlStore`]) and embedded SQLite as the zero-setup default ([`sqlite::SqliteStore`]).
 
 pub mod breaker;
+pub mod cache;
 pub mod mysql;
 mod records;
 pub mod sealed;

@@ -315,29 +315,29 @@ impl Store for SqliteStore {
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
         let id = id.to_owned();
         self.call(move |c| {
-            c.query_row(
+            // The hot read: its statement is prepared once per connection.
+            c.prepare_cached(
                 "SELECT s.id, s.skey_hash, s.appid, s.openid, s.unionid, s.session_key, s.user_info,
                         s.created_at, s.last_visit_at, a.login_duration_secs, a.session_duration_secs
                  FROM wafer_sessions s JOIN wafer_apps a ON a.appid = s.appid WHERE s.id = ?1",
-                [id],
-                |r| {
-                    Ok(SessionView {
-                        session: SessionRecord {
-                            id: r.get(0)?,
-                            skey_hash: r.get(1)?,
-                            appid: r.get(2)?,
-                            openid: r.get(3)?,
-                            unionid: r.get(4)?,
-                            session_key: r.get(5)?,
-                            user_info: r.get(6)?,
-                            created_at: r.get(7)?,
-                            last_visit_at: r.get(8)?,
-                        },
-                        login_duration_secs: r.get(9)?,
-                        session_duration_secs: r.get(10)?,
-                    })
-                },
-            )
+            )?
+            .query_row([id], |r| {
+                Ok(SessionView {
+                    session: SessionRecord {
+                        id: r.get(0)?,
+                        skey_hash: r.get(1)?,
+                        appid: r.get(2)?,
+                        openid: r.get(3)?,
+                        unionid: r.get(4)?,
+                        session_key: r.get(5)?,
+                        user_info: r.get(6)?,
+                        created_at: r.get(7)?,
+                        last_visit_at: r.get(8)?,
+                    },
+                    login_duration_secs: r.get(9)?,
+                    session_duration_secs: r.get(10)?,
+                })
+            })
             .optional()
         })
         .await

@@ -81,7 +81,9 @@ async fn the_loop_answers_every_kind_of_event_and_survives_panics() {
         unwrap_reply(&response(emu.invoke(gateway(&envelope("qcloud.cam.auth", json!({"id": 1})))).await));
     assert_eq!(env["returnCode"], 1003);
 
-    // A panic deep in a handler is answered, and the loop goes on.
+    // A panic deep in a handler is answered, and the loop goes on (past the session cache's lifetime, so the
+    // session is read from the store again).
+    t.clock.advance(wafer_scf::store::cache::TTL_SECS);
     faulty.panic_sessions.store(true, Ordering::SeqCst);
     let (_, env) = unwrap_reply(&response(
         emu.invoke(gateway(&envelope("qcloud.cam.auth", json!({"id": d["id"], "skey": d["skey"]})))).await,

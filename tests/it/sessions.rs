@@ -381,7 +381,51 @@ async fn auth_writes_last_visit_at_most_once_a_minute(b: Backend) {
     assert_eq!(v, T0 + 62 + 30);
 }
 
+/// Auth is answered from a short-lived in-process cache; every change this process makes is seen at once (a pruned
+/// session, a new profile, an app removed), a change made elsewhere within the cache's lifetime.
+async fn the_session_cache_never_outlives_a_change(b: Backend) {
+    let admin = "admin-token-session-cache-0123456";
+    let settings = Settings {
+        max_sessions_per_user: 1,
+        admin_token: Some(admin.into()),
+        ..crate::helpers::open_settings()
+    };
+    let t = TestApp::with_settings(b, settings).await;
+    t.add_app(APP, SECRET).await;
+    let first = t.login(APP, "o_cached").await;
+    assert_eq!(code(&t.auth(&first).await), 0, "cached now");
+    let second = t.login(APP, "o_cached").await;
+    assert_eq!(code(&t.auth(&first).await), 60012, "pruned by the login: gone at once");
+    assert_eq!(code(&t.auth(&second).await), 0);
+
+    // A profile stored here is what the next auth returns.
+    let key = t.wx.session_key("o_cached");
+    let profile =
+        json!({"openId": "o_cached", "nickName": "new name", "watermark": {"appid": APP, "timestamp": T0}});
+    let r = t
+        .call("qcloud.cam.userinfo", json!({"id": second["id"], "skey": second["skey"], "encrypt_data": encrypted(&key, &profile), "iv": IV}))
+        .await;
+    assert_eq!(code(&r), 0, "{r}");
+    assert_eq!(t.auth(&second).await["returnData"]["user_info"]["nickName"], "new name");
+
+    // Removed by another process (straight in the store): served for at most the cache's lifetime.
+    let other = t.login(APP, "o_other").await;
+    assert_eq!(code(&t.auth(&other).await), 0);
+    t.store.remove_app(APP).await.unwrap();
+    t.clock.advance(wafer_scf::store::cache::TTL_SECS);
+    assert_ne!(code(&t.auth(&other).await), 0, "stale for at most {} s", wafer_scf::store::cache::TTL_SECS);
+
+    // Removed through this process: at once.
+    t.add_app(APP, SECRET).await;
+    let third = t.login(APP, "o_third").await;
+    assert_eq!(code(&t.auth(&third).await), 0);
+    let r = t.call("qcloud.admin.app.remove", json!({"appid": APP, "admin_token": admin})).await;
+    assert_eq!(code(&r), 0, "{r}");
+    assert_ne!(code(&t.auth(&third).await), 0, "gone at once");
+}
+
 both_backends!(
+    the_session_cache_never_outlives_a_change,
     login_then_auth_then_decrypt_then_userinfo,
     official_vector_decrypts_through_a_session,
     login_with_encrypted_profile_stores_user_info,

@@ -1,0 +1,304 @@
+//! Benchmark: the hot paths at the limit, side by side in one run, per backend (the embedded store, and MySQL when
+//! `WAFER_TEST_MYSQL_URL` is set). The server is the release binary `wafer-scf serve` with info logs on (written to
+//! a file), against an in-process fake WeChat; load comes from `wrk` (`scripts/bench.sh` installs it).
+//!
+//! Printed per backend: the limit (a bare axum server answering the canned envelope), the cached access token
+//! (req/s and % of the limit), `qcloud.cam.auth` (req/s), `qcloud.cam.id_skey` logins at 16 and 64 callers
+//! (logins/s, p50/p99, failures), and token-free calls (`/wechat/{appid}/…`) against the same call made directly to
+//! the fake (calls/s, p50/p99 and the overhead). Run: `cargo bench --bench hotpaths` (`BENCH_SECS`, default 8).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code)]
+#[path = "../tests/it/fake_wechat.rs"]
+mod fake_wechat;
+
+use axum::Router;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use wafer_scf::store::{self, AppRecord, CallerKeyRecord, DatabaseUrl, StoreOptions, TokenMode};
+
+const APPID: &str = "wxbench0000000001";
+const SECRET: &str = "bench-secret";
+const KEY: &str = "wk_bench000000000000000000000000000000000000000000";
+
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    failures: u64,
+    non_2xx: u64,
+}
+
+fn to_ms(s: &str) -> f64 {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let v: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => v / 1000.0,
+        "ms" => v,
+        "s" => v * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+/// Run wrk with a Lua script; `failures:` is printed by scripts that check bodies.
+fn wrk(url: &str, script: &Path, secs: u64, conns: u32) -> Run {
+    let out = Command::new("wrk")
+        .args(["-t2", &format!("-c{conns}"), &format!("-d{secs}s"), "--latency", "-s"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("wrk is not installed: run scripts/bench.sh (it installs the Debian package wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut run = Run { rps: 0.0, p50_ms: f64::NAN, p99_ms: f64::NAN, failures: 0, non_2xx: 0 };
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            run.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("50%") {
+            run.p50_ms = to_ms(v);
+        } else if let Some(v) = l.strip_prefix("99%") {
+            run.p99_ms = to_ms(v);
+        } else if let Some(v) = l.strip_prefix("failures:") {
+            run.failures = v.trim().parse().unwrap_or(u64::MAX);
+        } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            run.non_2xx = v.trim().parse().unwrap_or(u64::MAX);
+        } else if l.starts_with("Socket errors") {
+            eprintln!("wrk: {l}");
+        }
+    }
+    run
+}
+
+/// A wrk script posting `body`; with `check`, bodies without `"returnCode":0` are counted as failures.
+fn post_script(dir: &Path, name: &str, body: &str, check: bool) -> PathBuf {
+    let check_fns =
+        if check { format!("function init(args) failures = 0 end\n{CHECK}") } else { String::new() };
+    let lua = format!(
+        "{SETUP}wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"X-Wafer-Key\"] = \"{KEY}\"\n{check_fns}"
+    );
+    let p = dir.join(name);
+    std::fs::write(&p, lua).unwrap();
+    p
+}
+
+const CHECK: &str = r#"
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, '"returnCode":0,', 1, true) then failures = failures + 1 end
+end
+function done(summary, latency, requests)
+  local f = 0
+  for _, t in ipairs(threads) do f = f + t:get("failures") end
+  io.write("failures: " .. f .. "\n")
+end
+"#;
+
+/// Collects the threads so `done` can add up their failures (every checking script starts with it).
+const SETUP: &str = r#"
+local threads = {}
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("tid", counter)
+  table.insert(threads, thread)
+end
+"#;
+
+/// Logins with a fresh code each: `ok:<openid>:<unique>`, 10,000 users per thread.
+fn login_script(dir: &Path) -> PathBuf {
+    let lua = format!(
+        r#"{SETUP}
+function init(args) failures = 0; n = 0 end
+function request()
+  n = n + 1
+  local code = "ok:bench_" .. tid .. "_" .. (n % 10000) .. ":" .. tid .. "-" .. n .. "-" .. math.random(1, 1000000000)
+  local body = '{{"version":1,"componentName":"MA","interface":{{"interfaceName":"qcloud.cam.id_skey","para":{{"appid":"{APPID}","code":"' .. code .. '"}}}}}}'
+  return wrk.format("POST", nil, {{["Content-Type"] = "application/json"}}, body)
+end
+{CHECK}
+"#
+    );
+    let p = dir.join("login.lua");
+    std::fs::write(&p, lua).unwrap();
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The release binary, serving `db` with info logs written to `log`.
+fn spawn_server(db: &str, wechat: &str, log: &Path) -> (Child, String) {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wafer-scf"))
+        .arg("serve")
+        .env_clear()
+        .env("WAFER_DATABASE_URL", db)
+        .env("WAFER_WECHAT_BASE_URL", wechat)
+        .env("WAFER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WAFER_LOG", "info")
+        .env("WAFER_PURGE_INTERVAL_SECS", "0")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (child, format!("http://127.0.0.1:{port}"));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the server did not listen");
+}
+
+async fn fresh_database(mysql: Option<&str>, dir: &Path) -> String {
+    match mysql {
+        None => format!("sqlite:{}", dir.join("bench.db").display()),
+        Some(server) => {
+            use mysql_async::prelude::Queryable;
+            let name = format!("wafer_bench_{}", wafer_scf::crypto::random_hex(6).unwrap());
+            let pool = mysql_async::Pool::new(server);
+            pool.get_conn()
+                .await
+                .unwrap()
+                .query_drop(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+                .await
+                .unwrap();
+            pool.disconnect().await.unwrap();
+            let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(server);
+            format!("{base}/{name}")
+        }
+    }
+}
+
+async fn post(client: &reqwest::Client, url: &str, interface: &str, para: Value) -> Value {
+    let body =
+        json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": interface, "para": para}});
+    client.post(url).header("X-Wafer-Key", KEY).json(&body).send().await.unwrap().json().await.unwrap()
+}
+
+fn line(name: &str, r: &Run) -> String {
+    format!("{name:<34} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms", r.rps, r.p50_ms, r.p99_ms)
+}
+
+async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_database(mysql, dir.path()).await;
+    let store = store::open(&DatabaseUrl::parse(&db).unwrap(), &StoreOptions::default(), true).await.unwrap();
+    store
+        .put_app(&AppRecord {
+            appid: APPID.into(),
+            secret: SECRET.into(),
+            login_duration_secs: 86_400,
+            session_duration_secs: 86_400,
+            token_mode: TokenMode::Stable,
+            created_at: 0,
+            updated_at: 0,
+        })
+        .await
+        .unwrap();
+    // A caller key scoped to the app: the default `credentials` mode checks it on every token request.
+    store
+        .add_caller_key(&CallerKeyRecord {
+            name: "bench".into(),
+            key_hash: wafer_scf::crypto::sha256_hex(KEY.as_bytes()),
+            scope_apps: vec![APPID.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    drop(store);
+    let wx = fake_wechat::FakeWeChat::start().await;
+    wx.register(APPID, SECRET);
+    let log = dir.path().join("server.log");
+    let (mut child, url) = spawn_server(&db, &wx.base_url, &log);
+    let client = reqwest::Client::new();
+
+    // Warm the token, make one session, and take the canned token reply for the bare limit.
+    let token_body = json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": "qcloud.mimi.access_token", "para": {"appid": APPID}}});
+    let warm = post(&client, &url, "qcloud.mimi.access_token", json!({"appid": APPID})).await;
+    assert_eq!(warm["returnCode"], 0, "{warm}");
+    let token = warm["returnData"]["access_token"].as_str().unwrap().to_owned();
+    let login =
+        post(&client, &url, "qcloud.cam.id_skey", json!({"appid": APPID, "code": wx.code_for("bench_user")}))
+            .await;
+    assert_eq!(login["returnCode"], 0, "{login}");
+    let canned = serde_json::to_vec(&warm).unwrap();
+    let bare = Router::new().fallback(move || {
+        let body = canned.clone();
+        async move { ([("content-type", "application/json; charset=utf-8")], body) }
+    });
+    let bl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bare_url = format!("http://{}/", bl.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(bl, bare).await });
+
+    let d = dir.path();
+    let token_script = post_script(d, "token.lua", &token_body.to_string(), false);
+    let auth_body = json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": "qcloud.cam.auth",
+        "para": {"id": login["returnData"]["id"], "skey": login["returnData"]["skey"]}}});
+    let auth_script = post_script(d, "auth.lua", &auth_body.to_string(), true);
+    let login_script = login_script(d);
+    let message = json!({"touser": "o_bench", "template_id": "t", "data": {}}).to_string();
+    let call_script = post_script(d, "call.lua", &message, false);
+
+    let run = |url: String, script: PathBuf, conns: u32| async move {
+        tokio::task::spawn_blocking(move || wrk(&url, &script, secs, conns)).await.unwrap()
+    };
+    println!(
+        "\n== {label} (wafer-scf serve, release build, WAFER_LOG=info to a file; wrk -t2, {secs} s each) =="
+    );
+    let limit = run(bare_url.clone(), token_script.clone(), 16).await;
+    let cached = run(format!("{url}/"), token_script.clone(), 16).await;
+    println!("{}", line("limit (bare axum, canned reply)", &limit));
+    println!(
+        "{}  {:.0}% of the limit",
+        line("cached qcloud.mimi.access_token", &cached),
+        100.0 * cached.rps / limit.rps
+    );
+    let auth = run(format!("{url}/"), auth_script, 16).await;
+    println!("{}  failures {}", line("qcloud.cam.auth", &auth), auth.failures);
+    for conns in [16, 64] {
+        let r = run(format!("{url}/"), login_script.clone(), conns).await;
+        println!("{}  failures {}", line(&format!("qcloud.cam.id_skey, {conns} callers"), &r), r.failures);
+    }
+    let direct = run(
+        format!("{}/cgi-bin/message/subscribe/send?access_token={token}", wx.base_url),
+        call_script.clone(),
+        16,
+    )
+    .await;
+    let proxied = run(format!("{url}/wechat/{APPID}/cgi-bin/message/subscribe/send"), call_script, 16).await;
+    println!("{}", line("direct call to the fake WeChat", &direct));
+    println!(
+        "{}  overhead p50 {:+.3} ms, p99 {:+.3} ms, non-2xx {}",
+        line("same call through /wechat/{appid}/", &proxied),
+        proxied.p50_ms - direct.p50_ms,
+        proxied.p99_ms - direct.p99_ms,
+        proxied.non_2xx
+    );
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let lines = std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0);
+    let dropped = std::fs::read_to_string(&log).map(|s| s.contains("lines were dropped")).unwrap_or(false);
+    println!(
+        "server log: {lines} lines written{}",
+        if dropped { " (some dropped: buffer full)" } else { "" }
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    println!("hot paths on {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    rt.block_on(async {
+        backend("embedded store (SQLite)", None, secs).await;
+        match std::env::var("WAFER_TEST_MYSQL_URL") {
+            Ok(u) if !u.is_empty() => backend("MySQL", Some(&u), secs).await,
+            _ => println!("\nMySQL: skipped (set WAFER_TEST_MYSQL_URL)"),
+        }
+    });
+}
