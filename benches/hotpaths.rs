@@ -106,21 +106,22 @@ function setup(thread)
 end
 "#;
 
-/// Logins with a fresh code each: `ok:<openid>:<unique>`, 10,000 users per thread.
-fn login_script(dir: &Path) -> PathBuf {
+/// Logins with a fresh code each: `ok:<openid>:<unique>`, 10,000 users per thread. `run` makes codes unique across
+/// runs (wrk's Lua random numbers repeat from run to run, and WeChat refuses a used code).
+fn login_script(dir: &Path, run: &str) -> PathBuf {
     let lua = format!(
         r#"{SETUP}
 function init(args) failures = 0; n = 0 end
 function request()
   n = n + 1
-  local code = "ok:bench_" .. tid .. "_" .. (n % 10000) .. ":" .. tid .. "-" .. n .. "-" .. math.random(1, 1000000000)
+  local code = "ok:bench_" .. tid .. "_" .. (n % 10000) .. ":{run}-" .. tid .. "-" .. n
   local body = '{{"version":1,"componentName":"MA","interface":{{"interfaceName":"qcloud.cam.id_skey","para":{{"appid":"{APPID}","code":"' .. code .. '"}}}}}}'
   return wrk.format("POST", nil, {{["Content-Type"] = "application/json"}}, body)
 end
 {CHECK}
 "#
     );
-    let p = dir.join("login.lua");
+    let p = dir.join(format!("login-{run}.lua"));
     std::fs::write(&p, lua).unwrap();
     p
 }
@@ -241,7 +242,6 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
     let auth_body = json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": "qcloud.cam.auth",
         "para": {"id": login["returnData"]["id"], "skey": login["returnData"]["skey"]}}});
     let auth_script = post_script(d, "auth.lua", &auth_body.to_string(), true);
-    let login_script = login_script(d);
     let message = json!({"touser": "o_bench", "template_id": "t", "data": {}}).to_string();
     let call_script = post_script(d, "call.lua", &message, false);
 
@@ -262,7 +262,7 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
     let auth = run(format!("{url}/"), auth_script, 16).await;
     println!("{}  failures {}", line("qcloud.cam.auth", &auth), auth.failures);
     for conns in [16, 64] {
-        let r = run(format!("{url}/"), login_script.clone(), conns).await;
+        let r = run(format!("{url}/"), login_script(d, &format!("c{conns}")), conns).await;
         println!("{}  failures {}", line(&format!("qcloud.cam.id_skey, {conns} callers"), &r), r.failures);
     }
     let direct = run(
