@@ -202,7 +202,10 @@ fn request_id(headers: &HeaderMap) -> String {
             return v.to_owned();
         }
     }
-    format!("http-{}-{}", std::process::id(), REQUEST_SEQ.fetch_add(1, Ordering::Relaxed))
+    // The process id is read once (getpid is a system call on every request otherwise).
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| format!("http-{}-", std::process::id()));
+    format!("{prefix}{}", REQUEST_SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
 async fn handle(

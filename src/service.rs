@@ -142,14 +142,14 @@ impl Service {
                     Err(WaferError::new(ReturnCode::InternalErr, "internal error")
                         .with_detail("handler panicked"))
                 });
-        let envelope = match &result {
-            Ok((message, data)) => Envelope::ok(*message, data.clone()),
-            Err(e) => Envelope::error(e),
+        let (envelope, failure) = match result {
+            Ok((message, data)) => (Envelope::ok(message, data), None),
+            Err(e) => (Envelope::error(&e), Some(e)),
         };
         let latency_us = started.elapsed().as_micros() as u64;
         crate::metrics::request(interface, envelope.return_code, latency_us as f64 / 1e6);
-        match &result {
-            Err(e)
+        match &failure {
+            Some(e)
                 if matches!(
                     e.code,
                     ReturnCode::DbErr | ReturnCode::ChangeSessionErr | ReturnCode::InternalErr
@@ -160,11 +160,11 @@ impl Service {
                     latency_us, caller = %caller_name, detail = e.detail.as_deref().unwrap_or(""), "request"
                 );
             }
-            Err(e) => tracing::info!(
+            Some(e) => tracing::info!(
                 request_id = %meta.request_id, interface, appid = %appid, return_code = envelope.return_code,
                 latency_us, caller = %caller_name, detail = e.detail.as_deref().unwrap_or(""), "request"
             ),
-            Ok(_) => tracing::info!(
+            None => tracing::info!(
                 request_id = %meta.request_id, interface, appid = %appid, return_code = 0, latency_us, caller = %caller_name, "request"
             ),
         }

@@ -49,7 +49,8 @@ pub fn init(
             .buffered_lines_limit(LOG_BUFFER_LINES)
             .lossy(true)
             .thread_name("wafer-log")
-            .finish(std::io::stderr());
+            // The writer thread drains every queued line, then flushes: under load many lines leave in one write.
+            .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
         let _ = DROPPED.set(w.error_counter());
         (tracing_subscriber::fmt::writer::BoxMakeWriter::new(w), Some(guard))
     } else {

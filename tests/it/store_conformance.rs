@@ -176,3 +176,28 @@ both_backends!(
     over_long_values_are_refused_not_truncated,
     concurrent_logins_of_one_user_respect_the_bound,
 );
+
+/// `require_ssl=true` is honoured: a MySQL server without TLS is refused, never used in the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(wafer_mysql_tests), ignore = "MySQL suite off: set WAFER_TEST_MYSQL_URL")]
+async fn mysql_tls_when_required_is_never_downgraded() {
+    let Some(server) = crate::helpers::mysql_server_url() else { return };
+    let db = crate::helpers::TestDb::new(Backend::Mysql).await;
+    // This machine's MariaDB has TLS disabled: asking for it must fail, clearly.
+    let sep = if db.url.contains('?') { '&' } else { '?' };
+    let url = wafer_scf::store::DatabaseUrl::parse(&format!("{}{sep}require_ssl=true", db.url)).unwrap();
+    let opts = wafer_scf::store::StoreOptions {
+        query_timeout: std::time::Duration::from_secs(3),
+        ..Default::default()
+    };
+    let store = wafer_scf::store::open_raw(&url, &opts).await.unwrap();
+    let e = store.schema_status().await.expect_err("a server without TLS must be refused");
+    let text = e.to_string().to_ascii_lowercase();
+    assert!(text.contains("ssl") || text.contains("tls"), "{e}");
+    // And the same database without the parameter works (the refusal was about TLS, nothing else).
+    let plain = wafer_scf::store::open_raw(&wafer_scf::store::DatabaseUrl::parse(&db.url).unwrap(), &opts)
+        .await
+        .unwrap();
+    assert!(plain.schema_status().await.is_ok());
+    let _ = server;
+}
