@@ -1,5 +1,5 @@
 //! Benchmark: the SCF path with the real binary as a `bootstrap` child under the runtime API emulator.
-//! Reports cold start (exec → init/ready), warm invocation round trip (median, p99), RSS across 10,000 invocations,
+//! Reports cold start (exec → init/ready), warm invocation round trip (median, p99), RSS across 100,000 invocations,
 //! and the deployment zip size (from `scripts/package.sh`). Run: `cargo bench --bench runtime`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -67,15 +67,15 @@ fn main() {
         }
         let rss_start = rss_kib(pid);
         let mut rss = Vec::new();
-        let mut warm = Vec::with_capacity(10_000);
-        let mut warm_auth = Vec::with_capacity(10_000);
-        for i in 1..=10_000 {
+        let mut warm = Vec::with_capacity(50_000);
+        let mut warm_auth = Vec::with_capacity(50_000);
+        for i in 1..=100_000 {
             let (event, bucket) = if i % 2 == 0 { (cheap.clone(), &mut warm) } else { (auth.clone(), &mut warm_auth) };
             let t = Instant::now();
             let o = sup.invoke(event).await.unwrap();
             bucket.push(t.elapsed());
             assert!(matches!(o, Outcome::Response(_)), "{o:?}");
-            if i % 2_000 == 0 {
+            if i % 10_000 == 0 {
                 rss.push((i, rss_kib(pid)));
             }
         }
@@ -83,17 +83,17 @@ fn main() {
         warm.sort();
         warm_auth.sort();
         println!(
-            "warm round trip through the runtime API, dispatch only (5,000): median {:.3} ms, p99 {:.3} ms (target < 1 ms median)",
+            "warm round trip through the runtime API, dispatch only (50,000): median {:.3} ms, p99 {:.3} ms (target < 1 ms median)",
             percentile(&warm, 0.5),
             percentile(&warm, 0.99)
         );
         println!(
-            "warm round trip, qcloud.cam.auth with an embedded-store read (5,000): median {:.3} ms, p99 {:.3} ms",
+            "warm round trip, qcloud.cam.auth with an embedded-store read (50,000): median {:.3} ms, p99 {:.3} ms",
             percentile(&warm_auth, 0.5),
             percentile(&warm_auth, 0.99)
         );
         let series: Vec<String> = rss.iter().map(|(i, k)| format!("{i}: {k} KiB")).collect();
-        println!("RSS after warm-up {rss_start} KiB; during 10,000 invocations: {}", series.join(", "));
+        println!("RSS after warm-up {rss_start} KiB; during 100,000 invocations: {}", series.join(", "));
         let zip = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/wafer-scf.zip");
         match std::fs::metadata(&zip) {
             Ok(m) => println!("zip size: {} bytes ({:.2} MiB) (target < 10 MB)", m.len(), m.len() as f64 / 1_048_576.0),

@@ -235,7 +235,7 @@ async fn import_from(
             report.skip("app without a usable secret");
             continue;
         };
-        if !token_ok(&appid, 64) {
+        if crate::ids::IdKind::AppId.check(&appid).is_err() {
             report.skip("over-long or malformed appid");
             continue;
         }
@@ -294,7 +294,9 @@ async fn import_from(
                 report.skip("agent without a usable secret");
                 continue;
             };
-            if !token_ok(&corpid, 64) || !token_ok(&agentid, 64) {
+            if crate::ids::IdKind::CorpId.check(&corpid).is_err()
+                || crate::ids::IdKind::AgentId.check(&agentid).is_err()
+            {
                 report.skip("over-long or malformed corpid/agentid");
                 continue;
             }
@@ -372,7 +374,7 @@ async fn import_from(
             };
             if !token_ok(&uuid, 100)
                 || !token_ok(&skey, 128)
-                || !token_ok(&appid, 64)
+                || crate::ids::IdKind::AppId.check(&appid).is_err()
                 || openid.is_empty()
                 || openid.len() > 128
             {

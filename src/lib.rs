@@ -29,6 +29,7 @@ pub mod config;
 pub mod crypto;
 pub mod envelope;
 pub mod handlers;
+pub mod ids;
 pub mod import;
 pub mod metrics;
 pub mod registry;

@@ -116,6 +116,11 @@ pub fn check_ident(value: &str, what: &str, max: usize) -> Result<(), RegistryEr
     Ok(())
 }
 
+/// An identifier checked by its kind's one rule ([`crate::ids`]).
+fn id<T: std::str::FromStr<Err = crate::ids::IdError>>(s: &str) -> Result<T, RegistryError> {
+    s.parse::<T>().map_err(|e| RegistryError::Invalid(e.to_string()))
+}
+
 fn check_secret(secret: &str, what: &str) -> Result<(), RegistryError> {
     if secret.is_empty() || secret.len() > 512 {
         return Err(RegistryError::Invalid(format!("{what} must be 1 to 512 characters")));
@@ -132,10 +137,7 @@ impl Registry<'_> {
         changes: &AppChanges,
         new_mode: TokenMode,
     ) -> Result<Change, RegistryError> {
-        check_ident(appid, "appid", 64)?;
-        if appid.contains(':') || appid.contains('/') {
-            return Err(RegistryError::Invalid("an appid cannot contain : or /".into()));
-        }
+        id::<crate::ids::AppId>(appid)?;
         if let Some(s) = &changes.secret {
             check_secret(s, "the secret")?;
         }
@@ -212,13 +214,8 @@ impl Registry<'_> {
         agentid: &str,
         changes: &AgentChanges,
     ) -> Result<Change, RegistryError> {
-        check_ident(corpid, "corpid", 64)?;
-        check_ident(agentid, "agentid", 20)?;
-        if !agentid.bytes().all(|b| b.is_ascii_digit()) || corpid.contains(':') || corpid.contains('/') {
-            return Err(RegistryError::Invalid(
-                "the agentid must be the numeric AgentId, and a corpid cannot contain : or /".into(),
-            ));
-        }
+        id::<crate::ids::CorpId>(corpid)?;
+        id::<crate::ids::AgentId>(agentid)?;
         if let Some(s) = &changes.secret {
             check_secret(s, "the secret")?;
         }
@@ -277,9 +274,7 @@ impl Registry<'_> {
         secret_id: Option<&str>,
         secret_key: Option<&str>,
     ) -> Result<Outcome, RegistryError> {
-        if appid.is_empty() || appid.len() > 20 || !appid.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(RegistryError::Invalid("appid must be the numeric Tencent Cloud APPID".into()));
-        }
+        id::<crate::ids::CosAppId>(appid)?;
         if let Some(id) = secret_id {
             check_ident(id, "the SecretId", 128)?;
         }
@@ -339,11 +334,11 @@ impl Registry<'_> {
         if !all && apps.is_empty() && corps.is_empty() {
             return Err(RegistryError::Invalid("a key needs a scope: --apps, --corps, or --all".into()));
         }
-        for id in apps.iter().chain(&corps) {
-            check_ident(id, "each appid/corpid", 64)?;
-            if id.contains(',') {
-                return Err(RegistryError::Invalid("appids and corpids cannot contain commas".into()));
-            }
+        for a in &apps {
+            id::<crate::ids::AppId>(a)?;
+        }
+        for c in &corps {
+            id::<crate::ids::CorpId>(c)?;
         }
         if apis.len() > 32 {
             return Err(RegistryError::Invalid(

@@ -3,6 +3,7 @@
 
 mod registry;
 
+use crate::ids;
 use registry::{agent_command, app_command, cos_command, key_command, status_command};
 
 use crate::clock::SystemClock;
@@ -104,10 +105,10 @@ pub enum KeyCommand {
         #[arg(long)]
         name: String,
         /// Appids (WeChat appids, or Tencent Cloud APPIDs for COS) the key may reach, comma-separated.
-        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        #[arg(long, value_delimiter = ',', conflicts_with = "all", value_parser = ids::arg::<ids::AppId>)]
         apps: Vec<String>,
         /// WeCom corpids the key may reach, comma-separated.
-        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        #[arg(long, value_delimiter = ',', conflicts_with = "all", value_parser = ids::arg::<ids::CorpId>)]
         corps: Vec<String>,
         /// Every app, corp and COS APPID.
         #[arg(long)]
@@ -131,7 +132,7 @@ pub enum CosCommand {
     /// Hold COS credentials for a Tencent Cloud APPID, or change the one given.
     Add {
         /// The numeric Tencent Cloud APPID.
-        #[arg(long)]
+        #[arg(long, value_parser = ids::arg::<ids::CosAppId>)]
         appid: String,
         #[arg(long)]
         secret_id: Option<String>,
@@ -152,9 +153,9 @@ pub enum CosCommand {
 pub enum AgentCommand {
     /// Register an agent, or change its secret or remark (a new secret drops its cached token and tickets).
     Add {
-        #[arg(long)]
+        #[arg(long, value_parser = ids::arg::<ids::CorpId>)]
         corpid: String,
-        #[arg(long)]
+        #[arg(long, value_parser = ids::arg::<ids::AgentId>)]
         agentid: String,
         /// The app's Secret (needed for a new agent). `-` reads it from standard input.
         #[arg(long, value_parser = parse_secret)]
@@ -176,7 +177,7 @@ pub enum AgentCommand {
 /// An app's settings on the command line; on an existing app only the given ones change.
 #[derive(Debug, clap::Args)]
 pub struct AppFields {
-    #[arg(long)]
+    #[arg(long, value_parser = ids::arg::<ids::AppId>)]
     appid: String,
     /// The AppSecret (needed for a new app). `-` reads it from standard input (keeps it out of shell history).
     #[arg(long, value_parser = parse_secret)]

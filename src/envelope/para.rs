@@ -52,25 +52,23 @@ impl<'a> Para<'a> {
         }
     }
 
-    /// A WeChat appid or WeCom corpid: 1 to `max` letters, digits, `_` or `-` — so that keys built from it (the
+    /// A WeChat appid or WeCom corpid ([`crate::ids`]: letters, digits, `_`, `-`) — so that keys built from it (the
     /// credential cache's `wc:token:{corpid}:{agentid}`, sealing labels) cannot collide.
     pub fn id(&self, field: &str, max: usize) -> Result<&'a str, WaferError> {
         let s = self.token(field, max)?;
-        if s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            Ok(s)
-        } else {
-            Err(WaferError::para(field, "may contain only letters, digits, _ and -"))
-        }
+        crate::ids::IdKind::AppId
+            .check(s)
+            .map_err(|e| WaferError::para(field, &format!("must be {}", e.rule())))?;
+        Ok(s)
     }
 
     /// A WeCom agentid: digits only (a JSON integer or a string of digits).
     pub fn agent_id(&self, field: &str) -> Result<String, WaferError> {
         let s = self.ident(field, 20)?;
-        if s.bytes().all(|b| b.is_ascii_digit()) {
-            Ok(s)
-        } else {
-            Err(WaferError::para(field, "must be the numeric AgentId"))
-        }
+        crate::ids::IdKind::AgentId
+            .check(&s)
+            .map_err(|e| WaferError::para(field, &format!("must be {}", e.rule())))?;
+        Ok(s)
     }
 
     /// The `force` flag: JSON booleans and the strings "true"/"false"/"1"/"0" (and the integers 1/0).

@@ -24,9 +24,9 @@ fn as_cos(e: WaferError) -> WaferError {
 
 fn tencent_appid(p: Para<'_>) -> Result<String, WaferError> {
     let appid = p.ident("appid", 20).map_err(as_cos)?;
-    if !appid.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(cos_err("appid", "must be the numeric Tencent Cloud APPID"));
-    }
+    crate::ids::IdKind::CosAppId
+        .check(&appid)
+        .map_err(|e| cos_err("appid", &format!("must be {}", e.rule())))?;
     Ok(appid)
 }
 

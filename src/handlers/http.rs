@@ -49,7 +49,7 @@ impl HttpInterface {
 }
 
 fn is_ident(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    crate::ids::IdKind::AppId.check(s).is_ok()
 }
 
 /// `(target, api path)` of a pass-through path; a stage prefix before `/wechat/` or `/wecom/` is ignored.
@@ -65,10 +65,8 @@ fn pass_target(path: &str) -> Option<(Target, &str)> {
     let (corpid, rest) = rest.split_once('/')?;
     let (agentid, _) = rest.split_once('/')?;
     let api = &rest[agentid.len()..];
-    let ok = is_ident(corpid)
-        && !agentid.is_empty()
-        && agentid.len() <= 20
-        && agentid.bytes().all(|b| b.is_ascii_digit())
+    let ok = crate::ids::IdKind::CorpId.check(corpid).is_ok()
+        && crate::ids::IdKind::AgentId.check(agentid).is_ok()
         && api.len() > 1;
     ok.then(|| (Target::Agent { corpid: corpid.to_owned(), agentid: agentid.to_owned() }, api))
 }

@@ -287,11 +287,13 @@ impl Store for SqliteStore {
                     s.last_visit_at
                 ],
             )?;
+            // The new session is always kept (another one created in the same second must not win a tie
+            // against it), with the `keep - 1` newest others.
             let pruned = tx.execute(
-                "DELETE FROM wafer_sessions WHERE appid = ?1 AND openid = ?2 AND id NOT IN (
-                   SELECT id FROM wafer_sessions WHERE appid = ?1 AND openid = ?2
+                "DELETE FROM wafer_sessions WHERE appid = ?1 AND openid = ?2 AND id != ?4 AND id NOT IN (
+                   SELECT id FROM wafer_sessions WHERE appid = ?1 AND openid = ?2 AND id != ?4
                    ORDER BY created_at DESC, id DESC LIMIT ?3)",
-                params![s.appid, s.openid, keep as i64],
+                params![s.appid, s.openid, keep.saturating_sub(1) as i64, s.id],
             )?;
             tx.commit()?;
             Ok(LoginOutcome { existing_user: existing > 0, pruned })

@@ -82,6 +82,20 @@ async fn sessions_are_bounded_rotated_and_joined_with_app_rules(b: Backend) {
     assert_eq!(s.get_session("z").await.unwrap().unwrap().session.session_key, "key-z");
 }
 
+/// Logins in the same second: the new session is always the one kept, whatever the ids (a login must never hand
+/// out a session it has just pruned).
+async fn a_login_never_prunes_its_own_session(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = db.store().await;
+    s.put_app(&app_record("wx1", "x")).await.unwrap();
+    // Ids sorting both ways around the existing one.
+    for (i, id) in ["m", "a", "z", "b", "y"].iter().enumerate() {
+        s.create_session(&session(id, "wx1", "u1", T0), 1, T0).await.unwrap();
+        assert!(s.get_session(id).await.unwrap().is_some(), "login {i} ({id}) kept its own session");
+        assert_eq!(s.count_sessions("wx1").await.unwrap(), 1, "and only it");
+    }
+}
+
 async fn expired_sessions_of_the_user_are_dropped_at_login_and_by_purge(b: Backend) {
     let db = TestDb::new(b).await;
     let s = db.store().await;
@@ -166,6 +180,7 @@ async fn concurrent_logins_of_one_user_respect_the_bound(b: Backend) {
 }
 
 both_backends!(
+    a_login_never_prunes_its_own_session,
     apps_round_trip_and_replace,
     appid_lookup_is_exact_and_case_sensitive,
     migrate_is_idempotent,
