@@ -1,5 +1,6 @@
-//! Building a running service: from configuration (the CLI) or piece by piece (tests and benchmarks), so every
-//! caller wires the store, the one HTTP client, the clock, the settings and the token policy the same way.
+//! Building and running a service: from configuration (the CLI's `serve` and `runtime`: listen or poll, migrate, say
+//! what is not ready) or piece by piece (tests and benchmarks), so every caller wires the store, the one HTTP client,
+//! the clock, the settings and the token policy the same way.
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -162,4 +163,86 @@ pub async fn service(config: &Config, default_pool: u64) -> Result<Service> {
             };
             svc
         })
+}
+
+/// What `migrate` did, in one line: never the same line for both outcomes.
+pub fn migrated(applied: &[i64], backend: &str) -> String {
+    if applied.is_empty() {
+        format!("already up to date ({backend})")
+    } else {
+        let list: Vec<String> = applied.iter().map(|v| format!("{v:04}")).collect();
+        format!("applied {} ({backend})", list.join(", "))
+    }
+}
+
+fn warn_if_open(config: &Config) {
+    if config.caller_auth == crate::auth::CallerAuthMode::Off {
+        tracing::warn!(
+            "WAFER_CALLER_AUTH=off: anyone who can reach this server gets live access tokens and tickets"
+        );
+    }
+}
+
+/// HTTP mode (`wafer-scf serve`): build the service, listen, serve until SIGTERM / Ctrl-C.
+pub async fn run_http(config: &Config) -> Result<()> {
+    warn_if_open(config);
+    let svc = Arc::new(service(config, 10).await?);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", config.listen))?;
+    let addr = listener.local_addr().context("listener has no address")?;
+    tracing::info!(
+        %addr, storage = %config.database_url.redacted(), wechat = %config.wechat_base_url,
+        version = env!("CARGO_PKG_VERSION"), caller_auth = ?config.caller_auth,
+        admin = config.admin_token().is_some(), master_key = config.master_key.is_some(),
+        "wafer-scf listening"
+    );
+    if let Some(addr) = config.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("WAFER_METRICS_LISTEN: could not listen on {addr}"))?;
+        tracing::info!(%addr, "metrics on GET /metrics");
+        tokio::spawn(crate::serve::serve_metrics(l));
+    }
+    let chores = crate::serve::Chores {
+        purge_every: (config.purge_interval_secs > 0)
+            .then(|| std::time::Duration::from_secs(config.purge_interval_secs)),
+        storage: config.database_url.redacted(),
+    };
+    crate::serve::run(listener, svc, chores, crate::serve::shutdown_signal())
+        .await
+        .context("HTTP server failed")
+}
+
+/// SCF custom runtime (`wafer-scf runtime`, what `bootstrap` runs): build the service, migrate if asked, poll the
+/// runtime API.
+pub async fn run_runtime(config: &Config, runtime_api: Option<String>) -> Result<()> {
+    let base = runtime_api
+        .or_else(crate::scf::runtime::RuntimeClient::base_from_env)
+        .context("no runtime API: set SCF_RUNTIME_API (and SCF_RUNTIME_API_PORT) or pass --runtime-api")?;
+    warn_if_open(config);
+    // Everything expensive happens before init/ready: storage pool, schema, HTTP client, caches.
+    let svc = service(config, 2).await?;
+    if config.auto_migrate.unwrap_or(true) {
+        let store = &svc.deps.store;
+        match store.migrate().await {
+            Ok(applied) if !applied.is_empty() => {
+                tracing::info!("schema: {}", migrated(&applied, store.backend()))
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "automatic migration failed; run `wafer-scf migrate`"),
+        }
+    }
+    tracing::info!(
+        storage = %config.database_url.redacted(), version = env!("CARGO_PKG_VERSION"),
+        caller_auth = ?config.caller_auth, admin = config.admin_token().is_some(),
+        master_key = config.master_key.is_some(), "wafer-scf runtime starting"
+    );
+    let ready = svc.readiness().await;
+    if ready != crate::service::Readiness::Ready {
+        tracing::error!(storage = %config.database_url.redacted(), "{}", ready.reason());
+    }
+    let client =
+        crate::scf::runtime::RuntimeClient::new(&base).context("could not build the runtime API client")?;
+    crate::scf::runtime::run(&client, &svc, None).await
 }

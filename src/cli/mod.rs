@@ -1,18 +1,16 @@
 //! The `wafer-scf` command line: argument types, parsing, and dispatch to the server modes and the registry
 //! commands ([`registry`]), which print what the admin operations answer.
 
+mod maintenance;
 mod registry;
 
 use crate::ids;
 use registry::{agent_command, app_command, cos_command, key_command, status_command};
 
-use crate::clock::SystemClock;
 use crate::config::{parse_secret, Config};
-use crate::store;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
-use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -326,164 +324,22 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Serve
     };
     match cli.command.unwrap_or(default) {
-        Command::Serve => serve(&config).await,
-        Command::Runtime { runtime_api } => runtime(&config, runtime_api).await,
-        Command::Invoke { file } => {
-            let event = std::fs::read(&file).with_context(|| format!("could not read {}", file.display()))?;
-            let svc = build_service(&config, 10).await?;
-            let inv = crate::scf::runtime::Invocation {
-                request_id: "local-invoke".into(),
-                time_limit_ms: None,
-                memory_limit_mb: None,
-                event,
-            };
-            let reply = crate::scf::runtime::handle(&svc, &inv).await;
-            println!("{}", String::from_utf8_lossy(&reply));
-            Ok(())
-        }
+        Command::Runtime { runtime_api } => crate::startup::run_runtime(&config, runtime_api).await,
+        Command::Invoke { file } => maintenance::invoke(&config, &file).await,
         Command::Replay { bootstrap, time_limit_ms, init_timeout_ms, events } => {
             crate::scf::replay::replay(&bootstrap, time_limit_ms, init_timeout_ms, &events).await
         }
-        Command::Migrate => {
-            let store = open_store(&config, false).await?;
-            let applied = store.migrate().await.context("migration failed")?;
-            println!("{}", migrated(&applied, store.backend()));
-            Ok(())
-        }
+        Command::Migrate => maintenance::migrate(&config).await,
         Command::App(cmd) => app_command(&config, cmd).await,
         Command::Agent(cmd) => agent_command(&config, cmd).await,
         Command::Cos(cmd) => cos_command(&config, cmd).await,
         Command::Key(cmd) => key_command(&config, cmd).await,
         Command::Status => status_command(&config).await,
-        Command::Import { from, dry_run } => {
-            let store = open_store(&config, false).await?;
-            let now = crate::clock::Clock::now(&SystemClock);
-            let (kind, report) = crate::import::import(store.as_ref(), &from, dry_run, now).await?;
-            println!(
-                "{} source ({}){}",
-                match kind {
-                    crate::import::SourceKind::Seed => "seed (WaferOnSCF)",
-                    crate::import::SourceKind::Original => "original Wafer",
-                },
-                store::DatabaseUrl::Mysql(from.clone()).redacted(),
-                if dry_run { ", dry run: nothing written" } else { "" }
-            );
-            println!("{report}");
-            Ok(())
-        }
-        Command::Reencrypt => {
-            if config.master_key.is_none() {
-                bail!("set WAFER_MASTER_KEY first: reencrypt seals every secret with it");
-            }
-            let store = open_store(&config, false).await?;
-            let raw = store::open_raw(&config.database_url, &config.store_options())
-                .await
-                .context("could not open storage")?;
-            let sealer = config.store_options().sealer;
-            let n = crate::store::sealed::reencrypt(raw.as_ref(), store.as_ref(), &sealer)
-                .await
-                .context("reencrypt failed")?;
-            if n.apps + n.agents + n.cos_keys + n.credentials + n.users == 0 {
-                println!("nothing to seal: every stored secret is sealed already");
-            } else {
-                println!(
-                    "sealed: {} apps, {} agents, {} COS keys, {} cached credentials, {} users' session keys",
-                    n.apps, n.agents, n.cos_keys, n.credentials, n.users
-                );
-            }
-            Ok(())
-        }
-        Command::PurgeSessions => {
-            let store = open_store(&config, false).await?;
-            let n = store
-                .purge_expired_sessions(crate::clock::Clock::now(&SystemClock))
-                .await
-                .context("purge failed")?;
-            println!("purged {n} expired sessions");
-            Ok(())
-        }
+        Command::Import { from, dry_run } => maintenance::import(&config, &from, dry_run).await,
+        Command::Reencrypt => maintenance::reencrypt(&config).await,
+        Command::PurgeSessions => maintenance::purge_sessions(&config).await,
+        Command::Serve => crate::startup::run_http(&config).await,
     }
-}
-
-use crate::startup::{open_store, service as build_service};
-
-/// What `migrate` did, in one line: never the same line for both outcomes.
-fn migrated(applied: &[i64], backend: &str) -> String {
-    if applied.is_empty() {
-        format!("already up to date ({backend})")
-    } else {
-        let list: Vec<String> = applied.iter().map(|v| format!("{v:04}")).collect();
-        format!("applied {} ({backend})", list.join(", "))
-    }
-}
-
-fn warn_if_open(config: &Config) {
-    if config.caller_auth == crate::auth::CallerAuthMode::Off {
-        tracing::warn!(
-            "WAFER_CALLER_AUTH=off: anyone who can reach this server gets live access tokens and tickets"
-        );
-    }
-}
-
-async fn serve(config: &Config) -> Result<()> {
-    warn_if_open(config);
-    let svc = Arc::new(build_service(config, 10).await?);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("could not listen on {}", config.listen))?;
-    let addr = listener.local_addr().context("listener has no address")?;
-    tracing::info!(
-        %addr, storage = %config.database_url.redacted(), wechat = %config.wechat_base_url,
-        version = env!("CARGO_PKG_VERSION"), caller_auth = ?config.caller_auth,
-        admin = config.admin_token().is_some(), master_key = config.master_key.is_some(),
-        "wafer-scf listening"
-    );
-    if let Some(addr) = config.metrics_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("WAFER_METRICS_LISTEN: could not listen on {addr}"))?;
-        tracing::info!(%addr, "metrics on GET /metrics");
-        tokio::spawn(crate::serve::serve_metrics(l));
-    }
-    let chores = crate::serve::Chores {
-        purge_every: (config.purge_interval_secs > 0)
-            .then(|| std::time::Duration::from_secs(config.purge_interval_secs)),
-        storage: config.database_url.redacted(),
-    };
-    crate::serve::run(listener, svc, chores, crate::serve::shutdown_signal())
-        .await
-        .context("HTTP server failed")
-}
-
-async fn runtime(config: &Config, runtime_api: Option<String>) -> Result<()> {
-    let base = runtime_api
-        .or_else(crate::scf::runtime::RuntimeClient::base_from_env)
-        .context("no runtime API: set SCF_RUNTIME_API (and SCF_RUNTIME_API_PORT) or pass --runtime-api")?;
-    warn_if_open(config);
-    // Everything expensive happens before init/ready: storage pool, schema, HTTP client, caches.
-    let svc = build_service(config, 2).await?;
-    if config.auto_migrate.unwrap_or(true) {
-        let store = &svc.deps.store;
-        match store.migrate().await {
-            Ok(applied) if !applied.is_empty() => {
-                tracing::info!("schema: {}", migrated(&applied, store.backend()))
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "automatic migration failed; run `wafer-scf migrate`"),
-        }
-    }
-    tracing::info!(
-        storage = %config.database_url.redacted(), version = env!("CARGO_PKG_VERSION"),
-        caller_auth = ?config.caller_auth, admin = config.admin_token().is_some(),
-        master_key = config.master_key.is_some(), "wafer-scf runtime starting"
-    );
-    let ready = svc.readiness().await;
-    if ready != crate::service::Readiness::Ready {
-        tracing::error!(storage = %config.database_url.redacted(), "{}", ready.reason());
-    }
-    let client =
-        crate::scf::runtime::RuntimeClient::new(&base).context("could not build the runtime API client")?;
-    crate::scf::runtime::run(&client, &svc, None).await
 }
 
 #[cfg(test)]
