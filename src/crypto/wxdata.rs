@@ -63,8 +63,9 @@ fn decode_16(b64: &str) -> Option<[u8; 16]> {
     bytes.try_into().ok()
 }
 
-/// Encrypt a plaintext the way WeChat does. Only tests and the fake upstream need this.
-pub fn encrypt_for_tests(session_key: &str, iv: &str, plaintext: &[u8]) -> Option<String> {
+/// Encrypt a plaintext the way WeChat does (unit tests; the integration tests have their own in `tests/it`).
+#[cfg(test)]
+fn encrypt_for_tests(session_key: &str, iv: &str, plaintext: &[u8]) -> Option<String> {
     use aes::cipher::BlockEncryptMut;
     type Enc = cbc::Encryptor<aes::Aes128>;
     let key = decode_16(session_key)?;

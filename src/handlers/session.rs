@@ -16,6 +16,54 @@ pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 5;
 /// Longest last-visit write interval. Shorter for apps whose idle timeout is short (a tenth of it).
 pub const TOUCH_INTERVAL_SECS: i64 = 60;
 
+/// What can go wrong with a session, mapped onto the envelope in one place ([`From<SessionError> for WaferError`]).
+#[derive(Debug)]
+pub enum SessionError {
+    /// No such session, a wrong skey, or another app's session: one answer for all, so nothing is revealed.
+    Invalid,
+    /// The login is older than the app's login lifetime.
+    LoginExpired,
+    /// No successful auth for longer than the app's idle lifetime.
+    IdleExpired,
+    /// Reading sessions, apps or the sealed session key failed.
+    Read(crate::store::StoreError),
+    /// Writing failed (`what`: "a session", "the session", "the profile"); the detail is for the log line.
+    Write(&'static str, String),
+    /// The encrypted data does not open with the session's key, or was issued for another app.
+    Decrypt(wxdata::DecryptError),
+}
+
+impl From<SessionError> for WaferError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Invalid => WaferError::auth(),
+            SessionError::LoginExpired => {
+                WaferError::new(ReturnCode::SessionExpired, "the login has expired: log in again")
+            }
+            SessionError::IdleExpired => WaferError::new(
+                ReturnCode::SessionExpired,
+                "the session has been idle too long: log in again",
+            ),
+            SessionError::Read(e) => WaferError::db(e),
+            SessionError::Write(what, detail) => {
+                WaferError::new(ReturnCode::ChangeSessionErr, format!("could not store {what}"))
+                    .with_detail(detail)
+            }
+            SessionError::Decrypt(e) => {
+                let msg = match e {
+                    wxdata::DecryptError::WrongAppid => "the data was not issued for this session's app",
+                    _ => "encrypt_data could not be decrypted with this session (check encrypt_data and iv, or log in again)",
+                };
+                WaferError::new(ReturnCode::DecryptErr, msg).with_detail(e)
+            }
+        }
+    }
+}
+
+fn write_err(what: &'static str) -> impl Fn(crate::store::StoreError) -> WaferError {
+    move |e| SessionError::Write(what, e.to_string()).into()
+}
+
 const MAX_APPID: usize = 64;
 const MAX_CODE: usize = 128;
 pub(crate) const MAX_ID: usize = 100;
@@ -99,13 +147,8 @@ pub async fn resolve_appid(deps: &Deps, given: Option<&str>) -> Result<String, W
 }
 
 fn decrypt_error(e: wxdata::DecryptError) -> WaferError {
-    let msg = match e {
-        wxdata::DecryptError::WrongAppid => "the data was not issued for this session's app",
-        _ => "encrypt_data could not be decrypted with this session (check encrypt_data and iv, or log in again)",
-    };
-    WaferError::new(ReturnCode::DecryptErr, msg).with_detail(e)
+    SessionError::Decrypt(e).into()
 }
-
 fn user_info_value(text: &Option<String>) -> Value {
     text.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null)
 }
@@ -177,8 +220,7 @@ pub async fn login(
         None => None,
     };
 
-    let rng_err =
-        |e| WaferError::new(ReturnCode::ChangeSessionErr, "could not create a session").with_detail(e);
+    let rng_err = |e: getrandom::Error| WaferError::from(SessionError::Write("a session", e.to_string()));
     let id = crypto::random_hex(16).map_err(rng_err)?;
     let skey = crypto::random_hex(20).map_err(rng_err)?;
     let now = deps.clock.now();
@@ -193,16 +235,15 @@ pub async fn login(
         created_at: now,
         last_visit_at: now,
     };
-    let outcome =
-        deps.store.create_session(&record, deps.settings.max_sessions_per_user.max(1), now).await.map_err(
-            |e| WaferError::new(ReturnCode::ChangeSessionErr, "could not store the session").with_detail(e),
-        )?;
+    let outcome = deps
+        .store
+        .create_session(&record, deps.settings.max_sessions_per_user.max(1), now)
+        .await
+        .map_err(write_err("the session"))?;
     if let Some(info) = &record.user_info {
         // Other devices of the same user see the fresh profile too.
         if outcome.existing_user {
-            deps.store.set_user_info(&app.appid, &wx.openid, info).await.map_err(|e| {
-                WaferError::new(ReturnCode::ChangeSessionErr, "could not store the profile").with_detail(e)
-            })?;
+            deps.store.set_user_info(&app.appid, &wx.openid, info).await.map_err(write_err("the profile"))?;
         }
     }
 
@@ -229,26 +270,23 @@ pub async fn check_session(
     appid: Option<&str>,
     scope: Option<&Caller>,
 ) -> Result<SessionView, WaferError> {
-    let view = deps.store.get_session(id).await.map_err(WaferError::db)?.ok_or_else(WaferError::auth)?;
+    let view = deps.store.get_session(id).await.map_err(SessionError::Read)?.ok_or(SessionError::Invalid)?;
     let s = &view.session;
     if !crypto::ct_eq(crypto::sha256_hex(skey.as_bytes()).as_bytes(), s.skey_hash.as_bytes()) {
-        return Err(WaferError::auth());
+        return Err(SessionError::Invalid.into());
     }
     if appid.is_some_and(|a| a != s.appid) {
-        return Err(WaferError::auth());
+        return Err(SessionError::Invalid.into());
     }
     if let Some(c) = scope {
         c.require(Scope::App(&s.appid))?;
     }
     let now = deps.clock.now();
     if now > s.created_at.saturating_add(view.login_duration_secs) {
-        return Err(WaferError::new(ReturnCode::SessionExpired, "the login has expired: log in again"));
+        return Err(SessionError::LoginExpired.into());
     }
     if now > s.last_visit_at.saturating_add(view.session_duration_secs) {
-        return Err(WaferError::new(
-            ReturnCode::SessionExpired,
-            "the session has been idle too long: log in again",
-        ));
+        return Err(SessionError::IdleExpired.into());
     }
     let interval = TOUCH_INTERVAL_SECS.min((view.session_duration_secs / 10).max(1));
     if now - s.last_visit_at >= interval {
@@ -283,7 +321,7 @@ pub async fn decrypt(
 ) -> Result<Reply, WaferError> {
     let view = check_session(deps, req.id, req.skey, req.appid, scope).await?;
     let s = view.session;
-    let key = deps.store.open_session_key(&s.appid, &s.openid, &s.session_key).map_err(WaferError::db)?;
+    let key = deps.store.open_session_key(&s.appid, &s.openid, &s.session_key).map_err(SessionError::Read)?;
     let data = wxdata::decrypt(&key, req.encrypt_data, req.iv, &s.appid).map_err(decrypt_error)?;
     Ok(Reply { message: "DECRYPT_SUCCESS", data })
 }
@@ -296,11 +334,12 @@ pub async fn userinfo(
 ) -> Result<Reply, WaferError> {
     let view = check_session(deps, req.id, req.skey, req.appid, scope).await?;
     let s = view.session;
-    let key = deps.store.open_session_key(&s.appid, &s.openid, &s.session_key).map_err(WaferError::db)?;
+    let key = deps.store.open_session_key(&s.appid, &s.openid, &s.session_key).map_err(SessionError::Read)?;
     let info = wxdata::decrypt(&key, req.encrypt_data, req.iv, &s.appid).map_err(decrypt_error)?;
-    deps.store.set_user_info(&s.appid, &s.openid, &info.to_string()).await.map_err(|e| {
-        WaferError::new(ReturnCode::ChangeSessionErr, "could not store the profile").with_detail(e)
-    })?;
+    deps.store
+        .set_user_info(&s.appid, &s.openid, &info.to_string())
+        .await
+        .map_err(write_err("the profile"))?;
     Ok(Reply {
         message: "UPDATE_USERINFO_SUCCESS",
         data: json!({"id": s.id, "skey": req.skey, "appid": s.appid, "user_info": info}),

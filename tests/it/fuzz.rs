@@ -221,12 +221,9 @@ fn the_decryptor_never_panics() {
     let b64 = base64::engine::general_purpose::STANDARD;
     let key = "tiihtNczf5v6AKRyjwEUhQ==";
     let iv = "r7BXXKkLb8qrSNn05n0qiA==";
-    let valid = wafer_scf::crypto::wxdata::encrypt_for_tests(
-        key,
-        iv,
-        br#"{"a":1,"watermark":{"appid":"wx1","timestamp":1}}"#,
-    )
-    .unwrap();
+    let valid =
+        crate::helpers::encrypt_for_tests(key, iv, br#"{"a":1,"watermark":{"appid":"wx1","timestamp":1}}"#)
+            .unwrap();
     let raw = b64.decode(&valid).unwrap();
     let mut ok = 0;
     for i in 0..INPUTS {

@@ -319,3 +319,16 @@ pub fn build(store: Arc<dyn Store>, base: &str, clock: Arc<ManualClock>, setting
 pub fn code(v: &Value) -> i64 {
     v["returnCode"].as_i64().unwrap_or_else(|| panic!("no returnCode in {v}"))
 }
+
+/// Encrypt a plaintext the way WeChat does (AES-128-CBC, PKCS#7, base64 key / iv / result): what a mini-program
+/// sends as `encryptedData`. Test-only, so the library carries no encryption of user data.
+pub fn encrypt_for_tests(session_key: &str, iv: &str, plaintext: &[u8]) -> Option<String> {
+    use aes::cipher::{block_padding::Pkcs7, BlockEncryptMut, KeyIvInit};
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key: [u8; 16] = b64.decode(session_key).ok()?.try_into().ok()?;
+    let iv: [u8; 16] = b64.decode(iv).ok()?.try_into().ok()?;
+    let ct = cbc::Encryptor::<aes::Aes128>::new(&key.into(), &iv.into())
+        .encrypt_padded_vec_mut::<Pkcs7>(plaintext);
+    Some(b64.encode(ct))
+}

@@ -169,12 +169,9 @@ async fn the_scope_matrix_holds_in_every_mode(b: Backend) {
     // decrypt answers the decrypted payload: the scope is checked against its watermark (the session's app).
     let sk = w.wx.session_key("s2");
     let payload = json!({"stepInfoList": [], "watermark": {"appid": A, "timestamp": T0}});
-    let ct = wafer_scf::crypto::wxdata::encrypt_for_tests(
-        &sk,
-        "r7BXXKkLb8qrSNn05n0qiA==",
-        payload.to_string().as_bytes(),
-    )
-    .unwrap();
+    let ct =
+        crate::helpers::encrypt_for_tests(&sk, "r7BXXKkLb8qrSNn05n0qiA==", payload.to_string().as_bytes())
+            .unwrap();
     let para =
         json!({"id": d["id"], "skey": d["skey"], "encrypt_data": ct, "iv": "r7BXXKkLb8qrSNn05n0qiA=="});
     assert_eq!(code(&call(&all, "qcloud.cam.decrypt", para.clone(), Some("wk_c")).await), 1023);
@@ -270,12 +267,9 @@ async fn a_master_key_seals_every_secret_at_rest(b: Backend) {
         0
     );
     let p = json!({"a": 1, "watermark": {"appid": A, "timestamp": T0}});
-    let ct = wafer_scf::crypto::wxdata::encrypt_for_tests(
-        &session_key,
-        "r7BXXKkLb8qrSNn05n0qiA==",
-        p.to_string().as_bytes(),
-    )
-    .unwrap();
+    let ct =
+        crate::helpers::encrypt_for_tests(&session_key, "r7BXXKkLb8qrSNn05n0qiA==", p.to_string().as_bytes())
+            .unwrap();
     let r = call(
         &fresh,
         "qcloud.cam.decrypt",
@@ -398,7 +392,7 @@ async fn the_master_key_can_be_lost_for_auth_rotated_and_never_mixed_with_clear_
     assert_eq!(code(&login), 0, "{login}");
     let d = login["returnData"].clone();
     let sk = w.wx.session_key("o_private_user");
-    let enc = wafer_scf::crypto::wxdata::encrypt_for_tests(
+    let enc = crate::helpers::encrypt_for_tests(
         &sk,
         "r7BXXKkLb8qrSNn05n0qiA==",
         format!(r#"{{"v":1,"watermark":{{"appid":"{A}","timestamp":1}}}}"#).as_bytes(),

@@ -2,9 +2,9 @@
 //! multi-device, every code2session error class, and a fault-injected store.
 
 use crate::both_backends;
+use crate::helpers::encrypt_for_tests;
 use crate::helpers::{app_record, code, Backend, TestApp, T0};
 use serde_json::{json, Value};
-use wafer_scf::crypto::wxdata::encrypt_for_tests;
 use wafer_scf::handlers::Settings;
 
 const APP: &str = "wx_app_one";
