@@ -1,0 +1,192 @@
+//! The MySQL store's cached tokens and tickets: leases, stored values,
+//! remembered failures and budgets.
+
+use super::*;
+
+impl MysqlStore {
+    pub(super) async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
+        self.run(move |mut conn| async move {
+            let rows: Vec<mysql_async::Row> =
+                conn.query(format!("SELECT {CRED_COLUMNS} FROM wafer_credentials ORDER BY cred_key")).await?;
+            rows.into_iter().map(cred_from_row).collect()
+        })
+        .await
+    }
+
+    pub(super) async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
+        self.run(move |mut conn| async move {
+            let row: Option<mysql_async::Row> = conn
+                .exec_first(
+                    format!("SELECT {CRED_COLUMNS} FROM wafer_credentials WHERE cred_key = ?"),
+                    (key,),
+                )
+                .await?;
+            row.map(cred_from_row).transpose()
+        })
+        .await
+    }
+
+    pub(super) async fn try_lease(
+        &self,
+        key: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<bool> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop("INSERT IGNORE INTO wafer_credentials (cred_key) VALUES (?)", (key,)).await?;
+            // A single-row conditional UPDATE is atomic: exactly one contender sees one affected row.
+            conn.exec_drop(
+                "UPDATE wafer_credentials SET lease_owner = ?, lease_until_ms = ?
+                 WHERE cred_key = ? AND (lease_owner IS NULL OR lease_until_ms < ? OR lease_owner = ?)",
+                (owner, until_ms, key, now_ms, owner),
+            )
+            .await?;
+            Ok(conn.affected_rows() == 1)
+        })
+        .await
+    }
+
+    pub(super) async fn put_credential(
+        &self,
+        key: &str,
+        owner: &str,
+        f: &FetchedCredential<'_>,
+    ) -> StoreResult<bool> {
+        self.run(move |mut conn| async move {
+            // MySQL evaluates SET left to right: window_count reads the old window_start.
+            conn.exec_drop(
+                "UPDATE wafer_credentials SET value = ?, expires_at = ?, fetched_at = ?,
+                   window_count = CASE WHEN window_start = ? THEN window_count + 1 ELSE 1 END, window_start = ?,
+                   lease_owner = NULL, lease_until_ms = 0, blocked_until = 0, blocked_code = 0,
+                   failed_until_ms = 0, failed_count = 0
+                 WHERE cred_key = ? AND lease_owner = ?",
+                (f.value, f.expires_at, f.fetched_at, f.window_start, f.window_start, key, owner),
+            )
+            .await?;
+            Ok(conn.affected_rows() == 1)
+        })
+        .await
+    }
+
+    pub(super) async fn fail_credential(
+        &self,
+        key: &str,
+        owner: &str,
+        f: &FailedFetch<'_>,
+    ) -> StoreResult<()> {
+        let message: String = f.message.chars().take(255).collect();
+        self.run(move |mut conn| {
+            let message = message.clone();
+            async move {
+                conn.exec_drop(
+                    "UPDATE wafer_credentials SET failed_until_ms = ?, failed_code = ?, failed_message = ?,
+                       failed_count = ?,
+                       lease_until_ms = CASE WHEN lease_owner = ? THEN 0 ELSE lease_until_ms END,
+                       lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END
+                     WHERE cred_key = ?",
+                    (f.until_ms, f.code, message, f.count, owner, owner, key),
+                )
+                .await
+            }
+        })
+        .await
+    }
+
+    pub(super) async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            for k in keys {
+                conn.exec_drop(
+                    "UPDATE wafer_credentials SET failed_until_ms = 0, failed_count = 0, blocked_until = 0, blocked_code = 0
+                     WHERE cred_key = ?",
+                    (k,),
+                )
+                .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn take_force_budget(
+        &self,
+        key: &str,
+        b: &crate::store::ForceBudget,
+    ) -> StoreResult<bool> {
+        let b = *b;
+        self.run(move |mut conn| async move {
+            conn.exec_drop("INSERT IGNORE INTO wafer_credentials (cred_key) VALUES (?)", (key,)).await?;
+            // MySQL evaluates SET left to right: each count reads its old window start.
+            conn.exec_drop(
+                "UPDATE wafer_credentials SET force_count = CASE WHEN force_day = ? THEN force_count + 1 ELSE 1 END,
+                   force_day = ?,
+                   force_hour_count = CASE WHEN force_hour = ? THEN force_hour_count + 1 ELSE 1 END,
+                   force_hour = ?
+                 WHERE cred_key = ? AND (force_day <> ? OR force_count < ?) AND (force_hour <> ? OR force_hour_count < ?)",
+                (b.day, b.day, b.hour, b.hour, key, b.day, b.per_day, b.hour, b.per_hour),
+            )
+            .await?;
+            Ok(conn.affected_rows() == 1)
+        })
+        .await
+    }
+
+    pub(super) async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "UPDATE wafer_credentials SET lease_owner = NULL, lease_until_ms = 0 WHERE cred_key = ? AND lease_owner = ?",
+                (key, owner),
+            )
+            .await
+        })
+        .await
+    }
+
+    pub(super) async fn block_credential(
+        &self,
+        key: &str,
+        owner: &str,
+        until: i64,
+        code: i64,
+    ) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "UPDATE wafer_credentials SET blocked_until = ?, blocked_code = ?,
+                   lease_until_ms = CASE WHEN lease_owner = ? THEN 0 ELSE lease_until_ms END,
+                   lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END
+                 WHERE cred_key = ?",
+                (until, code, owner, owner, key),
+            )
+            .await
+        })
+        .await
+    }
+
+    pub(super) async fn import_credential(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: i64,
+        fetched_at: i64,
+    ) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "INSERT INTO wafer_credentials (cred_key, value, expires_at, fetched_at) VALUES (?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE value = VALUES(value), expires_at = VALUES(expires_at), fetched_at = VALUES(fetched_at)",
+                (key, value, expires_at, fetched_at),
+            )
+            .await
+        })
+        .await
+    }
+
+    pub(super) async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            for k in keys {
+                conn.exec_drop("DELETE FROM wafer_credentials WHERE cred_key = ?", (k,)).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
