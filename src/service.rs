@@ -131,17 +131,13 @@ impl Service {
     /// Handle one request body. Never panics, never fails: every outcome is an envelope.
     pub async fn handle(&self, body: &[u8], meta: &RequestMeta) -> Envelope {
         let started = Instant::now();
-        let mut interface = "-";
-        let mut appid = String::new();
-        let mut caller_name = String::new();
-        let result =
-            AssertUnwindSafe(self.dispatch(body, meta, &mut interface, &mut appid, &mut caller_name))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| {
-                    Err(WaferError::new(ReturnCode::InternalErr, "internal error")
-                        .with_detail("handler panicked"))
-                });
+        let Dispatched { interface, appid, caller: caller_name, result } =
+            AssertUnwindSafe(self.dispatch(body, meta)).catch_unwind().await.unwrap_or_else(|_| Dispatched {
+                interface: "-",
+                appid: String::new(),
+                caller: String::new(),
+                result: Err(panicked()),
+            });
         let (envelope, failure) = match result {
             Ok((message, data)) => (Envelope::ok(message, data), None),
             Err(e) => (Envelope::error(&e), Some(e)),
@@ -201,9 +197,7 @@ impl Service {
         })
         .catch_unwind()
         .await
-        .unwrap_or_else(|_| {
-            Err(WaferError::new(ReturnCode::InternalErr, "internal error").with_detail("handler panicked"))
-        });
+        .unwrap_or_else(|_| Err(panicked()));
         let latency_us = started.elapsed().as_micros() as u64;
         let reply = match result {
             Ok(r) => r,
@@ -246,28 +240,34 @@ impl Service {
         Ok(n)
     }
 
-    async fn dispatch(
-        &self,
-        body: &[u8],
-        meta: &RequestMeta,
-        interface: &mut &'static str,
-        appid: &mut String,
-        caller_name: &mut String,
-    ) -> Result<(&'static str, Value), WaferError> {
+    async fn dispatch(&self, body: &[u8], meta: &RequestMeta) -> Dispatched {
+        let fail = |interface, appid, error| Dispatched {
+            interface,
+            appid,
+            caller: String::new(),
+            result: Err(error),
+        };
         if body.len() > self.body_limit {
-            return Err(WaferError::new(
+            let e = WaferError::new(
                 ReturnCode::RequestTooLarge,
                 format!("request body is larger than {} bytes", self.body_limit),
-            ));
+            );
+            return fail("-", String::new(), e);
         }
-        let req = envelope::parse_request(body)?;
-        let para = Para(&req.para);
-        if let Some(Value::String(a)) = req.para.get("appid").or_else(|| req.para.get("corpid")) {
-            // Logged before validation: escaped so that no caller-supplied byte can forge a log line.
-            appid.push_str(&crate::request::log_safe(a, 64));
-        }
-        let parsed = Interface::parse(&req.interface_name, para)?;
-        *interface = parsed.name();
+        let req = match envelope::parse_request(body) {
+            Ok(r) => r,
+            Err(e) => return fail("-", String::new(), e),
+        };
+        // Logged before validation: escaped so that no caller-supplied byte can forge a log line.
+        let appid = match req.para.get("appid").or_else(|| req.para.get("corpid")) {
+            Some(Value::String(a)) => crate::request::log_safe(a, 64),
+            _ => String::new(),
+        };
+        let parsed = match Interface::parse(&req.interface_name, Para(&req.para)) {
+            Ok(p) => p,
+            Err(e) => return fail("-", appid, e),
+        };
+        let interface = parsed.name();
         // A direct invocation has no headers: its caller key may come in `para.caller_key`.
         let para_key = req.para.get("caller_key").and_then(Value::as_str).filter(|_| meta.direct);
         let keyed;
@@ -278,17 +278,38 @@ impl Service {
             }
             _ => meta,
         };
-        let grant = self.gate.authorize(parsed.access(), meta).await?;
-        if let Some(c) = &grant.caller {
-            caller_name.push_str(c.name());
-        }
-        let session_scope = grant.session_scope.as_ref();
-        let reply = parsed.handle(&self.deps, meta, session_scope).await?;
-        if appid.is_empty() {
-            if let Some(Value::String(a)) = reply.data.get("appid") {
-                appid.push_str(&crate::request::log_safe(a, 64));
-            }
-        }
-        Ok((reply.message, reply.data))
+        let grant = match self.gate.authorize(parsed.access(), meta).await {
+            Ok(g) => g,
+            Err(e) => return fail(interface, appid, e),
+        };
+        let caller = grant.caller.as_ref().map(|c| c.name().to_owned()).unwrap_or_default();
+        let result = AssertUnwindSafe(parsed.handle(&self.deps, meta, grant.session_scope.as_ref()))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(panicked()));
+        // A request that named no app is logged with the app its reply names.
+        let appid = match (&result, appid.is_empty()) {
+            (Ok(reply), true) => match reply.data.get("appid") {
+                Some(Value::String(a)) => crate::request::log_safe(a, 64),
+                _ => appid,
+            },
+            _ => appid,
+        };
+        Dispatched { interface, appid, caller, result: result.map(|r| (r.message, r.data)) }
     }
+}
+
+fn panicked() -> WaferError {
+    WaferError::new(ReturnCode::InternalErr, "internal error").with_detail("handler panicked")
+}
+
+/// What one request came to: its envelope's content and its log line's fields, returned whole.
+struct Dispatched {
+    /// The canonical interface name (`-` until known).
+    interface: &'static str,
+    /// The app the request names (escaped for the log), or else the one its reply names.
+    appid: String,
+    /// The verified caller key's name.
+    caller: String,
+    result: Result<(&'static str, Value), WaferError>,
 }
