@@ -169,6 +169,181 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()>;
 }
 
+/// Implements [`Store`] for a backend whose operations are inherent methods (kept in files by data kind): `$extra`
+/// holds the methods written out (`backend`, `migrate`, `schema_status`); every other one calls the inherent
+/// method of the same name. The list of forwarded methods is written here once for both backends.
+macro_rules! store_by_inherent_methods {
+    ($T:ty, { $($extra:tt)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $T {
+            $($extra)*
+    async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
+        <$T>::put_app(self, app).await
+    }
+
+    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
+        <$T>::get_app(self, appid).await
+    }
+
+    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
+        <$T>::list_apps(self).await
+    }
+
+    async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
+        <$T>::remove_app(self, appid).await
+    }
+
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        keep: usize,
+        now: i64,
+    ) -> StoreResult<LoginOutcome> {
+        <$T>::create_session(self, session, keep, now).await
+    }
+
+    async fn import_session(&self, s: &SessionRecord) -> StoreResult<bool> {
+        <$T>::import_session(self, s).await
+    }
+
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
+        <$T>::get_session(self, id).await
+    }
+
+    async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
+        <$T>::touch_session(self, id, now).await
+    }
+
+    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
+        <$T>::set_user_info(self, appid, openid, user_info).await
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        <$T>::purge_expired_sessions(self, now).await
+    }
+
+    async fn list_user_session_keys(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, String, String, String)>> {
+        <$T>::list_user_session_keys(self, after, limit).await
+    }
+
+    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
+        <$T>::set_user_session_key(self, appid, openid, session_key).await
+    }
+
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
+        <$T>::list_credentials(self).await
+    }
+
+    async fn put_agent(&self, a: &AgentRecord) -> StoreResult<()> {
+        <$T>::put_agent(self, a).await
+    }
+
+    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
+        <$T>::get_agent(self, corpid, agentid).await
+    }
+
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        <$T>::list_agents(self).await
+    }
+
+    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
+        <$T>::remove_agent(self, corpid, agentid).await
+    }
+
+    async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
+        <$T>::get_credential(self, key).await
+    }
+
+    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
+        <$T>::try_lease(self, key, owner, now_ms, until_ms).await
+    }
+
+    async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
+        <$T>::put_credential(self, key, owner, f).await
+    }
+
+    async fn fail_credential(&self, key: &str, owner: &str, f: &FailedFetch<'_>) -> StoreResult<()> {
+        <$T>::fail_credential(self, key, owner, f).await
+    }
+
+    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
+        <$T>::count_sessions(self, appid).await
+    }
+
+    async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
+        <$T>::clear_credential_failures(self, keys).await
+    }
+
+    async fn take_force_budget(&self, key: &str, b: &super::ForceBudget) -> StoreResult<bool> {
+        <$T>::take_force_budget(self, key, b).await
+    }
+
+    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
+        <$T>::release_lease(self, key, owner).await
+    }
+
+    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()> {
+        <$T>::block_credential(self, key, owner, until, code).await
+    }
+
+    async fn import_credential(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: i64,
+        fetched_at: i64,
+    ) -> StoreResult<()> {
+        <$T>::import_credential(self, key, value, expires_at, fetched_at).await
+    }
+
+    async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
+        <$T>::delete_credentials(self, keys).await
+    }
+
+    async fn put_cos_key(&self, k: &CosKeyRecord) -> StoreResult<()> {
+        <$T>::put_cos_key(self, k).await
+    }
+
+    async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
+        <$T>::get_cos_key(self, appid).await
+    }
+
+    async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>> {
+        <$T>::list_cos_keys(self).await
+    }
+
+    async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
+        <$T>::remove_cos_key(self, appid).await
+    }
+
+    async fn add_caller_key(&self, k: &CallerKeyRecord) -> StoreResult<()> {
+        <$T>::add_caller_key(self, k).await
+    }
+
+    async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>> {
+        <$T>::caller_key_by_hash(self, key_hash).await
+    }
+
+    async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>> {
+        <$T>::list_caller_keys(self).await
+    }
+
+    async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool> {
+        <$T>::revoke_caller_key(self, name, now).await
+    }
+
+    async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()> {
+        <$T>::touch_caller_key(self, name, now).await
+    }
+        }
+    };
+}
+pub(crate) use store_by_inherent_methods;
+
 /// Where the data lives, parsed from `WAFER_DATABASE_URL`. `Debug` shows it without the password.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {

@@ -8,10 +8,9 @@ mod sessions;
 use super::breaker::Breaker;
 use super::{
     AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FailedFetch, FetchedCredential,
-    LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreOptions, StoreResult, TokenMode,
+    LoginOutcome, SessionRecord, SessionView, StoreError, StoreOptions, StoreResult, TokenMode,
     AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
 };
-use async_trait::async_trait;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, IsolationLevel, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts};
 use std::future::Future;
@@ -222,8 +221,7 @@ fn key_from_row(r: KeyRow) -> CallerKeyRecord {
     }
 }
 
-#[async_trait]
-impl Store for MysqlStore {
+super::store_by_inherent_methods!(MysqlStore, {
     fn backend(&self) -> &'static str {
         BACKEND
     }
@@ -286,170 +284,7 @@ impl Store for MysqlStore {
         })
         .await
     }
-
-    async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
-        MysqlStore::put_app(self, app).await
-    }
-
-    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
-        MysqlStore::get_app(self, appid).await
-    }
-
-    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
-        MysqlStore::list_apps(self).await
-    }
-
-    async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
-        MysqlStore::remove_app(self, appid).await
-    }
-
-    async fn create_session(
-        &self,
-        session: &SessionRecord,
-        keep: usize,
-        now: i64,
-    ) -> StoreResult<LoginOutcome> {
-        MysqlStore::create_session(self, session, keep, now).await
-    }
-
-    async fn import_session(&self, s: &SessionRecord) -> StoreResult<bool> {
-        MysqlStore::import_session(self, s).await
-    }
-
-    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
-        MysqlStore::get_session(self, id).await
-    }
-
-    async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
-        MysqlStore::touch_session(self, id, now).await
-    }
-
-    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
-        MysqlStore::set_user_info(self, appid, openid, user_info).await
-    }
-
-    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
-        MysqlStore::purge_expired_sessions(self, now).await
-    }
-
-    async fn list_user_session_keys(
-        &self,
-        after: &str,
-        limit: usize,
-    ) -> StoreResult<Vec<(String, String, String, String)>> {
-        MysqlStore::list_user_session_keys(self, after, limit).await
-    }
-
-    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
-        MysqlStore::set_user_session_key(self, appid, openid, session_key).await
-    }
-
-    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
-        MysqlStore::list_credentials(self).await
-    }
-
-    async fn put_agent(&self, a: &AgentRecord) -> StoreResult<()> {
-        MysqlStore::put_agent(self, a).await
-    }
-
-    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
-        MysqlStore::get_agent(self, corpid, agentid).await
-    }
-
-    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
-        MysqlStore::list_agents(self).await
-    }
-
-    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
-        MysqlStore::remove_agent(self, corpid, agentid).await
-    }
-
-    async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
-        MysqlStore::get_credential(self, key).await
-    }
-
-    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
-        MysqlStore::try_lease(self, key, owner, now_ms, until_ms).await
-    }
-
-    async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
-        MysqlStore::put_credential(self, key, owner, f).await
-    }
-
-    async fn fail_credential(&self, key: &str, owner: &str, f: &FailedFetch<'_>) -> StoreResult<()> {
-        MysqlStore::fail_credential(self, key, owner, f).await
-    }
-
-    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
-        MysqlStore::count_sessions(self, appid).await
-    }
-
-    async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
-        MysqlStore::clear_credential_failures(self, keys).await
-    }
-
-    async fn take_force_budget(&self, key: &str, b: &super::ForceBudget) -> StoreResult<bool> {
-        MysqlStore::take_force_budget(self, key, b).await
-    }
-
-    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
-        MysqlStore::release_lease(self, key, owner).await
-    }
-
-    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()> {
-        MysqlStore::block_credential(self, key, owner, until, code).await
-    }
-
-    async fn import_credential(
-        &self,
-        key: &str,
-        value: &str,
-        expires_at: i64,
-        fetched_at: i64,
-    ) -> StoreResult<()> {
-        MysqlStore::import_credential(self, key, value, expires_at, fetched_at).await
-    }
-
-    async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
-        MysqlStore::delete_credentials(self, keys).await
-    }
-
-    async fn put_cos_key(&self, k: &CosKeyRecord) -> StoreResult<()> {
-        MysqlStore::put_cos_key(self, k).await
-    }
-
-    async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
-        MysqlStore::get_cos_key(self, appid).await
-    }
-
-    async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>> {
-        MysqlStore::list_cos_keys(self).await
-    }
-
-    async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
-        MysqlStore::remove_cos_key(self, appid).await
-    }
-
-    async fn add_caller_key(&self, k: &CallerKeyRecord) -> StoreResult<()> {
-        MysqlStore::add_caller_key(self, k).await
-    }
-
-    async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>> {
-        MysqlStore::caller_key_by_hash(self, key_hash).await
-    }
-
-    async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>> {
-        MysqlStore::list_caller_keys(self).await
-    }
-
-    async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool> {
-        MysqlStore::revoke_caller_key(self, name, now).await
-    }
-
-    async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()> {
-        MysqlStore::touch_caller_key(self, name, now).await
-    }
-}
+});
 
 #[cfg(test)]
 mod tests {

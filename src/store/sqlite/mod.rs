@@ -7,10 +7,9 @@ mod sessions;
 
 use super::{
     AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FailedFetch, FetchedCredential,
-    LoginOutcome, SessionRecord, SessionView, Store, StoreError, StoreResult, TokenMode, AGENT_COLUMNS,
-    APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
+    LoginOutcome, SessionRecord, SessionView, StoreError, StoreResult, TokenMode, AGENT_COLUMNS, APP_COLUMNS,
+    COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
 };
-use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::sync::{Arc, Mutex};
 
@@ -139,8 +138,7 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<CallerKeyRecord> {
     })
 }
 
-#[async_trait]
-impl Store for SqliteStore {
+super::store_by_inherent_methods!(SqliteStore, {
     fn backend(&self) -> &'static str {
         BACKEND
     }
@@ -184,167 +182,4 @@ impl Store for SqliteStore {
         })
         .await
     }
-
-    async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
-        SqliteStore::put_app(self, app).await
-    }
-
-    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
-        SqliteStore::get_app(self, appid).await
-    }
-
-    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
-        SqliteStore::list_apps(self).await
-    }
-
-    async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
-        SqliteStore::remove_app(self, appid).await
-    }
-
-    async fn create_session(
-        &self,
-        session: &SessionRecord,
-        keep: usize,
-        now: i64,
-    ) -> StoreResult<LoginOutcome> {
-        SqliteStore::create_session(self, session, keep, now).await
-    }
-
-    async fn import_session(&self, session: &SessionRecord) -> StoreResult<bool> {
-        SqliteStore::import_session(self, session).await
-    }
-
-    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
-        SqliteStore::get_session(self, id).await
-    }
-
-    async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
-        SqliteStore::touch_session(self, id, now).await
-    }
-
-    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
-        SqliteStore::set_user_info(self, appid, openid, user_info).await
-    }
-
-    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
-        SqliteStore::purge_expired_sessions(self, now).await
-    }
-
-    async fn list_user_session_keys(
-        &self,
-        after: &str,
-        limit: usize,
-    ) -> StoreResult<Vec<(String, String, String, String)>> {
-        SqliteStore::list_user_session_keys(self, after, limit).await
-    }
-
-    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
-        SqliteStore::set_user_session_key(self, appid, openid, session_key).await
-    }
-
-    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
-        SqliteStore::list_credentials(self).await
-    }
-
-    async fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
-        SqliteStore::put_agent(self, agent).await
-    }
-
-    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
-        SqliteStore::get_agent(self, corpid, agentid).await
-    }
-
-    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
-        SqliteStore::list_agents(self).await
-    }
-
-    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
-        SqliteStore::remove_agent(self, corpid, agentid).await
-    }
-
-    async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
-        SqliteStore::get_credential(self, key).await
-    }
-
-    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
-        SqliteStore::try_lease(self, key, owner, now_ms, until_ms).await
-    }
-
-    async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
-        SqliteStore::put_credential(self, key, owner, f).await
-    }
-
-    async fn fail_credential(&self, key: &str, owner: &str, f: &FailedFetch<'_>) -> StoreResult<()> {
-        SqliteStore::fail_credential(self, key, owner, f).await
-    }
-
-    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
-        SqliteStore::count_sessions(self, appid).await
-    }
-
-    async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
-        SqliteStore::clear_credential_failures(self, keys).await
-    }
-
-    async fn take_force_budget(&self, key: &str, b: &super::ForceBudget) -> StoreResult<bool> {
-        SqliteStore::take_force_budget(self, key, b).await
-    }
-
-    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
-        SqliteStore::release_lease(self, key, owner).await
-    }
-
-    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()> {
-        SqliteStore::block_credential(self, key, owner, until, code).await
-    }
-
-    async fn import_credential(
-        &self,
-        key: &str,
-        value: &str,
-        expires_at: i64,
-        fetched_at: i64,
-    ) -> StoreResult<()> {
-        SqliteStore::import_credential(self, key, value, expires_at, fetched_at).await
-    }
-
-    async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
-        SqliteStore::delete_credentials(self, keys).await
-    }
-
-    async fn put_cos_key(&self, key: &CosKeyRecord) -> StoreResult<()> {
-        SqliteStore::put_cos_key(self, key).await
-    }
-
-    async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
-        SqliteStore::get_cos_key(self, appid).await
-    }
-
-    async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>> {
-        SqliteStore::list_cos_keys(self).await
-    }
-
-    async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
-        SqliteStore::remove_cos_key(self, appid).await
-    }
-
-    async fn add_caller_key(&self, key: &CallerKeyRecord) -> StoreResult<()> {
-        SqliteStore::add_caller_key(self, key).await
-    }
-
-    async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>> {
-        SqliteStore::caller_key_by_hash(self, key_hash).await
-    }
-
-    async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>> {
-        SqliteStore::list_caller_keys(self).await
-    }
-
-    async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool> {
-        SqliteStore::revoke_caller_key(self, name, now).await
-    }
-
-    async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()> {
-        SqliteStore::touch_caller_key(self, name, now).await
-    }
-}
+});
