@@ -9,6 +9,8 @@
 #[allow(dead_code)]
 #[path = "../tests/it/fake_wechat.rs"]
 mod fake_wechat;
+#[path = "support/mysql.rs"]
+mod support;
 
 use fake_wechat::{FakeWeChat, Fault};
 use serde_json::{json, Value};
@@ -40,20 +42,7 @@ fn app(appid: &str, secret: &str) -> AppRecord {
 async fn fresh_store(mysql: Option<&str>, dir: &std::path::Path, n: usize) -> Arc<dyn Store> {
     let url = match mysql {
         None => DatabaseUrl::Sqlite(dir.join(format!("faults{n}.db")).display().to_string()),
-        Some(server) => {
-            use mysql_async::prelude::Queryable;
-            let name = format!("wafer_bench_{}", wafer_scf::crypto::random_hex(6).unwrap());
-            let pool = mysql_async::Pool::new(server);
-            pool.get_conn()
-                .await
-                .unwrap()
-                .query_drop(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-                .await
-                .unwrap();
-            pool.disconnect().await.unwrap();
-            let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(server);
-            DatabaseUrl::parse(&format!("{base}/{name}")).unwrap()
-        }
+        Some(server) => DatabaseUrl::parse(&support::fresh_database(server).await).unwrap(),
     };
     store::open(&url, &StoreOptions::default(), true).await.unwrap()
 }

@@ -11,6 +11,8 @@
 #[allow(dead_code)]
 #[path = "../tests/it/fake_wechat.rs"]
 mod fake_wechat;
+#[path = "support/mysql.rs"]
+mod support;
 
 use axum::Router;
 use serde_json::{json, Value};
@@ -159,20 +161,7 @@ fn spawn_server(db: &str, wechat: &str, log: &Path) -> (Child, String) {
 async fn fresh_database(mysql: Option<&str>, dir: &Path) -> String {
     match mysql {
         None => format!("sqlite:{}", dir.join("bench.db").display()),
-        Some(server) => {
-            use mysql_async::prelude::Queryable;
-            let name = format!("wafer_bench_{}", wafer_scf::crypto::random_hex(6).unwrap());
-            let pool = mysql_async::Pool::new(server);
-            pool.get_conn()
-                .await
-                .unwrap()
-                .query_drop(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-                .await
-                .unwrap();
-            pool.disconnect().await.unwrap();
-            let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(server);
-            format!("{base}/{name}")
-        }
+        Some(server) => support::fresh_database(server).await,
     }
 }
 
