@@ -47,15 +47,12 @@ async fn pass_through_returns_wechat_replies_as_sent(b: Backend) {
     assert!(r.bytes().await.unwrap().starts_with(b"\x89PNG"));
 
     // A JSON reply, with the body forwarded (the fake echoes `touser`), and a query forwarded.
-    let r: Value = http
-        .post(format!("{url}/wechat/{APP}/cgi-bin/message/subscribe/send?lang=zh_CN"))
-        .json(&json!({"touser": "o_pass"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(
+        &http,
+        format!("{url}/wechat/{APP}/cgi-bin/message/subscribe/send?lang=zh_CN"),
+        &json!({"touser": "o_pass"}),
+    )
+    .await;
     assert_eq!(r, json!({"errcode": 0, "errmsg": "ok", "touser": "o_pass"}));
     assert_eq!(t.wx.calls(STABLE), 1, "one token for both calls");
 
@@ -65,15 +62,12 @@ async fn pass_through_returns_wechat_replies_as_sent(b: Backend) {
         .unwrap()
         .to_owned();
     t.wx.invalidate(&token);
-    let r: Value = http
-        .post(format!("{url}/wechat/{APP}/cgi-bin/message/subscribe/send"))
-        .json(&json!({"touser": "o_after"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(
+        &http,
+        format!("{url}/wechat/{APP}/cgi-bin/message/subscribe/send"),
+        &json!({"touser": "o_after"}),
+    )
+    .await;
     assert_eq!(r["errcode"], 0, "{r}");
     assert_eq!(t.wx.calls(STABLE), 2, "exactly one refresh");
 
@@ -100,15 +94,12 @@ async fn pass_through_returns_wechat_replies_as_sent(b: Backend) {
         json!({"corpid": "ww_pass", "agentid": 1000002, "agentsecret": "agent-secret", "admin_token": admin});
     assert_eq!(code(&t2.call("qcloud.work.initagent", init).await), 0);
     let url2 = t2.serve_http().await;
-    let r: Value = http
-        .post(format!("{url2}/wecom/ww_pass/1000002/cgi-bin/message/send"))
-        .json(&json!({"touser": "u1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(
+        &http,
+        format!("{url2}/wecom/ww_pass/1000002/cgi-bin/message/send"),
+        &json!({"touser": "u1"}),
+    )
+    .await;
     assert_eq!(r["touser"], "u1", "{r}");
 }
 
@@ -230,6 +221,10 @@ async fn phone_numbers_come_from_the_code_of_a_live_session(b: Backend) {
     assert_eq!(t.wx.calls("/business"), before, "no WeChat call without a live session");
 }
 
+async fn post_json(http: &reqwest::Client, url: String, body: &Value) -> Value {
+    http.post(url).json(body).send().await.unwrap().json().await.unwrap()
+}
+
 async fn get_json(http: &reqwest::Client, url: String) -> Value {
     http.get(url).send().await.unwrap().json().await.unwrap()
 }
@@ -299,15 +294,12 @@ async fn the_token_host_serves_sdks_from_the_central_cache(b: Backend) {
     assert_eq!(r["errcode"], 40002, "{r}");
 
     // Calls carrying an issued token pass through; the JS-SDK ticket comes from the cache.
-    let r: Value = http
-        .post(format!("{url}/cgi-bin/message/subscribe/send?access_token={current}"))
-        .json(&json!({"touser": "o_sdk"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(
+        &http,
+        format!("{url}/cgi-bin/message/subscribe/send?access_token={current}"),
+        &json!({"touser": "o_sdk"}),
+    )
+    .await;
     assert_eq!(r["touser"], "o_sdk", "{r}");
     let r =
         get_json(&http, format!("{url}/cgi-bin/ticket/getticket?access_token={current}&type=jsapi")).await;
@@ -317,30 +309,24 @@ async fn the_token_host_serves_sdks_from_the_central_cache(b: Backend) {
     // Any other token is refused without a call: no open relay.
     let business = t.wx.calls("/business");
     for foreign in ["not-ours", "", "x%20y"] {
-        let r: Value = http
-            .post(format!("{url}/cgi-bin/message/subscribe/send?access_token={foreign}"))
-            .body("{}")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r: Value = post_json(
+            &http,
+            format!("{url}/cgi-bin/message/subscribe/send?access_token={foreign}"),
+            &json!({}),
+        )
+        .await;
         assert_eq!(r["errcode"], 40001, "{foreign}: {r}");
     }
     assert_eq!(t.wx.calls("/business"), business, "nothing relayed");
 
     // The previous token is still ours within its overlap (an SDK that has not refetched yet): passed through; the
     // forced refresh made WeChat drop it at once, so its 40001 is answered by one retry with the current token.
-    let r: Value = http
-        .post(format!("{url}/cgi-bin/message/subscribe/send?access_token={token}"))
-        .json(&json!({"touser": "o_old"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(
+        &http,
+        format!("{url}/cgi-bin/message/subscribe/send?access_token={token}"),
+        &json!({"touser": "o_old"}),
+    )
+    .await;
     assert_eq!(r["touser"], "o_old", "{r}");
     assert_eq!(t.wx.calls("/business"), business + 2, "passed through, then retried once");
     assert_eq!(t.wx.calls(STABLE), 3, "no refresh for a superseded token");
@@ -395,15 +381,12 @@ async fn bodies_secrets_and_tokens_stay_out_of_the_logs(b: Backend) {
     let (mut child, base) = spawn_server(dir.path(), &env, true).await;
     let http = reqwest::Client::new();
     let marker = "BODY-MARKER-13800138000";
-    let r: Value = http
-        .post(format!("{base}wechat/{APP}/cgi-bin/message/subscribe/send"))
-        .json(&json!({"touser": marker}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(
+        &http,
+        format!("{base}wechat/{APP}/cgi-bin/message/subscribe/send"),
+        &json!({"touser": marker}),
+    )
+    .await;
     assert_eq!(r["touser"], marker);
     let r = crate::helpers::post_envelope(
         &http,
