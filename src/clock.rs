@@ -7,6 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// A source of Unix time in seconds.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> i64;
+
+    /// Unix time in milliseconds, for leases and failure windows (monotonic enough within a process).
+    fn now_ms(&self) -> i64 {
+        self.now() * 1000
+    }
 }
 
 /// The real clock.
@@ -17,15 +22,21 @@ impl Clock for SystemClock {
     fn now(&self) -> i64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
     }
+
+    fn now_ms(&self) -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    }
 }
 
-/// A clock that only moves when told to.
+/// A clock whose seconds only move when told to. Its milliseconds add the real time since it was created, so that
+/// leases still run out in real time while `advance(n)` always moves them forward by at least `n` seconds (a
+/// sub-second part taken from the wall clock could wrap and make an advanced clock look earlier).
 #[derive(Debug)]
-pub struct ManualClock(AtomicI64);
+pub struct ManualClock(AtomicI64, std::time::Instant);
 
 impl ManualClock {
     pub fn new(start: i64) -> Self {
-        Self(AtomicI64::new(start))
+        Self(AtomicI64::new(start), std::time::Instant::now())
     }
 
     pub fn advance(&self, secs: i64) {
@@ -40,6 +51,10 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.now() * 1000 + self.1.elapsed().as_millis() as i64
     }
 }
 

@@ -149,12 +149,7 @@ pub fn next_quota_reset(now: i64) -> i64 {
 }
 
 fn now_ms(clock: &dyn Clock) -> i64 {
-    // The manual clock has second resolution; real time adds the sub-second part so leases are precise.
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_millis() as i64)
-        .unwrap_or(0);
-    clock.now() * 1000 + wall
+    clock.now_ms()
 }
 
 /// The moment a value should be refreshed: `margin` before expiry, capped at a quarter of its lifetime.
