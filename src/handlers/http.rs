@@ -48,17 +48,14 @@ impl HttpInterface {
     }
 }
 
-fn is_ident(s: &str) -> bool {
-    crate::ids::IdKind::AppId.check(s).is_ok()
-}
-
 /// `(target, api path)` of a pass-through path; a stage prefix before `/wechat/` or `/wecom/` is ignored.
 fn pass_target(path: &str) -> Option<(Target, &str)> {
     if let Some(i) = path.find("/wechat/") {
         let rest = &path[i + "/wechat/".len()..];
         let (appid, _) = rest.split_once('/')?;
         let api = &rest[appid.len()..];
-        return (is_ident(appid) && api.len() > 1).then(|| (Target::App(appid.to_owned()), api));
+        return (crate::ids::IdKind::AppId.check(appid).is_ok() && api.len() > 1)
+            .then(|| (Target::App(appid.to_owned()), api));
     }
     let i = path.find("/wecom/")?;
     let rest = &path[i + "/wecom/".len()..];
@@ -144,7 +141,7 @@ pub async fn pass(
         Body::Raw { content_type: call.content_type.as_deref(), bytes: &call.body }
     };
     let out = Outgoing { method: &req.method, path: &req.path, query: &req.query, body };
-    let reply = proxy::send(deps, &req.target, out, None, "passthrough").await.map_err(WaferError::from)?;
+    let reply = proxy::send(deps, &req.target, out, None, "passthrough").await?;
     tracing::info!(path = %req.path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
     Ok(HttpReply { status: reply.status, content_type: reply.content_type, body: reply.bytes })
 }

@@ -110,7 +110,7 @@ pub(crate) async fn send(
     out: Outgoing<'_>,
     presented: Option<&str>,
     what: &'static str,
-) -> Result<RawReply, UpstreamFailure> {
+) -> Result<RawReply, WaferError> {
     let (kind, base, name) = upstream(deps, target);
     let key = target.key(kind);
     let http = deps.wechat.http();
@@ -118,40 +118,13 @@ pub(crate) async fn send(
         Some(t) => t.to_owned(),
         None => deps.creds.get(&key, Force::No).await?.value,
     };
-    let reply = proxy::call(http, base, out, &token, what).await.map_err(|e| (e, name))?;
+    let reply =
+        proxy::call(http, base, out, &token, what).await.map_err(|e| e.to_wafer(Call::Ticket, name))?;
     if !reply.errcode().is_some_and(|c| TOKEN_INVALID_CODES.contains(&c)) {
         return Ok(reply);
     }
     let fresh = deps.creds.get(&key, Force::Rejected(&token)).await?;
-    Ok(proxy::call(http, base, out, &fresh.value, what).await.map_err(|e| (e, name))?)
-}
-
-/// Why [`send`] got no reply from WeChat: no token, or no answer.
-#[derive(Debug)]
-pub(crate) enum UpstreamFailure {
-    Token(WaferError),
-    Call(UpstreamError, &'static str),
-}
-
-impl From<WaferError> for UpstreamFailure {
-    fn from(e: WaferError) -> Self {
-        Self::Token(e)
-    }
-}
-
-impl From<(UpstreamError, &'static str)> for UpstreamFailure {
-    fn from((e, name): (UpstreamError, &'static str)) -> Self {
-        Self::Call(e, name)
-    }
-}
-
-impl From<UpstreamFailure> for WaferError {
-    fn from(f: UpstreamFailure) -> Self {
-        match f {
-            UpstreamFailure::Token(e) => e,
-            UpstreamFailure::Call(e, name) => e.to_wafer(Call::Ticket, name),
-        }
-    }
+    proxy::call(http, base, out, &fresh.value, what).await.map_err(|e| e.to_wafer(Call::Ticket, name))
 }
 
 /// Make the call with the current token; refresh it once and retry once if WeChat rejects exactly that token.

@@ -148,10 +148,6 @@ pub fn next_quota_reset(now: i64) -> i64 {
     ((now + OFFSET).div_euclid(86_400) + 1) * 86_400 - OFFSET
 }
 
-fn now_ms(clock: &dyn Clock) -> i64 {
-    clock.now_ms()
-}
-
 /// The moment a value should be refreshed: `margin` before expiry, capped at a quarter of its lifetime.
 fn stale_at(expires_at: i64, fetched_at: i64, margin: i64) -> i64 {
     let lifetime = (expires_at - fetched_at).max(0);
@@ -198,7 +194,7 @@ impl Credentials {
         if let Some(k) = self.issued.find(token, now) {
             return Ok(Some(k));
         }
-        if !self.issued.reload_due(now_ms(&*self.clock)) {
+        if !self.issued.reload_due(self.clock.now_ms()) {
             return Ok(None);
         }
         let rows = self.store.list_credentials().await.map_err(WaferError::db)?;
@@ -365,7 +361,7 @@ impl Credentials {
                     Force::Yes(Some(seen)) | Force::Rejected(seen) => cur != seen,
                     Force::Yes(None) => false,
                 });
-                let now_ms = now_ms(self.clock.as_ref());
+                let now_ms = self.clock.now_ms();
                 if row.failed_until_ms > now_ms {
                     // Another instance's fetch failed a moment ago: answer with its outcome.
                     let error = shared_error(&row);

@@ -3,9 +3,7 @@
 
 use super::failures::{self, Remembered};
 use super::fetch::FetchError;
-use super::{
-    hour_start, next_quota_reset, now_ms, shared_error, Attempt, CredKey, Credentials, Force, Served,
-};
+use super::{hour_start, next_quota_reset, shared_error, Attempt, CredKey, Credentials, Force, Served};
 use crate::envelope::WaferError;
 use crate::metrics::CredEvent;
 use crate::store::{FailedFetch, FetchedCredential};
@@ -15,7 +13,7 @@ impl Credentials {
     /// A remembered failure for `key`, as the answer to give: a still-valid cached value when there is one the
     /// caller may have, else the remembered error. `None`: nothing remembered (or it was cleared elsewhere).
     pub(super) async fn remembered(&self, k: &str, force: Force<'_>) -> Option<Result<Served, WaferError>> {
-        let now_ms = now_ms(self.clock.as_ref());
+        let now_ms = self.clock.now_ms();
         let error = match self.failures.check(k, now_ms)? {
             Remembered::Failed(e) => e,
             Remembered::Recheck => match self.store.get_credential(k).await {
@@ -78,7 +76,7 @@ impl Credentials {
                 let remember = e.is_remembered();
                 let error = e.into_wafer(key);
                 if remember {
-                    let now_ms = now_ms(self.clock.as_ref());
+                    let now_ms = self.clock.now_ms();
                     let count = failed_before + 1;
                     let window = failures::window_ms(error.code, count);
                     self.failures.remember(k, &error, now_ms + window, now_ms);

@@ -33,9 +33,18 @@ pub struct RawReply {
     pub status: u16,
     pub content_type: String,
     pub bytes: Vec<u8>,
+    errcode: Option<i64>,
 }
 
 impl RawReply {
+    /// A reply; its `errcode` is read once, here.
+    pub fn new(status: u16, content_type: String, bytes: Vec<u8>) -> Self {
+        let mut reply = Self { status, content_type, bytes, errcode: None };
+        reply.errcode =
+            reply.json().and_then(|v| v.get("errcode").and_then(Value::as_i64)).filter(|c| *c != 0);
+        reply
+    }
+
     /// The body as a JSON object, if it is one.
     pub fn json(&self) -> Option<Value> {
         let first = self.bytes.iter().find(|b| !b.is_ascii_whitespace())?;
@@ -47,7 +56,7 @@ impl RawReply {
 
     /// WeChat's `errcode` in a JSON reply (0 or absent: success).
     pub fn errcode(&self) -> Option<i64> {
-        self.json()?.get("errcode").and_then(Value::as_i64).filter(|c| *c != 0)
+        self.errcode
     }
 }
 
@@ -83,7 +92,7 @@ pub async fn call(
         .unwrap_or("")
         .to_owned();
     let bytes = resp.bytes().await.map_err(|e| UpstreamError::Network(e.without_url().to_string()))?;
-    let reply = RawReply { status, content_type, bytes: bytes.to_vec() };
+    let reply = RawReply::new(status, content_type, bytes.to_vec());
     let label = match (status, reply.errcode()) {
         (200..=299, None) => "ok".to_owned(),
         (200..=299, Some(c)) => format!("errcode_{c}"),
@@ -99,7 +108,7 @@ mod tests {
 
     #[test]
     fn errcodes_are_read_from_json_objects_only() {
-        let r = |body: &[u8]| RawReply { status: 200, content_type: String::new(), bytes: body.to_vec() };
+        let r = |body: &[u8]| RawReply::new(200, String::new(), body.to_vec());
         assert_eq!(r(br#" {"errcode":40001,"errmsg":"x"}"#).errcode(), Some(40001));
         assert_eq!(r(br#"{"errcode":0}"#).errcode(), None);
         assert_eq!(r(b"\x89PNG\r\n").errcode(), None);
