@@ -220,9 +220,7 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
                 Body::Raw { content_type: call.content_type.as_deref(), bytes: &call.body }
             };
             let out = Outgoing { method: &method, path: &path, query: &query, body };
-            let reply = proxy::send(deps, &target, out, Some(&token), "token_host")
-                .await
-                .map_err(WaferError::from)?;
+            let reply = proxy::send(deps, &target, out, Some(&token), "token_host").await?;
             tracing::info!(path = %path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
             Ok(HttpReply { status: reply.status, content_type: reply.content_type, body: reply.bytes })
         }
