@@ -1,7 +1,9 @@
 //! Logging set-up: one subscriber writing to stderr (stdout is for command output), text or JSON lines. In HTTP
-//! mode lines are handed to a writer thread through a bounded buffer, off the request's thread; when the buffer is
-//! full, lines are dropped and counted, and the count is logged. An SCF instance writes each line before it answers
-//! (it may be frozen right after its reply, and CLS must get every line).
+//! mode lines are appended to a bounded batch that a writer thread writes out every few milliseconds ([`batch`]),
+//! off the request's thread; when the batch is full, lines are dropped and counted, and the count is logged. An SCF
+//! instance writes each line before it answers (it may be frozen right after its reply, and CLS must get every line).
+
+pub mod batch;
 
 use tracing_subscriber::EnvFilter;
 
@@ -29,32 +31,27 @@ pub fn parse_filter(s: &str) -> Result<String, String> {
     EnvFilter::try_new(s).map(|_| s.to_owned()).map_err(|e| format!("invalid log filter: {e}"))
 }
 
-/// Lines the HTTP mode's log buffer holds before it drops.
+/// Lines the HTTP mode's log batch holds before it drops.
 pub const LOG_BUFFER_LINES: usize = 65_536;
 
-static DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
-    std::sync::OnceLock::new();
+static BACKGROUND: std::sync::OnceLock<batch::BatchWriter> = std::sync::OnceLock::new();
 
-/// Install the global subscriber. `background`: write through a bounded buffer on a writer thread (HTTP mode);
-/// keep the returned guard until exit — dropping it flushes what is buffered. Calling it twice is harmless (the
-/// second call does nothing).
-pub fn init(
-    filter: &str,
-    format: LogFormat,
-    background: bool,
-) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+/// Install the global subscriber. `background`: write through a bounded batch on a writer thread (HTTP mode);
+/// keep the returned guard until exit — dropping it writes out what is buffered. Calling it twice is harmless (the
+/// second call does nothing). Should the writer thread fail to start, lines are written directly.
+pub fn init(filter: &str, format: LogFormat, background: bool) -> Option<batch::FlushGuard> {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = if background {
-        let (w, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .buffered_lines_limit(LOG_BUFFER_LINES)
-            .lossy(true)
-            .thread_name("wafer-log")
-            // The writer thread drains every queued line, then flushes: under load many lines leave in one write.
-            .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
-        let _ = DROPPED.set(w.error_counter());
-        (tracing_subscriber::fmt::writer::BoxMakeWriter::new(w), Some(guard))
+    let spawned = if background {
+        batch::BatchWriter::spawn(std::io::stderr(), LOG_BUFFER_LINES, "wafer-log").ok()
     } else {
-        (tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr), None)
+        None
+    };
+    let (writer, guard) = match spawned {
+        Some((w, guard)) => {
+            let _ = BACKGROUND.set(w.clone());
+            (tracing_subscriber::fmt::writer::BoxMakeWriter::new(w), Some(guard))
+        }
+        None => (tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr), None),
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false);
     let _ = match format {
@@ -66,7 +63,7 @@ pub fn init(
 
 /// Log lines dropped so far because the buffer was full (0 when writing directly).
 pub fn dropped_lines() -> usize {
-    DROPPED.get().map_or(0, |c| c.dropped_lines())
+    BACKGROUND.get().map_or(0, batch::BatchWriter::dropped_lines)
 }
 
 /// Every 10 s, log how many lines were dropped since the last report (if any).
