@@ -7,7 +7,7 @@ use crate::service::{Route, Service};
 
 const JSON: &str = "application/json; charset=utf-8";
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -27,7 +27,6 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let limits = service.http_limits;
-    let app = Router::new().fallback(handle).with_state(service);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut conns = tokio::task::JoinSet::new();
@@ -59,14 +58,13 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let service = service.clone();
         let mut stop = stop_rx.clone();
         conns.spawn(async move {
+            // Every path goes to `handle`: no router in between (it would only add work per request).
             let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let mut req = req.map(Body::new);
-                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                let mut app = app.clone();
-                async move { tower_service::Service::call(&mut app, req).await }
+                let service = service.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&service, peer, req.map(Body::new)).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
@@ -208,11 +206,7 @@ fn request_id(headers: &HeaderMap) -> String {
     format!("{prefix}{}", REQUEST_SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
-async fn handle(
-    State(svc): State<Arc<Service>>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
-    req: Request,
-) -> Response {
+async fn handle(svc: &Service, peer: std::net::SocketAddr, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let route = svc.route(parts.method.as_str(), parts.uri.path(), parts.uri.query());
     match route {
@@ -241,7 +235,7 @@ async fn handle(
         |name| parts.headers.get(name).and_then(|v| v.to_str().ok()),
         crate::request::query_key(parts.uri.query()),
     );
-    let bytes = match read_body(body, &svc, &meta).await {
+    let bytes = match read_body(body, svc, &meta).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
