@@ -128,6 +128,7 @@ pub struct Gate {
     admin_token_hash: Option<String>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// Verified keys by the key presented.
     cache: Mutex<HashMap<String, CachedKey>>,
 }
 
@@ -217,15 +218,16 @@ impl Gate {
         if key.len() > 256 {
             return Err(invalid());
         }
-        let hash = crypto::sha256_hex(key.as_bytes());
         let now = self.clock.now();
+        // Looked up by the presented key itself: a hit costs no hashing (only verified keys are ever kept).
         let cached = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            cache.get(&hash).filter(|c| now - c.loaded_at < KEY_CACHE_SECS).map(|c| Arc::clone(&c.record))
+            cache.get(key).filter(|c| now - c.loaded_at < KEY_CACHE_SECS).map(|c| Arc::clone(&c.record))
         };
         let record = match cached {
             Some(r) => r,
             None => {
+                let hash = crypto::sha256_hex(key.as_bytes());
                 let r = self
                     .store
                     .caller_key_by_hash(&hash)
@@ -234,7 +236,7 @@ impl Gate {
                     .ok_or_else(invalid)?;
                 // Constant-time confirmation of the hash the index found.
                 if !crypto::ct_eq(r.key_hash.as_bytes(), hash.as_bytes()) || r.revoked_at != 0 {
-                    self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&hash);
+                    self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
                     return Err(invalid());
                 }
                 if now - r.last_used_at >= KEY_TOUCH_SECS {
@@ -246,7 +248,7 @@ impl Gate {
                 self.cache
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(hash, CachedKey { record: Arc::clone(&record), loaded_at: now });
+                    .insert(key.to_owned(), CachedKey { record: Arc::clone(&record), loaded_at: now });
                 record
             }
         };

@@ -60,11 +60,14 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let mut stop = stop_rx.clone();
+        // The client's address, written once per connection rather than once per request.
+        let peer: Arc<str> = peer.ip().to_string().into();
         conns.spawn(async move {
             // Every path goes to `handle`: no router in between (it would only add work per request).
             let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let service = service.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&service, peer, req.map(Body::new)).await) }
+                let peer = peer.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&service, &peer, req.map(Body::new)).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
@@ -206,7 +209,7 @@ fn request_id(headers: &HeaderMap) -> String {
     format!("{prefix}{}", REQUEST_SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
-async fn handle(svc: &Service, peer: std::net::SocketAddr, req: Request) -> Response {
+async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let route = svc.route(parts.method.as_str(), parts.uri.path(), parts.uri.query());
     match route {
@@ -228,7 +231,7 @@ async fn handle(svc: &Service, peer: std::net::SocketAddr, req: Request) -> Resp
     }
     let meta = RequestMeta {
         request_id: request_id(&parts.headers),
-        source_ip: Some(peer.ip().to_string()),
+        source_ip: Some(peer.to_owned()),
         ..RequestMeta::default()
     }
     .with_credentials(

@@ -116,6 +116,16 @@ pub fn parse_request(body: &[u8]) -> Result<Request, WaferError> {
             format!("request JSON is nested deeper than {MAX_JSON_DEPTH} levels"),
         ));
     }
+    // The usual request goes straight to what is used; anything unusual takes the general path below, which says
+    // precisely what is wrong.
+    match serde_json::from_slice::<fast::Root>(body) {
+        Ok(fast::Root(Some(r))) => Ok(r),
+        _ => parse_general(body),
+    }
+}
+
+/// Any body, read as a JSON value: the precise error for what is missing or malformed.
+fn parse_general(body: &[u8]) -> Result<Request, WaferError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         WaferError::new(ReturnCode::RequestErr, "request body is not valid JSON").with_detail(e)
     })?;
@@ -134,6 +144,81 @@ pub fn parse_request(body: &[u8]) -> Result<Request, WaferError> {
         _ => return Err(WaferError::new(ReturnCode::NoPara, "interface.para is missing or not an object")),
     };
     Ok(Request { interface_name, para })
+}
+
+/// A well-formed request read without building the envelope's own objects: only `interface.interfaceName` (a
+/// non-empty string) and `interface.para` (an object) are kept, everything else is skipped. Objects only (serde
+/// would also read a struct from an array); a repeated field or any other surprise fails, and the caller falls back.
+mod fast {
+    use super::Request;
+    use serde::de::{Deserializer, Error, IgnoredAny, MapAccess, Visitor};
+    use serde_json::{Map, Value};
+    use std::borrow::Cow;
+
+    pub struct Root(pub Option<Request>);
+
+    struct RootVisitor;
+    struct InterfaceVisitor;
+    struct Interface(Request);
+
+    impl<'de> serde::Deserialize<'de> for Root {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(RootVisitor)
+        }
+    }
+
+    impl<'de> Visitor<'de> for RootVisitor {
+        type Value = Root;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an envelope object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Root, A::Error> {
+            let mut interface = None;
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                if key == "interface" {
+                    if interface.is_some() {
+                        return Err(A::Error::custom("repeated interface"));
+                    }
+                    interface = Some(map.next_value::<Interface>()?.0);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(Root(interface))
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Interface {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(InterfaceVisitor)
+        }
+    }
+
+    impl<'de> Visitor<'de> for InterfaceVisitor {
+        type Value = Interface;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an interface object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Interface, A::Error> {
+            let (mut name, mut para) = (None, None);
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                match &*key {
+                    "interfaceName" if name.is_none() => name = Some(map.next_value::<String>()?),
+                    "para" if para.is_none() => para = Some(map.next_value::<Map<String, Value>>()?),
+                    "interfaceName" | "para" => return Err(A::Error::custom("repeated field")),
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            match (name, para) {
+                (Some(interface_name), Some(para)) if !interface_name.is_empty() => {
+                    Ok(Interface(Request { interface_name, para }))
+                }
+                _ => Err(A::Error::custom("incomplete interface")),
+            }
+        }
+    }
 }
 
 /// Cheap pre-scan so that a deeply nested body is refused before serde recurses into it.
@@ -186,6 +271,36 @@ mod tests {
         assert_eq!(env.return_code, 1003);
         assert_eq!(env.return_data, Value::String(String::new()));
         assert!(env.return_message.contains("para.code"));
+    }
+
+    #[test]
+    fn the_fast_reading_agrees_with_the_general_one() {
+        let bodies = [
+            r#"{"version":1,"componentName":"MA","interface":{"interfaceName":"qcloud.cam.auth","para":{"id":"a","skey":"b"}}}"#,
+            r#"{"interface":{"para":{"x":[1,{"y":null}]},"interfaceName":"n","extra":{"deep":[1,2]}},"z":1}"#,
+            r#"{"interface":{"interfaceName":"n","para":{}},"interface":{"interfaceName":"m","para":{"a":1}}}"#,
+            r#"{"interface":{"interfaceName":"n","interfaceName":"m","para":{}}}"#,
+            r#"{"interface":{"interfaceName":"n","para":{"a":1},"para":{"b":2}}}"#,
+            r#"{"interface":{"interfaceName":"n","para":{"k"ey":"vé"}}}"#,
+            r#"{"interface":{"interfaceName":"","para":{}}}"#,
+            r#"{"interface":{"interfaceName":1,"para":{}}}"#,
+            r#"{"interface":{"interfaceName":"n","para":[]}}"#,
+            r#"{"interface":{"interfaceName":"n"}}"#,
+            r#"{"interface":["n",{}]}"#,
+            r#"[{"interfaceName":"n","para":{}}]"#,
+            r#"{"interface":null}"#,
+            r#"{}"#,
+            r#""x""#,
+            r#"{"interface":{"interfaceName":"n","para":{}}} trailing"#,
+            r#"{"interface":{"interfaceName":"n","para":{}}"#,
+        ];
+        for b in bodies {
+            let fast = parse_request(b.as_bytes()).map(|r| (r.interface_name, r.para)).map_err(|e| e.code);
+            let general = parse_general(b.as_bytes()).map(|r| (r.interface_name, r.para)).map_err(|e| e.code);
+            assert_eq!(fast, general, "{b}");
+        }
+        let r = parse_request(bodies[0].as_bytes()).unwrap();
+        assert_eq!((r.interface_name.as_str(), r.para.len()), ("qcloud.cam.auth", 2));
     }
 
     #[test]

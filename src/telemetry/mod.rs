@@ -53,12 +53,41 @@ pub fn init(filter: &str, format: LogFormat, background: bool) -> Option<batch::
         }
         None => (tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr), None),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false)
+        .with_timer(LineTime);
     let _ = match format {
         LogFormat::Text => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     guard
+}
+
+/// Timestamps as the default timer writes them (`2026-11-25T20:16:00.123456Z`), with the part up to the second
+/// formatted once per second per thread rather than once per line.
+struct LineTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for LineTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        use std::cell::RefCell;
+        use std::fmt::Write;
+        thread_local!(static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) });
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        SECOND.with(|cell| {
+            let mut second = cell.borrow_mut();
+            if second.0 != secs {
+                let (y, m, d) = crate::clock::civil_from_days(secs.div_euclid(86_400));
+                let t = secs.rem_euclid(86_400);
+                second.1.clear();
+                write!(second.1, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", t / 3600, t % 3600 / 60, t % 60)?;
+                second.0 = secs;
+            }
+            write!(w, "{}.{:06}Z", second.1, now.subsec_micros())
+        })
+    }
 }
 
 /// Log lines dropped so far because the buffer was full (0 when writing directly).
@@ -82,6 +111,23 @@ pub async fn report_dropped_lines() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_look_like_the_default_timers() {
+        use tracing_subscriber::fmt::format::Writer;
+        use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+        let stamp = |t: &dyn FormatTime| {
+            let mut s = String::new();
+            t.format_time(&mut Writer::new(&mut s)).unwrap();
+            s
+        };
+        let before = stamp(&SystemTime);
+        let ours = stamp(&LineTime);
+        let after = stamp(&SystemTime);
+        assert_eq!(ours.len(), before.len(), "{ours} vs {before}");
+        assert!(ours.ends_with('Z') && ours.as_bytes()[19] == b'.', "{ours}");
+        assert!(before[..19] <= ours[..19] && ours[..19] <= after[..19], "{before} <= {ours} <= {after}");
+    }
 
     #[test]
     fn filters_are_levels_or_target_levels() {
