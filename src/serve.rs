@@ -18,14 +18,14 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Serve until `shutdown` resolves; in-flight requests finish first. Connections that take longer than the
-/// header timeout to send a request's headers — or sit idle that long between requests — are closed, and beyond
+/// header timeout to send a request's headers — or sit idle that long between requests — are closed ([`IdleWatch`]), and beyond
 /// `max_connections` new connections are closed as they arrive (see [`crate::service::HttpLimits`]).
 pub async fn serve(
     listener: TcpListener,
     service: Arc<Service>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioIo;
     let limits = service.http_limits;
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -62,15 +62,22 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         // The client's address, written once per connection rather than once per request.
         let peer: Arc<str> = peer.ip().to_string().into();
+        let watch = Arc::new(IdleWatch::new());
         conns.spawn(async move {
             // Every path goes to `handle`: no router in between (it would only add work per request).
+            let w = watch.clone();
             let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let service = service.clone();
                 let peer = peer.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&service, &peer, req.map(Body::new)).await) }
+                let busy = w.busy();
+                async move {
+                    let resp = handle(&service, &peer, req.map(Body::new)).await;
+                    drop(busy);
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+            builder.keep_alive(true);
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             let mut conn = std::pin::pin!(conn);
             let stopping = async move {
@@ -78,6 +85,7 @@ pub async fn serve(
             };
             tokio::select! {
                 _ = conn.as_mut() => {}
+                _ = watch.idle_for(limits.header_timeout) => {} // dropped: closed
                 _ = stopping => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
@@ -91,6 +99,62 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     while conns.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The header timeout of one connection, kept without a timer per request: the time its last request was answered
+/// (or it was accepted) and whether a request is in hand. With no request in hand for longer than the header
+/// timeout — idle between requests, or headers arriving too slowly — the connection is closed. A request in hand
+/// has its body timeout instead. One timer per connection, re-armed once per timeout at most.
+struct IdleWatch {
+    origin: tokio::time::Instant,
+    /// Milliseconds after `origin` when the last request was answered.
+    idle_since_ms: AtomicU64,
+    in_hand: AtomicU64,
+}
+
+/// A request in hand; dropping it (answered, or abandoned) starts the idle time again.
+struct InHand(Arc<IdleWatch>);
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        let w = &self.0;
+        w.idle_since_ms.store(w.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        w.in_hand.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl IdleWatch {
+    fn new() -> Self {
+        Self {
+            origin: tokio::time::Instant::now(),
+            idle_since_ms: AtomicU64::new(0),
+            in_hand: AtomicU64::new(0),
+        }
+    }
+
+    fn busy(self: &Arc<Self>) -> InHand {
+        self.in_hand.fetch_add(1, Ordering::Relaxed);
+        InHand(self.clone())
+    }
+
+    /// Resolves once the connection has had no request in hand for `timeout`.
+    async fn idle_for(&self, timeout: std::time::Duration) {
+        let mut check_at = self.origin + timeout;
+        loop {
+            tokio::time::sleep_until(check_at).await;
+            let now = tokio::time::Instant::now();
+            if self.in_hand.load(Ordering::Relaxed) > 0 {
+                check_at = now + timeout;
+                continue;
+            }
+            let idle_since =
+                self.origin + std::time::Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
+            if idle_since + timeout <= now {
+                return;
+            }
+            check_at = idle_since + timeout;
+        }
+    }
 }
 
 /// What HTTP mode does besides answering requests.

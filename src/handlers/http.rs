@@ -50,14 +50,16 @@ impl HttpInterface {
 
 /// `(target, api path)` of a pass-through path; a stage prefix before `/wechat/` or `/wecom/` is ignored.
 fn pass_target(path: &str) -> Option<(Target, &str)> {
-    if let Some(i) = path.find("/wechat/") {
+    // A byte scan: `str::find` sets up a substring searcher per call, and this runs on every request.
+    let find = |pat: &str| path.as_bytes().windows(pat.len()).position(|w| w == pat.as_bytes());
+    if let Some(i) = find("/wechat/") {
         let rest = &path[i + "/wechat/".len()..];
         let (appid, _) = rest.split_once('/')?;
         let api = &rest[appid.len()..];
         return (crate::ids::IdKind::AppId.check(appid).is_ok() && api.len() > 1)
             .then(|| (Target::App(appid.to_owned()), api));
     }
-    let i = path.find("/wecom/")?;
+    let i = find("/wecom/")?;
     let rest = &path[i + "/wecom/".len()..];
     let (corpid, rest) = rest.split_once('/')?;
     let (agentid, _) = rest.split_once('/')?;

@@ -188,3 +188,41 @@ async fn slow_and_idle_connections_are_closed_and_capped() {
     running.stop.take().unwrap().send(()).unwrap();
     running.task.await.unwrap().unwrap();
 }
+
+/// The header timeout counts from the last answer: a kept-alive connection used more often than that stays open for
+/// longer than the timeout in all, and is closed once it has been idle that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_kept_alive_connection_stays_open_and_an_idle_one_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestApp::new(Backend::Sqlite).await;
+    let mut svc = crate::helpers::build(
+        t.store.clone(),
+        &t.wx.base_url,
+        t.clock.clone(),
+        crate::helpers::open_settings(),
+    );
+    let timeout = std::time::Duration::from_millis(1500);
+    svc.http_limits = wafer_scf::service::HttpLimits { header_timeout: timeout, ..Default::default() };
+    let mut running = start(Arc::new(svc)).await;
+    let addr = running.url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        let n =
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("ok"), "request {i}: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(started.elapsed() > timeout, "the connection outlived one timeout");
+    // Now idle: closed within the timeout (and some slack), without an answer.
+    let idle = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut rest)).await.unwrap();
+    assert_eq!(n.unwrap_or(0), 0, "closed without a word");
+    assert!(idle.elapsed() < std::time::Duration::from_secs(5), "{:?}", idle.elapsed());
+    running.stop.take().unwrap().send(()).unwrap();
+    running.task.await.unwrap().unwrap();
+}
