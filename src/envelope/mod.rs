@@ -129,6 +129,30 @@ fn parse_general(body: &[u8]) -> Result<Request, WaferError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         WaferError::new(ReturnCode::RequestErr, "request body is not valid JSON").with_detail(e)
     })?;
+    request_from_value(value)
+}
+
+/// A request that arrived already parsed (an SCF event is one JSON document: a direct invocation's envelope, or a
+/// gateway event's object body), checked exactly as [`parse_request`] checks bytes.
+pub fn parse_value(value: Value) -> Result<Request, WaferError> {
+    fn deeper_than(v: &Value, max: usize) -> bool {
+        match v {
+            _ if max == 0 => matches!(v, Value::Object(_) | Value::Array(_)),
+            Value::Object(m) => m.values().any(|v| deeper_than(v, max - 1)),
+            Value::Array(a) => a.iter().any(|v| deeper_than(v, max - 1)),
+            _ => false,
+        }
+    }
+    if deeper_than(&value, MAX_JSON_DEPTH) {
+        return Err(WaferError::new(
+            ReturnCode::RequestTooLarge,
+            format!("request JSON is nested deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
+    request_from_value(value)
+}
+
+fn request_from_value(value: Value) -> Result<Request, WaferError> {
     let Value::Object(mut root) = value else {
         return Err(WaferError::new(ReturnCode::RequestErr, "request body is not a JSON object"));
     };
@@ -301,6 +325,30 @@ mod tests {
         }
         let r = parse_request(bodies[0].as_bytes()).unwrap();
         assert_eq!((r.interface_name.as_str(), r.para.len()), ("qcloud.cam.auth", 2));
+    }
+
+    #[test]
+    fn a_parsed_value_is_checked_as_its_bytes_are() {
+        let nest = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let bodies = [
+            r#"{"interface":{"interfaceName":"n","para":{"a":1}}}"#.to_owned(),
+            r#"{"interface":{"interfaceName":"","para":{}}}"#.to_owned(),
+            r#"{"interface":{"interfaceName":"n"}}"#.to_owned(),
+            r#"[1]"#.to_owned(),
+            format!(r#"{{"interface":{{"interfaceName":"n","para":{{"x":{}}}}}}}"#, nest(29)),
+            format!(r#"{{"interface":{{"interfaceName":"n","para":{{"x":{}}}}}}}"#, nest(30)),
+            format!(r#"{{"interface":{{"interfaceName":"n","para":{{}}}},"x":{}}}"#, nest(31)),
+            format!(r#"{{"interface":{{"interfaceName":"n","para":{{}}}},"x":{}}}"#, nest(32)),
+        ];
+        for b in &bodies {
+            let from_bytes =
+                parse_request(b.as_bytes()).map(|r| (r.interface_name, r.para)).map_err(|e| e.code);
+            let value: Value = serde_json::from_slice(b.as_bytes()).unwrap();
+            let from_value = parse_value(value).map(|r| (r.interface_name, r.para)).map_err(|e| e.code);
+            assert_eq!(from_bytes, from_value, "{b}");
+        }
+        assert!(parse_value(serde_json::from_str(&bodies[5]).unwrap()).is_err(), "depth limit reached");
+        assert!(parse_value(serde_json::from_str(&bodies[4]).unwrap()).is_ok(), "just under it");
     }
 
     #[test]

@@ -26,15 +26,55 @@ pub struct Incoming {
     /// The query string rebuilt from the event's parameters (gateway events), for plain-HTTP interfaces.
     pub query: Option<String>,
     pub content_type: Option<String>,
-    pub body: Vec<u8>,
+    pub body: Body,
     pub meta: RequestMeta,
+}
+
+/// A request body from an event: bytes, or JSON the event already held parsed (a direct invocation is its own
+/// envelope; some gateways hand over an object body), which is passed on as it is rather than written out and read
+/// again.
+#[derive(Debug)]
+pub enum Body {
+    Bytes(Vec<u8>),
+    Json {
+        value: Value,
+        /// Its size in bytes as JSON, for the body limit.
+        len: usize,
+    },
+}
+
+impl Body {
+    /// The body as bytes (written out only for an already-parsed body).
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Self::Bytes(b) => b,
+            Self::Json { value, .. } => value.to_string().into_bytes(),
+        }
+    }
+}
+
+/// The size of `value` written as compact JSON, counted without writing it anywhere.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, value);
+    c.0
 }
 
 /// What to do with an event: one parse classifies it.
 pub enum Parsed {
     /// An SCF timer trigger (`{"Type":"Timer","TriggerName":…,"Time":…,"Message":…}`).
     Timer,
-    Request(Incoming),
+    Request(Box<Incoming>),
     /// The event itself is malformed; answer this at once.
     Reject {
         origin: Origin,
@@ -168,20 +208,25 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
         return Parsed::Timer;
     }
     if !is_gateway(o) {
-        return Parsed::Request(Incoming {
+        return Parsed::Request(Box::new(Incoming {
             origin: Origin::Direct,
             method: "POST".into(),
             path: "/".into(),
             query: None,
             content_type: None,
-            body: event.to_vec(),
+            body: Body::Json { value, len: event.len() },
             meta: RequestMeta {
                 request_id: crate::request::safe_request_id(runtime_request_id).unwrap_or("-").to_owned(),
                 direct: true,
                 ..RequestMeta::default()
             },
-        });
+        }));
     }
+    let Value::Object(mut o) = value else {
+        return reject(Origin::Direct, 200, "$", "must be a JSON object");
+    };
+    let body_field = o.remove("body");
+    let o = &o;
     let headers = match o.get("headers") {
         None | Some(Value::Null) => None,
         Some(Value::Object(h)) => Some(h),
@@ -207,11 +252,11 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
         Some(Value::String(s)) => s == "true",
         Some(_) => return reject(Origin::Gateway, 400, "$.isBase64Encoded", "must be a boolean"),
     };
-    let body = match o.get("body") {
-        None | Some(Value::Null) => Vec::new(),
+    let body = match body_field {
+        None | Some(Value::Null) => Body::Bytes(Vec::new()),
         Some(Value::String(s)) if base64 => {
             match base64::engine::general_purpose::STANDARD.decode(s.trim()) {
-                Ok(b) => b,
+                Ok(b) => Body::Bytes(b),
                 Err(_) => {
                     return reject(
                         Origin::Gateway,
@@ -222,9 +267,9 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
                 }
             }
         }
-        Some(Value::String(s)) => s.as_bytes().to_vec(),
+        Some(Value::String(s)) => Body::Bytes(s.into_bytes()),
         // Some gateways hand over an already-parsed JSON body.
-        Some(v @ Value::Object(_)) => v.to_string().into_bytes(),
+        Some(value @ Value::Object(_)) => Body::Json { len: json_len(&value), value },
         Some(_) => return reject(Origin::Gateway, 400, "$.body", "must be a string"),
     };
     let request_id = o
@@ -252,7 +297,15 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
         .with_credentials(|name| header(headers, name), queries.iter().find_map(|q| query_key(Some(q))));
     let query = query_string(&queries);
     let content_type = header(headers, "content-type").map(str::to_owned);
-    Parsed::Request(Incoming { origin: Origin::Gateway, method, path, query, content_type, body, meta })
+    Parsed::Request(Box::new(Incoming {
+        origin: Origin::Gateway,
+        method,
+        path,
+        query,
+        content_type,
+        body,
+        meta,
+    }))
 }
 
 #[cfg(test)]
@@ -267,9 +320,33 @@ mod tests {
         let Parsed::Request(r) = parse(ev, "rt-1") else { panic!("rejected") };
         assert_eq!(r.origin, Origin::Gateway);
         assert_eq!(r.method, "POST");
-        assert_eq!(r.body, br#"{"a":1}"#);
         assert_eq!(r.meta.request_id, "gw-1");
         assert_eq!(r.meta.caller_key.as_deref(), Some("k1"));
+        assert_eq!(r.body.into_bytes(), br#"{"a":1}"#);
+    }
+
+    #[test]
+    fn json_an_event_already_holds_is_passed_on_parsed_with_its_size() {
+        let direct = br#"{"interface":{"interfaceName":"qcloud.cam.auth","para":{"id":"a","skey":"b"}}}"#;
+        let Parsed::Request(r) = parse(direct, "rt") else { panic!("rejected") };
+        match r.body {
+            Body::Json { value, len } => {
+                assert_eq!(len, direct.len());
+                assert_eq!(value["interface"]["para"]["skey"], "b");
+            }
+            Body::Bytes(_) => panic!("a direct envelope is already parsed"),
+        }
+        let gateway = br#"{"requestContext":{},"headers":{},"httpMethod":"POST","path":"/",
+            "body": {"interface": {"interfaceName": "x", "para": {"k": "v\u00e9"}}}}"#;
+        let Parsed::Request(r) = parse(gateway, "rt") else { panic!("rejected") };
+        match r.body {
+            Body::Json { value, len } => {
+                let written = value.to_string();
+                assert_eq!(len, written.len(), "{written}");
+                assert_eq!(value["interface"]["para"]["k"], "v\u{e9}");
+            }
+            Body::Bytes(_) => panic!("an object body is passed on parsed"),
+        }
     }
 
     #[test]
@@ -295,9 +372,9 @@ mod tests {
         let ev =
             br#"{"requestContext":{},"headers":{},"httpMethod":"GET","path":"/","queryString":{"key":"qk"}}"#;
         let Parsed::Request(r) = parse(ev, "rt-2") else { panic!("rejected") };
-        assert!(r.body.is_empty());
         assert_eq!(r.meta.request_id, "rt-2");
         assert_eq!(r.meta.caller_key.as_deref(), Some("qk"));
+        assert!(r.body.into_bytes().is_empty());
     }
 
     #[test]

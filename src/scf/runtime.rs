@@ -2,7 +2,7 @@
 //! "Poll forever" is kept apart from "handle one invocation" so tests run the loop for a fixed number of events.
 //! A panic or a malformed event is answered, never fatal; a failing `next` is retried with backoff.
 
-use super::event::{self, Origin, Parsed};
+use super::event::{self, Body, Incoming, Origin, Parsed};
 use crate::envelope::{Envelope, ReturnCode, WaferError};
 use crate::request::{HttpCall, HttpReply};
 use crate::service::{Route, Service};
@@ -106,7 +106,10 @@ impl RuntimeClient {
 
 /// Handle one invocation: unwrap the event, dispatch under the invocation's deadline, shape the reply.
 pub async fn handle(svc: &Service, inv: &Invocation) -> Vec<u8> {
-    let incoming = match event::parse(&inv.event, &inv.request_id) {
+    let Incoming { origin, method, path, query, content_type, body, meta } = match event::parse(
+        &inv.event,
+        &inv.request_id,
+    ) {
         Parsed::Timer => {
             // A timer trigger is the SCF way to run housekeeping: purge expired sessions.
             let reply = match svc.purge_expired_sessions().await {
@@ -115,7 +118,7 @@ pub async fn handle(svc: &Service, inv: &Invocation) -> Vec<u8> {
             };
             return reply.to_string().into_bytes();
         }
-        Parsed::Request(r) => r,
+        Parsed::Request(r) => *r,
         Parsed::Reject { origin, status, error } => {
             tracing::info!(request_id = %inv.request_id, return_code = error.code.code(), detail = %error.message, "event rejected");
             return event::reply(&origin, status, &Envelope::error(&error));
@@ -125,24 +128,18 @@ pub async fn handle(svc: &Service, inv: &Invocation) -> Vec<u8> {
         .time_limit_ms
         .map(|limit| Duration::from_millis(limit.saturating_sub(DEADLINE_MARGIN_MS).max(50)));
     let too_late = |limit: Option<u64>| {
-        tracing::error!(request_id = %incoming.meta.request_id, limit_ms = limit.unwrap_or(0), "invocation deadline reached");
+        tracing::error!(request_id = %meta.request_id, limit_ms = limit.unwrap_or(0), "invocation deadline reached");
         WaferError::new(
             ReturnCode::InternalErr,
             "the request did not finish within the function's time limit",
         )
     };
-    if incoming.origin == Origin::Gateway {
-        match svc.route(&incoming.method, &incoming.path, incoming.query.as_deref()) {
+    if origin == Origin::Gateway {
+        match svc.route(&method, &path, query.as_deref()) {
             Route::Envelope => {}
             Route::Http => {
-                let call = HttpCall {
-                    method: incoming.method.clone(),
-                    path: incoming.path.clone(),
-                    query: incoming.query.clone(),
-                    content_type: incoming.content_type.clone(),
-                    body: incoming.body.clone(),
-                };
-                let work = svc.handle_http(call, &incoming.meta);
+                let call = HttpCall { method, path, query, content_type, body: body.into_bytes() };
+                let work = svc.handle_http(call, &meta);
                 let reply = match budget {
                     Some(b) => match tokio::time::timeout(b, work).await {
                         Ok(r) => r,
@@ -166,12 +163,17 @@ pub async fn handle(svc: &Service, inv: &Invocation) -> Vec<u8> {
                 return event::gateway_reply(200, ct, crate::metrics::text());
             }
             Route::Metrics | Route::WrongMethod => {
-                tracing::info!(request_id = %incoming.meta.request_id, method = %incoming.method, return_code = 1009, "request refused: method not allowed");
-                return event::reply(&incoming.origin, 405, &Envelope::error(&Route::wrong_method()));
+                tracing::info!(request_id = %meta.request_id, method = %method, return_code = 1009, "request refused: method not allowed");
+                return event::reply(&origin, 405, &Envelope::error(&Route::wrong_method()));
             }
         }
     }
-    let work = svc.handle(&incoming.body, &incoming.meta);
+    let work = async {
+        match body {
+            Body::Bytes(b) => svc.handle(&b, &meta).await,
+            Body::Json { value, len } => svc.handle_value(value, len, &meta).await,
+        }
+    };
     let envelope = match budget {
         Some(b) => match tokio::time::timeout(b, work).await {
             Ok(env) => env,
@@ -179,7 +181,7 @@ pub async fn handle(svc: &Service, inv: &Invocation) -> Vec<u8> {
         },
         None => work.await,
     };
-    event::reply(&incoming.origin, 200, &envelope)
+    event::reply(&origin, 200, &envelope)
 }
 
 /// Backoff for a failing runtime API: 50 ms doubling to 2 s.

@@ -230,7 +230,7 @@ fn function_url_events_name_the_client_and_the_request() {
     assert_eq!(r.meta.source_ip.as_deref(), Some("198.51.100.23"), "first X-Forwarded-For entry");
     assert_eq!(r.meta.caller_key.as_deref(), Some("wk_not_a_real_key"));
     let Parsed::Request(r) = parse(&read("furl-base64-post.json"), "rt") else { panic!("rejected") };
-    assert!(r.body.starts_with(b"{\"interface\""), "base64 body decoded");
+    assert!(r.body.into_bytes().starts_with(b"{\"interface\""), "base64 body decoded");
 }
 
 /// A deployment-like folder: `bootstrap` and the binary side by side, as in the zip.
