@@ -164,16 +164,16 @@ impl Service {
                 ) =>
             {
                 tracing::error!(
-                    request_id = %meta.request_id, interface, appid = %appid, return_code = envelope.return_code,
+                    request_id = %meta.request_id, interface = %interface, appid = %appid, return_code = envelope.return_code,
                     latency_us, caller = %caller_name, detail = e.detail.as_deref().unwrap_or(""), "request"
                 );
             }
             Some(e) => tracing::info!(
-                request_id = %meta.request_id, interface, appid = %appid, return_code = envelope.return_code,
+                request_id = %meta.request_id, interface = %interface, appid = %appid, return_code = envelope.return_code,
                 latency_us, caller = %caller_name, detail = e.detail.as_deref().unwrap_or(""), "request"
             ),
             None => tracing::info!(
-                request_id = %meta.request_id, interface, appid = %appid, return_code = 0, latency_us, caller = %caller_name, "request"
+                request_id = %meta.request_id, interface = %interface, appid = %appid, return_code = 0, latency_us, caller = %caller_name, "request"
             ),
         }
         envelope
@@ -214,14 +214,14 @@ impl Service {
         let reply = match result {
             Ok(r) => r,
             Err(e) => {
-                tracing::info!(request_id = %meta.request_id, interface = name, return_code = e.code.code(), latency_us,
+                tracing::info!(request_id = %meta.request_id, interface = %name, return_code = e.code.code(), latency_us,
                     detail = e.detail.as_deref().unwrap_or(""), "request");
                 crate::metrics::request(name, e.code.code(), latency_us as f64 / 1e6);
                 return http::refusal(&e);
             }
         };
         crate::metrics::request(name, 0, latency_us as f64 / 1e6);
-        tracing::info!(request_id = %meta.request_id, interface = name, status = reply.status, latency_us, "request");
+        tracing::info!(request_id = %meta.request_id, interface = %name, status = reply.status, latency_us, "request");
         reply
     }
 
