@@ -4,7 +4,7 @@
 
 use crate::auth::Gate;
 use crate::envelope::{self, Envelope, Para, ReturnCode, WaferError};
-use crate::handlers::{Deps, Interface};
+use crate::handlers::{Deps, Interface, Reply};
 use crate::request::{HttpCall, HttpReply, RequestMeta};
 use futures_util::FutureExt;
 use serde_json::Value;
@@ -307,12 +307,9 @@ impl Service {
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(panicked()));
-        // A request that named no app is logged with the app its reply names.
+        // A request that named no app (a session named by id) is logged with the app its handler found.
         let appid = match (&result, appid.is_empty()) {
-            (Ok(reply), true) => match reply.data.get("appid") {
-                Some(Value::String(a)) => crate::request::log_safe(a, 64),
-                _ => appid,
-            },
+            (Ok(Reply { app: Some(a), .. }), true) => crate::request::log_safe(a, 64),
             _ => appid,
         };
         Dispatched { interface, appid, caller, result: result.map(|r| (r.message, r.data)) }

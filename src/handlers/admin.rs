@@ -222,5 +222,5 @@ pub async fn handle(deps: &Deps, meta: &RequestMeta, req: AdminRequest) -> Resul
     if audited {
         crate::auth::Audit { action, subject: &subject, meta, at: deps.clock.now() }.log("done");
     }
-    Ok(Reply { message: "ADMIN_SUCCESS", data })
+    Ok(Reply { message: "ADMIN_SUCCESS", data, app: None })
 }

@@ -214,7 +214,7 @@ pub async fn v4(deps: &Deps, req: V4Request) -> Result<Reply, WaferError> {
         rand: random_u32()?,
         fileid: &fileid,
     };
-    Ok(Reply { message: "OK", data: json!(cos::v4_sign(&params, &skey)) })
+    Ok(Reply { message: "OK", data: json!(cos::v4_sign(&params, &skey)), app: None })
 }
 
 /// A v5 presigned request.
@@ -249,5 +249,6 @@ pub async fn v5(deps: &Deps, req: V5Request) -> Result<Reply, WaferError> {
     Ok(Reply {
         message: "OK",
         data: json!({"authorization": sig.authorization, "url": url, "expires_at": now + req.expires}),
+        app: None,
     })
 }

@@ -164,7 +164,7 @@ pub async fn credential(deps: &Deps, req: CredentialRequest) -> Result<Reply, Wa
     };
     data[field] = json!(served.value);
     data["exp"] = json!(served.expires_at);
-    Ok(Reply { message: if served.fresh { new } else { old }, data })
+    Ok(Reply { message: if served.fresh { new } else { old }, data, app: None })
 }
 
 /// Sign a page URL with the managed ticket, so the ticket never leaves the server.
@@ -187,6 +187,7 @@ pub async fn signature(deps: &Deps, req: SignatureRequest) -> Result<Reply, Wafe
     Ok(Reply {
         message: "SIGNATURE_SUCCESS",
         data: json!({"appId": app_id, "timestamp": timestamp, "nonceStr": noncestr, "signature": signature, "url": url}),
+        app: None,
     })
 }
 
@@ -204,5 +205,5 @@ pub async fn init_agent(deps: &Deps, meta: &RequestMeta, req: InitAgentRequest) 
     })?;
     let subject = format!("{}/{}", req.corpid, req.agentid);
     crate::auth::Audit { action: "initagent", subject: &subject, meta, at: now }.log(change.outcome.as_str());
-    Ok(Reply { message: "INIT_APPINFO_SUCCESS", data: json!("") })
+    Ok(Reply { message: "INIT_APPINFO_SUCCESS", data: json!(""), app: None })
 }

@@ -99,6 +99,8 @@ impl Default for Settings {
 pub struct Reply {
     pub message: &'static str,
     pub data: Value,
+    /// The app a request named only by its session turned out to concern, for the log line.
+    pub app: Option<String>,
 }
 
 /// A parsed request of one interface.

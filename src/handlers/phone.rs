@@ -69,5 +69,6 @@ pub async fn phone(deps: &Deps, req: PhoneRequest<'_>, scope: Option<&Caller>) -
     Ok(Reply {
         message: "PHONE_SUCCESS",
         data: json!({"phoneNumber": phone, "purePhoneNumber": pure, "countryCode": country, "appid": appid}),
+        app: None,
     })
 }

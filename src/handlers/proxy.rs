@@ -145,5 +145,5 @@ pub async fn call(deps: &Deps, req: CallRequest) -> Result<Reply, WaferError> {
             "data_base64": base64::engine::general_purpose::STANDARD.encode(&reply.bytes),
         }),
     };
-    Ok(Reply { message: "CALL_SUCCESS", data })
+    Ok(Reply { message: "CALL_SUCCESS", data, app: None })
 }

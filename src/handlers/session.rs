@@ -258,6 +258,7 @@ pub async fn login(
             "user_info": user_info.unwrap_or(Value::Null),
             "duration": app.login_duration_secs,
         }),
+        app: Some(app.appid.clone()),
     })
 }
 
@@ -310,6 +311,7 @@ pub async fn auth(deps: &Deps, req: AuthRequest<'_>, scope: Option<&Caller>) -> 
             "openid": s.openid,
             "unionid": s.unionid,
         }),
+        app: Some(s.appid.clone()),
     })
 }
 
@@ -323,7 +325,7 @@ pub async fn decrypt(
     let s = view.session;
     let key = deps.store.open_session_key(&s.appid, &s.openid, &s.session_key).map_err(SessionError::Read)?;
     let data = wxdata::decrypt(&key, req.encrypt_data, req.iv, &s.appid).map_err(decrypt_error)?;
-    Ok(Reply { message: "DECRYPT_SUCCESS", data })
+    Ok(Reply { message: "DECRYPT_SUCCESS", data, app: Some(s.appid) })
 }
 
 /// `qcloud.cam.userinfo`: decrypt the profile of a live session and store it.
@@ -343,5 +345,6 @@ pub async fn userinfo(
     Ok(Reply {
         message: "UPDATE_USERINFO_SUCCESS",
         data: json!({"id": s.id, "skey": req.skey, "appid": s.appid, "user_info": info}),
+        app: Some(s.appid.clone()),
     })
 }

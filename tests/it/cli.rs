@@ -412,3 +412,69 @@ both_backends!(
     serve_logs_users_in_against_a_fake_wechat,
     cos_and_agent_registries_never_print_secrets
 );
+
+/// A request that names its session by id only is logged with the session's app, which the handler found (not read
+/// back out of the reply): `auth` and `decrypt` (whose reply names no app at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_naming_only_a_session_are_logged_with_its_app() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wx = crate::fake_wechat::FakeWeChat::start().await;
+    wx.register("wx_logged", "logged-secret");
+    run_ok(db_env(&mut wafer(dir.path()), &db).args([
+        "app",
+        "add",
+        "--appid",
+        "wx_logged",
+        "--secret",
+        "logged-secret",
+    ]));
+    let env = [
+        ("WAFER_DATABASE_URL", db.url.as_str()),
+        ("WAFER_WECHAT_BASE_URL", &wx.base_url),
+        ("WAFER_LOG_FORMAT", "json"),
+    ];
+    let (mut child, url) = spawn_server(dir.path(), &env, true).await;
+    let client = reqwest::Client::new();
+    let login = post_envelope(
+        &client,
+        &url,
+        "qcloud.cam.id_skey",
+        json!({"appid": "wx_logged", "code": wx.code_for("u_logged")}),
+    )
+    .await;
+    assert_eq!(login["returnCode"], 0, "{login}");
+    let (id, skey) = (&login["returnData"]["id"], &login["returnData"]["skey"]);
+    let auth = post_envelope(&client, &url, "qcloud.cam.auth", json!({"id": id, "skey": skey})).await;
+    assert_eq!(auth["returnCode"], 0, "{auth}");
+    let iv = "r7BXXKkLb8qrSNn05n0qiA==";
+    let sealed = crate::helpers::encrypt_for_tests(
+        &wx.session_key("u_logged"),
+        iv,
+        br#"{"x":1,"watermark":{"appid":"wx_logged"}}"#,
+    )
+    .unwrap();
+    let para = json!({"id": id, "skey": skey, "encrypt_data": sealed, "iv": iv});
+    let decrypted = post_envelope(&client, &url, "qcloud.cam.decrypt", para).await;
+    assert_eq!(decrypted["returnCode"], 0, "{decrypted}");
+    assert!(decrypted["returnData"].get("appid").is_none(), "the reply itself names no app");
+    assert!(terminate(&mut child).success());
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter(|l| l.contains("\"message\":\"request\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let apps: Vec<(&str, &str)> =
+        lines.iter().map(|l| (l["interface"].as_str().unwrap(), l["appid"].as_str().unwrap())).collect();
+    assert_eq!(
+        apps,
+        [
+            ("qcloud.cam.id_skey", "wx_logged"),
+            ("qcloud.cam.auth", "wx_logged"),
+            ("qcloud.cam.decrypt", "wx_logged")
+        ],
+        "{logs}"
+    );
+}
