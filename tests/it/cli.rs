@@ -31,30 +31,53 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-pub async fn wait_listening(port: u16, child: &mut Child) {
+/// Whether the server listens on `port` (false: it exited first); panics if it does neither within 20 s.
+pub async fn wait_listening(port: u16, child: &mut Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
+            return true;
         }
-        assert!(child.try_wait().unwrap().is_none(), "server exited early");
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("server did not listen on {port}");
 }
 
+/// Spawn a server on a port found free, and wait until it listens. A port found free can be taken by any socket of
+/// a parallel test before the server binds it, so a server that exits before listening is tried again on another
+/// port; one that never listens fails the test with what it printed (when piped).
+pub async fn spawn_listening(mut spawn: impl FnMut(u16) -> Child) -> (Child, u16) {
+    const ATTEMPTS: usize = 5;
+    for attempt in 1..=ATTEMPTS {
+        let port = free_port();
+        let mut child = spawn(port);
+        if wait_listening(port, &mut child).await {
+            return (child, port);
+        }
+        if attempt == ATTEMPTS {
+            let out = child.wait_with_output().unwrap();
+            panic!("server exited early {ATTEMPTS} times: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    unreachable!()
+}
+
 /// Start `wafer-scf serve` on a free port with the given environment; returns the child and its base URL once it
 /// listens. Output goes to pipes when `capture` is set, else to /dev/null.
 pub async fn spawn_server(dir: &std::path::Path, env: &[(&str, &str)], capture: bool) -> (Child, String) {
-    let port = free_port();
-    let mut c = wafer(dir);
-    c.env("WAFER_LISTEN", format!("127.0.0.1:{port}"));
-    for (k, v) in env {
-        c.env(k, v);
-    }
     let out = || if capture { Stdio::piped() } else { Stdio::null() };
-    let mut child = c.arg("serve").stdout(out()).stderr(out()).spawn().unwrap();
-    wait_listening(port, &mut child).await;
+    let (child, port) = spawn_listening(|port| {
+        let mut c = wafer(dir);
+        c.env("WAFER_LISTEN", format!("127.0.0.1:{port}"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.arg("serve").stdout(out()).stderr(out()).spawn().unwrap()
+    })
+    .await;
     (child, format!("http://127.0.0.1:{port}/"))
 }
 
@@ -222,15 +245,16 @@ async fn a_new_user_with_no_configuration_gets_a_wafer_error_when_wechat_is_unre
     run_ok(wafer(dir.path()).args(["app", "add", "--appid", "wx_new", "--secret", "s"]));
     assert!(dir.path().join("wafer.db").exists(), "embedded store created in the working directory");
     let closed = free_port();
-    let port = free_port();
-    let mut child = wafer(dir.path())
-        .env("WAFER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("WAFER_WECHAT_BASE_URL", format!("http://127.0.0.1:{closed}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_listening(port, &mut child).await;
+    let (mut child, port) = spawn_listening(|port| {
+        wafer(dir.path())
+            .env("WAFER_LISTEN", format!("127.0.0.1:{port}"))
+            .env("WAFER_WECHAT_BASE_URL", format!("http://127.0.0.1:{closed}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    })
+    .await;
     let url = format!("http://127.0.0.1:{port}/");
     let r = post_envelope(&reqwest::Client::new(), &url, "qcloud.cam.id_skey", json!({"code": "abc"})).await;
     assert_eq!(r["returnCode"], 1005, "{r}");
