@@ -201,20 +201,20 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
             }
         }
     };
-    let Value::Object(o) = &value else {
+    let Value::Object(mut o) = value else {
         return reject(Origin::Direct, 200, "$", "must be a JSON object");
     };
     if o.get("Type").and_then(Value::as_str) == Some("Timer") && o.contains_key("TriggerName") {
         return Parsed::Timer;
     }
-    if !is_gateway(o) {
+    if !is_gateway(&o) {
         return Parsed::Request(Box::new(Incoming {
             origin: Origin::Direct,
             method: "POST".into(),
             path: "/".into(),
             query: None,
             content_type: None,
-            body: Body::Json { value, len: event.len() },
+            body: Body::Json { value: Value::Object(o), len: event.len() },
             meta: RequestMeta {
                 request_id: crate::request::safe_request_id(runtime_request_id).unwrap_or("-").to_owned(),
                 direct: true,
@@ -222,9 +222,6 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
             },
         }));
     }
-    let Value::Object(mut o) = value else {
-        return reject(Origin::Direct, 200, "$", "must be a JSON object");
-    };
     let body_field = o.remove("body");
     let o = &o;
     let headers = match o.get("headers") {

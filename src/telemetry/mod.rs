@@ -72,18 +72,15 @@ struct LineTime;
 impl tracing_subscriber::fmt::time::FormatTime for LineTime {
     fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
         use std::cell::RefCell;
-        use std::fmt::Write;
         thread_local!(static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) });
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         SECOND.with(|cell| {
             let mut second = cell.borrow_mut();
             if second.0 != secs {
-                let (y, m, d) = crate::clock::civil_from_days(secs.div_euclid(86_400));
-                let t = secs.rem_euclid(86_400);
-                second.1.clear();
-                write!(second.1, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", t / 3600, t % 3600 / 60, t % 60)?;
-                second.0 = secs;
+                let mut text = crate::clock::format_utc(secs);
+                text.pop(); // the `Z`: it goes after the fraction
+                *second = (secs, text);
             }
             write!(w, "{}.{:06}Z", second.1, now.subsec_micros())
         })

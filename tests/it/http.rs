@@ -21,6 +21,20 @@ async fn start(svc: Arc<wafer_scf::service::Service>) -> Running {
     Running { url: format!("http://{addr}"), stop: Some(tx), task }
 }
 
+/// A server with these HTTP limits over a fresh embedded store (keep the app: it owns the store and the fake).
+async fn start_with_limits(limits: wafer_scf::service::HttpLimits) -> (TestApp, Running) {
+    let t = TestApp::new(Backend::Sqlite).await;
+    let mut svc = crate::helpers::build(
+        t.store.clone(),
+        &t.wx.base_url,
+        t.clock.clone(),
+        crate::helpers::open_settings(),
+    );
+    svc.http_limits = limits;
+    let running = start(Arc::new(svc)).await;
+    (t, running)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelopes_are_answered_on_any_path_over_a_real_socket() {
     let t = TestApp::new(Backend::Sqlite).await;
@@ -127,19 +141,12 @@ async fn envelopes_are_answered_on_any_path_over_a_real_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_connections_are_closed_and_capped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let t = TestApp::new(Backend::Sqlite).await;
-    let mut svc = crate::helpers::build(
-        t.store.clone(),
-        &t.wx.base_url,
-        t.clock.clone(),
-        crate::helpers::open_settings(),
-    );
-    svc.http_limits = wafer_scf::service::HttpLimits {
+    let (_t, mut running) = start_with_limits(wafer_scf::service::HttpLimits {
         header_timeout: std::time::Duration::from_millis(400),
         body_timeout: std::time::Duration::from_millis(400),
         max_connections: 60,
-    };
-    let mut running = start(Arc::new(svc)).await;
+    })
+    .await;
     let addr = running.url.trim_start_matches("http://").trim_end_matches('/').to_owned();
 
     let mut socks = Vec::new();
@@ -194,16 +201,10 @@ async fn slow_and_idle_connections_are_closed_and_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_kept_alive_connection_stays_open_and_an_idle_one_is_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let t = TestApp::new(Backend::Sqlite).await;
-    let mut svc = crate::helpers::build(
-        t.store.clone(),
-        &t.wx.base_url,
-        t.clock.clone(),
-        crate::helpers::open_settings(),
-    );
     let timeout = std::time::Duration::from_millis(1500);
-    svc.http_limits = wafer_scf::service::HttpLimits { header_timeout: timeout, ..Default::default() };
-    let mut running = start(Arc::new(svc)).await;
+    let (_t, mut running) =
+        start_with_limits(wafer_scf::service::HttpLimits { header_timeout: timeout, ..Default::default() })
+            .await;
     let addr = running.url.trim_start_matches("http://").trim_end_matches('/').to_owned();
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let started = std::time::Instant::now();
