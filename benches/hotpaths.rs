@@ -36,10 +36,35 @@ const KEY: &str = "wk_bench000000000000000000000000000000000000000000";
 
 struct Run {
     rps: f64,
+    requests: u64,
     p50_ms: f64,
     p99_ms: f64,
     failures: u64,
     non_2xx: u64,
+}
+
+/// wrk's `318234 requests in 3.00s, 61.29MB read`: the number of requests.
+fn requests_line(l: &str) -> Option<u64> {
+    let (n, rest) = l.split_once(' ')?;
+    if rest.starts_with("requests in ") {
+        n.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// CPU time (user and system) a process has used so far, in seconds, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: u32) -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let per_sec = *TICKS.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().ok();
+        out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis start at the third (state); utime and stime are the 14th and 15th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / per_sec
 }
 
 fn to_ms(s: &str) -> f64 {
@@ -63,10 +88,12 @@ fn wrk(url: &str, script: &Path, secs: u64, conns: u32) -> Run {
         .output()
         .expect("wrk is not installed: run scripts/bench.sh (it installs the Debian package wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut run = Run { rps: 0.0, p50_ms: f64::NAN, p99_ms: f64::NAN, failures: 0, non_2xx: 0 };
+    let mut run = Run { rps: 0.0, requests: 0, p50_ms: f64::NAN, p99_ms: f64::NAN, failures: 0, non_2xx: 0 };
     for line in text.lines() {
         let l = line.trim();
-        if let Some(v) = l.strip_prefix("Requests/sec:") {
+        if let Some(n) = requests_line(l) {
+            run.requests = n;
+        } else if let Some(v) = l.strip_prefix("Requests/sec:") {
             run.rps = v.trim().parse().unwrap_or(0.0);
         } else if let Some(v) = l.strip_prefix("50%") {
             run.p50_ms = to_ms(v);
@@ -255,13 +282,23 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
     // The limit moves with whatever else the machine does: the two are measured in alternating short rounds and
     // the round nearest the median ratio is printed, with the spread of the ratio across rounds.
     let mut rounds = Vec::new();
+    // CPU per request of each server over all its rounds: steadier than req/s on a busy machine (the bare server
+    // runs in this process, whose other threads are idle meanwhile).
+    let (mut bare_cpu, mut bare_requests, mut server_cpu, mut server_requests) = (0.0, 0, 0.0, 0);
     for _ in 0..ROUNDS {
+        let before = cpu_secs(std::process::id());
         let limit = run_for(bare_url.clone(), token_script.clone(), 16, round_secs(secs)).await;
+        bare_cpu += cpu_secs(std::process::id()) - before;
+        bare_requests += limit.requests;
+        let before = cpu_secs(child.id());
         let cached = run_for(format!("{url}/"), token_script.clone(), 16, round_secs(secs)).await;
+        server_cpu += cpu_secs(child.id()) - before;
+        server_requests += cached.requests;
         rounds.push((cached.rps / limit.rps, limit, cached));
     }
     rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (ratio, limit, cached) = &rounds[rounds.len() / 2];
+    let per_request = |cpu: f64, n: u64| 1e6 * cpu / n.max(1) as f64;
     println!("{}", line("limit (bare axum, canned reply)", limit));
     println!(
         "{}  {:.0}% of the limit (median of {ROUNDS} alternating rounds; {:.0}–{:.0}%)",
@@ -269,6 +306,12 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
         100.0 * ratio,
         100.0 * rounds[0].0,
         100.0 * rounds[rounds.len() - 1].0
+    );
+    println!(
+        "CPU per request: limit {:.1} µs, cached token {:.1} µs ({:.0}% of the limit's throughput at equal CPU)",
+        per_request(bare_cpu, bare_requests),
+        per_request(server_cpu, server_requests),
+        100.0 * per_request(bare_cpu, bare_requests) / per_request(server_cpu, server_requests)
     );
     let auth = run(format!("{url}/"), auth_script, 16).await;
     println!("{}  failures {}", line("qcloud.cam.auth", &auth), auth.failures);

@@ -74,7 +74,8 @@ struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<InterfaceLabels, Histogram>,
     upstream: Family<UpstreamLabels, Counter>,
-    credentials: Family<EventLabels, Counter>,
+    /// One counter per [`CredEvent`], created up front (every event is counted from 0).
+    credentials: [Counter; 4],
     storage_ops: Family<BackendLabels, Counter>,
     storage_errors: Family<BackendLabels, Counter>,
 }
@@ -107,15 +108,44 @@ fn metrics() -> &'static Metrics {
         let build = Family::<BuildLabels, Gauge>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("build_info", "The running build", build);
+        let credentials = [CredEvent::Hit, CredEvent::Miss, CredEvent::Refresh, CredEvent::RememberedFailure]
+            .map(|e| credentials.get_or_create(&EventLabels { event: e.label() }).clone());
         Metrics { registry, requests, latency, upstream, credentials, storage_ops, storage_errors }
     })
 }
 
+/// Series handles a thread has used, looked up by label without the family's lock and hash.
+const HANDLES_PER_THREAD: usize = 64;
+
 /// One answered request.
 pub fn request(interface: &'static str, code: i64, seconds: f64) {
+    use std::cell::RefCell;
+    type Handles = Vec<(&'static str, i64, Counter, Histogram)>;
+    thread_local!(static HANDLES: RefCell<Handles> = const { RefCell::new(Vec::new()) });
     let m = metrics();
-    m.requests.get_or_create(&RequestLabels { interface, code }).inc();
-    m.latency.get_or_create(&InterfaceLabels { interface }).observe(seconds);
+    let counted = HANDLES.with(|h| {
+        let Ok(mut handles) = h.try_borrow_mut() else { return false };
+        if let Some((_, _, count, latency)) =
+            handles.iter().find(|(i, c, _, _)| *c == code && *i == interface)
+        {
+            count.inc();
+            latency.observe(seconds);
+            return true;
+        }
+        if handles.len() >= HANDLES_PER_THREAD {
+            return false;
+        }
+        let count = m.requests.get_or_create(&RequestLabels { interface, code }).clone();
+        let latency = m.latency.get_or_create(&InterfaceLabels { interface }).clone();
+        count.inc();
+        latency.observe(seconds);
+        handles.push((interface, code, count, latency));
+        true
+    });
+    if !counted {
+        m.requests.get_or_create(&RequestLabels { interface, code }).inc();
+        m.latency.get_or_create(&InterfaceLabels { interface }).observe(seconds);
+    }
 }
 
 /// One upstream call and how it ended.
@@ -124,7 +154,7 @@ pub fn upstream(endpoint: &'static str, result: String) {
 }
 
 pub fn credential(event: CredEvent) {
-    metrics().credentials.get_or_create(&EventLabels { event: event.label() }).inc();
+    metrics().credentials[event as usize].inc();
 }
 
 /// One storage operation of `backend`, failed or not.
@@ -174,10 +204,37 @@ mod tests {
             r#"wafer_upstream_calls_total{endpoint="/cgi-bin/stable_token",result="errcode_40164"}"#
         ));
         assert!(text.contains("wafer_build_info"));
+        assert!(text.contains(r#"wafer_credential_events_total{event="remembered_failure"} 0"#), "{text}");
         let json = json();
         assert!(
             json.as_object().unwrap().keys().any(|k| k.starts_with("wafer_storage_errors_total")),
             "{json}"
         );
+    }
+
+    #[test]
+    fn every_request_is_counted_beyond_the_threads_handles() {
+        let count = |interface: &str, code: i64| {
+            let text = text();
+            let series = format!(r#"wafer_requests_total{{interface="{interface}",code="{code}"}} "#);
+            text.lines().find_map(|l| l.strip_prefix(&series)).map_or(0, |v| v.parse::<u64>().unwrap())
+        };
+        // A thread of its own: its handles start empty, and other tests' counts use other labels.
+        std::thread::spawn(move || {
+            for code in 0..(HANDLES_PER_THREAD as i64 + 10) {
+                for _ in 0..3 {
+                    request("test.metrics.handles", 70_000 + code, 0.001);
+                }
+            }
+        })
+        .join()
+        .unwrap();
+        for code in
+            [0, 1, HANDLES_PER_THREAD as i64 - 1, HANDLES_PER_THREAD as i64, HANDLES_PER_THREAD as i64 + 9]
+        {
+            assert_eq!(count("test.metrics.handles", 70_000 + code), 3, "code {code}");
+        }
+        credential(CredEvent::Refresh);
+        assert!(text().contains(r#"wafer_credential_events_total{event="refresh"} "#));
     }
 }

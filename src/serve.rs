@@ -8,7 +8,7 @@ use crate::service::{Route, Service};
 const JSON: &str = "application/json; charset=utf-8";
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::StreamExt;
@@ -84,6 +84,7 @@ pub async fn serve(
                 let _ = stop.wait_for(|s| *s).await.map(|_| ());
             };
             tokio::select! {
+                biased; // the connection first: it is what wakes this task nearly every time
                 _ = conn.as_mut() => {}
                 _ = watch.idle_for(limits.header_timeout) => {} // dropped: closed
                 _ = stopping => {
@@ -259,8 +260,17 @@ fn envelope_response(status: StatusCode, env: &Envelope) -> Response {
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Header names looked up on every request, parsed once.
+static REQUEST_ID_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("x-scf-request-id"),
+    HeaderName::from_static("x-api-requestid"),
+];
+static WAFER_KEY: HeaderName = HeaderName::from_static("x-wafer-key");
+static ADMIN_TOKEN: HeaderName = HeaderName::from_static("x-wafer-admin-token");
+
 fn request_id(headers: &HeaderMap) -> String {
-    for name in ["x-request-id", "x-scf-request-id", "x-api-requestid"] {
+    for name in &REQUEST_ID_HEADERS {
         if let Some(v) =
             headers.get(name).and_then(|v| v.to_str().ok()).and_then(crate::request::safe_request_id)
         {
@@ -270,7 +280,32 @@ fn request_id(headers: &HeaderMap) -> String {
     // The process id is read once (getpid is a system call on every request otherwise).
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let prefix = PREFIX.get_or_init(|| format!("http-{}-", std::process::id()));
-    format!("{prefix}{}", REQUEST_SEQ.fetch_add(1, Ordering::Relaxed))
+    let mut seq = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (seq % 10) as u8;
+        seq /= 10;
+        if seq == 0 {
+            break;
+        }
+    }
+    let mut id = String::with_capacity(prefix.len() + digits.len() - at);
+    id.push_str(prefix);
+    id.extend(digits[at..].iter().map(|&d| char::from(d)));
+    id
+}
+
+/// A request header by name, without parsing the names asked on every request.
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let value = match name {
+        "x-wafer-key" => headers.get(&WAFER_KEY),
+        "authorization" => headers.get(header::AUTHORIZATION),
+        "x-wafer-admin-token" => headers.get(&ADMIN_TOKEN),
+        other => headers.get(other),
+    };
+    value.and_then(|v| v.to_str().ok())
 }
 
 async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
@@ -298,10 +333,7 @@ async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
         source_ip: Some(peer.to_owned()),
         ..RequestMeta::default()
     }
-    .with_credentials(
-        |name| parts.headers.get(name).and_then(|v| v.to_str().ok()),
-        crate::request::query_key(parts.uri.query()),
-    );
+    .with_credentials(|name| header(&parts.headers, name), crate::request::query_key(parts.uri.query()));
     let bytes = match read_body(body, svc, &meta).await {
         Ok(b) => b,
         Err(resp) => return resp,
@@ -334,9 +366,19 @@ async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
 async fn read_body(body: axum::body::Body, svc: &Service, meta: &RequestMeta) -> Result<Vec<u8>, Response> {
     let mut body = body.into_data_stream();
     let mut bytes = Vec::new();
-    let body_deadline = tokio::time::Instant::now() + svc.http_limits.body_timeout;
+    // Set when the body first keeps the reader waiting (a body that came with its headers needs no clock).
+    let mut body_deadline = None;
     loop {
-        let chunk = match tokio::time::timeout_at(body_deadline, body.next()).await {
+        // A body that has already arrived (nearly every one: it comes with the headers) is taken without a timer.
+        let next = match futures_util::future::poll_immediate(body.next()).await {
+            Some(next) => Ok(next),
+            None => {
+                let deadline = *body_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + svc.http_limits.body_timeout);
+                tokio::time::timeout_at(deadline, body.next()).await
+            }
+        };
+        let chunk = match next {
             Ok(Some(chunk)) => chunk,
             Ok(None) => return Ok(bytes),
             Err(_) => {

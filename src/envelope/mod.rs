@@ -92,7 +92,8 @@ impl Envelope {
     /// The JSON bytes sent on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serializing this struct cannot fail: every field is a plain JSON value.
-        serde_json::to_vec(self).unwrap_or_else(|_| {
+        let mut out = Vec::with_capacity(256);
+        serde_json::to_writer(&mut out, self).map(|()| out).unwrap_or_else(|_| {
             br#"{"returnCode":1099,"returnMessage":"INTERNAL_ERR","returnData":"","version":1,"componentName":"MA"}"#
                 .to_vec()
         })

@@ -88,6 +88,11 @@ impl BatchWriter {
         Ok((Self { shared: shared.clone() }, FlushGuard { shared, thread: Some(thread) }))
     }
 
+    /// Append one whole line (or drop and count it when the batch is full).
+    pub fn push(&self, line: &[u8]) {
+        self.shared.push(line);
+    }
+
     /// Lines dropped so far because the batch was full.
     pub fn dropped_lines(&self) -> usize {
         self.shared.dropped.load(Ordering::Relaxed)

@@ -4,7 +4,9 @@
 //! instance writes each line before it answers (it may be frozen right after its reply, and CLS must get every line).
 
 pub mod batch;
+pub mod line;
 
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
 /// Log line format (`WAFER_LOG_FORMAT`).
@@ -46,23 +48,30 @@ pub fn init(filter: &str, format: LogFormat, background: bool) -> Option<batch::
     } else {
         None
     };
-    let (writer, guard) = match spawned {
+    let (writer, sink, guard) = match spawned {
         Some((w, guard)) => {
             let _ = BACKGROUND.set(w.clone());
-            (tracing_subscriber::fmt::writer::BoxMakeWriter::new(w), Some(guard))
+            (BoxMakeWriter::new(w.clone()), line::Sink::Batch(w), Some(guard))
         }
-        None => (tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr), None),
+        None => (BoxMakeWriter::new(std::io::stderr), line::Sink::Stderr, None),
     };
+    if tracing::dispatcher::set_global_default(dispatch(filter, format, writer)).is_ok() {
+        let _ = line::OUTPUT.set((sink, format));
+    }
+    guard
+}
+
+/// The subscriber [`init`] installs, writing to `writer` (tests capture its lines with it).
+pub fn dispatch(filter: EnvFilter, format: LogFormat, writer: BoxMakeWriter) -> tracing::Dispatch {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
         .with_target(false)
         .with_timer(LineTime);
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-    guard
+    match format {
+        LogFormat::Text => tracing::Dispatch::new(builder.with_ansi(false).finish()),
+        LogFormat::Json => tracing::Dispatch::new(builder.json().flatten_event(true).finish()),
+    }
 }
 
 /// Timestamps as the default timer writes them (`2026-11-25T20:16:00.123456Z`), with the part up to the second
@@ -71,19 +80,10 @@ struct LineTime;
 
 impl tracing_subscriber::fmt::time::FormatTime for LineTime {
     fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
-        use std::cell::RefCell;
-        thread_local!(static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) });
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        SECOND.with(|cell| {
-            let mut second = cell.borrow_mut();
-            if second.0 != secs {
-                let mut text = crate::clock::format_utc(secs);
-                text.pop(); // the `Z`: it goes after the fraction
-                *second = (secs, text);
-            }
-            write!(w, "{}.{:06}Z", second.1, now.subsec_micros())
-        })
+        let mut text = Vec::with_capacity(32);
+        line::stamp(&mut text, now);
+        w.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
     }
 }
 

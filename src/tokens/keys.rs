@@ -105,13 +105,26 @@ impl CredKey {
     }
 }
 
+impl CredKey {
+    /// The key as storage and the caches name it (`mp:token:wx…`, `wc:token:corp:agent`): the same text as
+    /// `Display`, built without the formatter (it is asked for on every credential request).
+    pub fn text(&self) -> String {
+        let prefix = self.kind.prefix();
+        let mut out = String::with_capacity(prefix.len() + self.a.len() + self.b.len() + 2);
+        out.push_str(prefix);
+        out.push(':');
+        out.push_str(&self.a);
+        if self.kind.is_wecom() {
+            out.push(':');
+            out.push_str(&self.b);
+        }
+        out
+    }
+}
+
 impl std::fmt::Display for CredKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.kind.is_wecom() {
-            write!(f, "{}:{}:{}", self.kind.prefix(), self.a, self.b)
-        } else {
-            write!(f, "{}:{}", self.kind.prefix(), self.a)
-        }
+        f.write_str(&self.text())
     }
 }
 

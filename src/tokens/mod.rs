@@ -295,7 +295,7 @@ impl Credentials {
                 Force::Rejected(v) => (Force::Yes(Some(v)), false),
                 f => (f, true),
             };
-            let k = key.to_string();
+            let k = key.text();
             if force == Force::No {
                 let now = self.clock.now();
                 if let Some((hit, seen)) = self.counted_hit(&k, now) {

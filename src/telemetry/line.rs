@@ -1,0 +1,174 @@
+//! The one line per request, written by hand: its fields go straight into bytes — the same text or JSON the
+//! subscriber writes for any other event, byte for byte — instead of through tracing's field visitors and
+//! `core::fmt` (which cost the request more than anything else it does on a cached path). The caller checks the
+//! filter first (`tracing::enabled!`), and falls back to a tracing event when no output was installed by
+//! [`super::init`] (a library user's own subscriber).
+
+use super::LogFormat;
+use std::cell::RefCell;
+use std::io::Write;
+use std::sync::OnceLock;
+use tracing::Level;
+
+/// One field's value.
+#[derive(Debug, Clone, Copy)]
+pub enum Value<'a> {
+    /// Written as it is in text (a `%field`), as a JSON string in JSON.
+    Shown(&'a str),
+    /// A plain string field: quoted and escaped in text (`{:?}`), a JSON string in JSON.
+    Quoted(&'a str),
+    Int(i64),
+}
+
+/// Where hand-written lines go, set by [`super::init`] along with the subscriber.
+pub(super) enum Sink {
+    Batch(super::batch::BatchWriter),
+    Stderr,
+}
+
+pub(super) static OUTPUT: OnceLock<(Sink, LogFormat)> = OnceLock::new();
+
+/// Write one line with `message` and `fields` at `level` to the installed output; `false` when [`super::init`]
+/// installed none (write it through tracing then). The caller has checked that the level is enabled.
+pub fn write(level: Level, message: &str, fields: &[(&str, Value<'_>)]) -> bool {
+    let Some((sink, format)) = OUTPUT.get() else {
+        return false;
+    };
+    thread_local!(static BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512)));
+    BUF.with(|buf| {
+        let Ok(mut buf) = buf.try_borrow_mut() else {
+            return false;
+        };
+        buf.clear();
+        format_line(&mut buf, *format, now(), level, message, fields);
+        match sink {
+            Sink::Batch(w) => w.push(&buf),
+            Sink::Stderr => {
+                let _ = std::io::stderr().lock().write_all(&buf);
+            }
+        }
+        true
+    })
+}
+
+fn now() -> std::time::Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+}
+
+/// The line as the subscriber configured by [`super::init`] writes it (`at`: time since the epoch).
+pub fn format_line(
+    out: &mut Vec<u8>,
+    format: LogFormat,
+    at: std::time::Duration,
+    level: Level,
+    message: &str,
+    fields: &[(&str, Value<'_>)],
+) {
+    let level_name = level.as_str();
+    match format {
+        LogFormat::Text => {
+            stamp(out, at);
+            // The level right-aligned in five columns, as the text formatter pads it.
+            out.extend(std::iter::repeat_n(b' ', 1 + 5usize.saturating_sub(level_name.len())));
+            out.extend_from_slice(level_name.as_bytes());
+            out.push(b' ');
+            // Messages are written with their ANSI escapes defused; every message given here is a fixed name.
+            out.extend_from_slice(message.as_bytes());
+            for (name, value) in fields {
+                out.push(b' ');
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'=');
+                match value {
+                    Value::Shown(s) => out.extend_from_slice(s.as_bytes()),
+                    Value::Quoted(s) => quoted(out, s),
+                    Value::Int(n) => int(out, *n),
+                }
+            }
+        }
+        LogFormat::Json => {
+            out.extend_from_slice(b"{\"timestamp\":\"");
+            stamp(out, at);
+            out.extend_from_slice(b"\",\"level\":\"");
+            out.extend_from_slice(level_name.as_bytes());
+            out.extend_from_slice(b"\",\"message\":");
+            json_str(out, message);
+            for (name, value) in fields {
+                out.push(b',');
+                json_str(out, name);
+                out.push(b':');
+                match value {
+                    Value::Shown(s) | Value::Quoted(s) => json_str(out, s),
+                    Value::Int(n) => int(out, *n),
+                }
+            }
+            out.push(b'}');
+        }
+    }
+    out.push(b'\n');
+}
+
+/// `2026-11-25T20:16:00.123456Z`; the part up to the second is formatted once per second per thread.
+pub(super) fn stamp(out: &mut Vec<u8>, at: std::time::Duration) {
+    thread_local!(static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) });
+    let secs = i64::try_from(at.as_secs()).unwrap_or(i64::MAX);
+    SECOND.with(|cell| {
+        let mut second = cell.borrow_mut();
+        if second.0 != secs {
+            let mut text = crate::clock::format_utc(secs);
+            text.pop(); // the `Z`: it goes after the fraction
+            *second = (secs, text);
+        }
+        out.extend_from_slice(second.1.as_bytes());
+    });
+    out.push(b'.');
+    let micros = at.subsec_micros();
+    let mut digits = [b'0'; 6];
+    let mut rest = micros;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.extend_from_slice(&digits);
+    out.push(b'Z');
+}
+
+fn int(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// `{:?}` of a string: plain printable ASCII without quotes or backslashes is copied; anything else goes through
+/// the standard formatter, so the escaping is exactly the standard one.
+fn quoted(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = write!(out, "{s:?}");
+    }
+}
+
+/// A JSON string: plain ASCII is copied; anything else goes through serde_json's escaping (the JSON formatter's).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
