@@ -8,7 +8,7 @@ use crate::service::{Route, Service};
 const JSON: &str = "application/json; charset=utf-8";
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::StreamExt;
@@ -260,52 +260,69 @@ fn envelope_response(status: StatusCode, env: &Envelope) -> Response {
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Header names looked up on every request, parsed once.
-static REQUEST_ID_HEADERS: [HeaderName; 3] = [
-    HeaderName::from_static("x-request-id"),
-    HeaderName::from_static("x-scf-request-id"),
-    HeaderName::from_static("x-api-requestid"),
-];
-static WAFER_KEY: HeaderName = HeaderName::from_static("x-wafer-key");
-static ADMIN_TOKEN: HeaderName = HeaderName::from_static("x-wafer-admin-token");
-
-fn request_id(headers: &HeaderMap) -> String {
-    for name in &REQUEST_ID_HEADERS {
-        if let Some(v) =
-            headers.get(name).and_then(|v| v.to_str().ok()).and_then(crate::request::safe_request_id)
-        {
-            return v.to_owned();
-        }
-    }
-    // The process id is read once (getpid is a system call on every request otherwise).
-    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let prefix = PREFIX.get_or_init(|| format!("http-{}-", std::process::id()));
-    let mut seq = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (seq % 10) as u8;
-        seq /= 10;
-        if seq == 0 {
-            break;
-        }
-    }
-    let mut id = String::with_capacity(prefix.len() + digits.len() - at);
-    id.push_str(prefix);
-    id.extend(digits[at..].iter().map(|&d| char::from(d)));
-    id
+/// The request headers the service reads, found in one pass over the request's headers rather than by a hashed
+/// lookup per name. Each holds what a lookup by name gives: the first value, `None` when that is not visible ASCII.
+#[derive(Default)]
+struct Wanted<'h> {
+    /// `x-request-id`, `x-scf-request-id`, `x-api-requestid`, in that order of preference.
+    request_ids: [Option<Option<&'h str>>; 3],
+    wafer_key: Option<Option<&'h str>>,
+    authorization: Option<Option<&'h str>>,
+    admin_token: Option<Option<&'h str>>,
 }
 
-/// A request header by name, without parsing the names asked on every request.
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    let value = match name {
-        "x-wafer-key" => headers.get(&WAFER_KEY),
-        "authorization" => headers.get(header::AUTHORIZATION),
-        "x-wafer-admin-token" => headers.get(&ADMIN_TOKEN),
-        other => headers.get(other),
-    };
-    value.and_then(|v| v.to_str().ok())
+impl<'h> Wanted<'h> {
+    fn find(headers: &'h HeaderMap) -> Self {
+        let mut w = Self::default();
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                "x-request-id" => &mut w.request_ids[0],
+                "x-scf-request-id" => &mut w.request_ids[1],
+                "x-api-requestid" => &mut w.request_ids[2],
+                "x-wafer-key" => &mut w.wafer_key,
+                "authorization" => &mut w.authorization,
+                "x-wafer-admin-token" => &mut w.admin_token,
+                _ => continue,
+            };
+            slot.get_or_insert(value.to_str().ok());
+        }
+        w
+    }
+
+    fn header(&self, name: &str) -> Option<&'h str> {
+        match name {
+            "x-wafer-key" => self.wafer_key.flatten(),
+            "authorization" => self.authorization.flatten(),
+            "x-wafer-admin-token" => self.admin_token.flatten(),
+            _ => None,
+        }
+    }
+
+    fn request_id(&self) -> String {
+        let given =
+            self.request_ids.iter().filter_map(|v| v.flatten()).find_map(crate::request::safe_request_id);
+        if let Some(id) = given {
+            return id.to_owned();
+        }
+        // The process id is read once (getpid is a system call on every request otherwise).
+        static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let prefix = PREFIX.get_or_init(|| format!("http-{}-", std::process::id()));
+        let mut seq = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (seq % 10) as u8;
+            seq /= 10;
+            if seq == 0 {
+                break;
+            }
+        }
+        let mut id = String::with_capacity(prefix.len() + digits.len() - at);
+        id.push_str(prefix);
+        id.extend(digits[at..].iter().map(|&d| char::from(d)));
+        id
+    }
 }
 
 async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
@@ -328,12 +345,13 @@ async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
             return resp;
         }
     }
+    let wanted = Wanted::find(&parts.headers);
     let meta = RequestMeta {
-        request_id: request_id(&parts.headers),
+        request_id: wanted.request_id(),
         source_ip: Some(peer.to_owned()),
         ..RequestMeta::default()
     }
-    .with_credentials(|name| header(&parts.headers, name), crate::request::query_key(parts.uri.query()));
+    .with_credentials(|name| wanted.header(name), crate::request::query_key(parts.uri.query()));
     let bytes = match read_body(body, svc, &meta).await {
         Ok(b) => b,
         Err(resp) => return resp,
@@ -441,4 +459,34 @@ fn too_large_or_broken(status: StatusCode, meta: &RequestMeta, limit: usize, wha
     let mut resp = envelope_response(status, &Envelope::error(&err));
     resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wanted_headers_are_what_a_lookup_by_name_gives() {
+        let mut h = HeaderMap::new();
+        h.append("x-api-requestid", HeaderValue::from_static("api-1"));
+        h.append("x-scf-request-id", HeaderValue::from_static("scf-1"));
+        h.append("X-Wafer-Key", HeaderValue::from_static("wk_first"));
+        h.append("x-wafer-key", HeaderValue::from_static("wk_second"));
+        h.append("authorization", HeaderValue::from_bytes(b"Bearer \xff").unwrap());
+        h.append("authorization", HeaderValue::from_static("Bearer later"));
+        let w = Wanted::find(&h);
+        assert_eq!(w.request_id(), "scf-1", "x-scf-request-id is preferred to x-api-requestid");
+        for name in ["x-wafer-key", "authorization", "x-wafer-admin-token"] {
+            assert_eq!(w.header(name), h.get(name).and_then(|v| v.to_str().ok()), "{name}");
+        }
+        h.insert("x-request-id", HeaderValue::from_static("given-7"));
+        assert_eq!(Wanted::find(&h).request_id(), "given-7");
+        // Unsafe ids are replaced by a generated one.
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("bad id with spaces"));
+        let (a, b) = (Wanted::find(&h).request_id(), Wanted::find(&h).request_id());
+        let prefix = format!("http-{}-", std::process::id());
+        let seq = |id: &str| id.strip_prefix(&prefix).unwrap().parse::<u64>().unwrap();
+        assert!(seq(&b) > seq(&a), "{a} then {b}");
+    }
 }

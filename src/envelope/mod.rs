@@ -60,7 +60,7 @@ pub struct Envelope {
     #[serde(rename = "returnCode")]
     pub return_code: i64,
     #[serde(rename = "returnMessage")]
-    pub return_message: String,
+    pub return_message: std::borrow::Cow<'static, str>,
     #[serde(rename = "returnData")]
     pub return_data: Value,
     pub version: i64,
@@ -69,7 +69,7 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn ok(message: impl Into<String>, data: Value) -> Self {
+    pub fn ok(message: impl Into<std::borrow::Cow<'static, str>>, data: Value) -> Self {
         Self {
             return_code: 0,
             return_message: message.into(),
@@ -82,7 +82,7 @@ impl Envelope {
     pub fn error(err: &WaferError) -> Self {
         Self {
             return_code: err.code.code(),
-            return_message: format!("{}: {}", err.code.name(), err.message),
+            return_message: format!("{}: {}", err.code.name(), err.message).into(),
             return_data: Value::String(String::new()),
             version: 1,
             component_name: "MA",

@@ -8,7 +8,7 @@ use crate::envelope::{Para, ReturnCode, WaferError};
 use crate::registry::{AgentChanges, Registry, RegistryError};
 use crate::request::RequestMeta;
 use crate::tokens::{CredKey, CredKind, Force, Served};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const MAX_ID: usize = 64;
 const MAX_CREDENTIAL: usize = 2048;
@@ -158,13 +158,19 @@ pub async fn credential(deps: &Deps, req: CredentialRequest) -> Result<Reply, Wa
     let force = if req.force { Force::Yes(req.seen.as_deref()) } else { Force::No };
     let served: Served = deps.creds.get(&key, force).await?;
     let (field, old, new) = messages(req.kind);
-    let mut data = match &req.target {
-        Target::App(appid) => json!({"appid": appid}),
-        Target::Agent { corpid, agentid } => json!({"corpid": corpid, "agentid": agentid}),
-    };
-    data[field] = json!(served.value);
-    data["exp"] = json!(served.expires_at);
-    Ok(Reply { message: if served.fresh { new } else { old }, data, app: None })
+    let mut data = serde_json::Map::with_capacity(4);
+    match req.target {
+        Target::App(appid) => {
+            data.insert("appid".into(), Value::String(appid));
+        }
+        Target::Agent { corpid, agentid } => {
+            data.insert("corpid".into(), Value::String(corpid));
+            data.insert("agentid".into(), Value::String(agentid));
+        }
+    }
+    data.insert(field.into(), Value::String(served.value));
+    data.insert("exp".into(), json!(served.expires_at));
+    Ok(Reply { message: if served.fresh { new } else { old }, data: Value::Object(data), app: None })
 }
 
 /// Sign a page URL with the managed ticket, so the ticket never leaves the server.
