@@ -80,18 +80,27 @@ pub async fn serve(
             builder.keep_alive(true);
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             let mut conn = std::pin::pin!(conn);
-            let stopping = async move {
-                let _ = stop.wait_for(|s| *s).await.map(|_| ());
-            };
+            // The idle timer and the shutdown signal are watched by a task of their own, which sends what it saw:
+            // this task, woken for nearly every byte of the connection, then polls one flag beside it.
+            let (close_tx, mut close_rx) = tokio::sync::oneshot::channel::<Close>();
+            let watcher = tokio::spawn(async move {
+                let why = tokio::select! {
+                    _ = watch.idle_for(limits.header_timeout) => Close::Idle,
+                    _ = stop.wait_for(|s| *s) => Close::Stopping,
+                };
+                let _ = close_tx.send(why);
+            });
             tokio::select! {
                 biased; // the connection first: it is what wakes this task nearly every time
                 _ = conn.as_mut() => {}
-                _ = watch.idle_for(limits.header_timeout) => {} // dropped: closed
-                _ = stopping => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+                why = &mut close_rx => {
+                    if let Ok(Close::Stopping) = why {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    } // idle: dropped, so closed
                 }
             }
+            watcher.abort();
             drop(slot);
         });
         // Reap finished connections so the set does not grow.
@@ -100,6 +109,14 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     while conns.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Why a connection's watcher asks for it to be closed.
+enum Close {
+    /// No request in hand for the header timeout: closed at once.
+    Idle,
+    /// The server is shutting down: the request in hand is finished first.
+    Stopping,
 }
 
 /// The header timeout of one connection, kept without a timer per request: the time its last request was answered
