@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::StreamExt;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -324,20 +325,9 @@ impl<'h> Wanted<'h> {
         // The process id is read once (getpid is a system call on every request otherwise).
         static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let prefix = PREFIX.get_or_init(|| format!("http-{}-", std::process::id()));
-        let mut seq = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (seq % 10) as u8;
-            seq /= 10;
-            if seq == 0 {
-                break;
-            }
-        }
-        let mut id = String::with_capacity(prefix.len() + digits.len() - at);
+        let mut id = String::with_capacity(prefix.len() + 20);
         id.push_str(prefix);
-        id.extend(digits[at..].iter().map(|&d| char::from(d)));
+        let _ = write!(id, "{}", REQUEST_SEQ.fetch_add(1, Ordering::Relaxed));
         id
     }
 }

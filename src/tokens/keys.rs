@@ -103,9 +103,7 @@ impl CredKey {
             .map(|k| Self::agent(*k, corpid, agentid).to_string())
             .collect()
     }
-}
 
-impl CredKey {
     /// The key as storage and the caches name it (`mp:token:wx…`, `wc:token:corp:agent`): the same text as
     /// `Display`, built without the formatter (it is asked for on every credential request).
     pub fn text(&self) -> String {
