@@ -402,22 +402,9 @@ struct Dispatched {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // What the installed subscriber writes, captured.
+    use crate::telemetry::batch::tests::Sink as Capture;
     use crate::telemetry::{self, LogFormat};
-    use std::sync::{Arc, Mutex};
-
-    /// What the installed subscriber writes, captured.
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// The line written by hand is the line tracing writes for the same request, in both formats, whatever the
     /// fields hold (quotes, backslashes, control characters, ANSI escapes, non-ASCII, empty values).

@@ -153,22 +153,26 @@ fn int(out: &mut Vec<u8>, n: i64) {
 /// `{:?}` of a string: plain printable ASCII without quotes or backslashes is copied; anything else goes through
 /// the standard formatter, so the escaping is exactly the standard one.
 fn quoted(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
+    if !quote_plain(out, s) {
         let _ = write!(out, "{s:?}");
     }
 }
 
 /// A JSON string: plain ASCII is copied; anything else goes through serde_json's escaping (the JSON formatter's).
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
+    if !quote_plain(out, s) {
         let _ = serde_json::to_writer(&mut *out, s);
     }
+}
+
+/// Quote `s` as it is when it is printable ASCII without quotes or backslashes (the same in `{:?}` and JSON);
+/// `false`, writing nothing, otherwise.
+fn quote_plain(out: &mut Vec<u8>, s: &str) -> bool {
+    if !s.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+        return false;
+    }
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+    true
 }
