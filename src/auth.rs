@@ -57,10 +57,18 @@ impl Caller {
             }
     }
 
-    /// Whether the key may make token-free calls to `path` (a key without path limits may call any).
+    /// Whether the key may make token-free calls to `path` — the upstream form of the path
+    /// ([`crate::wechat::path::ApiPath`]) — a key without path limits may call any. Prefixes end at a segment:
+    /// `/wxa` covers `/wxa/…`, not `/wxapp/…`.
     pub fn allows_path(&self, path: &str) -> bool {
         let apis = &self.record.scope_apis;
-        apis.is_empty() || apis.iter().any(|p| path.starts_with(p.as_str()))
+        apis.is_empty() || apis.iter().any(|p| crate::wechat::path::under(path, p))
+    }
+
+    /// Whether the key is limited to API paths (`--apis`): such a key makes token-free calls only and never
+    /// receives a raw token or ticket, which would let it call any API directly for as long as the token lives.
+    pub fn limited_to_paths(&self) -> bool {
+        !self.record.scope_apis.is_empty()
     }
 
     /// CALLER_KEY_FORBIDDEN unless the key covers `target`.
@@ -102,8 +110,11 @@ struct CachedKey {
 pub enum Access<'a> {
     /// Mini-program session interfaces (open in `credentials` mode); the appid if the request names one.
     Session(Option<&'a str>),
-    /// Live credentials for an app / corp / COS APPID: a caller key covering it.
+    /// A raw token or ticket of an app / corp: a caller key covering it and not limited to API paths.
     Credential(Scope<'a>),
+    /// A signature made with an app's ticket or a COS key (JS-SDK config, COS upload) that reveals no credential:
+    /// a caller key covering the app / corp / COS APPID, path limits or not.
+    Signature(Scope<'a>),
     /// A token-free call to an API `path` of an app / corp: a caller key covering both.
     Call(Scope<'a>, &'a str),
     /// Admin interfaces: the admin token (`X-Wafer-Admin-Token`, or `para.admin_token` on direct invocations).
@@ -169,6 +180,18 @@ impl Gate {
                 Ok(Grant { caller, session_scope: None })
             }
             (_, Access::Credential(scope)) => {
+                let c = caller.as_ref().ok_or_else(missing)?;
+                c.require(scope)?;
+                if c.limited_to_paths() {
+                    return Err(WaferError::new(
+                        ReturnCode::CallerKeyForbidden,
+                        "this caller key is limited to API paths (--apis): it may make token-free calls, \
+                         never receive a raw token or ticket",
+                    ));
+                }
+                Ok(Grant { caller, session_scope: None })
+            }
+            (_, Access::Signature(scope)) => {
                 caller.as_ref().ok_or_else(missing)?.require(scope)?;
                 Ok(Grant { caller, session_scope: None })
             }

@@ -11,6 +11,7 @@ use super::Deps;
 use crate::auth::{Access, Gate};
 use crate::envelope::{Envelope, ReturnCode, WaferError};
 use crate::request::{HttpCall, HttpReply, RequestMeta};
+use crate::wechat::path::ApiPath;
 use crate::wechat::proxy::{Body, Outgoing};
 
 /// Whether the request is one of these interfaces (from its path and query alone).
@@ -22,8 +23,8 @@ pub fn claims(path: &str, query: Option<&str>, token_host: bool) -> bool {
 #[derive(Debug)]
 pub struct PassRequest {
     pub target: Target,
-    /// The WeChat / WeCom API path.
-    pub path: String,
+    /// The WeChat / WeCom API path, as sent upstream.
+    pub path: ApiPath,
     pub method: reqwest::Method,
     pub query: Vec<(String, String)>,
 }
@@ -92,14 +93,14 @@ fn forwarded_query(query: Option<&str>, meta: &RequestMeta) -> Result<Vec<(Strin
 /// Parse a claimed request.
 pub fn parse(call: &HttpCall, meta: &RequestMeta) -> Result<HttpInterface, WaferError> {
     if let Some((target, api)) = pass_target(&call.path) {
-        proxy::check_path(api)?;
+        let path = proxy::check_path(api)?;
         let method = match call.method.to_ascii_uppercase().as_str() {
             "GET" => reqwest::Method::GET,
             "POST" => reqwest::Method::POST,
             _ => return Err(WaferError::new(ReturnCode::RequestErr, "use GET or POST")),
         };
         let query = forwarded_query(call.query.as_deref(), meta)?;
-        return Ok(HttpInterface::Pass(PassRequest { target, path: api.to_owned(), method, query }));
+        return Ok(HttpInterface::Pass(PassRequest { target, path, method, query }));
     }
     Ok(HttpInterface::Host(HostRequest::parse(call)?))
 }
@@ -136,13 +137,13 @@ pub async fn pass(
     call: &HttpCall,
     meta: &RequestMeta,
 ) -> Result<HttpReply, WaferError> {
-    gate.authorize(Access::Call(req.target.as_scope(), &req.path), meta).await?;
+    gate.authorize(Access::Call(req.target.as_scope(), req.path.as_str()), meta).await?;
     let body = if call.body.is_empty() {
         Body::None
     } else {
         Body::Raw { content_type: call.content_type.as_deref(), bytes: &call.body }
     };
-    let out = Outgoing { method: &req.method, path: &req.path, query: &req.query, body };
+    let out = Outgoing { method: &req.method, path: req.path.as_str(), query: &req.query, body };
     let reply = proxy::send(deps, &req.target, out, None, "passthrough").await?;
     tracing::info!(path = %req.path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
     Ok(HttpReply { status: reply.status, content_type: reply.content_type, body: reply.bytes })

@@ -205,12 +205,12 @@ impl<'a> Interface<'a> {
             Request::Auth(r) => Access::Session(r.appid),
             Request::Decrypt(r) | Request::UserInfo(r) => Access::Session(r.appid),
             Request::Credential(r) => Access::Credential(r.target.as_scope()),
-            Request::Signature(r) => Access::Credential(r.target.as_scope()),
+            Request::Signature(r) => Access::Signature(r.target.as_scope()),
             Request::InitAgent(r) => Access::Admin { para_token: r.admin_token.as_deref() },
-            Request::CosV4(r) => Access::Credential(Scope::App(&r.appid)),
-            Request::CosV5(r) => Access::Credential(Scope::App(&r.appid)),
+            Request::CosV4(r) => Access::Signature(Scope::App(&r.appid)),
+            Request::CosV5(r) => Access::Signature(Scope::App(&r.appid)),
             Request::Admin(r) => Access::Admin { para_token: r.admin_token.as_deref() },
-            Request::Call(r) => Access::Call(r.target.as_scope(), &r.path),
+            Request::Call(r) => Access::Call(r.target.as_scope(), r.path.as_str()),
             Request::Phone(r) => Access::Session(r.appid),
         }
     }

@@ -10,34 +10,15 @@ use super::credentials::Target;
 use super::{Deps, Reply};
 use crate::envelope::{Para, WaferError};
 use crate::tokens::{CredKind, Force};
+use crate::wechat::path::ApiPath;
 use crate::wechat::proxy::{self, Body, Outgoing, RawReply};
 use crate::wechat::{Call, UpstreamError, TOKEN_INVALID_CODES};
 use base64::Engine;
 use serde_json::{json, Value};
 
-/// Paths that hand out credentials or need the secret: never proxied.
-const REFUSED: &[&str] = &["/cgi-bin/token", "/cgi-bin/stable_token", "/cgi-bin/gettoken", "/sns/"];
-
-/// PARA_ERR unless `path` is a plain API path that may be called on a caller's behalf.
-pub(crate) fn check_path(path: &str) -> Result<(), WaferError> {
-    let safe = path.starts_with('/')
-        && path.len() <= 256
-        && !path.contains("..")
-        && !path.contains("//")
-        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-.".contains(&b));
-    if !safe {
-        return Err(WaferError::para("path", "must be an API path like /wxa/getwxacodeunlimit"));
-    }
-    let lower = path.to_ascii_lowercase();
-    let lower = lower.trim_end_matches('/');
-    if REFUSED.iter().any(|r| lower == r.trim_end_matches('/') || (r.ends_with('/') && lower.starts_with(r)))
-    {
-        return Err(WaferError::para(
-            "path",
-            "is an interface that issues credentials or needs the app secret: not available here",
-        ));
-    }
-    Ok(())
+/// The upstream form of a caller's API path ([`ApiPath::parse`]), or PARA_ERR saying why there is none.
+pub(crate) fn check_path(path: &str) -> Result<ApiPath, WaferError> {
+    ApiPath::parse(path).map_err(|e| WaferError::para("path", e.message()))
 }
 
 fn no_token_in_query(k: &str) -> Result<(), WaferError> {
@@ -51,7 +32,7 @@ fn no_token_in_query(k: &str) -> Result<(), WaferError> {
 #[derive(Debug)]
 pub struct CallRequest {
     pub target: Target,
-    pub path: String,
+    pub path: ApiPath,
     pub method: reqwest::Method,
     pub query: Vec<(String, String)>,
     pub body: Option<Value>,
@@ -60,8 +41,7 @@ pub struct CallRequest {
 impl CallRequest {
     pub fn parse(p: Para<'_>, wecom: bool) -> Result<Self, WaferError> {
         let target = if wecom { Target::parse_agent(p)? } else { Target::parse_app(p)? };
-        let path = p.token("path", 256)?.to_owned();
-        check_path(&path)?;
+        let path = check_path(p.str_max("path", crate::wechat::path::MAX_LEN)?)?;
         let query = match p.0.get("query") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Object(m)) if m.len() <= 32 => m
@@ -130,7 +110,7 @@ pub(crate) async fn send(
 /// Make the call with the current token; refresh it once and retry once if WeChat rejects exactly that token.
 pub async fn call(deps: &Deps, req: CallRequest) -> Result<Reply, WaferError> {
     let body = req.body.as_ref().map_or(Body::None, Body::Json);
-    let out = Outgoing { method: &req.method, path: &req.path, query: &req.query, body };
+    let out = Outgoing { method: &req.method, path: req.path.as_str(), query: &req.query, body };
     let reply = send(deps, &req.target, out, None, "proxy").await?;
     let errcode = reply.errcode();
     tracing::info!(path = %req.path, status = reply.status, errcode = errcode.unwrap_or(0), "proxied call");

@@ -19,6 +19,7 @@ use super::Deps;
 use crate::envelope::{ReturnCode, WaferError};
 use crate::request::{HttpCall, HttpReply};
 use crate::tokens::{CredKey, CredKind, Force, Served};
+use crate::wechat::path::ApiPath;
 use crate::wechat::proxy::{Body, Outgoing};
 use serde_json::{json, Value};
 
@@ -42,7 +43,7 @@ pub enum HostRequest {
     /// WeCom `/cgi-bin/gettoken`.
     WeComToken { corpid: String, secret: String },
     /// A ticket, or a pass-through call, with a presented token.
-    WithToken { token: String, method: reqwest::Method, path: String, query: Vec<(String, String)> },
+    WithToken { token: String, method: reqwest::Method, path: ApiPath, query: Vec<(String, String)> },
     /// Refused before anything was looked up: WeChat's errcode and message.
     Refused(i64, &'static str),
 }
@@ -107,10 +108,13 @@ impl HostRequest {
                 let token = q("access_token");
                 let method = if get { reqwest::Method::GET } else { reqwest::Method::POST };
                 let query = query.into_iter().filter(|(k, _)| k != "access_token").collect();
-                if token.is_empty() || proxy::check_path(path).is_err() {
+                let Ok(path) = ApiPath::parse(path) else {
+                    return Ok(Self::Refused(40001, NOT_OURS));
+                };
+                if token.is_empty() {
                     return Ok(Self::Refused(40001, NOT_OURS));
                 }
-                Self::WithToken { token, method, path: path.to_owned(), query }
+                Self::WithToken { token, method, path, query }
             }
         })
     }
@@ -219,7 +223,7 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
             } else {
                 Body::Raw { content_type: call.content_type.as_deref(), bytes: &call.body }
             };
-            let out = Outgoing { method: &method, path: &path, query: &query, body };
+            let out = Outgoing { method: &method, path: path.as_str(), query: &query, body };
             let reply = proxy::send(deps, &target, out, Some(&token), "token_host").await?;
             tracing::info!(path = %path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
             Ok(HttpReply { status: reply.status, content_type: reply.content_type, body: reply.bytes })

@@ -4,6 +4,7 @@
 //! Base URLs and timeouts are arguments so tests point them at a local fake. Query values are URL-encoded by
 //! reqwest; TLS is verified (rustls). No URL is ever logged: request URLs carry secrets.
 
+pub mod path;
 pub mod proxy;
 pub mod wecom;
 

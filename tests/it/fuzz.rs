@@ -282,3 +282,89 @@ fn the_log_formatter_and_request_ids_never_let_a_value_break_a_line() {
         }
     }
 }
+
+/// The refused list as a property: whatever a caller writes as an API path — through `qcloud.mimi.call`'s `path`,
+/// the `/wechat/{appid}/…` pass-through or the token host — either it is refused, or the URL the HTTP client
+/// sends has exactly the checked path (nothing resolved, decoded or re-hosted on the way) and that path is not a
+/// credential path, in any case or encoding.
+#[test]
+fn no_api_path_reaches_a_credential_path() {
+    use wafer_scf::handlers::http::{self, HttpInterface};
+    use wafer_scf::request::{HttpCall, RequestMeta};
+    use wafer_scf::wechat::path::{under, ApiPath, REFUSED};
+    let mut rng = Rng(0x5eed_0005);
+    let segments = [
+        "cgi-bin",
+        "CGI-BIN",
+        "token",
+        "Token",
+        "stable_token",
+        "gettoken",
+        "sns",
+        "jscode2session",
+        "wxa",
+        "message",
+        ".",
+        "..",
+        "...",
+        "",
+        "%2e",
+        "%2E%2E",
+        "%2F",
+        "%5C",
+        "%74oken",
+        "\\",
+        "@evil.example",
+        "evil.example:80",
+        "x?y",
+        "x#y",
+        ";",
+        "%00",
+        "ｔoken",
+        "token%20",
+        "token.",
+    ];
+    let separators = ["/", "/", "/", "//", "\\", "%2F", "/./", "/../"];
+    let seeds: Vec<&str> = REFUSED.to_vec();
+    let meta = RequestMeta::default();
+    let (mut accepted, mut tried) = (0usize, 0usize);
+    for _ in 0..INPUTS {
+        let path = if rng.below(3) == 0 {
+            let seed = format!("{}/x", rng.pick(&seeds));
+            String::from_utf8_lossy(&mutate(&mut rng, seed.as_bytes())).into_owned()
+        } else {
+            let mut p = String::from(*rng.pick(&["/", "/", "//", "", "/./"]));
+            for i in 0..=rng.below(4) {
+                if i > 0 {
+                    p.push_str(rng.pick(&separators[..]));
+                }
+                p.push_str(rng.pick(&segments[..]));
+            }
+            p
+        };
+        tried += 1;
+        // The pass-through, the token host and qcloud.mimi.call all take the path through ApiPath::parse.
+        let direct = ApiPath::parse(&path);
+        let call =
+            HttpCall { method: "POST".into(), path: format!("/wechat/wx1{path}"), ..HttpCall::default() };
+        let passed = match http::parse(&call, &meta) {
+            Ok(HttpInterface::Pass(p)) => Some(p.path),
+            _ => None,
+        };
+        if path.starts_with('/') {
+            assert_eq!(
+                passed.as_ref().map(ApiPath::as_str),
+                direct.as_ref().ok().map(ApiPath::as_str),
+                "{path:?}"
+            );
+        }
+        let Ok(api) = direct else { continue };
+        accepted += 1;
+        let url = reqwest::Url::parse(&format!("http://127.0.0.1:9{}", api.as_str())).unwrap();
+        assert_eq!(url.host_str(), Some("127.0.0.1"), "{path:?}");
+        assert_eq!(url.path(), api.as_str(), "the client sends the checked path unchanged: {path:?}");
+        let lower = url.path().to_ascii_lowercase();
+        assert!(!REFUSED.iter().any(|r| under(&lower, r)), "{path:?} reaches {lower}");
+    }
+    assert!(accepted > 1_000 && accepted < tried, "the generator reaches both sides: {accepted} of {tried}");
+}
