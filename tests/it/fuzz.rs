@@ -336,10 +336,10 @@ fn no_api_path_reaches_a_credential_path() {
             let mut p = String::from(*rng.pick(&["/", "/", "//", "", "/./"]));
             for i in 0..=rng.below(4) {
                 if i > 0 {
-                    let sep: &str = rng.pick(&separators);
+                    let sep: &&str = rng.pick(&separators);
                     p.push_str(sep);
                 }
-                let seg: &str = rng.pick(&segments);
+                let seg: &&str = rng.pick(&segments);
                 p.push_str(seg);
             }
             p
