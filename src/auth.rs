@@ -141,7 +141,13 @@ pub struct Gate {
     clock: Arc<dyn Clock>,
     /// Verified keys by the key presented.
     cache: Mutex<HashMap<String, CachedKey>>,
+    /// Failed admin authentications per source address this minute.
+    admin_failures: RateLimiter,
 }
+
+/// Failed admin authentications allowed per source address per minute in each process; beyond it every admin
+/// attempt from that address is refused until the minute ends, the right token included.
+pub const ADMIN_FAILURES_PER_MINUTE: u32 = 10;
 
 impl Gate {
     pub fn new(
@@ -151,7 +157,14 @@ impl Gate {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let admin_token_hash = admin_token.map(|t| crypto::sha256_hex(t.as_bytes()));
-        Self { mode, admin_token_hash, store, clock, cache: Mutex::new(HashMap::new()) }
+        Self {
+            mode,
+            admin_token_hash,
+            store,
+            clock,
+            cache: Mutex::new(HashMap::new()),
+            admin_failures: RateLimiter::default(),
+        }
     }
 
     pub fn mode(&self) -> CallerAuthMode {
@@ -173,7 +186,7 @@ impl Gate {
                         "para.admin_token is accepted on direct SCF invocations only: send the X-Wafer-Admin-Token header",
                     ));
                 }
-                self.require_admin(meta.admin_token.as_deref().or(para_token.filter(|_| meta.direct)))?;
+                self.require_admin(meta.admin_token.as_deref().or(para_token.filter(|_| meta.direct)), meta)?;
                 Ok(Grant { caller, session_scope: None })
             }
             (CallerAuthMode::Off, _) | (CallerAuthMode::Credentials, Access::Session(_)) => {
@@ -216,18 +229,36 @@ impl Gate {
         }
     }
 
-    /// The admin token, compared in constant time (hashes of equal length).
-    fn require_admin(&self, presented: Option<&str>) -> Result<(), WaferError> {
+    /// `GET /metrics` on the main listener: the admin token, as `Authorization: Bearer …` (what Prometheus sends
+    /// with `authorization: {credentials: …}`) or `X-Wafer-Admin-Token`; failures are limited like any admin call.
+    pub fn authorize_metrics(&self, meta: &RequestMeta) -> Result<(), WaferError> {
+        self.require_admin(meta.admin_token.as_deref().or(meta.caller_key.as_deref()), meta)
+    }
+
+    /// The admin token, compared in constant time (hashes of equal length). Failures are logged and limited per
+    /// source address ([`ADMIN_FAILURES_PER_MINUTE`]).
+    fn require_admin(&self, presented: Option<&str>, meta: &RequestMeta) -> Result<(), WaferError> {
         let Some(expected) = self.admin_token_hash.as_deref() else {
             return Err(WaferError::new(
                 ReturnCode::AdminAuthErr,
                 "admin interfaces are disabled on this server (WAFER_ADMIN_TOKEN is not set)",
             ));
         };
+        let source = meta.source_ip.as_deref().unwrap_or("-");
+        let now = self.clock.now();
+        if self.admin_failures.spent(source, ADMIN_FAILURES_PER_MINUTE, now) {
+            tracing::warn!(source_ip = source, request_id = %meta.request_id, "admin authentication refused: too many failures from this address");
+            return Err(WaferError::new(
+                ReturnCode::AdminAuthErr,
+                "too many failed admin authentications from this address; try again in a minute",
+            ));
+        }
         let presented = crypto::sha256_hex(presented.unwrap_or("").as_bytes());
         if crypto::ct_eq(presented.as_bytes(), expected.as_bytes()) {
             Ok(())
         } else {
+            self.admin_failures.allow(source, u32::MAX, now);
+            tracing::warn!(source_ip = source, request_id = %meta.request_id, "admin authentication failed");
             Err(WaferError::new(ReturnCode::AdminAuthErr, "a valid admin token is required"))
         }
     }
@@ -304,28 +335,100 @@ impl Audit<'_> {
     }
 }
 
-/// Fixed one-minute windows of counts per key (an app, a source address), in this process.
+/// Most keys (apps, source addresses) counted in one minute. Beyond it a new key is let through uncounted (and a
+/// warning logged once that minute): past that many distinct sources per-source limits bound nothing anyway, while
+/// refusing would lock out every new user; the per-app limit, on registered apps only, still holds.
+pub const MAX_TRACKED_KEYS: usize = 100_000;
+
+/// Fixed one-minute windows of counts per key (an app, a source address), in this process. The counts of a minute
+/// are dropped whole when the next begins (no scan), and at most [`MAX_TRACKED_KEYS`] are kept.
 #[derive(Default)]
 pub struct RateLimiter {
-    windows: Mutex<HashMap<String, (i64, u32)>>,
+    windows: Mutex<Windows>,
+}
+
+#[derive(Default)]
+struct Windows {
+    minute: i64,
+    counts: HashMap<String, u32>,
+    /// Whether the cap was reported this minute.
+    full_said: bool,
 }
 
 impl RateLimiter {
     /// Count one event for `key` at `now`; false when `limit` events already happened in this minute.
     pub fn allow(&self, key: &str, limit: u32, now: i64) -> bool {
+        self.window(now, |counts, full| match counts.get_mut(key) {
+            Some(n) if *n >= limit => false,
+            Some(n) => {
+                *n += 1;
+                true
+            }
+            None if full => true,
+            None if limit == 0 => false,
+            None => {
+                counts.insert(key.to_owned(), 1);
+                true
+            }
+        })
+    }
+
+    /// Whether `limit` events were already counted for `key` this minute (nothing is counted).
+    pub fn spent(&self, key: &str, limit: u32, now: i64) -> bool {
+        self.window(now, |counts, _| counts.get(key).is_some_and(|n| *n >= limit))
+    }
+
+    /// Keys counted in the current window (for tests and the status report).
+    pub fn tracked(&self) -> usize {
+        self.windows.lock().unwrap_or_else(|p| p.into_inner()).counts.len()
+    }
+
+    /// Run `f` on the counts of the minute of `now` (starting a new minute's if due) and whether they are full.
+    fn window<T>(&self, now: i64, f: impl FnOnce(&mut HashMap<String, u32>, bool) -> T) -> T {
         let minute = now.div_euclid(60);
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        if w.len() > 100_000 {
-            w.retain(|_, (m, _)| *m == minute);
+        let old = if w.minute != minute {
+            w.minute = minute;
+            w.full_said = false;
+            Some(std::mem::take(&mut w.counts))
+        } else {
+            None
+        };
+        let full = w.counts.len() >= MAX_TRACKED_KEYS;
+        if full && !w.full_said {
+            w.full_said = true;
+            tracing::warn!(
+                max = MAX_TRACKED_KEYS,
+                "rate limiter: too many sources this minute; new ones pass uncounted"
+            );
         }
-        let e = w.entry(key.to_owned()).or_insert((minute, 0));
-        if e.0 != minute {
-            *e = (minute, 0);
+        let out = f(&mut w.counts, full);
+        drop(w);
+        drop(old); // last minute's counts are freed outside the lock
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_counts_per_minute_and_keeps_a_bounded_map() {
+        let l = RateLimiter::default();
+        let t = 6_000;
+        assert!(l.allow("a", 2, t) && l.allow("a", 2, t + 1));
+        assert!(!l.allow("a", 2, t + 2), "third in the minute");
+        assert!(l.allow("b", 2, t + 2), "another key has its own count");
+        assert!(l.allow("a", 2, t + 60), "a new minute starts afresh");
+        assert_eq!(l.tracked(), 1, "the last minute's keys are gone");
+        assert!(!l.allow("z", 0, t + 60), "a zero limit refuses");
+        for i in 0..MAX_TRACKED_KEYS + 10 {
+            l.allow(&format!("ip{i}"), 5, t + 61);
         }
-        if e.1 >= limit {
-            return false;
-        }
-        e.1 += 1;
-        true
+        assert_eq!(l.tracked(), MAX_TRACKED_KEYS, "hard cap on tracked keys");
+        assert!(l.allow("a", 2, t + 61), "a key already counted keeps its count");
+        assert!(!l.allow("a", 2, t + 61));
+        assert!(l.spent("a", 2, t + 61) && !l.spent("ip1", 2, t + 61) && !l.spent("new", 1, t + 61));
     }
 }

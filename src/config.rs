@@ -33,7 +33,7 @@ pub struct Config {
     pub wecom_base_url: String,
 
     /// Admin credential for admin interfaces (`qcloud.work.initagent`). Unset: admin interfaces are off.
-    #[arg(long, env = "WAFER_ADMIN_TOKEN", global = true, hide_env_values = true, value_parser = parse_secret)]
+    #[arg(long, env = "WAFER_ADMIN_TOKEN", global = true, hide_env_values = true, value_parser = parse_admin_token)]
     pub admin_token: Option<SecretString>,
 
     /// Caller authentication: credentials (token/ticket/signature/COS interfaces need a scoped key), all, or off.
@@ -115,6 +115,11 @@ pub struct Config {
     #[arg(long, env = "WAFER_BODY_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=300_000), global = true)]
     pub body_timeout_ms: u64,
 
+    /// HTTP mode: where a client's address (per-address login limits, audit lines) comes from: `peer` (the TCP
+    /// peer) or `forwarded` (the last X-Forwarded-For entry, which the proxy in front appended; SCF web functions).
+    #[arg(long, env = "WAFER_CLIENT_ADDRESS", value_enum, default_value = "peer", global = true)]
+    pub client_address: crate::request::ClientAddress,
+
     /// HTTP mode: connections served at once; more are closed as they arrive.
     #[arg(long, env = "WAFER_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=100_000), global = true)]
     pub max_connections: u64,
@@ -150,6 +155,21 @@ pub struct Config {
 
 /// A secret from the command line or environment: kept out of every `Debug` output.
 pub fn parse_secret(s: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(s))
+}
+
+/// Shortest admin token accepted: it guards every secret the server holds.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+/// `WAFER_ADMIN_TOKEN`: empty counts as unset; otherwise at least [`MIN_ADMIN_TOKEN_LEN`] characters.
+pub fn parse_admin_token(s: &str) -> Result<SecretString, String> {
+    let n = s.trim().chars().count();
+    if n > 0 && n < MIN_ADMIN_TOKEN_LEN {
+        return Err(format!(
+            "WAFER_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LEN} characters (this one has {n}): \
+             make one with `openssl rand -hex 32`"
+        ));
+    }
     Ok(SecretString::from(s))
 }
 

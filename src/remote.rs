@@ -34,8 +34,11 @@ impl Remote {
         if admin_token.trim().is_empty() {
             return Err("WAFER_ADMIN_TOKEN must be set to manage a server with --server".into());
         }
+        // Never follow a redirect: it would take the admin token and secrets to whatever host it names.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .build()
             .map_err(|e| format!("could not build the HTTP client: {e}"))?;
         Ok(Self { http, url: url.to_owned(), admin_token: admin_token.to_owned() })
@@ -52,6 +55,13 @@ impl Remote {
             .send()
             .await
             .map_err(|e| fail(format!("could not reach {}: {}", self.url, e.without_url())))?;
+        if let Some(crate::wechat::UpstreamError::Redirect(host)) = crate::wechat::redirect_of(&resp) {
+            return Err(fail(format!(
+                "{} answered with a redirect to {host}; not followed (the admin token would go with it): \
+                 give the final URL as --server",
+                self.url
+            )));
+        }
         let status = resp.status();
         let env: Value = resp
             .json()

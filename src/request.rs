@@ -106,6 +106,24 @@ pub fn log_safe(value: &str, max: usize) -> String {
     out
 }
 
+/// Where HTTP mode takes a request's client address from (`WAFER_CLIENT_ADDRESS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ClientAddress {
+    /// The TCP peer: right when clients connect directly.
+    #[default]
+    Peer,
+    /// The last `X-Forwarded-For` entry — the one the proxy in front appended (an SCF web function, a load
+    /// balancer); the peer when there is none. Entries before it are the client's to choose and never used.
+    Forwarded,
+}
+
+/// The address a proxy appended: the last entry of the last `X-Forwarded-For` value (earlier entries, and earlier
+/// headers, come from the client and can be anything). Escaped for logs.
+pub fn last_forwarded(last_value: Option<&str>) -> Option<String> {
+    let entry = last_value?.rsplit(',').next()?.trim();
+    (!entry.is_empty()).then(|| log_safe(entry, 64))
+}
+
 /// The `key` parameter of a raw query string, percent-decoded.
 pub fn query_key(query: Option<&str>) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == "key").map(|(_, v)| v.into_owned())
@@ -152,6 +170,16 @@ mod tests {
         assert!(!safe.contains(' '), "no space: a value cannot start another field: {safe}");
         assert!(safe.contains("\\u{a}"), "{safe}");
         assert_eq!(log_safe("wx1234567890abcdef", 64), "wx1234567890abcdef");
+    }
+
+    #[test]
+    fn the_forwarded_address_is_the_one_the_proxy_appended() {
+        assert_eq!(last_forwarded(Some("6.6.6.6, 203.0.113.7")).as_deref(), Some("203.0.113.7"));
+        assert_eq!(last_forwarded(Some("203.0.113.7")).as_deref(), Some("203.0.113.7"));
+        assert_eq!(last_forwarded(Some("1.1.1.1,")), None);
+        assert_eq!(last_forwarded(Some("")), None);
+        assert_eq!(last_forwarded(None), None);
+        assert_eq!(last_forwarded(Some("x, a b\u{1b}")).as_deref(), Some("a\\u{20}b\\u{1b}"));
     }
 
     #[test]

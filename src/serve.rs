@@ -2,7 +2,7 @@
 //! resolves. Used locally, on a VM, and as the SCF web-function server.
 
 use crate::envelope::{Envelope, ReturnCode, WaferError};
-use crate::request::{HttpCall, RequestMeta};
+use crate::request::{ClientAddress, HttpCall, RequestMeta};
 use crate::service::{Route, Service};
 
 const JSON: &str = "application/json; charset=utf-8";
@@ -232,16 +232,16 @@ async fn watch_readiness(svc: Arc<Service>, storage: String) {
     }
 }
 
-fn metrics_response() -> Response {
+fn metrics_response(text: String) -> Response {
     let ct = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
-    (StatusCode::OK, [(header::CONTENT_TYPE, ct)], crate::metrics::text()).into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, ct)], text).into_response()
 }
 
 /// A listener of its own for `GET /metrics` (`WAFER_METRICS_LISTEN`), apart from the one callers reach.
 pub async fn serve_metrics(listener: TcpListener) -> std::io::Result<()> {
     let app = Router::new().fallback(|req: Request| async move {
         if req.uri().path() == "/metrics" {
-            metrics_response()
+            metrics_response(crate::metrics::text())
         } else {
             StatusCode::NOT_FOUND.into_response()
         }
@@ -287,12 +287,18 @@ struct Wanted<'h> {
     wafer_key: Option<Option<&'h str>>,
     authorization: Option<Option<&'h str>>,
     admin_token: Option<Option<&'h str>>,
+    /// The last `x-forwarded-for` value (the one the nearest proxy wrote).
+    forwarded_for: Option<&'h str>,
 }
 
 impl<'h> Wanted<'h> {
     fn find(headers: &'h HeaderMap) -> Self {
         let mut w = Self::default();
         for (name, value) in headers {
+            if name.as_str() == "x-forwarded-for" {
+                w.forwarded_for = value.to_str().ok();
+                continue;
+            }
             let slot = match name.as_str() {
                 "x-request-id" => &mut w.request_ids[0],
                 "x-scf-request-id" => &mut w.request_ids[1],
@@ -335,6 +341,17 @@ impl<'h> Wanted<'h> {
 async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let route = svc.route(parts.method.as_str(), parts.uri.path(), parts.uri.query());
+    let wanted = Wanted::find(&parts.headers);
+    let source_ip = match svc.client_address {
+        ClientAddress::Forwarded => crate::request::last_forwarded(wanted.forwarded_for),
+        ClientAddress::Peer => None,
+    };
+    let meta = RequestMeta {
+        request_id: wanted.request_id(),
+        source_ip: Some(source_ip.unwrap_or_else(|| peer.to_owned())),
+        ..RequestMeta::default()
+    }
+    .with_credentials(|name| wanted.header(name), crate::request::query_key(parts.uri.query()));
     match route {
         Route::Envelope | Route::Http => {}
         Route::Health => return (StatusCode::OK, "ok").into_response(),
@@ -343,7 +360,19 @@ async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             return (status, [(header::CONTENT_TYPE, HeaderValue::from_static(JSON))], body).into_response();
         }
-        Route::Metrics if svc.metrics_route => return metrics_response(),
+        Route::Metrics if svc.metrics_route => {
+            return match svc.metrics(&meta) {
+                Ok(text) => metrics_response(text),
+                Err(e) => {
+                    let mut resp = envelope_response(StatusCode::UNAUTHORIZED, &Envelope::error(&e));
+                    resp.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"metrics\""),
+                    );
+                    resp
+                }
+            }
+        }
         Route::Metrics | Route::WrongMethod => {
             tracing::info!(method = %parts.method, path = parts.uri.path(), return_code = 1009, "request refused: method not allowed");
             let mut resp =
@@ -352,13 +381,6 @@ async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
             return resp;
         }
     }
-    let wanted = Wanted::find(&parts.headers);
-    let meta = RequestMeta {
-        request_id: wanted.request_id(),
-        source_ip: Some(peer.to_owned()),
-        ..RequestMeta::default()
-    }
-    .with_credentials(|name| wanted.header(name), crate::request::query_key(parts.uri.query()));
     let bytes = match read_body(body, svc, &meta).await {
         Ok(b) => b,
         Err(resp) => return resp,
@@ -488,6 +510,9 @@ mod tests {
         }
         h.insert("x-request-id", HeaderValue::from_static("given-7"));
         assert_eq!(Wanted::find(&h).request_id(), "given-7");
+        h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.append("x-forwarded-for", HeaderValue::from_static("7.7.7.7, 203.0.113.7"));
+        assert_eq!(Wanted::find(&h).forwarded_for, Some("7.7.7.7, 203.0.113.7"), "the last value");
         // Unsafe ids are replaced by a generated one.
         let mut h = HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("bad id with spaces"));

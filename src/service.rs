@@ -148,6 +148,8 @@ pub struct Service {
     pub metrics_route: bool,
     /// HTTP mode's limits on slow, idle and too many connections.
     pub http_limits: HttpLimits,
+    /// Where HTTP mode takes a client's address from (`WAFER_CLIENT_ADDRESS`).
+    pub client_address: crate::request::ClientAddress,
 }
 
 /// HTTP mode's limits on connections.
@@ -185,6 +187,7 @@ impl Service {
             body_limit: DEFAULT_BODY_LIMIT,
             metrics_route: false,
             http_limits: HttpLimits::default(),
+            client_address: crate::request::ClientAddress::Peer,
         }
     }
 
@@ -284,6 +287,13 @@ impl Service {
         crate::metrics::request(name, 0, latency_us as f64 / 1e6);
         tracing::info!(request_id = %meta.request_id, interface = %name, status = reply.status, latency_us, "request");
         reply
+    }
+
+    /// `GET /metrics` on the main listener (`WAFER_METRICS=1`): the Prometheus text for a caller presenting the
+    /// admin token (`Authorization: Bearer …` or `X-Wafer-Admin-Token`), else the refusal (HTTP 401).
+    /// `WAFER_METRICS_LISTEN` serves the text without a token, on an address callers do not reach.
+    pub fn metrics(&self, meta: &RequestMeta) -> Result<String, WaferError> {
+        self.gate.authorize_metrics(meta).map(|()| crate::metrics::text())
     }
 
     /// Whether storage is reachable and its schema current (`GET /readyz`, start-up checks).

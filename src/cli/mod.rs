@@ -259,6 +259,7 @@ const SERVER_ONLY: &[&str] = &[
     "header_timeout_ms",
     "body_timeout_ms",
     "max_connections",
+    "client_address",
     "upstream_timeout_ms",
     "body_limit",
     "max_sessions_per_user",
@@ -297,6 +298,14 @@ fn exit_with(e: clap::Error) -> ! {
                 std::env::var_os(v).is_some()
                     && !std::env::args().any(|a| a.starts_with(&format!("--{long}")))
             });
+            if secret && from_env.is_none() {
+                // A secret given as a flag is not echoed either.
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("");
+                let why = first.rsplit("': ").next().unwrap_or("invalid value");
+                eprintln!("error: --{long}: invalid value (not shown): {why}");
+                std::process::exit(2);
+            }
             if let Some(var) = from_env {
                 let text = e.to_string();
                 let first = text.lines().next().unwrap_or("").trim_start_matches("error: ");
@@ -353,7 +362,7 @@ mod tests {
             "--database-url",
             "mysql://wafer:DBPASS-1@db:3306/wafer",
             "--admin-token",
-            "ADMIN-TOKEN-2",
+            "ADMIN-TOKEN-2-of-at-least-32-characters",
             "--master-key",
             "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=",
             "app",

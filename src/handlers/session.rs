@@ -153,24 +153,29 @@ fn user_info_value(text: &Option<String>) -> Value {
     text.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null)
 }
 
-/// The per-app and per-source login limits (off unless configured).
-fn check_login_limits(deps: &Deps, meta: &RequestMeta, appid: &str) -> Result<(), WaferError> {
-    let now = deps.clock.now();
-    let s = &deps.settings;
-    let limited = |what: &str| {
-        WaferError::new(
-            ReturnCode::LoginRateLimited,
-            format!("too many logins {what} this minute; try again shortly"),
-        )
-    };
-    if let Some(n) = s.login_limit_per_app {
-        if !deps.login_limiter.allow(&format!("app\n{appid}"), n, now) {
-            return Err(limited("for this app"));
+fn login_limited(what: &str) -> WaferError {
+    WaferError::new(
+        ReturnCode::LoginRateLimited,
+        format!("too many logins {what} this minute; try again shortly"),
+    )
+}
+
+/// The per-source login limit (off unless configured), counted before anything is looked up.
+fn check_source_limit(deps: &Deps, meta: &RequestMeta) -> Result<(), WaferError> {
+    if let (Some(n), Some(ip)) = (deps.settings.login_limit_per_ip, meta.source_ip.as_deref()) {
+        if !deps.login_limiter.allow(&format!("ip\n{ip}"), n, deps.clock.now()) {
+            return Err(login_limited("from this address"));
         }
     }
-    if let (Some(n), Some(ip)) = (s.login_limit_per_ip, meta.source_ip.as_deref()) {
-        if !deps.login_limiter.allow(&format!("ip\n{ip}"), n, now) {
-            return Err(limited("from this address"));
+    Ok(())
+}
+
+/// The per-app login limit (off unless configured), counted for registered apps only: an unknown appid adds no
+/// entry, so a flood of made-up appids cannot grow the counts.
+fn check_app_limit(deps: &Deps, appid: &str) -> Result<(), WaferError> {
+    if let Some(n) = deps.settings.login_limit_per_app {
+        if !deps.login_limiter.allow(&format!("app\n{appid}"), n, deps.clock.now()) {
+            return Err(login_limited("for this app"));
         }
     }
     Ok(())
@@ -188,7 +193,7 @@ pub async fn login(
     if let Some(c) = scope {
         c.require(Scope::App(&appid))?;
     }
-    check_login_limits(deps, meta, &appid)?;
+    check_source_limit(deps, meta)?;
     // With caller keys on, an unauthenticated caller cannot tell an unregistered app from a misconfigured one or
     // from a bad code: the three answer alike (the log line has the difference).
     let guarded = deps.settings.caller_auth != crate::auth::CallerAuthMode::Off;
@@ -206,6 +211,7 @@ pub async fn login(
     let app = deps.store.get_app(&appid).await.map_err(WaferError::db)?.ok_or_else(|| {
         alike(WaferError::new(ReturnCode::NoAppid, "appid is not configured on this server"))
     })?;
+    check_app_limit(deps, &app.appid)?;
 
     let wx = deps
         .wechat

@@ -120,6 +120,11 @@ impl HostRequest {
     }
 }
 
+/// The one answer to an unknown appid and to a wrong secret.
+const BAD_APP_OR_SECRET: &str = "invalid appid or appsecret";
+/// Compared against when the appid is unknown, so that answer takes as long as a wrong secret's.
+const UNKNOWN_APP_SECRET: &str = "wafer-scf: no app is registered under this appid";
+
 const NOT_OURS: &str =
     "invalid credential, access_token is invalid or not latest (this host passes through only tokens it issued)";
 
@@ -160,13 +165,14 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
     match req {
         HostRequest::Refused(code, msg) => Ok(wechat_error(code, msg)),
         HostRequest::Token { appid, secret, force, .. } => {
-            let app = match deps.store.get_app(&appid).await.map_err(WaferError::db)? {
-                Some(a) if !appid.is_empty() => a,
-                _ => return Ok(wechat_error(40013, "invalid appid")),
-            };
-            if !secret_matches(&secret, &app.secret) {
-                tracing::info!(appid = %appid, "token host: wrong secret presented");
-                return Ok(wechat_error(40125, "invalid appsecret"));
+            // An unknown appid and a wrong secret get one answer, in the same time (the presented secret is
+            // compared either way): an unauthenticated caller cannot tell which apps are registered here.
+            let app = deps.store.get_app(&appid).await.map_err(WaferError::db)?.filter(|_| !appid.is_empty());
+            let registered = app.as_ref().map_or(UNKNOWN_APP_SECRET, |a| a.secret.as_str());
+            if !secret_matches(&secret, registered) || app.is_none() {
+                let why = if app.is_some() { "wrong secret" } else { "unknown appid" };
+                tracing::info!(appid = %crate::request::log_safe(&appid, 64), why, "token host: refused");
+                return Ok(wechat_error(40125, BAD_APP_OR_SECRET));
             }
             let key = CredKey::app(CredKind::MpToken, &appid);
             issue(deps, &key, if force { Force::Yes(None) } else { Force::No }, now).await

@@ -149,6 +149,16 @@ fn header<'a>(headers: Option<&'a Map<String, Value>>, name: &str) -> Option<&'a
     }
 }
 
+/// The last value of a header (the one a proxy in front added last), for addresses.
+fn last_header<'a>(headers: Option<&'a Map<String, Value>>, name: &str) -> Option<&'a str> {
+    let v = headers?.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)?;
+    match v {
+        Value::String(s) => Some(s.as_str()),
+        Value::Array(a) => a.iter().rev().find_map(Value::as_str),
+        _ => None,
+    }
+}
+
 fn query_key(q: Option<&Map<String, Value>>) -> Option<String> {
     match q?.get("key")? {
         Value::String(s) => Some(s.clone()),
@@ -281,15 +291,17 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
         .to_owned();
     // API Gateway names the client in requestContext; a Function URL event has no requestContext and carries the
     // client's address in headers instead.
+    // Only what the platform sets: the gateway's sourceIp, else the last x-scf-remote-addr value (SCF's own), else
+    // the X-Forwarded-For entry the platform appended (the last one of the last value; earlier entries are the
+    // client's to choose).
     let source_ip = o
         .get("requestContext")
         .and_then(|c| c.get("sourceIp"))
         .and_then(Value::as_str)
-        .or_else(|| header(headers, "x-scf-remote-addr"))
-        .or_else(|| header(headers, "x-forwarded-for").and_then(|v| v.split(',').next()).map(str::trim))
-        .or_else(|| header(headers, "x-real-ip"))
         .filter(|ip| !ip.is_empty())
-        .map(|ip| crate::request::log_safe(ip, 64));
+        .map(|ip| crate::request::log_safe(ip, 64))
+        .or_else(|| crate::request::last_forwarded(last_header(headers, "x-scf-remote-addr")))
+        .or_else(|| crate::request::last_forwarded(last_header(headers, "x-forwarded-for")));
     let meta = RequestMeta { request_id, source_ip, ..RequestMeta::default() }
         .with_credentials(|name| header(headers, name), queries.iter().find_map(|q| query_key(Some(q))));
     let query = query_string(&queries);
@@ -308,6 +320,25 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_address_is_what_the_platform_appended() {
+        let ip = |headers: &str| {
+            let ev = format!(r#"{{"httpMethod":"GET","path":"/healthz","headers":{headers}}}"#);
+            let Parsed::Request(r) = parse(ev.as_bytes(), "rt") else { panic!("rejected") };
+            r.meta.source_ip
+        };
+        assert_eq!(ip(r#"{"X-Forwarded-For":"6.6.6.6, 203.0.113.7"}"#).as_deref(), Some("203.0.113.7"));
+        assert_eq!(
+            ip(r#"{"x-forwarded-for":["6.6.6.6","7.7.7.7, 203.0.113.8"]}"#).as_deref(),
+            Some("203.0.113.8")
+        );
+        assert_eq!(ip(r#"{"x-scf-remote-addr":["6.6.6.6","203.0.113.9"]}"#).as_deref(), Some("203.0.113.9"));
+        assert_eq!(ip(r#"{"x-real-ip":"6.6.6.6"}"#), None, "a header the platform does not set is not used");
+        let gw = br#"{"requestContext":{"sourceIp":"198.51.100.1"},"httpMethod":"GET","path":"/healthz","headers":{"x-forwarded-for":"6.6.6.6"}}"#;
+        let Parsed::Request(r) = parse(gw, "rt") else { panic!("rejected") };
+        assert_eq!(r.meta.source_ip.as_deref(), Some("198.51.100.1"));
+    }
 
     #[test]
     fn gateway_quirks_are_accepted() {

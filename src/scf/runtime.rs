@@ -36,8 +36,11 @@ impl RuntimeClient {
     /// `base` is `http://host:port`.
     pub fn new(base: &str) -> Result<Self, reqwest::Error> {
         // No overall timeout: `next` is a long poll. Connects still fail fast.
-        let http =
-            reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).tcp_nodelay(true).build()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
         Ok(Self { http, base: base.trim_end_matches('/').to_owned() })
     }
 
@@ -159,8 +162,10 @@ pub async fn handle(svc: &Service, inv: &Invocation) -> Vec<u8> {
                 return event::gateway_reply(status, "application/json; charset=utf-8", body);
             }
             Route::Metrics if svc.metrics_route => {
-                let ct = "text/plain; version=0.0.4; charset=utf-8";
-                return event::gateway_reply(200, ct, crate::metrics::text());
+                return match svc.metrics(&meta) {
+                    Ok(text) => event::gateway_reply(200, "text/plain; version=0.0.4; charset=utf-8", text),
+                    Err(e) => event::reply(&origin, 401, &Envelope::error(&e)),
+                };
             }
             Route::Metrics | Route::WrongMethod => {
                 tracing::info!(request_id = %meta.request_id, method = %method, return_code = 1009, "request refused: method not allowed");

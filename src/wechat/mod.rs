@@ -22,6 +22,8 @@ pub enum UpstreamError {
     Network(String),
     /// A non-200 HTTP status.
     Status(u16),
+    /// A redirect (3xx), never followed: the host it named (`-` when it named none), which is no secret.
+    Redirect(String),
     /// A 200 whose body is not JSON, or JSON missing the fields a success needs.
     BadReply(String),
     /// A JSON `errcode` other than 0, with WeChat's request id (`rid: …`, WeCom's `hint: […]`) and the caller IP
@@ -35,6 +37,7 @@ impl std::fmt::Display for UpstreamError {
             Self::Unreachable(e) => write!(f, "unreachable: {e}"),
             Self::Network(e) => write!(f, "network: {e}"),
             Self::Status(s) => write!(f, "HTTP status {s}"),
+            Self::Redirect(host) => write!(f, "redirect to {host} (not followed)"),
             Self::BadReply(e) => write!(f, "bad reply: {e}"),
             Self::Api { errcode, rid: Some(rid), .. } => write!(f, "errcode {errcode} (rid {rid})"),
             Self::Api { errcode, rid: None, .. } => write!(f, "errcode {errcode}"),
@@ -72,6 +75,10 @@ impl UpstreamError {
             Self::Status(s) => {
                 WaferError::new(ReturnCode::WeixinNetErr, format!("{upstream} answered HTTP {s}"))
             }
+            Self::Redirect(host) => WaferError::new(
+                ReturnCode::WeixinNetErr,
+                format!("{upstream} answered with a redirect to {host}, which is never followed"),
+            ),
             Self::BadReply(_) => WaferError::new(
                 ReturnCode::WeixinReturnErr,
                 format!("{upstream} answered an unexpected reply"),
@@ -168,7 +175,26 @@ pub fn http_client(t: UpstreamTimeouts) -> Result<reqwest::Client, reqwest::Erro
         .timeout(t.total)
         .pool_idle_timeout(Duration::from_secs(50))
         .user_agent(concat!("wafer-scf/", env!("CARGO_PKG_VERSION")))
+        // A redirect is never followed (it would carry the token or secret in the URL, and a Referer, to whatever
+        // host it names): it is an error naming that host ([`redirect_of`]).
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
         .build()
+}
+
+/// The error for a redirect reply: the host its `Location` names (only the host: the rest may carry anything).
+pub fn redirect_of(resp: &reqwest::Response) -> Option<UpstreamError> {
+    if !resp.status().is_redirection() {
+        return None;
+    }
+    let host = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| resp.url().join(l).ok())
+        .and_then(|u| u.host_str().map(|h| crate::request::log_safe(h, 253)))
+        .unwrap_or_else(|| "-".into());
+    Some(UpstreamError::Redirect(host))
 }
 
 /// The WeChat API client (`api.weixin.qq.com` by default).
@@ -336,6 +362,7 @@ pub async fn send_json(endpoint: &'static str, req: reqwest::RequestBuilder) -> 
         Err(UpstreamError::Unreachable(_)) => "unreachable".into(),
         Err(UpstreamError::Network(_)) => "network".into(),
         Err(UpstreamError::Status(s)) => format!("http_{s}"),
+        Err(UpstreamError::Redirect(_)) => "redirect".into(),
         Err(UpstreamError::BadReply(_) | UpstreamError::Api { .. }) => "bad_reply".into(),
     };
     crate::metrics::upstream(endpoint, label);
@@ -353,6 +380,9 @@ pub(crate) fn send_error(e: reqwest::Error) -> UpstreamError {
 
 async fn send_json_inner(req: reqwest::RequestBuilder) -> Result<Value, UpstreamError> {
     let resp = req.send().await.map_err(send_error)?;
+    if let Some(e) = redirect_of(&resp) {
+        return Err(e);
+    }
     let status = resp.status();
     if !status.is_success() {
         return Err(UpstreamError::Status(status.as_u16()));

@@ -84,6 +84,10 @@ pub async fn call(
         }
     }
     let resp = req.send().await.map_err(super::send_error)?;
+    if let Some(e) = super::redirect_of(&resp) {
+        crate::metrics::upstream(what, "redirect".to_owned());
+        return Err(e);
+    }
     let status = resp.status().as_u16();
     let content_type = resp
         .headers()

@@ -67,10 +67,12 @@ async fn every_admin_interface_needs_the_token_and_never_echoes_a_secret(b: Back
             serde_json::from_slice::<Value>(&svc.handle(body.as_bytes(), &meta).await.to_bytes()).unwrap()
         }
     };
-    for name in ORDER {
-        // No token, a wrong one: refused before anything is touched.
-        assert_eq!(code(&call(name, RequestMeta::default(), para_for(name)).await), 1024, "{name}");
-        let wrong = RequestMeta { admin_token: Some("wrong".into()), ..Default::default() };
+    for (i, name) in ORDER.iter().enumerate() {
+        // No token, a wrong one: refused before anything is touched. (Each name's failures come from an address
+        // of their own: failed admin authentications are limited per address.)
+        let from = || RequestMeta { source_ip: Some(format!("192.0.2.{i}")), ..Default::default() };
+        assert_eq!(code(&call(name, from(), para_for(name)).await), 1024, "{name}");
+        let wrong = RequestMeta { admin_token: Some("wrong".into()), ..from() };
         assert_eq!(code(&call(name, wrong, para_for(name)).await), 1024, "{name}");
         // The header token (HTTP), or para.admin_token (a direct invocation).
         let r = if name.ends_with(".list") || name.ends_with("status") {
@@ -202,7 +204,10 @@ async fn the_cli_manages_a_running_server_with_server(b: Backend) {
     assert_eq!(store.list_caller_keys().await.unwrap()[0].name, "remote-svc");
 
     // Wrong token, plain http to another host: plain messages.
-    let err = cli(&["app", "list"]).env("WAFER_ADMIN_TOKEN", "wrong").output().unwrap();
+    let err = cli(&["app", "list"])
+        .env("WAFER_ADMIN_TOKEN", "wrong-admin-token-of-32-characters!")
+        .output()
+        .unwrap();
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("1024"));
     let err = cli(&["app", "list"]).env("WAFER_SERVER", "http://example.com/").output().unwrap();
@@ -246,6 +251,7 @@ async fn metrics_count_a_scripted_mix_of_requests() {
         ("WAFER_WECHAT_BASE_URL", wx.base_url.as_str()),
         ("WAFER_CALLER_AUTH", "off"),
         ("WAFER_METRICS", "1"),
+        ("WAFER_ADMIN_TOKEN", ADMIN),
         ("WAFER_METRICS_LISTEN", metrics_addr.as_str()),
         ("WAFER_LOG", "warn"),
     ];
@@ -265,7 +271,15 @@ async fn metrics_count_a_scripted_mix_of_requests() {
     for _ in 0..2 {
         assert_eq!(code(&post("qcloud.mimi.access_token", json!({"appid": "wx_metrics_bad"})).await), 40013);
     }
-    let text = client.get(format!("{url}metrics")).send().await.unwrap().text().await.unwrap();
+    // On the public listener /metrics needs the admin token, as a bearer token (what Prometheus sends).
+    let refused = client.get(format!("{url}metrics")).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["www-authenticate"], "Bearer realm=\"metrics\"");
+    let wrong =
+        client.get(format!("{url}metrics")).bearer_auth("wk_not_the_admin_token").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let text =
+        client.get(format!("{url}metrics")).bearer_auth(ADMIN).send().await.unwrap().text().await.unwrap();
     assert_eq!(sample(&text, r#"wafer_requests_total{interface="qcloud.cam.auth",code="60012"}"#), 3.0);
     assert_eq!(sample(&text, r#"wafer_requests_total{interface="qcloud.cam.id_skey",code="0"}"#), 1.0);
     assert_eq!(sample(&text, r#"wafer_requests_total{interface="qcloud.mimi.access_token",code="0"}"#), 2.0);

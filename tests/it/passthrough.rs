@@ -280,15 +280,16 @@ async fn the_token_host_serves_sdks_from_the_central_cache(b: Backend) {
     assert_eq!(t.wx.calls(STABLE), 3, "one refresh for 16 forced requests");
     let current = new.into_iter().next().unwrap().to_owned();
 
-    // Wrong secret, unknown app, wrong grant type: WeChat's own answers.
-    let r =
+    // Wrong secret and unknown app: one answer, so nobody can tell which apps are registered; wrong grant type:
+    // WeChat's own answer.
+    let wrong =
         get_json(&http, format!("{url}/cgi-bin/token?grant_type=client_credential&appid={APP}&secret=nope"))
             .await;
-    assert_eq!(r["errcode"], 40125, "{r}");
-    let r =
+    assert_eq!(wrong["errcode"], 40125, "{wrong}");
+    let unknown =
         get_json(&http, format!("{url}/cgi-bin/token?grant_type=client_credential&appid=wx_nobody&secret=x"))
             .await;
-    assert_eq!(r["errcode"], 40013, "{r}");
+    assert_eq!(unknown, wrong, "an unknown app is answered exactly like a wrong secret");
     let r =
         get_json(&http, format!("{url}/cgi-bin/token?grant_type=other&appid={APP}&secret={SECRET}")).await;
     assert_eq!(r["errcode"], 40002, "{r}");

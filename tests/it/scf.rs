@@ -227,7 +227,11 @@ fn function_url_events_name_the_client_and_the_request() {
     let Parsed::Request(r) = parse(&read("furl-forwarded-for-query-key.json"), "rt") else {
         panic!("rejected")
     };
-    assert_eq!(r.meta.source_ip.as_deref(), Some("198.51.100.23"), "first X-Forwarded-For entry");
+    assert_eq!(
+        r.meta.source_ip.as_deref(),
+        Some("198.51.100.23"),
+        "the X-Forwarded-For entry SCF appended, not the client's"
+    );
     assert_eq!(r.meta.caller_key.as_deref(), Some("wk_not_a_real_key"));
     let Parsed::Request(r) = parse(&read("furl-base64-post.json"), "rt") else { panic!("rejected") };
     assert!(r.body.into_bytes().starts_with(b"{\"interface\""), "base64 body decoded");
