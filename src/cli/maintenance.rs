@@ -50,18 +50,16 @@ pub(super) async fn reencrypt(config: &Config) -> Result<()> {
     if config.master_key.is_none() {
         bail!("set WAFER_MASTER_KEY first: reencrypt seals every secret with it");
     }
-    let store = open_store(config, false).await?;
     let raw = store::open_raw(&config.database_url, &config.store_options())
         .await
         .context("could not open storage")?;
     let sealer = config.store_options().sealer;
-    let n =
-        store::sealed::reencrypt(raw.as_ref(), store.as_ref(), &sealer).await.context("reencrypt failed")?;
+    let n = store::reencrypt::reencrypt(raw.as_ref(), &sealer).await.context("reencrypt failed")?;
     if n.apps + n.agents + n.cos_keys + n.credentials + n.users == 0 {
         println!("nothing to seal: every stored secret is sealed already");
     } else {
         println!(
-            "sealed: {} apps, {} agents, {} COS keys, {} cached credentials, {} users' session keys",
+            "sealed: {} apps, {} agents, {} COS keys, {} cached credentials, {} sessions' keys",
             n.apps, n.agents, n.cos_keys, n.credentials, n.users
         );
     }

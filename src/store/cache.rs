@@ -223,6 +223,9 @@ impl Store for SessionCache {
     async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
         self.inner.delete_credentials(keys).await
     }
+    async fn swap_sealed(&self, field: SealedField<'_>, old: &str, new: &str) -> StoreResult<bool> {
+        self.inner.swap_sealed(field, old, new).await
+    }
     async fn put_cos_key(&self, key: &CosKeyRecord) -> StoreResult<()> {
         self.inner.put_cos_key(key).await
     }

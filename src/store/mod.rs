@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod cache;
 pub mod mysql;
 mod records;
+pub mod reencrypt;
 pub mod sealed;
 pub mod sqlite;
 
@@ -147,6 +148,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Drop cached credentials (a secret was replaced or an app removed).
     async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()>;
+    /// Replace one stored (sealed) value by `new` if it still is `old`, as stored: false when the row changed or
+    /// went in between (`reencrypt` then reads it again), so no newer write is ever replaced by an older value.
+    async fn swap_sealed(&self, field: SealedField<'_>, old: &str, new: &str) -> StoreResult<bool>;
 
     /// Insert or replace the COS credentials of a Tencent Cloud APPID.
     async fn put_cos_key(&self, key: &CosKeyRecord) -> StoreResult<()>;
@@ -302,6 +306,10 @@ macro_rules! store_by_inherent_methods {
 
     async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
         <$T>::delete_credentials(self, keys).await
+    }
+
+    async fn swap_sealed(&self, field: SealedField<'_>, old: &str, new: &str) -> StoreResult<bool> {
+        <$T>::swap_sealed(self, field, old, new).await
     }
 
     async fn put_cos_key(&self, k: &CosKeyRecord) -> StoreResult<()> {

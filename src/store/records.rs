@@ -268,3 +268,53 @@ pub struct FailedFetch<'a> {
     /// Consecutive failures including this one.
     pub count: i64,
 }
+
+/// Where one sealed value is stored, for a compare-and-swap of that value alone ([`super::Store::swap_sealed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedField<'a> {
+    AppSecret {
+        appid: &'a str,
+    },
+    AgentSecret {
+        corpid: &'a str,
+        agentid: &'a str,
+    },
+    CosSecretKey {
+        appid: &'a str,
+    },
+    Credential {
+        key: &'a str,
+    },
+    /// One session row's copy of its user's session key.
+    SessionKey {
+        id: &'a str,
+    },
+}
+
+impl<'a> SealedField<'a> {
+    /// `(table, column, key columns with their values)`: fixed names only; values are bound as parameters.
+    pub(crate) fn location(&self) -> (&'static str, &'static str, Vec<(&'static str, &'a str)>) {
+        match *self {
+            Self::AppSecret { appid } => ("wafer_apps", "secret", vec![("appid", appid)]),
+            Self::AgentSecret { corpid, agentid } => {
+                ("wafer_agents", "secret", vec![("corpid", corpid), ("agentid", agentid)])
+            }
+            Self::CosSecretKey { appid } => ("wafer_cos_keys", "secret_key", vec![("appid", appid)]),
+            Self::Credential { key } => ("wafer_credentials", "value", vec![("cred_key", key)]),
+            Self::SessionKey { id } => ("wafer_sessions", "session_key", vec![("id", id)]),
+        }
+    }
+
+    /// `UPDATE … SET column = ? WHERE key = ? … AND column = ?` with `?` placeholders, and the key values in order.
+    pub(crate) fn swap_sql(&self) -> (String, Vec<&'a str>) {
+        let (table, column, keys) = self.location();
+        let mut sql = format!("UPDATE {table} SET {column} = ? WHERE ");
+        for (name, _) in &keys {
+            sql.push_str(name);
+            sql.push_str(" = ? AND ");
+        }
+        sql.push_str(column);
+        sql.push_str(" = ?");
+        (sql, keys.into_iter().map(|(_, v)| v).collect())
+    }
+}

@@ -137,20 +137,20 @@ fn row_label(aad: &str) -> String {
     }
 }
 
-fn app_aad(appid: &str) -> String {
+pub(super) fn app_aad(appid: &str) -> String {
     format!("app/{appid}/secret")
 }
-fn agent_aad(corpid: &str, agentid: &str) -> String {
+pub(super) fn agent_aad(corpid: &str, agentid: &str) -> String {
     format!("agent/{corpid}/{agentid}/secret")
 }
-fn cos_aad(appid: &str) -> String {
+pub(super) fn cos_aad(appid: &str) -> String {
     format!("cos/{appid}/secret_key")
 }
 /// A session key belongs to the user (every session of (appid, openid) holds the same one).
-fn session_aad(appid: &str, openid: &str) -> String {
+pub(super) fn session_aad(appid: &str, openid: &str) -> String {
     format!("session/{appid}/{openid}/session_key")
 }
-fn cred_aad(key: &str) -> String {
+pub(super) fn cred_aad(key: &str) -> String {
     format!("credential/{key}")
 }
 
@@ -338,6 +338,10 @@ impl Store for SealedStore {
     async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
         self.inner.delete_credentials(keys).await
     }
+    /// Values as stored (already sealed): passed on unchanged.
+    async fn swap_sealed(&self, field: SealedField<'_>, old: &str, new: &str) -> StoreResult<bool> {
+        self.inner.swap_sealed(field, old, new).await
+    }
     async fn put_cos_key(&self, key: &CosKeyRecord) -> StoreResult<()> {
         let mut k = key.clone();
         k.secret_key = self.seal(&cos_aad(&k.appid), &k.secret_key)?;
@@ -367,69 +371,6 @@ impl Store for SealedStore {
     async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()> {
         self.inner.touch_caller_key(name, now).await
     }
-}
-
-/// Counts of what `reencrypt` sealed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Reencrypted {
-    pub apps: usize,
-    pub agents: usize,
-    pub cos_keys: usize,
-    pub users: usize,
-    pub credentials: usize,
-}
-
-/// Seal every secret still stored in the clear: `raw` reads the rows as stored, `sealed` writes them through the
-/// sealing layer. Counts only what was in the clear, so a second run reports nothing to do.
-pub async fn reencrypt(raw: &dyn Store, sealed: &dyn Store, sealer: &Sealer) -> StoreResult<Reencrypted> {
-    let mut n = Reencrypted::default();
-    for a in raw.list_apps().await? {
-        if !sealer.is_current(&app_aad(&a.appid), &a.secret) {
-            if let Some(open) = sealed.get_app(&a.appid).await? {
-                sealed.put_app(&open).await?;
-                n.apps += 1;
-            }
-        }
-    }
-    for a in raw.list_agents().await? {
-        if !sealer.is_current(&agent_aad(&a.corpid, &a.agentid), &a.secret) {
-            if let Some(open) = sealed.get_agent(&a.corpid, &a.agentid).await? {
-                sealed.put_agent(&open).await?;
-                n.agents += 1;
-            }
-        }
-    }
-    for k in raw.list_cos_keys().await? {
-        if !sealer.is_current(&cos_aad(&k.appid), &k.secret_key) {
-            if let Some(open) = sealed.get_cos_key(&k.appid).await? {
-                sealed.put_cos_key(&open).await?;
-                n.cos_keys += 1;
-            }
-        }
-    }
-    for c in raw.list_credentials().await? {
-        if c.value.as_deref().is_some_and(|v| !sealer.is_current(&cred_aad(&c.key), v)) {
-            if let Some(v) = sealed.get_credential(&c.key).await?.and_then(|o| o.value) {
-                sealed.import_credential(&c.key, &v, c.expires_at, c.fetched_at).await?;
-                n.credentials += 1;
-            }
-        }
-    }
-    let mut after = String::new();
-    loop {
-        let batch = raw.list_user_session_keys(&after, 500).await?;
-        let Some(last) = batch.last() else { break };
-        after = last.0.clone();
-        for (_, appid, openid, stored) in &batch {
-            let aad = session_aad(appid, openid);
-            if !sealer.is_current(&aad, stored) {
-                let plain = sealer.open(&aad, stored)?;
-                sealed.set_user_session_key(appid, openid, &plain).await?;
-                n.users += 1;
-            }
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

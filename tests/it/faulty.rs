@@ -141,6 +141,9 @@ impl Store for Faulty {
     async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
         self.inner.delete_credentials(keys).await
     }
+    async fn swap_sealed(&self, f: SealedField<'_>, o: &str, n: &str) -> StoreResult<bool> {
+        self.inner.swap_sealed(f, o, n).await
+    }
     async fn put_cos_key(&self, k: &CosKeyRecord) -> StoreResult<()> {
         self.inner.put_cos_key(k).await
     }

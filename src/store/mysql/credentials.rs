@@ -189,4 +189,24 @@ impl MysqlStore {
         })
         .await
     }
+
+    pub(super) async fn swap_sealed(
+        &self,
+        field: SealedField<'_>,
+        old: &str,
+        new: &str,
+    ) -> StoreResult<bool> {
+        let (sql, keys) = field.swap_sql();
+        self.run(move |mut conn| {
+            let mut params: Vec<mysql_async::Value> = vec![new.into()];
+            params.extend(keys.iter().map(|k| mysql_async::Value::from(*k)));
+            params.push(old.into());
+            let sql = sql.clone();
+            async move {
+                conn.exec_drop(sql, mysql_async::Params::Positional(params)).await?;
+                Ok(conn.affected_rows() == 1)
+            }
+        })
+        .await
+    }
 }

@@ -8,7 +8,7 @@ mod sessions;
 use super::breaker::Breaker;
 use super::{
     AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FailedFetch, FetchedCredential,
-    LoginOutcome, SessionRecord, SessionView, StoreError, StoreOptions, StoreResult, TokenMode,
+    LoginOutcome, SealedField, SessionRecord, SessionView, StoreError, StoreOptions, StoreResult, TokenMode,
     AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
 };
 use mysql_async::prelude::*;

@@ -195,4 +195,17 @@ impl SqliteStore {
         })
         .await
     }
+
+    pub(super) async fn swap_sealed(
+        &self,
+        field: SealedField<'_>,
+        old: &str,
+        new: &str,
+    ) -> StoreResult<bool> {
+        let (sql, keys) = field.swap_sql();
+        let mut values: Vec<String> = vec![new.to_owned()];
+        values.extend(keys.iter().map(|k| (*k).to_owned()));
+        values.push(old.to_owned());
+        self.call(move |c| Ok(c.execute(&sql, rusqlite::params_from_iter(values.iter()))? == 1)).await
+    }
 }

@@ -7,8 +7,8 @@ mod sessions;
 
 use super::{
     AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FailedFetch, FetchedCredential,
-    LoginOutcome, SessionRecord, SessionView, StoreError, StoreResult, TokenMode, AGENT_COLUMNS, APP_COLUMNS,
-    COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
+    LoginOutcome, SealedField, SessionRecord, SessionView, StoreError, StoreResult, TokenMode, AGENT_COLUMNS,
+    APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::sync::{Arc, Mutex};
