@@ -192,6 +192,34 @@ async fn caller_keys_may_be_limited_to_api_paths(b: Backend) {
     let env = t.svc.handle(call("/wxa/getwxacodeunlimit").as_bytes(), &meta).await;
     assert_eq!(env.return_code, 0);
     assert_eq!(t.wx.calls("/business"), 4, "refused calls never reached WeChat");
+
+    // A key limited to API paths never receives a raw token or ticket (it could call any API with it); a
+    // signature, which reveals no credential, stays allowed. A key without path limits gets the token.
+    let iface = |name: &str, para: Value| {
+        json!({"version": 1, "interface": {"interfaceName": name, "para": para}}).to_string()
+    };
+    for name in ["qcloud.mimi.access_token", "qcloud.mimi.jsapi_ticket"] {
+        let env = t.svc.handle(iface(name, json!({"appid": APP})).as_bytes(), &meta).await;
+        assert_eq!(env.return_code, 1023, "{name}");
+    }
+    let sign = json!({"appid": APP, "url": "https://example.com/page"});
+    let env = t.svc.handle(iface("qcloud.mimi.jsapi_signature", sign).as_bytes(), &meta).await;
+    assert_ne!(env.return_code, 1023, "a signature is not a credential");
+    let unlimited = wafer_scf::request::RequestMeta {
+        caller_key: Some("wk_anything_key_00000000000002".into()),
+        ..Default::default()
+    };
+    let env =
+        t.svc.handle(iface("qcloud.mimi.access_token", json!({"appid": APP})).as_bytes(), &unlimited).await;
+    assert_eq!(env.return_code, 0);
+
+    // Dot segments are refused as written, never sent normalised (which would reach /cgi-bin/token).
+    for path in ["/cgi-bin/./token", "/wxa/../cgi-bin/token", "/wxa//x", "/cgi-bin%2Ftoken"] {
+        let r = post(path, Some("wk_anything_key_00000000000002")).await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let env = t.svc.handle(call(path).as_bytes(), &unlimited).await;
+        assert_eq!(env.return_code, 1003, "{path}");
+    }
 }
 
 async fn phone_numbers_come_from_the_code_of_a_live_session(b: Backend) {
