@@ -59,7 +59,7 @@ pub(super) async fn reencrypt(config: &Config) -> Result<()> {
         println!("nothing to seal: every stored secret is sealed already");
     } else {
         println!(
-            "sealed: {} apps, {} agents, {} COS keys, {} cached credentials, {} sessions' keys",
+            "sealed: {} apps, {} agents, {} COS keys, {} cached credentials, {} users' session keys",
             n.apps, n.agents, n.cos_keys, n.credentials, n.users
         );
     }
