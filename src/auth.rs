@@ -378,7 +378,7 @@ impl RateLimiter {
         self.window(now, |counts, _| counts.get(key).is_some_and(|n| *n >= limit))
     }
 
-    /// Keys counted in the current window (for tests and the status report).
+    /// Keys counted in the current window.
     pub fn tracked(&self) -> usize {
         self.windows.lock().unwrap_or_else(|p| p.into_inner()).counts.len()
     }

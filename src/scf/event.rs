@@ -289,8 +289,6 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
         .or_else(|| crate::request::safe_request_id(runtime_request_id))
         .unwrap_or("-")
         .to_owned();
-    // API Gateway names the client in requestContext; a Function URL event has no requestContext and carries the
-    // client's address in headers instead.
     // Only what the platform sets: the gateway's sourceIp, else the last x-scf-remote-addr value (SCF's own), else
     // the X-Forwarded-For entry the platform appended (the last one of the last value; earlier entries are the
     // client's to choose).

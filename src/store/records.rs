@@ -305,16 +305,23 @@ impl<'a> SealedField<'a> {
         }
     }
 
-    /// `UPDATE … SET column = ? WHERE key = ? … AND column = ?` with `?` placeholders, and the key values in order.
-    pub(crate) fn swap_sql(&self) -> (String, Vec<&'a str>) {
+    /// `UPDATE … SET column = ? WHERE key = ? … AND column = ?` with `?` placeholders, and its parameters in order
+    /// (`new`, the key values, `old`).
+    pub(crate) fn swap<'b>(&self, old: &'b str, new: &'b str) -> (String, Vec<&'b str>)
+    where
+        'a: 'b,
+    {
         let (table, column, keys) = self.location();
         let mut sql = format!("UPDATE {table} SET {column} = ? WHERE ");
-        for (name, _) in &keys {
+        let mut params = vec![new];
+        for (name, value) in keys {
             sql.push_str(name);
             sql.push_str(" = ? AND ");
+            params.push(value);
         }
         sql.push_str(column);
         sql.push_str(" = ?");
-        (sql, keys.into_iter().map(|(_, v)| v).collect())
+        params.push(old);
+        (sql, params)
     }
 }

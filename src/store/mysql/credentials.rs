@@ -196,11 +196,9 @@ impl MysqlStore {
         old: &str,
         new: &str,
     ) -> StoreResult<bool> {
-        let (sql, keys) = field.swap_sql();
+        let (sql, params) = field.swap(old, new);
         self.run(move |mut conn| {
-            let mut params: Vec<mysql_async::Value> = vec![new.into()];
-            params.extend(keys.iter().map(|k| mysql_async::Value::from(*k)));
-            params.push(old.into());
+            let params = params.iter().map(|p| mysql_async::Value::from(*p)).collect();
             let sql = sql.clone();
             async move {
                 conn.exec_drop(sql, mysql_async::Params::Positional(params)).await?;

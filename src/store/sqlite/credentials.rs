@@ -202,10 +202,8 @@ impl SqliteStore {
         old: &str,
         new: &str,
     ) -> StoreResult<bool> {
-        let (sql, keys) = field.swap_sql();
-        let mut values: Vec<String> = vec![new.to_owned()];
-        values.extend(keys.iter().map(|k| (*k).to_owned()));
-        values.push(old.to_owned());
+        let (sql, params) = field.swap(old, new);
+        let values: Vec<String> = params.into_iter().map(str::to_owned).collect();
         self.call(move |c| Ok(c.execute(&sql, rusqlite::params_from_iter(values.iter()))? == 1)).await
     }
 }
