@@ -140,6 +140,11 @@ pub struct Config {
     #[arg(long, env = "WAFER_BODY_LIMIT", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1024..=6_291_456), global = true)]
     pub body_limit: u64,
 
+    /// Largest request body the HTTP pass-through streams on to WeChat (uploads), in bytes; bodies past
+    /// `WAFER_BODY_LIMIT` are streamed, not held in memory. Event transports (SCF) carry at most the event's body.
+    #[arg(long, env = "WAFER_PASSTHROUGH_BODY_LIMIT", default_value_t = 33_554_432, value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824), global = true)]
+    pub passthrough_body_limit: u64,
+
     /// Live sessions kept per user and app; older ones are dropped at login.
     #[arg(long, env = "WAFER_MAX_SESSIONS_PER_USER", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100), global = true)]
     pub max_sessions_per_user: u64,

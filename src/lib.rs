@@ -32,6 +32,7 @@ pub mod handlers;
 pub mod ids;
 pub mod import;
 pub mod metrics;
+pub mod payload;
 pub mod registry;
 pub mod remote;
 pub mod request;

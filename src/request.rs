@@ -1,6 +1,8 @@
 //! What a transport knows about a request besides its body. HTTP mode ([`crate::serve`]) and SCF events
 //! ([`crate::scf::event`]) build it the same way from their headers; the gate and audit lines read it.
 
+use crate::payload::Payload;
+
 /// A request's metadata: correlation id, presented credentials, client address.
 #[derive(Clone, Default)]
 pub struct RequestMeta {
@@ -54,22 +56,23 @@ impl RequestMeta {
 
 /// A request answered as plain HTTP rather than with an envelope (the `/wechat/…` pass-through, the drop-in token
 /// host): what a transport hands over.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct HttpCall {
     pub method: String,
     pub path: String,
     /// The raw query string (without `?`), if any.
     pub query: Option<String>,
     pub content_type: Option<String>,
-    pub body: Vec<u8>,
+    /// Whole, or (HTTP mode, past `WAFER_BODY_LIMIT`) streaming in.
+    pub body: Payload,
 }
 
-/// The answer to an [`HttpCall`]: status, content type and bytes, sent as they are.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The answer to an [`HttpCall`]: status, content type and body (whole or streaming), sent as they are.
+#[derive(Debug)]
 pub struct HttpReply {
     pub status: u16,
     pub content_type: String,
-    pub body: Vec<u8>,
+    pub body: Payload,
 }
 
 impl HttpReply {
@@ -78,7 +81,7 @@ impl HttpReply {
         Self {
             status,
             content_type: "application/json; charset=utf-8".into(),
-            body: body.to_string().into_bytes(),
+            body: Payload::from(body.to_string().into_bytes()),
         }
     }
 }

@@ -74,6 +74,10 @@ impl RequestLine<'_> {
 /// Default largest request body accepted, in bytes.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
+/// Default largest body streamed on by the HTTP pass-through (`WAFER_PASSTHROUGH_BODY_LIMIT`): 32 MiB, above
+/// WeChat's and WeCom's media upload limits.
+pub const DEFAULT_PASSTHROUGH_BODY_LIMIT: u64 = 32 * 1024 * 1024;
+
 /// What a transport does with a request, from its method and path alone (the same in HTTP mode and for gateway
 /// events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,8 +146,10 @@ impl Readiness {
 pub struct Service {
     pub deps: Deps,
     pub gate: Gate,
-    /// Largest body accepted (`WAFER_BODY_LIMIT`).
+    /// Largest body accepted whole (`WAFER_BODY_LIMIT`).
     pub body_limit: usize,
+    /// Largest body the HTTP pass-through streams on (`WAFER_PASSTHROUGH_BODY_LIMIT`).
+    pub passthrough_body_limit: u64,
     /// Answer `GET /metrics` on the service's own listener (`WAFER_METRICS=1`).
     pub metrics_route: bool,
     /// HTTP mode's limits on slow, idle and too many connections.
@@ -185,6 +191,7 @@ impl Service {
             deps,
             gate,
             body_limit: DEFAULT_BODY_LIMIT,
+            passthrough_body_limit: DEFAULT_PASSTHROUGH_BODY_LIMIT,
             metrics_route: false,
             http_limits: HttpLimits::default(),
             client_address: crate::request::ClientAddress::Peer,
@@ -252,13 +259,15 @@ impl Service {
         }
     }
 
-    /// Answer a plain-HTTP request. Never panics: every outcome is a reply; one log line per request.
-    pub async fn handle_http(&self, call: HttpCall, meta: &RequestMeta) -> HttpReply {
+    /// Answer a plain-HTTP request. Never panics: every outcome is a reply; one log line per request. A transport
+    /// that cannot stream a reply (an SCF event's) asks for it `inline`: collected up to
+    /// [`INLINE_LIMIT`](crate::payload::INLINE_LIMIT), else `1027 REPLY_TOO_LARGE`.
+    pub async fn handle_http(&self, call: HttpCall, meta: &RequestMeta, inline: bool) -> HttpReply {
         use crate::handlers::http::{self, HttpInterface};
         let started = Instant::now();
         let mut name = "http";
         let result = AssertUnwindSafe(async {
-            if call.body.len() > self.body_limit {
+            if call.body.as_full().is_some_and(|b| b.len() > self.body_limit) {
                 return Err(WaferError::new(
                     ReturnCode::RequestTooLarge,
                     format!("request body is larger than {} bytes", self.body_limit),
@@ -266,10 +275,15 @@ impl Service {
             }
             let parsed = http::parse(&call, meta)?;
             name = parsed.name();
-            match parsed {
+            let reply = match parsed {
                 HttpInterface::Pass(p) => http::pass(&self.deps, &self.gate, &p, &call, meta).await,
                 HttpInterface::Host(h) => crate::handlers::token_host::handle(&self.deps, h, &call).await,
+            }?;
+            if inline && !reply.body.resendable() {
+                let body = crate::handlers::proxy::inline(reply.body, "WeChat").await?;
+                return Ok(HttpReply { body: body.into(), ..reply });
             }
+            Ok(reply)
         })
         .catch_unwind()
         .await

@@ -157,6 +157,7 @@ pub async fn service(config: &Config, default_pool: u64) -> Result<Service> {
         .map(|mut svc| {
             svc.metrics_route = config.metrics;
             svc.client_address = config.client_address;
+            svc.passthrough_body_limit = config.passthrough_body_limit;
             svc.http_limits = crate::service::HttpLimits {
                 header_timeout: std::time::Duration::from_millis(config.header_timeout_ms),
                 body_timeout: std::time::Duration::from_millis(config.body_timeout_ms),

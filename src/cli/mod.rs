@@ -262,6 +262,7 @@ const SERVER_ONLY: &[&str] = &[
     "client_address",
     "upstream_timeout_ms",
     "body_limit",
+    "passthrough_body_limit",
     "max_sessions_per_user",
     "db_pool_max",
 ];

@@ -33,6 +33,9 @@ pub enum ReturnCode {
     ForceRefreshLimited,
     /// Too many logins for this app or from this address in the current minute (`WAFER_LOGIN_LIMIT_*`).
     LoginRateLimited,
+    /// New: WeChat's reply is larger than a response can carry inline (an envelope, an SCF reply:
+    /// [`crate::payload::INLINE_LIMIT`]); it streams only through the HTTP pass-through.
+    ReplyTooLarge,
     WeixinAppidErr,
     WeixinAccesstokenErr,
     WeixinCodeErr,
@@ -52,7 +55,7 @@ pub enum ReturnCode {
 
 impl ReturnCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ReturnCode; 33] = [
+    pub const ALL: [ReturnCode; 34] = [
         Self::Ok,
         Self::DbErr,
         Self::NoInterface,
@@ -75,6 +78,7 @@ impl ReturnCode {
         Self::AdminAuthErr,
         Self::ForceRefreshLimited,
         Self::LoginRateLimited,
+        Self::ReplyTooLarge,
         Self::WeixinAppidErr,
         Self::WeixinAccesstokenErr,
         Self::WeixinCodeErr,
@@ -118,6 +122,7 @@ impl ReturnCode {
             Self::AdminAuthErr => 1024,
             Self::ForceRefreshLimited => 1025,
             Self::LoginRateLimited => 1026,
+            Self::ReplyTooLarge => 1027,
             Self::InternalErr => 1099,
             Self::WeixinAppidErr => 40013,
             Self::WeixinAccesstokenErr => 40014,
@@ -157,6 +162,7 @@ impl ReturnCode {
             Self::AdminAuthErr => "ADMIN_AUTH_ERR",
             Self::ForceRefreshLimited => "FORCE_REFRESH_LIMITED",
             Self::LoginRateLimited => "LOGIN_RATE_LIMITED",
+            Self::ReplyTooLarge => "REPLY_TOO_LARGE",
             Self::InternalErr => "INTERNAL_ERR",
             Self::WeixinAppidErr => "WEIXIN_APPID_ERR",
             Self::WeixinAccesstokenErr => "WEIXIN_ACCESSTOKEN_ERR",

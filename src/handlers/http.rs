@@ -124,7 +124,7 @@ pub fn refusal(e: &WaferError) -> HttpReply {
     HttpReply {
         status: status_of(e),
         content_type: "application/json; charset=utf-8".into(),
-        body: Envelope::error(e).to_bytes(),
+        body: Envelope::error(e).to_bytes().into(),
     }
 }
 
@@ -141,12 +141,12 @@ pub async fn pass(
     let body = if call.body.is_empty() {
         Body::None
     } else {
-        Body::Raw { content_type: call.content_type.as_deref(), bytes: &call.body }
+        Body::Raw { content_type: call.content_type.as_deref(), payload: &call.body }
     };
     let out = Outgoing { method: &req.method, path: req.path.as_str(), query: &req.query, body };
     let reply = proxy::send(deps, &req.target, out, None, "passthrough").await?;
     tracing::info!(path = %req.path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
-    Ok(HttpReply { status: reply.status, content_type: reply.content_type, body: reply.bytes })
+    Ok(HttpReply { status: reply.status, content_type: reply.content_type, body: reply.body })
 }
 
 #[cfg(test)]

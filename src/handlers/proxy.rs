@@ -8,7 +8,8 @@
 
 use super::credentials::Target;
 use super::{Deps, Reply};
-use crate::envelope::{Para, WaferError};
+use crate::envelope::{Para, ReturnCode, WaferError};
+use crate::payload::{CollectError, Payload, INLINE_LIMIT};
 use crate::tokens::{CredKind, Force};
 use crate::wechat::path::ApiPath;
 use crate::wechat::proxy::{self, Body, Outgoing, RawReply};
@@ -103,8 +104,33 @@ pub(crate) async fn send(
     if !reply.errcode().is_some_and(|c| TOKEN_INVALID_CODES.contains(&c)) {
         return Ok(reply);
     }
-    let fresh = deps.creds.get(&key, Force::Rejected(&token)).await?;
+    let fresh = deps.creds.get(&key, Force::Rejected(&token)).await;
+    // A streamed request body has been consumed and is never sent again: WeChat's reply goes back as it is, and
+    // the caller's next attempt finds the refreshed token.
+    if !out.body.resendable() {
+        return Ok(reply);
+    }
+    let fresh = fresh?;
     proxy::call(http, base, out, &fresh.value, what).await.map_err(|e| e.to_wafer(Call::Ticket, name))
+}
+
+fn name_of(deps: &Deps, target: &Target) -> &'static str {
+    upstream(deps, target).2
+}
+
+/// A reply body small enough to carry inside a response ([`INLINE_LIMIT`]), or `1027 REPLY_TOO_LARGE`. Reading
+/// stops at the limit: a larger reply never sits in memory whole.
+pub(crate) async fn inline(body: Payload, name: &'static str) -> Result<Vec<u8>, WaferError> {
+    body.collect(INLINE_LIMIT).await.map_err(|e| match e {
+        CollectError::TooLarge(limit) => WaferError::new(
+            ReturnCode::ReplyTooLarge,
+            format!(
+                "{name}'s reply is larger than {limit} bytes, the most a response carries inline; \
+                 larger replies stream only through the HTTP pass-through (/wechat/{{appid}}/…)"
+            ),
+        ),
+        CollectError::Broken(e) => UpstreamError::Network(e).to_wafer(Call::Ticket, name),
+    })
 }
 
 /// Make the call with the current token; refresh it once and retry once if WeChat rejects exactly that token.
@@ -115,14 +141,14 @@ pub async fn call(deps: &Deps, req: CallRequest) -> Result<Reply, WaferError> {
     let errcode = reply.errcode();
     tracing::info!(path = %req.path, status = reply.status, errcode = errcode.unwrap_or(0), "proxied call");
     if !(200..300).contains(&reply.status) {
-        let (_, _, name) = upstream(deps, &req.target);
-        return Err(UpstreamError::Status(reply.status).to_wafer(Call::Ticket, name));
+        return Err(UpstreamError::Status(reply.status).to_wafer(Call::Ticket, name_of(deps, &req.target)));
     }
-    let data = match reply.json() {
+    let bytes = inline(reply.body, name_of(deps, &req.target)).await?;
+    let data = match proxy::json_object(&bytes) {
         Some(v) => v,
         None => json!({
             "content_type": reply.content_type,
-            "data_base64": base64::engine::general_purpose::STANDARD.encode(&reply.bytes),
+            "data_base64": base64::engine::general_purpose::STANDARD.encode(&bytes),
         }),
     };
     Ok(Reply { message: "CALL_SUCCESS", data, app: None })

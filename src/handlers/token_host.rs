@@ -89,7 +89,8 @@ impl HostRequest {
                 Self::Token { appid: q("appid"), secret: q("secret"), stable: false, force: false }
             }
             STABLE_TOKEN if !get => {
-                let Ok(Value::Object(b)) = serde_json::from_slice::<Value>(&call.body) else {
+                let Some(Ok(Value::Object(b))) = call.body.as_full().map(serde_json::from_slice::<Value>)
+                else {
                     return Ok(Self::Refused(47001, "data format error: the body must be a JSON object"));
                 };
                 let s = |name: &str| b.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
@@ -227,12 +228,12 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
             let body = if call.body.is_empty() {
                 Body::None
             } else {
-                Body::Raw { content_type: call.content_type.as_deref(), bytes: &call.body }
+                Body::Raw { content_type: call.content_type.as_deref(), payload: &call.body }
             };
             let out = Outgoing { method: &method, path: path.as_str(), query: &query, body };
             let reply = proxy::send(deps, &target, out, Some(&token), "token_host").await?;
             tracing::info!(path = %path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
-            Ok(HttpReply { status: reply.status, content_type: reply.content_type, body: reply.bytes })
+            Ok(HttpReply { status: reply.status, content_type: reply.content_type, body: reply.body })
         }
     }
 }
@@ -257,7 +258,7 @@ mod tests {
             path: path.into(),
             query: Some(query.into()),
             content_type: None,
-            body: body.as_bytes().to_vec(),
+            body: body.as_bytes().to_vec().into(),
         }
     }
 

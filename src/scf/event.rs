@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// Where an event came from, which decides the shape of the reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     /// A Function URL event, or a legacy API Gateway integration event: answer with `{statusCode, headers, body}`.
     Gateway,

@@ -107,8 +107,30 @@ impl RuntimeClient {
     }
 }
 
-/// Handle one invocation: unwrap the event, dispatch under the invocation's deadline, shape the reply.
+/// The largest reply sent to the runtime API: SCF refuses a synchronous response over 6 MB.
+pub const RESPONSE_LIMIT: usize = 6_000_000;
+
+/// Handle one invocation: unwrap the event, dispatch under the invocation's deadline, shape the reply. A reply
+/// SCF would refuse (over [`RESPONSE_LIMIT`]) is replaced by `1027 REPLY_TOO_LARGE`.
 pub async fn handle(svc: &Service, inv: &Invocation) -> Vec<u8> {
+    let mut origin = Origin::Direct;
+    let reply = answer(svc, inv, &mut origin).await;
+    if reply.len() <= RESPONSE_LIMIT {
+        return reply;
+    }
+    let error = WaferError::new(
+        ReturnCode::ReplyTooLarge,
+        format!(
+            "the reply is {} bytes, over the {RESPONSE_LIMIT} an SCF function may return; \
+             large WeChat replies stream only through the HTTP pass-through",
+            reply.len()
+        ),
+    );
+    tracing::warn!(request_id = %inv.request_id, return_code = error.code.code(), bytes = reply.len(), "reply too large for SCF");
+    event::reply(&origin, 502, &Envelope::error(&error))
+}
+
+async fn answer(svc: &Service, inv: &Invocation, origin_out: &mut Origin) -> Vec<u8> {
     let Incoming { origin, method, path, query, content_type, body, meta } = match event::parse(
         &inv.event,
         &inv.request_id,
@@ -121,7 +143,10 @@ pub async fn handle(svc: &Service, inv: &Invocation) -> Vec<u8> {
             };
             return reply.to_string().into_bytes();
         }
-        Parsed::Request(r) => *r,
+        Parsed::Request(r) => {
+            *origin_out = r.origin;
+            *r
+        }
         Parsed::Reject { origin, status, error } => {
             tracing::info!(request_id = %inv.request_id, return_code = error.code.code(), detail = %error.message, "event rejected");
             return event::reply(&origin, status, &Envelope::error(&error));
@@ -141,20 +166,22 @@ pub async fn handle(svc: &Service, inv: &Invocation) -> Vec<u8> {
         match svc.route(&method, &path, query.as_deref()) {
             Route::Envelope => {}
             Route::Http => {
-                let call = HttpCall { method, path, query, content_type, body: body.into_bytes() };
-                let work = svc.handle_http(call, &meta);
+                let call = HttpCall { method, path, query, content_type, body: body.into_bytes().into() };
+                let work = svc.handle_http(call, &meta, true);
                 let reply = match budget {
                     Some(b) => match tokio::time::timeout(b, work).await {
                         Ok(r) => r,
                         Err(_) => HttpReply {
                             status: 504,
                             content_type: "application/json; charset=utf-8".into(),
-                            body: Envelope::error(&too_late(inv.time_limit_ms)).to_bytes(),
+                            body: Envelope::error(&too_late(inv.time_limit_ms)).to_bytes().into(),
                         },
                     },
                     None => work.await,
                 };
-                return event::gateway_reply_bytes(reply.status, &reply.content_type, reply.body);
+                // `inline` made it whole.
+                let body = reply.body.into_full().unwrap_or_default();
+                return event::gateway_reply_bytes(reply.status, &reply.content_type, body);
             }
             Route::Health => return event::gateway_reply(200, "text/plain; charset=utf-8", "ok".into()),
             Route::Ready => {

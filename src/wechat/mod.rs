@@ -173,6 +173,9 @@ pub fn http_client(t: UpstreamTimeouts) -> Result<reqwest::Client, reqwest::Erro
     reqwest::Client::builder()
         .connect_timeout(t.connect)
         .timeout(t.total)
+        // A streamed reply may last longer than `total` (the pass-through sets its own limit per call), but never
+        // stalls longer than it between two reads.
+        .read_timeout(t.total)
         .pool_idle_timeout(Duration::from_secs(50))
         .user_agent(concat!("wafer-scf/", env!("CARGO_PKG_VERSION")))
         // A redirect is never followed (it would carry the token or secret in the URL, and a Referer, to whatever

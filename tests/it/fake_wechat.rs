@@ -80,6 +80,11 @@ pub struct FakeWeChat {
 
 impl FakeWeChat {
     pub async fn start() -> Self {
+        Self::start_with(Router::new()).await
+    }
+
+    /// The fake with `extra` routes of a test's own (they see the same tokens).
+    pub async fn start_with(extra: Router<Arc<FakeState>>) -> Self {
         let state = Arc::new(FakeState {
             inner: Mutex::new(Inner::default()),
             code_seq: AtomicUsize::new(0),
@@ -100,6 +105,7 @@ impl FakeWeChat {
             .route("/cgi-bin/message/subscribe/send", post(business_json))
             .route("/cgi-bin/message/send", post(business_json))
             .route("/wxa/business/getuserphonenumber", post(phone_number))
+            .merge(extra)
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -512,7 +518,12 @@ async fn business_entry(st: &FakeState, q: &HashMap<String, String>) -> Option<R
         .then(|| err(40001, "invalid credential, access_token is invalid or not latest"))
 }
 
-fn valid_token(st: &FakeState, token: Option<&String>) -> bool {
+/// Count a call to `path` in a test's own route (read back with [`FakeWeChat::calls`]).
+pub fn count_call(st: &FakeState, path: &str) {
+    *st.inner.lock().unwrap().calls.entry(path.to_owned()).or_default() += 1;
+}
+
+pub fn valid_token(st: &FakeState, token: Option<&String>) -> bool {
     let inner = st.inner.lock().unwrap();
     token.and_then(|t| inner.tokens.get(t)).map(|t| t.expires_at > now()).unwrap_or(false)
 }

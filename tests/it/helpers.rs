@@ -237,9 +237,18 @@ impl TestApp {
     }
 
     pub async fn with_settings(backend: Backend, settings: Settings) -> Self {
+        Self::with_routes(backend, settings, axum::Router::new()).await
+    }
+
+    /// A service whose fake WeChat also answers a test's own `routes`.
+    pub async fn with_routes(
+        backend: Backend,
+        settings: Settings,
+        routes: axum::Router<Arc<crate::fake_wechat::FakeState>>,
+    ) -> Self {
         let db = TestDb::new(backend).await;
         let store = db.store().await;
-        let wx = FakeWeChat::start().await;
+        let wx = FakeWeChat::start_with(routes).await;
         let clock = Arc::new(ManualClock::new(T0));
         let svc = Arc::new(build(store.clone(), &wx.base_url, clock.clone(), settings));
         Self { svc, store, clock, wx, _db: db }

@@ -23,4 +23,5 @@ mod scf;
 mod security;
 mod sessions;
 mod store_conformance;
+mod streaming;
 mod upstream_rules;

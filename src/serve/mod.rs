@@ -1,7 +1,7 @@
 //! HTTP mode: the envelope answered on any path over `POST`, on a pre-bound listener, until a shutdown future
 //! resolves. Used locally, on a VM, and as the SCF web-function server.
 
-use crate::envelope::{Envelope, ReturnCode, WaferError};
+use crate::envelope::Envelope;
 use crate::request::{ClientAddress, HttpCall, RequestMeta};
 use crate::service::{Route, Service};
 
@@ -11,12 +11,13 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use futures_util::StreamExt;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
+
+mod body;
 
 /// Serve until `shutdown` resolves; in-flight requests finish first. Connections that take longer than the
 /// header timeout to send a request's headers — or sit idle that long between requests — are closed ([`IdleWatch`]), and beyond
@@ -381,7 +382,13 @@ async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
             return resp;
         }
     }
-    let bytes = match read_body(body, svc, &meta).await {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let stream_past = (route == Route::Http).then_some(svc.passthrough_body_limit);
+    let payload = match body::read(body, svc, &meta, stream_past, declared).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -395,99 +402,22 @@ async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
-            body: bytes,
+            body: payload,
         };
-        let reply = svc.handle_http(call, &meta).await;
+        let reply = svc.handle_http(call, &meta, false).await;
         let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
-        let mut resp = (status, reply.body).into_response();
+        let body = match reply.body.into_full() {
+            Ok(bytes) => Body::from(bytes),
+            Err(streaming) => Body::from_stream(streaming.into_stream()),
+        };
+        let mut resp = (status, body).into_response();
         if let Ok(ct) = HeaderValue::from_str(&reply.content_type) {
             resp.headers_mut().insert(header::CONTENT_TYPE, ct);
         }
         return resp;
     }
-    let env = svc.handle(&bytes, &meta).await;
+    let env = svc.handle(payload.as_full().unwrap_or_default(), &meta).await;
     envelope_response(StatusCode::OK, &env)
-}
-
-/// Read a request body within the body timeout and the body limit; the answer to send otherwise.
-async fn read_body(body: axum::body::Body, svc: &Service, meta: &RequestMeta) -> Result<Vec<u8>, Response> {
-    let mut body = body.into_data_stream();
-    let mut bytes = Vec::new();
-    // Set when the body first keeps the reader waiting (a body that came with its headers needs no clock).
-    let mut body_deadline = None;
-    loop {
-        // A body that has already arrived (nearly every one: it comes with the headers) is taken without a timer.
-        let next = match futures_util::future::poll_immediate(body.next()).await {
-            Some(next) => Ok(next),
-            None => {
-                let deadline = *body_deadline
-                    .get_or_insert_with(|| tokio::time::Instant::now() + svc.http_limits.body_timeout);
-                tokio::time::timeout_at(deadline, body.next()).await
-            }
-        };
-        let chunk = match next {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => return Ok(bytes),
-            Err(_) => {
-                let err = WaferError::new(ReturnCode::RequestErr, "the request body did not arrive in time");
-                tracing::info!(request_id = %meta.request_id, return_code = err.code.code(), "request refused: body too slow");
-                let mut resp = envelope_response(StatusCode::REQUEST_TIMEOUT, &Envelope::error(&err));
-                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return Err(resp);
-            }
-        };
-        let Ok(chunk) = chunk else {
-            // The client went away mid-body: nobody is left to answer.
-            return Err(too_large_or_broken(
-                StatusCode::BAD_REQUEST,
-                meta,
-                svc.body_limit,
-                "request body unreadable",
-            ));
-        };
-        if bytes.len() + chunk.len() > svc.body_limit {
-            // Read (and drop) the rest so the client can finish sending and read the answer, then close.
-            drain(body).await;
-            return Err(too_large_or_broken(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                meta,
-                svc.body_limit,
-                "request refused: body too large",
-            ));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-}
-
-/// Largest oversized body read and dropped before the 413 is sent, and how long that may take.
-const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
-
-async fn drain(mut body: axum::body::BodyDataStream) {
-    let _ = tokio::time::timeout(DRAIN_TIME, async {
-        let mut seen = 0usize;
-        while let Some(Ok(chunk)) = body.next().await {
-            seen += chunk.len();
-            if seen > DRAIN_LIMIT {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
-/// The answer to a body that was too large (or broken): an envelope, and `Connection: close`, since the rest of
-/// the body may still be in flight.
-fn too_large_or_broken(status: StatusCode, meta: &RequestMeta, limit: usize, what: &str) -> Response {
-    let err = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        WaferError::new(ReturnCode::RequestTooLarge, format!("request body is larger than {limit} bytes"))
-    } else {
-        WaferError::new(ReturnCode::RequestErr, "the request body could not be read")
-    };
-    tracing::info!(request_id = %meta.request_id, return_code = err.code.code(), "{what}");
-    let mut resp = envelope_response(status, &Envelope::error(&err));
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
 }
 
 #[cfg(test)]

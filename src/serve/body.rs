@@ -1,0 +1,135 @@
+//! Reading a request's body in HTTP mode: whole within `WAFER_BODY_LIMIT` and the body timeout; for the
+//! pass-through, a larger body becomes a stream handed on as it arrives (`WAFER_PASSTHROUGH_BODY_LIMIT`), each
+//! chunk within the body timeout.
+
+use super::envelope_response;
+use crate::envelope::{Envelope, ReturnCode, WaferError};
+use crate::payload::{ChunkStream, Payload};
+use crate::request::RequestMeta;
+use crate::service::Service;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use futures_util::StreamExt;
+
+/// Read a request body within the body timeout and the body limit; the answer to send otherwise. With
+/// `stream_past`, a body larger than the limit (`declared` by its Content-Length or found so as it arrives) is
+/// returned as a stream of at most `stream_past` bytes instead.
+pub(super) async fn read(
+    body: axum::body::Body,
+    svc: &Service,
+    meta: &RequestMeta,
+    stream_past: Option<u64>,
+    declared: Option<u64>,
+) -> Result<Payload, Response> {
+    if let (Some(limit), Some(len)) = (stream_past, declared) {
+        if len > limit {
+            return Err(too_large_or_broken(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                meta,
+                limit as usize,
+                "request refused: body too large",
+            ));
+        }
+    }
+    let mut body = body.into_data_stream();
+    let mut bytes = Vec::new();
+    // Set when the body first keeps the reader waiting (a body that came with its headers needs no clock).
+    let mut body_deadline = None;
+    loop {
+        // A body that has already arrived (nearly every one: it comes with the headers) is taken without a timer.
+        let next = match futures_util::future::poll_immediate(body.next()).await {
+            Some(next) => Ok(next),
+            None => {
+                let deadline = *body_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + svc.http_limits.body_timeout);
+                tokio::time::timeout_at(deadline, body.next()).await
+            }
+        };
+        let chunk = match next {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return Ok(bytes.into()),
+            Err(_) => {
+                let err = WaferError::new(ReturnCode::RequestErr, "the request body did not arrive in time");
+                tracing::info!(request_id = %meta.request_id, return_code = err.code.code(), "request refused: body too slow");
+                let mut resp = envelope_response(StatusCode::REQUEST_TIMEOUT, &Envelope::error(&err));
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return Err(resp);
+            }
+        };
+        let Ok(chunk) = chunk else {
+            // The client went away mid-body: nobody is left to answer.
+            return Err(too_large_or_broken(
+                StatusCode::BAD_REQUEST,
+                meta,
+                svc.body_limit,
+                "request body unreadable",
+            ));
+        };
+        if bytes.len() + chunk.len() > svc.body_limit {
+            if let Some(limit) = stream_past.filter(|l| (bytes.len() + chunk.len()) as u64 <= *l) {
+                bytes.extend_from_slice(&chunk);
+                let rest = limit - bytes.len() as u64;
+                let rest = crate::payload::limited(incoming(body, svc.http_limits.body_timeout), rest);
+                return Ok(Payload::stream(bytes, rest, declared));
+            }
+            // Read (and drop) the rest so the client can finish sending and read the answer, then close.
+            drain(body).await;
+            return Err(too_large_or_broken(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                meta,
+                stream_past.map_or(svc.body_limit, |l| l as usize),
+                "request refused: body too large",
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+}
+
+/// Largest oversized body read and dropped before the 413 is sent, and how long that may take.
+pub(super) const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+pub(super) async fn drain(mut body: axum::body::BodyDataStream) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// The answer to a body that was too large (or broken): an envelope, and `Connection: close`, since the rest of
+/// the body may still be in flight.
+pub(super) fn too_large_or_broken(
+    status: StatusCode,
+    meta: &RequestMeta,
+    limit: usize,
+    what: &str,
+) -> Response {
+    let err = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        WaferError::new(ReturnCode::RequestTooLarge, format!("request body is larger than {limit} bytes"))
+    } else {
+        WaferError::new(ReturnCode::RequestErr, "the request body could not be read")
+    };
+    tracing::info!(request_id = %meta.request_id, return_code = err.code.code(), "{what}");
+    let mut resp = envelope_response(status, &Envelope::error(&err));
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// The rest of a request body as it arrives, each chunk within `idle` of the one before.
+fn incoming(body: axum::body::BodyDataStream, idle: std::time::Duration) -> ChunkStream {
+    Box::pin(futures_util::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(Ok(c))) => Some((Ok(c), Some(body))),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e.to_string())), None)),
+            Err(_) => Some((Err(std::io::Error::other("the request body stopped arriving")), None)),
+        }
+    }))
+}
