@@ -401,6 +401,9 @@ impl Registry<'_> {
         }
         if let Some(c) = self.creds {
             c.forget(keys);
+            if drop {
+                c.forget_issued(keys);
+            }
         }
         Ok(())
     }

@@ -18,6 +18,8 @@
 pub mod failures;
 mod fetch;
 pub mod issued;
+mod owner;
+use owner::Recheck;
 mod keys;
 mod refresh;
 
@@ -140,6 +142,8 @@ pub struct Credentials {
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     failures: Failures,
     issued: issued::Issued,
+    /// SHA-256 of the secret each key's owner was last read with: a re-check that finds another drops the value.
+    owner_secrets: Mutex<HashMap<String, String>>,
 }
 
 /// Unix seconds of the next 00:00 in Beijing (UTC+8), when WeChat's daily quotas reset.
@@ -180,26 +184,8 @@ impl Credentials {
             flights: Mutex::new(HashMap::new()),
             failures: Failures::default(),
             issued: issued::Issued::default(),
+            owner_secrets: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Record that `served` was handed out as the token of `key` (the drop-in token host accepts it back).
-    pub fn remember_issued(&self, key: &CredKey, served: &Served) {
-        self.issued.remember(key, &served.value, served.expires_at, self.clock.now());
-    }
-
-    /// The token key a presented access token was issued for (here or by another process), if it is still valid.
-    pub async fn issued_key(&self, token: &str) -> Result<Option<CredKey>, WaferError> {
-        let now = self.clock.now();
-        if let Some(k) = self.issued.find(token, now) {
-            return Ok(Some(k));
-        }
-        if !self.issued.reload_due(self.clock.now_ms()) {
-            return Ok(None);
-        }
-        let rows = self.store.list_credentials().await.map_err(WaferError::db)?;
-        self.issued.load(&rows, now);
-        Ok(self.issued.find(token, now))
     }
 
     /// Forced refreshes allowed per app per day.
@@ -216,6 +202,12 @@ impl Credentials {
         }
     }
 
+    /// Forget every token the drop-in token host handed out for `keys` (the app or agent was removed or given a
+    /// new secret here; other processes notice within [`OWNER_RECHECK_SECS`]).
+    pub fn forget_issued(&self, keys: &[String]) {
+        self.issued.forget(keys);
+    }
+
     fn cached(&self, key: &str) -> Option<Cached> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
@@ -226,30 +218,6 @@ impl Credentials {
             key.to_owned(),
             Cached { value: value.to_owned(), expires_at, fetched_at, loaded_at, owner_seen: loaded_at },
         );
-    }
-
-    /// Whether the app / agent behind a memory hit was seen registered recently; re-checks it (one indexed read
-    /// per key every [`OWNER_RECHECK_SECS`]) when not.
-    async fn owner_still_registered(
-        &self,
-        key: &CredKey,
-        k: &str,
-        seen: i64,
-        now: i64,
-    ) -> Result<bool, WaferError> {
-        if now - seen < OWNER_RECHECK_SECS {
-            return Ok(true);
-        }
-        let exists = self.owner_exists(key).await?;
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if exists {
-            if let Some(c) = cache.get_mut(k) {
-                c.owner_seen = now;
-            }
-        } else {
-            cache.remove(k);
-        }
-        Ok(exists)
     }
 
     fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -299,10 +267,12 @@ impl Credentials {
             if force == Force::No {
                 let now = self.clock.now();
                 if let Some((hit, seen)) = self.counted_hit(&k, now) {
-                    if self.owner_still_registered(key, &k, seen, now).await? {
-                        return Ok(hit);
+                    match self.owner_still_registered(key, &k, seen, now).await? {
+                        Recheck::Same => return Ok(hit),
+                        Recheck::Gone => return Err(FetchError::NotConfigured.into_wafer(key)),
+                        // Read from storage again (the new registration dropped the old value there).
+                        Recheck::Rekeyed => {}
                     }
-                    return Err(FetchError::NotConfigured.into_wafer(key));
                 }
             }
             if let Some(answer) = self.remembered(&k, force).await {
@@ -431,16 +401,6 @@ impl Credentials {
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
         })
-    }
-
-    async fn owner_exists(&self, key: &CredKey) -> Result<bool, WaferError> {
-        let found = if key.kind.is_wecom() {
-            let (corpid, agentid) = key.agent_ids();
-            self.store.get_agent(corpid, agentid).await.map(|a| a.is_some())
-        } else {
-            self.store.get_app(key.owner()).await.map(|a| a.is_some())
-        };
-        found.map_err(WaferError::db)
     }
 
     fn store_err(&self, key: &CredKey, e: crate::store::StoreError) -> WaferError {

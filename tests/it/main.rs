@@ -9,6 +9,7 @@ mod helpers;
 
 mod admin;
 mod bad_input;
+mod boundary;
 mod cli;
 mod cos;
 mod credentials;
