@@ -135,7 +135,41 @@ async fn no_upstream_redirect_is_followed(b: Backend) {
     assert!(seen.lock().unwrap().is_empty(), "the redirect target got nothing: {:?}", seen.lock().unwrap());
 }
 
+const MASTER: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// A write landing between `reencrypt`'s read and its write (an admin changing the secret on a running server)
+/// is kept: the compare-and-swap fails, the row is read again, and the newer value — already sealed — stays.
+async fn reencrypt_never_overwrites_a_concurrent_write(b: Backend) {
+    use wafer_scf::store::sealed::{SealedStore, Sealer};
+    use wafer_scf::store::{SealedField, Store, StoreOptions};
+    let db = crate::helpers::TestDb::new(b).await;
+    let raw = wafer_scf::store::open_raw(&db.database_url(), &StoreOptions::default()).await.unwrap();
+    raw.migrate().await.unwrap();
+    raw.put_app(&app_record(APP, "secret-in-the-clear")).await.unwrap();
+    let sealer = || Sealer::from_base64(MASTER).unwrap();
+    let sealed: Arc<dyn Store> = Arc::new(SealedStore::new(raw.clone(), sealer()));
+
+    // The plain CAS: a stale `old` changes nothing.
+    let field = SealedField::AppSecret { appid: APP };
+    assert!(!raw.swap_sealed(field, "not-what-is-stored", "x").await.unwrap());
+    assert_eq!(raw.get_app(APP).await.unwrap().unwrap().secret, "secret-in-the-clear");
+
+    let faulty = crate::faulty::Faulty::new(raw.clone());
+    let newer = AppRecord { secret: "the-newer-secret".into(), ..app_record(APP, "") };
+    *faulty.before_swap.lock().unwrap() = Some((sealed.clone(), newer));
+    let n = wafer_scf::store::reencrypt::reencrypt(&faulty, &sealer()).await.unwrap();
+    assert_eq!(n.retried, 1, "the conflict was seen and the row read again: {n:?}");
+    assert_eq!(n.apps, 0, "the newer value was sealed already: nothing left to do");
+    assert_eq!(sealed.get_app(APP).await.unwrap().unwrap().secret, "the-newer-secret", "not overwritten");
+    let dump = db.raw_dump().await;
+    assert!(!dump.contains("the-newer-secret") && !dump.contains("secret-in-the-clear"), "sealed at rest");
+}
+
 both_backends!(
+    reencrypt_never_overwrites_a_concurrent_write,
+    failed_admin_authentications_are_limited_per_address,
+    logins_for_unknown_apps_are_not_tracked,
+    the_client_address_is_the_one_the_proxy_appended,
     a_removed_or_rekeyed_app_stops_relaying_within_ten_seconds,
     a_removal_here_forgets_issued_tokens_at_once,
     no_upstream_redirect_is_followed,
@@ -171,4 +205,118 @@ async fn the_cli_does_not_follow_a_redirecting_server() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("redirect to 127.0.0.1; not followed"), "{err}");
     assert!(seen.lock().unwrap().is_empty(), "nothing reached the target: {:?}", seen.lock().unwrap());
+}
+
+fn from(ip: &str, admin_token: Option<&str>) -> wafer_scf::request::RequestMeta {
+    wafer_scf::request::RequestMeta {
+        source_ip: Some(ip.into()),
+        admin_token: admin_token.map(str::to_owned),
+        ..Default::default()
+    }
+}
+
+async fn envelope(
+    t: &TestApp,
+    interface: &str,
+    para: Value,
+    meta: &wafer_scf::request::RequestMeta,
+) -> Value {
+    let body =
+        json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": interface, "para": para}});
+    serde_json::from_slice(&t.svc.handle(body.to_string().as_bytes(), meta).await.to_bytes()).unwrap()
+}
+
+/// Ten wrong admin tokens from one address lock that address out for the minute — the right token included —
+/// while other addresses are unaffected.
+async fn failed_admin_authentications_are_limited_per_address(b: Backend) {
+    const ADMIN: &str = "an-admin-token-of-at-least-32-characters!";
+    let settings = Settings { admin_token: Some(ADMIN.to_owned().into()), ..open_settings() };
+    let t = TestApp::with_settings(b, settings).await;
+    let t = &t;
+    let list = |meta| async move { envelope(t, "qcloud.admin.app.list", json!({}), &meta).await };
+    assert_eq!(code(&list(from("198.51.100.1", Some(ADMIN))).await), 0);
+    for _ in 0..wafer_scf::auth::ADMIN_FAILURES_PER_MINUTE {
+        let r = list(from("198.51.100.1", Some("a-guess"))).await;
+        assert_eq!(code(&r), 1024, "{r}");
+    }
+    let r = list(from("198.51.100.1", Some(ADMIN))).await;
+    assert_eq!(code(&r), 1024, "locked out, even with the right token: {r}");
+    assert!(r["returnMessage"].as_str().unwrap().contains("too many failed"), "{r}");
+    assert_eq!(code(&list(from("198.51.100.2", Some(ADMIN))).await), 0, "another address is not");
+    t.clock.advance(60);
+    assert_eq!(code(&list(from("198.51.100.1", Some(ADMIN))).await), 0, "the next minute");
+}
+
+/// A flood of logins for appids that are not registered adds nothing to the per-app counts (only the one
+/// per-address entry), so it cannot grow the limiter's memory; a registered app is counted.
+async fn logins_for_unknown_apps_are_not_tracked(b: Backend) {
+    let settings =
+        Settings { login_limit_per_app: Some(1_000), login_limit_per_ip: Some(100_000), ..open_settings() };
+    let t = TestApp::with_settings(b, settings).await;
+    t.add_app(APP, SECRET).await;
+    let limiter = &t.svc.deps.login_limiter;
+    for i in 0..500 {
+        let para = json!({"appid": format!("wx_made_up_{i}"), "code": "c"});
+        let r = envelope(&t, "qcloud.cam.id_skey", para, &from("203.0.113.5", None)).await;
+        assert_eq!(code(&r), 1012, "{r}");
+    }
+    assert_eq!(limiter.tracked(), 1, "only the address is counted");
+    let para = json!({"appid": APP, "code": t.wx.code_for("o_limited")});
+    assert_eq!(code(&envelope(&t, "qcloud.cam.id_skey", para, &from("203.0.113.5", None)).await), 0);
+    assert_eq!(limiter.tracked(), 2, "a registered app is");
+}
+
+/// The start-up check: an admin token under 32 characters stops the server, naming the setting, never its value.
+#[test]
+fn a_short_admin_token_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wafer(dir.path()).env("WAFER_ADMIN_TOKEN", "Sh0rtToken").arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WAFER_ADMIN_TOKEN") && err.contains("32"), "{err}");
+    assert!(!err.contains("Sh0rtToken"), "the value is never echoed: {err}");
+}
+
+/// The per-address login limit counts the address the platform appended: in `forwarded` mode the last
+/// X-Forwarded-For entry (entries before it are the client's own and change nothing), in `peer` mode the TCP peer
+/// whatever the header says.
+async fn the_client_address_is_the_one_the_proxy_appended(b: Backend) {
+    use wafer_scf::request::ClientAddress;
+    let settings = Settings { login_limit_per_ip: Some(1), ..open_settings() };
+    let t = TestApp::with_settings(b, settings.clone()).await;
+    t.add_app(APP, SECRET).await;
+    let serve = |mode| {
+        let mut svc =
+            crate::helpers::build(t.store.clone(), &t.wx.base_url, t.clock.clone(), settings.clone());
+        svc.client_address = mode;
+        let svc = Arc::new(svc);
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/", listener.local_addr().unwrap());
+            tokio::spawn(wafer_scf::serve::serve(listener, svc, std::future::pending()));
+            url
+        }
+    };
+    let http = reqwest::Client::new();
+    let login = |url: String, xff: &'static str| {
+        let body = json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": "qcloud.cam.id_skey",
+            "para": {"appid": APP, "code": t.wx.code_for("o_addr")}}});
+        let req = http.post(url).header("x-forwarded-for", xff).json(&body);
+        async move { code(&req.send().await.unwrap().json::<Value>().await.unwrap()) }
+    };
+    let url = serve(ClientAddress::Forwarded).await;
+    assert_eq!(login(url.clone(), "10.0.0.1, 198.51.100.7").await, 0);
+    assert_eq!(
+        login(url.clone(), "10.0.0.2, 198.51.100.7").await,
+        1026,
+        "a made-up first entry changes nothing"
+    );
+    assert_eq!(
+        login(url.clone(), "10.0.0.1, 198.51.100.8").await,
+        0,
+        "another appended address is another client"
+    );
+    let url = serve(ClientAddress::Peer).await;
+    assert_eq!(login(url.clone(), "192.0.2.1").await, 0);
+    assert_eq!(login(url, "192.0.2.2").await, 1026, "peer mode ignores the header");
 }

@@ -13,6 +13,9 @@ pub struct Faulty {
     pub credentials: AtomicBool,
     /// Panic on session reads (a bug deep in a handler).
     pub panic_sessions: AtomicBool,
+    /// Written through the given store just before the next compare-and-swap of a sealed value (a concurrent
+    /// writer landing between `reencrypt`'s read and its write).
+    pub before_swap: std::sync::Mutex<Option<(Arc<dyn Store>, AppRecord)>>,
 }
 
 impl Faulty {
@@ -22,6 +25,7 @@ impl Faulty {
             sessions: AtomicBool::new(false),
             credentials: AtomicBool::new(false),
             panic_sessions: AtomicBool::new(false),
+            before_swap: std::sync::Mutex::new(None),
         }
     }
 
@@ -142,6 +146,10 @@ impl Store for Faulty {
         self.inner.delete_credentials(keys).await
     }
     async fn swap_sealed(&self, f: SealedField<'_>, o: &str, n: &str) -> StoreResult<bool> {
+        let racer = self.before_swap.lock().unwrap().take();
+        if let Some((store, app)) = racer {
+            store.put_app(&app).await?;
+        }
         self.inner.swap_sealed(f, o, n).await
     }
     async fn put_cos_key(&self, k: &CosKeyRecord) -> StoreResult<()> {
