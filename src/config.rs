@@ -89,8 +89,9 @@ pub struct Config {
     #[arg(long, env = "WAFER_DEFAULT_APPID", global = true)]
     pub default_appid: Option<String>,
 
-    /// Apply pending schema migrations at start (default: 1 for `runtime`, 0 for `serve`, which says when the
-    /// schema is behind instead). One process at a time migrates; the others wait for it.
+    /// Apply pending schema migrations at start (default: 1 for `runtime` and for `serve` started by an SCF web
+    /// function's `scf_bootstrap`, 0 for a plain `serve`, which says when the schema is behind instead). One process
+    /// at a time migrates; the others wait for it.
     #[arg(long, env = "WAFER_AUTO_MIGRATE", value_parser = clap::builder::BoolishValueParser::new(), global = true)]
     pub auto_migrate: Option<bool>,
 

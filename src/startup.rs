@@ -185,10 +185,28 @@ fn warn_if_open(config: &Config) {
     }
 }
 
-/// HTTP mode (`wafer-scf serve`): build the service, listen, serve until SIGTERM / Ctrl-C.
+/// Apply pending migrations before serving (`WAFER_AUTO_MIGRATE`): concurrent cold starts take the store's
+/// migration lock in turn, so the schema is migrated once. A failure is logged and the server starts anyway
+/// (`/readyz` says what is wrong; the next start tries again).
+async fn auto_migrate(svc: &crate::service::Service) {
+    let store = &svc.deps.store;
+    match store.migrate().await {
+        Ok(applied) if !applied.is_empty() => {
+            tracing::info!("schema: {}", migrated(&applied, store.backend()))
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "automatic migration failed; run `wafer-scf migrate`"),
+    }
+}
+
+/// HTTP mode (`wafer-scf serve`): build the service, migrate if asked (`WAFER_AUTO_MIGRATE=1`, what an SCF web
+/// function's `scf_bootstrap` sets), listen, serve until SIGTERM / Ctrl-C.
 pub async fn run_http(config: &Config) -> Result<()> {
     warn_if_open(config);
     let svc = Arc::new(service(config, 10).await?);
+    if config.auto_migrate.unwrap_or(false) {
+        auto_migrate(&svc).await;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("could not listen on {}", config.listen))?;
@@ -226,14 +244,7 @@ pub async fn run_runtime(config: &Config, runtime_api: Option<String>) -> Result
     // Everything expensive happens before init/ready: storage pool, schema, HTTP client, caches.
     let svc = service(config, 2).await?;
     if config.auto_migrate.unwrap_or(true) {
-        let store = &svc.deps.store;
-        match store.migrate().await {
-            Ok(applied) if !applied.is_empty() => {
-                tracing::info!("schema: {}", migrated(&applied, store.backend()))
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "automatic migration failed; run `wafer-scf migrate`"),
-        }
+        auto_migrate(&svc).await;
     }
     tracing::info!(
         storage = %config.database_url.redacted(), version = env!("CARGO_PKG_VERSION"),

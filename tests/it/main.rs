@@ -14,6 +14,7 @@ mod cli;
 mod cos;
 mod credentials;
 mod docs;
+mod first_day;
 mod http;
 mod import;
 mod multiprocess;

@@ -1,0 +1,82 @@
+//! An operator's first day, from outside: a web function (`serve` with `WAFER_AUTO_MIGRATE=1`, what
+//! `scf_bootstrap` runs) creates its own schema — several cold starts at once migrate once — and is then set up
+//! from a laptop through `--server` alone.
+
+use crate::both_backends;
+use crate::cli::{run_ok, spawn_server, terminate, wafer};
+use crate::fake_wechat::FakeWeChat;
+use crate::helpers::{post_envelope, Backend, TestDb};
+use serde_json::{json, Value};
+
+const ADMIN: &str = "first-day-admin-token-0123456789abcdef";
+
+async fn ready(url: &str) -> (u16, Value) {
+    let r = reqwest::get(format!("{url}readyz")).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn a_web_function_creates_its_schema_and_is_set_up_from_a_laptop(b: Backend) {
+    let db = TestDb::new(b).await;
+    let wx = FakeWeChat::start().await;
+    wx.register("wx_first_day", "first-day-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("WAFER_DATABASE_URL", db.url.as_str()),
+        ("WAFER_WECHAT_BASE_URL", wx.base_url.as_str()),
+        ("WAFER_ADMIN_TOKEN", ADMIN),
+        ("WAFER_AUTO_MIGRATE", "1"),
+        ("WAFER_LOG", "warn"),
+    ];
+    // Three cold starts at once on an empty database.
+    let mut servers =
+        futures_util::future::join_all((0..3).map(|_| spawn_server(dir.path(), &env, false))).await;
+    for (_, url) in &servers {
+        let (status, body) = ready(url).await;
+        assert_eq!(status, 200, "every instance serves a migrated schema: {body}");
+    }
+
+    // The laptop: no database access, only the Function URL and the admin token.
+    let url = servers[0].1.clone();
+    let laptop = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let mut c = wafer(laptop.path());
+        c.env("WAFER_SERVER", &url).env("WAFER_ADMIN_TOKEN", ADMIN).args(args);
+        c
+    };
+    run_ok(&mut cli(&["app", "add", "--appid", "wx_first_day", "--secret", "first-day-secret"]));
+    let listed = String::from_utf8_lossy(&run_ok(&mut cli(&["app", "list"])).stdout).into_owned();
+    assert!(listed.contains("wx_first_day"), "{listed}");
+    assert!(!laptop.path().join("wafer.db").exists(), "nothing was created on the laptop");
+
+    // A user logs in through another instance: one database, one schema.
+    let http = reqwest::Client::new();
+    let r =
+        post_envelope(&http, &servers[2].1, "qcloud.cam.id_skey", json!({"code": wx.code_for("o_first")}))
+            .await;
+    assert_eq!(r["returnCode"], 0, "{r}");
+    for (child, _) in &mut servers {
+        assert!(terminate(child).success());
+    }
+}
+
+/// Without the setting, a plain `serve` leaves a MySQL schema alone and says so in `/readyz`; the embedded store is
+/// the no-setup default and always creates its own.
+async fn a_plain_serve_leaves_the_schema_alone(b: Backend) {
+    let db = TestDb::new(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("WAFER_DATABASE_URL", db.url.as_str()), ("WAFER_LOG", "warn")];
+    let (mut server, url) = spawn_server(dir.path(), &env, false).await;
+    let (status, body) = ready(&url).await;
+    if b == Backend::Sqlite {
+        assert_eq!(status, 200, "{body}");
+    } else {
+        assert_eq!(status, 503, "{body}");
+        assert!(body.to_string().contains("wafer-scf migrate"), "says what to do: {body}");
+    }
+    assert!(terminate(&mut server).success());
+}
+
+both_backends!(
+    a_web_function_creates_its_schema_and_is_set_up_from_a_laptop,
+    a_plain_serve_leaves_the_schema_alone
+);
