@@ -125,8 +125,8 @@ pub enum Readiness {
     Ready,
     /// Storage answered, but its schema is older than this build needs.
     SchemaBehind(crate::store::SchemaStatus),
-    /// Storage did not answer in time, or refused the connection.
-    Unreachable,
+    /// Storage did not answer in time, refused the connection or the credentials, or has no such database.
+    Unreachable(crate::store::Cause),
 }
 
 impl Readiness {
@@ -137,7 +137,7 @@ impl Readiness {
             Self::SchemaBehind(s) => {
                 format!("schema is behind (version {} of {}): run `wafer-scf migrate`", s.current, s.latest)
             }
-            Self::Unreachable => "storage unreachable".into(),
+            Self::Unreachable(cause) => format!("storage unreachable: {}", cause.describe()),
         }
     }
 }
@@ -317,7 +317,7 @@ impl Service {
             Ok(s) => Readiness::SchemaBehind(s),
             Err(e) => {
                 tracing::debug!(error = %e, "readiness: storage unreachable");
-                Readiness::Unreachable
+                Readiness::Unreachable(e.cause)
             }
         }
     }

@@ -220,8 +220,8 @@ async fn watch_readiness(svc: Arc<Service>, storage: String) {
                 Readiness::Ready if said.is_some() => tracing::info!(storage = %storage, "storage is ready"),
                 Readiness::Ready => {}
                 Readiness::SchemaBehind(_) => tracing::error!(storage = %storage, "{}", r.reason()),
-                Readiness::Unreachable => {
-                    tracing::error!(storage = %storage, "storage unreachable at {storage}; retrying")
+                Readiness::Unreachable(_) => {
+                    tracing::error!(storage = %storage, "{} (at {storage}); retrying", r.reason())
                 }
             }
             said = Some(r);

@@ -27,11 +27,53 @@ pub const DEFAULT_SESSION_DURATION_SECS: i64 = 2_592_000;
 pub struct StoreError {
     pub backend: &'static str,
     pub message: String,
+    /// Why storage could not be reached, when that is what failed.
+    pub cause: Cause,
+}
+
+/// What kept storage from answering, in words an operator can act on (`/readyz`, the start-up log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cause {
+    /// Nothing listens at the address (wrong host or port, server down).
+    Refused,
+    /// No answer in time (a firewall, a security group, the wrong VPC, an overloaded server).
+    Timeout,
+    /// The server refused the user or password (MySQL 1045) or the user's rights on the database (1044).
+    Auth,
+    /// The database named in the URL does not exist (MySQL 1049).
+    UnknownDatabase,
+    /// The TLS handshake failed.
+    Tls,
+    /// Anything else (the message says what).
+    #[default]
+    Other,
+}
+
+impl Cause {
+    /// One line saying what to check.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Refused => "connection refused: check the host and port, and that the server is running",
+            Self::Timeout => "no answer in time: check the network path (VPC, security group, firewall)",
+            Self::Auth => {
+                "access denied: check the user and password in WAFER_DATABASE_URL and the user's grants"
+            }
+            Self::UnknownDatabase => "unknown database: create it, or fix its name in WAFER_DATABASE_URL",
+            Self::Tls => "TLS handshake failed: check the server's certificate and the URL's TLS settings",
+            Self::Other => "storage error",
+        }
+    }
 }
 
 impl StoreError {
     pub fn new(backend: &'static str, message: impl std::fmt::Display) -> Self {
-        Self { backend, message: message.to_string() }
+        Self { backend, message: message.to_string(), cause: Cause::Other }
+    }
+
+    /// The same error, saying why storage could not be reached.
+    pub fn with_cause(mut self, cause: Cause) -> Self {
+        self.cause = cause;
+        self
     }
 }
 

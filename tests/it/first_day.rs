@@ -80,3 +80,29 @@ both_backends!(
     a_web_function_creates_its_schema_and_is_set_up_from_a_laptop,
     a_plain_serve_leaves_the_schema_alone
 );
+
+/// `serve` against a MySQL it cannot use says why — in `/readyz` and in its log — without the password.
+#[tokio::test]
+#[cfg_attr(not(wafer_mysql_tests), ignore = "MySQL suite off: set WAFER_TEST_MYSQL_URL")]
+async fn unreachable_storage_is_reported_with_its_cause() {
+    let Some(server) = crate::helpers::mysql_server_url() else { return };
+    let url = reqwest::Url::parse(&server).unwrap();
+    let (host, port) = (url.host_str().unwrap().to_owned(), url.port().unwrap_or(3306));
+    let dir = tempfile::tempdir().unwrap();
+    for (db_url, says) in [
+        (format!("mysql://nobody:pw-Secret-9@{host}:{port}/test"), "access denied"),
+        (crate::helpers::with_db_name(&server, "wafer_no_such_db_x"), "unknown database"),
+        ("mysql://root:pw-Secret-9@127.0.0.1:1/test".to_owned(), "connection refused"),
+    ] {
+        let env = [("WAFER_DATABASE_URL", db_url.as_str())];
+        let (mut child, base) = spawn_server(dir.path(), &env, true).await;
+        let (status, body) = ready(&base).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body["reason"].as_str().unwrap().contains(says), "{db_url}: {body}");
+        terminate(&mut child);
+        let out = child.wait_with_output().unwrap();
+        let logs = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(logs.contains(says), "the log line names the cause: {logs}");
+        assert!(!logs.contains("pw-Secret-9"), "never the password: {logs}");
+    }
+}

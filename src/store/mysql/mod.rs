@@ -43,6 +43,23 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::new(BACKEND, e)
 }
 
+/// A driver error, with what kept the server from answering when that is what it says.
+fn driver_err(e: mysql_async::Error) -> StoreError {
+    use mysql_async::{Error, IoError};
+    let cause = match &e {
+        Error::Server(s) if matches!(s.code, 1044 | 1045 | 1698) => super::Cause::Auth,
+        Error::Server(s) if s.code == 1049 => super::Cause::UnknownDatabase,
+        Error::Io(IoError::Io(io)) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => super::Cause::Refused,
+            std::io::ErrorKind::TimedOut => super::Cause::Timeout,
+            _ => super::Cause::Other,
+        },
+        Error::Io(IoError::Tls(_)) => super::Cause::Tls,
+        _ => super::Cause::Other,
+    };
+    err(e).with_cause(cause)
+}
+
 type AppRow = (String, String, i64, i64, String, i64, i64);
 
 fn app_from_row(r: AppRow) -> AppRecord {
@@ -120,13 +137,14 @@ impl MysqlStore {
             }
         };
         if let Err(left) = self.breaker.check() {
-            return Err(err(format!("storage timed out repeatedly; failing fast for another {left} ms")));
+            return Err(err(format!("storage timed out repeatedly; failing fast for another {left} ms"))
+                .with_cause(super::Cause::Timeout));
         }
         match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => {
                 self.breaker.success();
                 crate::metrics::storage(BACKEND, r.is_err());
-                r.map_err(err)
+                r.map_err(driver_err)
             }
             Err(_) => {
                 crate::metrics::storage(BACKEND, true);
@@ -137,7 +155,7 @@ impl MysqlStore {
                         "mysql keeps timing out: failing storage operations at once for a while"
                     );
                 }
-                Err(err(format!("operation exceeded {:?}", self.timeout)))
+                Err(err(format!("operation exceeded {:?}", self.timeout)).with_cause(super::Cause::Timeout))
             }
         }
     }
