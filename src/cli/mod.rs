@@ -3,6 +3,7 @@
 
 mod maintenance;
 mod registry;
+mod target;
 
 use crate::ids;
 use registry::{agent_command, app_command, cos_command, key_command, status_command};
@@ -333,7 +334,9 @@ pub async fn execute(cli: Cli) -> Result<()> {
     } else {
         Command::Serve
     };
-    match cli.command.unwrap_or(default) {
+    let command = cli.command.unwrap_or(default);
+    target::check(&config, &command)?;
+    match command {
         Command::Runtime { runtime_api } => crate::startup::run_runtime(&config, runtime_api).await,
         Command::Invoke { file } => maintenance::invoke(&config, &file).await,
         Command::Replay { bootstrap, time_limit_ms, init_timeout_ms, events } => {

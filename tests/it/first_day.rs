@@ -106,3 +106,32 @@ async fn unreachable_storage_is_reported_with_its_cause() {
         assert!(!logs.contains("pw-Secret-9"), "never the password: {logs}");
     }
 }
+
+/// Every command honours `--server` or refuses it; none acts on a store the user did not name — and a read of the
+/// embedded store where there is none says so instead of creating an empty one.
+#[test]
+fn commands_act_only_on_the_store_the_user_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = "https://wafer.example.com/";
+    for (args, says) in [
+        (&["migrate"][..], "--server is not used by `wafer-scf migrate`"),
+        (&["purge-sessions"], "purges expired sessions itself"),
+        (&["reencrypt"], "--server is not used by `wafer-scf reencrypt`"),
+    ] {
+        let out = wafer(dir.path()).env("WAFER_SERVER", remote).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    for args in [&["app", "list"][..], &["key", "list"], &["status"], &["purge-sessions"]] {
+        let out = wafer(dir.path()).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no embedded store at") && err.contains("wafer.db"), "{args:?}: {err}");
+        assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "no empty table: {args:?}");
+    }
+    assert!(!dir.path().join("wafer.db").exists(), "nothing was created");
+    run_ok(wafer(dir.path()).args(["app", "add", "--appid", "wx_here", "--secret", "s"]));
+    let listed = run_ok(wafer(dir.path()).args(["app", "list"]));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("wx_here"), "found where it was created");
+}
