@@ -5,6 +5,7 @@
 # reply printed. Exits non-zero if any step does not answer returnCode 0. Needs curl, openssl and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "demo: building wafer-scf and the fake WeChat (the first build takes a few minutes)…" >&2
 cargo build --locked --quiet --bin wafer-scf --example fake_wechat
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 BIN="$TARGET/debug/wafer-scf"

@@ -15,7 +15,7 @@ rustup target list --installed 2>/dev/null | grep -qx "$TARGET" || rustup target
 
 echo "== building for $TARGET.$GLIBC"
 cargo zigbuild --release --locked --target "$TARGET.$GLIBC" --bin wafer-scf
-BIN="target/$TARGET/release/wafer-scf"
+BIN="${CARGO_TARGET_DIR:-target}/$TARGET/release/wafer-scf"
 
 need=$(objdump -T "$BIN" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
 echo "== newest glibc symbol version needed: $need"

@@ -16,7 +16,7 @@ pub struct Config {
     pub database_url: DatabaseUrl,
 
     /// Address the HTTP mode listens on.
-    #[arg(long, env = "WAFER_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(long, env = "WAFER_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen, global = true)]
     pub listen: SocketAddr,
 
     /// WeChat API base URL (tests point it at a fake).
@@ -245,4 +245,20 @@ impl Config {
                 .with_previous(self.master_key_previous.as_ref()),
         }
     }
+}
+
+/// A listen address: `IP:PORT`, `localhost:PORT` (127.0.0.1) or `:PORT` (every interface, 0.0.0.0).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let candidate = if let Some(port) = s.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else if let Some(port) = s.strip_prefix("localhost:") {
+        format!("127.0.0.1:{port}")
+    } else {
+        s.to_owned()
+    };
+    candidate.parse().map_err(|_| {
+        "use IP:PORT (127.0.0.1:8080 for this machine only, 0.0.0.0:8080 for every interface), localhost:PORT or :PORT"
+            .to_owned()
+    })
 }

@@ -370,7 +370,7 @@ impl Service {
         };
         let parsed = match Interface::parse(&req.interface_name, Para(&req.para)) {
             Ok(p) => p,
-            Err(e) => return fail("-", appid, e),
+            Err(e) => return fail(Interface::known_name(&req.interface_name).unwrap_or("-"), appid, e),
         };
         let interface = parsed.name();
         // A direct invocation has no headers: its caller key may come in `para.caller_key`.

@@ -152,8 +152,10 @@ pub enum CosCommand {
 pub enum AgentCommand {
     /// Register an agent, or change its secret or remark (a new secret drops its cached token and tickets).
     Add {
+        /// The WeCom corp's ID (ww…; 我的企业 → 企业信息).
         #[arg(long, value_parser = ids::arg::<ids::CorpId>)]
         corpid: String,
+        /// The self-built app's AgentId (digits; 应用管理 → the app).
         #[arg(long, value_parser = ids::arg::<ids::AgentId>)]
         agentid: String,
         /// The app's Secret (needed for a new agent). `-` reads it from standard input.
@@ -176,6 +178,7 @@ pub enum AgentCommand {
 /// An app's settings on the command line; on an existing app only the given ones change.
 #[derive(Debug, clap::Args)]
 pub struct AppFields {
+    /// The mini-program's or official account's AppID (wx…; 开发管理 → 开发设置).
     #[arg(long, value_parser = ids::arg::<ids::AppId>)]
     appid: String,
     /// The AppSecret (needed for a new app). `-` reads it from standard input (keeps it out of shell history).
@@ -229,7 +232,15 @@ pub fn run() -> Result<()> {
         None => crate::scf::runtime::RuntimeClient::base_from_env().is_none(),
         _ => false,
     };
-    let _log_guard = crate::telemetry::init(&cli.config.log, cli.config.log_format, serving);
+    // A registry command's output is its answer: its info lines (the audit of what changed) are shown only when
+    // asked for with WAFER_LOG / --log.
+    let quiet = matches!(
+        &cli.command,
+        Some(Command::App(_) | Command::Agent(_) | Command::Cos(_) | Command::Key(_) | Command::Status)
+    ) && std::env::var_os("WAFER_LOG").is_none()
+        && !std::env::args().any(|a| a == "--log" || a.starts_with("--log="));
+    let filter = if quiet { "warn" } else { cli.config.log.as_str() };
+    let _log_guard = crate::telemetry::init(filter, cli.config.log_format, serving);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -317,7 +328,13 @@ fn exit_with(e: clap::Error) -> ! {
                     eprintln!("error: {var}: invalid value (not shown): {why} (flag --{long})");
                 } else {
                     let value = std::env::var(var).unwrap_or_default();
-                    eprintln!("error: {var}={value:?}: {first} (set by {var}; flag --{long})");
+                    // clap lists the accepted values on a line of their own: keep it.
+                    let accepted = text
+                        .lines()
+                        .find_map(|l| l.trim().strip_prefix("[possible values: "))
+                        .map(|v| format!("; accepted: {}", v.trim_end_matches(']')))
+                        .unwrap_or_default();
+                    eprintln!("error: {var}={value:?}: {first}{accepted} (set by {var}; flag --{long})");
                 }
                 std::process::exit(2);
             }

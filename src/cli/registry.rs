@@ -63,8 +63,9 @@ pub(super) async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> 
         AppCommand::Add(f) => put_app(api.as_ref(), f, false).await?,
         AppCommand::Update(f) => put_app(api.as_ref(), f, true).await?,
         AppCommand::List => {
+            let apps = api.list_apps().await?;
             println!("{:<32} {:>14} {:>14} {:<8}", "APPID", "LOGIN_DAYS", "IDLE_SECS", "TOKEN");
-            for a in api.list_apps().await? {
+            for a in apps {
                 println!(
                     "{:<32} {:>14} {:>14} {:<8}",
                     a.appid,
@@ -99,8 +100,9 @@ pub(super) async fn agent_command(config: &Config, cmd: AgentCommand) -> Result<
             print_change(&format!("agent {corpid}/{agentid}"), &c);
         }
         AgentCommand::List => {
+            let agents = api.list_agents().await?;
             println!("{:<32} {:<12} REMARK", "CORPID", "AGENTID");
-            for a in api.list_agents().await? {
+            for a in agents {
                 println!("{:<32} {:<12} {}", a.corpid, a.agentid, a.remark);
             }
         }
@@ -123,8 +125,9 @@ pub(super) async fn cos_command(config: &Config, cmd: CosCommand) -> Result<()> 
             print_change(&format!("COS keys for {appid}"), &c);
         }
         CosCommand::List => {
+            let keys = api.list_cos().await?;
             println!("{:<20} SECRET_ID", "APPID");
-            for k in api.list_cos().await? {
+            for k in keys {
                 println!("{:<20} {}…", k.appid, k.secret_id_prefix);
             }
         }
@@ -147,8 +150,9 @@ pub(super) async fn key_command(config: &Config, cmd: KeyCommand) -> Result<()> 
             println!("{key}");
         }
         KeyCommand::List => {
+            let keys = api.list_keys().await?;
             println!("{:<24} {:<40} {:<21} {:<21} REVOKED", "NAME", "SCOPE", "CREATED", "LAST_USED");
-            for k in api.list_keys().await? {
+            for k in keys {
                 let scope = if k.scope_all {
                     "all".to_owned()
                 } else {

@@ -193,6 +193,11 @@ impl<'a> Interface<'a> {
         Ok(Self { name, request: parse(para)? })
     }
 
+    /// The canonical name of a known interface (a request that fails to parse is still logged under it).
+    pub fn known_name(name: &str) -> Option<&'static str> {
+        INTERFACES.iter().find(|(n, _)| *n == name).map(|(n, _)| *n)
+    }
+
     /// The canonical interface name, for logs.
     pub fn name(&self) -> &'static str {
         self.name

@@ -20,6 +20,7 @@ mod import;
 mod multiprocess;
 mod passthrough;
 mod proxy;
+mod readme;
 mod resilience;
 mod scf;
 mod security;
