@@ -262,3 +262,16 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
             .to_owned()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_take_the_forms_people_type() {
+        assert_eq!(parse_listen(":8080").unwrap(), "0.0.0.0:8080".parse::<SocketAddr>().unwrap());
+        assert_eq!(parse_listen("localhost:9000").unwrap(), "127.0.0.1:9000".parse::<SocketAddr>().unwrap());
+        assert_eq!(parse_listen("[::1]:80").unwrap(), "[::1]:80".parse::<SocketAddr>().unwrap());
+        assert!(parse_listen("example.com:80").unwrap_err().contains(":PORT"));
+    }
+}

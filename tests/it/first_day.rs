@@ -135,3 +135,35 @@ fn commands_act_only_on_the_store_the_user_named() {
     let listed = run_ok(wafer(dir.path()).args(["app", "list"]));
     assert!(String::from_utf8_lossy(&listed.stdout).contains("wx_here"), "found where it was created");
 }
+
+/// The small things a new user trips on: listen addresses, enum settings, quiet registry commands, no table header
+/// before an error.
+#[test]
+fn settings_and_registry_commands_say_what_they_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wafer(dir.path()).env("WAFER_CALLER_AUTH", "bogus").arg("serve").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("accepted: credentials, all, off"), "{err}");
+    let out = wafer(dir.path()).env("WAFER_LISTEN", "nohost").arg("serve").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("localhost:PORT or :PORT"), "{err}");
+
+    let mut add = wafer(dir.path());
+    add.env_remove("WAFER_LOG").args(["app", "add", "--appid", "wx_quiet", "--secret", "s"]);
+    let out = add.output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "added app wx_quiet");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("registry changed"),
+        "no log line beside the answer"
+    );
+
+    let out = wafer(dir.path())
+        .env("WAFER_SERVER", "http://127.0.0.1:1/")
+        .env("WAFER_ADMIN_TOKEN", "an-admin-token-of-at-least-32-characters")
+        .args(["app", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no header before the error: {}", String::from_utf8_lossy(&out.stdout));
+}
