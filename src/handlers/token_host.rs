@@ -5,6 +5,8 @@
 //!   (`force_refresh` honoured with the shared cooldown, so a fleet that sees 40001 at once causes one refresh),
 //!   authenticated by the app's registered secret, compared in constant time;
 //! - WeCom's `GET /cgi-bin/gettoken?corpid=…&corpsecret=…`, authenticated by a registered agent's secret;
+//! - `GET /sns/jscode2session?appid=…&secret=…&js_code=…`, the login an SDK sends to the same base: answered for a
+//!   registered app whose secret matches (never with a token error, which would make the SDK loop);
 //! - tickets for a token issued here: `GET /cgi-bin/ticket/getticket?type=jsapi` (official accounts), and WeCom's
 //!   `/cgi-bin/get_jsapi_ticket` and `/cgi-bin/ticket/get?type=agent_config`;
 //! - any other path with an `access_token` issued here (current, or the previous one in its overlap) is passed
@@ -21,6 +23,7 @@ use crate::request::{HttpCall, HttpReply};
 use crate::tokens::{CredKey, CredKind, Force, Served};
 use crate::wechat::path::ApiPath;
 use crate::wechat::proxy::{Body, Outgoing};
+use crate::wechat::{Call, UpstreamError};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "/cgi-bin/token";
@@ -29,10 +32,11 @@ const WECOM_TOKEN: &str = "/cgi-bin/gettoken";
 const MP_TICKET: &str = "/cgi-bin/ticket/getticket";
 const WC_CORP_TICKET: &str = "/cgi-bin/get_jsapi_ticket";
 const WC_AGENT_TICKET: &str = "/cgi-bin/ticket/get";
+const JSCODE2SESSION: &str = "/sns/jscode2session";
 
 /// Whether the token host answers this request: one of its token paths, or any call carrying `access_token`.
 pub fn claims(path: &str, query: Option<&str>) -> bool {
-    [TOKEN, STABLE_TOKEN, WECOM_TOKEN].contains(&path.trim_end_matches('/'))
+    [TOKEN, STABLE_TOKEN, WECOM_TOKEN, JSCODE2SESSION].contains(&path.trim_end_matches('/'))
         || query.is_some_and(|q| q.split('&').any(|kv| kv.starts_with("access_token=")))
 }
 
@@ -42,6 +46,8 @@ pub enum HostRequest {
     Token { appid: String, secret: String, stable: bool, force: bool },
     /// WeCom `/cgi-bin/gettoken`.
     WeComToken { corpid: String, secret: String },
+    /// `/sns/jscode2session`: a login, with the app's secret.
+    Login { appid: String, secret: String, code: String },
     /// A ticket, or a pass-through call, with a presented token.
     WithToken { token: String, method: reqwest::Method, path: ApiPath, query: Vec<(String, String)> },
     /// Refused before anything was looked up: WeChat's errcode and message.
@@ -55,6 +61,7 @@ impl std::fmt::Debug for HostRequest {
                 write!(f, "Token {{ appid: {appid:?}, stable: {stable}, force: {force}, .. }}")
             }
             Self::WeComToken { corpid, .. } => write!(f, "WeComToken {{ corpid: {corpid:?}, .. }}"),
+            Self::Login { appid, .. } => write!(f, "Login {{ appid: {appid:?}, .. }}"),
             Self::WithToken { path, .. } => write!(f, "WithToken {{ path: {path:?}, .. }}"),
             Self::Refused(code, _) => write!(f, "Refused({code})"),
         }
@@ -67,6 +74,7 @@ impl HostRequest {
             Self::Token { stable: false, .. } => "token_host.token",
             Self::Token { stable: true, .. } => "token_host.stable_token",
             Self::WeComToken { .. } => "token_host.gettoken",
+            Self::Login { .. } => "token_host.jscode2session",
             Self::WithToken { .. } => "token_host.call",
             Self::Refused(..) => "token_host.refused",
         }
@@ -102,6 +110,12 @@ impl HostRequest {
                 Self::Token { appid: s("appid"), secret: s("secret"), stable: true, force }
             }
             WECOM_TOKEN if get => Self::WeComToken { corpid: q("corpid"), secret: q("corpsecret") },
+            JSCODE2SESSION => {
+                if q("grant_type") != "authorization_code" {
+                    return Ok(Self::Refused(40002, "invalid grant_type"));
+                }
+                Self::Login { appid: q("appid"), secret: q("secret"), code: q("js_code") }
+            }
             TOKEN | STABLE_TOKEN | WECOM_TOKEN => {
                 return Err(WaferError::new(ReturnCode::RequestErr, "method not allowed"))
             }
@@ -154,6 +168,20 @@ fn token_reply(served: &Served, now: i64) -> HttpReply {
 }
 
 /// Constant-time comparison of a presented secret with the registered one.
+/// Whether `secret` is the registered secret of `appid`. An unknown appid and a wrong secret get one answer, in
+/// the same time (the presented secret is compared either way): an unauthenticated caller cannot tell which apps
+/// are registered here.
+async fn authenticated(deps: &Deps, appid: &str, secret: &str) -> Result<bool, WaferError> {
+    let app = deps.store.get_app(appid).await.map_err(WaferError::db)?.filter(|_| !appid.is_empty());
+    let registered = app.as_ref().map_or(UNKNOWN_APP_SECRET, |a| a.secret.as_str());
+    if !secret_matches(secret, registered) || app.is_none() {
+        let why = if app.is_some() { "wrong secret" } else { "unknown appid" };
+        tracing::info!(appid = %crate::request::log_safe(appid, 64), why, "token host: refused");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 fn secret_matches(presented: &str, registered: &str) -> bool {
     let (a, b) =
         (crate::crypto::sha256_hex(presented.as_bytes()), crate::crypto::sha256_hex(registered.as_bytes()));
@@ -166,17 +194,30 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
     match req {
         HostRequest::Refused(code, msg) => Ok(wechat_error(code, msg)),
         HostRequest::Token { appid, secret, force, .. } => {
-            // An unknown appid and a wrong secret get one answer, in the same time (the presented secret is
-            // compared either way): an unauthenticated caller cannot tell which apps are registered here.
-            let app = deps.store.get_app(&appid).await.map_err(WaferError::db)?.filter(|_| !appid.is_empty());
-            let registered = app.as_ref().map_or(UNKNOWN_APP_SECRET, |a| a.secret.as_str());
-            if !secret_matches(&secret, registered) || app.is_none() {
-                let why = if app.is_some() { "wrong secret" } else { "unknown appid" };
-                tracing::info!(appid = %crate::request::log_safe(&appid, 64), why, "token host: refused");
+            if !authenticated(deps, &appid, &secret).await? {
                 return Ok(wechat_error(40125, BAD_APP_OR_SECRET));
             }
             let key = CredKey::app(CredKind::MpToken, &appid);
             issue(deps, &key, &secret, if force { Force::Yes(None) } else { Force::No }, now).await
+        }
+        HostRequest::Login { appid, secret, code } => {
+            if !authenticated(deps, &appid, &secret).await? {
+                return Ok(wechat_error(40125, BAD_APP_OR_SECRET));
+            }
+            // The caller holds the secret: the session key is theirs to have, as WeChat would give it.
+            Ok(match deps.wechat.code2session(&appid, &secret, &code).await {
+                Ok(s) => {
+                    let mut reply = json!({"openid": s.openid, "session_key": s.session_key});
+                    if let Some(u) = s.unionid {
+                        reply["unionid"] = Value::String(u);
+                    }
+                    HttpReply::json(200, &reply)
+                }
+                Err(UpstreamError::Api { errcode, .. }) => {
+                    wechat_error(errcode, "refused by WeChat (see its errcode)")
+                }
+                Err(e) => from_wafer(&e.to_wafer(Call::Code2Session, "WeChat")),
+            })
         }
         HostRequest::WeComToken { corpid, secret } => {
             let agents = deps.store.list_agents().await.map_err(WaferError::db)?;
@@ -299,8 +340,15 @@ mod tests {
         ));
         assert!(matches!(
             HostRequest::parse(&call("GET", "/sns/jscode2session", "access_token=t", "")).unwrap(),
-            HostRequest::Refused(40001, _)
+            HostRequest::Refused(40002, _)
         ));
+        let login = "appid=wx1&secret=s&js_code=c&grant_type=authorization_code&access_token=t";
+        match HostRequest::parse(&call("GET", "/sns/jscode2session", login, "")).unwrap() {
+            HostRequest::Login { appid, code, .. } => {
+                assert_eq!((appid.as_str(), code.as_str()), ("wx1", "c"))
+            }
+            other => panic!("{other:?}"),
+        }
         match HostRequest::parse(&call("POST", "/cgi-bin/message/custom/send", "access_token=t&x=1", "{}"))
             .unwrap()
         {

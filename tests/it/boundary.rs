@@ -170,6 +170,7 @@ both_backends!(
     failed_admin_authentications_are_limited_per_address,
     logins_for_unknown_apps_are_not_tracked,
     the_client_address_is_the_one_the_proxy_appended,
+    logins_through_the_token_host_work,
     a_removed_or_rekeyed_app_stops_relaying_within_ten_seconds,
     a_removal_here_forgets_issued_tokens_at_once,
     no_upstream_redirect_is_followed,
@@ -319,4 +320,26 @@ async fn the_client_address_is_the_one_the_proxy_appended(b: Backend) {
     let url = serve(ClientAddress::Peer).await;
     assert_eq!(login(url.clone(), "192.0.2.1").await, 0);
     assert_eq!(login(url, "192.0.2.2").await, 1026, "peer mode ignores the header");
+}
+
+/// An SDK logging in through the token host (`/sns/jscode2session` on the same base, possibly with a token
+/// attached): answered like WeChat for a registered app's secret — never a token error the SDK would loop on.
+async fn logins_through_the_token_host_work(b: Backend) {
+    let t = TestApp::with_settings(b, Settings { token_host: true, ..open_settings() }).await;
+    t.add_app(APP, SECRET).await;
+    let url = t.serve_http().await;
+    let http = reqwest::Client::new();
+    let login = |secret: &str, code: String| {
+        let u = format!(
+            "{url}/sns/jscode2session?appid={APP}&secret={secret}&js_code={code}&grant_type=authorization_code&access_token=stale"
+        );
+        let http = http.clone();
+        async move { http.get(u).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let r = login(SECRET, t.wx.code_for("o_sdk_login")).await;
+    assert_eq!(r["openid"], "o_sdk_login", "{r}");
+    assert_eq!(r["session_key"], t.wx.session_key("o_sdk_login"));
+    assert_eq!(login("wrong", t.wx.code_for("o_x")).await["errcode"], 40125, "the secret is checked");
+    let r = login(SECRET, "not-a-code".into()).await;
+    assert!(r["errcode"].as_i64().is_some_and(|c| c != 0 && c != 40001), "WeChat's own refusal: {r}");
 }
