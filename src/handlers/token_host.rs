@@ -198,7 +198,7 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
                 return Ok(wechat_error(40125, BAD_APP_OR_SECRET));
             }
             let key = CredKey::app(CredKind::MpToken, &appid);
-            issue(deps, &key, &secret, if force { Force::Yes(None) } else { Force::No }, now).await
+            issue(deps, &key, if force { Force::Yes(None) } else { Force::No }, now).await
         }
         HostRequest::Login { appid, secret, code } => {
             if !authenticated(deps, &appid, &secret).await? {
@@ -232,7 +232,7 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
                 tracing::info!(corpid = %crate::request::log_safe(&corpid, 64), "token host: no agent has the secret presented");
                 return Ok(wechat_error(40001, "invalid credential: corpid or corpsecret"));
             };
-            issue(deps, &CredKey::agent(CredKind::WcToken, &corpid, &agentid), &secret, Force::No, now).await
+            issue(deps, &CredKey::agent(CredKind::WcToken, &corpid, &agentid), Force::No, now).await
         }
         HostRequest::WithToken { token, method, path, query } => {
             let Some(key) = deps.creds.issued_key(&token).await? else {
@@ -279,17 +279,11 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
     }
 }
 
-/// Hand out the token of `key` to a caller that presented the owner's `secret` (it matched).
-async fn issue(
-    deps: &Deps,
-    key: &CredKey,
-    secret: &str,
-    force: Force<'_>,
-    now: i64,
-) -> Result<HttpReply, WaferError> {
+/// Hand out the token of `key` (its owner's secret was presented and matched).
+async fn issue(deps: &Deps, key: &CredKey, force: Force<'_>, now: i64) -> Result<HttpReply, WaferError> {
     match deps.creds.get(key, force).await {
         Ok(served) => {
-            deps.creds.remember_issued(key, &served, secret);
+            deps.creds.remember_issued(key, &served);
             Ok(token_reply(&served, now))
         }
         Err(e) => Ok(from_wafer(&e)),

@@ -5,6 +5,7 @@
 //! presented, its owner is re-read every [`OWNER_RECHECK_SECS`]: an app or agent removed — on any instance — has
 //! its tokens forgotten, and one given a new secret keeps only the token stored since.
 
+use super::owner::Recheck;
 use super::{CredKey, CredKind, Credentials, Served, OWNER_RECHECK_SECS};
 use crate::envelope::WaferError;
 use crate::store::CredentialRow;
@@ -24,30 +25,19 @@ struct Entry {
     until: i64,
 }
 
-/// What was last seen of a key's owner: its secret's SHA-256, and when.
-struct Owner {
-    fingerprint: String,
-    checked: i64,
-}
-
 /// The index, keyed by the token's SHA-256 (values never sit in a second place in clear).
 #[derive(Default)]
 pub struct Issued {
     map: Mutex<HashMap<String, Entry>>,
-    owners: Mutex<HashMap<CredKey, Owner>>,
+    /// When each key's owner was last re-read ([`Credentials::read_owner`] keeps what it found).
+    checked: Mutex<HashMap<CredKey, i64>>,
     last_reload_ms: Mutex<i64>,
 }
 
-fn fingerprint(secret: &str) -> String {
-    crate::crypto::sha256_hex(secret.as_bytes())
-}
-
 impl Credentials {
-    /// Record that `served` was handed out as the token of `key` to a caller presenting the owner's `secret`.
-    pub fn remember_issued(&self, key: &CredKey, served: &Served, secret: &str) {
-        let now = self.clock.now();
-        self.issued.settle(key, Some(secret), Some(&served.value), now);
-        self.issued.remember(key, &served.value, served.expires_at, now);
+    /// Record that `served` was handed out as the token of `key`.
+    pub fn remember_issued(&self, key: &CredKey, served: &Served) {
+        self.issued.remember(key, &served.value, served.expires_at, self.clock.now());
     }
 
     /// The token key a presented access token was issued for (here or by another process), if it is still valid
@@ -69,14 +59,17 @@ impl Credentials {
         if !self.issued.check_due(&key, now) {
             return Ok(Some(key));
         }
-        let secret = self.owner_secret(&key).await?;
-        let current = match secret {
-            Some(_) => {
-                self.store.get_credential(&key.text()).await.map_err(WaferError::db)?.and_then(|r| r.value)
+        // A removed or re-keyed owner's tokens are forgotten by the read itself; after a re-key, the token stored
+        // since (fetched with the new secret) is the one known again.
+        if let Recheck::Rekeyed = self.read_owner(&key).await? {
+            let row = self.store.get_credential(&key.text()).await.map_err(WaferError::db)?;
+            if let Some((value, expires_at)) = row.and_then(|r| r.value.map(|v| (v, r.expires_at))) {
+                if expires_at > now {
+                    self.issued.remember(&key, &value, expires_at, now);
+                }
             }
-            None => None,
-        };
-        self.issued.settle(&key, secret.as_deref(), current.as_deref(), now);
+        }
+        self.issued.mark_checked(&key, now);
         Ok(self.issued.find(token, now))
     }
 }
@@ -84,42 +77,27 @@ impl Credentials {
 impl Issued {
     /// Whether `key`'s owner is due to be re-read (never read yet, or [`OWNER_RECHECK_SECS`] ago).
     pub fn check_due(&self, key: &CredKey, now: i64) -> bool {
-        let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        owners.get(key).is_none_or(|o| now - o.checked >= OWNER_RECHECK_SECS)
+        let checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        checked.get(key).is_none_or(|at| now - at >= OWNER_RECHECK_SECS)
     }
 
-    /// What `key`'s owner is registered with now: nothing (removed) — every token of `key` is forgotten; another
-    /// secret than last seen — every token of `key` but `current` (the one stored since) is forgotten.
-    pub fn settle(&self, key: &CredKey, secret: Option<&str>, current: Option<&str>, now: i64) {
-        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(secret) = secret else {
-            owners.remove(key);
-            drop(owners);
-            self.retain(key, None);
-            return;
-        };
-        let fp = fingerprint(secret);
-        let rekeyed = owners.get(key).is_some_and(|o| o.fingerprint != fp);
-        owners.insert(key.clone(), Owner { fingerprint: fp, checked: now });
-        drop(owners);
-        if rekeyed {
-            self.retain(key, current);
-        }
+    /// `key`'s owner was read at `now`.
+    pub fn mark_checked(&self, key: &CredKey, now: i64) {
+        self.checked.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), now);
     }
 
     /// Forget every token of `keys` (their storage keys).
     pub fn forget(&self, keys: &[String]) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, e| !keys.contains(&e.key.text()));
-        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        owners.retain(|k, _| !keys.contains(&k.text()));
+        let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        checked.retain(|k, _| !keys.contains(&k.text()));
     }
 
-    /// Keep of `key`'s tokens only `keep`.
-    fn retain(&self, key: &CredKey, keep: Option<&str>) {
-        let keep = keep.map(|v| crate::crypto::sha256_hex(v.as_bytes()));
+    /// Forget every token of `key` (its owner was removed or given a new secret).
+    pub fn forget_key(&self, key: &CredKey) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|hash, e| e.key != *key || keep.as_deref() == Some(hash.as_str()));
+        map.retain(|_, e| e.key != *key);
     }
 
     /// Remember `value` as the current token of `key`; any other token of `key` is now a previous one.
@@ -191,20 +169,14 @@ mod tests {
         let issued = Issued::default();
         let key = CredKey::app(CredKind::MpToken, "wx1");
         let other = CredKey::app(CredKind::MpToken, "wx2");
-        issued.settle(&key, Some("s1"), None, 1_000);
+        issued.mark_checked(&key, 1_000);
         issued.remember(&key, "t1", 10_000, 1_000);
-        issued.remember(&key, "t2", 10_000, 1_000);
         issued.remember(&other, "o1", 10_000, 1_000);
         assert!(!issued.check_due(&key, 1_000 + OWNER_RECHECK_SECS - 1));
         assert!(issued.check_due(&key, 1_000 + OWNER_RECHECK_SECS));
         assert!(issued.check_due(&other, 1_000), "never read");
-        issued.settle(&key, Some("s1"), Some("t2"), 1_010);
-        assert_eq!(issued.find("t1", 1_010), Some(key.clone()), "same secret: the overlap holds");
-        issued.settle(&key, Some("s2"), Some("t2"), 1_020);
-        assert_eq!(issued.find("t1", 1_020), None, "a new secret keeps only the stored token");
-        assert_eq!(issued.find("t2", 1_020), Some(key.clone()));
-        issued.settle(&key, None, None, 1_030);
-        assert_eq!(issued.find("t2", 1_030), None, "removed");
+        issued.forget_key(&key);
+        assert_eq!(issued.find("t1", 1_020), None, "removed or re-keyed");
         assert_eq!(issued.find("o1", 1_030), Some(other.clone()), "other apps keep theirs");
         issued.forget(&[other.text()]);
         assert_eq!(issued.find("o1", 1_030), None);

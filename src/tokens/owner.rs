@@ -42,17 +42,27 @@ impl Credentials {
     }
 
     /// Read the owner of `key` and compare its secret with the one this process last saw (its SHA-256 is kept).
+    /// Removed or re-keyed, the tokens the token host handed out for `key` are forgotten here, once for every
+    /// path that notices.
     pub(super) async fn read_owner(&self, key: &CredKey) -> Result<Recheck, WaferError> {
         let secret = self.owner_secret(key).await?.map(|s| crate::crypto::sha256_hex(s.as_bytes()));
-        let mut seen = self.owner_secrets.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(secret) = secret else {
-            seen.remove(&key.text());
-            return Ok(Recheck::Gone);
+        let recheck = {
+            let mut seen = self.owner_secrets.lock().unwrap_or_else(|p| p.into_inner());
+            match secret {
+                None => {
+                    seen.remove(&key.text());
+                    Recheck::Gone
+                }
+                Some(secret) => match seen.insert(key.text(), secret.clone()) {
+                    Some(before) if before != secret => Recheck::Rekeyed,
+                    _ => Recheck::Same,
+                },
+            }
         };
-        Ok(match seen.insert(key.text(), secret.clone()) {
-            Some(before) if before != secret => Recheck::Rekeyed,
-            _ => Recheck::Same,
-        })
+        if !matches!(recheck, Recheck::Same) {
+            self.issued.forget_key(key);
+        }
+        Ok(recheck)
     }
 
     pub(super) async fn owner_exists(&self, key: &CredKey) -> Result<bool, WaferError> {
