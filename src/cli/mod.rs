@@ -234,10 +234,8 @@ pub fn run() -> Result<()> {
     };
     // A registry command's output is its answer: its info lines (the audit of what changed) are shown only when
     // asked for with WAFER_LOG / --log.
-    let quiet = matches!(
-        &cli.command,
-        Some(Command::App(_) | Command::Agent(_) | Command::Cos(_) | Command::Key(_) | Command::Status)
-    ) && std::env::var_os("WAFER_LOG").is_none()
+    let quiet = cli.command.as_ref().is_some_and(target::over_the_wire)
+        && std::env::var_os("WAFER_LOG").is_none()
         && !std::env::args().any(|a| a == "--log" || a.starts_with("--log="));
     let filter = if quiet { "warn" } else { cli.config.log.as_str() };
     let _log_guard = crate::telemetry::init(filter, cli.config.log_format, serving);

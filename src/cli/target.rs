@@ -10,11 +10,7 @@ use anyhow::Result;
 /// create an empty one in the working directory and report nothing).
 pub(super) fn check(config: &Config, command: &Command) -> Result<()> {
     let remote = config.server.as_deref().is_some_and(|s| !s.trim().is_empty());
-    let over_the_wire = matches!(
-        command,
-        Command::App(_) | Command::Agent(_) | Command::Cos(_) | Command::Key(_) | Command::Status
-    );
-    if remote && !over_the_wire {
+    if remote && !over_the_wire(command) {
         let hint = match command {
             Command::Migrate => {
                 "a deployed server migrates its own schema at start (WAFER_AUTO_MIGRATE=1); to migrate a database \
@@ -54,6 +50,14 @@ pub(super) fn check(config: &Config, command: &Command) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The registry commands and `status`: the ones that may go through a deployed server's admin interfaces.
+pub(super) fn over_the_wire(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::App(_) | Command::Agent(_) | Command::Cos(_) | Command::Key(_) | Command::Status
+    )
 }
 
 /// The subcommand as typed.
