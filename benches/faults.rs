@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wafer_scf::handlers::Settings;
 use wafer_scf::startup::ServiceBuilder;
-use wafer_scf::store::{self, AppRecord, DatabaseUrl, Store, StoreOptions, TokenMode};
+use wafer_scf::store::{self, AppRecord, DatabaseUrl, Storage, StoreOptions, TokenMode};
 use wafer_scf::wechat::UpstreamTimeouts;
 
 const STABLE: &str = "/cgi-bin/stable_token";
@@ -39,7 +39,7 @@ fn app(appid: &str, secret: &str) -> AppRecord {
 }
 
 /// A fresh store on the embedded backend or a fresh MySQL database.
-async fn fresh_store(mysql: Option<&str>, dir: &std::path::Path, n: usize) -> Arc<dyn Store> {
+async fn fresh_store(mysql: Option<&str>, dir: &std::path::Path, n: usize) -> Storage {
     let url = match mysql {
         None => DatabaseUrl::Sqlite(dir.join(format!("faults{n}.db")).display().to_string()),
         Some(server) => DatabaseUrl::parse(&support::fresh_database(server).await).unwrap(),
@@ -47,7 +47,7 @@ async fn fresh_store(mysql: Option<&str>, dir: &std::path::Path, n: usize) -> Ar
     store::open(&url, &StoreOptions::default(), true).await.unwrap()
 }
 
-async fn server(store: Arc<dyn Store>, upstream: &str, policy_from_deadline: bool) -> String {
+async fn server(store: Storage, upstream: &str, policy_from_deadline: bool) -> String {
     let policy = if policy_from_deadline {
         wafer_scf::tokens::Policy {
             lease_ms: UPSTREAM_MS as i64 + 1_000,
@@ -131,7 +131,7 @@ async fn faults(mysql: Option<&str>, dir: &std::path::Path, secs: u64) {
         wx.register("wxfault0000000001", "registered");
         inject(&wx);
         let store = fresh_store(mysql, dir, n).await;
-        store.put_app(&app("wxfault0000000001", "registered")).await.unwrap();
+        store.registry.put_app(&app("wxfault0000000001", "registered")).await.unwrap();
         let url = server(store, &wx.base_url, true).await;
         let body = json!({"interface": {"interfaceName": "qcloud.mimi.access_token", "para": {"appid": "wxfault0000000001"}}});
         let (waits, codes) = load(&url, body, 32, secs).await;
@@ -140,7 +140,7 @@ async fn faults(mysql: Option<&str>, dir: &std::path::Path, secs: u64) {
     // Connection reset: a port that accepts and hangs up, counting the attempts.
     let (base, attempts) = fake_wechat::hang_up_listener().await;
     let store = fresh_store(mysql, dir, 99).await;
-    store.put_app(&app("wxfault0000000001", "registered")).await.unwrap();
+    store.registry.put_app(&app("wxfault0000000001", "registered")).await.unwrap();
     let url = server(store, &base, true).await;
     let body = json!({"interface": {"interfaceName": "qcloud.mimi.access_token", "para": {"appid": "wxfault0000000001"}}});
     let (waits, codes) = load(&url, body, 32, secs).await;
@@ -165,7 +165,7 @@ async fn logins(mysql: Option<&str>, dir: &std::path::Path) {
     let apps = ["wx0000000000000000", "wx5555555555555555", "wxzzzzzzzzzzzzzzzz"];
     for a in apps {
         wx.register(a, "s");
-        store.put_app(&app(a, "s")).await.unwrap();
+        store.registry.put_app(&app(a, "s")).await.unwrap();
     }
     let url = server(store, &wx.base_url, false).await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();

@@ -217,6 +217,7 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
     let db = fresh_database(mysql, dir.path()).await;
     let store = store::open(&DatabaseUrl::parse(&db).unwrap(), &StoreOptions::default(), true).await.unwrap();
     store
+        .registry
         .put_app(&AppRecord {
             appid: APPID.into(),
             secret: SECRET.into(),
@@ -230,6 +231,7 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
         .unwrap();
     // A caller key scoped to the app: the default `credentials` mode checks it on every token request.
     store
+        .keys
         .add_caller_key(&CallerKeyRecord {
             name: "bench".into(),
             key_hash: wafer_scf::crypto::sha256_hex(KEY.as_bytes()),

@@ -5,7 +5,7 @@
 
 use crate::envelope::WaferError;
 use crate::registry::{AgentChanges, AppChanges, Change, KeyScope, Outcome, Registry};
-use crate::store::{Store, TokenMode};
+use crate::store::{Storage, TokenMode};
 use crate::tokens::{CredKey, CredKind, Credentials};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -184,7 +184,7 @@ pub struct ProcessFacts {
 
 /// The admin operations over a store, in this process.
 pub struct Local {
-    pub store: Arc<dyn Store>,
+    pub store: Storage,
     /// This process's credential cache, told about changes at once (a server); `None` for the CLI.
     pub creds: Option<Arc<Credentials>>,
     pub clock: Arc<dyn crate::clock::Clock>,
@@ -193,12 +193,7 @@ pub struct Local {
 
 impl Local {
     fn registry(&self) -> Registry<'_> {
-        Registry {
-            store: self.store.as_ref(),
-            creds: self.creds.as_deref(),
-            now: self.clock.now(),
-            dry_run: false,
-        }
+        Registry { store: &self.store, creds: self.creds.as_deref(), now: self.clock.now(), dry_run: false }
     }
 
     async fn credential_status(
@@ -210,8 +205,13 @@ impl Local {
     ) -> AdminResult<CredentialStatus> {
         let now = self.clock.now();
         let now_ms = now * 1000;
-        let row =
-            self.store.get_credential(&key.to_string()).await.map_err(WaferError::db)?.unwrap_or_default();
+        let row = self
+            .store
+            .credentials
+            .get_credential(&key.to_string())
+            .await
+            .map_err(WaferError::db)?
+            .unwrap_or_default();
         let live = row.value.is_some() && row.expires_at > now;
         let day = crate::tokens::next_quota_reset(now) - 86_400;
         Ok(CredentialStatus {
@@ -246,7 +246,7 @@ fn db(e: crate::store::StoreError) -> AdminError {
 #[async_trait]
 impl AdminApi for Local {
     async fn put_app(&self, appid: &str, changes: AppChanges, must_exist: bool) -> AdminResult<ChangeInfo> {
-        if must_exist && self.store.get_app(appid).await.map_err(db)?.is_none() {
+        if must_exist && self.store.registry.get_app(appid).await.map_err(db)?.is_none() {
             return Err(crate::registry::RegistryError::NotFound(format!(
                 "no app {appid}: add it first (with its secret)"
             ))
@@ -256,7 +256,7 @@ impl AdminApi for Local {
     }
 
     async fn list_apps(&self) -> AdminResult<Vec<AppInfo>> {
-        let apps = self.store.list_apps().await.map_err(db)?;
+        let apps = self.store.registry.list_apps().await.map_err(db)?;
         Ok(apps
             .into_iter()
             .map(|a| AppInfo {
@@ -281,7 +281,7 @@ impl AdminApi for Local {
     }
 
     async fn list_agents(&self) -> AdminResult<Vec<AgentInfo>> {
-        let agents = self.store.list_agents().await.map_err(db)?;
+        let agents = self.store.registry.list_agents().await.map_err(db)?;
         Ok(agents
             .into_iter()
             .map(|a| AgentInfo { corpid: a.corpid, agentid: a.agentid, remark: a.remark })
@@ -303,7 +303,7 @@ impl AdminApi for Local {
     }
 
     async fn list_cos(&self) -> AdminResult<Vec<CosInfo>> {
-        let keys = self.store.list_cos_keys().await.map_err(db)?;
+        let keys = self.store.registry.list_cos_keys().await.map_err(db)?;
         Ok(keys
             .into_iter()
             .map(|k| CosInfo { appid: k.appid, secret_id_prefix: k.secret_id.chars().take(8).collect() })
@@ -319,7 +319,7 @@ impl AdminApi for Local {
     }
 
     async fn list_keys(&self) -> AdminResult<Vec<KeyInfo>> {
-        let keys = self.store.list_caller_keys().await.map_err(db)?;
+        let keys = self.store.keys.list_caller_keys().await.map_err(db)?;
         Ok(keys
             .into_iter()
             .map(|k| KeyInfo {
@@ -340,17 +340,17 @@ impl AdminApi for Local {
     }
 
     async fn status(&self) -> AdminResult<Status> {
-        let schema = self.store.schema_status().await.map_err(db)?;
+        let schema = self.store.schema.schema_status().await.map_err(db)?;
         let mut apps = Vec::new();
-        for a in self.store.list_apps().await.map_err(db)? {
-            let sessions = self.store.count_sessions(&a.appid).await.map_err(db)?;
+        for a in self.store.registry.list_apps().await.map_err(db)? {
+            let sessions = self.store.sessions.count_sessions(&a.appid).await.map_err(db)?;
             let key = CredKey::app(CredKind::MpToken, &a.appid);
             apps.push(
                 self.credential_status(a.appid.clone(), a.token_mode.as_str(), key, Some(sessions)).await?,
             );
         }
         let mut agents = Vec::new();
-        for a in self.store.list_agents().await.map_err(db)? {
+        for a in self.store.registry.list_agents().await.map_err(db)? {
             let key = CredKey::agent(CredKind::WcToken, &a.corpid, &a.agentid);
             let id = format!("{}/{}", a.corpid, a.agentid);
             agents.push(self.credential_status(id, "wecom", key, None).await?);

@@ -7,7 +7,7 @@ use crate::clock::Clock;
 use crate::crypto;
 use crate::envelope::{ReturnCode, WaferError};
 use crate::request::RequestMeta;
-use crate::store::{CallerKeyRecord, Store};
+use crate::store::{CallerKeyRecord, KeyStore};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -137,7 +137,7 @@ pub struct Gate {
     mode: CallerAuthMode,
     /// SHA-256 of `WAFER_ADMIN_TOKEN`; `None`: admin interfaces are off.
     admin_token_hash: Option<String>,
-    store: Arc<dyn Store>,
+    keys: Arc<dyn KeyStore>,
     clock: Arc<dyn Clock>,
     /// Verified keys by the key presented.
     cache: Mutex<HashMap<String, CachedKey>>,
@@ -153,14 +153,14 @@ impl Gate {
     pub fn new(
         mode: CallerAuthMode,
         admin_token: Option<&str>,
-        store: Arc<dyn Store>,
+        keys: Arc<dyn KeyStore>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let admin_token_hash = admin_token.map(|t| crypto::sha256_hex(t.as_bytes()));
         Self {
             mode,
             admin_token_hash,
-            store,
+            keys,
             clock,
             cache: Mutex::new(HashMap::new()),
             admin_failures: RateLimiter::default(),
@@ -282,19 +282,15 @@ impl Gate {
             Some(r) => r,
             None => {
                 let hash = crypto::sha256_hex(key.as_bytes());
-                let r = self
-                    .store
-                    .caller_key_by_hash(&hash)
-                    .await
-                    .map_err(WaferError::db)?
-                    .ok_or_else(invalid)?;
+                let r =
+                    self.keys.caller_key_by_hash(&hash).await.map_err(WaferError::db)?.ok_or_else(invalid)?;
                 // Constant-time confirmation of the hash the index found.
                 if !crypto::ct_eq(r.key_hash.as_bytes(), hash.as_bytes()) || r.revoked_at != 0 {
                     self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
                     return Err(invalid());
                 }
                 if now - r.last_used_at >= KEY_TOUCH_SECS {
-                    if let Err(e) = self.store.touch_caller_key(&r.name, now).await {
+                    if let Err(e) = self.keys.touch_caller_key(&r.name, now).await {
                         tracing::warn!(error = %e, "could not record caller key use");
                     }
                 }

@@ -4,7 +4,7 @@
 
 use crate::crypto;
 use crate::registry::Outcome;
-use crate::store::{SessionRecord, Store, TokenMode};
+use crate::store::{FetchedCredential, SessionRecord, Storage, TokenMode};
 use crate::tokens::{CredKey, CredKind};
 use anyhow::{Context, Result};
 use base64::Engine;
@@ -124,7 +124,7 @@ async fn columns(conn: &mut mysql_async::Conn, table: &str) -> Result<Vec<String
 /// Where imported rows go: the store, whether this is a dry run, and the current time.
 #[derive(Clone, Copy)]
 struct ImportTarget<'a> {
-    store: &'a dyn Store,
+    store: &'a Storage,
     dry_run: bool,
     now: i64,
 }
@@ -151,14 +151,18 @@ async fn credential(
         return Ok(());
     }
     let k = key.to_string();
-    let existing = store.get_credential(&k).await.context("could not read cached credentials")?;
+    let existing = store.credentials.get_credential(&k).await.context("could not read cached credentials")?;
     if existing.as_ref().and_then(|r| r.value.as_deref()) == Some(value.as_str()) {
         report.credentials_unchanged += 1;
         return Ok(());
     }
     if !dry_run {
         store
-            .import_credential(&k, &value, expires_at, fetched_at)
+            .credentials
+            .import_credential(
+                &k,
+                &FetchedCredential { value: &value, expires_at, fetched_at, window_start: 0 },
+            )
             .await
             .context("could not store a cached credential")?;
     }
@@ -167,7 +171,7 @@ async fn credential(
 }
 
 /// Import from the source database at `from` into `store`. With `dry_run`, count without writing.
-pub async fn import(store: &dyn Store, from: &str, dry_run: bool, now: i64) -> Result<(SourceKind, Report)> {
+pub async fn import(store: &Storage, from: &str, dry_run: bool, now: i64) -> Result<(SourceKind, Report)> {
     let pool = mysql_async::Pool::new(mysql_async::Opts::from_url(from).context("invalid --from URL")?);
     let result = import_from(store, &pool, dry_run, now).await;
     let _ = pool.disconnect().await;
@@ -202,7 +206,7 @@ type SessionRow = (
 );
 
 async fn import_from(
-    store: &dyn Store,
+    store: &Storage,
     pool: &mysql_async::Pool,
     dry_run: bool,
     now: i64,
@@ -424,9 +428,9 @@ async fn import_from(
                 last_visit_at: last_visit_at.max(created_at),
             };
             let inserted = if dry_run {
-                store.get_session(&record.id).await.context("could not read sessions")?.is_none()
+                store.sessions.get_session(&record.id).await.context("could not read sessions")?.is_none()
             } else {
-                store.import_session(&record).await.context("could not store a session")?
+                store.sessions.import_session(&record).await.context("could not store a session")?
             };
             if inserted {
                 report.sessions_new += 1;

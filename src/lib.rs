@@ -9,7 +9,7 @@
 //! - [`auth`]: caller keys, enforcement modes, scope checks;
 //! - [`tokens`]: the token/ticket cache with single-flight and a cross-process lease;
 //! - [`scf`]: the SCF runtime loop, event shapes and a local runtime API emulator;
-//! - [`store`]: the storage trait with MySQL and embedded SQLite backends;
+//! - [`store`]: one storage trait per kind of data, MySQL and embedded SQLite backends, sealing and caching layers;
 //! - [`wechat`]: upstream clients and error classification;
 //! - [`crypto`]: identifiers, hashing, data decryption, signatures;
 //! - [`serve`]: HTTP mode; [`startup`]: building a service from configuration or piece by piece;

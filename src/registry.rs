@@ -5,7 +5,7 @@
 //! upstream failures, so a fixed whitelist or secret is tried at once.
 
 use crate::store::{
-    AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, Store, StoreError, TokenMode,
+    AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, Storage, StoreError, TokenMode,
     DEFAULT_SESSION_DURATION_SECS,
 };
 use crate::tokens::{CredKey, Credentials};
@@ -82,7 +82,7 @@ pub struct KeyScope {
 
 /// Where the registry writes, and what it tells.
 pub struct Registry<'a> {
-    pub store: &'a dyn Store,
+    pub store: &'a Storage,
     /// This process's credential cache, told at once about dropped credentials (other processes re-check).
     pub creds: Option<&'a Credentials>,
     pub now: i64,
@@ -148,7 +148,7 @@ impl Registry<'_> {
                 "the login lifetime must be at least a day and the idle lifetime at least 60 s".into(),
             ));
         }
-        let existing = self.store.get_app(appid).await?;
+        let existing = self.store.registry.get_app(appid).await?;
         let app = match &existing {
             Some(e) => AppRecord {
                 appid: appid.to_owned(),
@@ -183,7 +183,8 @@ impl Registry<'_> {
         };
         if !self.dry_run {
             if outcome != Outcome::Unchanged {
-                self.store.put_app(&app).await?;
+                self.store.registry.put_app(&app).await?;
+                self.store.sessions.app_changed(appid);
             }
             self.refresh_credentials(&CredKey::all_for_app(appid), drop_credentials).await?;
         }
@@ -192,7 +193,9 @@ impl Registry<'_> {
 
     /// Remove an app with its sessions and cached credentials.
     pub async fn remove_app(&self, appid: &str) -> Result<(), RegistryError> {
-        if !self.store.remove_app(appid).await? {
+        let removed = self.store.registry.remove_app(appid).await?;
+        self.store.sessions.app_changed(appid);
+        if !removed {
             return Err(RegistryError::NotFound(format!("no app {appid}")));
         }
         self.refresh_credentials(&CredKey::all_for_app(appid), true).await
@@ -201,7 +204,7 @@ impl Registry<'_> {
     /// Lift a daily-quota block (45009) and remembered failures of an app's tokens and tickets: after the operator
     /// reset WeChat's quota (`clear_quota`), upstream calls resume at once.
     pub async fn unblock_app(&self, appid: &str) -> Result<(), RegistryError> {
-        if self.store.get_app(appid).await?.is_none() {
+        if self.store.registry.get_app(appid).await?.is_none() {
             return Err(RegistryError::NotFound(format!("no app {appid}")));
         }
         self.refresh_credentials(&CredKey::all_for_app(appid), false).await
@@ -222,7 +225,7 @@ impl Registry<'_> {
         if changes.remark.as_ref().is_some_and(|r| r.len() > 255) {
             return Err(RegistryError::Invalid("the remark must be at most 255 bytes".into()));
         }
-        let existing = self.store.get_agent(corpid, agentid).await?;
+        let existing = self.store.registry.get_agent(corpid, agentid).await?;
         let agent = AgentRecord {
             corpid: corpid.to_owned(),
             agentid: agentid.to_owned(),
@@ -251,7 +254,7 @@ impl Registry<'_> {
         };
         if !self.dry_run {
             if outcome != Outcome::Unchanged {
-                self.store.put_agent(&agent).await?;
+                self.store.registry.put_agent(&agent).await?;
             }
             self.refresh_credentials(&CredKey::all_for_agent(corpid, agentid), drop_credentials).await?;
         }
@@ -260,7 +263,7 @@ impl Registry<'_> {
 
     /// Remove a WeCom agent and its cached credentials.
     pub async fn remove_agent(&self, corpid: &str, agentid: &str) -> Result<(), RegistryError> {
-        if !self.store.remove_agent(corpid, agentid).await? {
+        if !self.store.registry.remove_agent(corpid, agentid).await? {
             return Err(RegistryError::NotFound(format!("no agent {corpid}/{agentid}")));
         }
         self.refresh_credentials(&CredKey::all_for_agent(corpid, agentid), true).await
@@ -281,7 +284,7 @@ impl Registry<'_> {
         if let Some(k) = secret_key {
             check_secret(k, "the SecretKey")?;
         }
-        let existing = self.store.get_cos_key(appid).await?;
+        let existing = self.store.registry.get_cos_key(appid).await?;
         let (secret_id, secret_key) = match (&existing, secret_id, secret_key) {
             (_, Some(i), Some(k)) => (i.to_owned(), k.to_owned()),
             (Some(e), i, k) => (
@@ -307,14 +310,14 @@ impl Registry<'_> {
                 created_at: existing.as_ref().map_or(self.now, |e| e.created_at),
                 updated_at: self.now,
             };
-            self.store.put_cos_key(&key).await?;
+            self.store.registry.put_cos_key(&key).await?;
         }
         Ok(outcome)
     }
 
     /// Remove held COS credentials.
     pub async fn remove_cos_key(&self, appid: &str) -> Result<(), RegistryError> {
-        if !self.store.remove_cos_key(appid).await? {
+        if !self.store.registry.remove_cos_key(appid).await? {
             return Err(RegistryError::NotFound(format!("no COS keys for {appid}")));
         }
         Ok(())
@@ -357,7 +360,7 @@ impl Registry<'_> {
                 ));
             }
         }
-        if self.store.list_caller_keys().await?.iter().any(|k| k.name == name) {
+        if self.store.keys.list_caller_keys().await?.iter().any(|k| k.name == name) {
             return Err(RegistryError::Conflict(format!(
                 "a key named {name} exists already (revoked keys keep their name): choose another name"
             )));
@@ -375,16 +378,16 @@ impl Registry<'_> {
             last_used_at: 0,
             revoked_at: 0,
         };
-        self.store.add_caller_key(&record).await?;
+        self.store.keys.add_caller_key(&record).await?;
         Ok(key)
     }
 
     /// Revoke a caller key (running servers stop accepting it within their key cache time).
     pub async fn revoke_caller_key(&self, name: &str) -> Result<(), RegistryError> {
-        if self.store.revoke_caller_key(name, self.now).await? {
+        if self.store.keys.revoke_caller_key(name, self.now).await? {
             return Ok(());
         }
-        let known = self.store.list_caller_keys().await?.into_iter().find(|k| k.name == name);
+        let known = self.store.keys.list_caller_keys().await?.into_iter().find(|k| k.name == name);
         Err(match known {
             Some(_) => RegistryError::Conflict(format!("key {name} is revoked already")),
             None => RegistryError::NotFound(format!("no key named {name}")),
@@ -395,9 +398,9 @@ impl Registry<'_> {
     /// process's cache either way.
     async fn refresh_credentials(&self, keys: &[String], drop: bool) -> Result<(), RegistryError> {
         if drop {
-            self.store.delete_credentials(keys).await?;
+            self.store.credentials.delete_credentials(keys).await?;
         } else {
-            self.store.clear_credential_failures(keys).await?;
+            self.store.credentials.clear_credential_failures(keys).await?;
         }
         if let Some(c) = self.creds {
             c.forget(keys);

@@ -184,7 +184,7 @@ impl Service {
         let gate = Gate::new(
             deps.settings.caller_auth,
             deps.settings.admin_token.as_ref().map(secrecy::ExposeSecret::expose_secret),
-            deps.store.clone(),
+            deps.store.keys.clone(),
             deps.clock.clone(),
         );
         Self {
@@ -312,7 +312,7 @@ impl Service {
 
     /// Whether storage is reachable and its schema current (`GET /readyz`, start-up checks).
     pub async fn readiness(&self) -> Readiness {
-        match self.deps.store.schema_status().await {
+        match self.deps.store.schema.schema_status().await {
             Ok(s) if s.is_current() => Readiness::Ready,
             Ok(s) => Readiness::SchemaBehind(s),
             Err(e) => {
@@ -331,8 +331,13 @@ impl Service {
 
     /// Delete every session that has expired under its app's rules (timer events, the HTTP mode's periodic purge).
     pub async fn purge_expired_sessions(&self) -> Result<u64, WaferError> {
-        let n =
-            self.deps.store.purge_expired_sessions(self.deps.clock.now()).await.map_err(WaferError::db)?;
+        let n = self
+            .deps
+            .store
+            .sessions
+            .purge_expired_sessions(self.deps.clock.now())
+            .await
+            .map_err(WaferError::db)?;
         tracing::info!(purged = n, "expired sessions purged");
         Ok(n)
     }

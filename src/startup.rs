@@ -6,7 +6,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::handlers::{Deps, Settings};
 use crate::service::Service;
-use crate::store::{self, Store};
+use crate::store::{self, Storage};
 use crate::tokens::Policy;
 use crate::wechat::wecom::WeComClient;
 use crate::wechat::{self, UpstreamTimeouts, WeChatClient};
@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// A service under construction. Defaults: system clock, default settings and policy, 5 s upstream deadline.
 pub struct ServiceBuilder {
-    store: Arc<dyn Store>,
+    store: Storage,
     wechat_base: String,
     wechat_fallback: Option<String>,
     wecom_base: String,
@@ -28,7 +28,7 @@ pub struct ServiceBuilder {
 
 impl ServiceBuilder {
     /// A service over `store` whose WeChat and WeCom calls go to `upstream_base`.
-    pub fn new(store: Arc<dyn Store>, upstream_base: &str) -> Self {
+    pub fn new(store: Storage, upstream_base: &str) -> Self {
         Self {
             store,
             wechat_base: upstream_base.to_owned(),
@@ -82,7 +82,7 @@ impl ServiceBuilder {
     pub fn build(self) -> Result<Service> {
         let http = wechat::http_client(self.upstream).context("could not build the HTTP client")?;
         // Sessions read by auth are served from a short-lived in-process cache (see `store::cache`).
-        let store: Arc<dyn Store> = Arc::new(store::cache::SessionCache::new(self.store, self.clock.clone()));
+        let store = store::cache::SessionCache::in_front_of(self.store, self.clock.clone());
         let deps = Deps::new(
             store,
             WeChatClient::new(http.clone(), &self.wechat_base).with_fallback(self.wechat_fallback.as_deref()),
@@ -121,7 +121,7 @@ pub async fn admin_api(config: &Config) -> Result<Box<dyn crate::admin::AdminApi
 }
 
 /// Open the configured store; with `migrate`, apply pending migrations first.
-pub async fn open_store(config: &Config, migrate: bool) -> Result<Arc<dyn Store>> {
+pub async fn open_store(config: &Config, migrate: bool) -> Result<Storage> {
     store::open(&config.database_url, &config.store_options(), migrate)
         .await
         .with_context(|| format!("could not open storage {}", config.database_url.redacted()))
@@ -190,7 +190,7 @@ fn warn_if_open(config: &Config) {
 /// (`/readyz` says what is wrong; the next start tries again).
 async fn auto_migrate(svc: &crate::service::Service) {
     let store = &svc.deps.store;
-    match store.migrate().await {
+    match store.schema.migrate().await {
         Ok(applied) if !applied.is_empty() => {
             tracing::info!("schema: {}", migrated(&applied, store.backend()))
         }

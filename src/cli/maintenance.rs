@@ -24,7 +24,7 @@ pub(super) async fn invoke(config: &Config, file: &std::path::Path) -> Result<()
 
 pub(super) async fn migrate(config: &Config) -> Result<()> {
     let store = open_store(config, false).await?;
-    let applied = store.migrate().await.context("migration failed")?;
+    let applied = store.schema.migrate().await.context("migration failed")?;
     println!("{}", migrated(&applied, store.backend()));
     Ok(())
 }
@@ -32,7 +32,7 @@ pub(super) async fn migrate(config: &Config) -> Result<()> {
 pub(super) async fn import(config: &Config, from: &str, dry_run: bool) -> Result<()> {
     let store = open_store(config, false).await?;
     let now = SystemClock.now();
-    let (kind, report) = crate::import::import(store.as_ref(), from, dry_run, now).await?;
+    let (kind, report) = crate::import::import(&store, from, dry_run, now).await?;
     println!(
         "{} source ({}){}",
         match kind {
@@ -54,7 +54,7 @@ pub(super) async fn reencrypt(config: &Config) -> Result<()> {
         .await
         .context("could not open storage")?;
     let sealer = config.store_options().sealer;
-    let n = store::reencrypt::reencrypt(raw.as_ref(), &sealer).await.context("reencrypt failed")?;
+    let n = store::reencrypt::reencrypt(&raw, &sealer).await.context("reencrypt failed")?;
     if n.apps + n.agents + n.cos_keys + n.credentials + n.users == 0 {
         println!("nothing to seal: every stored secret is sealed already");
     } else {
@@ -68,7 +68,7 @@ pub(super) async fn reencrypt(config: &Config) -> Result<()> {
 
 pub(super) async fn purge_sessions(config: &Config) -> Result<()> {
     let store = open_store(config, false).await?;
-    let n = store.purge_expired_sessions(SystemClock.now()).await.context("purge failed")?;
+    let n = store.sessions.purge_expired_sessions(SystemClock.now()).await.context("purge failed")?;
     println!("purged {n} expired sessions");
     Ok(())
 }

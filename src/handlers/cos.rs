@@ -175,7 +175,7 @@ impl V5Request {
 }
 
 async fn server_keys(deps: &Deps, appid: &str) -> Result<(String, String), WaferError> {
-    match deps.store.get_cos_key(appid).await.map_err(WaferError::db)? {
+    match deps.store.registry.get_cos_key(appid).await.map_err(WaferError::db)? {
         Some(k) => Ok((k.secret_id, k.secret_key)),
         None => Err(cos_err("sid", "and skey are missing and this server holds no COS keys for this appid")),
     }

@@ -201,7 +201,7 @@ pub async fn signature(deps: &Deps, req: SignatureRequest) -> Result<Reply, Wafe
 /// cached token and tickets.
 pub async fn init_agent(deps: &Deps, meta: &RequestMeta, req: InitAgentRequest) -> Result<Reply, WaferError> {
     let now = deps.clock.now();
-    let registry = Registry { store: deps.store.as_ref(), creds: Some(&deps.creds), now, dry_run: false };
+    let registry = Registry { store: &deps.store, creds: Some(&deps.creds), now, dry_run: false };
     let changes = AgentChanges { secret: Some(req.secret.clone()), remark: Some(req.remark.clone()) };
     let change = registry.put_agent(&req.corpid, &req.agentid, &changes).await.map_err(|e| match e {
         RegistryError::Store(e) => {

@@ -14,7 +14,7 @@ use crate::auth::{Access, Caller, Scope};
 use crate::clock::Clock;
 use crate::envelope::{Para, ReturnCode, WaferError};
 use crate::request::RequestMeta;
-use crate::store::Store;
+use crate::store::Storage;
 use crate::tokens::{CredKind, Credentials};
 use crate::wechat::WeChatClient;
 use serde_json::Value;
@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 /// Everything a handler may touch. Built once per process and shared by every request.
 pub struct Deps {
-    pub store: Arc<dyn Store>,
+    pub store: Storage,
     pub wechat: WeChatClient,
     pub wecom: crate::wechat::wecom::WeComClient,
     pub clock: Arc<dyn Clock>,
@@ -37,7 +37,7 @@ pub struct Deps {
 impl Deps {
     /// Wire the dependencies; the credential manager shares the store, clients and clock.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Storage,
         wechat: WeChatClient,
         wecom: crate::wechat::wecom::WeComClient,
         clock: Arc<dyn Clock>,

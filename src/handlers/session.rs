@@ -139,7 +139,7 @@ pub async fn resolve_appid(deps: &Deps, given: Option<&str>) -> Result<String, W
     if let Some(a) = &deps.settings.default_appid {
         return Ok(a.clone());
     }
-    let apps = deps.store.list_apps().await.map_err(WaferError::db)?;
+    let apps = deps.store.registry.list_apps().await.map_err(WaferError::db)?;
     match apps.as_slice() {
         [only] => Ok(only.appid.clone()),
         _ => Err(WaferError::para("appid", "is missing and this server has no default app")),
@@ -208,7 +208,7 @@ pub async fn login(
             e
         }
     };
-    let app = deps.store.get_app(&appid).await.map_err(WaferError::db)?.ok_or_else(|| {
+    let app = deps.store.registry.get_app(&appid).await.map_err(WaferError::db)?.ok_or_else(|| {
         alike(WaferError::new(ReturnCode::NoAppid, "appid is not configured on this server"))
     })?;
     check_app_limit(deps, &app.appid)?;
@@ -243,13 +243,18 @@ pub async fn login(
     };
     let outcome = deps
         .store
+        .sessions
         .create_session(&record, deps.settings.max_sessions_per_user.max(1), now)
         .await
         .map_err(write_err("the session"))?;
     if let Some(info) = &record.user_info {
         // Other devices of the same user see the fresh profile too.
         if outcome.existing_user {
-            deps.store.set_user_info(&app.appid, &wx.openid, info).await.map_err(write_err("the profile"))?;
+            deps.store
+                .sessions
+                .set_user_info(&app.appid, &wx.openid, info)
+                .await
+                .map_err(write_err("the profile"))?;
         }
     }
 
@@ -277,7 +282,13 @@ pub async fn check_session(
     appid: Option<&str>,
     scope: Option<&Caller>,
 ) -> Result<SessionView, WaferError> {
-    let view = deps.store.get_session(id).await.map_err(SessionError::Read)?.ok_or(SessionError::Invalid)?;
+    let view = deps
+        .store
+        .sessions
+        .get_session(id)
+        .await
+        .map_err(SessionError::Read)?
+        .ok_or(SessionError::Invalid)?;
     let s = &view.session;
     if !crypto::ct_eq(crypto::sha256_hex(skey.as_bytes()).as_bytes(), s.skey_hash.as_bytes()) {
         return Err(SessionError::Invalid.into());
@@ -297,7 +308,7 @@ pub async fn check_session(
     }
     let interval = TOUCH_INTERVAL_SECS.min((view.session_duration_secs / 10).max(1));
     if now - s.last_visit_at >= interval {
-        if let Err(e) = deps.store.touch_session(&s.id, now).await {
+        if let Err(e) = deps.store.sessions.touch_session(&s.id, now).await {
             // The check itself succeeded; a missed last-visit write only shortens the idle window.
             tracing::warn!(error = %e, "could not record the session visit");
         }
@@ -329,7 +340,11 @@ pub async fn decrypt(
 ) -> Result<Reply, WaferError> {
     let view = check_session(deps, req.id, req.skey, req.appid, scope).await?;
     let s = view.session;
-    let key = deps.store.open_session_key(&s.appid, &s.openid, &s.session_key).map_err(SessionError::Read)?;
+    let key = deps
+        .store
+        .sessions
+        .open_session_key(&s.appid, &s.openid, &s.session_key)
+        .map_err(SessionError::Read)?;
     let data = wxdata::decrypt(&key, req.encrypt_data, req.iv, &s.appid).map_err(decrypt_error)?;
     Ok(Reply { message: "DECRYPT_SUCCESS", data, app: Some(s.appid) })
 }
@@ -342,9 +357,14 @@ pub async fn userinfo(
 ) -> Result<Reply, WaferError> {
     let view = check_session(deps, req.id, req.skey, req.appid, scope).await?;
     let s = view.session;
-    let key = deps.store.open_session_key(&s.appid, &s.openid, &s.session_key).map_err(SessionError::Read)?;
+    let key = deps
+        .store
+        .sessions
+        .open_session_key(&s.appid, &s.openid, &s.session_key)
+        .map_err(SessionError::Read)?;
     let info = wxdata::decrypt(&key, req.encrypt_data, req.iv, &s.appid).map_err(decrypt_error)?;
     deps.store
+        .sessions
         .set_user_info(&s.appid, &s.openid, &info.to_string())
         .await
         .map_err(write_err("the profile"))?;

@@ -172,7 +172,7 @@ fn token_reply(served: &Served, now: i64) -> HttpReply {
 /// the same time (the presented secret is compared either way): an unauthenticated caller cannot tell which apps
 /// are registered here.
 async fn authenticated(deps: &Deps, appid: &str, secret: &str) -> Result<bool, WaferError> {
-    let app = deps.store.get_app(appid).await.map_err(WaferError::db)?.filter(|_| !appid.is_empty());
+    let app = deps.store.registry.get_app(appid).await.map_err(WaferError::db)?.filter(|_| !appid.is_empty());
     let registered = app.as_ref().map_or(UNKNOWN_APP_SECRET, |a| a.secret.as_str());
     if !secret_matches(secret, registered) || app.is_none() {
         let why = if app.is_some() { "wrong secret" } else { "unknown appid" };
@@ -220,7 +220,7 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
             })
         }
         HostRequest::WeComToken { corpid, secret } => {
-            let agents = deps.store.list_agents().await.map_err(WaferError::db)?;
+            let agents = deps.store.registry.list_agents().await.map_err(WaferError::db)?;
             let mut found = None;
             for a in agents.iter().filter(|a| a.corpid == corpid && !corpid.is_empty()) {
                 // Every candidate is compared, so the time taken does not tell which one matched.

@@ -1,4 +1,6 @@
-//! Storage: the one trait every backend implements, its records, and opening a backend from a URL.
+//! Storage: one trait per kind of data (sessions, credentials, registrations, caller keys, the schema), every
+//! backend implementing each directly, the [`Storage`] handle a process opens once, its records, and opening a
+//! backend from a URL.
 //!
 //! Two backends pass the same conformance suite (`tests/it/store_conformance.rs`): MySQL for production
 //! ([`mysql::MysqlStore`]) and embedded SQLite as the zero-setup default ([`sqlite::SqliteStore`]).
@@ -90,37 +92,15 @@ pub(crate) const COS_COLUMNS: &str = "appid, secret_id, secret_key, created_at, 
 pub(crate) const KEY_COLUMNS: &str =
     "name, key_hash, scope_all, scope_apps, scope_corps, created_at, last_used_at, revoked_at, scope_apis";
 
-/// The storage contract. Every method is a short transaction; none holds a lock across calls.
+/// Sessions: logins, reads by id, visits, profiles, purges. Implemented by each backend, wrapped by the sealing
+/// layer (session keys) and, in a server, by the in-process session cache.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// `"mysql"` or `"sqlite"`, for logs.
-    fn backend(&self) -> &'static str;
-
-    /// Apply pending schema migrations. Idempotent, safe to run from several processes at once.
-    /// Returns the versions it applied (empty: already up to date).
-    async fn migrate(&self) -> StoreResult<Vec<i64>>;
-    /// The newest schema version applied to the database, against the newest this build knows. An error means
-    /// storage could not be reached.
-    async fn schema_status(&self) -> StoreResult<SchemaStatus>;
-
-    /// Insert or replace an app (keyed by appid).
-    async fn put_app(&self, app: &AppRecord) -> StoreResult<()>;
-    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>>;
-    /// All apps, ordered by appid.
-    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>>;
-    /// Remove an app and all its sessions. Returns whether the app existed.
-    async fn remove_app(&self, appid: &str) -> StoreResult<bool>;
-
+pub trait SessionStore: Send + Sync + 'static {
     /// Store a new session, in one transaction:
     /// - give the user's other sessions for this app the new `session_key` (WeChat rotates it per user);
     /// - drop the user's sessions that have expired by `now` under the app's rules;
     /// - keep at most `keep` sessions for (appid, openid), dropping the oldest.
-    async fn create_session(
-        &self,
-        session: &SessionRecord,
-        keep: usize,
-        now: i64,
-    ) -> StoreResult<LoginOutcome>;
+    async fn create_session(&self, s: &SessionRecord, keep: usize, now: i64) -> StoreResult<LoginOutcome>;
     /// Insert a session as it is (imports): no pruning, no key rotation. Returns false if the id already exists.
     async fn import_session(&self, session: &SessionRecord) -> StoreResult<bool>;
     /// One indexed read: the session by id joined with its app's expiry rules.
@@ -136,22 +116,20 @@ pub trait Store: Send + Sync + 'static {
     /// Delete every session that has expired by `now`. Returns how many were deleted.
     async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64>;
     /// A page of `(id, appid, openid, stored session_key)` ordered by id, after `after` (for `reencrypt`).
-    async fn list_user_session_keys(
-        &self,
-        after: &str,
-        limit: usize,
-    ) -> StoreResult<Vec<(String, String, String, String)>>;
+    async fn list_user_session_keys(&self, after: &str, limit: usize) -> StoreResult<Vec<UserSessionKey>>;
     /// Set the session key of every session of (appid, openid).
     async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()>;
+    /// Sessions stored for an app (live or not yet purged), for the status report.
+    async fn count_sessions(&self, appid: &str) -> StoreResult<i64>;
+    /// An app was written or removed (its expiry rules or its sessions changed): anything kept in memory about its
+    /// sessions is stale. Nothing to do for a store that keeps nothing.
+    fn app_changed(&self, _appid: &str) {}
+}
 
-    /// Insert or replace a WeCom agent (keyed by corpid + agentid).
-    async fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()>;
-    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>>;
-    /// All agents, ordered by corpid, agentid.
-    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>>;
-    /// Remove an agent. Returns whether it existed. (Its credentials are dropped by the caller.)
-    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool>;
-
+/// Cached access tokens and tickets with their coordination state: the refresh lease, remembered failures, quota
+/// blocks and forced-refresh budgets. Every method is one short statement or transaction.
+#[async_trait]
+pub trait CredentialStore: Send + Sync + 'static {
     /// The cached credential row for `key`, if any.
     async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>>;
     /// Every credential row (for `reencrypt`).
@@ -181,218 +159,95 @@ pub trait Store: Send + Sync + 'static {
     /// Stop upstream calls for `key` until `until` (a daily quota refusal); releases `owner`'s lease.
     async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()>;
     /// Write a credential unconditionally (imports). Leaves lease and budget untouched.
-    async fn import_credential(
-        &self,
-        key: &str,
-        value: &str,
-        expires_at: i64,
-        fetched_at: i64,
-    ) -> StoreResult<()>;
+    /// (`f.window_start` is not used.)
+    async fn import_credential(&self, key: &str, f: &FetchedCredential<'_>) -> StoreResult<()>;
     /// Drop cached credentials (a secret was replaced or an app removed).
     async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()>;
-    /// Replace one stored (sealed) value by `new` if it still is `old`, as stored: false when the row changed or
-    /// went in between (`reencrypt` then reads it again), so no newer write is ever replaced by an older value.
-    async fn swap_sealed(&self, field: SealedField<'_>, old: &str, new: &str) -> StoreResult<bool>;
+}
 
+/// Registrations that hold secrets: apps, WeCom agents and COS keys.
+#[async_trait]
+pub trait RegistryStore: Send + Sync + 'static {
+    /// Insert or replace an app (keyed by appid).
+    async fn put_app(&self, app: &AppRecord) -> StoreResult<()>;
+    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>>;
+    /// All apps, ordered by appid.
+    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>>;
+    /// Remove an app and all its sessions. Returns whether the app existed.
+    async fn remove_app(&self, appid: &str) -> StoreResult<bool>;
+    /// Insert or replace a WeCom agent (keyed by corpid + agentid).
+    async fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()>;
+    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>>;
+    /// All agents, ordered by corpid, agentid.
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>>;
+    /// Remove an agent. Returns whether it existed. (Its credentials are dropped by the caller.)
+    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool>;
     /// Insert or replace the COS credentials of a Tencent Cloud APPID.
     async fn put_cos_key(&self, key: &CosKeyRecord) -> StoreResult<()>;
     async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>>;
     /// All COS credentials, ordered by appid.
     async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>>;
     async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool>;
+}
 
+/// Caller keys: only their hashes are stored, so nothing here is sealed.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
     /// Add a caller key. Fails if the name is taken.
     async fn add_caller_key(&self, key: &CallerKeyRecord) -> StoreResult<()>;
     /// The key with this hash, revoked or not.
     async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>>;
     /// All keys, ordered by name.
     async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>>;
-    /// Sessions stored for an app (live or not yet purged), for the status report.
-    async fn count_sessions(&self, appid: &str) -> StoreResult<i64>;
     /// Revoke a key by name. Returns whether a valid key of that name existed.
     async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool>;
     /// Record use of a key (callers throttle this).
     async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()>;
 }
 
-/// Implements [`Store`] for a backend whose operations are inherent methods (kept in files by data kind): `$extra`
-/// holds the methods written out (`backend`, `migrate`, `schema_status`); every other one calls the inherent
-/// method of the same name. The list of forwarded methods is written here once for both backends.
-macro_rules! store_by_inherent_methods {
-    ($T:ty, { $($extra:tt)* }) => {
-        #[async_trait::async_trait]
-        impl $crate::store::Store for $T {
-            $($extra)*
-    async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
-        <$T>::put_app(self, app).await
-    }
-
-    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
-        <$T>::get_app(self, appid).await
-    }
-
-    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
-        <$T>::list_apps(self).await
-    }
-
-    async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
-        <$T>::remove_app(self, appid).await
-    }
-
-    async fn create_session(
-        &self,
-        session: &SessionRecord,
-        keep: usize,
-        now: i64,
-    ) -> StoreResult<LoginOutcome> {
-        <$T>::create_session(self, session, keep, now).await
-    }
-
-    async fn import_session(&self, s: &SessionRecord) -> StoreResult<bool> {
-        <$T>::import_session(self, s).await
-    }
-
-    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
-        <$T>::get_session(self, id).await
-    }
-
-    async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
-        <$T>::touch_session(self, id, now).await
-    }
-
-    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
-        <$T>::set_user_info(self, appid, openid, user_info).await
-    }
-
-    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
-        <$T>::purge_expired_sessions(self, now).await
-    }
-
-    async fn list_user_session_keys(
-        &self,
-        after: &str,
-        limit: usize,
-    ) -> StoreResult<Vec<(String, String, String, String)>> {
-        <$T>::list_user_session_keys(self, after, limit).await
-    }
-
-    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
-        <$T>::set_user_session_key(self, appid, openid, session_key).await
-    }
-
-    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
-        <$T>::list_credentials(self).await
-    }
-
-    async fn put_agent(&self, a: &AgentRecord) -> StoreResult<()> {
-        <$T>::put_agent(self, a).await
-    }
-
-    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
-        <$T>::get_agent(self, corpid, agentid).await
-    }
-
-    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
-        <$T>::list_agents(self).await
-    }
-
-    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
-        <$T>::remove_agent(self, corpid, agentid).await
-    }
-
-    async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
-        <$T>::get_credential(self, key).await
-    }
-
-    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
-        <$T>::try_lease(self, key, owner, now_ms, until_ms).await
-    }
-
-    async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
-        <$T>::put_credential(self, key, owner, f).await
-    }
-
-    async fn fail_credential(&self, key: &str, owner: &str, f: &FailedFetch<'_>) -> StoreResult<()> {
-        <$T>::fail_credential(self, key, owner, f).await
-    }
-
-    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
-        <$T>::count_sessions(self, appid).await
-    }
-
-    async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
-        <$T>::clear_credential_failures(self, keys).await
-    }
-
-    async fn take_force_budget(&self, key: &str, b: &super::ForceBudget) -> StoreResult<bool> {
-        <$T>::take_force_budget(self, key, b).await
-    }
-
-    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
-        <$T>::release_lease(self, key, owner).await
-    }
-
-    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()> {
-        <$T>::block_credential(self, key, owner, until, code).await
-    }
-
-    async fn import_credential(
-        &self,
-        key: &str,
-        value: &str,
-        expires_at: i64,
-        fetched_at: i64,
-    ) -> StoreResult<()> {
-        <$T>::import_credential(self, key, value, expires_at, fetched_at).await
-    }
-
-    async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
-        <$T>::delete_credentials(self, keys).await
-    }
-
-    async fn swap_sealed(&self, field: SealedField<'_>, old: &str, new: &str) -> StoreResult<bool> {
-        <$T>::swap_sealed(self, field, old, new).await
-    }
-
-    async fn put_cos_key(&self, k: &CosKeyRecord) -> StoreResult<()> {
-        <$T>::put_cos_key(self, k).await
-    }
-
-    async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
-        <$T>::get_cos_key(self, appid).await
-    }
-
-    async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>> {
-        <$T>::list_cos_keys(self).await
-    }
-
-    async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
-        <$T>::remove_cos_key(self, appid).await
-    }
-
-    async fn add_caller_key(&self, k: &CallerKeyRecord) -> StoreResult<()> {
-        <$T>::add_caller_key(self, k).await
-    }
-
-    async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>> {
-        <$T>::caller_key_by_hash(self, key_hash).await
-    }
-
-    async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>> {
-        <$T>::list_caller_keys(self).await
-    }
-
-    async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool> {
-        <$T>::revoke_caller_key(self, name, now).await
-    }
-
-    async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()> {
-        <$T>::touch_caller_key(self, name, now).await
-    }
-        }
-    };
+/// The database as a whole: which backend, its schema, and the value-level compare-and-swap `reencrypt` uses.
+#[async_trait]
+pub trait SchemaStore: Send + Sync + 'static {
+    /// `"mysql"` or `"sqlite"`, for logs.
+    fn backend(&self) -> &'static str;
+    /// Apply pending schema migrations. Idempotent, safe to run from several processes at once.
+    /// Returns the versions it applied (empty: already up to date).
+    async fn migrate(&self) -> StoreResult<Vec<i64>>;
+    /// The newest schema version applied to the database, against the newest this build knows. An error means
+    /// storage could not be reached.
+    async fn schema_status(&self) -> StoreResult<SchemaStatus>;
+    /// Replace one stored (sealed) value by `new` if it still is `old`, as stored: false when the row changed or
+    /// went in between (`reencrypt` then reads it again), so no newer write is ever replaced by an older value.
+    async fn swap_sealed(&self, field: SealedField<'_>, old: &str, new: &str) -> StoreResult<bool>;
 }
-pub(crate) use store_by_inherent_methods;
+
+/// What a backend is: every kind of storage, over one database.
+pub trait Backend: SessionStore + CredentialStore + RegistryStore + KeyStore + SchemaStore {}
+impl<T: SessionStore + CredentialStore + RegistryStore + KeyStore + SchemaStore> Backend for T {}
+
+/// The storage a process works with, one handle per kind, opened once ([`open`]). Wrappers replace only the kinds
+/// they concern: sealing the ones that hold secrets, the session cache the sessions.
+#[derive(Clone)]
+pub struct Storage {
+    pub sessions: Arc<dyn SessionStore>,
+    pub credentials: Arc<dyn CredentialStore>,
+    pub registry: Arc<dyn RegistryStore>,
+    pub keys: Arc<dyn KeyStore>,
+    pub schema: Arc<dyn SchemaStore>,
+}
+
+impl Storage {
+    /// Every kind served by one backend.
+    pub fn of<B: Backend>(backend: B) -> Self {
+        let b = Arc::new(backend);
+        Self { sessions: b.clone(), credentials: b.clone(), registry: b.clone(), keys: b.clone(), schema: b }
+    }
+
+    /// `"mysql"` or `"sqlite"`, for logs.
+    pub fn backend(&self) -> &'static str {
+        self.schema.backend()
+    }
+}
 
 /// Where the data lives, parsed from `WAFER_DATABASE_URL`. `Debug` shows it without the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -465,31 +320,32 @@ impl Default for StoreOptions {
     }
 }
 
-/// Open the store a URL names. SQLite stores are migrated on open (zero setup); MySQL stores are migrated
+/// Open the storage a URL names. SQLite stores are migrated on open (zero setup); MySQL stores are migrated
 /// by `wafer-scf migrate` (or `migrate = true`).
-pub async fn open(url: &DatabaseUrl, opts: &StoreOptions, migrate: bool) -> StoreResult<Arc<dyn Store>> {
-    let store = open_raw(url, opts).await?;
+pub async fn open(url: &DatabaseUrl, opts: &StoreOptions, migrate: bool) -> StoreResult<Storage> {
+    let raw = open_raw(url, opts).await?;
     if migrate {
-        store.migrate().await?;
+        raw.schema.migrate().await?;
     }
     // Without a master key, look for sealed secrets first (refusing to write new ones in the clear next to them);
     // an unreachable database is not an error here (the first real operation says so).
-    let guarded = sealed::SealedStore::guarded(store.clone(), opts.sealer.clone());
-    match tokio::time::timeout(std::time::Duration::from_secs(2), guarded).await {
-        Ok(Ok(s)) => Ok(Arc::new(s)),
-        _ => Ok(Arc::new(sealed::SealedStore::new(store, opts.sealer.clone()))),
-    }
+    let guarded = sealed::Sealed::guarded(raw.clone(), opts.sealer.clone());
+    let sealed = match tokio::time::timeout(std::time::Duration::from_secs(2), guarded).await {
+        Ok(Ok(s)) => s,
+        _ => sealed::Sealed::new(raw.clone(), opts.sealer.clone()),
+    };
+    Ok(sealed.into_storage())
 }
 
 /// The backend without the sealing layer: stored values as they are (for `reencrypt`, which must tell sealed rows
 /// from rows in the clear).
-pub async fn open_raw(url: &DatabaseUrl, opts: &StoreOptions) -> StoreResult<Arc<dyn Store>> {
+pub async fn open_raw(url: &DatabaseUrl, opts: &StoreOptions) -> StoreResult<Storage> {
     Ok(match url {
-        DatabaseUrl::Mysql(u) => Arc::new(mysql::MysqlStore::connect(u, opts)?),
+        DatabaseUrl::Mysql(u) => Storage::of(mysql::MysqlStore::connect(u, opts)?),
         DatabaseUrl::Sqlite(p) => {
             let s = sqlite::SqliteStore::open(p)?;
             s.migrate().await?;
-            Arc::new(s)
+            Storage::of(s)
         }
     })
 }
@@ -504,7 +360,8 @@ mod tests {
         assert_eq!(DatabaseUrl::parse("sqlite::memory:").unwrap(), DatabaseUrl::Sqlite(":memory:".into()));
         let m = DatabaseUrl::parse("mysql://root:hunter2@127.0.0.1:3306/test").unwrap();
         assert_eq!(m.redacted(), "mysql://root:***@127.0.0.1:3306/test");
-        assert!(!format!("{m:?}").is_empty());
+        assert!(!format!("{m:?}").contains("hunter2"), "Debug hides the password");
+        assert!(format!("{m:?}").contains("127.0.0.1:3306/test"));
         assert!(DatabaseUrl::parse("postgres://x").is_err());
         assert!(DatabaseUrl::parse("sqlite:").is_err());
     }

@@ -86,6 +86,25 @@ pub struct SessionView {
     pub session_duration_secs: i64,
 }
 
+/// One session's copy of its user's session key, as stored (a page of these is what `reencrypt` walks).
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserSessionKey {
+    pub id: String,
+    pub appid: String,
+    pub openid: String,
+    /// As stored: sealed, or in the clear.
+    pub session_key: String,
+}
+
+impl std::fmt::Debug for UserSessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserSessionKey")
+            .field("id", &self.id)
+            .field("appid", &self.appid)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a login did to the user's other sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginOutcome {

@@ -1,10 +1,10 @@
 //! `wafer-scf reencrypt`: every secret at rest sealed with the current master key — rows in the clear or under
 //! `WAFER_MASTER_KEY_PREVIOUS` — while the servers keep running. Each value is replaced by compare-and-swap on the
-//! stored value ([`Store::swap_sealed`]): a token refresh, a login's new session key or an admin change that lands
+//! stored value ([`super::SchemaStore::swap_sealed`]): a token refresh, a login's new session key or an admin change that lands
 //! between the read and the write is never overwritten; the row is read again and sealed anew.
 
 use super::sealed::{agent_aad, app_aad, cos_aad, cred_aad, session_aad, Sealer};
-use super::{SealedField, Store, StoreError, StoreResult};
+use super::{SealedField, Storage, StoreError, StoreResult};
 
 /// How often one value is read again after a conflicting write before `reencrypt` gives up on it.
 const MAX_TRIES: usize = 8;
@@ -22,24 +22,24 @@ pub struct Reencrypted {
 }
 
 /// Seal every value of `raw` (the backend without the sealing layer) with `sealer`'s current key.
-pub async fn reencrypt(raw: &dyn Store, sealer: &Sealer) -> StoreResult<Reencrypted> {
+pub async fn reencrypt(raw: &Storage, sealer: &Sealer) -> StoreResult<Reencrypted> {
     let mut n = Reencrypted::default();
-    for a in raw.list_apps().await? {
+    for a in raw.registry.list_apps().await? {
         let field = SealedField::AppSecret { appid: &a.appid };
         n.apps +=
             usize::from(reseal(raw, sealer, field, &app_aad(&a.appid), a.secret, &mut n.retried).await?);
     }
-    for a in raw.list_agents().await? {
+    for a in raw.registry.list_agents().await? {
         let field = SealedField::AgentSecret { corpid: &a.corpid, agentid: &a.agentid };
         let aad = agent_aad(&a.corpid, &a.agentid);
         n.agents += usize::from(reseal(raw, sealer, field, &aad, a.secret, &mut n.retried).await?);
     }
-    for k in raw.list_cos_keys().await? {
+    for k in raw.registry.list_cos_keys().await? {
         let field = SealedField::CosSecretKey { appid: &k.appid };
         let aad = cos_aad(&k.appid);
         n.cos_keys += usize::from(reseal(raw, sealer, field, &aad, k.secret_key, &mut n.retried).await?);
     }
-    for c in raw.list_credentials().await? {
+    for c in raw.credentials.list_credentials().await? {
         let Some(value) = c.value else { continue };
         let field = SealedField::Credential { key: &c.key };
         n.credentials +=
@@ -47,13 +47,13 @@ pub async fn reencrypt(raw: &dyn Store, sealer: &Sealer) -> StoreResult<Reencryp
     }
     let mut after = String::new();
     loop {
-        let batch = raw.list_user_session_keys(&after, 500).await?;
+        let batch = raw.sessions.list_user_session_keys(&after, 500).await?;
         let Some(last) = batch.last() else { break };
-        after = last.0.clone();
-        for (id, appid, openid, stored) in batch {
-            let field = SealedField::SessionKey { id: &id };
-            let aad = session_aad(&appid, &openid);
-            n.users += usize::from(reseal(raw, sealer, field, &aad, stored, &mut n.retried).await?);
+        after = last.id.clone();
+        for k in batch {
+            let field = SealedField::SessionKey { id: &k.id };
+            let aad = session_aad(&k.appid, &k.openid);
+            n.users += usize::from(reseal(raw, sealer, field, &aad, k.session_key, &mut n.retried).await?);
         }
     }
     Ok(n)
@@ -62,7 +62,7 @@ pub async fn reencrypt(raw: &dyn Store, sealer: &Sealer) -> StoreResult<Reencryp
 /// Seal one value unless it already is under the current key; on a conflicting write, read it again and retry.
 /// True when this call sealed it.
 async fn reseal(
-    raw: &dyn Store,
+    raw: &Storage,
     sealer: &Sealer,
     field: SealedField<'_>,
     aad: &str,
@@ -74,7 +74,7 @@ async fn reseal(
             return Ok(false);
         }
         let sealed = sealer.seal(aad, &sealer.open(aad, &stored)?)?;
-        if raw.swap_sealed(field, &stored, &sealed).await? {
+        if raw.schema.swap_sealed(field, &stored, &sealed).await? {
             return Ok(true);
         }
         *retried += 1;
@@ -90,15 +90,15 @@ async fn reseal(
 }
 
 /// The value stored at `field` now.
-async fn current(raw: &dyn Store, field: SealedField<'_>) -> StoreResult<Option<String>> {
+async fn current(raw: &Storage, field: SealedField<'_>) -> StoreResult<Option<String>> {
     Ok(match field {
-        SealedField::AppSecret { appid } => raw.get_app(appid).await?.map(|a| a.secret),
+        SealedField::AppSecret { appid } => raw.registry.get_app(appid).await?.map(|a| a.secret),
         SealedField::AgentSecret { corpid, agentid } => {
-            raw.get_agent(corpid, agentid).await?.map(|a| a.secret)
+            raw.registry.get_agent(corpid, agentid).await?.map(|a| a.secret)
         }
-        SealedField::CosSecretKey { appid } => raw.get_cos_key(appid).await?.map(|k| k.secret_key),
-        SealedField::Credential { key } => raw.get_credential(key).await?.and_then(|c| c.value),
-        SealedField::SessionKey { id } => raw.get_session(id).await?.map(|v| v.session.session_key),
+        SealedField::CosSecretKey { appid } => raw.registry.get_cos_key(appid).await?.map(|k| k.secret_key),
+        SealedField::Credential { key } => raw.credentials.get_credential(key).await?.and_then(|c| c.value),
+        SealedField::SessionKey { id } => raw.sessions.get_session(id).await?.map(|v| v.session.session_key),
     })
 }
 

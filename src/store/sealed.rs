@@ -1,4 +1,4 @@
-//! Secrets at rest: a [`Store`] wrapper that seals app secrets, agent secrets, COS SecretKeys, session keys and cached
+//! Secrets at rest: a layer over the kinds of storage that hold secrets ([`Sealed`]), sealing app secrets, agent secrets, COS SecretKeys, session keys and cached
 //! tokens/tickets with AES-256-GCM under `WAFER_MASTER_KEY` (random 96-bit nonce; the row identity as associated
 //! data, so a ciphertext moved to another row fails to open). Values written before a master key existed are read as
 //! they are, and `wafer-scf reencrypt` upgrades them. Without a master key, values are stored in the clear, and
@@ -154,30 +154,39 @@ pub(super) fn cred_aad(key: &str) -> String {
     format!("credential/{key}")
 }
 
-/// The sealing wrapper around a backend.
-pub struct SealedStore {
-    inner: Arc<dyn Store>,
+/// The sealing layer over a backend: wraps the kinds that hold secrets (sessions' keys, cached credentials, the
+/// registry's secrets) and leaves caller keys (stored hashed) and the schema as they are.
+pub struct Sealed {
+    inner: Storage,
     sealer: Sealer,
     /// No master key, but the database holds sealed secrets: writing a secret in the clear next to them would
     /// mix the two silently, so secret-bearing writes are refused.
     refuse_clear: bool,
 }
 
-impl SealedStore {
-    pub fn new(inner: Arc<dyn Store>, sealer: Sealer) -> Self {
+impl Sealed {
+    pub fn new(inner: Storage, sealer: Sealer) -> Self {
         Self { inner, sealer, refuse_clear: false }
     }
 
-    /// Like [`SealedStore::new`], but without a master key it first looks for sealed secrets and, if there are
-    /// any, refuses to write secrets in the clear.
-    pub async fn guarded(inner: Arc<dyn Store>, sealer: Sealer) -> StoreResult<Self> {
+    /// Like [`Sealed::new`], but without a master key it first looks for sealed secrets and, if there are any,
+    /// refuses to write secrets in the clear.
+    pub async fn guarded(inner: Storage, sealer: Sealer) -> StoreResult<Self> {
         let mut refuse_clear = false;
         if !sealer.enabled() {
-            refuse_clear = inner.list_apps().await?.iter().any(|a| Sealer::is_sealed(&a.secret))
-                || inner.list_agents().await?.iter().any(|a| Sealer::is_sealed(&a.secret))
-                || inner.list_cos_keys().await?.iter().any(|k| Sealer::is_sealed(&k.secret_key));
+            let r = &inner.registry;
+            refuse_clear = r.list_apps().await?.iter().any(|a| Sealer::is_sealed(&a.secret))
+                || r.list_agents().await?.iter().any(|a| Sealer::is_sealed(&a.secret))
+                || r.list_cos_keys().await?.iter().any(|k| Sealer::is_sealed(&k.secret_key));
         }
         Ok(Self { inner, sealer, refuse_clear })
+    }
+
+    /// The storage with this layer in front of the kinds that hold secrets.
+    pub fn into_storage(self) -> Storage {
+        let (keys, schema) = (self.inner.keys.clone(), self.inner.schema.clone());
+        let me = Arc::new(self);
+        Storage { sessions: me.clone(), credentials: me.clone(), registry: me, keys, schema }
     }
 
     fn seal(&self, aad: &str, plain: &str) -> StoreResult<String> {
@@ -213,163 +222,137 @@ impl SealedStore {
     }
 }
 
+/// Session keys are sealed on the way in and stay sealed on the way out until [`SessionStore::open_session_key`]:
+/// `auth` never needs them.
 #[async_trait]
-impl Store for SealedStore {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    async fn migrate(&self) -> StoreResult<Vec<i64>> {
-        self.inner.migrate().await
-    }
-    async fn schema_status(&self) -> StoreResult<super::SchemaStatus> {
-        self.inner.schema_status().await
-    }
-    async fn fail_credential(&self, key: &str, owner: &str, f: &super::FailedFetch<'_>) -> StoreResult<()> {
-        self.inner.fail_credential(key, owner, f).await
-    }
-    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
-        self.inner.count_sessions(appid).await
-    }
-    async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
-        self.inner.clear_credential_failures(keys).await
-    }
-    async fn take_force_budget(&self, key: &str, budget: &super::ForceBudget) -> StoreResult<bool> {
-        self.inner.take_force_budget(key, budget).await
-    }
-    async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
-        let mut a = app.clone();
-        a.secret = self.seal(&app_aad(&a.appid), &a.secret)?;
-        self.inner.put_app(&a).await
-    }
-    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
-        self.inner.get_app(appid).await?.map(|a| self.open_app(a)).transpose()
-    }
-    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
-        self.inner.list_apps().await?.into_iter().map(|a| self.open_app(a)).collect()
-    }
-    async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
-        self.inner.remove_app(appid).await
-    }
-    async fn create_session(
-        &self,
-        session: &SessionRecord,
-        keep: usize,
-        now: i64,
-    ) -> StoreResult<LoginOutcome> {
-        let mut s = session.clone();
-        s.session_key = self.seal(&session_aad(&s.appid, &s.openid), &s.session_key)?;
-        self.inner.create_session(&s, keep, now).await
+impl SessionStore for Sealed {
+    async fn create_session(&self, s: &SessionRecord, keep: usize, now: i64) -> StoreResult<LoginOutcome> {
+        let key = self.seal(&session_aad(&s.appid, &s.openid), &s.session_key)?;
+        self.inner.sessions.create_session(&SessionRecord { session_key: key, ..s.clone() }, keep, now).await
     }
     async fn import_session(&self, session: &SessionRecord) -> StoreResult<bool> {
         let mut s = session.clone();
         s.session_key = self.seal(&session_aad(&s.appid, &s.openid), &s.session_key)?;
-        self.inner.import_session(&s).await
+        self.inner.sessions.import_session(&s).await
     }
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
-        // The session key stays sealed here: `auth` never needs it; decryption opens it (`open_session_key`).
-        self.inner.get_session(id).await
+        self.inner.sessions.get_session(id).await
     }
     fn open_session_key(&self, appid: &str, openid: &str, stored: &str) -> StoreResult<String> {
         self.sealer.open(&session_aad(appid, openid), stored)
     }
     async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
-        self.inner.touch_session(id, now).await
+        self.inner.sessions.touch_session(id, now).await
     }
     async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
-        self.inner.set_user_info(appid, openid, user_info).await
+        self.inner.sessions.set_user_info(appid, openid, user_info).await
     }
     async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
-        self.inner.purge_expired_sessions(now).await
+        self.inner.sessions.purge_expired_sessions(now).await
     }
-    async fn list_user_session_keys(
-        &self,
-        after: &str,
-        limit: usize,
-    ) -> StoreResult<Vec<(String, String, String, String)>> {
-        self.inner.list_user_session_keys(after, limit).await
+    /// As stored (sealed or not): what `reencrypt` reads.
+    async fn list_user_session_keys(&self, after: &str, limit: usize) -> StoreResult<Vec<UserSessionKey>> {
+        self.inner.sessions.list_user_session_keys(after, limit).await
     }
     async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
         let sealed = self.seal(&session_aad(appid, openid), session_key)?;
-        self.inner.set_user_session_key(appid, openid, &sealed).await
+        self.inner.sessions.set_user_session_key(appid, openid, &sealed).await
+    }
+    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
+        self.inner.sessions.count_sessions(appid).await
+    }
+}
+
+/// Values are sealed on `put` and `import` and opened on every read; the coordination state is not secret.
+#[async_trait]
+impl CredentialStore for Sealed {
+    async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
+        self.inner.credentials.get_credential(key).await?.map(|r| self.open_cred(r)).transpose()
+    }
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
+        self.inner.credentials.list_credentials().await?.into_iter().map(|r| self.open_cred(r)).collect()
+    }
+    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
+        self.inner.credentials.try_lease(key, owner, now_ms, until_ms).await
+    }
+    async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
+        let sealed = self.seal(&cred_aad(key), f.value)?;
+        self.inner
+            .credentials
+            .put_credential(key, owner, &FetchedCredential { value: &sealed, ..f.clone() })
+            .await
+    }
+    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
+        self.inner.credentials.release_lease(key, owner).await
+    }
+    async fn fail_credential(&self, key: &str, owner: &str, f: &FailedFetch<'_>) -> StoreResult<()> {
+        self.inner.credentials.fail_credential(key, owner, f).await
+    }
+    async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
+        self.inner.credentials.clear_credential_failures(keys).await
+    }
+    async fn take_force_budget(&self, key: &str, budget: &ForceBudget) -> StoreResult<bool> {
+        self.inner.credentials.take_force_budget(key, budget).await
+    }
+    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()> {
+        self.inner.credentials.block_credential(key, owner, until, code).await
+    }
+    async fn import_credential(&self, key: &str, f: &FetchedCredential<'_>) -> StoreResult<()> {
+        let sealed = self.seal(&cred_aad(key), f.value)?;
+        self.inner
+            .credentials
+            .import_credential(key, &FetchedCredential { value: &sealed, ..f.clone() })
+            .await
+    }
+    async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
+        self.inner.credentials.delete_credentials(keys).await
+    }
+}
+
+/// App and agent secrets and COS SecretKeys are sealed on `put` and opened on every read.
+#[async_trait]
+impl RegistryStore for Sealed {
+    async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
+        let mut a = app.clone();
+        a.secret = self.seal(&app_aad(&a.appid), &a.secret)?;
+        self.inner.registry.put_app(&a).await
+    }
+    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
+        self.inner.registry.get_app(appid).await?.map(|a| self.open_app(a)).transpose()
+    }
+    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
+        self.inner.registry.list_apps().await?.into_iter().map(|a| self.open_app(a)).collect()
+    }
+    async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
+        self.inner.registry.remove_app(appid).await
     }
     async fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
         let mut a = agent.clone();
         a.secret = self.seal(&agent_aad(&a.corpid, &a.agentid), &a.secret)?;
-        self.inner.put_agent(&a).await
+        self.inner.registry.put_agent(&a).await
     }
     async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
-        self.inner.get_agent(corpid, agentid).await?.map(|a| self.open_agent(a)).transpose()
+        self.inner.registry.get_agent(corpid, agentid).await?.map(|a| self.open_agent(a)).transpose()
     }
     async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
-        self.inner.list_agents().await?.into_iter().map(|a| self.open_agent(a)).collect()
+        self.inner.registry.list_agents().await?.into_iter().map(|a| self.open_agent(a)).collect()
     }
     async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
-        self.inner.remove_agent(corpid, agentid).await
-    }
-    async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
-        self.inner.get_credential(key).await?.map(|r| self.open_cred(r)).transpose()
-    }
-    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
-        self.inner.list_credentials().await?.into_iter().map(|r| self.open_cred(r)).collect()
-    }
-    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
-        self.inner.try_lease(key, owner, now_ms, until_ms).await
-    }
-    async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
-        let sealed = self.seal(&cred_aad(key), f.value)?;
-        self.inner.put_credential(key, owner, &FetchedCredential { value: &sealed, ..f.clone() }).await
-    }
-    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
-        self.inner.release_lease(key, owner).await
-    }
-    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()> {
-        self.inner.block_credential(key, owner, until, code).await
-    }
-    async fn import_credential(
-        &self,
-        key: &str,
-        value: &str,
-        expires_at: i64,
-        fetched_at: i64,
-    ) -> StoreResult<()> {
-        let sealed = self.seal(&cred_aad(key), value)?;
-        self.inner.import_credential(key, &sealed, expires_at, fetched_at).await
-    }
-    async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
-        self.inner.delete_credentials(keys).await
-    }
-    /// Values as stored (already sealed): passed on unchanged.
-    async fn swap_sealed(&self, field: SealedField<'_>, old: &str, new: &str) -> StoreResult<bool> {
-        self.inner.swap_sealed(field, old, new).await
+        self.inner.registry.remove_agent(corpid, agentid).await
     }
     async fn put_cos_key(&self, key: &CosKeyRecord) -> StoreResult<()> {
         let mut k = key.clone();
         k.secret_key = self.seal(&cos_aad(&k.appid), &k.secret_key)?;
-        self.inner.put_cos_key(&k).await
+        self.inner.registry.put_cos_key(&k).await
     }
     async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
-        self.inner.get_cos_key(appid).await?.map(|k| self.open_cos(k)).transpose()
+        self.inner.registry.get_cos_key(appid).await?.map(|k| self.open_cos(k)).transpose()
     }
     async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>> {
-        self.inner.list_cos_keys().await?.into_iter().map(|k| self.open_cos(k)).collect()
+        self.inner.registry.list_cos_keys().await?.into_iter().map(|k| self.open_cos(k)).collect()
     }
     async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
-        self.inner.remove_cos_key(appid).await
-    }
-    async fn add_caller_key(&self, key: &CallerKeyRecord) -> StoreResult<()> {
-        self.inner.add_caller_key(key).await
-    }
-    async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>> {
-        self.inner.caller_key_by_hash(key_hash).await
-    }
-    async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>> {
-        self.inner.list_caller_keys().await
-    }
-    async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool> {
-        self.inner.revoke_caller_key(name, now).await
-    }
-    async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()> {
-        self.inner.touch_caller_key(name, now).await
+        self.inner.registry.remove_cos_key(appid).await
     }
 }
 

@@ -46,6 +46,7 @@ impl Credentials {
             CredKind::MpToken => {
                 let app = self
                     .store
+                    .registry
                     .get_app(key.owner())
                     .await
                     .map_err(FetchError::Store)?
@@ -87,6 +88,7 @@ impl Credentials {
                 let (corpid, agentid) = key.agent_ids();
                 let agent = self
                     .store
+                    .registry
                     .get_agent(corpid, agentid)
                     .await
                     .map_err(FetchError::Store)?
@@ -122,7 +124,7 @@ impl Credentials {
             hour: now - now.rem_euclid(3600),
             per_hour: self.policy.force_per_hour,
         };
-        match self.store.take_force_budget(&key.to_string(), &budget).await {
+        match self.store.credentials.take_force_budget(&key.to_string(), &budget).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(FetchError::ForceBudget(self.policy.force_per_day, self.policy.force_per_hour)),
             Err(e) => Err(FetchError::Store(e)),

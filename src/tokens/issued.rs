@@ -47,7 +47,7 @@ impl Credentials {
         let key = match self.issued.find(token, now) {
             Some(k) => k,
             None if self.issued.reload_due(self.clock.now_ms()) => {
-                let rows = self.store.list_credentials().await.map_err(WaferError::db)?;
+                let rows = self.store.credentials.list_credentials().await.map_err(WaferError::db)?;
                 self.issued.load(&rows, now);
                 match self.issued.find(token, now) {
                     Some(k) => k,
@@ -62,7 +62,7 @@ impl Credentials {
         // A removed or re-keyed owner's tokens are forgotten by the read itself; after a re-key, the token stored
         // since (fetched with the new secret) is the one known again.
         if let Recheck::Rekeyed = self.read_owner(&key).await? {
-            let row = self.store.get_credential(&key.text()).await.map_err(WaferError::db)?;
+            let row = self.store.credentials.get_credential(&key.text()).await.map_err(WaferError::db)?;
             if let Some((value, expires_at)) = row.and_then(|r| r.value.map(|v| (v, r.expires_at))) {
                 if expires_at > now {
                     self.issued.remember(&key, &value, expires_at, now);

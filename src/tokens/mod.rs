@@ -31,7 +31,7 @@ use fetch::FetchError;
 
 use crate::clock::Clock;
 use crate::envelope::{ReturnCode, WaferError};
-use crate::store::Store;
+use crate::store::Storage;
 use crate::wechat::wecom::WeComClient;
 use crate::wechat::WeChatClient;
 use std::collections::HashMap;
@@ -132,7 +132,7 @@ pub const OWNER_RECHECK_SECS: i64 = 10;
 
 /// The credential manager. One per process, shared by every request.
 pub struct Credentials {
-    store: Arc<dyn Store>,
+    store: Storage,
     wechat: WeChatClient,
     wecom: WeComClient,
     clock: Arc<dyn Clock>,
@@ -162,7 +162,7 @@ type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl Credentials {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Storage,
         wechat: WeChatClient,
         wecom: WeComClient,
         clock: Arc<dyn Clock>,
@@ -300,6 +300,7 @@ impl Credentials {
                 }
                 let row = self
                     .store
+                    .credentials
                     .get_credential(&k)
                     .await
                     .map_err(|e| self.store_err(key, e))?
@@ -364,6 +365,7 @@ impl Credentials {
                 }
                 let leased = self
                     .store
+                    .credentials
                     .try_lease(&k, &self.owner, now_ms, now_ms + self.policy.lease_ms)
                     .await
                     .map_err(|e| self.store_err(key, e))?;
@@ -371,12 +373,13 @@ impl Credentials {
                     // Someone may have stored a new value between our read and our lease.
                     let again = self
                         .store
+                        .credentials
                         .get_credential(&k)
                         .await
                         .map_err(|e| self.store_err(key, e))?
                         .unwrap_or_default();
                     if again.fetched_at > row.fetched_at && again.value.is_some() && now < again.expires_at {
-                        let _ = self.store.release_lease(&k, &self.owner).await;
+                        let _ = self.store.credentials.release_lease(&k, &self.owner).await;
                         continue;
                     }
                     let old =

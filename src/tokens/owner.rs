@@ -73,9 +73,9 @@ impl Credentials {
     pub(super) async fn owner_secret(&self, key: &CredKey) -> Result<Option<String>, WaferError> {
         let found = if key.kind.is_wecom() {
             let (corpid, agentid) = key.agent_ids();
-            self.store.get_agent(corpid, agentid).await.map(|a| a.map(|a| a.secret))
+            self.store.registry.get_agent(corpid, agentid).await.map(|a| a.map(|a| a.secret))
         } else {
-            self.store.get_app(key.owner()).await.map(|a| a.map(|a| a.secret))
+            self.store.registry.get_app(key.owner()).await.map(|a| a.map(|a| a.secret))
         };
         found.map_err(WaferError::db)
     }

@@ -16,7 +16,7 @@ impl Credentials {
         let now_ms = self.clock.now_ms();
         let error = match self.failures.check(k, now_ms)? {
             Remembered::Failed(e) => e,
-            Remembered::Recheck => match self.store.get_credential(k).await {
+            Remembered::Recheck => match self.store.credentials.get_credential(k).await {
                 Ok(row) => {
                     let row = row.unwrap_or_default();
                     if row.failed_until_ms <= now_ms {
@@ -70,7 +70,7 @@ impl Credentials {
                 {
                     let until = next_quota_reset(now);
                     tracing::warn!(key = %k, until, "daily quota used up: no upstream calls for this key until the reset");
-                    let _ = self.store.block_credential(k, &self.owner, until, 45009).await;
+                    let _ = self.store.credentials.block_credential(k, &self.owner, until, 45009).await;
                     return Err(e.into_wafer(key));
                 }
                 let remember = e.is_remembered();
@@ -86,8 +86,8 @@ impl Credentials {
                         message: &error.message,
                         count,
                     };
-                    if self.store.fail_credential(k, &self.owner, &failed).await.is_err() {
-                        let _ = self.store.release_lease(k, &self.owner).await;
+                    if self.store.credentials.fail_credential(k, &self.owner, &failed).await.is_err() {
+                        let _ = self.store.credentials.release_lease(k, &self.owner).await;
                     }
                     tracing::warn!(
                         key = %k, return_code = error.code.code(), detail = error.detail.as_deref().unwrap_or(""),
@@ -95,7 +95,7 @@ impl Credentials {
                         "upstream fetch failed; every caller gets this answer until the retry"
                     );
                 } else {
-                    let _ = self.store.release_lease(k, &self.owner).await;
+                    let _ = self.store.credentials.release_lease(k, &self.owner).await;
                 }
                 // A value that is still valid keeps being served whatever the refresh errors.
                 return usable_old.ok_or(error);
@@ -110,6 +110,7 @@ impl Credentials {
         }
         let stored = self
             .store
+            .credentials
             .put_credential(
                 k,
                 &self.owner,
@@ -127,7 +128,7 @@ impl Credentials {
                 tracing::warn!(key = %k, "lease ran out during the refresh; another instance took over")
             }
             Err(e) => {
-                let _ = self.store.release_lease(k, &self.owner).await;
+                let _ = self.store.credentials.release_lease(k, &self.owner).await;
                 return Err(self.store_err(key, e));
             }
         }

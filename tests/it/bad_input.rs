@@ -26,8 +26,8 @@ async fn every_bad_input_gets_its_code_and_storage_is_unchanged(b: Backend) {
     let t = TestApp::new(b).await;
     t.add_app(APP, "the-secret").await;
     let live = t.login(APP, "kim").await;
-    let apps_before = t.store.list_apps().await.unwrap();
-    let session_before = t.store.get_session(live["id"].as_str().unwrap()).await.unwrap();
+    let apps_before = t.store.registry.list_apps().await.unwrap();
+    let session_before = t.store.sessions.get_session(live["id"].as_str().unwrap()).await.unwrap();
 
     let mut cases: Vec<(String, Vec<u8>, i64)> = vec![
         ("empty body".into(), b"".to_vec(), 1009),
@@ -186,8 +186,8 @@ async fn every_bad_input_gets_its_code_and_storage_is_unchanged(b: Backend) {
         }
     }
 
-    assert_eq!(t.store.list_apps().await.unwrap(), apps_before, "apps unchanged");
-    let session_after = t.store.get_session(live["id"].as_str().unwrap()).await.unwrap();
+    assert_eq!(t.store.registry.list_apps().await.unwrap(), apps_before, "apps unchanged");
+    let session_after = t.store.sessions.get_session(live["id"].as_str().unwrap()).await.unwrap();
     assert_eq!(session_after, session_before, "the live session unchanged");
     assert_eq!(code(&t.auth(&live).await), 0, "and still valid");
 }

@@ -40,7 +40,7 @@ async fn a_removed_or_rekeyed_app_stops_relaying_within_ten_seconds(b: Backend) 
     t.add_app_with(AppRecord { token_mode: TokenMode::Classic, ..app_record(APP, SECRET) }).await;
     let url = t.serve_http().await;
     let http = reqwest::Client::new();
-    let elsewhere = Registry { store: &*t.store, creds: None, now: t.clock.now(), dry_run: false };
+    let elsewhere = Registry { store: &t.store, creds: None, now: t.clock.now(), dry_run: false };
 
     let old = classic(&http, &url, SECRET).await["access_token"].as_str().unwrap().to_owned();
     assert_eq!(relay(&http, &url, &old).await["errcode"], 0);
@@ -74,7 +74,7 @@ async fn a_removal_here_forgets_issued_tokens_at_once(b: Backend) {
     let token = classic(&http, &url, SECRET).await["access_token"].as_str().unwrap().to_owned();
     assert_eq!(relay(&http, &url, &token).await["errcode"], 0);
     let here =
-        Registry { store: &*t.store, creds: Some(&t.svc.deps.creds), now: t.clock.now(), dry_run: false };
+        Registry { store: &t.store, creds: Some(&t.svc.deps.creds), now: t.clock.now(), dry_run: false };
     here.remove_app(APP).await.unwrap();
     assert_eq!(relay(&http, &url, &token).await["errcode"], 40001, "no wait");
     let r = t.call("qcloud.mimi.access_token", json!({"appid": APP})).await;
@@ -140,27 +140,31 @@ const MASTER: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 /// A write landing between `reencrypt`'s read and its write (an admin changing the secret on a running server)
 /// is kept: the compare-and-swap fails, the row is read again, and the newer value — already sealed — stays.
 async fn reencrypt_never_overwrites_a_concurrent_write(b: Backend) {
-    use wafer_scf::store::sealed::{SealedStore, Sealer};
-    use wafer_scf::store::{SealedField, Store, StoreOptions};
+    use wafer_scf::store::sealed::{Sealed, Sealer};
+    use wafer_scf::store::{SealedField, StoreOptions};
     let db = crate::helpers::TestDb::new(b).await;
     let raw = wafer_scf::store::open_raw(&db.database_url(), &StoreOptions::default()).await.unwrap();
-    raw.migrate().await.unwrap();
-    raw.put_app(&app_record(APP, "secret-in-the-clear")).await.unwrap();
+    raw.schema.migrate().await.unwrap();
+    raw.registry.put_app(&app_record(APP, "secret-in-the-clear")).await.unwrap();
     let sealer = || Sealer::from_base64(MASTER).unwrap();
-    let sealed: Arc<dyn Store> = Arc::new(SealedStore::new(raw.clone(), sealer()));
+    let sealed = Sealed::new(raw.clone(), sealer()).into_storage();
 
     // The plain CAS: a stale `old` changes nothing.
     let field = SealedField::AppSecret { appid: APP };
-    assert!(!raw.swap_sealed(field, "not-what-is-stored", "x").await.unwrap());
-    assert_eq!(raw.get_app(APP).await.unwrap().unwrap().secret, "secret-in-the-clear");
+    assert!(!raw.schema.swap_sealed(field, "not-what-is-stored", "x").await.unwrap());
+    assert_eq!(raw.registry.get_app(APP).await.unwrap().unwrap().secret, "secret-in-the-clear");
 
     let faulty = crate::faulty::Faulty::new(raw.clone());
     let newer = AppRecord { secret: "the-newer-secret".into(), ..app_record(APP, "") };
     *faulty.before_swap.lock().unwrap() = Some((sealed.clone(), newer));
-    let n = wafer_scf::store::reencrypt::reencrypt(&faulty, &sealer()).await.unwrap();
+    let n = wafer_scf::store::reencrypt::reencrypt(&faulty.storage(), &sealer()).await.unwrap();
     assert_eq!(n.retried, 1, "the conflict was seen and the row read again: {n:?}");
     assert_eq!(n.apps, 0, "the newer value was sealed already: nothing left to do");
-    assert_eq!(sealed.get_app(APP).await.unwrap().unwrap().secret, "the-newer-secret", "not overwritten");
+    assert_eq!(
+        sealed.registry.get_app(APP).await.unwrap().unwrap().secret,
+        "the-newer-secret",
+        "not overwritten"
+    );
     let dump = db.raw_dump().await;
     assert!(!dump.contains("the-newer-secret") && !dump.contains("secret-in-the-clear"), "sealed at rest");
 }

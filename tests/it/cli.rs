@@ -322,7 +322,7 @@ async fn cos_and_agent_registries_never_print_secrets(b: Backend) {
 async fn serve_purges_expired_sessions_periodically(b: Backend) {
     let db = TestDb::new(b).await;
     let store = db.store().await;
-    store.put_app(&crate::helpers::app_record("wx_purge", "s")).await.unwrap();
+    store.registry.put_app(&crate::helpers::app_record("wx_purge", "s")).await.unwrap();
     let old = wafer_scf::store::SessionRecord {
         id: "expired-session".into(),
         skey_hash: "0".repeat(64),
@@ -334,12 +334,12 @@ async fn serve_purges_expired_sessions_periodically(b: Backend) {
         created_at: 1_000_000,
         last_visit_at: 1_000_000,
     };
-    store.import_session(&old).await.unwrap();
+    store.sessions.import_session(&old).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let env = [("WAFER_DATABASE_URL", db.url.as_str()), ("WAFER_PURGE_INTERVAL_SECS", "1")];
     let (mut child, _) = spawn_server(dir.path(), &env, false).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while store.get_session("expired-session").await.unwrap().is_some() {
+    while store.sessions.get_session("expired-session").await.unwrap().is_some() {
         assert!(Instant::now() < deadline, "the expired session was never purged");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -392,7 +392,7 @@ async fn registry_updates_change_only_what_they_are_given(b: Backend) {
     let out = stdout_of(w().args(["app", "add", "--appid", "wx_keep", "--secret", "second"]));
     assert!(out.contains("app wx_keep unchanged"), "{out}");
     let store = db.store().await;
-    assert_eq!(store.get_app("wx_keep").await.unwrap().unwrap().secret, "second");
+    assert_eq!(store.registry.get_app("wx_keep").await.unwrap().unwrap().secret, "second");
     let err = stderr_of_failure(w().args(["app", "add", "--appid", "wx_new_without_secret"]));
     assert!(err.contains("give its secret"), "{err}");
 
@@ -414,7 +414,7 @@ async fn registry_updates_change_only_what_they_are_given(b: Backend) {
 
     run_ok(w().args(["cos", "add", "--appid", "1250000000", "--secret-id", "AKIDone", "--secret-key", "k1"]));
     run_ok(w().args(["cos", "add", "--appid", "1250000000", "--secret-key", "k2"]));
-    let cos = store.get_cos_key("1250000000").await.unwrap().unwrap();
+    let cos = store.registry.get_cos_key("1250000000").await.unwrap().unwrap();
     assert_eq!((cos.secret_id.as_str(), cos.secret_key.as_str()), ("AKIDone", "k2"));
 
     let err = stderr_of_failure(w().args(["key", "add", "--name", "nobody"]));

@@ -25,6 +25,7 @@ fn hmac_ok(mac: &[u8], key: &str, original: &str) -> bool {
 
 async fn hold_keys(t: &TestApp) {
     t.store
+        .registry
         .put_cos_key(&CosKeyRecord {
             appid: TAPPID.into(),
             secret_id: SID.into(),

@@ -7,7 +7,6 @@ use crate::faulty::Faulty;
 use crate::helpers::{app_record, code, Backend, TestApp, T0};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use wafer_scf::handlers::Settings;
 use wafer_scf::request::RequestMeta;
 use wafer_scf::store::TokenMode;
@@ -259,7 +258,7 @@ async fn wecom_tokens_tickets_and_signatures(b: Backend) {
         assert_eq!(code(&r), 1012);
     }
     assert_eq!(t.wx.calls(STABLE), before);
-    let rows = t.store.list_credentials().await.unwrap();
+    let rows = t.store.credentials.list_credentials().await.unwrap();
     assert!(rows.iter().all(|r| !r.key.contains("unknown") && !r.key.contains(":999")), "{rows:?}");
 }
 
@@ -275,7 +274,7 @@ async fn initagent_needs_the_admin_token(b: Backend) {
     assert_eq!(code(&t.call("qcloud.work.initagent", para(None)).await), 1024);
     assert_eq!(code(&t.call("qcloud.work.initagent", para(Some("wrong"))).await), 1024);
     assert!(
-        t.store.get_agent(CORP, AGENT).await.unwrap().is_none(),
+        t.store.registry.get_agent(CORP, AGENT).await.unwrap().is_none(),
         "nothing written without the admin token"
     );
     // Header form (X-Wafer-Admin-Token) through the request metadata.
@@ -367,6 +366,7 @@ both_backends!(
 async fn a_credential_storage_failure_is_change_token_err() {
     let t = app(Backend::Sqlite).await;
     t.store
+        .registry
         .put_agent(&wafer_scf::store::AgentRecord {
             corpid: CORP.into(),
             agentid: AGENT.into(),
@@ -377,9 +377,14 @@ async fn a_credential_storage_failure_is_change_token_err() {
         })
         .await
         .unwrap();
-    let faulty = Arc::new(Faulty::new(t.store.clone()));
+    let faulty = Faulty::new(t.store.clone());
     faulty.credentials.store(true, Ordering::SeqCst);
-    let svc = crate::helpers::build(faulty, &t.wx.base_url, t.clock.clone(), crate::helpers::open_settings());
+    let svc = crate::helpers::build(
+        faulty.storage(),
+        &t.wx.base_url,
+        t.clock.clone(),
+        crate::helpers::open_settings(),
+    );
     let body = json!({"interface": {"interfaceName": "qcloud.mimi.access_token", "para": {"appid": APP}}});
     let env = svc.handle(body.to_string().as_bytes(), &RequestMeta::default()).await;
     assert_eq!(env.return_code, 1014);
@@ -390,9 +395,9 @@ async fn a_credential_storage_failure_is_change_token_err() {
 #[tokio::test]
 async fn a_cached_token_is_served_from_memory_without_touching_storage() {
     let t = app(Backend::Sqlite).await;
-    let faulty = Arc::new(Faulty::new(t.store.clone()));
+    let faulty = Faulty::new(t.store.clone());
     let svc = crate::helpers::build(
-        faulty.clone(),
+        faulty.storage(),
         &t.wx.base_url,
         t.clock.clone(),
         crate::helpers::open_settings(),

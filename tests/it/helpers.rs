@@ -10,7 +10,7 @@ use wafer_scf::handlers::Settings;
 use wafer_scf::request::RequestMeta;
 use wafer_scf::service::Service;
 use wafer_scf::startup::ServiceBuilder;
-use wafer_scf::store::{self, AppRecord, DatabaseUrl, Store, StoreOptions, TokenMode};
+use wafer_scf::store::{self, AppRecord, DatabaseUrl, Storage, StoreOptions, TokenMode};
 use wafer_scf::wechat::UpstreamTimeouts;
 
 /// Generate one test per backend from an `async fn name(backend: Backend)`.
@@ -102,11 +102,11 @@ impl TestDb {
     }
 
     /// Open a store on this database with the schema applied.
-    pub async fn store(&self) -> Arc<dyn Store> {
+    pub async fn store(&self) -> Storage {
         self.store_with(StoreOptions::default()).await
     }
 
-    pub async fn store_with(&self, opts: StoreOptions) -> Arc<dyn Store> {
+    pub async fn store_with(&self, opts: StoreOptions) -> Storage {
         store::open(&self.database_url(), &opts, true).await.unwrap()
     }
 
@@ -211,7 +211,7 @@ pub const T0: i64 = 1_750_000_000;
 /// The service under test with its fakes.
 pub struct TestApp {
     pub svc: Arc<Service>,
-    pub store: Arc<dyn Store>,
+    pub store: Storage,
     pub clock: Arc<ManualClock>,
     pub wx: FakeWeChat,
     /// Held so the database lives as long as the app.
@@ -256,13 +256,13 @@ impl TestApp {
 
     /// Register an app both here and at the fake WeChat.
     pub async fn add_app(&self, appid: &str, secret: &str) {
-        self.store.put_app(&app_record(appid, secret)).await.unwrap();
+        self.store.registry.put_app(&app_record(appid, secret)).await.unwrap();
         self.wx.register(appid, secret);
     }
 
     pub async fn add_app_with(&self, app: AppRecord) {
         self.wx.register(&app.appid, &app.secret);
-        self.store.put_app(&app).await.unwrap();
+        self.store.registry.put_app(&app).await.unwrap();
     }
 
     /// Post an envelope; returns the response envelope as JSON.
@@ -305,7 +305,7 @@ pub fn open_settings() -> Settings {
 
 /// Build a service over `store` talking to a WeChat at `base` (500 ms upstream deadline, so a caller's budget
 /// for a credential is 2.5 s).
-pub fn build(store: Arc<dyn Store>, base: &str, clock: Arc<ManualClock>, settings: Settings) -> Service {
+pub fn build(store: Storage, base: &str, clock: Arc<ManualClock>, settings: Settings) -> Service {
     ServiceBuilder::new(store, base)
         .upstream_timeouts(UpstreamTimeouts {
             connect: Duration::from_millis(500),

@@ -68,6 +68,7 @@ async fn envelopes_are_answered_on_any_path_over_a_real_socket() {
 
     // COS signatures answer over HTTP too (v4 with caller keys, v5 with server-held keys).
     t.store
+        .registry
         .put_cos_key(&wafer_scf::store::CosKeyRecord {
             appid: "1250000000".into(),
             secret_id: "AKIDhttp".into(),

@@ -113,7 +113,7 @@ async fn a_seed_database_is_imported_without_logging_anyone_out(b: Backend) {
     assert!(dry.contains("apps: 2 new") && dry.contains("sessions: 5 new"), "{dry}");
     assert!(!dry.contains(&seed.url) || !seed.url.contains('@'), "no credentials printed");
     let store = target.store().await;
-    assert!(store.list_apps().await.unwrap().is_empty(), "a dry run writes nothing");
+    assert!(store.registry.list_apps().await.unwrap().is_empty(), "a dry run writes nothing");
 
     let out = import(dir.path(), &target, &seed.url, false);
     for expected in [
@@ -141,10 +141,10 @@ async fn a_seed_database_is_imported_without_logging_anyone_out(b: Backend) {
     }
 
     // Served by the new server: legacy pairs work, expired ones do not, tokens need no upstream call.
-    let app = store.get_app("wx_seed_app1").await.unwrap().unwrap();
+    let app = store.registry.get_app("wx_seed_app1").await.unwrap().unwrap();
     assert_eq!(app.token_mode, wafer_scf::store::TokenMode::Classic);
     assert_eq!(app.login_duration_secs, 30 * 86_400);
-    assert_eq!(store.get_app("wx_seed_app2").await.unwrap().unwrap().session_duration_secs, 3600);
+    assert_eq!(store.registry.get_app("wx_seed_app2").await.unwrap().unwrap().session_duration_secs, 3600);
     let wx = FakeWeChat::start().await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let svc = build(store.clone(), &wx.base_url, Arc::new(ManualClock::new(now)), open_settings());
@@ -207,7 +207,7 @@ async fn a_seed_database_is_imported_without_logging_anyone_out(b: Backend) {
     ] {
         assert_eq!(wx.calls(path), 0, "{path}: the first requests after the switch cost no upstream call");
     }
-    let agents = store.list_agents().await.unwrap();
+    let agents = store.registry.list_agents().await.unwrap();
     assert_eq!(agents[0].remark, "OA 审批");
 }
 

@@ -17,6 +17,7 @@ const STABLE: &str = "/cgi-bin/stable_token";
 
 async fn add_key(t: &TestApp, name: &str, key: &str, apps: &[&str], apis: &[&str]) {
     t.store
+        .keys
         .add_caller_key(&CallerKeyRecord {
             name: name.into(),
             key_hash: wafer_scf::crypto::sha256_hex(key.as_bytes()),

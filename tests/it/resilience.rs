@@ -155,7 +155,7 @@ async fn a_refused_connection_is_remembered_too(b: Backend) {
     let (base, attempts) = crate::fake_wechat::hang_up_listener().await;
     let db = TestDb::new(b).await;
     let store = db.store().await;
-    store.put_app(&crate::helpers::app_record(APP, "s")).await.unwrap();
+    store.registry.put_app(&crate::helpers::app_record(APP, "s")).await.unwrap();
     let clock = Arc::new(wafer_scf::clock::ManualClock::new(crate::helpers::T0));
     let svc = Arc::new(build(store, &base, clock.clone(), open_settings()));
     let (r, worst) = token_burst(&svc, 32).await;
@@ -192,8 +192,8 @@ async fn writing_the_registration_again_clears_a_remembered_failure(b: Backend) 
     // Another process (the CLI) writes the right secret and drops the app's cached credentials.
     let mut fixed = crate::helpers::app_record(APP, "the-real-secret");
     fixed.updated_at += 5;
-    t.store.put_app(&fixed).await.unwrap();
-    t.store.delete_credentials(&wafer_scf::tokens::CredKey::all_for_app(APP)).await.unwrap();
+    t.store.registry.put_app(&fixed).await.unwrap();
+    t.store.credentials.delete_credentials(&wafer_scf::tokens::CredKey::all_for_app(APP)).await.unwrap();
     assert_eq!(code(&token_burst(&t.svc, 4).await.0[0]), 40013, "this process re-checks every 2 s");
     assert_eq!(t.wx.calls(STABLE), 1);
     t.clock.advance(3);
@@ -280,12 +280,13 @@ async fn the_same_login_stored_twice_is_one_stored_login(b: Backend) {
         created_at: crate::helpers::T0,
         last_visit_at: crate::helpers::T0,
     };
-    t.store.create_session(&s, 5, crate::helpers::T0).await.unwrap();
+    t.store.sessions.create_session(&s, 5, crate::helpers::T0).await.unwrap();
     t.store
+        .sessions
         .create_session(&s, 5, crate::helpers::T0)
         .await
         .expect("a repeated write of a stored login succeeds");
-    assert!(t.store.get_session(&s.id).await.unwrap().is_some());
+    assert!(t.store.sessions.get_session(&s.id).await.unwrap().is_some());
 }
 
 both_backends!(
@@ -380,7 +381,7 @@ async fn a_frozen_database_is_failed_fast_and_reported_not_ready() {
             .unwrap();
     let wx = crate::fake_wechat::FakeWeChat::start().await;
     wx.register(APP, "s");
-    store.put_app(&crate::helpers::app_record(APP, "s")).await.unwrap();
+    store.registry.put_app(&crate::helpers::app_record(APP, "s")).await.unwrap();
     let clock = Arc::new(wafer_scf::clock::ManualClock::new(crate::helpers::T0));
     let svc = Arc::new(build(store, &wx.base_url, clock, open_settings()));
 
@@ -460,6 +461,6 @@ async fn readyz_reports_a_schema_that_is_behind() {
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();
     assert!(body["reason"].as_str().unwrap().contains("wafer-scf migrate"), "{body}");
-    store.migrate().await.unwrap();
+    store.schema.migrate().await.unwrap();
     assert_eq!(client.get(format!("{url}/readyz")).send().await.unwrap().status(), 200);
 }

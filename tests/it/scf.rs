@@ -49,9 +49,9 @@ fn unwrap_reply(bytes: &[u8]) -> (Option<u16>, Value) {
 async fn the_loop_answers_every_kind_of_event_and_survives_panics() {
     let t = TestApp::new(Backend::Sqlite).await;
     t.add_app("wx_scf", "scf-secret").await;
-    let faulty = Arc::new(Faulty::new(t.store.clone()));
+    let faulty = Faulty::new(t.store.clone());
     let svc = Arc::new(crate::helpers::build(
-        faulty.clone(),
+        faulty.storage(),
         &t.wx.base_url,
         t.clock.clone(),
         crate::helpers::open_settings(),
@@ -160,8 +160,8 @@ async fn a_timer_trigger_purges_expired_sessions() {
         Invocation { request_id: "t".into(), time_limit_ms: Some(3000), memory_limit_mb: None, event: timer };
     let reply: Value = serde_json::from_slice(&runtime::handle(&t.svc, &inv).await).unwrap();
     assert_eq!(reply, json!({"purged": 1}));
-    assert!(t.store.get_session(stale["id"].as_str().unwrap()).await.unwrap().is_none());
-    assert!(t.store.get_session(live["id"].as_str().unwrap()).await.unwrap().is_some());
+    assert!(t.store.sessions.get_session(stale["id"].as_str().unwrap()).await.unwrap().is_none());
+    assert!(t.store.sessions.get_session(live["id"].as_str().unwrap()).await.unwrap().is_some());
 }
 
 #[tokio::test]
@@ -445,6 +445,6 @@ async fn runtime_instances_migrate_an_empty_database_at_start() {
         assert_eq!(env["returnCode"], 60012, "served from a migrated schema, not 1001: {env}");
     }
     let store = wafer_scf::store::open(&db.database_url(), &Default::default(), false).await.unwrap();
-    let status = store.schema_status().await.unwrap();
+    let status = store.schema.schema_status().await.unwrap();
     assert!(status.is_current(), "{status:?}");
 }

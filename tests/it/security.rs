@@ -14,7 +14,7 @@ use wafer_scf::handlers::Settings;
 use wafer_scf::request::RequestMeta;
 use wafer_scf::service::Service;
 use wafer_scf::store::sealed::Sealer;
-use wafer_scf::store::{AgentRecord, CallerKeyRecord, CosKeyRecord, Store, StoreOptions};
+use wafer_scf::store::{AgentRecord, CallerKeyRecord, CosKeyRecord, Storage, StoreOptions};
 
 const A: &str = "wx_sec_a";
 const B: &str = "wx_sec_b";
@@ -31,8 +31,9 @@ async fn call(svc: &Service, iface: &str, para: Value, key: Option<&str>) -> Val
     serde_json::from_slice(&svc.handle(body.to_string().as_bytes(), &meta).await.to_bytes()).unwrap()
 }
 
-async fn add_key(store: &dyn Store, name: &str, key: &str, apps: &[&str], corps: &[&str], all: bool) {
+async fn add_key(store: &Storage, name: &str, key: &str, apps: &[&str], corps: &[&str], all: bool) {
     store
+        .keys
         .add_caller_key(&CallerKeyRecord {
             name: name.into(),
             key_hash: wafer_scf::crypto::sha256_hex(key.as_bytes()),
@@ -47,7 +48,7 @@ async fn add_key(store: &dyn Store, name: &str, key: &str, apps: &[&str], corps:
 }
 
 struct World {
-    store: Arc<dyn Store>,
+    store: Storage,
     wx: FakeWeChat,
     clock: Arc<ManualClock>,
     db: TestDb,
@@ -58,11 +59,12 @@ async fn world(b: Backend, opts: StoreOptions) -> World {
     let store = db.store_with(opts).await;
     let wx = FakeWeChat::start().await;
     for (a, s) in [(A, "secret-a-123"), (B, "secret-b-456")] {
-        store.put_app(&crate::helpers::app_record(a, s)).await.unwrap();
+        store.registry.put_app(&crate::helpers::app_record(a, s)).await.unwrap();
         wx.register(a, s);
     }
     wx.register(CORP, "agent-secret-789");
     store
+        .registry
         .put_agent(&AgentRecord {
             corpid: CORP.into(),
             agentid: "1".into(),
@@ -74,6 +76,7 @@ async fn world(b: Backend, opts: StoreOptions) -> World {
         .await
         .unwrap();
     store
+        .registry
         .put_cos_key(&CosKeyRecord {
             appid: COS.into(),
             secret_id: "AKIDsec".into(),
@@ -97,11 +100,11 @@ fn service(w: &World, mode: CallerAuthMode) -> Service {
 
 async fn the_scope_matrix_holds_in_every_mode(b: Backend) {
     let w = world(b, StoreOptions::default()).await;
-    add_key(w.store.as_ref(), "team-a", "wk_a", &[A, COS], &[], false).await;
-    add_key(w.store.as_ref(), "team-corp", "wk_c", &[], &[CORP], false).await;
-    add_key(w.store.as_ref(), "ops", "wk_all", &[], &[], true).await;
-    add_key(w.store.as_ref(), "old", "wk_old", &[A], &[], false).await;
-    w.store.revoke_caller_key("old", T0).await.unwrap();
+    add_key(&w.store, "team-a", "wk_a", &[A, COS], &[], false).await;
+    add_key(&w.store, "team-corp", "wk_c", &[], &[CORP], false).await;
+    add_key(&w.store, "ops", "wk_all", &[], &[], true).await;
+    add_key(&w.store, "old", "wk_old", &[A], &[], false).await;
+    w.store.keys.revoke_caller_key("old", T0).await.unwrap();
 
     let tok = |app: &str| json!({"appid": app});
     let work = json!({"corpid": CORP, "agentid": "1"});
@@ -188,9 +191,9 @@ async fn the_scope_matrix_holds_in_every_mode(b: Backend) {
     assert_eq!(code(&call(&off, "qcloud.cos.auth.reusable", cos.clone(), Some("anything")).await), 0);
 
     // A revocation reaches a running server within the key cache's lifetime.
-    add_key(w.store.as_ref(), "temp", "wk_temp", &[A], &[], false).await;
+    add_key(&w.store, "temp", "wk_temp", &[A], &[], false).await;
     assert_eq!(code(&call(&svc, "qcloud.mimi.access_token", tok(A), Some("wk_temp")).await), 0);
-    w.store.revoke_caller_key("temp", T0).await.unwrap();
+    w.store.keys.revoke_caller_key("temp", T0).await.unwrap();
     w.clock.advance(wafer_scf::auth::KEY_CACHE_SECS + 1);
     assert_eq!(code(&call(&svc, "qcloud.mimi.access_token", tok(A), Some("wk_temp")).await), 1022);
 }
@@ -412,7 +415,8 @@ async fn the_master_key_can_be_lost_for_auth_rotated_and_never_mixed_with_clear_
     }
     // A run without the key refuses to write a secret in the clear next to sealed ones.
     let bare = w.db.store_with(with_key(&w, None, None)).await;
-    let e = bare.put_app(&crate::helpers::app_record("wx_new_clear", "clear-secret")).await.unwrap_err();
+    let e =
+        bare.registry.put_app(&crate::helpers::app_record("wx_new_clear", "clear-secret")).await.unwrap_err();
     assert!(e.to_string().contains("WAFER_MASTER_KEY"), "{e}");
     assert!(!w.db.raw_dump().await.contains("clear-secret"));
 
@@ -435,11 +439,11 @@ async fn the_master_key_can_be_lost_for_auth_rotated_and_never_mixed_with_clear_
     let only_new = w.db.store_with(with_key(&w, Some(NEW_MASTER), None)).await;
     let s = build(only_new.clone(), &w.wx.base_url, w.clock.clone(), crate::helpers::open_settings());
     assert_eq!(code(&call(&s, "qcloud.cam.decrypt", decrypt.clone(), None).await), 0);
-    assert_eq!(only_new.get_agent(CORP, "1").await.unwrap().unwrap().secret, "agent-secret-789");
-    assert_eq!(only_new.get_cos_key(COS).await.unwrap().unwrap().secret_key, "cos-secret-key-000");
+    assert_eq!(only_new.registry.get_agent(CORP, "1").await.unwrap().unwrap().secret, "agent-secret-789");
+    assert_eq!(only_new.registry.get_cos_key(COS).await.unwrap().unwrap().secret_key, "cos-secret-key-000");
     // The old key alone no longer opens anything, and says so without naming the user.
     let old_only = w.db.store_with(with_key(&w, Some(MASTER), None)).await;
-    let e = old_only.get_app(A).await.unwrap_err().to_string();
+    let e = old_only.registry.get_app(A).await.unwrap_err().to_string();
     assert!(e.contains("failed authentication"), "{e}");
     let s = build(old_only, &w.wx.base_url, w.clock.clone(), crate::helpers::open_settings());
     let r = call(&s, "qcloud.cam.decrypt", decrypt, None).await;
@@ -472,11 +476,11 @@ async fn identifiers_are_checked_to_their_real_shapes(b: Backend) {
         code(&call(&svc, "qcloud.work.access_token", json!({"corpid": CORP, "agentid": 1}), None).await),
         0
     );
-    assert!(w.store.remove_agent(CORP, "1").await.unwrap());
+    assert!(w.store.registry.remove_agent(CORP, "1").await.unwrap());
     w.clock.advance(wafer_scf::tokens::OWNER_RECHECK_SECS + 1);
     let r = call(&svc, "qcloud.work.access_token", json!({"corpid": CORP, "agentid": 1}), None).await;
     assert_eq!(code(&r), 1012, "{r}");
-    let reg = wafer_scf::registry::Registry { store: w.store.as_ref(), creds: None, now: T0, dry_run: false };
+    let reg = wafer_scf::registry::Registry { store: &w.store, creds: None, now: T0, dry_run: false };
     let changes = wafer_scf::registry::AgentChanges { secret: Some("s".into()), remark: None };
     assert!(reg.put_agent("ww2", "12a", &changes).await.is_err());
     assert!(reg.put_agent("ww:2", "12", &changes).await.is_err());
@@ -486,7 +490,11 @@ async fn identifiers_are_checked_to_their_real_shapes(b: Backend) {
 /// alike; the per-app and per-source login limits (off by default) answer `1026`.
 async fn logins_reveal_no_registration_and_can_be_rate_limited(b: Backend) {
     let w = world(b, StoreOptions::default()).await;
-    w.store.put_app(&crate::helpers::app_record("wx_sec_misconf", "not-what-wechat-has")).await.unwrap();
+    w.store
+        .registry
+        .put_app(&crate::helpers::app_record("wx_sec_misconf", "not-what-wechat-has"))
+        .await
+        .unwrap();
     w.wx.register("wx_sec_misconf", "what-wechat-has");
     let svc = service(&w, CallerAuthMode::Credentials);
     let answers: Vec<Value> = {

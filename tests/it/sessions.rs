@@ -84,11 +84,11 @@ async fn official_vector_decrypts_through_a_session(b: Backend) {
     let appid = "wx4f4bc4dec97d474b";
     t.add_app(appid, "s").await;
     let d = t.login(appid, "vector_user").await;
-    let mut view = t.store.get_session(d["id"].as_str().unwrap()).await.unwrap().unwrap();
+    let mut view = t.store.sessions.get_session(d["id"].as_str().unwrap()).await.unwrap().unwrap();
     view.session.id = "vector-session".into();
     view.session.session_key = "tiihtNczf5v6AKRyjwEUhQ==".into();
     view.session.openid = "oGZUI0egBJY1zhBYw2KhdUfwVJJE".into();
-    t.store.create_session(&view.session, 5, T0).await.unwrap();
+    t.store.sessions.create_session(&view.session, 5, T0).await.unwrap();
     let data = "CiyLU1Aw2KjvrjMdj8YKliAjtP4gsMZMQmRzooG2xrDcvSnxIMXFufNstNGTyaGS9uT5geRa0W4oTOb1WT7fJlAC+oNPdbB+3hVbJSRgv+4lGOETKUQz6OYStslQ142dNCuabNPGBzlooOmB231qMM85d2/fV6ChevvXvQP8Hkue1poOFtnEtpyxVLW1zAo6/1Xx1COxFvrc2d7UL/lmHInNlxuacJXwu0fjpXfz/YqYzBIBzD6WUfTIF9GRHpOn/Hz7saL8xz+W//FRAUid1OksQaQx4CMs8LOddcQhULW4ucetDf96JcR3g0gfRK4PC7E/r7Z6xNrXd2UIeorGj5Ef7b1pJAYB6Y5anaHqZ9J6nKEBvB4DnNLIVWSgARns/8wR2SiRS7MNACwTyrGvt9ts8p12PKFdlqYTopNHR1Vf7XjfhQlVsAJdNiKdYmYVoKlaRv85IfVunYzO0IKXsyl7JCUjCpoG20f0a04COwfneQAGGwd5oa+T8yO5hzuyDb/XcxxmK01EpqOyuxINew==";
     // The skey of the copied session is the original's: its hash was copied with it.
     let r = t
@@ -191,12 +191,12 @@ async fn code2session_errors_map_to_classes_and_are_never_retried(b: Backend) {
     assert!(ip["returnMessage"].as_str().unwrap().contains("whitelist"));
 
     // A wrong secret at WeChat: 40125 → credentials error.
-    t.store.put_app(&app_record(APP, "not-the-secret")).await.unwrap();
+    t.store.registry.put_app(&app_record(APP, "not-the-secret")).await.unwrap();
     let r = t.call("qcloud.cam.id_skey", json!({"appid": APP, "code": t.wx.code_for("x")})).await;
     assert_eq!(code(&r), 40013, "{r}");
 
     // A used code: 40163 → 40029, and the session store is untouched.
-    t.store.put_app(&app_record(APP, SECRET)).await.unwrap();
+    t.store.registry.put_app(&app_record(APP, SECRET)).await.unwrap();
     let c = t.wx.code_for("y");
     assert_eq!(code(&t.call("qcloud.cam.id_skey", json!({"appid": APP, "code": c})).await), 0);
     assert_eq!(code(&t.call("qcloud.cam.id_skey", json!({"appid": APP, "code": c})).await), 40029);
@@ -262,7 +262,7 @@ async fn sessions_expire_by_login_age_and_by_idle_time(b: Backend) {
         }
     }
     assert_eq!(last, 60011);
-    let age = t.store.get_session(d["id"].as_str().unwrap()).await.unwrap().unwrap();
+    let age = t.store.sessions.get_session(d["id"].as_str().unwrap()).await.unwrap().unwrap();
     assert!(t.clock_now() - age.session.created_at > 10 * 86_400);
 
     // decrypt and userinfo need a live session too.
@@ -358,7 +358,7 @@ async fn auth_writes_last_visit_at_most_once_a_minute(b: Backend) {
     let visit = |t: &TestApp| {
         let id = id.to_owned();
         let store = t.store.clone();
-        async move { store.get_session(&id).await.unwrap().unwrap().session.last_visit_at }
+        async move { store.sessions.get_session(&id).await.unwrap().unwrap().session.last_visit_at }
     };
     t.clock.advance(30);
     assert_eq!(code(&t.auth(&d).await), 0);
@@ -377,7 +377,8 @@ async fn auth_writes_last_visit_at_most_once_a_minute(b: Backend) {
     let d = t.login("wx_short", "ivy").await;
     t.clock.advance(30);
     assert_eq!(code(&t.auth(&d).await), 0);
-    let v = t.store.get_session(d["id"].as_str().unwrap()).await.unwrap().unwrap().session.last_visit_at;
+    let v =
+        t.store.sessions.get_session(d["id"].as_str().unwrap()).await.unwrap().unwrap().session.last_visit_at;
     assert_eq!(v, T0 + 62 + 30);
 }
 
@@ -411,7 +412,7 @@ async fn the_session_cache_never_outlives_a_change(b: Backend) {
     // Removed by another process (straight in the store): served for at most the cache's lifetime.
     let other = t.login(APP, "o_other").await;
     assert_eq!(code(&t.auth(&other).await), 0);
-    t.store.remove_app(APP).await.unwrap();
+    t.store.registry.remove_app(APP).await.unwrap();
     t.clock.advance(wafer_scf::store::cache::TTL_SECS);
     assert_ne!(code(&t.auth(&other).await), 0, "stale for at most {} s", wafer_scf::store::cache::TTL_SECS);
 
@@ -444,17 +445,16 @@ mod faults {
     use super::*;
     use crate::faulty::Faulty;
     use std::sync::atomic::Ordering;
-    use std::sync::Arc;
 
     #[tokio::test]
     async fn storage_failures_are_reported_as_wafer_errors_and_recover() {
         let t = TestApp::new(Backend::Sqlite).await;
         t.add_app(APP, SECRET).await;
         let d = t.login(APP, "jay").await;
-        let failing = Arc::new(Faulty::new(t.store.clone()));
+        let failing = Faulty::new(t.store.clone());
         failing.sessions.store(true, Ordering::SeqCst);
         let svc = crate::helpers::build(
-            failing.clone(),
+            failing.storage(),
             &t.wx.base_url,
             t.clock.clone(),
             crate::helpers::open_settings(),

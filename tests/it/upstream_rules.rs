@@ -62,7 +62,7 @@ async fn wecom_45009_is_a_short_growing_window_and_wechat_45009_waits_for_an_unb
     assert_eq!(code(&r), 45009);
     assert!(r["returnMessage"].as_str().unwrap().contains("daily quota"), "{r}");
     assert_eq!(t.wx.calls(STABLE), 1);
-    let reg = Registry { store: t.store.as_ref(), creds: Some(&t.svc.deps.creds), now: T0, dry_run: false };
+    let reg = Registry { store: &t.store, creds: Some(&t.svc.deps.creds), now: T0, dry_run: false };
     reg.unblock_app(APP).await.unwrap();
     assert_eq!(code(&token(&t, json!({"appid": APP})).await), 0, "after clear_quota and an unblock");
     assert_eq!(t.wx.calls(STABLE), 2);
@@ -198,7 +198,7 @@ async fn refusals_name_the_ip_to_whitelist(b: Backend) {
 async fn a_secondary_host_answers_when_the_primary_is_unreachable(b: Backend) {
     let db = crate::helpers::TestDb::new(b).await;
     let store = db.store().await;
-    store.put_app(&app_record(APP, "rules-secret")).await.unwrap();
+    store.registry.put_app(&app_record(APP, "rules-secret")).await.unwrap();
     let secondary = FakeWeChat::start().await;
     secondary.register(APP, "rules-secret");
     // A port nobody listens on as the primary.

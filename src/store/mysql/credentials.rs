@@ -3,8 +3,9 @@
 
 use super::*;
 
-impl MysqlStore {
-    pub(super) async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
+#[async_trait::async_trait]
+impl super::super::CredentialStore for MysqlStore {
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
         self.run(move |mut conn| async move {
             let rows: Vec<mysql_async::Row> =
                 conn.query(format!("SELECT {CRED_COLUMNS} FROM wafer_credentials ORDER BY cred_key")).await?;
@@ -13,7 +14,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
+    async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
         self.run(move |mut conn| async move {
             let row: Option<mysql_async::Row> = conn
                 .exec_first(
@@ -26,13 +27,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn try_lease(
-        &self,
-        key: &str,
-        owner: &str,
-        now_ms: i64,
-        until_ms: i64,
-    ) -> StoreResult<bool> {
+    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
             conn.exec_drop("INSERT IGNORE INTO wafer_credentials (cred_key) VALUES (?)", (key,)).await?;
             // A single-row conditional UPDATE is atomic: exactly one contender sees one affected row.
@@ -47,12 +42,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn put_credential(
-        &self,
-        key: &str,
-        owner: &str,
-        f: &FetchedCredential<'_>,
-    ) -> StoreResult<bool> {
+    async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
             // MySQL evaluates SET left to right: window_count reads the old window_start.
             conn.exec_drop(
@@ -69,12 +59,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn fail_credential(
-        &self,
-        key: &str,
-        owner: &str,
-        f: &FailedFetch<'_>,
-    ) -> StoreResult<()> {
+    async fn fail_credential(&self, key: &str, owner: &str, f: &FailedFetch<'_>) -> StoreResult<()> {
         let message: String = f.message.chars().take(255).collect();
         self.run(move |mut conn| {
             let message = message.clone();
@@ -93,7 +78,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
+    async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             for k in keys {
                 conn.exec_drop(
@@ -108,11 +93,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn take_force_budget(
-        &self,
-        key: &str,
-        b: &crate::store::ForceBudget,
-    ) -> StoreResult<bool> {
+    async fn take_force_budget(&self, key: &str, b: &crate::store::ForceBudget) -> StoreResult<bool> {
         let b = *b;
         self.run(move |mut conn| async move {
             conn.exec_drop("INSERT IGNORE INTO wafer_credentials (cred_key) VALUES (?)", (key,)).await?;
@@ -131,7 +112,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
+    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "UPDATE wafer_credentials SET lease_owner = NULL, lease_until_ms = 0 WHERE cred_key = ? AND lease_owner = ?",
@@ -142,13 +123,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn block_credential(
-        &self,
-        key: &str,
-        owner: &str,
-        until: i64,
-        code: i64,
-    ) -> StoreResult<()> {
+    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "UPDATE wafer_credentials SET blocked_until = ?, blocked_code = ?,
@@ -162,13 +137,8 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn import_credential(
-        &self,
-        key: &str,
-        value: &str,
-        expires_at: i64,
-        fetched_at: i64,
-    ) -> StoreResult<()> {
+    async fn import_credential(&self, key: &str, f: &FetchedCredential<'_>) -> StoreResult<()> {
+        let (value, expires_at, fetched_at) = (f.value, f.expires_at, f.fetched_at);
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "INSERT INTO wafer_credentials (cred_key, value, expires_at, fetched_at) VALUES (?, ?, ?, ?)
@@ -180,30 +150,12 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
+    async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             for k in keys {
                 conn.exec_drop("DELETE FROM wafer_credentials WHERE cred_key = ?", (k,)).await?;
             }
             Ok(())
-        })
-        .await
-    }
-
-    pub(super) async fn swap_sealed(
-        &self,
-        field: SealedField<'_>,
-        old: &str,
-        new: &str,
-    ) -> StoreResult<bool> {
-        let (sql, params) = field.swap(old, new);
-        self.run(move |mut conn| {
-            let params = params.iter().map(|p| mysql_async::Value::from(*p)).collect();
-            let sql = sql.clone();
-            async move {
-                conn.exec_drop(sql, mysql_async::Params::Positional(params)).await?;
-                Ok(conn.affected_rows() == 1)
-            }
         })
         .await
     }

@@ -9,7 +9,7 @@ use super::breaker::Breaker;
 use super::{
     AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FailedFetch, FetchedCredential,
     LoginOutcome, SealedField, SessionRecord, SessionView, StoreError, StoreOptions, StoreResult, TokenMode,
-    AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
+    UserSessionKey, AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
 };
 use mysql_async::prelude::*;
 use mysql_async::{Conn, IsolationLevel, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts};
@@ -239,7 +239,8 @@ fn key_from_row(r: KeyRow) -> CallerKeyRecord {
     }
 }
 
-super::store_by_inherent_methods!(MysqlStore, {
+#[async_trait::async_trait]
+impl super::SchemaStore for MysqlStore {
     fn backend(&self) -> &'static str {
         BACKEND
     }
@@ -302,7 +303,20 @@ super::store_by_inherent_methods!(MysqlStore, {
         })
         .await
     }
-});
+
+    async fn swap_sealed(&self, field: SealedField<'_>, old: &str, new: &str) -> StoreResult<bool> {
+        let (sql, params) = field.swap(old, new);
+        self.run(move |mut conn| {
+            let params = params.iter().map(|p| mysql_async::Value::from(*p)).collect();
+            let sql = sql.clone();
+            async move {
+                conn.exec_drop(sql, mysql_async::Params::Positional(params)).await?;
+                Ok(conn.affected_rows() == 1)
+            }
+        })
+        .await
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -2,8 +2,9 @@
 
 use super::*;
 
-impl MysqlStore {
-    pub(super) async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
+#[async_trait::async_trait]
+impl super::super::RegistryStore for MysqlStore {
+    async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "INSERT INTO wafer_apps (appid, secret, login_duration_secs, session_duration_secs, token_mode, created_at, updated_at)
@@ -26,7 +27,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
+    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
         self.run(move |mut conn| async move {
             let row: Option<AppRow> = conn
                 .exec_first(format!("SELECT {APP_COLUMNS} FROM wafer_apps WHERE appid = ?"), (appid,))
@@ -36,7 +37,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
+    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
         self.run(move |mut conn| async move {
             let rows: Vec<AppRow> =
                 conn.query(format!("SELECT {APP_COLUMNS} FROM wafer_apps ORDER BY appid")).await?;
@@ -45,7 +46,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
+    async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
             let mut tx = conn.start_transaction(TxOpts::default()).await?;
             tx.exec_drop("DELETE FROM wafer_sessions WHERE appid = ?", (appid,)).await?;
@@ -57,7 +58,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn put_agent(&self, a: &AgentRecord) -> StoreResult<()> {
+    async fn put_agent(&self, a: &AgentRecord) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "INSERT INTO wafer_agents (corpid, agentid, secret, remark, created_at, updated_at)
@@ -70,7 +71,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
+    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
         self.run(move |mut conn| async move {
             let row: Option<AgentRow> = conn
                 .exec_first(
@@ -83,7 +84,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
         self.run(move |mut conn| async move {
             let rows: Vec<AgentRow> = conn
                 .query(format!("SELECT {AGENT_COLUMNS} FROM wafer_agents ORDER BY corpid, agentid"))
@@ -93,7 +94,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
+    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
             conn.exec_drop("DELETE FROM wafer_agents WHERE corpid = ? AND agentid = ?", (corpid, agentid))
                 .await?;
@@ -102,7 +103,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn put_cos_key(&self, k: &CosKeyRecord) -> StoreResult<()> {
+    async fn put_cos_key(&self, k: &CosKeyRecord) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "INSERT INTO wafer_cos_keys (appid, secret_id, secret_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
@@ -114,7 +115,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
+    async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
         self.run(move |mut conn| async move {
             let row: Option<CosRow> = conn
                 .exec_first(format!("SELECT {COS_COLUMNS} FROM wafer_cos_keys WHERE appid = ?"), (appid,))
@@ -124,7 +125,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>> {
+    async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>> {
         self.run(move |mut conn| async move {
             let rows: Vec<CosRow> =
                 conn.query(format!("SELECT {COS_COLUMNS} FROM wafer_cos_keys ORDER BY appid")).await?;
@@ -133,15 +134,18 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
+    async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
             conn.exec_drop("DELETE FROM wafer_cos_keys WHERE appid = ?", (appid,)).await?;
             Ok(conn.affected_rows() > 0)
         })
         .await
     }
+}
 
-    pub(super) async fn add_caller_key(&self, k: &CallerKeyRecord) -> StoreResult<()> {
+#[async_trait::async_trait]
+impl super::super::KeyStore for MysqlStore {
+    async fn add_caller_key(&self, k: &CallerKeyRecord) -> StoreResult<()> {
         let (apps, corps, apis) = (
             crate::store::join_scope(&k.scope_apps),
             crate::store::join_scope(&k.scope_corps),
@@ -168,7 +172,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>> {
+    async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>> {
         self.run(move |mut conn| async move {
             let row: Option<KeyRow> = conn
                 .exec_first(
@@ -181,7 +185,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>> {
+    async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>> {
         self.run(move |mut conn| async move {
             let rows: Vec<KeyRow> =
                 conn.query(format!("SELECT {KEY_COLUMNS} FROM wafer_caller_keys ORDER BY name")).await?;
@@ -190,7 +194,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool> {
+    async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "UPDATE wafer_caller_keys SET revoked_at = ? WHERE name = ? AND revoked_at = 0",
@@ -202,7 +206,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()> {
+    async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "UPDATE wafer_caller_keys SET last_used_at = ? WHERE name = ? AND last_used_at < ?",

@@ -3,8 +3,9 @@
 
 use super::*;
 
-impl MysqlStore {
-    pub(super) async fn create_session(
+#[async_trait::async_trait]
+impl super::super::SessionStore for MysqlStore {
+    async fn create_session(
         &self,
         session: &SessionRecord,
         keep: usize,
@@ -13,7 +14,7 @@ impl MysqlStore {
         self.run(move |conn| Self::create_session_once(conn, session, keep, now)).await
     }
 
-    pub(super) async fn import_session(&self, s: &SessionRecord) -> StoreResult<bool> {
+    async fn import_session(&self, s: &SessionRecord) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "INSERT IGNORE INTO wafer_sessions (id, skey_hash, appid, openid, unionid, session_key, user_info, created_at, last_visit_at)
@@ -26,7 +27,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
         type Row = (String, String, String, String, String, String, Option<String>, i64, i64, i64, i64);
         self.run(move |mut conn| async move {
             let row: Option<Row> = conn
@@ -56,7 +57,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
+    async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "UPDATE wafer_sessions SET last_visit_at = ? WHERE id = ? AND last_visit_at < ?",
@@ -67,7 +68,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
+    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "UPDATE wafer_sessions SET user_info = ? WHERE appid = ? AND openid = ?",
@@ -78,7 +79,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "DELETE s FROM wafer_sessions s LEFT JOIN wafer_apps a ON a.appid = s.appid
@@ -93,27 +94,19 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn list_user_session_keys(
-        &self,
-        after: &str,
-        limit: usize,
-    ) -> StoreResult<Vec<(String, String, String, String)>> {
+    async fn list_user_session_keys(&self, after: &str, limit: usize) -> StoreResult<Vec<UserSessionKey>> {
         self.run(move |mut conn| async move {
-            conn.exec(
+            conn.exec_map(
                 "SELECT id, appid, openid, session_key FROM wafer_sessions WHERE id > ? ORDER BY id LIMIT ?",
                 (after, limit as u64),
+                |(id, appid, openid, session_key)| UserSessionKey { id, appid, openid, session_key },
             )
             .await
         })
         .await
     }
 
-    pub(super) async fn set_user_session_key(
-        &self,
-        appid: &str,
-        openid: &str,
-        session_key: &str,
-    ) -> StoreResult<()> {
+    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "UPDATE wafer_sessions SET session_key = ? WHERE appid = ? AND openid = ?",
@@ -124,7 +117,7 @@ impl MysqlStore {
         .await
     }
 
-    pub(super) async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
+    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
         self.run(move |mut conn| async move {
             let n: Option<i64> =
                 conn.exec_first("SELECT COUNT(*) FROM wafer_sessions WHERE appid = ?", (appid,)).await?;
@@ -132,7 +125,9 @@ impl MysqlStore {
         })
         .await
     }
+}
 
+impl MysqlStore {
     pub(super) async fn create_session_once(
         mut conn: Conn,
         s: &SessionRecord,

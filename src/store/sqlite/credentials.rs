@@ -3,8 +3,9 @@
 
 use super::*;
 
-impl SqliteStore {
-    pub(super) async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
+#[async_trait::async_trait]
+impl super::super::CredentialStore for SqliteStore {
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
         self.call(|c| {
             let mut st =
                 c.prepare(&format!("SELECT {CRED_COLUMNS} FROM wafer_credentials ORDER BY cred_key"))?;
@@ -14,7 +15,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
+    async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>> {
         let key = key.to_owned();
         self.call(move |c| {
             c.query_row(
@@ -27,13 +28,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn try_lease(
-        &self,
-        key: &str,
-        owner: &str,
-        now_ms: i64,
-        until_ms: i64,
-    ) -> StoreResult<bool> {
+    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
         let (key, owner) = (key.to_owned(), owner.to_owned());
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -49,12 +44,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn put_credential(
-        &self,
-        key: &str,
-        owner: &str,
-        f: &FetchedCredential<'_>,
-    ) -> StoreResult<bool> {
+    async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
         let (key, owner, value) = (key.to_owned(), owner.to_owned(), f.value.to_owned());
         let (expires_at, fetched_at, window) = (f.expires_at, f.fetched_at, f.window_start);
         self.call(move |c| {
@@ -71,12 +61,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn fail_credential(
-        &self,
-        key: &str,
-        owner: &str,
-        f: &FailedFetch<'_>,
-    ) -> StoreResult<()> {
+    async fn fail_credential(&self, key: &str, owner: &str, f: &FailedFetch<'_>) -> StoreResult<()> {
         let (key, owner) = (key.to_owned(), owner.to_owned());
         let message: String = f.message.chars().take(255).collect();
         let (until, code, count) = (f.until_ms, f.code, f.count);
@@ -94,7 +79,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
+    async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
         let keys = keys.to_vec();
         self.call(move |c| {
             for k in &keys {
@@ -109,11 +94,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn take_force_budget(
-        &self,
-        key: &str,
-        b: &crate::store::ForceBudget,
-    ) -> StoreResult<bool> {
+    async fn take_force_budget(&self, key: &str, b: &crate::store::ForceBudget) -> StoreResult<bool> {
         let (key, b) = (key.to_owned(), *b);
         self.call(move |c| {
             c.execute("INSERT OR IGNORE INTO wafer_credentials (cred_key) VALUES (?1)", [&key])?;
@@ -131,7 +112,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
+    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
         let (key, owner) = (key.to_owned(), owner.to_owned());
         self.call(move |c| {
             c.execute(
@@ -143,13 +124,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn block_credential(
-        &self,
-        key: &str,
-        owner: &str,
-        until: i64,
-        code: i64,
-    ) -> StoreResult<()> {
+    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()> {
         let (key, owner) = (key.to_owned(), owner.to_owned());
         self.call(move |c| {
             c.execute(
@@ -164,14 +139,9 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn import_credential(
-        &self,
-        key: &str,
-        value: &str,
-        expires_at: i64,
-        fetched_at: i64,
-    ) -> StoreResult<()> {
-        let (key, value) = (key.to_owned(), value.to_owned());
+    async fn import_credential(&self, key: &str, f: &FetchedCredential<'_>) -> StoreResult<()> {
+        let (key, value, expires_at, fetched_at) =
+            (key.to_owned(), f.value.to_owned(), f.expires_at, f.fetched_at);
         self.call(move |c| {
             c.execute(
                 "INSERT INTO wafer_credentials (cred_key, value, expires_at, fetched_at) VALUES (?1, ?2, ?3, ?4)
@@ -184,7 +154,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
+    async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
         let keys = keys.to_vec();
         self.call(move |c| {
             let tx = c.transaction()?;
@@ -194,16 +164,5 @@ impl SqliteStore {
             tx.commit()
         })
         .await
-    }
-
-    pub(super) async fn swap_sealed(
-        &self,
-        field: SealedField<'_>,
-        old: &str,
-        new: &str,
-    ) -> StoreResult<bool> {
-        let (sql, params) = field.swap(old, new);
-        let values: Vec<String> = params.into_iter().map(str::to_owned).collect();
-        self.call(move |c| Ok(c.execute(&sql, rusqlite::params_from_iter(values.iter()))? == 1)).await
     }
 }

@@ -7,8 +7,8 @@ mod sessions;
 
 use super::{
     AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FailedFetch, FetchedCredential,
-    LoginOutcome, SealedField, SessionRecord, SessionView, StoreError, StoreResult, TokenMode, AGENT_COLUMNS,
-    APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
+    LoginOutcome, SealedField, SessionRecord, SessionView, StoreError, StoreResult, TokenMode,
+    UserSessionKey, AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::sync::{Arc, Mutex};
@@ -138,7 +138,8 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<CallerKeyRecord> {
     })
 }
 
-super::store_by_inherent_methods!(SqliteStore, {
+#[async_trait::async_trait]
+impl super::SchemaStore for SqliteStore {
     fn backend(&self) -> &'static str {
         BACKEND
     }
@@ -182,4 +183,10 @@ super::store_by_inherent_methods!(SqliteStore, {
         })
         .await
     }
-});
+
+    async fn swap_sealed(&self, field: SealedField<'_>, old: &str, new: &str) -> StoreResult<bool> {
+        let (sql, params) = field.swap(old, new);
+        let values: Vec<String> = params.into_iter().map(str::to_owned).collect();
+        self.call(move |c| Ok(c.execute(&sql, rusqlite::params_from_iter(values.iter()))? == 1)).await
+    }
+}

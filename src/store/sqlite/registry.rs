@@ -2,8 +2,9 @@
 
 use super::*;
 
-impl SqliteStore {
-    pub(super) async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
+#[async_trait::async_trait]
+impl super::super::RegistryStore for SqliteStore {
+    async fn put_app(&self, app: &AppRecord) -> StoreResult<()> {
         let a = app.clone();
         self.call(move |c| {
             c.execute(
@@ -28,7 +29,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
+    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
         let appid = appid.to_owned();
         self.call(move |c| {
             c.query_row(
@@ -41,7 +42,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
+    async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
         self.call(|c| {
             let mut st = c.prepare(&format!("SELECT {APP_COLUMNS} FROM wafer_apps ORDER BY appid"))?;
             let rows = st.query_map([], app_from_row)?;
@@ -50,7 +51,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
+    async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
         let appid = appid.to_owned();
         self.call(move |c| {
             let tx = c.transaction()?;
@@ -62,7 +63,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
+    async fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
         let a = agent.clone();
         self.call(move |c| {
             c.execute(
@@ -77,7 +78,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
+    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
         let (corpid, agentid) = (corpid.to_owned(), agentid.to_owned());
         self.call(move |c| {
             c.query_row(
@@ -90,7 +91,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
+    async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
         self.call(|c| {
             let mut st =
                 c.prepare(&format!("SELECT {AGENT_COLUMNS} FROM wafer_agents ORDER BY corpid, agentid"))?;
@@ -100,7 +101,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
+    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
         let (corpid, agentid) = (corpid.to_owned(), agentid.to_owned());
         self.call(move |c| {
             let n =
@@ -110,7 +111,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn put_cos_key(&self, key: &CosKeyRecord) -> StoreResult<()> {
+    async fn put_cos_key(&self, key: &CosKeyRecord) -> StoreResult<()> {
         let k = key.clone();
         self.call(move |c| {
             c.execute(
@@ -124,7 +125,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
+    async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
         let appid = appid.to_owned();
         self.call(move |c| {
             c.query_row(
@@ -137,7 +138,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>> {
+    async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>> {
         self.call(|c| {
             let mut st = c.prepare(&format!("SELECT {COS_COLUMNS} FROM wafer_cos_keys ORDER BY appid"))?;
             let rows = st.query_map([], cos_from_row)?;
@@ -146,12 +147,15 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
+    async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
         let appid = appid.to_owned();
         self.call(move |c| Ok(c.execute("DELETE FROM wafer_cos_keys WHERE appid = ?1", [appid])? > 0)).await
     }
+}
 
-    pub(super) async fn add_caller_key(&self, key: &CallerKeyRecord) -> StoreResult<()> {
+#[async_trait::async_trait]
+impl super::super::KeyStore for SqliteStore {
+    async fn add_caller_key(&self, key: &CallerKeyRecord) -> StoreResult<()> {
         let k = key.clone();
         self.call(move |c| {
             c.execute(
@@ -175,7 +179,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>> {
+    async fn caller_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<CallerKeyRecord>> {
         let h = key_hash.to_owned();
         self.call(move |c| {
             c.query_row(
@@ -188,7 +192,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>> {
+    async fn list_caller_keys(&self) -> StoreResult<Vec<CallerKeyRecord>> {
         self.call(|c| {
             let mut st = c.prepare(&format!("SELECT {KEY_COLUMNS} FROM wafer_caller_keys ORDER BY name"))?;
             let rows = st.query_map([], key_from_row)?;
@@ -197,7 +201,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool> {
+    async fn revoke_caller_key(&self, name: &str, now: i64) -> StoreResult<bool> {
         let name = name.to_owned();
         self.call(move |c| {
             Ok(c.execute(
@@ -208,7 +212,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()> {
+    async fn touch_caller_key(&self, name: &str, now: i64) -> StoreResult<()> {
         let name = name.to_owned();
         self.call(move |c| {
             c.execute(

@@ -3,8 +3,9 @@
 
 use super::*;
 
-impl SqliteStore {
-    pub(super) async fn create_session(
+#[async_trait::async_trait]
+impl super::super::SessionStore for SqliteStore {
+    async fn create_session(
         &self,
         session: &SessionRecord,
         keep: usize,
@@ -65,7 +66,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn import_session(&self, session: &SessionRecord) -> StoreResult<bool> {
+    async fn import_session(&self, session: &SessionRecord) -> StoreResult<bool> {
         let s = session.clone();
         self.call(move |c| {
             let n = c.execute(
@@ -78,7 +79,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
         let id = id.to_owned();
         self.call(move |c| {
             // The hot read: its statement is prepared once per connection.
@@ -109,7 +110,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
+    async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
         let id = id.to_owned();
         self.call(move |c| {
             c.execute(
@@ -121,7 +122,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
+    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
         let (appid, openid, info) = (appid.to_owned(), openid.to_owned(), user_info.to_owned());
         self.call(move |c| {
             c.execute(
@@ -133,7 +134,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
         self.call(move |c| {
             let n = c.execute(
                 "DELETE FROM wafer_sessions WHERE id IN (
@@ -148,26 +149,19 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn list_user_session_keys(
-        &self,
-        after: &str,
-        limit: usize,
-    ) -> StoreResult<Vec<(String, String, String, String)>> {
+    async fn list_user_session_keys(&self, after: &str, limit: usize) -> StoreResult<Vec<UserSessionKey>> {
         let after = after.to_owned();
         self.call(move |c| {
             let mut st = c.prepare("SELECT id, appid, openid, session_key FROM wafer_sessions WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-            let rows = st.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let rows = st.query_map(params![after, limit as i64], |r| {
+                Ok(UserSessionKey { id: r.get(0)?, appid: r.get(1)?, openid: r.get(2)?, session_key: r.get(3)? })
+            })?;
             rows.collect()
         })
         .await
     }
 
-    pub(super) async fn set_user_session_key(
-        &self,
-        appid: &str,
-        openid: &str,
-        session_key: &str,
-    ) -> StoreResult<()> {
+    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
         let (a, o, k) = (appid.to_owned(), openid.to_owned(), session_key.to_owned());
         self.call(move |c| {
             c.execute(
@@ -179,7 +173,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
+    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
         let appid = appid.to_owned();
         self.call(move |c| {
             c.query_row("SELECT COUNT(*) FROM wafer_sessions WHERE appid = ?1", [appid], |r| r.get(0))
