@@ -100,12 +100,48 @@ macro_rules! id_type {
             }
         }
 
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(IdVisitor($kind)).map(Self)
+            }
+        }
+
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
             }
         }
     };
+}
+
+/// Reads an identifier given as a string, or (numeric kinds arrive that way from JSON) as a non-negative integer,
+/// and checks it by its kind's rule.
+struct IdVisitor(IdKind);
+
+impl serde::de::Visitor<'_> for IdVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.0.name(), self.0.rule())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        self.0.check(v).map(|()| v.to_owned()).map_err(E::custom)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+        self.visit_str(&v.to_string())
+    }
 }
 
 id_type!(
@@ -129,11 +165,6 @@ id_type!(
     IdKind::CosAppId
 );
 
-/// A clap value parser: the identifier checked, kept as a `String`.
-pub fn arg<T: std::str::FromStr<Err = IdError> + ToString>(s: &str) -> Result<String, IdError> {
-    s.parse::<T>().map(|id| id.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +183,5 @@ mod tests {
         assert!("wx1".parse::<CosAppId>().is_err());
         let e = "x y".parse::<CorpId>().unwrap_err();
         assert_eq!(e.to_string(), "corpid must be 1 to 64 letters, digits, '_' or '-'");
-        assert_eq!(arg::<AgentId>("42"), Ok("42".to_owned()));
     }
 }

@@ -247,7 +247,7 @@ async fn import_from(
         let login = login_days.filter(|d| *d > 0).unwrap_or(30) * 86_400;
         let idle = session_secs.filter(|s| *s > 0).unwrap_or(crate::store::DEFAULT_SESSION_DURATION_SECS);
         let changes = crate::registry::AppChanges {
-            secret: Some(secret),
+            secret: Some(crate::crypto::Secret::new(secret)),
             login_duration_secs: Some(login),
             session_duration_secs: Some(idle),
             token_mode: None,
@@ -305,7 +305,10 @@ async fn import_from(
                 continue;
             }
             let remark: String = remark.unwrap_or_default().chars().take(255).collect();
-            let changes = crate::registry::AgentChanges { secret: Some(secret), remark: Some(remark) };
+            let changes = crate::registry::AgentChanges {
+                secret: Some(crate::crypto::Secret::new(secret)),
+                remark: Some(remark),
+            };
             match registry
                 .put_agent(&corpid, &agentid, &changes)
                 .await

@@ -4,6 +4,7 @@
 //! drops the cached credentials that belonged to the old one; writing a registration again also clears remembered
 //! upstream failures, so a fixed whitelist or secret is tried at once.
 
+use crate::crypto::Secret;
 use crate::store::{
     AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, Storage, StoreError, TokenMode,
     DEFAULT_SESSION_DURATION_SECS,
@@ -38,7 +39,8 @@ impl From<RegistryError> for crate::envelope::WaferError {
 }
 
 /// What an upsert did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Added,
     Updated,
@@ -67,17 +69,34 @@ pub struct Change {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyScope {
     /// WeChat appids and Tencent Cloud APPIDs (COS).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "scope_list")]
     pub apps: Vec<String>,
     /// WeCom corpids.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "scope_list")]
     pub corps: Vec<String>,
     /// Every app, corp and COS APPID.
     #[serde(default)]
     pub all: bool,
     /// API path prefixes for the token-free calls (`/wxa/`, `/cgi-bin/message/`); empty: every path.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "scope_list")]
     pub apis: Vec<String>,
+}
+
+/// A scope list as a JSON list of strings, or as comma-separated text (what a shell user types); null is empty.
+fn scope_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Items(Vec<String>),
+        Text(String),
+    }
+    Ok(match <Option<List> as serde::Deserialize>::deserialize(d)? {
+        None => Vec::new(),
+        Some(List::Items(items)) => items,
+        Some(List::Text(t)) => {
+            t.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect()
+        }
+    })
 }
 
 /// Where the registry writes, and what it tells.
@@ -93,7 +112,7 @@ pub struct Registry<'a> {
 /// Fields of an app to set; `None` keeps the current value (or the default, for a new app).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppChanges {
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     pub login_duration_secs: Option<i64>,
     pub session_duration_secs: Option<i64>,
     pub token_mode: Option<TokenMode>,
@@ -102,7 +121,7 @@ pub struct AppChanges {
 /// Fields of a WeCom agent to set; `None` keeps the current value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentChanges {
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     pub remark: Option<String>,
 }
 
@@ -121,7 +140,8 @@ fn id<T: std::str::FromStr<Err = crate::ids::IdError>>(s: &str) -> Result<T, Reg
     s.parse::<T>().map_err(|e| RegistryError::Invalid(e.to_string()))
 }
 
-fn check_secret(secret: &str, what: &str) -> Result<(), RegistryError> {
+fn check_secret(secret: &Secret, what: &str) -> Result<(), RegistryError> {
+    let secret = secret.expose();
     if secret.is_empty() || secret.len() > 512 {
         return Err(RegistryError::Invalid(format!("{what} must be 1 to 512 characters")));
     }
@@ -152,7 +172,7 @@ impl Registry<'_> {
         let app = match &existing {
             Some(e) => AppRecord {
                 appid: appid.to_owned(),
-                secret: changes.secret.clone().unwrap_or_else(|| e.secret.clone()),
+                secret: changes.secret.as_ref().map_or_else(|| e.secret.clone(), |s| s.expose().to_owned()),
                 login_duration_secs: changes.login_duration_secs.unwrap_or(e.login_duration_secs),
                 session_duration_secs: changes.session_duration_secs.unwrap_or(e.session_duration_secs),
                 token_mode: changes.token_mode.unwrap_or(e.token_mode),
@@ -163,7 +183,8 @@ impl Registry<'_> {
                 appid: appid.to_owned(),
                 secret: changes
                     .secret
-                    .clone()
+                    .as_ref()
+                    .map(|s| s.expose().to_owned())
                     .ok_or_else(|| RegistryError::Invalid(format!("app {appid} is new: give its secret")))?,
                 login_duration_secs: changes.login_duration_secs.unwrap_or(DEFAULT_LOGIN_DURATION_SECS),
                 session_duration_secs: changes.session_duration_secs.unwrap_or(DEFAULT_SESSION_DURATION_SECS),
@@ -230,7 +251,7 @@ impl Registry<'_> {
             corpid: corpid.to_owned(),
             agentid: agentid.to_owned(),
             secret: match (&changes.secret, &existing) {
-                (Some(s), _) => s.clone(),
+                (Some(s), _) => s.expose().to_owned(),
                 (None, Some(e)) => e.secret.clone(),
                 (None, None) => {
                     return Err(RegistryError::Invalid(format!(
@@ -275,7 +296,7 @@ impl Registry<'_> {
         &self,
         appid: &str,
         secret_id: Option<&str>,
-        secret_key: Option<&str>,
+        secret_key: Option<&Secret>,
     ) -> Result<Outcome, RegistryError> {
         id::<crate::ids::CosAppId>(appid)?;
         if let Some(id) = secret_id {
@@ -286,10 +307,10 @@ impl Registry<'_> {
         }
         let existing = self.store.registry.get_cos_key(appid).await?;
         let (secret_id, secret_key) = match (&existing, secret_id, secret_key) {
-            (_, Some(i), Some(k)) => (i.to_owned(), k.to_owned()),
+            (_, Some(i), Some(k)) => (i.to_owned(), k.expose().to_owned()),
             (Some(e), i, k) => (
                 i.map_or_else(|| e.secret_id.clone(), str::to_owned),
-                k.map_or_else(|| e.secret_key.clone(), str::to_owned),
+                k.map_or_else(|| e.secret_key.clone(), |k| k.expose().to_owned()),
             ),
             (None, _, _) => {
                 return Err(RegistryError::Invalid(format!(

@@ -2,13 +2,11 @@
 //! (`qcloud.admin.*`), with the admin token in `X-Wafer-Admin-Token`. Plain `http://` is refused except to
 //! localhost, so the token never crosses a network in the clear.
 
-use crate::admin::{
-    AdminApi, AdminError, AdminResult, AgentInfo, AppInfo, ChangeInfo, CosInfo, KeyInfo, Status,
-};
-use crate::registry::{AgentChanges, AppChanges, KeyScope};
+use crate::admin::ops::AdminOp;
+use crate::admin::{AdminApi, AdminError, AdminResult};
+use crate::envelope::{ReturnCode, WaferError};
 use async_trait::async_trait;
-use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 
 /// A deployed server, reached over HTTPS.
@@ -44,9 +42,9 @@ impl Remote {
         Ok(Self { http, url: url.to_owned(), admin_token: admin_token.to_owned() })
     }
 
-    async fn call<T: DeserializeOwned>(&self, interface: &str, para: Value) -> AdminResult<T> {
-        let body = json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": interface, "para": para}});
-        let fail = |message: String| AdminError { code: 1005, message, detail: None };
+    /// Send one operation; its reply's `returnData`, or the refusal with the server's return code.
+    async fn send(&self, op: AdminOp) -> AdminResult<Value> {
+        let body = crate::envelope::request_body(op.interface(), op.para());
         let resp = self
             .http
             .post(&self.url)
@@ -54,87 +52,44 @@ impl Remote {
             .json(&body)
             .send()
             .await
-            .map_err(|e| fail(format!("could not reach {}: {}", self.url, e.without_url())))?;
+            .map_err(|e| {
+                AdminError::Unreachable(format!("could not reach {}: {}", self.url, e.without_url()))
+            })?;
         if let Some(crate::wechat::UpstreamError::Redirect(host)) = crate::wechat::redirect_of(&resp) {
-            return Err(fail(format!(
+            return Err(AdminError::Unreachable(format!(
                 "{} answered with a redirect to {host}; not followed (the admin token would go with it): \
                  give the final URL as --server",
                 self.url
             )));
         }
         let status = resp.status();
-        let env: Value = resp
-            .json()
-            .await
-            .map_err(|_| fail(format!("{} answered HTTP {status} without a Wafer envelope", self.url)))?;
-        let code = env["returnCode"].as_i64().unwrap_or(-1);
-        if code != 0 {
-            let message = env["returnMessage"].as_str().unwrap_or("error").to_owned();
-            return Err(AdminError { code, message, detail: None });
+        let env: Value = resp.json().await.map_err(|_| {
+            AdminError::Unreachable(format!("{} answered HTTP {status} without a Wafer envelope", self.url))
+        })?;
+        match env["returnCode"].as_i64() {
+            Some(0) => Ok(env["returnData"].clone()),
+            Some(code) => {
+                let message = env["returnMessage"].as_str().unwrap_or("error").to_owned();
+                Err(match ReturnCode::from_code(code) {
+                    Some(c) => AdminError::Refused(WaferError::new(c, message)),
+                    None => AdminError::Unreachable(format!(
+                        "{} answered return code {code}: {message}",
+                        self.url
+                    )),
+                })
+            }
+            None => Err(AdminError::Unreachable(format!(
+                "{} answered an envelope without a return code",
+                self.url
+            ))),
         }
-        serde_json::from_value(env["returnData"].clone())
-            .map_err(|e| fail(format!("unexpected reply to {interface}: {e}")))
     }
 }
 
 #[async_trait]
 impl AdminApi for Remote {
-    async fn put_app(&self, appid: &str, c: AppChanges, must_exist: bool) -> AdminResult<ChangeInfo> {
-        let name = if must_exist { "qcloud.admin.app.update" } else { "qcloud.admin.app.add" };
-        let para = json!({
-            "appid": appid, "secret": c.secret, "token_mode": c.token_mode.map(|m| m.as_str()),
-            "login_duration_days": c.login_duration_secs.map(|s| s / 86_400),
-            "session_duration_secs": c.session_duration_secs,
-        });
-        self.call(name, para).await
-    }
-    async fn list_apps(&self) -> AdminResult<Vec<AppInfo>> {
-        self.call("qcloud.admin.app.list", json!({})).await
-    }
-    async fn remove_app(&self, appid: &str) -> AdminResult<()> {
-        self.call::<Value>("qcloud.admin.app.remove", json!({"appid": appid})).await.map(drop)
-    }
-    async fn unblock_app(&self, appid: &str) -> AdminResult<()> {
-        self.call::<Value>("qcloud.admin.app.unblock", json!({"appid": appid})).await.map(drop)
-    }
-    async fn put_agent(&self, corpid: &str, agentid: &str, c: AgentChanges) -> AdminResult<ChangeInfo> {
-        let para = json!({"corpid": corpid, "agentid": agentid, "secret": c.secret, "remark": c.remark});
-        self.call("qcloud.admin.agent.add", para).await
-    }
-    async fn list_agents(&self) -> AdminResult<Vec<AgentInfo>> {
-        self.call("qcloud.admin.agent.list", json!({})).await
-    }
-    async fn remove_agent(&self, corpid: &str, agentid: &str) -> AdminResult<()> {
-        let para = json!({"corpid": corpid, "agentid": agentid});
-        self.call::<Value>("qcloud.admin.agent.remove", para).await.map(drop)
-    }
-    async fn put_cos(&self, appid: &str, id: Option<String>, key: Option<String>) -> AdminResult<ChangeInfo> {
-        let para = json!({"appid": appid, "secret_id": id, "secret_key": key});
-        self.call("qcloud.admin.cos.add", para).await
-    }
-    async fn list_cos(&self) -> AdminResult<Vec<CosInfo>> {
-        self.call("qcloud.admin.cos.list", json!({})).await
-    }
-    async fn remove_cos(&self, appid: &str) -> AdminResult<()> {
-        self.call::<Value>("qcloud.admin.cos.remove", json!({"appid": appid})).await.map(drop)
-    }
-    async fn add_key(&self, name: &str, scope: KeyScope) -> AdminResult<String> {
-        let para = json!({"name": name, "apps": scope.apps, "corps": scope.corps, "all": scope.all, "apis": scope.apis});
-        let reply: Value = self.call("qcloud.admin.key.add", para).await?;
-        reply["key"].as_str().map(str::to_owned).ok_or(AdminError {
-            code: 1005,
-            message: "no key in the reply".into(),
-            detail: None,
-        })
-    }
-    async fn list_keys(&self) -> AdminResult<Vec<KeyInfo>> {
-        self.call("qcloud.admin.key.list", json!({})).await
-    }
-    async fn revoke_key(&self, name: &str) -> AdminResult<()> {
-        self.call::<Value>("qcloud.admin.key.revoke", json!({"name": name})).await.map(drop)
-    }
-    async fn status(&self) -> AdminResult<Status> {
-        self.call("qcloud.admin.status", json!({})).await
+    async fn run(&self, op: AdminOp) -> AdminResult<Value> {
+        self.send(op).await
     }
 }
 

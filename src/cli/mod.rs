@@ -104,11 +104,11 @@ pub enum KeyCommand {
         #[arg(long)]
         name: String,
         /// Appids (WeChat appids, or Tencent Cloud APPIDs for COS) the key may reach, comma-separated.
-        #[arg(long, value_delimiter = ',', conflicts_with = "all", value_parser = ids::arg::<ids::AppId>)]
-        apps: Vec<String>,
+        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        apps: Vec<ids::AppId>,
         /// WeCom corpids the key may reach, comma-separated.
-        #[arg(long, value_delimiter = ',', conflicts_with = "all", value_parser = ids::arg::<ids::CorpId>)]
-        corps: Vec<String>,
+        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        corps: Vec<ids::CorpId>,
         /// Every app, corp and COS APPID.
         #[arg(long)]
         all: bool,
@@ -131,8 +131,8 @@ pub enum CosCommand {
     /// Hold COS credentials for a Tencent Cloud APPID, or change the one given.
     Add {
         /// The numeric Tencent Cloud APPID.
-        #[arg(long, value_parser = ids::arg::<ids::CosAppId>)]
-        appid: String,
+        #[arg(long)]
+        appid: ids::CosAppId,
         #[arg(long)]
         secret_id: Option<String>,
         /// The SecretKey. `-` reads it from standard input.
@@ -144,7 +144,7 @@ pub enum CosCommand {
     /// Remove held COS credentials.
     Remove {
         #[arg(long)]
-        appid: String,
+        appid: ids::CosAppId,
     },
 }
 
@@ -153,11 +153,11 @@ pub enum AgentCommand {
     /// Register an agent, or change its secret or remark (a new secret drops its cached token and tickets).
     Add {
         /// The WeCom corp's ID (ww…; 我的企业 → 企业信息).
-        #[arg(long, value_parser = ids::arg::<ids::CorpId>)]
-        corpid: String,
+        #[arg(long)]
+        corpid: ids::CorpId,
         /// The self-built app's AgentId (digits; 应用管理 → the app).
-        #[arg(long, value_parser = ids::arg::<ids::AgentId>)]
-        agentid: String,
+        #[arg(long)]
+        agentid: ids::AgentId,
         /// The app's Secret (needed for a new agent). `-` reads it from standard input.
         #[arg(long, value_parser = parse_secret)]
         secret: Option<SecretString>,
@@ -169,9 +169,9 @@ pub enum AgentCommand {
     /// Remove an agent and its cached credentials.
     Remove {
         #[arg(long)]
-        corpid: String,
+        corpid: ids::CorpId,
         #[arg(long)]
-        agentid: String,
+        agentid: ids::AgentId,
     },
 }
 
@@ -179,8 +179,8 @@ pub enum AgentCommand {
 #[derive(Debug, clap::Args)]
 pub struct AppFields {
     /// The mini-program's or official account's AppID (wx…; 开发管理 → 开发设置).
-    #[arg(long, value_parser = ids::arg::<ids::AppId>)]
-    appid: String,
+    #[arg(long)]
+    appid: ids::AppId,
     /// The AppSecret (needed for a new app). `-` reads it from standard input (keeps it out of shell history).
     #[arg(long, value_parser = parse_secret)]
     secret: Option<SecretString>,
@@ -206,13 +206,13 @@ pub enum AppCommand {
     /// Remove an app and its sessions.
     Remove {
         #[arg(long)]
-        appid: String,
+        appid: ids::AppId,
     },
     /// Let upstream calls for an app resume after a daily-quota refusal (45009), once WeChat's quota was reset
     /// (`clear_quota` / the console's 接口调用次数清零).
     Unblock {
         #[arg(long)]
-        appid: String,
+        appid: ids::AppId,
     },
 }
 

@@ -2,68 +2,67 @@
 //! with `--server`) and prints the answer — never a secret.
 
 use super::{AgentCommand, AppCommand, AppFields, CosCommand, KeyCommand};
-use crate::admin::{AdminApi, ChangeInfo};
+use crate::admin::ops::{self, AdminOp, NoFields};
+use crate::admin::{reply, AdminApi, AgentInfo, AppInfo, ChangeInfo, CosInfo, KeyInfo, NewKey, Status};
 use crate::config::Config;
-use crate::registry::{AgentChanges, AppChanges, KeyScope, Outcome};
+use crate::crypto::Secret;
+use crate::registry::{KeyScope, Outcome};
 use crate::startup::admin_api;
-use crate::store::TokenMode;
 use anyhow::{bail, Context, Result};
 use secrecy::{ExposeSecret, SecretString};
 use std::io::Read;
 
-fn read_secret(arg: &SecretString, what: &str) -> Result<String> {
+fn read_secret(arg: &SecretString, what: &str) -> Result<Secret> {
     let arg = arg.expose_secret();
     let s = if arg == "-" && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         // Typed by a person: no echo, nothing in the terminal's scrollback.
-        rpassword::prompt_password(format!("{what}: "))
-            .context("could not read the secret")?
-            .trim()
-            .to_owned()
+        Secret::new(
+            rpassword::prompt_password(format!("{what}: ")).context("could not read the secret")?.trim(),
+        )
     } else if arg == "-" {
         let mut buf = String::new();
         std::io::stdin().read_to_string(&mut buf).context("could not read the secret from stdin")?;
-        buf.trim().to_owned()
+        Secret::new(buf.trim())
     } else {
-        arg.trim().to_owned()
+        Secret::new(arg.trim())
     };
-    if s.is_empty() || s.len() > 512 {
+    if s.expose().is_empty() || s.expose().len() > 512 {
         bail!("{what} must be 1 to 512 characters");
     }
     Ok(s)
 }
 
-fn app_changes(f: AppFields) -> Result<(String, AppChanges)> {
-    let changes = AppChanges {
+fn app_put(f: AppFields) -> Result<ops::AppPut> {
+    Ok(ops::AppPut {
+        appid: f.appid,
         secret: f.secret.map(|s| read_secret(&s, "the secret")).transpose()?,
-        login_duration_secs: f.login_duration_days.map(|d| i64::from(d) * 86_400),
+        token_mode: f.token_mode.as_deref().and_then(crate::store::TokenMode::parse),
+        login_duration_days: f.login_duration_days.map(i64::from),
         session_duration_secs: f.session_duration_secs.map(i64::from),
-        token_mode: f.token_mode.as_deref().and_then(TokenMode::parse),
-    };
-    Ok((f.appid, changes))
+    })
 }
 
 fn print_change(what: &str, c: &ChangeInfo) {
-    match crate::admin::outcome_of(&c.outcome) {
+    match c.outcome {
         Outcome::Unchanged => println!("{what} unchanged"),
         o => println!("{} {what}", o.as_str()),
     }
 }
 
-async fn put_app(api: &dyn AdminApi, f: AppFields, must_exist: bool) -> Result<()> {
-    let (appid, changes) = app_changes(f)?;
-    let c = api.put_app(&appid, changes, must_exist).await?;
-    tracing::info!(appid = %appid, action = %c.outcome, "app registry changed");
-    print_change(&format!("app {appid}"), &c);
+/// Run an operation whose reply is only an outcome.
+async fn done(api: &dyn AdminApi, op: AdminOp) -> Result<()> {
+    api.run(op).await?;
     Ok(())
 }
 
 pub(super) async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> {
     let api = admin_api(config).await?;
+    let api = api.as_ref();
     match cmd {
-        AppCommand::Add(f) => put_app(api.as_ref(), f, false).await?,
-        AppCommand::Update(f) => put_app(api.as_ref(), f, true).await?,
+        AppCommand::Add(f) => put_app(api, AdminOp::AppAdd(app_put(f)?)).await?,
+        AppCommand::Update(f) => put_app(api, AdminOp::AppUpdate(app_put(f)?)).await?,
         AppCommand::List => {
-            let apps = api.list_apps().await?;
+            let apps: Vec<AppInfo> = reply(api, AdminOp::AppList(NoFields {})).await?;
             println!("{:<32} {:>14} {:>14} {:<8}", "APPID", "LOGIN_DAYS", "IDLE_SECS", "TOKEN");
             for a in apps {
                 println!(
@@ -76,12 +75,12 @@ pub(super) async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> 
             }
         }
         AppCommand::Unblock { appid } => {
-            api.unblock_app(&appid).await?;
+            done(api, AdminOp::AppUnblock(ops::AppRef { appid: appid.clone() })).await?;
             tracing::info!(appid = %appid, action = "unblocked", "app registry changed");
             println!("unblocked app {appid}: upstream calls resume now");
         }
         AppCommand::Remove { appid } => {
-            api.remove_app(&appid).await?;
+            done(api, AdminOp::AppRemove(ops::AppRef { appid: appid.clone() })).await?;
             tracing::info!(appid = %appid, action = "removed", "app registry changed");
             println!("removed app {appid}");
         }
@@ -89,25 +88,41 @@ pub(super) async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> 
     Ok(())
 }
 
+async fn put_app(api: &dyn AdminApi, op: AdminOp) -> Result<()> {
+    let (AdminOp::AppAdd(f) | AdminOp::AppUpdate(f)) = &op else { bail!("not an app registration") };
+    let appid = f.appid.clone();
+    let c: ChangeInfo = reply(api, op).await?;
+    tracing::info!(appid = %appid, action = %c.outcome.as_str(), "app registry changed");
+    print_change(&format!("app {appid}"), &c);
+    Ok(())
+}
+
 pub(super) async fn agent_command(config: &Config, cmd: AgentCommand) -> Result<()> {
     let api = admin_api(config).await?;
+    let api = api.as_ref();
     match cmd {
         AgentCommand::Add { corpid, agentid, secret, remark } => {
-            let changes =
-                AgentChanges { secret: secret.map(|s| read_secret(&s, "the secret")).transpose()?, remark };
-            let c = api.put_agent(&corpid, &agentid, changes).await?;
-            tracing::info!(corpid = %corpid, agentid = %agentid, action = %c.outcome, "agent registry changed");
+            let secret = secret.map(|s| read_secret(&s, "the secret")).transpose()?;
+            let op = AdminOp::AgentAdd(ops::AgentPut {
+                corpid: corpid.clone(),
+                agentid: agentid.clone(),
+                secret,
+                remark,
+            });
+            let c: ChangeInfo = reply(api, op).await?;
+            tracing::info!(corpid = %corpid, agentid = %agentid, action = %c.outcome.as_str(), "agent registry changed");
             print_change(&format!("agent {corpid}/{agentid}"), &c);
         }
         AgentCommand::List => {
-            let agents = api.list_agents().await?;
+            let agents: Vec<AgentInfo> = reply(api, AdminOp::AgentList(NoFields {})).await?;
             println!("{:<32} {:<12} REMARK", "CORPID", "AGENTID");
             for a in agents {
                 println!("{:<32} {:<12} {}", a.corpid, a.agentid, a.remark);
             }
         }
         AgentCommand::Remove { corpid, agentid } => {
-            api.remove_agent(&corpid, &agentid).await?;
+            let op = AdminOp::AgentRemove(ops::AgentRef { corpid: corpid.clone(), agentid: agentid.clone() });
+            done(api, op).await?;
             tracing::info!(corpid = %corpid, agentid = %agentid, action = "removed", "agent registry changed");
             println!("removed agent {corpid}/{agentid}");
         }
@@ -117,22 +132,24 @@ pub(super) async fn agent_command(config: &Config, cmd: AgentCommand) -> Result<
 
 pub(super) async fn cos_command(config: &Config, cmd: CosCommand) -> Result<()> {
     let api = admin_api(config).await?;
+    let api = api.as_ref();
     match cmd {
         CosCommand::Add { appid, secret_id, secret_key } => {
             let secret_key = secret_key.map(|k| read_secret(&k, "the SecretKey")).transpose()?;
-            let c = api.put_cos(&appid, secret_id, secret_key).await?;
-            tracing::info!(cos_appid = %appid, action = %c.outcome, "COS keys changed");
+            let op = AdminOp::CosAdd(ops::CosPut { appid: appid.clone(), secret_id, secret_key });
+            let c: ChangeInfo = reply(api, op).await?;
+            tracing::info!(cos_appid = %appid, action = %c.outcome.as_str(), "COS keys changed");
             print_change(&format!("COS keys for {appid}"), &c);
         }
         CosCommand::List => {
-            let keys = api.list_cos().await?;
+            let keys: Vec<CosInfo> = reply(api, AdminOp::CosList(NoFields {})).await?;
             println!("{:<20} SECRET_ID", "APPID");
             for k in keys {
                 println!("{:<20} {}…", k.appid, k.secret_id_prefix);
             }
         }
         CosCommand::Remove { appid } => {
-            api.remove_cos(&appid).await?;
+            done(api, AdminOp::CosRemove(ops::CosRef { appid: appid.clone() })).await?;
             tracing::info!(cos_appid = %appid, action = "removed", "COS keys changed");
             println!("removed COS keys for {appid}");
         }
@@ -142,15 +159,23 @@ pub(super) async fn cos_command(config: &Config, cmd: CosCommand) -> Result<()> 
 
 pub(super) async fn key_command(config: &Config, cmd: KeyCommand) -> Result<()> {
     let api = admin_api(config).await?;
+    let api = api.as_ref();
     match cmd {
         KeyCommand::Add { name, apps, corps, all, apis } => {
-            let key = api.add_key(&name, KeyScope { apps, corps, all, apis }).await?;
+            let scope = KeyScope {
+                apps: apps.into_iter().map(|a| a.into_string()).collect(),
+                corps: corps.into_iter().map(|c| c.into_string()).collect(),
+                all,
+                apis,
+            };
+            let created: NewKey =
+                reply(api, AdminOp::KeyAdd(ops::KeyAdd { name: name.clone(), scope })).await?;
             tracing::info!(key_name = %name, action = "created", "caller key changed");
             eprintln!("created key {name}; it is shown only now:");
-            println!("{key}");
+            println!("{}", created.key);
         }
         KeyCommand::List => {
-            let keys = api.list_keys().await?;
+            let keys: Vec<KeyInfo> = reply(api, AdminOp::KeyList(NoFields {})).await?;
             println!("{:<24} {:<40} {:<21} {:<21} REVOKED", "NAME", "SCOPE", "CREATED", "LAST_USED");
             for k in keys {
                 let scope = if k.scope_all {
@@ -179,7 +204,7 @@ pub(super) async fn key_command(config: &Config, cmd: KeyCommand) -> Result<()> 
             }
         }
         KeyCommand::Revoke { name } => {
-            api.revoke_key(&name).await?;
+            done(api, AdminOp::KeyRevoke(ops::KeyRef { name: name.clone() })).await?;
             tracing::info!(key_name = %name, action = "revoked", "caller key changed");
             println!("revoked key {name}");
         }
@@ -192,7 +217,8 @@ fn secs(v: Option<i64>) -> String {
 }
 
 pub(super) async fn status_command(config: &Config) -> Result<()> {
-    let s = admin_api(config).await?.status().await?;
+    let api = admin_api(config).await?;
+    let s: Status = reply(api.as_ref(), AdminOp::Status(NoFields {})).await?;
     let p = &s.process;
     println!(
         "wafer-scf {} up {}s | caller auth {} | admin {} | master key {} | storage {} schema {}/{}",

@@ -2,6 +2,8 @@
 //! the mini-program data decryptor, and upstream signature schemes.
 
 pub mod cos;
+mod secret;
+pub use secret::{Secret, SecretStr};
 pub mod wxdata;
 
 use sha1::Sha1;

@@ -100,6 +100,11 @@ impl Envelope {
     }
 }
 
+/// A request envelope for `interface` with `para`, as a client sends it (the CLI's `--server`, tests).
+pub fn request_body(interface: &str, para: Value) -> Value {
+    serde_json::json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": interface, "para": para}})
+}
+
 /// A parsed request: the interface name and its `para` object. Nothing about the interface is checked yet.
 #[derive(Debug, Clone)]
 pub struct Request {

@@ -4,6 +4,7 @@
 
 use super::{Deps, Reply};
 use crate::crypto::cos::{self, V4, V5};
+use crate::crypto::Secret;
 use crate::envelope::{Para, ReturnCode, WaferError};
 use serde_json::{json, Value};
 
@@ -47,11 +48,11 @@ fn file_path<'a>(p: Para<'a>, field: &str) -> Result<Option<&'a str>, WaferError
 }
 
 /// Caller-given keys, or none (then the server's keys for the APPID are used).
-fn given_keys(p: Para<'_>) -> Result<Option<(String, String)>, WaferError> {
+fn given_keys(p: Para<'_>) -> Result<Option<(String, Secret)>, WaferError> {
     let sid = p.opt_token("sid", 128).map_err(as_cos)?;
     let skey = p.opt_token("skey", 128).map_err(as_cos)?;
     match (sid, skey) {
-        (Some(a), Some(b)) => Ok(Some((a.to_owned(), b.to_owned()))),
+        (Some(a), Some(b)) => Ok(Some((a.to_owned(), Secret::new(b)))),
         (None, None) => Ok(None),
         (Some(_), None) => Err(cos_err("skey", "is missing (give both sid and skey, or neither)")),
         (None, Some(_)) => Err(cos_err("sid", "is missing (give both sid and skey, or neither)")),
@@ -59,22 +60,15 @@ fn given_keys(p: Para<'_>) -> Result<Option<(String, String)>, WaferError> {
 }
 
 /// `qcloud.cos.auth.reusable` and `qcloud.cos.auth.nonreusable`.
+#[derive(Debug)]
 pub struct V4Request {
     pub appid: String,
     pub bucket: String,
-    pub keys: Option<(String, String)>,
+    /// The caller's own (SecretId, SecretKey), when it sends them.
+    pub keys: Option<(String, Secret)>,
     /// `Some(expiration)` for reusable, `None` for one-time.
     pub expiration: Option<u64>,
     pub filepath: Option<String>,
-}
-
-impl std::fmt::Debug for V4Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("V4Request")
-            .field("appid", &self.appid)
-            .field("bucket", &self.bucket)
-            .finish_non_exhaustive()
-    }
 }
 
 impl V4Request {
@@ -174,9 +168,9 @@ impl V5Request {
     }
 }
 
-async fn server_keys(deps: &Deps, appid: &str) -> Result<(String, String), WaferError> {
+async fn server_keys(deps: &Deps, appid: &str) -> Result<(String, Secret), WaferError> {
     match deps.store.registry.get_cos_key(appid).await.map_err(WaferError::db)? {
-        Some(k) => Ok((k.secret_id, k.secret_key)),
+        Some(k) => Ok((k.secret_id, Secret::new(k.secret_key))),
         None => Err(cos_err("sid", "and skey are missing and this server holds no COS keys for this appid")),
     }
 }
@@ -214,7 +208,7 @@ pub async fn v4(deps: &Deps, req: V4Request) -> Result<Reply, WaferError> {
         rand: random_u32()?,
         fileid: &fileid,
     };
-    Ok(Reply { message: "OK", data: json!(cos::v4_sign(&params, &skey)), app: None })
+    Ok(Reply { message: "OK", data: json!(cos::v4_sign(&params, skey.expose())), app: None })
 }
 
 /// A v5 presigned request.
@@ -228,7 +222,7 @@ pub async fn v5(deps: &Deps, req: V5Request) -> Result<Reply, WaferError> {
     headers.push(("host".into(), host.clone()));
     let sig = cos::v5_sign(
         &sid,
-        &skey,
+        skey.expose(),
         &V5 {
             method: &req.method,
             path: &req.path,

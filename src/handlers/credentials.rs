@@ -3,7 +3,7 @@
 //! [`crate::tokens`]; these handlers parse, authorise and shape replies.
 
 use super::{Deps, Reply};
-use crate::crypto;
+use crate::crypto::{self, Secret};
 use crate::envelope::{Para, ReturnCode, WaferError};
 use crate::registry::{AgentChanges, Registry, RegistryError};
 use crate::request::RequestMeta;
@@ -54,7 +54,7 @@ pub struct CredentialRequest {
     pub kind: CredKind,
     pub force: bool,
     /// The value the caller found bad (`para.access_token` / `para.ticket`), for compare-then-expire.
-    pub seen: Option<String>,
+    pub seen: Option<Secret>,
 }
 
 impl CredentialRequest {
@@ -70,7 +70,7 @@ impl CredentialRequest {
             target,
             kind,
             force: p.flag("force")?,
-            seen: p.opt_str_max(seen_field, MAX_CREDENTIAL)?.map(str::to_owned),
+            seen: p.opt_str_max(seen_field, MAX_CREDENTIAL)?.map(Secret::new),
         })
     }
 }
@@ -112,21 +112,13 @@ impl SignatureRequest {
 }
 
 /// `qcloud.work.initagent`.
+#[derive(Debug)]
 pub struct InitAgentRequest {
     pub corpid: String,
     pub agentid: String,
-    pub secret: String,
+    pub secret: Secret,
     pub remark: String,
-    pub admin_token: Option<String>,
-}
-
-impl std::fmt::Debug for InitAgentRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InitAgentRequest")
-            .field("corpid", &self.corpid)
-            .field("agentid", &self.agentid)
-            .finish_non_exhaustive()
-    }
+    pub admin_token: Option<Secret>,
 }
 
 impl InitAgentRequest {
@@ -134,9 +126,9 @@ impl InitAgentRequest {
         Ok(Self {
             corpid: p.id("corpid", MAX_ID)?.to_owned(),
             agentid: p.agent_id("agentid")?,
-            secret: p.token("agentsecret", 512)?.to_owned(),
+            secret: Secret::new(p.token("agentsecret", 512)?),
             remark: p.opt_str_max("remark", 255)?.unwrap_or_default().to_owned(),
-            admin_token: p.opt_str_max("admin_token", 512)?.map(str::to_owned),
+            admin_token: p.opt_str_max("admin_token", 512)?.map(Secret::new),
         })
     }
 }
@@ -155,7 +147,7 @@ fn messages(kind: CredKind) -> (&'static str, &'static str, &'static str) {
 /// Serve a token or ticket.
 pub async fn credential(deps: &Deps, req: CredentialRequest) -> Result<Reply, WaferError> {
     let key = req.target.key(req.kind);
-    let force = if req.force { Force::Yes(req.seen.as_deref()) } else { Force::No };
+    let force = if req.force { Force::Yes(req.seen.as_ref().map(Secret::expose)) } else { Force::No };
     let served: Served = deps.creds.get(&key, force).await?;
     let (field, old, new) = messages(req.kind);
     let mut data = serde_json::Map::with_capacity(4);

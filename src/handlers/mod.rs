@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod session;
 pub mod token_host;
 
+use crate::admin::ops::AdminOp;
 use crate::auth::{Access, Caller, Scope};
 use crate::clock::Clock;
 use crate::envelope::{Para, ReturnCode, WaferError};
@@ -122,8 +123,8 @@ pub enum Request<'a> {
 
 type Parser = for<'a> fn(Para<'a>) -> Result<Request<'a>, WaferError>;
 
-/// Every interface this server answers: its `interfaceName` and its parser. Parsing, the names in logs and the
-/// fuzz targets all read this one table.
+/// Every interface this server answers but the admin operations (their own table, [`AdminOp`]): its
+/// `interfaceName` and its parser. Parsing, the names in logs and the fuzz targets all read these two tables.
 pub const INTERFACES: &[(&str, Parser)] = &[
     ("qcloud.cam.id_skey", |p| Ok(Request::IdSkey(session::LoginRequest::parse(p)?))),
     ("qcloud.cam.auth", |p| Ok(Request::Auth(session::AuthRequest::parse(p)?))),
@@ -147,34 +148,15 @@ pub const INTERFACES: &[(&str, Parser)] = &[
     ("qcloud.cos.auth.v5", |p| Ok(Request::CosV5(cos::V5Request::parse(p)?))),
     ("qcloud.mimi.call", |p| Ok(Request::Call(proxy::CallRequest::parse(p, false)?))),
     ("qcloud.work.call", |p| Ok(Request::Call(proxy::CallRequest::parse(p, true)?))),
-    ("qcloud.admin.app.add", |p| admin_op("app.add", p)),
-    ("qcloud.admin.app.update", |p| admin_op("app.update", p)),
-    ("qcloud.admin.app.list", |p| admin_op("app.list", p)),
-    ("qcloud.admin.app.remove", |p| admin_op("app.remove", p)),
-    ("qcloud.admin.app.unblock", |p| admin_op("app.unblock", p)),
-    ("qcloud.admin.agent.add", |p| admin_op("agent.add", p)),
-    ("qcloud.admin.agent.list", |p| admin_op("agent.list", p)),
-    ("qcloud.admin.agent.remove", |p| admin_op("agent.remove", p)),
-    ("qcloud.admin.cos.add", |p| admin_op("cos.add", p)),
-    ("qcloud.admin.cos.list", |p| admin_op("cos.list", p)),
-    ("qcloud.admin.cos.remove", |p| admin_op("cos.remove", p)),
-    ("qcloud.admin.key.add", |p| admin_op("key.add", p)),
-    ("qcloud.admin.key.list", |p| admin_op("key.list", p)),
-    ("qcloud.admin.key.revoke", |p| admin_op("key.revoke", p)),
-    ("qcloud.admin.status", |p| admin_op("status", p)),
 ];
-
-fn admin_op<'a>(op: &str, p: Para<'a>) -> Result<Request<'a>, WaferError> {
-    Ok(Request::Admin(admin::AdminRequest::parse(op, p)?))
-}
 
 fn credential(p: Para<'_>, kind: CredKind) -> Result<Request<'_>, WaferError> {
     Ok(Request::Credential(credentials::CredentialRequest::parse(p, kind)?))
 }
 
-/// Every interface name, in table order.
+/// Every interface name: the table's, then the admin operations' ([`crate::admin::ops::AdminOp::NAMES`]).
 pub fn interface_names() -> impl Iterator<Item = &'static str> {
-    INTERFACES.iter().map(|(name, _)| *name)
+    INTERFACES.iter().map(|(name, _)| *name).chain(AdminOp::NAMES.iter().copied())
 }
 
 /// One request: the interface's canonical name and its parsed request.
@@ -187,15 +169,18 @@ pub struct Interface<'a> {
 impl<'a> Interface<'a> {
     /// Parse `interfaceName` + `para`. Unknown names → INTERFACE_ERR; bad fields → PARA_ERR naming the field.
     pub fn parse(name: &str, para: Para<'a>) -> Result<Self, WaferError> {
-        let Some((name, parse)) = INTERFACES.iter().find(|(n, _)| *n == name) else {
+        if let Some((name, parse)) = INTERFACES.iter().find(|(n, _)| *n == name) {
+            return Ok(Self { name, request: parse(para)? });
+        }
+        let Some(name) = AdminOp::NAMES.iter().find(|n| **n == name) else {
             return Err(WaferError::new(ReturnCode::InterfaceErr, "unknown interfaceName"));
         };
-        Ok(Self { name, request: parse(para)? })
+        Ok(Self { name, request: Request::Admin(admin::AdminRequest::parse(name, para)?) })
     }
 
     /// The canonical name of a known interface (a request that fails to parse is still logged under it).
     pub fn known_name(name: &str) -> Option<&'static str> {
-        INTERFACES.iter().find(|(n, _)| *n == name).map(|(n, _)| *n)
+        interface_names().find(|n| *n == name)
     }
 
     /// The canonical interface name, for logs.
@@ -211,10 +196,10 @@ impl<'a> Interface<'a> {
             Request::Decrypt(r) | Request::UserInfo(r) => Access::Session(r.appid),
             Request::Credential(r) => Access::Credential(r.target.as_scope()),
             Request::Signature(r) => Access::Signature(r.target.as_scope()),
-            Request::InitAgent(r) => Access::Admin { para_token: r.admin_token.as_deref() },
+            Request::InitAgent(r) => Access::Admin { para_token: r.admin_token.as_ref().map(|t| t.expose()) },
             Request::CosV4(r) => Access::Signature(Scope::App(&r.appid)),
             Request::CosV5(r) => Access::Signature(Scope::App(&r.appid)),
-            Request::Admin(r) => Access::Admin { para_token: r.admin_token.as_deref() },
+            Request::Admin(r) => Access::Admin { para_token: r.admin_token.as_ref().map(|t| t.expose()) },
             Request::Call(r) => Access::Call(r.target.as_scope(), r.path.as_str()),
             Request::Phone(r) => Access::Session(r.appid),
         }
@@ -259,5 +244,39 @@ mod tests {
         let para = serde_json::Map::new();
         let e = Interface::parse("qcloud.nope", Para(&para)).unwrap_err();
         assert_eq!(e.code, ReturnCode::InterfaceErr);
+    }
+
+    /// Every request type, parsed from a `para` that sets every secret an interface reads, formats with `{:?}`
+    /// without one of them.
+    #[test]
+    fn no_request_debug_prints_a_secret() {
+        let secrets = [
+            ("code", "CODE-SECRET-1"),
+            ("skey", "SKEY-SECRET-2"),
+            ("access_token", "TOKEN-SECRET-3"),
+            ("ticket", "TICKET-SECRET-4"),
+            ("agentsecret", "AGENT-SECRET-5"),
+            ("admin_token", "ADMIN-SECRET-6"),
+            ("secret", "APP-SECRET-7"),
+            ("secret_key", "COS-SECRET-8"),
+        ];
+        let mut para = serde_json::json!({
+            "appid": "1250000000", "corpid": "ww1", "agentid": "1000002", "id": "abc", "encrypt_data": "x",
+            "iv": "y", "url": "https://a.example/", "type": "config", "force": true, "remark": "r",
+            "bucket": "b-1250000000",
+            "expiration": 4_000_000_000u64, "filepath": "f.jpg", "sid": "AKID", "region": "ap-beijing",
+            "method": "POST", "path": "/wxa/getwxacode", "name": "k", "secret_id": "AKID", "apps": ["wx1"],
+        });
+        for (field, value) in secrets {
+            para[field] = Value::String(value.into());
+        }
+        let para = para.as_object().unwrap().clone();
+        for name in interface_names() {
+            let parsed = Interface::parse(name, Para(&para)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let shown = format!("{parsed:?}");
+            for (_, secret) in secrets {
+                assert!(!shown.contains(secret), "{name} shows {secret}: {shown}");
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@
 use super::session::{check_session, MAX_ID, MAX_SKEY};
 use super::{credentials::Target, proxy, Deps, Reply};
 use crate::auth::Caller;
+use crate::crypto::SecretStr;
 use crate::envelope::{Para, ReturnCode, WaferError};
 use crate::wechat::proxy::{Body, Outgoing};
 use crate::wechat::{Call, UpstreamError};
@@ -17,27 +18,27 @@ const PATH: &str = "/wxa/business/getuserphonenumber";
 #[derive(Debug)]
 pub struct PhoneRequest<'a> {
     pub id: &'a str,
-    pub skey: &'a str,
+    pub skey: SecretStr<'a>,
     pub appid: Option<&'a str>,
-    pub code: &'a str,
+    pub code: SecretStr<'a>,
 }
 
 impl<'a> PhoneRequest<'a> {
     pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
         Ok(Self {
             id: p.token("id", MAX_ID)?,
-            skey: p.token("skey", MAX_SKEY)?,
+            skey: SecretStr::new(p.token("skey", MAX_SKEY)?),
             appid: p.opt_token("appid", 64)?,
-            code: p.token("code", 256)?,
+            code: SecretStr::new(p.token("code", 256)?),
         })
     }
 }
 
 /// Ask WeChat for the number behind `code`.
 pub async fn phone(deps: &Deps, req: PhoneRequest<'_>, scope: Option<&Caller>) -> Result<Reply, WaferError> {
-    let view = check_session(deps, req.id, req.skey, req.appid, scope).await?;
+    let view = check_session(deps, req.id, req.skey.expose(), req.appid, scope).await?;
     let appid = view.session.appid;
-    let body = json!({"code": req.code});
+    let body = json!({"code": req.code.expose()});
     let method = reqwest::Method::POST;
     let out = Outgoing { method: &method, path: PATH, query: &[], body: Body::Json(&body) };
     let reply = proxy::send(deps, &Target::App(appid.clone()), out, None, "phone").await?;

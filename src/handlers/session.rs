@@ -3,7 +3,7 @@
 
 use super::{Deps, Reply};
 use crate::auth::{Caller, Scope};
-use crate::crypto::{self, wxdata};
+use crate::crypto::{self, wxdata, SecretStr};
 use crate::envelope::{Para, ReturnCode, WaferError};
 use crate::request::RequestMeta;
 use crate::store::{SessionRecord, SessionView};
@@ -75,7 +75,7 @@ pub const MAX_ENCRYPTED: usize = 48 * 1024;
 /// `qcloud.cam.id_skey`.
 #[derive(Debug)]
 pub struct LoginRequest<'a> {
-    pub code: &'a str,
+    pub code: SecretStr<'a>,
     pub appid: Option<&'a str>,
     /// `(encrypt_data, iv)` when both were given.
     pub encrypted: Option<(&'a str, &'a str)>,
@@ -83,7 +83,7 @@ pub struct LoginRequest<'a> {
 
 impl<'a> LoginRequest<'a> {
     pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
-        let code = p.token("code", MAX_CODE)?;
+        let code = SecretStr::new(p.token("code", MAX_CODE)?);
         let appid = p.opt_token("appid", MAX_APPID)?;
         let data = p.opt_str_max("encrypt_data", MAX_ENCRYPTED)?;
         let iv = p.opt_str_max("iv", MAX_IV)?;
@@ -95,7 +95,7 @@ impl<'a> LoginRequest<'a> {
 #[derive(Debug)]
 pub struct AuthRequest<'a> {
     pub id: &'a str,
-    pub skey: &'a str,
+    pub skey: SecretStr<'a>,
     pub appid: Option<&'a str>,
 }
 
@@ -103,7 +103,7 @@ impl<'a> AuthRequest<'a> {
     pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
         Ok(Self {
             id: p.token("id", MAX_ID)?,
-            skey: p.token("skey", MAX_SKEY)?,
+            skey: SecretStr::new(p.token("skey", MAX_SKEY)?),
             appid: p.opt_token("appid", MAX_APPID)?,
         })
     }
@@ -113,7 +113,7 @@ impl<'a> AuthRequest<'a> {
 #[derive(Debug)]
 pub struct DecryptRequest<'a> {
     pub id: &'a str,
-    pub skey: &'a str,
+    pub skey: SecretStr<'a>,
     pub appid: Option<&'a str>,
     pub encrypt_data: &'a str,
     pub iv: &'a str,
@@ -123,7 +123,7 @@ impl<'a> DecryptRequest<'a> {
     pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
         Ok(Self {
             id: p.token("id", MAX_ID)?,
-            skey: p.token("skey", MAX_SKEY)?,
+            skey: SecretStr::new(p.token("skey", MAX_SKEY)?),
             appid: p.opt_token("appid", MAX_APPID)?,
             encrypt_data: p.str_max("encrypt_data", MAX_ENCRYPTED)?,
             iv: p.str_max("iv", MAX_IV)?,
@@ -215,7 +215,7 @@ pub async fn login(
 
     let wx = deps
         .wechat
-        .code2session(&app.appid, &app.secret, req.code)
+        .code2session(&app.appid, &app.secret, req.code.expose())
         .await
         .map_err(|e| alike(e.to_wafer(Call::Code2Session, "WeChat")))?;
 
@@ -318,7 +318,7 @@ pub async fn check_session(
 
 /// `qcloud.cam.auth`.
 pub async fn auth(deps: &Deps, req: AuthRequest<'_>, scope: Option<&Caller>) -> Result<Reply, WaferError> {
-    let view = check_session(deps, req.id, req.skey, req.appid, scope).await?;
+    let view = check_session(deps, req.id, req.skey.expose(), req.appid, scope).await?;
     let s = view.session;
     Ok(Reply {
         message: "AUTH_SUCCESS",
@@ -338,7 +338,7 @@ pub async fn decrypt(
     req: DecryptRequest<'_>,
     scope: Option<&Caller>,
 ) -> Result<Reply, WaferError> {
-    let view = check_session(deps, req.id, req.skey, req.appid, scope).await?;
+    let view = check_session(deps, req.id, req.skey.expose(), req.appid, scope).await?;
     let s = view.session;
     let key = deps
         .store
@@ -355,7 +355,7 @@ pub async fn userinfo(
     req: DecryptRequest<'_>,
     scope: Option<&Caller>,
 ) -> Result<Reply, WaferError> {
-    let view = check_session(deps, req.id, req.skey, req.appid, scope).await?;
+    let view = check_session(deps, req.id, req.skey.expose(), req.appid, scope).await?;
     let s = view.session;
     let key = deps
         .store
@@ -370,7 +370,7 @@ pub async fn userinfo(
         .map_err(write_err("the profile"))?;
     Ok(Reply {
         message: "UPDATE_USERINFO_SUCCESS",
-        data: json!({"id": s.id, "skey": req.skey, "appid": s.appid, "user_info": info}),
+        data: json!({"id": s.id, "skey": req.skey.expose(), "appid": s.appid, "user_info": info}),
         app: Some(s.appid.clone()),
     })
 }

@@ -18,6 +18,7 @@
 use super::credentials::Target;
 use super::proxy;
 use super::Deps;
+use crate::crypto::Secret;
 use crate::envelope::{ReturnCode, WaferError};
 use crate::request::{HttpCall, HttpReply};
 use crate::tokens::{CredKey, CredKind, Force, Served};
@@ -40,32 +41,19 @@ pub fn claims(path: &str, query: Option<&str>) -> bool {
         || query.is_some_and(|q| q.split('&').any(|kv| kv.starts_with("access_token=")))
 }
 
-/// What the token host was asked for. Its `Debug` never shows a secret or token.
+/// What the token host was asked for. Secrets and tokens are [`Secret`]s: `Debug` never shows them.
+#[derive(Debug)]
 pub enum HostRequest {
     /// `/cgi-bin/token` (`stable: false`) or `/cgi-bin/stable_token`.
-    Token { appid: String, secret: String, stable: bool, force: bool },
+    Token { appid: String, secret: Secret, stable: bool, force: bool },
     /// WeCom `/cgi-bin/gettoken`.
-    WeComToken { corpid: String, secret: String },
+    WeComToken { corpid: String, secret: Secret },
     /// `/sns/jscode2session`: a login, with the app's secret.
-    Login { appid: String, secret: String, code: String },
+    Login { appid: String, secret: Secret, code: Secret },
     /// A ticket, or a pass-through call, with a presented token.
-    WithToken { token: String, method: reqwest::Method, path: ApiPath, query: Vec<(String, String)> },
+    WithToken { token: Secret, method: reqwest::Method, path: ApiPath, query: Vec<(String, String)> },
     /// Refused before anything was looked up: WeChat's errcode and message.
     Refused(i64, &'static str),
-}
-
-impl std::fmt::Debug for HostRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Token { appid, stable, force, .. } => {
-                write!(f, "Token {{ appid: {appid:?}, stable: {stable}, force: {force}, .. }}")
-            }
-            Self::WeComToken { corpid, .. } => write!(f, "WeComToken {{ corpid: {corpid:?}, .. }}"),
-            Self::Login { appid, .. } => write!(f, "Login {{ appid: {appid:?}, .. }}"),
-            Self::WithToken { path, .. } => write!(f, "WithToken {{ path: {path:?}, .. }}"),
-            Self::Refused(code, _) => write!(f, "Refused({code})"),
-        }
-    }
 }
 
 impl HostRequest {
@@ -94,7 +82,7 @@ impl HostRequest {
                 if q("grant_type") != "client_credential" {
                     return Ok(Self::Refused(40002, "invalid grant_type"));
                 }
-                Self::Token { appid: q("appid"), secret: q("secret"), stable: false, force: false }
+                Self::Token { appid: q("appid"), secret: q("secret").into(), stable: false, force: false }
             }
             STABLE_TOKEN if !get => {
                 let Some(Ok(Value::Object(b))) = call.body.as_full().map(serde_json::from_slice::<Value>)
@@ -107,14 +95,14 @@ impl HostRequest {
                 }
                 let force = matches!(b.get("force_refresh"), Some(Value::Bool(true)))
                     || b.get("force_refresh").and_then(Value::as_i64) == Some(1);
-                Self::Token { appid: s("appid"), secret: s("secret"), stable: true, force }
+                Self::Token { appid: s("appid"), secret: s("secret").into(), stable: true, force }
             }
-            WECOM_TOKEN if get => Self::WeComToken { corpid: q("corpid"), secret: q("corpsecret") },
+            WECOM_TOKEN if get => Self::WeComToken { corpid: q("corpid"), secret: q("corpsecret").into() },
             JSCODE2SESSION => {
                 if q("grant_type") != "authorization_code" {
                     return Ok(Self::Refused(40002, "invalid grant_type"));
                 }
-                Self::Login { appid: q("appid"), secret: q("secret"), code: q("js_code") }
+                Self::Login { appid: q("appid"), secret: q("secret").into(), code: q("js_code").into() }
             }
             TOKEN | STABLE_TOKEN | WECOM_TOKEN => {
                 return Err(WaferError::new(ReturnCode::RequestErr, "method not allowed"))
@@ -129,7 +117,7 @@ impl HostRequest {
                 if token.is_empty() {
                     return Ok(Self::Refused(40001, NOT_OURS));
                 }
-                Self::WithToken { token, method, path, query }
+                Self::WithToken { token: token.into(), method, path, query }
             }
         })
     }
@@ -171,10 +159,10 @@ fn token_reply(served: &Served, now: i64) -> HttpReply {
 /// Whether `secret` is the registered secret of `appid`. An unknown appid and a wrong secret get one answer, in
 /// the same time (the presented secret is compared either way): an unauthenticated caller cannot tell which apps
 /// are registered here.
-async fn authenticated(deps: &Deps, appid: &str, secret: &str) -> Result<bool, WaferError> {
+async fn authenticated(deps: &Deps, appid: &str, secret: &Secret) -> Result<bool, WaferError> {
     let app = deps.store.registry.get_app(appid).await.map_err(WaferError::db)?.filter(|_| !appid.is_empty());
     let registered = app.as_ref().map_or(UNKNOWN_APP_SECRET, |a| a.secret.as_str());
-    if !secret_matches(secret, registered) || app.is_none() {
+    if !secret_matches(secret.expose(), registered) || app.is_none() {
         let why = if app.is_some() { "wrong secret" } else { "unknown appid" };
         tracing::info!(appid = %crate::request::log_safe(appid, 64), why, "token host: refused");
         return Ok(false);
@@ -205,7 +193,7 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
                 return Ok(wechat_error(40125, BAD_APP_OR_SECRET));
             }
             // The caller holds the secret: the session key is theirs to have, as WeChat would give it.
-            Ok(match deps.wechat.code2session(&appid, &secret, &code).await {
+            Ok(match deps.wechat.code2session(&appid, secret.expose(), code.expose()).await {
                 Ok(s) => {
                     let mut reply = json!({"openid": s.openid, "session_key": s.session_key});
                     if let Some(u) = s.unionid {
@@ -224,7 +212,7 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
             let mut found = None;
             for a in agents.iter().filter(|a| a.corpid == corpid && !corpid.is_empty()) {
                 // Every candidate is compared, so the time taken does not tell which one matched.
-                if secret_matches(&secret, &a.secret) && found.is_none() {
+                if secret_matches(secret.expose(), &a.secret) && found.is_none() {
                     found = Some(a.agentid.clone());
                 }
             }
@@ -235,7 +223,8 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
             issue(deps, &CredKey::agent(CredKind::WcToken, &corpid, &agentid), Force::No, now).await
         }
         HostRequest::WithToken { token, method, path, query } => {
-            let Some(key) = deps.creds.issued_key(&token).await? else {
+            let token = token.expose();
+            let Some(key) = deps.creds.issued_key(token).await? else {
                 return Ok(wechat_error(40001, NOT_OURS));
             };
             let target = match key.kind {
@@ -272,7 +261,7 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
                 Body::Raw { content_type: call.content_type.as_deref(), payload: &call.body }
             };
             let out = Outgoing { method: &method, path: path.as_str(), query: &query, body };
-            let reply = proxy::send(deps, &target, out, Some(&token), "token_host").await?;
+            let reply = proxy::send(deps, &target, out, Some(token), "token_host").await?;
             tracing::info!(path = %path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
             Ok(HttpReply { status: reply.status, content_type: reply.content_type, body: reply.body })
         }
@@ -319,7 +308,7 @@ mod tests {
         .unwrap()
         {
             HostRequest::Token { appid, secret, stable: false, force: false } => {
-                assert_eq!((appid.as_str(), secret.as_str()), ("wx1", "s"))
+                assert_eq!((appid.as_str(), secret.expose()), ("wx1", "s"))
             }
             other => panic!("{other:?}"),
         }
@@ -339,7 +328,7 @@ mod tests {
         let login = "appid=wx1&secret=s&js_code=c&grant_type=authorization_code&access_token=t";
         match HostRequest::parse(&call("GET", "/sns/jscode2session", login, "")).unwrap() {
             HostRequest::Login { appid, code, .. } => {
-                assert_eq!((appid.as_str(), code.as_str()), ("wx1", "c"))
+                assert_eq!((appid.as_str(), code.expose()), ("wx1", "c"))
             }
             other => panic!("{other:?}"),
         }
@@ -347,7 +336,7 @@ mod tests {
             .unwrap()
         {
             HostRequest::WithToken { token, query, .. } => {
-                assert_eq!(token, "t");
+                assert_eq!(token.expose(), "t");
                 assert_eq!(query, vec![("x".to_owned(), "1".to_owned())]);
             }
             other => panic!("{other:?}"),

@@ -2,7 +2,8 @@
 //! Secrets in them never reach `Debug` output.
 
 /// How an app's access token is fetched upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TokenMode {
     /// `POST /cgi-bin/stable_token`: idempotent within its window, safe for many callers.
     Stable,

@@ -1,47 +1,63 @@
-//! Operating a deployment: the admin operations (apps, agents, COS keys, caller keys, status) as one API with two
-//! implementations — [`Local`], over the store (the CLI on a machine that reaches the database, and the admin
-//! interfaces of a running server), and [`crate::remote::Remote`], through a server's admin interfaces (the CLI's
-//! `--server`). Replies never carry a secret.
+//! Operating a deployment: the admin operations ([`ops::AdminOp`]: apps, agents, COS keys, caller keys, status) run
+//! by one of two implementations of [`AdminApi`] — [`Local`], over the storage (the CLI on a machine that reaches
+//! the database, and the admin interfaces of a running server), and [`crate::remote::Remote`], through a server's
+//! admin interfaces (the CLI's `--server`). Replies never carry a secret.
 
-use crate::envelope::WaferError;
-use crate::registry::{AgentChanges, AppChanges, Change, KeyScope, Outcome, Registry};
-use crate::store::{Storage, TokenMode};
+pub mod ops;
+
+use crate::envelope::{ReturnCode, WaferError};
+use crate::registry::{AgentChanges, AppChanges, Change, Outcome, Registry};
+use crate::store::{Storage, StoreError, TokenMode};
 use crate::tokens::{CredKey, CredKind, Credentials};
 use async_trait::async_trait;
+use ops::AdminOp;
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// A failed admin operation: a Wafer return code and a message that names no secret; `detail` (a storage error's
-/// text) is shown to a local operator and logged, never sent over the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminError {
-    pub code: i64,
-    pub message: String,
-    pub detail: Option<String>,
+/// A failed admin operation. Messages name no secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Refused, with a Wafer return code: by the registry or the gate here, or by the server (`--server`).
+    #[error("{0}")]
+    Refused(WaferError),
+    /// Storage failed here (the error says why; a server answers such a failure as `1001`).
+    #[error("could not use storage")]
+    Storage(#[source] StoreError),
+    /// The server named by `--server` could not be reached, or did not answer with an envelope.
+    #[error("{0}")]
+    Unreachable(String),
 }
-
-impl std::fmt::Display for AdminError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.detail {
-            Some(d) => write!(f, "{} ({}): {d}", self.message, self.code),
-            None => write!(f, "{} ({})", self.message, self.code),
-        }
-    }
-}
-
-impl std::error::Error for AdminError {}
 
 impl From<WaferError> for AdminError {
     fn from(e: WaferError) -> Self {
-        Self { code: e.code.code(), message: e.message.into_owned(), detail: e.detail }
+        Self::Refused(e)
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        Self::Storage(e)
     }
 }
 
 impl From<crate::registry::RegistryError> for AdminError {
     fn from(e: crate::registry::RegistryError) -> Self {
         match e {
-            crate::registry::RegistryError::Store(e) => db(e),
-            other => WaferError::from(other).into(),
+            crate::registry::RegistryError::Store(e) => Self::Storage(e),
+            other => Self::Refused(other.into()),
+        }
+    }
+}
+
+impl From<AdminError> for WaferError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Refused(e) => e,
+            AdminError::Storage(e) => WaferError::db(e),
+            AdminError::Unreachable(m) => {
+                WaferError::new(ReturnCode::InternalErr, "internal error").with_detail(m)
+            }
         }
     }
 }
@@ -91,14 +107,21 @@ pub struct KeyInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeInfo {
     /// `added`, `updated` or `unchanged`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub credentials_dropped: bool,
 }
 
 impl From<Change> for ChangeInfo {
     fn from(c: Change) -> Self {
-        Self { outcome: c.outcome.as_str().into(), credentials_dropped: c.credentials_dropped }
+        Self { outcome: c.outcome, credentials_dropped: c.credentials_dropped }
     }
+}
+
+/// A new caller key, shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewKey {
+    pub name: String,
+    pub key: String,
 }
 
 /// An app's or agent's credentials, as the operator needs to see them (never a token).
@@ -146,30 +169,18 @@ pub struct Status {
     pub agents: Vec<CredentialStatus>,
 }
 
-/// The admin operations.
+/// Runs admin operations; the reply is the JSON a server sends back for the operation (see [`reply`]).
 #[async_trait]
 pub trait AdminApi: Send + Sync {
-    /// Add an app or change the given fields; with `must_exist`, refuse to create one (`app update`).
-    async fn put_app(&self, appid: &str, changes: AppChanges, must_exist: bool) -> AdminResult<ChangeInfo>;
-    async fn list_apps(&self) -> AdminResult<Vec<AppInfo>>;
-    async fn remove_app(&self, appid: &str) -> AdminResult<()>;
-    async fn unblock_app(&self, appid: &str) -> AdminResult<()>;
-    async fn put_agent(&self, corpid: &str, agentid: &str, changes: AgentChanges) -> AdminResult<ChangeInfo>;
-    async fn list_agents(&self) -> AdminResult<Vec<AgentInfo>>;
-    async fn remove_agent(&self, corpid: &str, agentid: &str) -> AdminResult<()>;
-    async fn put_cos(
-        &self,
-        appid: &str,
-        secret_id: Option<String>,
-        secret_key: Option<String>,
-    ) -> AdminResult<ChangeInfo>;
-    async fn list_cos(&self) -> AdminResult<Vec<CosInfo>>;
-    async fn remove_cos(&self, appid: &str) -> AdminResult<()>;
-    /// Create a caller key; the key itself is returned once.
-    async fn add_key(&self, name: &str, scope: KeyScope) -> AdminResult<String>;
-    async fn list_keys(&self) -> AdminResult<Vec<KeyInfo>>;
-    async fn revoke_key(&self, name: &str) -> AdminResult<()>;
-    async fn status(&self) -> AdminResult<Status>;
+    async fn run(&self, op: AdminOp) -> AdminResult<Value>;
+}
+
+/// Run `op` and read its reply as `T`.
+pub async fn reply<T: serde::de::DeserializeOwned>(api: &dyn AdminApi, op: AdminOp) -> AdminResult<T> {
+    let interface = op.interface();
+    let value = api.run(op).await?;
+    serde_json::from_value(value)
+        .map_err(|e| AdminError::Unreachable(format!("unexpected reply to {interface}: {e}")))
 }
 
 /// What the status report knows about the process it runs in.
@@ -235,28 +246,78 @@ impl Local {
     }
 }
 
-fn db(e: crate::store::StoreError) -> AdminError {
-    AdminError {
-        code: crate::envelope::ReturnCode::DbErr.code(),
-        message: "could not use storage".into(),
-        detail: Some(e.to_string()),
+impl Local {
+    /// Run one operation: the one dispatch from an admin operation to the registry and the stores.
+    pub async fn run_op(&self, op: AdminOp) -> AdminResult<Value> {
+        use AdminOp as Op;
+        let outcome = |o: &str| json!({ "outcome": o });
+        Ok(match op {
+            Op::AppAdd(f) => json!(self.put_app(f, false).await?),
+            Op::AppUpdate(f) => json!(self.put_app(f, true).await?),
+            Op::AppList(_) => json!(self.list_apps().await?),
+            Op::AppRemove(f) => {
+                self.registry().remove_app(f.appid.as_str()).await?;
+                outcome("removed")
+            }
+            Op::AppUnblock(f) => {
+                self.registry().unblock_app(f.appid.as_str()).await?;
+                outcome("unblocked")
+            }
+            Op::AgentAdd(f) => {
+                let changes = AgentChanges { secret: f.secret, remark: f.remark };
+                json!(ChangeInfo::from(
+                    self.registry().put_agent(f.corpid.as_str(), f.agentid.as_str(), &changes).await?
+                ))
+            }
+            Op::AgentList(_) => json!(self.list_agents().await?),
+            Op::AgentRemove(f) => {
+                self.registry().remove_agent(f.corpid.as_str(), f.agentid.as_str()).await?;
+                outcome("removed")
+            }
+            Op::CosAdd(f) => {
+                let outcome = self
+                    .registry()
+                    .put_cos_key(f.appid.as_str(), f.secret_id.as_deref(), f.secret_key.as_ref())
+                    .await?;
+                json!(ChangeInfo { outcome, credentials_dropped: false })
+            }
+            Op::CosList(_) => json!(self.list_cos().await?),
+            Op::CosRemove(f) => {
+                self.registry().remove_cos_key(f.appid.as_str()).await?;
+                outcome("removed")
+            }
+            Op::KeyAdd(f) => {
+                let key = self.registry().add_caller_key(&f.name, f.scope).await?;
+                json!(NewKey { name: f.name, key })
+            }
+            Op::KeyList(_) => json!(self.list_keys().await?),
+            Op::KeyRevoke(f) => {
+                self.registry().revoke_caller_key(&f.name).await?;
+                outcome("revoked")
+            }
+            Op::Status(_) => json!(self.status().await?),
+        })
     }
-}
 
-#[async_trait]
-impl AdminApi for Local {
-    async fn put_app(&self, appid: &str, changes: AppChanges, must_exist: bool) -> AdminResult<ChangeInfo> {
-        if must_exist && self.store.registry.get_app(appid).await.map_err(db)?.is_none() {
+    async fn put_app(&self, f: ops::AppPut, must_exist: bool) -> AdminResult<ChangeInfo> {
+        if must_exist && self.store.registry.get_app(f.appid.as_str()).await?.is_none() {
             return Err(crate::registry::RegistryError::NotFound(format!(
-                "no app {appid}: add it first (with its secret)"
+                "no app {}: add it first (with its secret)",
+                f.appid
             ))
             .into());
         }
-        Ok(self.registry().put_app(appid, &changes, TokenMode::Stable).await?.into())
+        let changes = AppChanges {
+            secret: f.secret,
+            login_duration_secs: f.login_duration_days.map(|d| d.saturating_mul(86_400)),
+            session_duration_secs: f.session_duration_secs,
+            token_mode: f.token_mode,
+        };
+        Ok(self.registry().put_app(f.appid.as_str(), &changes, TokenMode::Stable).await?.into())
     }
 
     async fn list_apps(&self) -> AdminResult<Vec<AppInfo>> {
-        let apps = self.store.registry.list_apps().await.map_err(db)?;
+        let apps = self.store.registry.list_apps().await?;
         Ok(apps
             .into_iter()
             .map(|a| AppInfo {
@@ -268,58 +329,24 @@ impl AdminApi for Local {
             .collect())
     }
 
-    async fn remove_app(&self, appid: &str) -> AdminResult<()> {
-        Ok(self.registry().remove_app(appid).await?)
-    }
-
-    async fn unblock_app(&self, appid: &str) -> AdminResult<()> {
-        Ok(self.registry().unblock_app(appid).await?)
-    }
-
-    async fn put_agent(&self, corpid: &str, agentid: &str, changes: AgentChanges) -> AdminResult<ChangeInfo> {
-        Ok(self.registry().put_agent(corpid, agentid, &changes).await?.into())
-    }
-
     async fn list_agents(&self) -> AdminResult<Vec<AgentInfo>> {
-        let agents = self.store.registry.list_agents().await.map_err(db)?;
+        let agents = self.store.registry.list_agents().await?;
         Ok(agents
             .into_iter()
             .map(|a| AgentInfo { corpid: a.corpid, agentid: a.agentid, remark: a.remark })
             .collect())
     }
 
-    async fn remove_agent(&self, corpid: &str, agentid: &str) -> AdminResult<()> {
-        Ok(self.registry().remove_agent(corpid, agentid).await?)
-    }
-
-    async fn put_cos(
-        &self,
-        appid: &str,
-        secret_id: Option<String>,
-        secret_key: Option<String>,
-    ) -> AdminResult<ChangeInfo> {
-        let outcome = self.registry().put_cos_key(appid, secret_id.as_deref(), secret_key.as_deref()).await?;
-        Ok(ChangeInfo { outcome: outcome.as_str().into(), credentials_dropped: false })
-    }
-
     async fn list_cos(&self) -> AdminResult<Vec<CosInfo>> {
-        let keys = self.store.registry.list_cos_keys().await.map_err(db)?;
+        let keys = self.store.registry.list_cos_keys().await?;
         Ok(keys
             .into_iter()
             .map(|k| CosInfo { appid: k.appid, secret_id_prefix: k.secret_id.chars().take(8).collect() })
             .collect())
     }
 
-    async fn remove_cos(&self, appid: &str) -> AdminResult<()> {
-        Ok(self.registry().remove_cos_key(appid).await?)
-    }
-
-    async fn add_key(&self, name: &str, scope: KeyScope) -> AdminResult<String> {
-        Ok(self.registry().add_caller_key(name, scope).await?)
-    }
-
     async fn list_keys(&self) -> AdminResult<Vec<KeyInfo>> {
-        let keys = self.store.keys.list_caller_keys().await.map_err(db)?;
+        let keys = self.store.keys.list_caller_keys().await?;
         Ok(keys
             .into_iter()
             .map(|k| KeyInfo {
@@ -335,22 +362,18 @@ impl AdminApi for Local {
             .collect())
     }
 
-    async fn revoke_key(&self, name: &str) -> AdminResult<()> {
-        Ok(self.registry().revoke_caller_key(name).await?)
-    }
-
     async fn status(&self) -> AdminResult<Status> {
-        let schema = self.store.schema.schema_status().await.map_err(db)?;
+        let schema = self.store.schema.schema_status().await?;
         let mut apps = Vec::new();
-        for a in self.store.registry.list_apps().await.map_err(db)? {
-            let sessions = self.store.sessions.count_sessions(&a.appid).await.map_err(db)?;
+        for a in self.store.registry.list_apps().await? {
+            let sessions = self.store.sessions.count_sessions(&a.appid).await?;
             let key = CredKey::app(CredKind::MpToken, &a.appid);
             apps.push(
                 self.credential_status(a.appid.clone(), a.token_mode.as_str(), key, Some(sessions)).await?,
             );
         }
         let mut agents = Vec::new();
-        for a in self.store.registry.list_agents().await.map_err(db)? {
+        for a in self.store.registry.list_agents().await? {
             let key = CredKey::agent(CredKind::WcToken, &a.corpid, &a.agentid);
             let id = format!("{}/{}", a.corpid, a.agentid);
             agents.push(self.credential_status(id, "wecom", key, None).await?);
@@ -373,11 +396,9 @@ impl AdminApi for Local {
     }
 }
 
-/// `Outcome` from its wire name (for printing what a remote server did).
-pub fn outcome_of(s: &str) -> Outcome {
-    match s {
-        "added" => Outcome::Added,
-        "updated" => Outcome::Updated,
-        _ => Outcome::Unchanged,
+#[async_trait]
+impl AdminApi for Local {
+    async fn run(&self, op: AdminOp) -> AdminResult<Value> {
+        self.run_op(op).await
     }
 }
