@@ -9,13 +9,11 @@ fn main() -> std::process::ExitCode {
     match wafer_scf::cli::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let text = format!("{e:#}");
-            eprintln!("wafer-scf: {text}");
-            if text.contains("doesn't exist")
-                || text.contains("no such table")
-                || text.contains("Unknown column")
-            {
-                eprintln!("wafer-scf: the database schema is missing or behind: run `wafer-scf migrate`");
+            eprintln!("wafer-scf: {e:#}");
+            let cause =
+                e.chain().find_map(|c| c.downcast_ref::<wafer_scf::store::StoreError>()).map(|s| s.cause);
+            if cause == Some(wafer_scf::store::Cause::Schema) {
+                eprintln!("wafer-scf: {}", wafer_scf::store::Cause::Schema.describe());
             }
             std::process::ExitCode::FAILURE
         }

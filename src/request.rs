@@ -67,22 +67,43 @@ pub struct HttpCall {
     pub body: Payload,
 }
 
-/// The answer to an [`HttpCall`]: status, content type and body (whole or streaming), sent as they are.
+/// The content type of every JSON answer of ours.
+pub const JSON: &str = "application/json; charset=utf-8";
+
+/// An answer in no transport's form: status, content type, extra headers and body (whole or streaming). HTTP mode
+/// and the SCF runtime only translate it into their bytes.
 #[derive(Debug)]
 pub struct HttpReply {
     pub status: u16,
-    pub content_type: String,
+    pub content_type: std::borrow::Cow<'static, str>,
+    /// Headers besides the content type (`Allow`, `WWW-Authenticate`, `Connection`).
+    pub headers: &'static [(&'static str, &'static str)],
     pub body: Payload,
 }
 
 impl HttpReply {
+    /// A body of `content_type`, with no other header.
+    pub fn new(
+        status: u16,
+        content_type: impl Into<std::borrow::Cow<'static, str>>,
+        body: impl Into<Payload>,
+    ) -> Self {
+        Self { status, content_type: content_type.into(), headers: &[], body: body.into() }
+    }
+
     /// A JSON body.
     pub fn json(status: u16, body: &serde_json::Value) -> Self {
-        Self {
-            status,
-            content_type: "application/json; charset=utf-8".into(),
-            body: Payload::from(body.to_string().into_bytes()),
-        }
+        Self::new(status, JSON, body.to_string().into_bytes())
+    }
+
+    /// An envelope, with `status`.
+    pub fn envelope(status: u16, env: &crate::envelope::Envelope) -> Self {
+        Self::new(status, JSON, env.to_bytes())
+    }
+
+    /// The same reply with these extra headers.
+    pub fn with_headers(self, headers: &'static [(&'static str, &'static str)]) -> Self {
+        Self { headers, ..self }
     }
 }
 

@@ -137,6 +137,41 @@ impl ReturnCode {
         }
     }
 
+    /// The HTTP status a refusal with this code is sent with where the answer is plain HTTP (the pass-through, the
+    /// token host, health and metrics routes, a body refused before it is read). Envelopes are always HTTP 200.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::Ok => 200,
+            Self::CallerKeyMissing | Self::CallerKeyInvalid | Self::AdminAuthErr => 401,
+            Self::CallerKeyForbidden => 403,
+            Self::ParaErr | Self::NoPara | Self::RequestErr => 400,
+            Self::RequestTooLarge => 413,
+            Self::NoAppid => 404,
+            Self::ForceRefreshLimited
+            | Self::LoginRateLimited
+            | Self::WeixinQuotaErr
+            | Self::WeixinRateLimited => 429,
+            Self::DbErr | Self::InternalErr => 500,
+            // Upstream failures, and anything else that kept WeChat's answer from the caller.
+            _ => 502,
+        }
+    }
+
+    /// The `errcode` a refusal with this code is answered with in WeChat's dialect (the drop-in token host): the
+    /// code WeChat itself would have sent for the same situation, else `-1` (WeChat's "system error").
+    pub fn wechat_errcode(self) -> i64 {
+        match self {
+            Self::Ok => 0,
+            Self::ForceRefreshLimited | Self::WeixinQuotaErr => 45009,
+            Self::WeixinRateLimited | Self::LoginRateLimited => 45011,
+            Self::WeixinAppidErr => 40013,
+            Self::WeixinAccesstokenErr => 40014,
+            Self::WeixinCodeErr => 40029,
+            Self::WeixinIpNotAllowed => 40164,
+            _ => -1,
+        }
+    }
+
     /// The symbolic name, used as the prefix of `returnMessage` on errors.
     pub fn name(self) -> &'static str {
         match self {

@@ -105,27 +105,9 @@ pub fn parse(call: &HttpCall, meta: &RequestMeta) -> Result<HttpInterface, Wafer
     Ok(HttpInterface::Host(HostRequest::parse(call)?))
 }
 
-/// The HTTP status a refusal of ours is sent with (WeChat's own replies keep theirs).
-pub fn status_of(e: &WaferError) -> u16 {
-    match e.code {
-        ReturnCode::CallerKeyMissing | ReturnCode::CallerKeyInvalid => 401,
-        ReturnCode::CallerKeyForbidden => 403,
-        ReturnCode::ParaErr | ReturnCode::NoPara | ReturnCode::RequestErr => 400,
-        ReturnCode::RequestTooLarge => 413,
-        ReturnCode::NoAppid => 404,
-        ReturnCode::ForceRefreshLimited | ReturnCode::WeixinQuotaErr | ReturnCode::WeixinRateLimited => 429,
-        ReturnCode::DbErr | ReturnCode::InternalErr => 500,
-        _ => 502,
-    }
-}
-
 /// A refusal of ours, as an envelope with a status.
 pub fn refusal(e: &WaferError) -> HttpReply {
-    HttpReply {
-        status: status_of(e),
-        content_type: "application/json; charset=utf-8".into(),
-        body: Envelope::error(e).to_bytes().into(),
-    }
+    HttpReply::envelope(e.code.http_status(), &Envelope::error(e))
 }
 
 /// Answer a pass-through call: authorise it (a caller key covering the app and the path), send it with the
@@ -146,7 +128,7 @@ pub async fn pass(
     let out = Outgoing { method: &req.method, path: req.path.as_str(), query: &req.query, body };
     let reply = proxy::send(deps, &req.target, out, None, "passthrough").await?;
     tracing::info!(path = %req.path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
-    Ok(HttpReply { status: reply.status, content_type: reply.content_type, body: reply.body })
+    Ok(HttpReply::new(reply.status, reply.content_type, reply.body))
 }
 
 #[cfg(test)]

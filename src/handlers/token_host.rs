@@ -137,15 +137,7 @@ fn wechat_error(errcode: i64, errmsg: &str) -> HttpReply {
 
 /// Our own failure (no token could be had) in WeChat's shape: what the SDK would have got from WeChat.
 fn from_wafer(e: &WaferError) -> HttpReply {
-    let errcode = match e.code {
-        ReturnCode::ForceRefreshLimited => 45009,
-        ReturnCode::WeixinAppidErr => 40013,
-        ReturnCode::WeixinIpNotAllowed => 40164,
-        ReturnCode::WeixinQuotaErr => 45009,
-        ReturnCode::WeixinRateLimited => 45011,
-        _ => -1,
-    };
-    wechat_error(errcode, &format!("system error (wafer-scf: {})", e.message))
+    wechat_error(e.code.wechat_errcode(), &format!("system error (wafer-scf: {})", e.message))
 }
 
 fn token_reply(served: &Served, now: i64) -> HttpReply {
@@ -263,7 +255,7 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
             let out = Outgoing { method: &method, path: path.as_str(), query: &query, body };
             let reply = proxy::send(deps, &target, out, Some(token), "token_host").await?;
             tracing::info!(path = %path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
-            Ok(HttpReply { status: reply.status, content_type: reply.content_type, body: reply.body })
+            Ok(HttpReply::new(reply.status, reply.content_type, reply.body))
         }
     }
 }

@@ -4,8 +4,7 @@
 
 use super::event::{self, Body, Incoming, Origin, Parsed};
 use crate::envelope::{Envelope, ReturnCode, WaferError};
-use crate::request::{HttpCall, HttpReply};
-use crate::service::{Route, Service};
+use crate::service::{self, Input, Route, Service};
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -152,68 +151,33 @@ async fn answer(svc: &Service, inv: &Invocation, origin_out: &mut Origin) -> Vec
             return event::reply(&origin, status, &Envelope::error(&error));
         }
     };
-    let budget = inv
-        .time_limit_ms
-        .map(|limit| Duration::from_millis(limit.saturating_sub(DEADLINE_MARGIN_MS).max(50)));
-    let too_late = |limit: Option<u64>| {
-        tracing::error!(request_id = %meta.request_id, limit_ms = limit.unwrap_or(0), "invocation deadline reached");
-        WaferError::new(
-            ReturnCode::InternalErr,
-            "the request did not finish within the function's time limit",
-        )
+    // A direct invocation is an envelope whatever it says; a gateway event is routed like an HTTP request.
+    let route = match origin {
+        Origin::Direct => Route::Envelope,
+        Origin::Gateway => svc.route(&method, &path, query.as_deref()),
     };
-    if origin == Origin::Gateway {
-        match svc.route(&method, &path, query.as_deref()) {
-            Route::Envelope => {}
-            Route::Http => {
-                let call = HttpCall { method, path, query, content_type, body: body.into_bytes().into() };
-                let work = svc.handle_http(call, &meta, true);
-                let reply = match budget {
-                    Some(b) => match tokio::time::timeout(b, work).await {
-                        Ok(r) => r,
-                        Err(_) => HttpReply {
-                            status: 504,
-                            content_type: "application/json; charset=utf-8".into(),
-                            body: Envelope::error(&too_late(inv.time_limit_ms)).to_bytes().into(),
-                        },
-                    },
-                    None => work.await,
-                };
-                // `inline` made it whole.
-                let body = reply.body.into_full().unwrap_or_default();
-                return event::gateway_reply_bytes(reply.status, &reply.content_type, body);
-            }
-            Route::Health => return event::gateway_reply(200, "text/plain; charset=utf-8", "ok".into()),
-            Route::Ready => {
-                let (status, body) = svc.readiness_reply().await;
-                return event::gateway_reply(status, "application/json; charset=utf-8", body);
-            }
-            Route::Metrics if svc.metrics_route => {
-                return match svc.metrics(&meta) {
-                    Ok(text) => event::gateway_reply(200, "text/plain; version=0.0.4; charset=utf-8", text),
-                    Err(e) => event::reply(&origin, 401, &Envelope::error(&e)),
-                };
-            }
-            Route::Metrics | Route::WrongMethod => {
-                tracing::info!(request_id = %meta.request_id, method = %method, return_code = 1009, "request refused: method not allowed");
-                return event::reply(&origin, 405, &Envelope::error(&Route::wrong_method()));
+    let body = match body {
+        Body::Bytes(b) => Input::Payload(b.into()),
+        Body::Json { value, len } => Input::Parsed { value, len },
+    };
+    let request = service::Incoming { method, path, query, content_type, body };
+    let work = svc.respond(route, request, &meta, true);
+    let reply = match inv.time_limit_ms {
+        Some(limit) => {
+            let budget = Duration::from_millis(limit.saturating_sub(DEADLINE_MARGIN_MS).max(50));
+            match tokio::time::timeout(budget, work).await {
+                Ok(r) => r,
+                Err(_) => svc.too_late(route, Some(limit), &meta),
             }
         }
-    }
-    let work = async {
-        match body {
-            Body::Bytes(b) => svc.handle(&b, &meta).await,
-            Body::Json { value, len } => svc.handle_value(value, len, &meta).await,
-        }
-    };
-    let envelope = match budget {
-        Some(b) => match tokio::time::timeout(b, work).await {
-            Ok(env) => env,
-            Err(_) => Envelope::error(&too_late(inv.time_limit_ms)),
-        },
         None => work.await,
     };
-    event::reply(&origin, 200, &envelope)
+    // `inline` made every body whole.
+    let body = reply.body.into_full().unwrap_or_default();
+    match origin {
+        Origin::Direct => body,
+        Origin::Gateway => event::gateway_reply_bytes(reply.status, &reply.content_type, body),
+    }
 }
 
 /// Backoff for a failing runtime API: 50 ms doubling to 2 s.

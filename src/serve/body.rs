@@ -111,7 +111,7 @@ pub(super) fn too_large_or_broken(
     what: &str,
 ) -> Response {
     let err = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        WaferError::new(ReturnCode::RequestTooLarge, format!("request body is larger than {limit} bytes"))
+        crate::service::body_too_large(limit as u64)
     } else {
         WaferError::new(ReturnCode::RequestErr, "the request body could not be read")
     };

@@ -2,8 +2,9 @@
 //! resolves. Used locally, on a VM, and as the SCF web-function server.
 
 use crate::envelope::Envelope;
-use crate::request::{ClientAddress, HttpCall, RequestMeta};
-use crate::service::{Route, Service};
+use crate::payload::Payload;
+use crate::request::{ClientAddress, HttpReply, RequestMeta};
+use crate::service::{Incoming, Input, Route, Service};
 
 const JSON: &str = "application/json; charset=utf-8";
 use axum::body::Body;
@@ -353,71 +354,56 @@ async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
         ..RequestMeta::default()
     }
     .with_credentials(|name| wanted.header(name), crate::request::query_key(parts.uri.query()));
-    match route {
-        Route::Envelope | Route::Http => {}
-        Route::Health => return (StatusCode::OK, "ok").into_response(),
-        Route::Ready => {
-            let (status, body) = svc.readiness_reply().await;
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            return (status, [(header::CONTENT_TYPE, HeaderValue::from_static(JSON))], body).into_response();
-        }
-        Route::Metrics if svc.metrics_route => {
-            return match svc.metrics(&meta) {
-                Ok(text) => metrics_response(text),
-                Err(e) => {
-                    let mut resp = envelope_response(StatusCode::UNAUTHORIZED, &Envelope::error(&e));
-                    resp.headers_mut().insert(
-                        header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Bearer realm=\"metrics\""),
-                    );
-                    resp
-                }
+    let body = match route {
+        Route::Envelope | Route::Http => {
+            let declared = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let stream_past = (route == Route::Http).then_some(svc.passthrough_body_limit);
+            match body::read(body, svc, &meta, stream_past, declared).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
             }
         }
-        Route::Metrics | Route::WrongMethod => {
-            tracing::info!(method = %parts.method, path = parts.uri.path(), return_code = 1009, "request refused: method not allowed");
-            let mut resp =
-                envelope_response(StatusCode::METHOD_NOT_ALLOWED, &Envelope::error(&Route::wrong_method()));
-            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return resp;
-        }
-    }
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let stream_past = (route == Route::Http).then_some(svc.passthrough_body_limit);
-    let payload = match body::read(body, svc, &meta, stream_past, declared).await {
-        Ok(b) => b,
-        Err(resp) => return resp,
+        // Health, readiness, metrics and wrong methods need no body.
+        _ => Payload::default(),
     };
-    if route == Route::Http {
-        let call = HttpCall {
-            method: parts.method.as_str().to_owned(),
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().map(str::to_owned),
-            content_type: parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            body: payload,
-        };
-        let reply = svc.handle_http(call, &meta, false).await;
-        let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
-        let body = match reply.body.into_full() {
-            Ok(bytes) => Body::from(bytes),
-            Err(streaming) => Body::from_stream(streaming.into_stream()),
-        };
-        let mut resp = (status, body).into_response();
-        if let Ok(ct) = HeaderValue::from_str(&reply.content_type) {
-            resp.headers_mut().insert(header::CONTENT_TYPE, ct);
-        }
-        return resp;
+    let request = Incoming {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: Input::Payload(body),
+    };
+    response(svc.respond(route, request, &meta, false).await)
+}
+
+/// A reply in HTTP mode's form: the status, content type and headers as they are, the body whole or streamed.
+fn response(reply: HttpReply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = match reply.body.into_full() {
+        Ok(bytes) => Body::from(bytes),
+        Err(streaming) => Body::from_stream(streaming.into_stream()),
+    };
+    let mut resp = (status, body).into_response();
+    let headers = resp.headers_mut();
+    let content_type = match reply.content_type {
+        std::borrow::Cow::Borrowed(ct) => Some(HeaderValue::from_static(ct)),
+        std::borrow::Cow::Owned(ct) => HeaderValue::from_str(&ct).ok(),
+    };
+    if let Some(ct) = content_type {
+        headers.insert(header::CONTENT_TYPE, ct);
     }
-    let env = svc.handle(payload.as_full().unwrap_or_default(), &meta).await;
-    envelope_response(StatusCode::OK, &env)
+    for (name, value) in reply.headers {
+        headers.insert(*name, HeaderValue::from_static(value));
+    }
+    resp
 }
 
 #[cfg(test)]

@@ -46,6 +46,9 @@ pub enum Cause {
     UnknownDatabase,
     /// The TLS handshake failed.
     Tls,
+    /// A table or column this build needs is missing: the schema is missing or behind (MySQL 1146 / 1054,
+    /// SQLite "no such table" / "no such column").
+    Schema,
     /// Anything else (the message says what).
     #[default]
     Other,
@@ -62,6 +65,7 @@ impl Cause {
             }
             Self::UnknownDatabase => "unknown database: create it, or fix its name in WAFER_DATABASE_URL",
             Self::Tls => "TLS handshake failed: check the server's certificate and the URL's TLS settings",
+            Self::Schema => "the database schema is missing or behind: run `wafer-scf migrate`",
             Self::Other => "storage error",
         }
     }

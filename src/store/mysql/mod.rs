@@ -49,6 +49,7 @@ fn driver_err(e: mysql_async::Error) -> StoreError {
     let cause = match &e {
         Error::Server(s) if matches!(s.code, 1044 | 1045 | 1698) => super::Cause::Auth,
         Error::Server(s) if s.code == 1049 => super::Cause::UnknownDatabase,
+        Error::Server(s) if matches!(s.code, 1146 | 1054) => super::Cause::Schema,
         Error::Io(IoError::Io(io)) => match io.kind() {
             std::io::ErrorKind::ConnectionRefused => super::Cause::Refused,
             std::io::ErrorKind::TimedOut => super::Cause::Timeout,

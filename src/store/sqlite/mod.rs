@@ -35,6 +35,14 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::new(BACKEND, e)
 }
 
+/// A driver error, saying when it means the schema is missing or behind.
+fn driver_err(e: rusqlite::Error) -> StoreError {
+    let schema = matches!(&e, rusqlite::Error::SqliteFailure(_, Some(m))
+        if m.starts_with("no such table") || m.starts_with("no such column"));
+    let cause = if schema { super::Cause::Schema } else { super::Cause::Other };
+    err(e).with_cause(cause)
+}
+
 impl SqliteStore {
     /// Open (or create) the database file at `path`; `:memory:` gives a private in-memory database.
     pub fn open(path: &str) -> StoreResult<Self> {
@@ -59,7 +67,7 @@ impl SqliteStore {
         })
         .await
         .map_err(err)?
-        .map_err(err);
+        .map_err(driver_err);
         crate::metrics::storage(BACKEND, result.is_err());
         result
     }

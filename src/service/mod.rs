@@ -6,70 +6,16 @@ use crate::auth::Gate;
 use crate::envelope::{self, Envelope, Para, ReturnCode, WaferError};
 use crate::handlers::{Deps, Interface, Reply};
 use crate::request::{HttpCall, HttpReply, RequestMeta};
-use crate::telemetry::line;
+
+mod line;
+mod routes;
+
 use futures_util::FutureExt;
+use line::RequestLine;
+pub use routes::{body_too_large, Incoming, Input, Readiness, Route};
 use serde_json::Value;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
-
-/// The one line an envelope request is logged with.
-struct RequestLine<'a> {
-    request_id: &'a str,
-    interface: &'a str,
-    appid: &'a str,
-    return_code: i64,
-    latency_us: u64,
-    caller: &'a str,
-    /// A refused request's detail (empty when it has none); `None` for an answered one.
-    detail: Option<&'a str>,
-}
-
-impl RequestLine<'_> {
-    fn fields(&self) -> ([(&'static str, line::Value<'_>); 7], usize) {
-        use line::Value::{Int, Quoted, Shown};
-        let fields = [
-            ("request_id", Shown(self.request_id)),
-            ("interface", Shown(self.interface)),
-            ("appid", Shown(self.appid)),
-            ("return_code", Int(self.return_code)),
-            ("latency_us", Int(i64::try_from(self.latency_us).unwrap_or(i64::MAX))),
-            ("caller", Shown(self.caller)),
-            ("detail", Quoted(self.detail.unwrap_or(""))),
-        ];
-        (fields, if self.detail.is_some() { 7 } else { 6 })
-    }
-
-    /// Written by hand where [`crate::telemetry::init`] set up the output; the same event through tracing otherwise.
-    fn info(&self) {
-        if tracing::enabled!(tracing::Level::INFO) {
-            let (fields, n) = self.fields();
-            if !line::write(tracing::Level::INFO, "request", &fields[..n]) {
-                self.trace_info();
-            }
-        }
-    }
-
-    fn trace_info(&self) {
-        let Self { request_id, interface, appid, return_code, latency_us, caller, detail } = self;
-        match detail {
-            Some(detail) => {
-                tracing::info!(request_id = %request_id, interface = %interface, appid = %appid, return_code,
-                latency_us, caller = %caller, detail, "request")
-            }
-            None => {
-                tracing::info!(request_id = %request_id, interface = %interface, appid = %appid, return_code,
-                latency_us, caller = %caller, "request")
-            }
-        }
-    }
-
-    /// Storage and internal failures: rare, written through tracing at error level.
-    fn error(&self) {
-        let Self { request_id, interface, appid, return_code, latency_us, caller, detail } = self;
-        tracing::error!(request_id = %request_id, interface = %interface, appid = %appid, return_code, latency_us,
-            caller = %caller, detail = detail.unwrap_or(""), "request");
-    }
-}
 
 /// Default largest request body accepted, in bytes.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -77,70 +23,6 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// Default largest body streamed on by the HTTP pass-through (`WAFER_PASSTHROUGH_BODY_LIMIT`): 32 MiB, above
 /// WeChat's and WeCom's media upload limits.
 pub const DEFAULT_PASSTHROUGH_BODY_LIMIT: u64 = 32 * 1024 * 1024;
-
-/// What a transport does with a request, from its method and path alone (the same in HTTP mode and for gateway
-/// events).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// `GET …/healthz` (or `/health`): the process is alive.
-    Health,
-    /// `GET …/readyz`: storage reachable and schema current.
-    Ready,
-    /// `GET …/metrics`: Prometheus text, where enabled (`WAFER_METRICS=1`).
-    Metrics,
-    /// `POST` on any path: a Wafer envelope.
-    Envelope,
-    /// A plain-HTTP interface (the `/wechat/…` pass-through, the token host): hand over an
-    /// [`HttpCall`](crate::request::HttpCall) to [`Service::handle_http`].
-    Http,
-    /// Anything else: 405 with an envelope naming the fix.
-    WrongMethod,
-}
-
-impl Route {
-    pub fn of(method: &str, path: &str) -> Self {
-        if method.eq_ignore_ascii_case("POST") {
-            return Self::Envelope;
-        }
-        if method.eq_ignore_ascii_case("GET") {
-            match path.trim_end_matches('/').rsplit('/').next() {
-                Some("healthz" | "health") => return Self::Health,
-                Some("readyz") => return Self::Ready,
-                Some("metrics") => return Self::Metrics,
-                _ => {}
-            }
-        }
-        Self::WrongMethod
-    }
-
-    /// The error answered with HTTP 405.
-    pub fn wrong_method() -> WaferError {
-        WaferError::new(ReturnCode::RequestErr, "use HTTP POST with a JSON body")
-    }
-}
-
-/// What `GET /readyz` reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Readiness {
-    Ready,
-    /// Storage answered, but its schema is older than this build needs.
-    SchemaBehind(crate::store::SchemaStatus),
-    /// Storage did not answer in time, refused the connection or the credentials, or has no such database.
-    Unreachable(crate::store::Cause),
-}
-
-impl Readiness {
-    /// One line an operator can act on (no URL, no credentials).
-    pub fn reason(&self) -> String {
-        match self {
-            Self::Ready => "storage reachable, schema current".into(),
-            Self::SchemaBehind(s) => {
-                format!("schema is behind (version {} of {}): run `wafer-scf migrate`", s.current, s.latest)
-            }
-            Self::Unreachable(cause) => format!("storage unreachable: {}", cause.describe()),
-        }
-    }
-}
 
 /// The service: handler dependencies, the caller gate, and transport-independent limits.
 pub struct Service {
@@ -200,16 +82,16 @@ impl Service {
 
     /// Handle one request body. Never panics, never fails: every outcome is an envelope.
     pub async fn handle(&self, body: &[u8], meta: &RequestMeta) -> Envelope {
-        self.answer(Input::Bytes(body), meta).await
+        self.answer(Raw::Bytes(body), meta).await
     }
 
     /// Handle a request that arrived already parsed (an SCF event's envelope), `len` bytes long as it arrived:
     /// checked and answered exactly as its bytes would be, without reading it a second time.
     pub async fn handle_value(&self, value: Value, len: usize, meta: &RequestMeta) -> Envelope {
-        self.answer(Input::Value(value, len), meta).await
+        self.answer(Raw::Value(value, len), meta).await
     }
 
-    async fn answer(&self, input: Input<'_>, meta: &RequestMeta) -> Envelope {
+    async fn answer(&self, input: Raw<'_>, meta: &RequestMeta) -> Envelope {
         let started = Instant::now();
         let Dispatched { interface, appid, caller: caller_name, result } =
             AssertUnwindSafe(self.dispatch(input, meta)).catch_unwind().await.unwrap_or_else(|_| {
@@ -268,10 +150,7 @@ impl Service {
         let mut name = "http";
         let result = AssertUnwindSafe(async {
             if call.body.as_full().is_some_and(|b| b.len() > self.body_limit) {
-                return Err(WaferError::new(
-                    ReturnCode::RequestTooLarge,
-                    format!("request body is larger than {} bytes", self.body_limit),
-                ));
+                return Err(body_too_large(self.body_limit as u64));
             }
             let parsed = http::parse(&call, meta)?;
             name = parsed.name();
@@ -342,7 +221,7 @@ impl Service {
         Ok(n)
     }
 
-    async fn dispatch(&self, input: Input<'_>, meta: &RequestMeta) -> Dispatched {
+    async fn dispatch(&self, input: Raw<'_>, meta: &RequestMeta) -> Dispatched {
         let fail = |interface, appid, error| Dispatched {
             interface,
             appid,
@@ -350,19 +229,15 @@ impl Service {
             result: Err(error),
         };
         let len = match &input {
-            Input::Bytes(b) => b.len(),
-            Input::Value(_, len) => *len,
+            Raw::Bytes(b) => b.len(),
+            Raw::Value(_, len) => *len,
         };
         if len > self.body_limit {
-            let e = WaferError::new(
-                ReturnCode::RequestTooLarge,
-                format!("request body is larger than {} bytes", self.body_limit),
-            );
-            return fail("-", String::new(), e);
+            return fail("-", String::new(), body_too_large(self.body_limit as u64));
         }
         let parsed = match input {
-            Input::Bytes(b) => envelope::parse_request(b),
-            Input::Value(v, _) => envelope::parse_value(v),
+            Raw::Bytes(b) => envelope::parse_request(b),
+            Raw::Value(v, _) => envelope::parse_value(v),
         };
         let req = match parsed {
             Ok(r) => r,
@@ -406,8 +281,8 @@ impl Service {
     }
 }
 
-/// A request body as it reached the service.
-enum Input<'a> {
+/// A request body as it reached the envelope dispatcher.
+enum Raw<'a> {
     Bytes(&'a [u8]),
     /// Already parsed, and how many bytes it came in.
     Value(Value, usize),
@@ -426,57 +301,4 @@ struct Dispatched {
     /// The verified caller key's name.
     caller: String,
     result: Result<(&'static str, Value), WaferError>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    // What the installed subscriber writes, captured.
-    use crate::telemetry::batch::tests::Sink as Capture;
-    use crate::telemetry::{self, LogFormat};
-
-    /// The line written by hand is the line tracing writes for the same request, in both formats, whatever the
-    /// fields hold (quotes, backslashes, control characters, ANSI escapes, non-ASCII, empty values).
-    #[test]
-    fn request_lines_written_by_hand_are_the_subscribers_lines() {
-        let awkward =
-            ["", "plain", "a \"quoted\" \\ value", "line\nbreak\ttab", "\u{1b}[31mred", "中文 é \u{85} 🙂"];
-        for format in [LogFormat::Text, LogFormat::Json] {
-            for (i, text) in awkward.iter().enumerate() {
-                for detail in [None, Some(*text)] {
-                    let line = RequestLine {
-                        request_id: if i % 2 == 0 { "http-1-7" } else { text },
-                        interface: "qcloud.cam.auth",
-                        appid: text,
-                        return_code: if detail.is_some() { 60012 } else { 0 },
-                        latency_us: 1234 + i as u64,
-                        caller: text,
-                        detail,
-                    };
-                    let capture = Capture::default();
-                    let sink = capture.clone();
-                    let dispatch = telemetry::dispatch(
-                        tracing_subscriber::EnvFilter::new("info"),
-                        format,
-                        tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || sink.clone()),
-                    );
-                    tracing::dispatcher::with_default(&dispatch, || line.trace_info());
-                    let theirs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-                    let (fields, n) = line.fields();
-                    let mut ours = Vec::new();
-                    let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-                    line::format_line(&mut ours, format, at, tracing::Level::INFO, "request", &fields[..n]);
-                    let ours = String::from_utf8(ours).unwrap();
-                    // The timestamps differ by the time between the two; everything else is the same.
-                    let skip = if format == LogFormat::Json { r#"{"timestamp":""#.len() } else { 0 };
-                    let stamp = skip..skip + "2026-11-25T20:16:00.123456Z".len();
-                    assert_eq!(ours[stamp.end..], theirs[stamp.end..], "{format:?} {line_id}", line_id = i);
-                    assert_eq!(ours[..stamp.start], theirs[..stamp.start]);
-                    assert_eq!(ours[stamp.clone()].len(), theirs[stamp.clone()].len());
-                    assert!(ours[stamp.clone()].ends_with('Z') && ours.as_bytes()[stamp.start + 19] == b'.');
-                    assert!(ours[stamp.clone()][..19] >= theirs[stamp.clone()][..19], "{ours} / {theirs}");
-                }
-            }
-        }
-    }
 }
