@@ -28,7 +28,7 @@ const UPSTREAM_MS: u64 = 1_000;
 
 fn app(appid: &str, secret: &str) -> AppRecord {
     AppRecord {
-        appid: appid.into(),
+        appid: appid.parse().unwrap(),
         secret: secret.into(),
         login_duration_secs: 86_400,
         session_duration_secs: 86_400,

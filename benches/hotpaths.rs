@@ -219,7 +219,7 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
     store
         .registry
         .put_app(&AppRecord {
-            appid: APPID.into(),
+            appid: APPID.parse().unwrap(),
             secret: SECRET.into(),
             login_duration_secs: 86_400,
             session_duration_secs: 86_400,

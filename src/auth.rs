@@ -36,6 +36,16 @@ pub enum Scope<'a> {
     Corp(&'a str),
 }
 
+impl<'a> Scope<'a> {
+    /// What a caller key must cover to reach `owner`'s credentials: the app, or the agent's corp.
+    pub fn of(owner: &'a crate::tokens::Owner) -> Self {
+        match owner {
+            crate::tokens::Owner::App(a) => Self::App(a),
+            crate::tokens::Owner::Agent { corpid, .. } => Self::Corp(corpid),
+        }
+    }
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {

@@ -211,8 +211,8 @@ impl Config {
     }
 
     /// `WAFER_DEFAULT_APPID` with an empty value counts as unset.
-    pub fn default_appid(&self) -> Option<String> {
-        self.default_appid.clone().filter(|a| !a.trim().is_empty())
+    pub fn default_appid(&self) -> Option<crate::ids::AppId> {
+        self.default_appid.as_deref().map(str::trim).filter(|a| !a.is_empty()).and_then(|a| a.parse().ok())
     }
 
     /// `WAFER_ADMIN_TOKEN` with an empty value counts as unset (admin interfaces off).

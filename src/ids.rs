@@ -85,6 +85,12 @@ macro_rules! id_type {
             pub fn into_string(self) -> String {
                 self.0
             }
+
+            /// An identifier read back from storage, where only checked identifiers are ever written (through
+            /// this type): not checked again.
+            pub(crate) fn from_stored(s: String) -> Self {
+                Self(s)
+            }
         }
 
         impl std::str::FromStr for $name {
@@ -109,6 +115,14 @@ macro_rules! id_type {
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 d.deserialize_any(IdVisitor($kind)).map(Self)
+            }
+        }
+
+        /// Read-only access as text (an identifier is passed upstream and into keys as the text it is).
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
             }
         }
 

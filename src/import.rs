@@ -3,6 +3,7 @@
 //! tickets into the configured store. Idempotent; bad rows are skipped and counted, never fatal.
 
 use crate::crypto;
+use crate::ids::{AgentId, AppId, CorpId};
 use crate::registry::Outcome;
 use crate::store::{FetchedCredential, SessionRecord, Storage, TokenMode};
 use crate::tokens::{CredKey, CredKind};
@@ -239,10 +240,10 @@ async fn import_from(
             report.skip("app without a usable secret");
             continue;
         };
-        if crate::ids::IdKind::AppId.check(&appid).is_err() {
+        let Ok(appid) = appid.parse::<AppId>() else {
             report.skip("over-long or malformed appid");
             continue;
-        }
+        };
         app_ids.push(appid.clone());
         let login = login_days.filter(|d| *d > 0).unwrap_or(30) * 86_400;
         let idle = session_secs.filter(|s| *s > 0).unwrap_or(crate::store::DEFAULT_SESSION_DURATION_SECS);
@@ -298,12 +299,10 @@ async fn import_from(
                 report.skip("agent without a usable secret");
                 continue;
             };
-            if crate::ids::IdKind::CorpId.check(&corpid).is_err()
-                || crate::ids::IdKind::AgentId.check(&agentid).is_err()
-            {
+            let (Ok(corpid), Ok(agentid)) = (corpid.parse::<CorpId>(), agentid.parse::<AgentId>()) else {
                 report.skip("over-long or malformed corpid/agentid");
                 continue;
-            }
+            };
             let remark: String = remark.unwrap_or_default().chars().take(255).collect();
             let changes = crate::registry::AgentChanges {
                 secret: Some(crate::crypto::Secret::new(secret)),
@@ -373,18 +372,17 @@ async fn import_from(
         let Some(last) = rows.last() else { break };
         after = last.0;
         for (_, (uuid, skey, created, visited, openid, session_key, user_info, unionid, appid)) in rows {
-            let appid = appid.or_else(|| only_app.clone()).unwrap_or_default();
+            let appid = appid.or_else(|| only_app.as_ref().map(AppId::to_string)).unwrap_or_default();
             let (Some(uuid), Some(skey), Some(openid), Some(session_key)) = (uuid, skey, openid, session_key)
             else {
                 report.skip("session with missing fields");
                 continue;
             };
-            if !token_ok(&uuid, 100)
-                || !token_ok(&skey, 128)
-                || crate::ids::IdKind::AppId.check(&appid).is_err()
-                || openid.is_empty()
-                || openid.len() > 128
-            {
+            let Ok(appid) = appid.parse::<AppId>() else {
+                report.skip("over-long or malformed session identifiers");
+                continue;
+            };
+            if !token_ok(&uuid, 100) || !token_ok(&skey, 128) || openid.is_empty() || openid.len() > 128 {
                 report.skip("over-long or malformed session identifiers");
                 continue;
             }

@@ -5,6 +5,7 @@
 //! upstream failures, so a fixed whitelist or secret is tried at once.
 
 use crate::crypto::Secret;
+use crate::ids::{AgentId, AppId, CorpId, CosAppId};
 use crate::store::{
     AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, Storage, StoreError, TokenMode,
     DEFAULT_SESSION_DURATION_SECS,
@@ -153,11 +154,10 @@ impl Registry<'_> {
     /// token mode it gets when none is given.
     pub async fn put_app(
         &self,
-        appid: &str,
+        appid: &AppId,
         changes: &AppChanges,
         new_mode: TokenMode,
     ) -> Result<Change, RegistryError> {
-        id::<crate::ids::AppId>(appid)?;
         if let Some(s) = &changes.secret {
             check_secret(s, "the secret")?;
         }
@@ -171,7 +171,7 @@ impl Registry<'_> {
         let existing = self.store.registry.get_app(appid).await?;
         let app = match &existing {
             Some(e) => AppRecord {
-                appid: appid.to_owned(),
+                appid: appid.clone(),
                 secret: changes.secret.as_ref().map_or_else(|| e.secret.clone(), |s| s.expose().to_owned()),
                 login_duration_secs: changes.login_duration_secs.unwrap_or(e.login_duration_secs),
                 session_duration_secs: changes.session_duration_secs.unwrap_or(e.session_duration_secs),
@@ -180,7 +180,7 @@ impl Registry<'_> {
                 updated_at: self.now,
             },
             None => AppRecord {
-                appid: appid.to_owned(),
+                appid: appid.clone(),
                 secret: changes
                     .secret
                     .as_ref()
@@ -213,7 +213,7 @@ impl Registry<'_> {
     }
 
     /// Remove an app with its sessions and cached credentials.
-    pub async fn remove_app(&self, appid: &str) -> Result<(), RegistryError> {
+    pub async fn remove_app(&self, appid: &AppId) -> Result<(), RegistryError> {
         let removed = self.store.registry.remove_app(appid).await?;
         self.store.sessions.app_changed(appid);
         if !removed {
@@ -224,7 +224,7 @@ impl Registry<'_> {
 
     /// Lift a daily-quota block (45009) and remembered failures of an app's tokens and tickets: after the operator
     /// reset WeChat's quota (`clear_quota`), upstream calls resume at once.
-    pub async fn unblock_app(&self, appid: &str) -> Result<(), RegistryError> {
+    pub async fn unblock_app(&self, appid: &AppId) -> Result<(), RegistryError> {
         if self.store.registry.get_app(appid).await?.is_none() {
             return Err(RegistryError::NotFound(format!("no app {appid}")));
         }
@@ -234,12 +234,10 @@ impl Registry<'_> {
     /// Add a WeCom agent, or change the given fields of an existing one (a new agent needs a secret).
     pub async fn put_agent(
         &self,
-        corpid: &str,
-        agentid: &str,
+        corpid: &CorpId,
+        agentid: &AgentId,
         changes: &AgentChanges,
     ) -> Result<Change, RegistryError> {
-        id::<crate::ids::CorpId>(corpid)?;
-        id::<crate::ids::AgentId>(agentid)?;
         if let Some(s) = &changes.secret {
             check_secret(s, "the secret")?;
         }
@@ -248,8 +246,8 @@ impl Registry<'_> {
         }
         let existing = self.store.registry.get_agent(corpid, agentid).await?;
         let agent = AgentRecord {
-            corpid: corpid.to_owned(),
-            agentid: agentid.to_owned(),
+            corpid: corpid.clone(),
+            agentid: agentid.clone(),
             secret: match (&changes.secret, &existing) {
                 (Some(s), _) => s.expose().to_owned(),
                 (None, Some(e)) => e.secret.clone(),
@@ -283,7 +281,7 @@ impl Registry<'_> {
     }
 
     /// Remove a WeCom agent and its cached credentials.
-    pub async fn remove_agent(&self, corpid: &str, agentid: &str) -> Result<(), RegistryError> {
+    pub async fn remove_agent(&self, corpid: &CorpId, agentid: &AgentId) -> Result<(), RegistryError> {
         if !self.store.registry.remove_agent(corpid, agentid).await? {
             return Err(RegistryError::NotFound(format!("no agent {corpid}/{agentid}")));
         }
@@ -294,11 +292,10 @@ impl Registry<'_> {
     /// given.
     pub async fn put_cos_key(
         &self,
-        appid: &str,
+        appid: &CosAppId,
         secret_id: Option<&str>,
         secret_key: Option<&Secret>,
     ) -> Result<Outcome, RegistryError> {
-        id::<crate::ids::CosAppId>(appid)?;
         if let Some(id) = secret_id {
             check_ident(id, "the SecretId", 128)?;
         }
@@ -325,7 +322,7 @@ impl Registry<'_> {
         };
         if !self.dry_run && outcome != Outcome::Unchanged {
             let key = CosKeyRecord {
-                appid: appid.to_owned(),
+                appid: appid.clone(),
                 secret_id,
                 secret_key,
                 created_at: existing.as_ref().map_or(self.now, |e| e.created_at),
@@ -337,7 +334,7 @@ impl Registry<'_> {
     }
 
     /// Remove held COS credentials.
-    pub async fn remove_cos_key(&self, appid: &str) -> Result<(), RegistryError> {
+    pub async fn remove_cos_key(&self, appid: &CosAppId) -> Result<(), RegistryError> {
         if !self.store.registry.remove_cos_key(appid).await? {
             return Err(RegistryError::NotFound(format!("no COS keys for {appid}")));
         }

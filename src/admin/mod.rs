@@ -256,34 +256,32 @@ impl Local {
             Op::AppUpdate(f) => json!(self.put_app(f, true).await?),
             Op::AppList(_) => json!(self.list_apps().await?),
             Op::AppRemove(f) => {
-                self.registry().remove_app(f.appid.as_str()).await?;
+                self.registry().remove_app(&f.appid).await?;
                 outcome("removed")
             }
             Op::AppUnblock(f) => {
-                self.registry().unblock_app(f.appid.as_str()).await?;
+                self.registry().unblock_app(&f.appid).await?;
                 outcome("unblocked")
             }
             Op::AgentAdd(f) => {
                 let changes = AgentChanges { secret: f.secret, remark: f.remark };
-                json!(ChangeInfo::from(
-                    self.registry().put_agent(f.corpid.as_str(), f.agentid.as_str(), &changes).await?
-                ))
+                json!(ChangeInfo::from(self.registry().put_agent(&f.corpid, &f.agentid, &changes).await?))
             }
             Op::AgentList(_) => json!(self.list_agents().await?),
             Op::AgentRemove(f) => {
-                self.registry().remove_agent(f.corpid.as_str(), f.agentid.as_str()).await?;
+                self.registry().remove_agent(&f.corpid, &f.agentid).await?;
                 outcome("removed")
             }
             Op::CosAdd(f) => {
                 let outcome = self
                     .registry()
-                    .put_cos_key(f.appid.as_str(), f.secret_id.as_deref(), f.secret_key.as_ref())
+                    .put_cos_key(&f.appid, f.secret_id.as_deref(), f.secret_key.as_ref())
                     .await?;
                 json!(ChangeInfo { outcome, credentials_dropped: false })
             }
             Op::CosList(_) => json!(self.list_cos().await?),
             Op::CosRemove(f) => {
-                self.registry().remove_cos_key(f.appid.as_str()).await?;
+                self.registry().remove_cos_key(&f.appid).await?;
                 outcome("removed")
             }
             Op::KeyAdd(f) => {
@@ -300,7 +298,7 @@ impl Local {
     }
 
     async fn put_app(&self, f: ops::AppPut, must_exist: bool) -> AdminResult<ChangeInfo> {
-        if must_exist && self.store.registry.get_app(f.appid.as_str()).await?.is_none() {
+        if must_exist && self.store.registry.get_app(&f.appid).await?.is_none() {
             return Err(crate::registry::RegistryError::NotFound(format!(
                 "no app {}: add it first (with its secret)",
                 f.appid
@@ -313,7 +311,7 @@ impl Local {
             session_duration_secs: f.session_duration_secs,
             token_mode: f.token_mode,
         };
-        Ok(self.registry().put_app(f.appid.as_str(), &changes, TokenMode::Stable).await?.into())
+        Ok(self.registry().put_app(&f.appid, &changes, TokenMode::Stable).await?.into())
     }
 
     async fn list_apps(&self) -> AdminResult<Vec<AppInfo>> {
@@ -321,7 +319,7 @@ impl Local {
         Ok(apps
             .into_iter()
             .map(|a| AppInfo {
-                appid: a.appid,
+                appid: a.appid.into_string(),
                 login_duration_secs: a.login_duration_secs,
                 session_duration_secs: a.session_duration_secs,
                 token_mode: a.token_mode.as_str().into(),
@@ -333,7 +331,11 @@ impl Local {
         let agents = self.store.registry.list_agents().await?;
         Ok(agents
             .into_iter()
-            .map(|a| AgentInfo { corpid: a.corpid, agentid: a.agentid, remark: a.remark })
+            .map(|a| AgentInfo {
+                corpid: a.corpid.into_string(),
+                agentid: a.agentid.into_string(),
+                remark: a.remark,
+            })
             .collect())
     }
 
@@ -341,7 +343,10 @@ impl Local {
         let keys = self.store.registry.list_cos_keys().await?;
         Ok(keys
             .into_iter()
-            .map(|k| CosInfo { appid: k.appid, secret_id_prefix: k.secret_id.chars().take(8).collect() })
+            .map(|k| CosInfo {
+                appid: k.appid.into_string(),
+                secret_id_prefix: k.secret_id.chars().take(8).collect(),
+            })
             .collect())
     }
 
@@ -369,7 +374,8 @@ impl Local {
             let sessions = self.store.sessions.count_sessions(&a.appid).await?;
             let key = CredKey::app(CredKind::MpToken, &a.appid);
             apps.push(
-                self.credential_status(a.appid.clone(), a.token_mode.as_str(), key, Some(sessions)).await?,
+                self.credential_status(a.appid.to_string(), a.token_mode.as_str(), key, Some(sessions))
+                    .await?,
             );
         }
         let mut agents = Vec::new();

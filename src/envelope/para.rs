@@ -1,7 +1,9 @@
 //! Typed access to `interface.para`: required and optional fields, lengths, and the lenient `force` flag.
 
 use super::WaferError;
+use crate::ids::IdError;
 use serde_json::{Map, Value};
+use std::str::FromStr;
 
 /// Default upper bound on a para string field, in bytes. Individual fields may allow more or less.
 pub const MAX_FIELD_LEN: usize = 256;
@@ -52,23 +54,22 @@ impl<'a> Para<'a> {
         }
     }
 
-    /// A WeChat appid or WeCom corpid ([`crate::ids`]: letters, digits, `_`, `-`) — so that keys built from it (the
+    /// A required identifier of its kind ([`crate::ids`]: an appid, a corpid, an agentid, a Tencent Cloud APPID),
+    /// given as a string or (agentids, APPIDs) a JSON integer — parsed here once, so that keys built from it (the
     /// credential cache's `wc:token:{corpid}:{agentid}`, sealing labels) cannot collide.
-    pub fn id(&self, field: &str, max: usize) -> Result<&'a str, WaferError> {
-        let s = self.token(field, max)?;
-        crate::ids::IdKind::AppId
-            .check(s)
-            .map_err(|e| WaferError::para(field, &format!("must be {}", e.rule())))?;
-        Ok(s)
+    pub fn id<T: FromStr<Err = IdError>>(&self, field: &str) -> Result<T, WaferError> {
+        self.ident(field, 64)?
+            .parse()
+            .map_err(|e: IdError| WaferError::para(field, &format!("must be {}", e.rule())))
     }
 
-    /// A WeCom agentid: digits only (a JSON integer or a string of digits).
-    pub fn agent_id(&self, field: &str) -> Result<String, WaferError> {
-        let s = self.ident(field, 20)?;
-        crate::ids::IdKind::AgentId
-            .check(&s)
-            .map_err(|e| WaferError::para(field, &format!("must be {}", e.rule())))?;
-        Ok(s)
+    /// An optional identifier of its kind (absent, `null` and `""` mean "not given").
+    pub fn opt_id<T: FromStr<Err = IdError>>(&self, field: &str) -> Result<Option<T>, WaferError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(_) => self.id(field).map(Some),
+        }
     }
 
     /// The `force` flag: JSON booleans and the strings "true"/"false"/"1"/"0" (and the integers 1/0).

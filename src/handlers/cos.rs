@@ -6,6 +6,7 @@ use super::{Deps, Reply};
 use crate::crypto::cos::{self, V4, V5};
 use crate::crypto::Secret;
 use crate::envelope::{Para, ReturnCode, WaferError};
+use crate::ids::CosAppId;
 use serde_json::{json, Value};
 
 /// Longest lifetime of a reusable v4 signature.
@@ -23,12 +24,8 @@ fn as_cos(e: WaferError) -> WaferError {
     WaferError { code: ReturnCode::CosParaErr, ..e }
 }
 
-fn tencent_appid(p: Para<'_>) -> Result<String, WaferError> {
-    let appid = p.ident("appid", 20).map_err(as_cos)?;
-    crate::ids::IdKind::CosAppId
-        .check(&appid)
-        .map_err(|e| cos_err("appid", &format!("must be {}", e.rule())))?;
-    Ok(appid)
+fn tencent_appid(p: Para<'_>) -> Result<CosAppId, WaferError> {
+    p.id("appid").map_err(as_cos)
 }
 
 fn check_name(field: &str, v: &str, extra: &[u8]) -> Result<(), WaferError> {
@@ -62,7 +59,7 @@ fn given_keys(p: Para<'_>) -> Result<Option<(String, Secret)>, WaferError> {
 /// `qcloud.cos.auth.reusable` and `qcloud.cos.auth.nonreusable`.
 #[derive(Debug)]
 pub struct V4Request {
-    pub appid: String,
+    pub appid: CosAppId,
     pub bucket: String,
     /// The caller's own (SecretId, SecretKey), when it sends them.
     pub keys: Option<(String, Secret)>,
@@ -97,7 +94,7 @@ impl V4Request {
 /// `qcloud.cos.auth.v5`.
 #[derive(Debug)]
 pub struct V5Request {
-    pub appid: String,
+    pub appid: CosAppId,
     pub bucket: String,
     pub region: String,
     pub method: String,
@@ -134,7 +131,7 @@ impl V5Request {
                 if !name.is_empty() && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) =>
             {
                 // The bucket belongs to an APPID: it must be the one whose keys (and whose caller-key scope) sign.
-                if id != appid {
+                if id != appid.as_str() {
                     return Err(cos_err("bucket", "must belong to para.appid (<name>-<appid>)"));
                 }
             }
@@ -168,7 +165,7 @@ impl V5Request {
     }
 }
 
-async fn server_keys(deps: &Deps, appid: &str) -> Result<(String, Secret), WaferError> {
+async fn server_keys(deps: &Deps, appid: &CosAppId) -> Result<(String, Secret), WaferError> {
     match deps.store.registry.get_cos_key(appid).await.map_err(WaferError::db)? {
         Some(k) => Ok((k.secret_id, Secret::new(k.secret_key))),
         None => Err(cos_err("sid", "and skey are missing and this server holds no COS keys for this appid")),

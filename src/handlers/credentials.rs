@@ -5,52 +5,30 @@
 use super::{Deps, Reply};
 use crate::crypto::{self, Secret};
 use crate::envelope::{Para, ReturnCode, WaferError};
+use crate::ids::{AgentId, CorpId};
 use crate::registry::{AgentChanges, Registry, RegistryError};
 use crate::request::RequestMeta;
-use crate::tokens::{CredKey, CredKind, Force, Served};
+use crate::tokens::{CredKind, Force, Owner, Served};
 use serde_json::{json, Value};
 
-const MAX_ID: usize = 64;
 const MAX_CREDENTIAL: usize = 2048;
 const MAX_URL: usize = 2048;
 
-/// Which app or agent a request is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    App(String),
-    Agent { corpid: String, agentid: String },
+/// The app a request names (`para.appid`).
+pub(crate) fn app_owner(p: Para<'_>) -> Result<Owner, WaferError> {
+    Ok(Owner::App(p.id("appid")?))
 }
 
-impl Target {
-    pub(crate) fn parse_app(p: Para<'_>) -> Result<Self, WaferError> {
-        Ok(Self::App(p.id("appid", MAX_ID)?.to_owned()))
-    }
-
-    pub(crate) fn parse_agent(p: Para<'_>) -> Result<Self, WaferError> {
-        Ok(Self::Agent { corpid: p.id("corpid", MAX_ID)?.to_owned(), agentid: p.agent_id("agentid")? })
-    }
-
-    /// The scope target a caller key must cover.
-    pub fn as_scope(&self) -> crate::auth::Scope<'_> {
-        match self {
-            Self::App(a) => crate::auth::Scope::App(a),
-            Self::Agent { corpid, .. } => crate::auth::Scope::Corp(corpid),
-        }
-    }
-
-    pub(crate) fn key(&self, kind: CredKind) -> CredKey {
-        match self {
-            Self::App(a) => CredKey::app(kind, a),
-            Self::Agent { corpid, agentid } => CredKey::agent(kind, corpid, agentid),
-        }
-    }
+/// The WeCom agent a request names (`para.corpid`, `para.agentid`).
+pub(crate) fn agent_owner(p: Para<'_>) -> Result<Owner, WaferError> {
+    Ok(Owner::Agent { corpid: p.id("corpid")?, agentid: p.id("agentid")? })
 }
 
 /// A token or ticket request: `qcloud.mimi.access_token`, `qcloud.mimi.jsapi_ticket`, `qcloud.work.access_token`,
 /// `qcloud.work.ticket`, `qcloud.work.agent.ticket`.
 #[derive(Debug)]
 pub struct CredentialRequest {
-    pub target: Target,
+    pub target: Owner,
     pub kind: CredKind,
     pub force: bool,
     /// The value the caller found bad (`para.access_token` / `para.ticket`), for compare-then-expire.
@@ -59,7 +37,7 @@ pub struct CredentialRequest {
 
 impl CredentialRequest {
     pub fn parse(p: Para<'_>, kind: CredKind) -> Result<Self, WaferError> {
-        let target = if kind.is_wecom() { Target::parse_agent(p)? } else { Target::parse_app(p)? };
+        let target = if kind.is_wecom() { agent_owner(p)? } else { app_owner(p)? };
         let seen_field = if kind.is_ticket() { "ticket" } else { "access_token" };
         let seen_field = if kind == CredKind::WcAgentTicket && p.0.contains_key("agent_ticket") {
             "agent_ticket"
@@ -78,7 +56,7 @@ impl CredentialRequest {
 /// A JS-SDK signature request: `qcloud.mimi.jsapi_signature`, `qcloud.work.jsapi_signature`.
 #[derive(Debug)]
 pub struct SignatureRequest {
-    pub target: Target,
+    pub target: Owner,
     pub kind: CredKind,
     pub url: String,
     pub noncestr: Option<String>,
@@ -93,9 +71,9 @@ impl SignatureRequest {
                 Some("agent_config") => CredKind::WcAgentTicket,
                 Some(_) => return Err(WaferError::para("type", "must be config or agent_config")),
             };
-            (Target::parse_agent(p)?, kind)
+            (agent_owner(p)?, kind)
         } else {
-            (Target::parse_app(p)?, CredKind::MpJsapiTicket)
+            (app_owner(p)?, CredKind::MpJsapiTicket)
         };
         let url = p.str_max("url", MAX_URL)?;
         if !(url.starts_with("http://") || url.starts_with("https://")) || url.chars().any(char::is_control) {
@@ -114,8 +92,8 @@ impl SignatureRequest {
 /// `qcloud.work.initagent`.
 #[derive(Debug)]
 pub struct InitAgentRequest {
-    pub corpid: String,
-    pub agentid: String,
+    pub corpid: CorpId,
+    pub agentid: AgentId,
     pub secret: Secret,
     pub remark: String,
     pub admin_token: Option<Secret>,
@@ -124,8 +102,8 @@ pub struct InitAgentRequest {
 impl InitAgentRequest {
     pub fn parse(p: Para<'_>) -> Result<Self, WaferError> {
         Ok(Self {
-            corpid: p.id("corpid", MAX_ID)?.to_owned(),
-            agentid: p.agent_id("agentid")?,
+            corpid: p.id("corpid")?,
+            agentid: p.id("agentid")?,
             secret: Secret::new(p.token("agentsecret", 512)?),
             remark: p.opt_str_max("remark", 255)?.unwrap_or_default().to_owned(),
             admin_token: p.opt_str_max("admin_token", 512)?.map(Secret::new),
@@ -152,12 +130,12 @@ pub async fn credential(deps: &Deps, req: CredentialRequest) -> Result<Reply, Wa
     let (field, old, new) = messages(req.kind);
     let mut data = serde_json::Map::with_capacity(4);
     match req.target {
-        Target::App(appid) => {
-            data.insert("appid".into(), Value::String(appid));
+        Owner::App(appid) => {
+            data.insert("appid".into(), Value::String(appid.into_string()));
         }
-        Target::Agent { corpid, agentid } => {
-            data.insert("corpid".into(), Value::String(corpid));
-            data.insert("agentid".into(), Value::String(agentid));
+        Owner::Agent { corpid, agentid } => {
+            data.insert("corpid".into(), Value::String(corpid.into_string()));
+            data.insert("agentid".into(), Value::String(agentid.into_string()));
         }
     }
     data.insert(field.into(), Value::String(served.value));
@@ -177,10 +155,7 @@ pub async fn signature(deps: &Deps, req: SignatureRequest) -> Result<Reply, Wafe
     };
     let timestamp = req.timestamp.unwrap_or_else(|| deps.clock.now().max(0) as u64);
     let signature = crypto::jsapi_signature(&ticket.value, &noncestr, timestamp, &req.url);
-    let app_id = match &req.target {
-        Target::App(a) => a.clone(),
-        Target::Agent { corpid, .. } => corpid.clone(),
-    };
+    let app_id = req.target.scope_id();
     let url = req.url.split('#').next().unwrap_or(&req.url).to_owned();
     Ok(Reply {
         message: "SIGNATURE_SUCCESS",

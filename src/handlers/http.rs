@@ -4,13 +4,13 @@
 //! token host ([`super::token_host`], `WAFER_TOKEN_HOST=1`). A request is recognised from its path and query alone,
 //! so transports only ask [`claims`] and hand the request over.
 
-use super::credentials::Target;
 use super::proxy;
 use super::token_host::{self, HostRequest};
 use super::Deps;
-use crate::auth::{Access, Gate};
+use crate::auth::{Access, Gate, Scope};
 use crate::envelope::{Envelope, ReturnCode, WaferError};
 use crate::request::{HttpCall, HttpReply, RequestMeta};
+use crate::tokens::Owner;
 use crate::wechat::path::ApiPath;
 use crate::wechat::proxy::{Body, Outgoing};
 
@@ -22,7 +22,7 @@ pub fn claims(path: &str, query: Option<&str>, token_host: bool) -> bool {
 /// A pass-through call.
 #[derive(Debug)]
 pub struct PassRequest {
-    pub target: Target,
+    pub target: Owner,
     /// The WeChat / WeCom API path, as sent upstream.
     pub path: ApiPath,
     pub method: reqwest::Method,
@@ -41,8 +41,8 @@ impl HttpInterface {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Pass(p) => match p.target {
-                Target::App(_) => "wechat.passthrough",
-                Target::Agent { .. } => "wecom.passthrough",
+                Owner::App(_) => "wechat.passthrough",
+                Owner::Agent { .. } => "wecom.passthrough",
             },
             Self::Host(h) => h.name(),
         }
@@ -50,25 +50,23 @@ impl HttpInterface {
 }
 
 /// `(target, api path)` of a pass-through path; a stage prefix before `/wechat/` or `/wecom/` is ignored.
-fn pass_target(path: &str) -> Option<(Target, &str)> {
+fn pass_target(path: &str) -> Option<(Owner, &str)> {
     // A byte scan: `str::find` sets up a substring searcher per call, and this runs on every request.
     let find = |pat: &str| path.as_bytes().windows(pat.len()).position(|w| w == pat.as_bytes());
     if let Some(i) = find("/wechat/") {
         let rest = &path[i + "/wechat/".len()..];
         let (appid, _) = rest.split_once('/')?;
         let api = &rest[appid.len()..];
-        return (crate::ids::IdKind::AppId.check(appid).is_ok() && api.len() > 1)
-            .then(|| (Target::App(appid.to_owned()), api));
+        let appid = appid.parse().ok().filter(|_| api.len() > 1)?;
+        return Some((Owner::App(appid), api));
     }
     let i = find("/wecom/")?;
     let rest = &path[i + "/wecom/".len()..];
     let (corpid, rest) = rest.split_once('/')?;
     let (agentid, _) = rest.split_once('/')?;
     let api = &rest[agentid.len()..];
-    let ok = crate::ids::IdKind::CorpId.check(corpid).is_ok()
-        && crate::ids::IdKind::AgentId.check(agentid).is_ok()
-        && api.len() > 1;
-    ok.then(|| (Target::Agent { corpid: corpid.to_owned(), agentid: agentid.to_owned() }, api))
+    let owner = Owner::Agent { corpid: corpid.parse().ok()?, agentid: agentid.parse().ok()? };
+    (api.len() > 1).then_some((owner, api))
 }
 
 /// Query pairs to forward: the caller key (when it came as `?key=`) is ours and stays here; an `access_token` is
@@ -119,7 +117,7 @@ pub async fn pass(
     call: &HttpCall,
     meta: &RequestMeta,
 ) -> Result<HttpReply, WaferError> {
-    gate.authorize(Access::Call(req.target.as_scope(), req.path.as_str()), meta).await?;
+    gate.authorize(Access::Call(Scope::of(&req.target), req.path.as_str()), meta).await?;
     let body = if call.body.is_empty() {
         Body::None
     } else {
@@ -138,9 +136,9 @@ mod tests {
     #[test]
     fn pass_through_paths_are_recognised() {
         let (t, api) = pass_target("/wechat/wx1234/wxa/getwxacodeunlimit").unwrap();
-        assert_eq!((t, api), (Target::App("wx1234".into()), "/wxa/getwxacodeunlimit"));
+        assert_eq!((t, api), (Owner::App("wx1234".parse().unwrap()), "/wxa/getwxacodeunlimit"));
         let (t, api) = pass_target("/release/wecom/ww1/1000002/cgi-bin/message/send").unwrap();
-        assert_eq!(t, Target::Agent { corpid: "ww1".into(), agentid: "1000002".into() });
+        assert_eq!(t, Owner::Agent { corpid: "ww1".parse().unwrap(), agentid: "1000002".parse().unwrap() });
         assert_eq!(api, "/cgi-bin/message/send");
         assert!(pass_target("/wechat/wx1234").is_none());
         assert!(pass_target("/wechat/wx1234/").is_none());

@@ -64,7 +64,7 @@ impl Deps {
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `WAFER_DEFAULT_APPID`: the app a login without `appid` uses.
-    pub default_appid: Option<String>,
+    pub default_appid: Option<crate::ids::AppId>,
     /// Live sessions kept per (appid, openid); the oldest beyond this are dropped at login.
     pub max_sessions_per_user: usize,
     /// `WAFER_ADMIN_TOKEN`: admin interfaces are off when unset.
@@ -101,7 +101,7 @@ pub struct Reply {
     pub message: &'static str,
     pub data: Value,
     /// The app a request named only by its session turned out to concern, for the log line.
-    pub app: Option<String>,
+    pub app: Option<crate::ids::AppId>,
 }
 
 /// A parsed request of one interface.
@@ -191,17 +191,17 @@ impl<'a> Interface<'a> {
     /// The authorisation this request needs.
     pub fn access(&self) -> Access<'_> {
         match &self.request {
-            Request::IdSkey(r) => Access::Session(r.appid),
-            Request::Auth(r) => Access::Session(r.appid),
-            Request::Decrypt(r) | Request::UserInfo(r) => Access::Session(r.appid),
-            Request::Credential(r) => Access::Credential(r.target.as_scope()),
-            Request::Signature(r) => Access::Signature(r.target.as_scope()),
+            Request::IdSkey(r) => Access::Session(r.appid.as_deref()),
+            Request::Auth(r) => Access::Session(r.appid.as_deref()),
+            Request::Decrypt(r) | Request::UserInfo(r) => Access::Session(r.appid.as_deref()),
+            Request::Credential(r) => Access::Credential(Scope::of(&r.target)),
+            Request::Signature(r) => Access::Signature(Scope::of(&r.target)),
             Request::InitAgent(r) => Access::Admin { para_token: r.admin_token.as_ref().map(|t| t.expose()) },
             Request::CosV4(r) => Access::Signature(Scope::App(&r.appid)),
             Request::CosV5(r) => Access::Signature(Scope::App(&r.appid)),
             Request::Admin(r) => Access::Admin { para_token: r.admin_token.as_ref().map(|t| t.expose()) },
-            Request::Call(r) => Access::Call(r.target.as_scope(), r.path.as_str()),
-            Request::Phone(r) => Access::Session(r.appid),
+            Request::Call(r) => Access::Call(Scope::of(&r.target), r.path.as_str()),
+            Request::Phone(r) => Access::Session(r.appid.as_deref()),
         }
     }
 

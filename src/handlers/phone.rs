@@ -3,11 +3,12 @@
 //! token (refreshed once if WeChat rejects it), the watermark must name the session's app, and WeChat's refusals
 //! get codes of their own. The number is returned, never logged.
 
-use super::session::{check_session, MAX_ID, MAX_SKEY};
-use super::{credentials::Target, proxy, Deps, Reply};
+use super::session::{check_session, MAX_SESSION_ID, MAX_SKEY};
+use super::{proxy, Deps, Reply};
 use crate::auth::Caller;
 use crate::crypto::SecretStr;
 use crate::envelope::{Para, ReturnCode, WaferError};
+use crate::tokens::Owner;
 use crate::wechat::proxy::{Body, Outgoing};
 use crate::wechat::{Call, UpstreamError};
 use serde_json::{json, Value};
@@ -19,16 +20,16 @@ const PATH: &str = "/wxa/business/getuserphonenumber";
 pub struct PhoneRequest<'a> {
     pub id: &'a str,
     pub skey: SecretStr<'a>,
-    pub appid: Option<&'a str>,
+    pub appid: Option<crate::ids::AppId>,
     pub code: SecretStr<'a>,
 }
 
 impl<'a> PhoneRequest<'a> {
     pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
         Ok(Self {
-            id: p.token("id", MAX_ID)?,
+            id: p.token("id", MAX_SESSION_ID)?,
             skey: SecretStr::new(p.token("skey", MAX_SKEY)?),
-            appid: p.opt_token("appid", 64)?,
+            appid: p.opt_id("appid")?,
             code: SecretStr::new(p.token("code", 256)?),
         })
     }
@@ -36,12 +37,12 @@ impl<'a> PhoneRequest<'a> {
 
 /// Ask WeChat for the number behind `code`.
 pub async fn phone(deps: &Deps, req: PhoneRequest<'_>, scope: Option<&Caller>) -> Result<Reply, WaferError> {
-    let view = check_session(deps, req.id, req.skey.expose(), req.appid, scope).await?;
+    let view = check_session(deps, req.id, req.skey.expose(), req.appid.as_deref(), scope).await?;
     let appid = view.session.appid;
     let body = json!({"code": req.code.expose()});
     let method = reqwest::Method::POST;
     let out = Outgoing { method: &method, path: PATH, query: &[], body: Body::Json(&body) };
-    let reply = proxy::send(deps, &Target::App(appid.clone()), out, None, "phone").await?;
+    let reply = proxy::send(deps, &Owner::App(appid.clone()), out, None, "phone").await?;
     if !(200..300).contains(&reply.status) {
         return Err(UpstreamError::Status(reply.status).to_wafer(Call::Phone, "WeChat"));
     }

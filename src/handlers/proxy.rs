@@ -6,10 +6,10 @@
 //! and reply bodies never reach the logs. [`send`] is shared by the envelope interfaces, the `/wechat/…`
 //! pass-through, the drop-in token host and `qcloud.cam.phone`.
 
-use super::credentials::Target;
 use super::{Deps, Reply};
 use crate::envelope::{Para, ReturnCode, WaferError};
 use crate::payload::{CollectError, Payload, INLINE_LIMIT};
+use crate::tokens::Owner;
 use crate::tokens::{CredKind, Force};
 use crate::wechat::path::ApiPath;
 use crate::wechat::proxy::{self, Body, Outgoing, RawReply};
@@ -32,7 +32,7 @@ fn no_token_in_query(k: &str) -> Result<(), WaferError> {
 /// A proxied call.
 #[derive(Debug)]
 pub struct CallRequest {
-    pub target: Target,
+    pub target: Owner,
     pub path: ApiPath,
     pub method: reqwest::Method,
     pub query: Vec<(String, String)>,
@@ -41,7 +41,8 @@ pub struct CallRequest {
 
 impl CallRequest {
     pub fn parse(p: Para<'_>, wecom: bool) -> Result<Self, WaferError> {
-        let target = if wecom { Target::parse_agent(p)? } else { Target::parse_app(p)? };
+        let target =
+            if wecom { super::credentials::agent_owner(p)? } else { super::credentials::app_owner(p)? };
         let path = check_path(p.str_max("path", crate::wechat::path::MAX_LEN)?)?;
         let query = match p.0.get("query") {
             None | Some(Value::Null) => Vec::new(),
@@ -76,10 +77,10 @@ impl CallRequest {
 }
 
 /// The upstream a target's calls go to, and its name for error messages.
-fn upstream<'d>(deps: &'d Deps, target: &Target) -> (CredKind, &'d str, &'static str) {
+fn upstream<'d>(deps: &'d Deps, target: &Owner) -> (CredKind, &'d str, &'static str) {
     match target {
-        Target::App(_) => (CredKind::MpToken, deps.wechat.base_url(), "WeChat"),
-        Target::Agent { .. } => (CredKind::WcToken, deps.wecom.base_url(), "WeCom"),
+        Owner::App(_) => (CredKind::MpToken, deps.wechat.base_url(), "WeChat"),
+        Owner::Agent { .. } => (CredKind::WcToken, deps.wecom.base_url(), "WeCom"),
     }
 }
 
@@ -87,7 +88,7 @@ fn upstream<'d>(deps: &'d Deps, target: &Target) -> (CredKind, &'d str, &'static
 /// token. If WeChat rejects that token, refresh it — only if it is still current — and send once more.
 pub(crate) async fn send(
     deps: &Deps,
-    target: &Target,
+    target: &Owner,
     out: Outgoing<'_>,
     presented: Option<&str>,
     what: &'static str,
@@ -114,7 +115,7 @@ pub(crate) async fn send(
     proxy::call(http, base, out, &fresh.value, what).await.map_err(|e| e.to_wafer(Call::Ticket, name))
 }
 
-fn name_of(deps: &Deps, target: &Target) -> &'static str {
+fn name_of(deps: &Deps, target: &Owner) -> &'static str {
     upstream(deps, target).2
 }
 

@@ -5,6 +5,7 @@ use super::{Deps, Reply};
 use crate::auth::{Caller, Scope};
 use crate::crypto::{self, wxdata, SecretStr};
 use crate::envelope::{Para, ReturnCode, WaferError};
+use crate::ids::AppId;
 use crate::request::RequestMeta;
 use crate::store::{SessionRecord, SessionView};
 use crate::wechat::Call;
@@ -64,9 +65,9 @@ fn write_err(what: &'static str) -> impl Fn(crate::store::StoreError) -> WaferEr
     move |e| SessionError::Write(what, e.to_string()).into()
 }
 
-const MAX_APPID: usize = 64;
 const MAX_CODE: usize = 128;
-pub(crate) const MAX_ID: usize = 100;
+/// Longest session id accepted (ours are 32 hex characters; the seed's were longer).
+pub(crate) const MAX_SESSION_ID: usize = 100;
 pub(crate) const MAX_SKEY: usize = 128;
 const MAX_IV: usize = 64;
 /// Encrypted payloads (profile, WeRun history, share info) stay well under this.
@@ -76,7 +77,7 @@ pub const MAX_ENCRYPTED: usize = 48 * 1024;
 #[derive(Debug)]
 pub struct LoginRequest<'a> {
     pub code: SecretStr<'a>,
-    pub appid: Option<&'a str>,
+    pub appid: Option<AppId>,
     /// `(encrypt_data, iv)` when both were given.
     pub encrypted: Option<(&'a str, &'a str)>,
 }
@@ -84,7 +85,7 @@ pub struct LoginRequest<'a> {
 impl<'a> LoginRequest<'a> {
     pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
         let code = SecretStr::new(p.token("code", MAX_CODE)?);
-        let appid = p.opt_token("appid", MAX_APPID)?;
+        let appid = p.opt_id("appid")?;
         let data = p.opt_str_max("encrypt_data", MAX_ENCRYPTED)?;
         let iv = p.opt_str_max("iv", MAX_IV)?;
         Ok(Self { code, appid, encrypted: data.zip(iv) })
@@ -96,15 +97,15 @@ impl<'a> LoginRequest<'a> {
 pub struct AuthRequest<'a> {
     pub id: &'a str,
     pub skey: SecretStr<'a>,
-    pub appid: Option<&'a str>,
+    pub appid: Option<AppId>,
 }
 
 impl<'a> AuthRequest<'a> {
     pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
         Ok(Self {
-            id: p.token("id", MAX_ID)?,
+            id: p.token("id", MAX_SESSION_ID)?,
             skey: SecretStr::new(p.token("skey", MAX_SKEY)?),
-            appid: p.opt_token("appid", MAX_APPID)?,
+            appid: p.opt_id("appid")?,
         })
     }
 }
@@ -114,7 +115,7 @@ impl<'a> AuthRequest<'a> {
 pub struct DecryptRequest<'a> {
     pub id: &'a str,
     pub skey: SecretStr<'a>,
-    pub appid: Option<&'a str>,
+    pub appid: Option<AppId>,
     pub encrypt_data: &'a str,
     pub iv: &'a str,
 }
@@ -122,9 +123,9 @@ pub struct DecryptRequest<'a> {
 impl<'a> DecryptRequest<'a> {
     pub fn parse(p: Para<'a>) -> Result<Self, WaferError> {
         Ok(Self {
-            id: p.token("id", MAX_ID)?,
+            id: p.token("id", MAX_SESSION_ID)?,
             skey: SecretStr::new(p.token("skey", MAX_SKEY)?),
-            appid: p.opt_token("appid", MAX_APPID)?,
+            appid: p.opt_id("appid")?,
             encrypt_data: p.str_max("encrypt_data", MAX_ENCRYPTED)?,
             iv: p.str_max("iv", MAX_IV)?,
         })
@@ -132,9 +133,9 @@ impl<'a> DecryptRequest<'a> {
 }
 
 /// The appid a request names, or the server's default: `WAFER_DEFAULT_APPID`, else the only registered app.
-pub async fn resolve_appid(deps: &Deps, given: Option<&str>) -> Result<String, WaferError> {
+pub async fn resolve_appid(deps: &Deps, given: Option<AppId>) -> Result<AppId, WaferError> {
     if let Some(a) = given {
-        return Ok(a.to_owned());
+        return Ok(a);
     }
     if let Some(a) = &deps.settings.default_appid {
         return Ok(a.clone());
@@ -293,7 +294,7 @@ pub async fn check_session(
     if !crypto::ct_eq(crypto::sha256_hex(skey.as_bytes()).as_bytes(), s.skey_hash.as_bytes()) {
         return Err(SessionError::Invalid.into());
     }
-    if appid.is_some_and(|a| a != s.appid) {
+    if appid.is_some_and(|a| a != s.appid.as_str()) {
         return Err(SessionError::Invalid.into());
     }
     if let Some(c) = scope {
@@ -318,7 +319,7 @@ pub async fn check_session(
 
 /// `qcloud.cam.auth`.
 pub async fn auth(deps: &Deps, req: AuthRequest<'_>, scope: Option<&Caller>) -> Result<Reply, WaferError> {
-    let view = check_session(deps, req.id, req.skey.expose(), req.appid, scope).await?;
+    let view = check_session(deps, req.id, req.skey.expose(), req.appid.as_deref(), scope).await?;
     let s = view.session;
     Ok(Reply {
         message: "AUTH_SUCCESS",
@@ -338,7 +339,7 @@ pub async fn decrypt(
     req: DecryptRequest<'_>,
     scope: Option<&Caller>,
 ) -> Result<Reply, WaferError> {
-    let view = check_session(deps, req.id, req.skey.expose(), req.appid, scope).await?;
+    let view = check_session(deps, req.id, req.skey.expose(), req.appid.as_deref(), scope).await?;
     let s = view.session;
     let key = deps
         .store
@@ -355,7 +356,7 @@ pub async fn userinfo(
     req: DecryptRequest<'_>,
     scope: Option<&Caller>,
 ) -> Result<Reply, WaferError> {
-    let view = check_session(deps, req.id, req.skey.expose(), req.appid, scope).await?;
+    let view = check_session(deps, req.id, req.skey.expose(), req.appid.as_deref(), scope).await?;
     let s = view.session;
     let key = deps
         .store

@@ -15,11 +15,11 @@
 //!
 //! Answers are shaped like WeChat's (`errcode`, `errmsg`), since that is what the SDKs parse.
 
-use super::credentials::Target;
 use super::proxy;
 use super::Deps;
 use crate::crypto::Secret;
 use crate::envelope::{ReturnCode, WaferError};
+use crate::ids::AppId;
 use crate::request::{HttpCall, HttpReply};
 use crate::tokens::{CredKey, CredKind, Force, Served};
 use crate::wechat::path::ApiPath;
@@ -147,19 +147,23 @@ fn token_reply(served: &Served, now: i64) -> HttpReply {
     )
 }
 
-/// Constant-time comparison of a presented secret with the registered one.
-/// Whether `secret` is the registered secret of `appid`. An unknown appid and a wrong secret get one answer, in
-/// the same time (the presented secret is compared either way): an unauthenticated caller cannot tell which apps
-/// are registered here.
-async fn authenticated(deps: &Deps, appid: &str, secret: &Secret) -> Result<bool, WaferError> {
-    let app = deps.store.registry.get_app(appid).await.map_err(WaferError::db)?.filter(|_| !appid.is_empty());
+/// The app `appid` names, if `secret` is its registered secret. An unknown (or malformed) appid and a wrong secret
+/// get one answer, in the same time (the presented secret is compared either way): an unauthenticated caller
+/// cannot tell which apps are registered here.
+async fn authenticated(deps: &Deps, appid: &str, secret: &Secret) -> Result<Option<AppId>, WaferError> {
+    let app = match appid.parse::<AppId>() {
+        Ok(id) => deps.store.registry.get_app(&id).await.map_err(WaferError::db)?,
+        Err(_) => None,
+    };
     let registered = app.as_ref().map_or(UNKNOWN_APP_SECRET, |a| a.secret.as_str());
-    if !secret_matches(secret.expose(), registered) || app.is_none() {
-        let why = if app.is_some() { "wrong secret" } else { "unknown appid" };
-        tracing::info!(appid = %crate::request::log_safe(appid, 64), why, "token host: refused");
-        return Ok(false);
+    match app {
+        Some(app) if secret_matches(secret.expose(), registered) => Ok(Some(app.appid)),
+        app => {
+            let why = if app.is_some() { "wrong secret" } else { "unknown appid" };
+            tracing::info!(appid = %crate::request::log_safe(appid, 64), why, "token host: refused");
+            Ok(None)
+        }
     }
-    Ok(true)
 }
 
 fn secret_matches(presented: &str, registered: &str) -> bool {
@@ -174,16 +178,16 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
     match req {
         HostRequest::Refused(code, msg) => Ok(wechat_error(code, msg)),
         HostRequest::Token { appid, secret, force, .. } => {
-            if !authenticated(deps, &appid, &secret).await? {
+            let Some(appid) = authenticated(deps, &appid, &secret).await? else {
                 return Ok(wechat_error(40125, BAD_APP_OR_SECRET));
-            }
+            };
             let key = CredKey::app(CredKind::MpToken, &appid);
             issue(deps, &key, if force { Force::Yes(None) } else { Force::No }, now).await
         }
         HostRequest::Login { appid, secret, code } => {
-            if !authenticated(deps, &appid, &secret).await? {
+            let Some(appid) = authenticated(deps, &appid, &secret).await? else {
                 return Ok(wechat_error(40125, BAD_APP_OR_SECRET));
-            }
+            };
             // The caller holds the secret: the session key is theirs to have, as WeChat would give it.
             Ok(match deps.wechat.code2session(&appid, secret.expose(), code.expose()).await {
                 Ok(s) => {
@@ -202,13 +206,13 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
         HostRequest::WeComToken { corpid, secret } => {
             let agents = deps.store.registry.list_agents().await.map_err(WaferError::db)?;
             let mut found = None;
-            for a in agents.iter().filter(|a| a.corpid == corpid && !corpid.is_empty()) {
+            for a in agents.iter().filter(|a| a.corpid.as_str() == corpid) {
                 // Every candidate is compared, so the time taken does not tell which one matched.
                 if secret_matches(secret.expose(), &a.secret) && found.is_none() {
-                    found = Some(a.agentid.clone());
+                    found = Some((a.corpid.clone(), a.agentid.clone()));
                 }
             }
-            let Some(agentid) = found else {
+            let Some((corpid, agentid)) = found else {
                 tracing::info!(corpid = %crate::request::log_safe(&corpid, 64), "token host: no agent has the secret presented");
                 return Ok(wechat_error(40001, "invalid credential: corpid or corpsecret"));
             };
@@ -219,13 +223,7 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
             let Some(key) = deps.creds.issued_key(token).await? else {
                 return Ok(wechat_error(40001, NOT_OURS));
             };
-            let target = match key.kind {
-                CredKind::WcToken => {
-                    let (c, a) = key.agent_ids();
-                    Target::Agent { corpid: c.to_owned(), agentid: a.to_owned() }
-                }
-                _ => Target::App(key.owner().to_owned()),
-            };
+            let target = key.owner().clone();
             let ticket = |kind| Some(target.key(kind));
             let ticket_key =
                 match (path.as_str(), query.iter().find(|(k, _)| k == "type").map(|(_, v)| v.as_str())) {

@@ -24,13 +24,13 @@ struct Entry {
 struct Cache {
     by_id: HashMap<String, Entry>,
     /// (appid, openid) → session ids cached for that user, so a user's writes drop exactly their entries.
-    by_user: HashMap<(String, String), Vec<String>>,
+    by_user: HashMap<(AppId, String), Vec<String>>,
     /// Bumped by every invalidation: a read that started before one does not fill the cache.
     generation: u64,
 }
 
 impl Cache {
-    fn drop_user(&mut self, appid: &str, openid: &str) {
+    fn drop_user(&mut self, appid: &AppId, openid: &str) {
         self.generation += 1;
         if let Some(ids) = self.by_user.remove(&(appid.to_owned(), openid.to_owned())) {
             for id in ids {
@@ -102,7 +102,7 @@ impl SessionStore for SessionCache {
         }
         Ok(view)
     }
-    fn open_session_key(&self, appid: &str, openid: &str, stored: &str) -> StoreResult<String> {
+    fn open_session_key(&self, appid: &AppId, openid: &str, stored: &str) -> StoreResult<String> {
         self.inner.open_session_key(appid, openid, stored)
     }
     async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
@@ -112,12 +112,12 @@ impl SessionStore for SessionCache {
         }
         Ok(())
     }
-    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
+    async fn set_user_info(&self, appid: &AppId, openid: &str, user_info: &str) -> StoreResult<()> {
         let r = self.inner.set_user_info(appid, openid, user_info).await;
         self.cache().drop_user(appid, openid);
         r
     }
-    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
+    async fn set_user_session_key(&self, appid: &AppId, openid: &str, session_key: &str) -> StoreResult<()> {
         let r = self.inner.set_user_session_key(appid, openid, session_key).await;
         self.cache().drop_user(appid, openid);
         r
@@ -140,11 +140,11 @@ impl SessionStore for SessionCache {
     async fn list_user_session_keys(&self, after: &str, limit: usize) -> StoreResult<Vec<UserSessionKey>> {
         self.inner.list_user_session_keys(after, limit).await
     }
-    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
+    async fn count_sessions(&self, appid: &AppId) -> StoreResult<i64> {
         self.inner.count_sessions(appid).await
     }
     /// An app's expiry rules changed, or its sessions went with it.
-    fn app_changed(&self, _appid: &str) {
+    fn app_changed(&self, _appid: &AppId) {
         self.cache().clear();
     }
 }

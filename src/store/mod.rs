@@ -110,24 +110,24 @@ pub trait SessionStore: Send + Sync + 'static {
     /// One indexed read: the session by id joined with its app's expiry rules.
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>>;
     /// The session key of a session read with `get_session`, opened (sealed stores keep it sealed until asked).
-    fn open_session_key(&self, _appid: &str, _openid: &str, stored: &str) -> StoreResult<String> {
+    fn open_session_key(&self, _appid: &AppId, _openid: &str, stored: &str) -> StoreResult<String> {
         Ok(stored.to_owned())
     }
     /// Record a successful auth. Callers throttle this (see `handlers::session`).
     async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()>;
     /// Store a decrypted profile on every session of (appid, openid).
-    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()>;
+    async fn set_user_info(&self, appid: &AppId, openid: &str, user_info: &str) -> StoreResult<()>;
     /// Delete every session that has expired by `now`. Returns how many were deleted.
     async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64>;
     /// A page of `(id, appid, openid, stored session_key)` ordered by id, after `after` (for `reencrypt`).
     async fn list_user_session_keys(&self, after: &str, limit: usize) -> StoreResult<Vec<UserSessionKey>>;
     /// Set the session key of every session of (appid, openid).
-    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()>;
+    async fn set_user_session_key(&self, appid: &AppId, openid: &str, session_key: &str) -> StoreResult<()>;
     /// Sessions stored for an app (live or not yet purged), for the status report.
-    async fn count_sessions(&self, appid: &str) -> StoreResult<i64>;
+    async fn count_sessions(&self, appid: &AppId) -> StoreResult<i64>;
     /// An app was written or removed (its expiry rules or its sessions changed): anything kept in memory about its
     /// sessions is stale. Nothing to do for a store that keeps nothing.
-    fn app_changed(&self, _appid: &str) {}
+    fn app_changed(&self, _appid: &AppId) {}
 }
 
 /// Cached access tokens and tickets with their coordination state: the refresh lease, remembered failures, quota
@@ -174,24 +174,24 @@ pub trait CredentialStore: Send + Sync + 'static {
 pub trait RegistryStore: Send + Sync + 'static {
     /// Insert or replace an app (keyed by appid).
     async fn put_app(&self, app: &AppRecord) -> StoreResult<()>;
-    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>>;
+    async fn get_app(&self, appid: &AppId) -> StoreResult<Option<AppRecord>>;
     /// All apps, ordered by appid.
     async fn list_apps(&self) -> StoreResult<Vec<AppRecord>>;
     /// Remove an app and all its sessions. Returns whether the app existed.
-    async fn remove_app(&self, appid: &str) -> StoreResult<bool>;
+    async fn remove_app(&self, appid: &AppId) -> StoreResult<bool>;
     /// Insert or replace a WeCom agent (keyed by corpid + agentid).
     async fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()>;
-    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>>;
+    async fn get_agent(&self, corpid: &CorpId, agentid: &AgentId) -> StoreResult<Option<AgentRecord>>;
     /// All agents, ordered by corpid, agentid.
     async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>>;
     /// Remove an agent. Returns whether it existed. (Its credentials are dropped by the caller.)
-    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool>;
+    async fn remove_agent(&self, corpid: &CorpId, agentid: &AgentId) -> StoreResult<bool>;
     /// Insert or replace the COS credentials of a Tencent Cloud APPID.
     async fn put_cos_key(&self, key: &CosKeyRecord) -> StoreResult<()>;
-    async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>>;
+    async fn get_cos_key(&self, appid: &CosAppId) -> StoreResult<Option<CosKeyRecord>>;
     /// All COS credentials, ordered by appid.
     async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>>;
-    async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool>;
+    async fn remove_cos_key(&self, appid: &CosAppId) -> StoreResult<bool>;
 }
 
 /// Caller keys: only their hashes are stored, so nothing here is sealed.
@@ -373,7 +373,7 @@ mod tests {
     #[test]
     fn records_never_debug_print_secrets() {
         let app = AppRecord {
-            appid: "wx1".into(),
+            appid: "wx1".parse().unwrap(),
             secret: "TOPSECRET".into(),
             login_duration_secs: 1,
             session_duration_secs: 1,
@@ -385,7 +385,7 @@ mod tests {
         let s = SessionRecord {
             id: "i".into(),
             skey_hash: "HASH".into(),
-            appid: "wx1".into(),
+            appid: "wx1".parse().unwrap(),
             openid: "o".into(),
             unionid: String::new(),
             session_key: "SESSIONKEY".into(),

@@ -1,6 +1,8 @@
 //! The records the stores read and write: apps, sessions, agents, caller keys, COS keys, cached credentials.
 //! Secrets in them never reach `Debug` output.
 
+pub use crate::ids::{AgentId, AppId, CorpId, CosAppId};
+
 /// How an app's access token is fetched upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -31,7 +33,7 @@ impl TokenMode {
 /// A registered mini-program or official account.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AppRecord {
-    pub appid: String,
+    pub appid: AppId,
     pub secret: String,
     pub login_duration_secs: i64,
     pub session_duration_secs: i64,
@@ -57,7 +59,7 @@ impl std::fmt::Debug for AppRecord {
 pub struct SessionRecord {
     pub id: String,
     pub skey_hash: String,
-    pub appid: String,
+    pub appid: AppId,
     pub openid: String,
     pub unionid: String,
     pub session_key: String,
@@ -91,7 +93,7 @@ pub struct SessionView {
 #[derive(Clone, PartialEq, Eq)]
 pub struct UserSessionKey {
     pub id: String,
-    pub appid: String,
+    pub appid: AppId,
     pub openid: String,
     /// As stored: sealed, or in the clear.
     pub session_key: String,
@@ -133,8 +135,8 @@ impl SchemaStatus {
 /// A registered WeCom self-built app ("agent").
 #[derive(Clone, PartialEq, Eq)]
 pub struct AgentRecord {
-    pub corpid: String,
-    pub agentid: String,
+    pub corpid: CorpId,
+    pub agentid: AgentId,
     pub secret: String,
     pub remark: String,
     pub created_at: i64,
@@ -196,7 +198,7 @@ pub fn split_scope(s: &str) -> Vec<String> {
 /// COS credentials held for one Tencent Cloud APPID.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CosKeyRecord {
-    pub appid: String,
+    pub appid: CosAppId,
     pub secret_id: String,
     pub secret_key: String,
     pub created_at: i64,
@@ -293,14 +295,14 @@ pub struct FailedFetch<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealedField<'a> {
     AppSecret {
-        appid: &'a str,
+        appid: &'a AppId,
     },
     AgentSecret {
-        corpid: &'a str,
-        agentid: &'a str,
+        corpid: &'a CorpId,
+        agentid: &'a AgentId,
     },
     CosSecretKey {
-        appid: &'a str,
+        appid: &'a CosAppId,
     },
     Credential {
         key: &'a str,
@@ -315,11 +317,11 @@ impl<'a> SealedField<'a> {
     /// `(table, column, key columns with their values)`: fixed names only; values are bound as parameters.
     pub(crate) fn location(&self) -> (&'static str, &'static str, Vec<(&'static str, &'a str)>) {
         match *self {
-            Self::AppSecret { appid } => ("wafer_apps", "secret", vec![("appid", appid)]),
+            Self::AppSecret { appid } => ("wafer_apps", "secret", vec![("appid", appid.as_str())]),
             Self::AgentSecret { corpid, agentid } => {
-                ("wafer_agents", "secret", vec![("corpid", corpid), ("agentid", agentid)])
+                ("wafer_agents", "secret", vec![("corpid", corpid.as_str()), ("agentid", agentid.as_str())])
             }
-            Self::CosSecretKey { appid } => ("wafer_cos_keys", "secret_key", vec![("appid", appid)]),
+            Self::CosSecretKey { appid } => ("wafer_cos_keys", "secret_key", vec![("appid", appid.as_str())]),
             Self::Credential { key } => ("wafer_credentials", "value", vec![("cred_key", key)]),
             Self::SessionKey { id } => ("wafer_sessions", "session_key", vec![("id", id)]),
         }

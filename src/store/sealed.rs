@@ -137,17 +137,17 @@ fn row_label(aad: &str) -> String {
     }
 }
 
-pub(super) fn app_aad(appid: &str) -> String {
+pub(super) fn app_aad(appid: &AppId) -> String {
     format!("app/{appid}/secret")
 }
-pub(super) fn agent_aad(corpid: &str, agentid: &str) -> String {
+pub(super) fn agent_aad(corpid: &CorpId, agentid: &AgentId) -> String {
     format!("agent/{corpid}/{agentid}/secret")
 }
-pub(super) fn cos_aad(appid: &str) -> String {
+pub(super) fn cos_aad(appid: &CosAppId) -> String {
     format!("cos/{appid}/secret_key")
 }
 /// A session key belongs to the user (every session of (appid, openid) holds the same one).
-pub(super) fn session_aad(appid: &str, openid: &str) -> String {
+pub(super) fn session_aad(appid: &AppId, openid: &str) -> String {
     format!("session/{appid}/{openid}/session_key")
 }
 pub(super) fn cred_aad(key: &str) -> String {
@@ -238,13 +238,13 @@ impl SessionStore for Sealed {
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionView>> {
         self.inner.sessions.get_session(id).await
     }
-    fn open_session_key(&self, appid: &str, openid: &str, stored: &str) -> StoreResult<String> {
+    fn open_session_key(&self, appid: &AppId, openid: &str, stored: &str) -> StoreResult<String> {
         self.sealer.open(&session_aad(appid, openid), stored)
     }
     async fn touch_session(&self, id: &str, now: i64) -> StoreResult<()> {
         self.inner.sessions.touch_session(id, now).await
     }
-    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
+    async fn set_user_info(&self, appid: &AppId, openid: &str, user_info: &str) -> StoreResult<()> {
         self.inner.sessions.set_user_info(appid, openid, user_info).await
     }
     async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
@@ -254,11 +254,11 @@ impl SessionStore for Sealed {
     async fn list_user_session_keys(&self, after: &str, limit: usize) -> StoreResult<Vec<UserSessionKey>> {
         self.inner.sessions.list_user_session_keys(after, limit).await
     }
-    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
+    async fn set_user_session_key(&self, appid: &AppId, openid: &str, session_key: &str) -> StoreResult<()> {
         let sealed = self.seal(&session_aad(appid, openid), session_key)?;
         self.inner.sessions.set_user_session_key(appid, openid, &sealed).await
     }
-    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
+    async fn count_sessions(&self, appid: &AppId) -> StoreResult<i64> {
         self.inner.sessions.count_sessions(appid).await
     }
 }
@@ -317,13 +317,13 @@ impl RegistryStore for Sealed {
         a.secret = self.seal(&app_aad(&a.appid), &a.secret)?;
         self.inner.registry.put_app(&a).await
     }
-    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
+    async fn get_app(&self, appid: &AppId) -> StoreResult<Option<AppRecord>> {
         self.inner.registry.get_app(appid).await?.map(|a| self.open_app(a)).transpose()
     }
     async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
         self.inner.registry.list_apps().await?.into_iter().map(|a| self.open_app(a)).collect()
     }
-    async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
+    async fn remove_app(&self, appid: &AppId) -> StoreResult<bool> {
         self.inner.registry.remove_app(appid).await
     }
     async fn put_agent(&self, agent: &AgentRecord) -> StoreResult<()> {
@@ -331,13 +331,13 @@ impl RegistryStore for Sealed {
         a.secret = self.seal(&agent_aad(&a.corpid, &a.agentid), &a.secret)?;
         self.inner.registry.put_agent(&a).await
     }
-    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
+    async fn get_agent(&self, corpid: &CorpId, agentid: &AgentId) -> StoreResult<Option<AgentRecord>> {
         self.inner.registry.get_agent(corpid, agentid).await?.map(|a| self.open_agent(a)).transpose()
     }
     async fn list_agents(&self) -> StoreResult<Vec<AgentRecord>> {
         self.inner.registry.list_agents().await?.into_iter().map(|a| self.open_agent(a)).collect()
     }
-    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
+    async fn remove_agent(&self, corpid: &CorpId, agentid: &AgentId) -> StoreResult<bool> {
         self.inner.registry.remove_agent(corpid, agentid).await
     }
     async fn put_cos_key(&self, key: &CosKeyRecord) -> StoreResult<()> {
@@ -345,13 +345,13 @@ impl RegistryStore for Sealed {
         k.secret_key = self.seal(&cos_aad(&k.appid), &k.secret_key)?;
         self.inner.registry.put_cos_key(&k).await
     }
-    async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
+    async fn get_cos_key(&self, appid: &CosAppId) -> StoreResult<Option<CosKeyRecord>> {
         self.inner.registry.get_cos_key(appid).await?.map(|k| self.open_cos(k)).transpose()
     }
     async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>> {
         self.inner.registry.list_cos_keys().await?.into_iter().map(|k| self.open_cos(k)).collect()
     }
-    async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
+    async fn remove_cos_key(&self, appid: &CosAppId) -> StoreResult<bool> {
         self.inner.registry.remove_cos_key(appid).await
     }
 }

@@ -44,10 +44,11 @@ impl Credentials {
     ) -> Result<Fetched, FetchError> {
         match key.kind {
             CredKind::MpToken => {
+                let appid = key.owner().app().ok_or(FetchError::NotConfigured)?;
                 let app = self
                     .store
                     .registry
-                    .get_app(key.owner())
+                    .get_app(appid)
                     .await
                     .map_err(FetchError::Store)?
                     .ok_or(FetchError::NotConfigured)?;
@@ -85,7 +86,7 @@ impl Credentials {
                 .map_err(FetchError::Upstream)
             }
             CredKind::WcToken => {
-                let (corpid, agentid) = key.agent_ids();
+                let (corpid, agentid) = key.owner().agent().ok_or(FetchError::NotConfigured)?;
                 let agent = self
                     .store
                     .registry

@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn a_replaced_token_is_known_for_the_overlap_only() {
         let issued = Issued::default();
-        let key = CredKey::app(CredKind::MpToken, "wx1");
+        let key = CredKey::app(CredKind::MpToken, &"wx1".parse().unwrap());
         issued.remember(&key, "t1", 10_000, 1_000);
         assert_eq!(issued.find("t1", 1_000), Some(key.clone()));
         assert_eq!(issued.find("t2", 1_000), None);
@@ -167,8 +167,8 @@ mod tests {
     #[test]
     fn a_removed_or_rekeyed_owner_takes_its_tokens_along() {
         let issued = Issued::default();
-        let key = CredKey::app(CredKind::MpToken, "wx1");
-        let other = CredKey::app(CredKind::MpToken, "wx2");
+        let key = CredKey::app(CredKind::MpToken, &"wx1".parse().unwrap());
+        let other = CredKey::app(CredKind::MpToken, &"wx2".parse().unwrap());
         issued.mark_checked(&key, 1_000);
         issued.remember(&key, "t1", 10_000, 1_000);
         issued.remember(&other, "o1", 10_000, 1_000);

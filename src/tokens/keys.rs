@@ -1,4 +1,6 @@
-//! Credential keys: which token or ticket, of which app or WeCom agent, as a storage key string.
+//! Credential keys: which token or ticket, of which app or WeCom agent ([`Owner`]), as a storage key string.
+
+use crate::ids::{AgentId, AppId, CorpId};
 
 /// The kinds of managed credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,24 +37,69 @@ impl CredKind {
     }
 }
 
-/// A credential of one app (`appid`) or one WeCom agent (`corpid`, `agentid`).
+/// Whose credential it is: an app (mini-program or official account), or a WeCom agent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    App(AppId),
+    Agent { corpid: CorpId, agentid: AgentId },
+}
+
+impl Owner {
+    /// The owner's credential of `kind`.
+    pub fn key(&self, kind: CredKind) -> CredKey {
+        CredKey { kind, owner: self.clone() }
+    }
+
+    /// The appid, or the corpid: what a caller key's scope names.
+    pub fn scope_id(&self) -> &str {
+        match self {
+            Self::App(a) => a.as_str(),
+            Self::Agent { corpid, .. } => corpid.as_str(),
+        }
+    }
+
+    /// The appid, if an app owns it.
+    pub fn app(&self) -> Option<&AppId> {
+        match self {
+            Self::App(a) => Some(a),
+            Self::Agent { .. } => None,
+        }
+    }
+
+    /// (corpid, agentid), if a WeCom agent owns it.
+    pub fn agent(&self) -> Option<(&CorpId, &AgentId)> {
+        match self {
+            Self::App(_) => None,
+            Self::Agent { corpid, agentid } => Some((corpid, agentid)),
+        }
+    }
+
+    /// The owner's access-token kind (every call made for it goes with this token).
+    pub fn token_kind(&self) -> CredKind {
+        match self {
+            Self::App(_) => CredKind::MpToken,
+            Self::Agent { .. } => CredKind::WcToken,
+        }
+    }
+}
+
+/// A credential of one owner.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CredKey {
     pub kind: CredKind,
-    a: String,
-    b: String,
+    owner: Owner,
 }
 
 impl CredKey {
-    pub fn app(kind: CredKind, appid: &str) -> Self {
-        Self { kind, a: appid.to_owned(), b: String::new() }
+    pub fn app(kind: CredKind, appid: &AppId) -> Self {
+        Self { kind, owner: Owner::App(appid.clone()) }
     }
 
-    pub fn agent(kind: CredKind, corpid: &str, agentid: &str) -> Self {
-        Self { kind, a: corpid.to_owned(), b: agentid.to_owned() }
+    pub fn agent(kind: CredKind, corpid: &CorpId, agentid: &AgentId) -> Self {
+        Self { kind, owner: Owner::Agent { corpid: corpid.clone(), agentid: agentid.clone() } }
     }
 
-    /// A key from its storage string (`mp:token:wx…`, `wc:token:ww…:1000002`).
+    /// A key from its storage string (`mp:token:wx…`, `wc:token:ww…:1000002`); `None` for anything else.
     pub fn parse(s: &str) -> Option<Self> {
         let kinds = [
             CredKind::MpToken,
@@ -64,43 +111,35 @@ impl CredKey {
         let (kind, rest) = kinds
             .iter()
             .find_map(|k| s.strip_prefix(k.prefix()).and_then(|r| r.strip_prefix(':')).map(|r| (*k, r)))?;
-        if kind.is_wecom() {
+        let owner = if kind.is_wecom() {
             let (a, b) = rest.split_once(':')?;
-            Some(Self::agent(kind, a, b))
+            Owner::Agent { corpid: a.parse().ok()?, agentid: b.parse().ok()? }
         } else {
-            Some(Self::app(kind, rest))
-        }
+            Owner::App(rest.parse().ok()?)
+        };
+        Some(Self { kind, owner })
     }
 
-    /// The appid (or corpid).
-    pub fn owner(&self) -> &str {
-        &self.a
-    }
-
-    /// (corpid, agentid).
-    pub fn agent_ids(&self) -> (&str, &str) {
-        (&self.a, &self.b)
+    /// Whose credential it is.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
     }
 
     /// The token a ticket of this key is fetched with.
     pub fn token_key(&self) -> Self {
-        let kind = if self.kind.is_wecom() { CredKind::WcToken } else { CredKind::MpToken };
-        Self { kind, a: self.a.clone(), b: self.b.clone() }
+        Self { kind: self.owner.token_kind(), owner: self.owner.clone() }
     }
 
     /// Every key belonging to an app.
-    pub fn all_for_app(appid: &str) -> Vec<String> {
-        [CredKind::MpToken, CredKind::MpJsapiTicket]
-            .iter()
-            .map(|k| Self::app(*k, appid).to_string())
-            .collect()
+    pub fn all_for_app(appid: &AppId) -> Vec<String> {
+        [CredKind::MpToken, CredKind::MpJsapiTicket].iter().map(|k| Self::app(*k, appid).text()).collect()
     }
 
     /// Every key belonging to a WeCom agent.
-    pub fn all_for_agent(corpid: &str, agentid: &str) -> Vec<String> {
+    pub fn all_for_agent(corpid: &CorpId, agentid: &AgentId) -> Vec<String> {
         [CredKind::WcToken, CredKind::WcCorpTicket, CredKind::WcAgentTicket]
             .iter()
-            .map(|k| Self::agent(*k, corpid, agentid).to_string())
+            .map(|k| Self::agent(*k, corpid, agentid).text())
             .collect()
     }
 
@@ -108,13 +147,17 @@ impl CredKey {
     /// `Display`, built without the formatter (it is asked for on every credential request).
     pub fn text(&self) -> String {
         let prefix = self.kind.prefix();
-        let mut out = String::with_capacity(prefix.len() + self.a.len() + self.b.len() + 2);
+        let (a, b) = match &self.owner {
+            Owner::App(a) => (a.as_str(), None),
+            Owner::Agent { corpid, agentid } => (corpid.as_str(), Some(agentid.as_str())),
+        };
+        let mut out = String::with_capacity(prefix.len() + a.len() + b.map_or(0, str::len) + 2);
         out.push_str(prefix);
         out.push(':');
-        out.push_str(&self.a);
-        if self.kind.is_wecom() {
+        out.push_str(a);
+        if let Some(b) = b {
             out.push(':');
-            out.push_str(&self.b);
+            out.push_str(b);
         }
         out
     }
@@ -132,15 +175,17 @@ mod tests {
 
     #[test]
     fn keys_render_and_map_to_their_token() {
-        let t = CredKey::agent(CredKind::WcAgentTicket, "ww1", "1000002");
+        let (ww1, agent, wx1) = ("ww1".parse().unwrap(), "1000002".parse().unwrap(), "wx1".parse().unwrap());
+        let t = CredKey::agent(CredKind::WcAgentTicket, &ww1, &agent);
         assert_eq!(t.to_string(), "wc:agent_ticket:ww1:1000002");
         assert_eq!(t.token_key().to_string(), "wc:token:ww1:1000002");
-        assert_eq!(CredKey::app(CredKind::MpJsapiTicket, "wx1").token_key().to_string(), "mp:token:wx1");
-        assert_eq!(CredKey::all_for_agent("c", "a").len(), 3);
+        assert_eq!(CredKey::app(CredKind::MpJsapiTicket, &wx1).token_key().to_string(), "mp:token:wx1");
+        assert_eq!(CredKey::all_for_agent(&ww1, &agent).len(), 3);
         assert_eq!(CredKey::parse("wc:agent_ticket:ww1:1000002"), Some(t));
-        assert_eq!(CredKey::parse("mp:token:wx1"), Some(CredKey::app(CredKind::MpToken, "wx1")));
+        assert_eq!(CredKey::parse("mp:token:wx1"), Some(CredKey::app(CredKind::MpToken, &wx1)));
         assert_eq!(CredKey::parse("mp:jsapi_ticket:wx1").map(|k| k.kind), Some(CredKind::MpJsapiTicket));
         assert_eq!(CredKey::parse("wc:token:ww1"), None);
         assert_eq!(CredKey::parse("xx:token:wx1"), None);
+        assert_eq!(CredKey::parse("mp:token:wx 1"), None, "only identifiers of their kind");
     }
 }

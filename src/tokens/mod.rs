@@ -23,7 +23,7 @@ use owner::Recheck;
 mod keys;
 mod refresh;
 
-pub use keys::{CredKey, CredKind};
+pub use keys::{CredKey, CredKind, Owner};
 
 use crate::metrics::CredEvent;
 use failures::Failures;

@@ -2,7 +2,7 @@
 //! dropped and refused) or given a new secret (its cached value is dropped and read again), checked on a memory
 //! hit every [`OWNER_RECHECK_SECS`] and when a key is first seen.
 
-use super::{CredKey, Credentials, OWNER_RECHECK_SECS};
+use super::{CredKey, Credentials, Owner, OWNER_RECHECK_SECS};
 use crate::envelope::WaferError;
 
 /// What a memory hit's re-check found of its owner.
@@ -71,11 +71,11 @@ impl Credentials {
 
     /// The secret the app / agent behind `key` is registered with now (`None`: not registered).
     pub(super) async fn owner_secret(&self, key: &CredKey) -> Result<Option<String>, WaferError> {
-        let found = if key.kind.is_wecom() {
-            let (corpid, agentid) = key.agent_ids();
-            self.store.registry.get_agent(corpid, agentid).await.map(|a| a.map(|a| a.secret))
-        } else {
-            self.store.registry.get_app(key.owner()).await.map(|a| a.map(|a| a.secret))
+        let found = match key.owner() {
+            Owner::Agent { corpid, agentid } => {
+                self.store.registry.get_agent(corpid, agentid).await.map(|a| a.map(|a| a.secret))
+            }
+            Owner::App(appid) => self.store.registry.get_app(appid).await.map(|a| a.map(|a| a.secret)),
         };
         found.map_err(WaferError::db)
     }

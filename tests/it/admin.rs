@@ -4,6 +4,7 @@
 
 use crate::both_backends;
 use crate::cli::{run_ok, spawn_server, terminate, wafer};
+use crate::helpers::id;
 use crate::helpers::{code, open_settings, Backend, TestApp, TestDb};
 use serde_json::{json, Value};
 use wafer_scf::handlers::Settings;
@@ -97,7 +98,7 @@ async fn every_admin_interface_needs_the_token_and_never_echoes_a_secret(b: Back
             assert!(r["returnData"]["key"].as_str().unwrap().starts_with("wk_"), "the key, once");
         }
         if *name == "qcloud.admin.app.update" {
-            let app = t.store.registry.get_app("wx_admin_1").await.unwrap().unwrap();
+            let app = t.store.registry.get_app(&id("wx_admin_1")).await.unwrap().unwrap();
             assert_eq!(
                 (app.session_duration_secs, app.secret.as_str()),
                 (600, "S3CRET-admin"),
@@ -112,7 +113,7 @@ async fn every_admin_interface_needs_the_token_and_never_echoes_a_secret(b: Back
             assert_eq!(s["agents"][0]["id"], "ww_admin/1000002");
         }
     }
-    assert!(t.store.registry.get_app("wx_admin_1").await.unwrap().is_none(), "removed at the end");
+    assert!(t.store.registry.get_app(&id("wx_admin_1")).await.unwrap().is_none(), "removed at the end");
     // An update of an app that does not exist is refused and points to add.
     let meta = RequestMeta { admin_token: Some(ADMIN.into()), ..Default::default() };
     let r = call("qcloud.admin.app.update", meta, json!({"appid": "wx_nope", "secret": "x"})).await;
@@ -200,7 +201,7 @@ async fn the_cli_manages_a_running_server_with_server(b: Backend) {
 
     // The server's database has seen it all.
     let store = db.store().await;
-    assert!(store.registry.get_app("wx_remote").await.unwrap().is_none());
+    assert!(store.registry.get_app(&id("wx_remote")).await.unwrap().is_none());
     assert_eq!(store.keys.list_caller_keys().await.unwrap()[0].name, "remote-svc");
 
     // Wrong token, plain http to another host: plain messages.

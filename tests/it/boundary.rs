@@ -5,6 +5,7 @@
 use crate::both_backends;
 use crate::cli::wafer;
 use crate::fake_wechat::FakeState;
+use crate::helpers::id;
 use crate::helpers::{app_record, code, open_settings, Backend, TestApp};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -48,7 +49,7 @@ async fn a_removed_or_rekeyed_app_stops_relaying_within_ten_seconds(b: Backend) 
     // Re-keyed elsewhere: the stored token is dropped there, a caller with the new secret gets a new one.
     t.wx.register(APP, "boundary-secret-2");
     let change = AppChanges { secret: Some("boundary-secret-2".into()), ..AppChanges::default() };
-    elsewhere.put_app(APP, &change, TokenMode::Classic).await.unwrap();
+    elsewhere.put_app(&id(APP), &change, TokenMode::Classic).await.unwrap();
     t.clock.advance(11);
     let new = classic(&http, &url, "boundary-secret-2").await;
     let new = new["access_token"].as_str().unwrap_or_else(|| panic!("{new}")).to_owned();
@@ -58,7 +59,7 @@ async fn a_removed_or_rekeyed_app_stops_relaying_within_ten_seconds(b: Backend) 
     assert_eq!(relay(&http, &url, &new).await["errcode"], 0, "the new one relays");
 
     // Removed elsewhere: 10 s later its tokens are refused, with the token host's own answer.
-    elsewhere.remove_app(APP).await.unwrap();
+    elsewhere.remove_app(&id(APP)).await.unwrap();
     t.clock.advance(11);
     let r = relay(&http, &url, &new).await;
     assert_eq!(r["errcode"], 40001, "{r}");
@@ -75,7 +76,7 @@ async fn a_removal_here_forgets_issued_tokens_at_once(b: Backend) {
     assert_eq!(relay(&http, &url, &token).await["errcode"], 0);
     let here =
         Registry { store: &t.store, creds: Some(&t.svc.deps.creds), now: t.clock.now(), dry_run: false };
-    here.remove_app(APP).await.unwrap();
+    here.remove_app(&id(APP)).await.unwrap();
     assert_eq!(relay(&http, &url, &token).await["errcode"], 40001, "no wait");
     let r = t.call("qcloud.mimi.access_token", json!({"appid": APP})).await;
     assert_eq!(code(&r), 1012, "{r}");
@@ -150,9 +151,9 @@ async fn reencrypt_never_overwrites_a_concurrent_write(b: Backend) {
     let sealed = Sealed::new(raw.clone(), sealer()).into_storage();
 
     // The plain CAS: a stale `old` changes nothing.
-    let field = SealedField::AppSecret { appid: APP };
+    let field = SealedField::AppSecret { appid: &id(APP) };
     assert!(!raw.schema.swap_sealed(field, "not-what-is-stored", "x").await.unwrap());
-    assert_eq!(raw.registry.get_app(APP).await.unwrap().unwrap().secret, "secret-in-the-clear");
+    assert_eq!(raw.registry.get_app(&id(APP)).await.unwrap().unwrap().secret, "secret-in-the-clear");
 
     let faulty = crate::faulty::Faulty::new(raw.clone());
     let newer = AppRecord { secret: "the-newer-secret".into(), ..app_record(APP, "") };
@@ -161,7 +162,7 @@ async fn reencrypt_never_overwrites_a_concurrent_write(b: Backend) {
     assert_eq!(n.retried, 1, "the conflict was seen and the row read again: {n:?}");
     assert_eq!(n.apps, 0, "the newer value was sealed already: nothing left to do");
     assert_eq!(
-        sealed.registry.get_app(APP).await.unwrap().unwrap().secret,
+        sealed.registry.get_app(&id(APP)).await.unwrap().unwrap().secret,
         "the-newer-secret",
         "not overwritten"
     );

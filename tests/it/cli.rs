@@ -2,6 +2,7 @@
 //! logins against a fake WeChat, on both backends.
 
 use crate::both_backends;
+use crate::helpers::id;
 use crate::helpers::{post_envelope, Backend, TestDb};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Output, Stdio};
@@ -326,7 +327,7 @@ async fn serve_purges_expired_sessions_periodically(b: Backend) {
     let old = wafer_scf::store::SessionRecord {
         id: "expired-session".into(),
         skey_hash: "0".repeat(64),
-        appid: "wx_purge".into(),
+        appid: "wx_purge".parse().unwrap(),
         openid: "o".into(),
         unionid: String::new(),
         session_key: "k".into(),
@@ -392,7 +393,7 @@ async fn registry_updates_change_only_what_they_are_given(b: Backend) {
     let out = stdout_of(w().args(["app", "add", "--appid", "wx_keep", "--secret", "second"]));
     assert!(out.contains("app wx_keep unchanged"), "{out}");
     let store = db.store().await;
-    assert_eq!(store.registry.get_app("wx_keep").await.unwrap().unwrap().secret, "second");
+    assert_eq!(store.registry.get_app(&id("wx_keep")).await.unwrap().unwrap().secret, "second");
     let err = stderr_of_failure(w().args(["app", "add", "--appid", "wx_new_without_secret"]));
     assert!(err.contains("give its secret"), "{err}");
 
@@ -414,7 +415,7 @@ async fn registry_updates_change_only_what_they_are_given(b: Backend) {
 
     run_ok(w().args(["cos", "add", "--appid", "1250000000", "--secret-id", "AKIDone", "--secret-key", "k1"]));
     run_ok(w().args(["cos", "add", "--appid", "1250000000", "--secret-key", "k2"]));
-    let cos = store.registry.get_cos_key("1250000000").await.unwrap().unwrap();
+    let cos = store.registry.get_cos_key(&id("1250000000")).await.unwrap().unwrap();
     assert_eq!((cos.secret_id.as_str(), cos.secret_key.as_str()), ("AKIDone", "k2"));
 
     let err = stderr_of_failure(w().args(["key", "add", "--name", "nobody"]));

@@ -27,7 +27,7 @@ async fn hold_keys(t: &TestApp) {
     t.store
         .registry
         .put_cos_key(&CosKeyRecord {
-            appid: TAPPID.into(),
+            appid: TAPPID.parse().unwrap(),
             secret_id: SID.into(),
             secret_key: SKEY.into(),
             created_at: T0,

@@ -4,6 +4,7 @@
 
 use crate::both_backends;
 use crate::faulty::Faulty;
+use crate::helpers::id;
 use crate::helpers::{app_record, code, Backend, TestApp, T0};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
@@ -274,7 +275,7 @@ async fn initagent_needs_the_admin_token(b: Backend) {
     assert_eq!(code(&t.call("qcloud.work.initagent", para(None)).await), 1024);
     assert_eq!(code(&t.call("qcloud.work.initagent", para(Some("wrong"))).await), 1024);
     assert!(
-        t.store.registry.get_agent(CORP, AGENT).await.unwrap().is_none(),
+        t.store.registry.get_agent(&id(CORP), &id(AGENT)).await.unwrap().is_none(),
         "nothing written without the admin token"
     );
     // Header form (X-Wafer-Admin-Token) through the request metadata.
@@ -368,8 +369,8 @@ async fn a_credential_storage_failure_is_change_token_err() {
     t.store
         .registry
         .put_agent(&wafer_scf::store::AgentRecord {
-            corpid: CORP.into(),
-            agentid: AGENT.into(),
+            corpid: CORP.parse().unwrap(),
+            agentid: AGENT.parse().unwrap(),
             secret: AGENT_SECRET.into(),
             remark: String::new(),
             created_at: T0,

@@ -65,13 +65,13 @@ impl SessionStore for Faulty {
         Self::check(&self.sessions)?;
         self.inner.sessions.get_session(id).await
     }
-    fn open_session_key(&self, appid: &str, openid: &str, stored: &str) -> StoreResult<String> {
+    fn open_session_key(&self, appid: &AppId, openid: &str, stored: &str) -> StoreResult<String> {
         self.inner.sessions.open_session_key(appid, openid, stored)
     }
     async fn touch_session(&self, id: &str, n: i64) -> StoreResult<()> {
         self.inner.sessions.touch_session(id, n).await
     }
-    async fn set_user_info(&self, a: &str, o: &str, u: &str) -> StoreResult<()> {
+    async fn set_user_info(&self, a: &AppId, o: &str, u: &str) -> StoreResult<()> {
         Self::check(&self.sessions)?;
         self.inner.sessions.set_user_info(a, o, u).await
     }
@@ -81,10 +81,10 @@ impl SessionStore for Faulty {
     async fn list_user_session_keys(&self, a: &str, l: usize) -> StoreResult<Vec<UserSessionKey>> {
         self.inner.sessions.list_user_session_keys(a, l).await
     }
-    async fn set_user_session_key(&self, a: &str, o: &str, k: &str) -> StoreResult<()> {
+    async fn set_user_session_key(&self, a: &AppId, o: &str, k: &str) -> StoreResult<()> {
         self.inner.sessions.set_user_session_key(a, o, k).await
     }
-    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
+    async fn count_sessions(&self, appid: &AppId) -> StoreResult<i64> {
         self.inner.sessions.count_sessions(appid).await
     }
 }

@@ -220,7 +220,7 @@ pub struct TestApp {
 
 pub fn app_record(appid: &str, secret: &str) -> AppRecord {
     AppRecord {
-        appid: appid.into(),
+        appid: appid.parse().unwrap(),
         secret: secret.into(),
         login_duration_secs: 30 * 86_400,
         session_duration_secs: 2_592_000,
@@ -340,4 +340,12 @@ pub fn encrypt_for_tests(session_key: &str, iv: &str, plaintext: &[u8]) -> Optio
     let ct = cbc::Encryptor::<aes::Aes128>::new(&key.into(), &iv.into())
         .encrypt_padded_vec_mut::<Pkcs7>(plaintext);
     Some(b64.encode(ct))
+}
+
+/// An identifier of the type the call wants (`AppId`, `CorpId`, `AgentId`, `CosAppId`), from test text.
+pub fn id<T: std::str::FromStr>(s: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    s.parse().unwrap()
 }

@@ -70,7 +70,7 @@ async fn envelopes_are_answered_on_any_path_over_a_real_socket() {
     t.store
         .registry
         .put_cos_key(&wafer_scf::store::CosKeyRecord {
-            appid: "1250000000".into(),
+            appid: "1250000000".parse().unwrap(),
             secret_id: "AKIDhttp".into(),
             secret_key: "http-secret".into(),
             created_at: 0,

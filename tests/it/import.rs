@@ -6,6 +6,7 @@
 use crate::both_backends;
 use crate::cli::{run_ok, wafer};
 use crate::fake_wechat::FakeWeChat;
+use crate::helpers::id;
 use crate::helpers::{build, mysql_server_url, open_settings, with_db_name, Backend, TestDb};
 use base64::Engine;
 use mysql_async::prelude::Queryable;
@@ -141,10 +142,13 @@ async fn a_seed_database_is_imported_without_logging_anyone_out(b: Backend) {
     }
 
     // Served by the new server: legacy pairs work, expired ones do not, tokens need no upstream call.
-    let app = store.registry.get_app("wx_seed_app1").await.unwrap().unwrap();
+    let app = store.registry.get_app(&id("wx_seed_app1")).await.unwrap().unwrap();
     assert_eq!(app.token_mode, wafer_scf::store::TokenMode::Classic);
     assert_eq!(app.login_duration_secs, 30 * 86_400);
-    assert_eq!(store.registry.get_app("wx_seed_app2").await.unwrap().unwrap().session_duration_secs, 3600);
+    assert_eq!(
+        store.registry.get_app(&id("wx_seed_app2")).await.unwrap().unwrap().session_duration_secs,
+        3600
+    );
     let wx = FakeWeChat::start().await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let svc = build(store.clone(), &wx.base_url, Arc::new(ManualClock::new(now)), open_settings());

@@ -5,6 +5,7 @@
 
 use crate::both_backends;
 use crate::fake_wechat::Fault;
+use crate::helpers::id;
 use crate::helpers::{build, code, open_settings, Backend, TestApp, TestDb};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -193,7 +194,7 @@ async fn writing_the_registration_again_clears_a_remembered_failure(b: Backend) 
     let mut fixed = crate::helpers::app_record(APP, "the-real-secret");
     fixed.updated_at += 5;
     t.store.registry.put_app(&fixed).await.unwrap();
-    t.store.credentials.delete_credentials(&wafer_scf::tokens::CredKey::all_for_app(APP)).await.unwrap();
+    t.store.credentials.delete_credentials(&wafer_scf::tokens::CredKey::all_for_app(&id(APP))).await.unwrap();
     assert_eq!(code(&token_burst(&t.svc, 4).await.0[0]), 40013, "this process re-checks every 2 s");
     assert_eq!(t.wx.calls(STABLE), 1);
     t.clock.advance(3);
@@ -272,7 +273,7 @@ async fn the_same_login_stored_twice_is_one_stored_login(b: Backend) {
     let s = wafer_scf::store::SessionRecord {
         id: "a".repeat(32),
         skey_hash: "b".repeat(64),
-        appid: APP.into(),
+        appid: APP.parse().unwrap(),
         openid: "o1".into(),
         unionid: String::new(),
         session_key: "k".into(),

@@ -5,6 +5,7 @@
 use crate::both_backends;
 use crate::cli::{run_ok, wafer};
 use crate::fake_wechat::FakeWeChat;
+use crate::helpers::id;
 use crate::helpers::{build, code, Backend, TestDb, T0};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -66,8 +67,8 @@ async fn world(b: Backend, opts: StoreOptions) -> World {
     store
         .registry
         .put_agent(&AgentRecord {
-            corpid: CORP.into(),
-            agentid: "1".into(),
+            corpid: CORP.parse().unwrap(),
+            agentid: "1".parse().unwrap(),
             secret: "agent-secret-789".into(),
             remark: String::new(),
             created_at: T0,
@@ -78,7 +79,7 @@ async fn world(b: Backend, opts: StoreOptions) -> World {
     store
         .registry
         .put_cos_key(&CosKeyRecord {
-            appid: COS.into(),
+            appid: COS.parse().unwrap(),
             secret_id: "AKIDsec".into(),
             secret_key: "cos-secret-key-000".into(),
             created_at: T0,
@@ -439,11 +440,17 @@ async fn the_master_key_can_be_lost_for_auth_rotated_and_never_mixed_with_clear_
     let only_new = w.db.store_with(with_key(&w, Some(NEW_MASTER), None)).await;
     let s = build(only_new.clone(), &w.wx.base_url, w.clock.clone(), crate::helpers::open_settings());
     assert_eq!(code(&call(&s, "qcloud.cam.decrypt", decrypt.clone(), None).await), 0);
-    assert_eq!(only_new.registry.get_agent(CORP, "1").await.unwrap().unwrap().secret, "agent-secret-789");
-    assert_eq!(only_new.registry.get_cos_key(COS).await.unwrap().unwrap().secret_key, "cos-secret-key-000");
+    assert_eq!(
+        only_new.registry.get_agent(&id(CORP), &id("1")).await.unwrap().unwrap().secret,
+        "agent-secret-789"
+    );
+    assert_eq!(
+        only_new.registry.get_cos_key(&id(COS)).await.unwrap().unwrap().secret_key,
+        "cos-secret-key-000"
+    );
     // The old key alone no longer opens anything, and says so without naming the user.
     let old_only = w.db.store_with(with_key(&w, Some(MASTER), None)).await;
-    let e = old_only.registry.get_app(A).await.unwrap_err().to_string();
+    let e = old_only.registry.get_app(&id(A)).await.unwrap_err().to_string();
     assert!(e.contains("failed authentication"), "{e}");
     let s = build(old_only, &w.wx.base_url, w.clock.clone(), crate::helpers::open_settings());
     let r = call(&s, "qcloud.cam.decrypt", decrypt, None).await;
@@ -476,14 +483,13 @@ async fn identifiers_are_checked_to_their_real_shapes(b: Backend) {
         code(&call(&svc, "qcloud.work.access_token", json!({"corpid": CORP, "agentid": 1}), None).await),
         0
     );
-    assert!(w.store.registry.remove_agent(CORP, "1").await.unwrap());
+    assert!(w.store.registry.remove_agent(&id(CORP), &id("1")).await.unwrap());
     w.clock.advance(wafer_scf::tokens::OWNER_RECHECK_SECS + 1);
     let r = call(&svc, "qcloud.work.access_token", json!({"corpid": CORP, "agentid": 1}), None).await;
     assert_eq!(code(&r), 1012, "{r}");
-    let reg = wafer_scf::registry::Registry { store: &w.store, creds: None, now: T0, dry_run: false };
-    let changes = wafer_scf::registry::AgentChanges { secret: Some("s".into()), remark: None };
-    assert!(reg.put_agent("ww2", "12a", &changes).await.is_err());
-    assert!(reg.put_agent("ww:2", "12", &changes).await.is_err());
+    // The registry takes only parsed identifiers: malformed ones never get that far.
+    assert!("12a".parse::<wafer_scf::ids::AgentId>().is_err());
+    assert!("ww:2".parse::<wafer_scf::ids::CorpId>().is_err());
 }
 
 /// The open login interface: with caller keys on, an unregistered app, a misconfigured one and a bad code answer

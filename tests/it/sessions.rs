@@ -3,6 +3,7 @@
 
 use crate::both_backends;
 use crate::helpers::encrypt_for_tests;
+use crate::helpers::id;
 use crate::helpers::{app_record, code, Backend, TestApp, T0};
 use serde_json::{json, Value};
 use wafer_scf::handlers::Settings;
@@ -144,7 +145,8 @@ async fn login_without_appid_uses_the_default_app(b: Backend) {
     let r = t.call("qcloud.cam.id_skey", json!({"code": t.wx.code_for("dan")})).await;
     assert_eq!(code(&r), 1003, "two apps and no configured default: {r}");
 
-    let settings = Settings { default_appid: Some("wx_app_two".into()), ..crate::helpers::open_settings() };
+    let settings =
+        Settings { default_appid: Some("wx_app_two".parse().unwrap()), ..crate::helpers::open_settings() };
     let t2 = TestApp::with_settings(b, settings).await;
     t2.add_app(APP, SECRET).await;
     t2.add_app("wx_app_two", "s2").await;
@@ -412,7 +414,7 @@ async fn the_session_cache_never_outlives_a_change(b: Backend) {
     // Removed by another process (straight in the store): served for at most the cache's lifetime.
     let other = t.login(APP, "o_other").await;
     assert_eq!(code(&t.auth(&other).await), 0);
-    t.store.registry.remove_app(APP).await.unwrap();
+    t.store.registry.remove_app(&id(APP)).await.unwrap();
     t.clock.advance(wafer_scf::store::cache::TTL_SECS);
     assert_ne!(code(&t.auth(&other).await), 0, "stale for at most {} s", wafer_scf::store::cache::TTL_SECS);
 

@@ -1,6 +1,7 @@
 //! The storage conformance suite: the same assertions against every backend.
 
 use crate::both_backends;
+use crate::helpers::id;
 use crate::helpers::{app_record, Backend, TestDb, T0};
 use wafer_scf::store::{SessionRecord, TokenMode};
 
@@ -8,7 +9,7 @@ fn session(id: &str, appid: &str, openid: &str, created: i64) -> SessionRecord {
     SessionRecord {
         id: id.into(),
         skey_hash: wafer_scf::crypto::sha256_hex(id.as_bytes()),
-        appid: appid.into(),
+        appid: appid.parse().unwrap(),
         openid: openid.into(),
         unionid: String::new(),
         session_key: format!("key-{id}"),
@@ -22,21 +23,22 @@ async fn apps_round_trip_and_replace(b: Backend) {
     let db = TestDb::new(b).await;
     let s = db.store().await;
     assert!(s.registry.list_apps().await.unwrap().is_empty());
-    assert!(s.registry.get_app("wx1").await.unwrap().is_none());
+    assert!(s.registry.get_app(&id("wx1")).await.unwrap().is_none());
     let mut a = app_record("wx1", "secret-1");
     s.registry.put_app(&a).await.unwrap();
     s.registry.put_app(&app_record("wx0", "secret-0")).await.unwrap();
-    assert_eq!(s.registry.get_app("wx1").await.unwrap(), Some(a.clone()));
+    assert_eq!(s.registry.get_app(&id("wx1")).await.unwrap(), Some(a.clone()));
     a.secret = "secret-2".into();
     a.token_mode = TokenMode::Classic;
     a.session_duration_secs = 99;
     a.updated_at = T0 + 5;
     s.registry.put_app(&a).await.unwrap();
-    assert_eq!(s.registry.get_app("wx1").await.unwrap(), Some(a.clone()));
-    let ids: Vec<String> = s.registry.list_apps().await.unwrap().into_iter().map(|a| a.appid).collect();
+    assert_eq!(s.registry.get_app(&id("wx1")).await.unwrap(), Some(a.clone()));
+    let ids: Vec<String> =
+        s.registry.list_apps().await.unwrap().into_iter().map(|a| a.appid.into_string()).collect();
     assert_eq!(ids, ["wx0", "wx1"]);
-    assert!(s.registry.remove_app("wx1").await.unwrap());
-    assert!(!s.registry.remove_app("wx1").await.unwrap());
+    assert!(s.registry.remove_app(&id("wx1")).await.unwrap());
+    assert!(!s.registry.remove_app(&id("wx1")).await.unwrap());
     assert_eq!(s.registry.list_apps().await.unwrap().len(), 1);
 }
 
@@ -44,8 +46,8 @@ async fn appid_lookup_is_exact_and_case_sensitive(b: Backend) {
     let db = TestDb::new(b).await;
     let s = db.store().await;
     s.registry.put_app(&app_record("wxAbC", "x")).await.unwrap();
-    assert!(s.registry.get_app("wxabc").await.unwrap().is_none());
-    assert!(s.registry.get_app("wxAbC").await.unwrap().is_some());
+    assert!(s.registry.get_app(&id("wxabc")).await.unwrap().is_none());
+    assert!(s.registry.get_app(&id("wxAbC")).await.unwrap().is_some());
 }
 
 async fn migrate_is_idempotent(b: Backend) {
@@ -89,10 +91,13 @@ async fn a_login_never_prunes_its_own_session(b: Backend) {
     let s = db.store().await;
     s.registry.put_app(&app_record("wx1", "x")).await.unwrap();
     // Ids sorting both ways around the existing one.
-    for (i, id) in ["m", "a", "z", "b", "y"].iter().enumerate() {
-        s.sessions.create_session(&session(id, "wx1", "u1", T0), 1, T0).await.unwrap();
-        assert!(s.sessions.get_session(id).await.unwrap().is_some(), "login {i} ({id}) kept its own session");
-        assert_eq!(s.sessions.count_sessions("wx1").await.unwrap(), 1, "and only it");
+    for (i, sid) in ["m", "a", "z", "b", "y"].iter().enumerate() {
+        s.sessions.create_session(&session(sid, "wx1", "u1", T0), 1, T0).await.unwrap();
+        assert!(
+            s.sessions.get_session(sid).await.unwrap().is_some(),
+            "login {i} ({sid}) kept its own session"
+        );
+        assert_eq!(s.sessions.count_sessions(&id("wx1")).await.unwrap(), 1, "and only it");
     }
 }
 
@@ -128,7 +133,7 @@ async fn touch_only_moves_forward_and_user_info_round_trips_emoji(b: Backend) {
     s.sessions.touch_session("a", T0 + 50).await.unwrap();
     assert_eq!(s.sessions.get_session("a").await.unwrap().unwrap().session.last_visit_at, T0 + 100);
     let info = r#"{"nickName":"王小明😀👨‍👩‍👧","city":"深圳"}"#;
-    s.sessions.set_user_info("wx1", "u1", info).await.unwrap();
+    s.sessions.set_user_info(&id("wx1"), "u1", info).await.unwrap();
     assert_eq!(s.sessions.get_session("a").await.unwrap().unwrap().session.user_info.as_deref(), Some(info));
     assert_eq!(s.sessions.get_session("b").await.unwrap().unwrap().session.user_info.as_deref(), Some(info));
 }
@@ -140,7 +145,7 @@ async fn removing_an_app_removes_its_sessions(b: Backend) {
     s.registry.put_app(&app_record("wx2", "x")).await.unwrap();
     s.sessions.create_session(&session("a", "wx1", "u1", T0), 5, T0).await.unwrap();
     s.sessions.create_session(&session("b", "wx2", "u1", T0), 5, T0).await.unwrap();
-    s.registry.remove_app("wx1").await.unwrap();
+    s.registry.remove_app(&id("wx1")).await.unwrap();
     assert!(s.sessions.get_session("a").await.unwrap().is_none());
     assert!(s.sessions.get_session("b").await.unwrap().is_some());
 }

@@ -5,6 +5,7 @@
 
 use crate::both_backends;
 use crate::fake_wechat::FakeWeChat;
+use crate::helpers::id;
 use crate::helpers::{app_record, build, code, open_settings, Backend, TestApp, T0};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
@@ -63,7 +64,7 @@ async fn wecom_45009_is_a_short_growing_window_and_wechat_45009_waits_for_an_unb
     assert!(r["returnMessage"].as_str().unwrap().contains("daily quota"), "{r}");
     assert_eq!(t.wx.calls(STABLE), 1);
     let reg = Registry { store: &t.store, creds: Some(&t.svc.deps.creds), now: T0, dry_run: false };
-    reg.unblock_app(APP).await.unwrap();
+    reg.unblock_app(&id(APP)).await.unwrap();
     assert_eq!(code(&token(&t, json!({"appid": APP})).await), 0, "after clear_quota and an unblock");
     assert_eq!(t.wx.calls(STABLE), 2);
 }

@@ -7,9 +7,10 @@ mod sessions;
 
 use super::breaker::Breaker;
 use super::{
-    AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FailedFetch, FetchedCredential,
-    LoginOutcome, SealedField, SessionRecord, SessionView, StoreError, StoreOptions, StoreResult, TokenMode,
-    UserSessionKey, AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
+    AgentId, AgentRecord, AppId, AppRecord, CallerKeyRecord, CorpId, CosAppId, CosKeyRecord, CredentialRow,
+    FailedFetch, FetchedCredential, LoginOutcome, SealedField, SessionRecord, SessionView, StoreError,
+    StoreOptions, StoreResult, TokenMode, UserSessionKey, AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS,
+    CRED_COLUMNS, KEY_COLUMNS,
 };
 use mysql_async::prelude::*;
 use mysql_async::{Conn, IsolationLevel, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts};
@@ -17,6 +18,18 @@ use std::future::Future;
 use std::time::Duration;
 
 const BACKEND: &str = "mysql";
+
+/// Identifiers are bound as their text.
+macro_rules! bind_as_text {
+    ($($t:ty),*) => {$(
+        impl From<&$t> for mysql_async::Value {
+            fn from(id: &$t) -> Self {
+                id.as_str().into()
+            }
+        }
+    )*};
+}
+bind_as_text!(AppId, CorpId, AgentId, CosAppId);
 
 /// Numbered migrations. Each file is split into statements at `;` line ends.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -65,7 +78,7 @@ type AppRow = (String, String, i64, i64, String, i64, i64);
 
 fn app_from_row(r: AppRow) -> AppRecord {
     AppRecord {
-        appid: r.0,
+        appid: AppId::from_stored(r.0),
         secret: r.1,
         login_duration_secs: r.2,
         session_duration_secs: r.3,
@@ -186,7 +199,14 @@ fn is_connection_error(e: &mysql_async::Error) -> bool {
 type AgentRow = (String, String, String, String, i64, i64);
 
 fn agent_from_row(r: AgentRow) -> AgentRecord {
-    AgentRecord { corpid: r.0, agentid: r.1, secret: r.2, remark: r.3, created_at: r.4, updated_at: r.5 }
+    AgentRecord {
+        corpid: CorpId::from_stored(r.0),
+        agentid: AgentId::from_stored(r.1),
+        secret: r.2,
+        remark: r.3,
+        created_at: r.4,
+        updated_at: r.5,
+    }
 }
 
 /// Credential rows have more columns than row tuples convert; read them by position.
@@ -221,7 +241,13 @@ fn cred_from_row(mut r: mysql_async::Row) -> Result<CredentialRow, mysql_async::
 type CosRow = (String, String, String, i64, i64);
 
 fn cos_from_row(r: CosRow) -> CosKeyRecord {
-    CosKeyRecord { appid: r.0, secret_id: r.1, secret_key: r.2, created_at: r.3, updated_at: r.4 }
+    CosKeyRecord {
+        appid: CosAppId::from_stored(r.0),
+        secret_id: r.1,
+        secret_key: r.2,
+        created_at: r.3,
+        updated_at: r.4,
+    }
 }
 
 type KeyRow = (String, String, i64, String, String, i64, i64, i64, String);

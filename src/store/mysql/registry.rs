@@ -27,7 +27,7 @@ impl super::super::RegistryStore for MysqlStore {
         .await
     }
 
-    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
+    async fn get_app(&self, appid: &AppId) -> StoreResult<Option<AppRecord>> {
         self.run(move |mut conn| async move {
             let row: Option<AppRow> = conn
                 .exec_first(format!("SELECT {APP_COLUMNS} FROM wafer_apps WHERE appid = ?"), (appid,))
@@ -46,7 +46,7 @@ impl super::super::RegistryStore for MysqlStore {
         .await
     }
 
-    async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
+    async fn remove_app(&self, appid: &AppId) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
             let mut tx = conn.start_transaction(TxOpts::default()).await?;
             tx.exec_drop("DELETE FROM wafer_sessions WHERE appid = ?", (appid,)).await?;
@@ -71,7 +71,7 @@ impl super::super::RegistryStore for MysqlStore {
         .await
     }
 
-    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
+    async fn get_agent(&self, corpid: &CorpId, agentid: &AgentId) -> StoreResult<Option<AgentRecord>> {
         self.run(move |mut conn| async move {
             let row: Option<AgentRow> = conn
                 .exec_first(
@@ -94,7 +94,7 @@ impl super::super::RegistryStore for MysqlStore {
         .await
     }
 
-    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
+    async fn remove_agent(&self, corpid: &CorpId, agentid: &AgentId) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
             conn.exec_drop("DELETE FROM wafer_agents WHERE corpid = ? AND agentid = ?", (corpid, agentid))
                 .await?;
@@ -115,7 +115,7 @@ impl super::super::RegistryStore for MysqlStore {
         .await
     }
 
-    async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
+    async fn get_cos_key(&self, appid: &CosAppId) -> StoreResult<Option<CosKeyRecord>> {
         self.run(move |mut conn| async move {
             let row: Option<CosRow> = conn
                 .exec_first(format!("SELECT {COS_COLUMNS} FROM wafer_cos_keys WHERE appid = ?"), (appid,))
@@ -134,7 +134,7 @@ impl super::super::RegistryStore for MysqlStore {
         .await
     }
 
-    async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
+    async fn remove_cos_key(&self, appid: &CosAppId) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
             conn.exec_drop("DELETE FROM wafer_cos_keys WHERE appid = ?", (appid,)).await?;
             Ok(conn.affected_rows() > 0)

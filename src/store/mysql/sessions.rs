@@ -42,7 +42,7 @@ impl super::super::SessionStore for MysqlStore {
                 session: SessionRecord {
                     id: r.0,
                     skey_hash: r.1,
-                    appid: r.2,
+                    appid: AppId::from_stored(r.2),
                     openid: r.3,
                     unionid: r.4,
                     session_key: r.5,
@@ -68,7 +68,7 @@ impl super::super::SessionStore for MysqlStore {
         .await
     }
 
-    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
+    async fn set_user_info(&self, appid: &AppId, openid: &str, user_info: &str) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "UPDATE wafer_sessions SET user_info = ? WHERE appid = ? AND openid = ?",
@@ -99,14 +99,19 @@ impl super::super::SessionStore for MysqlStore {
             conn.exec_map(
                 "SELECT id, appid, openid, session_key FROM wafer_sessions WHERE id > ? ORDER BY id LIMIT ?",
                 (after, limit as u64),
-                |(id, appid, openid, session_key)| UserSessionKey { id, appid, openid, session_key },
+                |(id, appid, openid, session_key)| UserSessionKey {
+                    id,
+                    appid: AppId::from_stored(appid),
+                    openid,
+                    session_key,
+                },
             )
             .await
         })
         .await
     }
 
-    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
+    async fn set_user_session_key(&self, appid: &AppId, openid: &str, session_key: &str) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
                 "UPDATE wafer_sessions SET session_key = ? WHERE appid = ? AND openid = ?",
@@ -117,7 +122,7 @@ impl super::super::SessionStore for MysqlStore {
         .await
     }
 
-    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
+    async fn count_sessions(&self, appid: &AppId) -> StoreResult<i64> {
         self.run(move |mut conn| async move {
             let n: Option<i64> =
                 conn.exec_first("SELECT COUNT(*) FROM wafer_sessions WHERE appid = ?", (appid,)).await?;

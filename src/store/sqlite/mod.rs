@@ -6,14 +6,33 @@ mod registry;
 mod sessions;
 
 use super::{
-    AgentRecord, AppRecord, CallerKeyRecord, CosKeyRecord, CredentialRow, FailedFetch, FetchedCredential,
-    LoginOutcome, SealedField, SessionRecord, SessionView, StoreError, StoreResult, TokenMode,
-    UserSessionKey, AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
+    AgentId, AgentRecord, AppId, AppRecord, CallerKeyRecord, CorpId, CosAppId, CosKeyRecord, CredentialRow,
+    FailedFetch, FetchedCredential, LoginOutcome, SealedField, SessionRecord, SessionView, StoreError,
+    StoreResult, TokenMode, UserSessionKey, AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS,
+    KEY_COLUMNS,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::sync::{Arc, Mutex};
 
 const BACKEND: &str = "sqlite";
+
+/// Identifiers are stored as their text, and read back as what was written (only checked ones ever are).
+macro_rules! stored_as_text {
+    ($($t:ty),*) => {$(
+        impl rusqlite::ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                self.as_str().to_sql()
+            }
+        }
+
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                String::column_result(v).map(<$t>::from_stored)
+            }
+        }
+    )*};
+}
+stored_as_text!(AppId, CorpId, AgentId, CosAppId);
 
 /// Numbered migrations, applied in order inside one transaction each.
 const MIGRATIONS: &[(i64, &str)] = &[

@@ -29,7 +29,7 @@ impl super::super::RegistryStore for SqliteStore {
         .await
     }
 
-    async fn get_app(&self, appid: &str) -> StoreResult<Option<AppRecord>> {
+    async fn get_app(&self, appid: &AppId) -> StoreResult<Option<AppRecord>> {
         let appid = appid.to_owned();
         self.call(move |c| {
             c.query_row(
@@ -51,7 +51,7 @@ impl super::super::RegistryStore for SqliteStore {
         .await
     }
 
-    async fn remove_app(&self, appid: &str) -> StoreResult<bool> {
+    async fn remove_app(&self, appid: &AppId) -> StoreResult<bool> {
         let appid = appid.to_owned();
         self.call(move |c| {
             let tx = c.transaction()?;
@@ -78,12 +78,12 @@ impl super::super::RegistryStore for SqliteStore {
         .await
     }
 
-    async fn get_agent(&self, corpid: &str, agentid: &str) -> StoreResult<Option<AgentRecord>> {
+    async fn get_agent(&self, corpid: &CorpId, agentid: &AgentId) -> StoreResult<Option<AgentRecord>> {
         let (corpid, agentid) = (corpid.to_owned(), agentid.to_owned());
         self.call(move |c| {
             c.query_row(
                 &format!("SELECT {AGENT_COLUMNS} FROM wafer_agents WHERE corpid = ?1 AND agentid = ?2"),
-                [corpid, agentid],
+                params![corpid, agentid],
                 agent_from_row,
             )
             .optional()
@@ -101,11 +101,13 @@ impl super::super::RegistryStore for SqliteStore {
         .await
     }
 
-    async fn remove_agent(&self, corpid: &str, agentid: &str) -> StoreResult<bool> {
+    async fn remove_agent(&self, corpid: &CorpId, agentid: &AgentId) -> StoreResult<bool> {
         let (corpid, agentid) = (corpid.to_owned(), agentid.to_owned());
         self.call(move |c| {
-            let n =
-                c.execute("DELETE FROM wafer_agents WHERE corpid = ?1 AND agentid = ?2", [corpid, agentid])?;
+            let n = c.execute(
+                "DELETE FROM wafer_agents WHERE corpid = ?1 AND agentid = ?2",
+                params![corpid, agentid],
+            )?;
             Ok(n > 0)
         })
         .await
@@ -125,7 +127,7 @@ impl super::super::RegistryStore for SqliteStore {
         .await
     }
 
-    async fn get_cos_key(&self, appid: &str) -> StoreResult<Option<CosKeyRecord>> {
+    async fn get_cos_key(&self, appid: &CosAppId) -> StoreResult<Option<CosKeyRecord>> {
         let appid = appid.to_owned();
         self.call(move |c| {
             c.query_row(
@@ -147,7 +149,7 @@ impl super::super::RegistryStore for SqliteStore {
         .await
     }
 
-    async fn remove_cos_key(&self, appid: &str) -> StoreResult<bool> {
+    async fn remove_cos_key(&self, appid: &CosAppId) -> StoreResult<bool> {
         let appid = appid.to_owned();
         self.call(move |c| Ok(c.execute("DELETE FROM wafer_cos_keys WHERE appid = ?1", [appid])? > 0)).await
     }

@@ -122,7 +122,7 @@ impl super::super::SessionStore for SqliteStore {
         .await
     }
 
-    async fn set_user_info(&self, appid: &str, openid: &str, user_info: &str) -> StoreResult<()> {
+    async fn set_user_info(&self, appid: &AppId, openid: &str, user_info: &str) -> StoreResult<()> {
         let (appid, openid, info) = (appid.to_owned(), openid.to_owned(), user_info.to_owned());
         self.call(move |c| {
             c.execute(
@@ -161,7 +161,7 @@ impl super::super::SessionStore for SqliteStore {
         .await
     }
 
-    async fn set_user_session_key(&self, appid: &str, openid: &str, session_key: &str) -> StoreResult<()> {
+    async fn set_user_session_key(&self, appid: &AppId, openid: &str, session_key: &str) -> StoreResult<()> {
         let (a, o, k) = (appid.to_owned(), openid.to_owned(), session_key.to_owned());
         self.call(move |c| {
             c.execute(
@@ -173,7 +173,7 @@ impl super::super::SessionStore for SqliteStore {
         .await
     }
 
-    async fn count_sessions(&self, appid: &str) -> StoreResult<i64> {
+    async fn count_sessions(&self, appid: &AppId) -> StoreResult<i64> {
         let appid = appid.to_owned();
         self.call(move |c| {
             c.query_row("SELECT COUNT(*) FROM wafer_sessions WHERE appid = ?1", [appid], |r| r.get(0))
