@@ -179,32 +179,50 @@ pub async fn import(store: &Storage, from: &str, dry_run: bool, now: i64) -> Res
     result
 }
 
-type AppRow = (String, Option<String>, Option<i64>, Option<i64>, Option<String>, Option<i64>, Option<String>);
-type AgentRow = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-type SessionRow = (
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
+/// One row of `cAppinfo` (token columns only where the source has them).
+struct AppRow {
+    appid: String,
+    secret: Option<String>,
+    login_days: Option<i64>,
+    session_secs: Option<i64>,
+    token: Option<String>,
+    expires_in: Option<i64>,
+    updated: Option<String>,
+}
+
+/// One row of the seed's `cAppinfo_work`.
+struct AgentRow {
+    corpid: String,
+    agentid: String,
+    secret: Option<String>,
+    remark: Option<String>,
+    token: Option<String>,
+    token_exp: Option<i64>,
+    token_at: Option<String>,
+    ticket: Option<String>,
+    ticket_exp: Option<i64>,
+    ticket_at: Option<String>,
+    agent_ticket: Option<String>,
+    agent_at: Option<String>,
+}
+
+/// One row of `cSessionInfo` (`unionid` and `appid` from the seed only).
+struct SessionRow {
+    uuid: Option<String>,
+    skey: Option<String>,
+    created: Option<String>,
+    visited: Option<String>,
+    openid: Option<String>,
+    session_key: Option<String>,
+    user_info: Option<String>,
+    unionid: Option<String>,
+    appid: Option<String>,
+}
+
+/// A column of a source row by name: NULL (or a type that does not convert) as `None`.
+fn col<T: FromValue>(r: &mut mysql_async::Row, name: &str) -> Option<T> {
+    r.take_opt::<Option<T>, &str>(name).and_then(Result::ok).flatten()
+}
 
 async fn import_from(
     store: &Storage,
@@ -223,37 +241,67 @@ async fn import_from(
     let has_tokens = app_cols.iter().any(|c| c == "access_token");
     let mut report = Report::default();
     let target = ImportTarget { store, dry_run, now };
-    let registry = crate::registry::Registry { store, creds: None, now, dry_run };
+    let app_ids = import_apps(&mut conn, target, has_tokens, &mut report).await?;
+    if !columns(&mut conn, "cAppinfo_work").await?.is_empty() {
+        import_agents(&mut conn, target, &mut report).await?;
+    }
+    import_sessions(&mut conn, target, kind, &app_ids, &mut report).await?;
+    Ok((kind, report))
+}
 
-    // Apps. Imported apps use classic tokens: their callers already hold classic tokens.
-    let token_cols =
-        if has_tokens { "access_token, expires_in, CAST(update_time AS CHAR)" } else { "NULL, NULL, NULL" };
-    let apps: Vec<AppRow> = conn
+/// Apps, with their cached tokens. Imported apps use classic tokens: their callers already hold classic tokens.
+/// Returns the appids imported (sessions of other apps are skipped).
+async fn import_apps(
+    conn: &mut mysql_async::Conn,
+    target: ImportTarget<'_>,
+    has_tokens: bool,
+    report: &mut Report,
+) -> Result<Vec<AppId>> {
+    let registry = crate::registry::Registry {
+        store: target.store,
+        creds: None,
+        now: target.now,
+        dry_run: target.dry_run,
+    };
+    let token_cols = if has_tokens {
+        "access_token AS token, expires_in, CAST(update_time AS CHAR) AS updated"
+    } else {
+        "NULL AS token, NULL AS expires_in, NULL AS updated"
+    };
+    let rows: Vec<mysql_async::Row> = conn
         .query(format!(
             "SELECT appid, secret, login_duration, session_duration, {token_cols} FROM cAppinfo ORDER BY appid"
         ))
         .await
         .context("could not read cAppinfo")?;
     let mut app_ids = Vec::new();
-    for (appid, secret, login_days, session_secs, token, expires_in, updated) in apps {
-        let Some(secret) = secret.filter(|s| !s.is_empty() && s.len() <= 512) else {
+    for mut r in rows {
+        let row = AppRow {
+            appid: col(&mut r, "appid").unwrap_or_default(),
+            secret: col(&mut r, "secret"),
+            login_days: col(&mut r, "login_duration"),
+            session_secs: col(&mut r, "session_duration"),
+            token: col(&mut r, "token"),
+            expires_in: col(&mut r, "expires_in"),
+            updated: col(&mut r, "updated"),
+        };
+        let Some(secret) = row.secret.filter(|s| !s.is_empty() && s.len() <= 512) else {
             report.skip("app without a usable secret");
             continue;
         };
-        let Ok(appid) = appid.parse::<AppId>() else {
+        let Ok(appid) = row.appid.parse::<AppId>() else {
             report.skip("over-long or malformed appid");
             continue;
         };
         app_ids.push(appid.clone());
-        let login = login_days.filter(|d| *d > 0).unwrap_or(30) * 86_400;
-        let idle = session_secs.filter(|s| *s > 0).unwrap_or(crate::store::DEFAULT_SESSION_DURATION_SECS);
+        let login = row.login_days.filter(|d| *d > 0).unwrap_or(30) * 86_400;
+        let idle = row.session_secs.filter(|s| *s > 0).unwrap_or(crate::store::DEFAULT_SESSION_DURATION_SECS);
         let changes = crate::registry::AppChanges {
             secret: Some(crate::crypto::Secret::new(secret)),
             login_duration_secs: Some(login),
             session_duration_secs: Some(idle),
             token_mode: None,
         };
-        // Callers of the seed hold classic tokens: new apps keep that mode.
         match registry
             .put_app(&appid, &changes, TokenMode::Classic)
             .await
@@ -264,170 +312,140 @@ async fn import_from(
             Outcome::Updated => report.apps_updated += 1,
             Outcome::Unchanged => report.apps_unchanged += 1,
         }
-        let fetched = updated.as_deref().and_then(parse_local_time);
-        let lifetime = expires_in.unwrap_or(7200).clamp(0, 7200);
-        credential(target, &mut report, CredKey::app(CredKind::MpToken, &appid), token, fetched, lifetime)
+        let fetched = row.updated.as_deref().and_then(parse_local_time);
+        let lifetime = row.expires_in.unwrap_or(7200).clamp(0, 7200);
+        credential(target, report, CredKey::app(CredKind::MpToken, &appid), row.token, fetched, lifetime)
             .await?;
     }
+    Ok(app_ids)
+}
 
-    // WeCom agents (seed only).
-    if !columns(&mut conn, "cAppinfo_work").await?.is_empty() {
-        let agents: Vec<AgentRow> = conn
-            .query(
-                "SELECT corpid, CAST(agentid AS CHAR), agentsecret, remark, access_token, expires_in, CAST(update_time AS CHAR),
-                        ticket, ticket_expires_in, CAST(ticket_update_time AS CHAR), agent_ticket, CAST(agent_update_time AS CHAR)
-                 FROM cAppinfo_work ORDER BY corpid, agentid",
-            )
+/// WeCom agents (the seed only), with their cached token and tickets.
+async fn import_agents(
+    conn: &mut mysql_async::Conn,
+    target: ImportTarget<'_>,
+    report: &mut Report,
+) -> Result<()> {
+    let registry = crate::registry::Registry {
+        store: target.store,
+        creds: None,
+        now: target.now,
+        dry_run: target.dry_run,
+    };
+    let rows: Vec<mysql_async::Row> = conn
+        .query(
+            "SELECT corpid, CAST(agentid AS CHAR) AS agentid, agentsecret, remark, access_token, expires_in,
+                    CAST(update_time AS CHAR) AS token_at, ticket, ticket_expires_in,
+                    CAST(ticket_update_time AS CHAR) AS ticket_at, agent_ticket,
+                    CAST(agent_update_time AS CHAR) AS agent_at
+             FROM cAppinfo_work ORDER BY corpid, agentid",
+        )
+        .await
+        .context("could not read cAppinfo_work")?;
+    for mut r in rows {
+        let row = AgentRow {
+            corpid: col(&mut r, "corpid").unwrap_or_default(),
+            agentid: col(&mut r, "agentid").unwrap_or_default(),
+            secret: col(&mut r, "agentsecret"),
+            remark: col(&mut r, "remark"),
+            token: col(&mut r, "access_token"),
+            token_exp: col(&mut r, "expires_in"),
+            token_at: col(&mut r, "token_at"),
+            ticket: col(&mut r, "ticket"),
+            ticket_exp: col(&mut r, "ticket_expires_in"),
+            ticket_at: col(&mut r, "ticket_at"),
+            agent_ticket: col(&mut r, "agent_ticket"),
+            agent_at: col(&mut r, "agent_at"),
+        };
+        let Some(secret) = row.secret.filter(|s| !s.is_empty() && s.len() <= 512) else {
+            report.skip("agent without a usable secret");
+            continue;
+        };
+        let (Ok(corpid), Ok(agentid)) = (row.corpid.parse::<CorpId>(), row.agentid.parse::<AgentId>()) else {
+            report.skip("over-long or malformed corpid/agentid");
+            continue;
+        };
+        let remark: String = row.remark.unwrap_or_default().chars().take(255).collect();
+        let changes = crate::registry::AgentChanges {
+            secret: Some(crate::crypto::Secret::new(secret)),
+            remark: Some(remark),
+        };
+        match registry
+            .put_agent(&corpid, &agentid, &changes)
             .await
-            .context("could not read cAppinfo_work")?;
-        for (
-            corpid,
-            agentid,
-            secret,
-            remark,
-            token,
-            token_exp,
-            token_at,
-            ticket,
-            ticket_exp,
-            ticket_at,
-            agent_ticket,
-            agent_at,
-        ) in agents
+            .context("could not store an agent")?
+            .outcome
         {
-            let Some(secret) = secret.filter(|s| !s.is_empty() && s.len() <= 512) else {
-                report.skip("agent without a usable secret");
-                continue;
-            };
-            let (Ok(corpid), Ok(agentid)) = (corpid.parse::<CorpId>(), agentid.parse::<AgentId>()) else {
-                report.skip("over-long or malformed corpid/agentid");
-                continue;
-            };
-            let remark: String = remark.unwrap_or_default().chars().take(255).collect();
-            let changes = crate::registry::AgentChanges {
-                secret: Some(crate::crypto::Secret::new(secret)),
-                remark: Some(remark),
-            };
-            match registry
-                .put_agent(&corpid, &agentid, &changes)
-                .await
-                .context("could not store an agent")?
-                .outcome
-            {
-                Outcome::Added => report.agents_new += 1,
-                Outcome::Updated => report.agents_updated += 1,
-                Outcome::Unchanged => report.agents_unchanged += 1,
-            }
-            let ticket_life = ticket_exp.unwrap_or(7200).clamp(0, 7200);
-            let key = |k| CredKey::agent(k, &corpid, &agentid);
-            let tok_at = token_at.as_deref().and_then(parse_local_time);
-            credential(
-                target,
-                &mut report,
-                key(CredKind::WcToken),
-                token,
-                tok_at,
-                token_exp.unwrap_or(7200).clamp(0, 7200),
-            )
-            .await?;
-            let t_at = ticket_at.as_deref().and_then(parse_local_time);
-            credential(target, &mut report, key(CredKind::WcCorpTicket), ticket, t_at, ticket_life).await?;
-            let a_at = agent_at.as_deref().and_then(parse_local_time);
-            credential(
-                target,
-                &mut report,
-                key(CredKind::WcAgentTicket),
-                agent_ticket,
-                a_at,
-                AGENT_TICKET_LIFETIME.min(ticket_life.max(1)),
-            )
-            .await?;
+            Outcome::Added => report.agents_new += 1,
+            Outcome::Updated => report.agents_updated += 1,
+            Outcome::Unchanged => report.agents_unchanged += 1,
         }
+        let key = |k| CredKey::agent(k, &corpid, &agentid);
+        let at = |t: &Option<String>| t.as_deref().and_then(parse_local_time);
+        let token_life = row.token_exp.unwrap_or(7200).clamp(0, 7200);
+        let ticket_life = row.ticket_exp.unwrap_or(7200).clamp(0, 7200);
+        credential(target, report, key(CredKind::WcToken), row.token, at(&row.token_at), token_life).await?;
+        credential(target, report, key(CredKind::WcCorpTicket), row.ticket, at(&row.ticket_at), ticket_life)
+            .await?;
+        let agent_life = AGENT_TICKET_LIFETIME.min(ticket_life.max(1));
+        credential(
+            target,
+            report,
+            key(CredKind::WcAgentTicket),
+            row.agent_ticket,
+            at(&row.agent_at),
+            agent_life,
+        )
+        .await?;
     }
+    Ok(())
+}
 
-    // Sessions. The original server has one app and no appid column.
+/// Live sessions of the imported apps, a page at a time. The original server has one app and no appid column.
+async fn import_sessions(
+    conn: &mut mysql_async::Conn,
+    target: ImportTarget<'_>,
+    kind: SourceKind,
+    app_ids: &[AppId],
+    report: &mut Report,
+) -> Result<()> {
+    let ImportTarget { store, dry_run, .. } = target;
     let (appid_col, union_col) = match kind {
         SourceKind::Seed => ("appid", "union_id"),
         SourceKind::Original => ("NULL", "NULL"),
     };
-    let only_app = match (kind, app_ids.as_slice()) {
+    let only_app = match (kind, app_ids) {
         (SourceKind::Original, [one]) => Some(one.clone()),
         _ => None,
     };
     let mut after: i64 = 0;
     loop {
-        let rows: Vec<(i64, SessionRow)> = conn
-            .exec::<(i64, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>), _, _>(
+        let rows: Vec<mysql_async::Row> = conn
+            .exec(
                 format!(
-                    "SELECT id, uuid, skey, CAST(create_time AS CHAR), CAST(last_visit_time AS CHAR), open_id, session_key,
-                            user_info, {union_col}, {appid_col} FROM cSessionInfo WHERE id > ? ORDER BY id LIMIT 1000"
+                    "SELECT id, uuid, skey, CAST(create_time AS CHAR) AS created, CAST(last_visit_time AS CHAR) AS visited,
+                            open_id, session_key, user_info, {union_col} AS unionid, {appid_col} AS appid
+                     FROM cSessionInfo WHERE id > ? ORDER BY id LIMIT 1000"
                 ),
                 (after,),
             )
             .await
-            .context("could not read cSessionInfo")?
-            .into_iter()
-            .map(|r| (r.0, (r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9)))
-            .collect();
-        let Some(last) = rows.last() else { break };
-        after = last.0;
-        for (_, (uuid, skey, created, visited, openid, session_key, user_info, unionid, appid)) in rows {
-            let appid = appid.or_else(|| only_app.as_ref().map(AppId::to_string)).unwrap_or_default();
-            let (Some(uuid), Some(skey), Some(openid), Some(session_key)) = (uuid, skey, openid, session_key)
-            else {
-                report.skip("session with missing fields");
-                continue;
+            .context("could not read cSessionInfo")?;
+        let Some(last) = rows.last().and_then(|r| r.get::<i64, _>("id")) else { break };
+        after = last;
+        for mut r in rows {
+            let row = SessionRow {
+                uuid: col(&mut r, "uuid"),
+                skey: col(&mut r, "skey"),
+                created: col(&mut r, "created"),
+                visited: col(&mut r, "visited"),
+                openid: col(&mut r, "open_id"),
+                session_key: col(&mut r, "session_key"),
+                user_info: col(&mut r, "user_info"),
+                unionid: col(&mut r, "unionid"),
+                appid: col(&mut r, "appid"),
             };
-            let Ok(appid) = appid.parse::<AppId>() else {
-                report.skip("over-long or malformed session identifiers");
-                continue;
-            };
-            if !token_ok(&uuid, 100) || !token_ok(&skey, 128) || openid.is_empty() || openid.len() > 128 {
-                report.skip("over-long or malformed session identifiers");
-                continue;
-            }
-            if session_key.len() > 256 || unionid.as_ref().is_some_and(|u| u.len() > 128) {
-                report.skip("over-long session values");
-                continue;
-            }
-            if !app_ids.contains(&appid) {
-                report.skip("session of an unknown app");
-                continue;
-            }
-            let (Some(created_at), Some(last_visit_at)) = (
-                created.as_deref().and_then(parse_local_time),
-                visited.as_deref().or(created.as_deref()).and_then(parse_local_time),
-            ) else {
-                report.skip("unparseable date");
-                continue;
-            };
-            let user_info = match user_info.filter(|u| !u.trim().is_empty()) {
-                None => None,
-                Some(b64) => {
-                    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
-                        report.skip("invalid base64 user_info");
-                        continue;
-                    };
-                    match serde_json::from_slice::<serde_json::Value>(&bytes) {
-                        Ok(v) if v.is_object() => Some(v.to_string()),
-                        _ => {
-                            report.skip("user_info is not a JSON object");
-                            continue;
-                        }
-                    }
-                }
-            };
-            let record = SessionRecord {
-                id: uuid,
-                skey_hash: crypto::sha256_hex(skey.as_bytes()),
-                appid,
-                openid,
-                unionid: unionid.unwrap_or_default(),
-                session_key,
-                user_info,
-                created_at,
-                last_visit_at: last_visit_at.max(created_at),
-            };
+            let Some(record) = session_record(row, only_app.as_ref(), app_ids, report) else { continue };
             let inserted = if dry_run {
                 store.sessions.get_session(&record.id).await.context("could not read sessions")?.is_none()
             } else {
@@ -440,7 +458,73 @@ async fn import_from(
             }
         }
     }
-    Ok((kind, report))
+    Ok(())
+}
+
+/// The session a source row holds, or why it is skipped (counted in `report`).
+fn session_record(
+    row: SessionRow,
+    only_app: Option<&AppId>,
+    app_ids: &[AppId],
+    report: &mut Report,
+) -> Option<SessionRecord> {
+    let SessionRow { uuid, skey, created, visited, openid, session_key, user_info, unionid, appid } = row;
+    let appid = appid.or_else(|| only_app.map(AppId::to_string)).unwrap_or_default();
+    let (Some(uuid), Some(skey), Some(openid), Some(session_key)) = (uuid, skey, openid, session_key) else {
+        report.skip("session with missing fields");
+        return None;
+    };
+    let Ok(appid) = appid.parse::<AppId>() else {
+        report.skip("over-long or malformed session identifiers");
+        return None;
+    };
+    if !token_ok(&uuid, 100) || !token_ok(&skey, 128) || openid.is_empty() || openid.len() > 128 {
+        report.skip("over-long or malformed session identifiers");
+        return None;
+    }
+    if session_key.len() > 256 || unionid.as_ref().is_some_and(|u| u.len() > 128) {
+        report.skip("over-long session values");
+        return None;
+    }
+    if !app_ids.contains(&appid) {
+        report.skip("session of an unknown app");
+        return None;
+    }
+    let (Some(created_at), Some(last_visit_at)) = (
+        created.as_deref().and_then(parse_local_time),
+        visited.as_deref().or(created.as_deref()).and_then(parse_local_time),
+    ) else {
+        report.skip("unparseable date");
+        return None;
+    };
+    let user_info = match user_info.filter(|u| !u.trim().is_empty()) {
+        None => None,
+        Some(b64) => {
+            let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
+                report.skip("invalid base64 user_info");
+                return None;
+            };
+            match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(v) if v.is_object() => Some(v.to_string()),
+                _ => {
+                    report.skip("user_info is not a JSON object");
+                    return None;
+                }
+            }
+        }
+    };
+    let record = SessionRecord {
+        id: uuid,
+        skey_hash: crypto::sha256_hex(skey.as_bytes()),
+        appid,
+        openid,
+        unionid: unionid.unwrap_or_default(),
+        session_key,
+        user_info,
+        created_at,
+        last_visit_at: last_visit_at.max(created_at),
+    };
+    Some(record)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ pub const MAX_JSON_DEPTH: usize = 32;
 
 /// An error as the caller sees it: a return code and a message that never carries secrets or request echoes.
 /// `detail` is for logs only (it must not carry secrets either).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WaferError {
     pub code: ReturnCode,
     pub message: Cow<'static, str>,

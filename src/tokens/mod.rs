@@ -20,8 +20,11 @@ mod fetch;
 pub mod issued;
 mod owner;
 use owner::Recheck;
+mod decide;
 mod keys;
 mod refresh;
+
+use decide::{decide, Step};
 
 pub use keys::{CredKey, CredKind, Owner};
 
@@ -298,71 +301,21 @@ impl Credentials {
                 if let Some(answer) = self.remembered(&k, force).await {
                     return answer;
                 }
-                let row = self
-                    .store
-                    .credentials
-                    .get_credential(&k)
-                    .await
-                    .map_err(|e| self.store_err(key, e))?
-                    .unwrap_or_default();
-                let current = row.value.clone().filter(|_| now < row.expires_at);
-                let stale = now >= stale_at(row.expires_at, row.fetched_at, self.policy.margin_secs);
-                let need = match (force, &current) {
-                    (_, None) => true,
-                    (Force::No, Some(_)) => stale,
-                    (Force::Yes(Some(seen)), Some(cur)) => {
-                        stale
-                            || (cur == seen
-                                && (!cooled || now - row.fetched_at >= self.policy.force_min_interval_secs))
-                    }
-                    (Force::Yes(None), Some(_)) => {
-                        stale || now - row.fetched_at >= self.policy.force_cooldown_secs
-                    }
-                    (Force::Rejected(seen), Some(cur)) => stale || cur == seen,
-                };
-                if !need {
-                    if let Some(v) = current {
-                        self.remember(&k, &v, row.expires_at, row.fetched_at);
-                        return Ok(Served { value: v, expires_at: row.expires_at, fresh: false });
-                    }
-                }
-                // A usable old value may be served while nobody may (or should) refresh.
-                let usable_old = current.clone().filter(|cur| match force {
-                    Force::No => true,
-                    Force::Yes(Some(seen)) | Force::Rejected(seen) => cur != seen,
-                    Force::Yes(None) => false,
-                });
+                let row = self.read_row(key, &k).await?;
                 let now_ms = self.clock.now_ms();
-                if row.failed_until_ms > now_ms {
-                    // Another instance's fetch failed a moment ago: answer with its outcome.
-                    let error = shared_error(&row);
-                    self.failures.remember(&k, &error, row.failed_until_ms, now_ms);
-                    return match usable_old {
-                        Some(v) => Ok(Served { value: v, expires_at: row.expires_at, fresh: false }),
-                        None => Err(error),
+                let (forced_against, usable_old) =
+                    match decide(&row, force, cooled, key.kind.is_ticket(), now, now_ms, &self.policy) {
+                        Step::Current(served) => {
+                            self.remember(&k, &served.value, row.expires_at, row.fetched_at);
+                            return Ok(served);
+                        }
+                        Step::Answer(answer) => return answer,
+                        Step::Shared { error, until_ms, usable_old } => {
+                            self.failures.remember(&k, &error, until_ms, now_ms);
+                            return usable_old.ok_or(error);
+                        }
+                        Step::Fetch { forced_against, usable_old } => (forced_against, usable_old),
                     };
-                }
-                if row.blocked_until > now {
-                    return match usable_old.or(current) {
-                        Some(v) => Ok(Served { value: v, expires_at: row.expires_at, fresh: false }),
-                        None => Err(quota_error(row.blocked_code, row.blocked_until)),
-                    };
-                }
-                if key.kind.is_ticket()
-                    && row.window_start == hour_start(now)
-                    && row.window_count >= self.policy.ticket_budget_per_hour
-                {
-                    return match usable_old.or(current) {
-                        Some(v) => Ok(Served { value: v, expires_at: row.expires_at, fresh: false }),
-                        None => Err(WaferError::new(
-                            ReturnCode::WeixinRateLimited,
-                            format!(
-                                "ticket budget of {}/hour used up for this app",
-                                self.policy.ticket_budget_per_hour
-                            ),
-                        )),
-                    };
-                }
                 let leased = self
                     .store
                     .credentials
@@ -371,30 +324,21 @@ impl Credentials {
                     .map_err(|e| self.store_err(key, e))?;
                 if leased {
                     // Someone may have stored a new value between our read and our lease.
-                    let again = self
-                        .store
-                        .credentials
-                        .get_credential(&k)
-                        .await
-                        .map_err(|e| self.store_err(key, e))?
-                        .unwrap_or_default();
+                    let again = self.read_row(key, &k).await?;
                     if again.fetched_at > row.fetched_at && again.value.is_some() && now < again.expires_at {
                         let _ = self.store.credentials.release_lease(&k, &self.owner).await;
                         continue;
                     }
-                    let old =
-                        usable_old.map(|v| Served { value: v, expires_at: row.expires_at, fresh: false });
-                    // A refresh asked for although the value is not due: the value the caller found bad.
-                    let forced_against = match force {
-                        Force::Yes(Some(seen)) if !stale => Some(seen),
-                        Force::Yes(None) if !stale => current.as_deref(),
-                        _ => None,
+                    let attempt = Attempt {
+                        forced_against: forced_against.as_deref(),
+                        usable_old,
+                        row: &row,
+                        deadline,
                     };
-                    let attempt = Attempt { forced_against, usable_old: old, row: &row, deadline };
                     return self.refresh(key, &k, now, attempt).await;
                 }
-                if let Some(v) = usable_old {
-                    return Ok(Served { value: v, expires_at: row.expires_at, fresh: false });
+                if let Some(old) = usable_old {
+                    return Ok(old);
                 }
                 // Another instance holds the lease: poll until it stores a value or its lease runs out (then
                 // `try_lease` takes over at once), within this caller's budget.
@@ -404,6 +348,17 @@ impl Credentials {
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
         })
+    }
+
+    /// The stored row of `key` (a default, empty row when there is none).
+    async fn read_row(&self, key: &CredKey, k: &str) -> Result<crate::store::CredentialRow, WaferError> {
+        Ok(self
+            .store
+            .credentials
+            .get_credential(k)
+            .await
+            .map_err(|e| self.store_err(key, e))?
+            .unwrap_or_default())
     }
 
     fn store_err(&self, key: &CredKey, e: crate::store::StoreError) -> WaferError {
