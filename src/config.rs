@@ -234,6 +234,35 @@ impl Config {
         }
     }
 
+    /// The handlers' settings this configuration gives: the one place the environment becomes them.
+    pub fn settings(&self) -> crate::settings::Settings {
+        crate::settings::Settings {
+            default_appid: self.default_appid(),
+            max_sessions_per_user: self.max_sessions_per_user as usize,
+            admin_token: self.admin_token(),
+            caller_auth: self.caller_auth,
+            master_key: self.master_key.is_some(),
+            login_limit_per_app: self.login_limit_per_app,
+            login_limit_per_ip: self.login_limit_per_ip,
+            token_host: self.token_host,
+        }
+    }
+
+    /// What the transports need from this configuration.
+    pub fn serve_options(&self) -> crate::settings::ServeOptions {
+        crate::settings::ServeOptions {
+            body_limit: self.body_limit as usize,
+            passthrough_body_limit: self.passthrough_body_limit,
+            metrics_route: self.metrics,
+            http: crate::settings::HttpLimits {
+                header_timeout: Duration::from_millis(self.header_timeout_ms),
+                body_timeout: Duration::from_millis(self.body_timeout_ms),
+                max_connections: self.max_connections as usize,
+            },
+            client_address: self.client_address,
+        }
+    }
+
     pub fn store_options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {
             max_connections: self.db_pool_max.unwrap_or(10) as usize,

@@ -39,6 +39,7 @@ pub mod request;
 pub mod scf;
 pub mod serve;
 pub mod service;
+pub mod settings;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

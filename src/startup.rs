@@ -4,8 +4,9 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::handlers::{Deps, Settings};
+use crate::handlers::Deps;
 use crate::service::Service;
+use crate::settings::{ServeOptions, Settings};
 use crate::store::{self, Storage};
 use crate::tokens::Policy;
 use crate::wechat::wecom::WeComClient;
@@ -23,7 +24,7 @@ pub struct ServiceBuilder {
     clock: Arc<dyn Clock>,
     settings: Settings,
     policy: Policy,
-    body_limit: usize,
+    options: ServeOptions,
 }
 
 impl ServiceBuilder {
@@ -38,7 +39,7 @@ impl ServiceBuilder {
             clock: Arc::new(SystemClock),
             settings: Settings::default(),
             policy: Policy::default(),
-            body_limit: crate::service::DEFAULT_BODY_LIMIT,
+            options: ServeOptions::default(),
         }
     }
 
@@ -73,8 +74,24 @@ impl ServiceBuilder {
         self
     }
 
+    /// What the transports need (body limits, metrics route, HTTP limits, client address).
+    pub fn options(mut self, options: ServeOptions) -> Self {
+        self.options = options;
+        self
+    }
+
     pub fn body_limit(mut self, limit: usize) -> Self {
-        self.body_limit = limit;
+        self.options.body_limit = limit;
+        self
+    }
+
+    pub fn http_limits(mut self, limits: crate::settings::HttpLimits) -> Self {
+        self.options.http = limits;
+        self
+    }
+
+    pub fn client_address(mut self, from: crate::request::ClientAddress) -> Self {
+        self.options.client_address = from;
         self
     }
 
@@ -91,9 +108,7 @@ impl ServiceBuilder {
             self.settings,
             self.policy,
         );
-        let mut svc = Service::new(deps);
-        svc.body_limit = self.body_limit;
-        Ok(svc)
+        Ok(Service::new(deps, self.options))
     }
 }
 
@@ -110,13 +125,11 @@ pub async fn admin_api(config: &Config) -> Result<Box<dyn crate::admin::AdminApi
         store,
         creds: None,
         clock: Arc::new(SystemClock),
-        facts: crate::admin::ProcessFacts {
-            started: std::time::Instant::now(),
-            caller_auth: config.caller_auth,
-            admin: config.admin_token().is_some(),
-            master_key: config.master_key.is_some(),
-            force_budget: config.force_refresh_per_day as i64,
-        },
+        facts: crate::admin::ProcessFacts::of(
+            &config.settings(),
+            std::time::Instant::now(),
+            config.token_policy().force_per_day,
+        ),
     }))
 }
 
@@ -141,30 +154,10 @@ pub async fn service(config: &Config, default_pool: u64) -> Result<Service> {
             connect: config.upstream_timeout().min(std::time::Duration::from_secs(3)),
             total: config.upstream_timeout(),
         })
-        .settings(Settings {
-            default_appid: config.default_appid(),
-            max_sessions_per_user: config.max_sessions_per_user as usize,
-            admin_token: config.admin_token(),
-            caller_auth: config.caller_auth,
-            master_key: config.master_key.is_some(),
-            login_limit_per_app: config.login_limit_per_app,
-            login_limit_per_ip: config.login_limit_per_ip,
-            token_host: config.token_host,
-        })
+        .settings(config.settings())
         .policy(config.token_policy())
-        .body_limit(config.body_limit as usize)
+        .options(config.serve_options())
         .build()
-        .map(|mut svc| {
-            svc.metrics_route = config.metrics;
-            svc.client_address = config.client_address;
-            svc.passthrough_body_limit = config.passthrough_body_limit;
-            svc.http_limits = crate::service::HttpLimits {
-                header_timeout: std::time::Duration::from_millis(config.header_timeout_ms),
-                body_timeout: std::time::Duration::from_millis(config.body_timeout_ms),
-                max_connections: config.max_connections as usize,
-            };
-            svc
-        })
 }
 
 /// What `migrate` did, in one line: never the same line for both outcomes.

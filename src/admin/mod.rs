@@ -193,6 +193,19 @@ pub struct ProcessFacts {
     pub force_budget: i64,
 }
 
+impl ProcessFacts {
+    /// The facts of a process started at `started` with `settings` and a daily forced-refresh budget.
+    pub fn of(settings: &crate::settings::Settings, started: std::time::Instant, force_budget: i64) -> Self {
+        Self {
+            started,
+            caller_auth: settings.caller_auth,
+            admin: settings.admin_token.is_some(),
+            master_key: settings.master_key,
+            force_budget,
+        }
+    }
+}
+
 /// The admin operations over a store, in this process.
 pub struct Local {
     pub store: Storage,

@@ -29,13 +29,7 @@ pub fn local(deps: &Deps) -> Local {
         store: deps.store.clone(),
         creds: Some(deps.creds.clone()),
         clock: deps.clock.clone(),
-        facts: ProcessFacts {
-            started: deps.started,
-            caller_auth: deps.settings.caller_auth,
-            admin: deps.settings.admin_token.is_some(),
-            master_key: deps.settings.master_key,
-            force_budget: deps.creds.force_budget(),
-        },
+        facts: ProcessFacts::of(&deps.settings, deps.started, deps.creds.force_budget()),
     }
 }
 

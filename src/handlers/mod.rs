@@ -60,40 +60,7 @@ impl Deps {
     }
 }
 
-/// Behaviour knobs that are not per-app.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// `WAFER_DEFAULT_APPID`: the app a login without `appid` uses.
-    pub default_appid: Option<crate::ids::AppId>,
-    /// Live sessions kept per (appid, openid); the oldest beyond this are dropped at login.
-    pub max_sessions_per_user: usize,
-    /// `WAFER_ADMIN_TOKEN`: admin interfaces are off when unset.
-    pub admin_token: Option<secrecy::SecretString>,
-    /// `WAFER_CALLER_AUTH`.
-    pub caller_auth: crate::auth::CallerAuthMode,
-    /// Whether secrets at rest are sealed (`WAFER_MASTER_KEY`), for the status report.
-    pub master_key: bool,
-    /// Logins allowed per app, and per source address, per minute in each process (`None`: unlimited).
-    pub login_limit_per_app: Option<u32>,
-    pub login_limit_per_ip: Option<u32>,
-    /// `WAFER_TOKEN_HOST`: answer SDKs' `/cgi-bin/token` and pass through calls carrying tokens issued here.
-    pub token_host: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            default_appid: None,
-            max_sessions_per_user: session::DEFAULT_MAX_SESSIONS_PER_USER,
-            admin_token: None,
-            caller_auth: crate::auth::CallerAuthMode::Credentials,
-            master_key: false,
-            login_limit_per_app: None,
-            login_limit_per_ip: None,
-            token_host: false,
-        }
-    }
-}
+pub use crate::settings::Settings;
 
 /// A successful reply: `returnMessage` and `returnData`.
 #[derive(Debug, Clone, PartialEq)]

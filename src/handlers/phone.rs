@@ -44,22 +44,27 @@ pub async fn phone(deps: &Deps, req: PhoneRequest<'_>, scope: Option<&Caller>) -
     let out = Outgoing { method: &method, path: PATH, query: &[], body: Body::Json(&body) };
     let reply = proxy::send(deps, &Owner::App(appid.clone()), out, None, "phone").await?;
     if !(200..300).contains(&reply.status) {
-        return Err(UpstreamError::Status(reply.status).to_wafer(Call::Phone, "WeChat"));
+        return Err(
+            UpstreamError::Status(reply.status).to_wafer(Call::Phone, crate::wechat::Upstream::WeChat)
+        );
     }
     let Some(v) = reply.json() else {
-        return Err(UpstreamError::BadReply("not JSON".into()).to_wafer(Call::Phone, "WeChat"));
+        return Err(
+            UpstreamError::BadReply("not JSON".into()).to_wafer(Call::Phone, crate::wechat::Upstream::WeChat)
+        );
     };
     if let Some(errcode) = reply.errcode() {
         tracing::info!(appid = %appid, errcode, "phone number refused");
         return Err(UpstreamError::Api { errcode, rid: None, ip: None, suggests_stable: false }
-            .to_wafer(Call::Phone, "WeChat"));
+            .to_wafer(Call::Phone, crate::wechat::Upstream::WeChat));
     }
     let info = v.get("phone_info").cloned().unwrap_or(Value::Null);
     let field = |name: &str| info.get(name).and_then(Value::as_str).map(str::to_owned);
     let (Some(phone), Some(pure), Some(country)) =
         (field("phoneNumber"), field("purePhoneNumber"), field("countryCode"))
     else {
-        return Err(UpstreamError::BadReply("no phone_info".into()).to_wafer(Call::Phone, "WeChat"));
+        return Err(UpstreamError::BadReply("no phone_info".into())
+            .to_wafer(Call::Phone, crate::wechat::Upstream::WeChat));
     };
     let watermark = info.get("watermark").and_then(|w| w.get("appid")).and_then(Value::as_str);
     if watermark != Some(appid.as_str()) {

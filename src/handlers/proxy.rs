@@ -13,7 +13,7 @@ use crate::tokens::Owner;
 use crate::tokens::{CredKind, Force};
 use crate::wechat::path::ApiPath;
 use crate::wechat::proxy::{self, Body, Outgoing, RawReply};
-use crate::wechat::{Call, UpstreamError, TOKEN_INVALID_CODES};
+use crate::wechat::{Call, Upstream, UpstreamError, TOKEN_INVALID_CODES};
 use base64::Engine;
 use serde_json::{json, Value};
 
@@ -77,10 +77,10 @@ impl CallRequest {
 }
 
 /// The upstream a target's calls go to, and its name for error messages.
-fn upstream<'d>(deps: &'d Deps, target: &Owner) -> (CredKind, &'d str, &'static str) {
+fn upstream<'d>(deps: &'d Deps, target: &Owner) -> (CredKind, &'d str, Upstream) {
     match target {
-        Owner::App(_) => (CredKind::MpToken, deps.wechat.base_url(), "WeChat"),
-        Owner::Agent { .. } => (CredKind::WcToken, deps.wecom.base_url(), "WeCom"),
+        Owner::App(_) => (CredKind::MpToken, deps.wechat.base_url(), Upstream::WeChat),
+        Owner::Agent { .. } => (CredKind::WcToken, deps.wecom.base_url(), Upstream::WeCom),
     }
 }
 
@@ -101,7 +101,7 @@ pub(crate) async fn send(
         None => deps.creds.get(&key, Force::No).await?.value,
     };
     let reply =
-        proxy::call(http, base, out, &token, what).await.map_err(|e| e.to_wafer(Call::Ticket, name))?;
+        proxy::call(http, base, out, &token, what).await.map_err(|e| e.to_wafer(Call::Proxy, name))?;
     if !reply.errcode().is_some_and(|c| TOKEN_INVALID_CODES.contains(&c)) {
         return Ok(reply);
     }
@@ -112,16 +112,16 @@ pub(crate) async fn send(
         return Ok(reply);
     }
     let fresh = fresh?;
-    proxy::call(http, base, out, &fresh.value, what).await.map_err(|e| e.to_wafer(Call::Ticket, name))
+    proxy::call(http, base, out, &fresh.value, what).await.map_err(|e| e.to_wafer(Call::Proxy, name))
 }
 
-fn name_of(deps: &Deps, target: &Owner) -> &'static str {
+fn name_of(deps: &Deps, target: &Owner) -> Upstream {
     upstream(deps, target).2
 }
 
 /// A reply body small enough to carry inside a response ([`INLINE_LIMIT`]), or `1027 REPLY_TOO_LARGE`. Reading
 /// stops at the limit: a larger reply never sits in memory whole.
-pub(crate) async fn inline(body: Payload, name: &'static str) -> Result<Vec<u8>, WaferError> {
+pub(crate) async fn inline(body: Payload, name: Upstream) -> Result<Vec<u8>, WaferError> {
     body.collect(INLINE_LIMIT).await.map_err(|e| match e {
         CollectError::TooLarge(limit) => WaferError::new(
             ReturnCode::ReplyTooLarge,
@@ -130,7 +130,7 @@ pub(crate) async fn inline(body: Payload, name: &'static str) -> Result<Vec<u8>,
                  larger replies stream only through the HTTP pass-through (/wechat/{{appid}}/…)"
             ),
         ),
-        CollectError::Broken(e) => UpstreamError::Network(e).to_wafer(Call::Ticket, name),
+        CollectError::Broken(e) => UpstreamError::Network(e).to_wafer(Call::Proxy, name),
     })
 }
 
@@ -142,7 +142,7 @@ pub async fn call(deps: &Deps, req: CallRequest) -> Result<Reply, WaferError> {
     let errcode = reply.errcode();
     tracing::info!(path = %req.path, status = reply.status, errcode = errcode.unwrap_or(0), "proxied call");
     if !(200..300).contains(&reply.status) {
-        return Err(UpstreamError::Status(reply.status).to_wafer(Call::Ticket, name_of(deps, &req.target)));
+        return Err(UpstreamError::Status(reply.status).to_wafer(Call::Proxy, name_of(deps, &req.target)));
     }
     let bytes = inline(reply.body, name_of(deps, &req.target)).await?;
     let data = match proxy::json_object(&bytes) {

@@ -218,7 +218,7 @@ pub async fn login(
         .wechat
         .code2session(&app.appid, &app.secret, req.code.expose())
         .await
-        .map_err(|e| alike(e.to_wafer(Call::Code2Session, "WeChat")))?;
+        .map_err(|e| alike(e.to_wafer(Call::Code2Session, crate::wechat::Upstream::WeChat)))?;
 
     let user_info = match req.encrypted {
         Some((data, iv)) => {

@@ -200,7 +200,7 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
                 Err(UpstreamError::Api { errcode, .. }) => {
                     wechat_error(errcode, "refused by WeChat (see its errcode)")
                 }
-                Err(e) => from_wafer(&e.to_wafer(Call::Code2Session, "WeChat")),
+                Err(e) => from_wafer(&e.to_wafer(Call::Code2Session, crate::wechat::Upstream::WeChat)),
             })
         }
         HostRequest::WeComToken { corpid, secret } => {

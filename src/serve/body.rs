@@ -41,7 +41,7 @@ pub(super) async fn read(
             Some(next) => Ok(next),
             None => {
                 let deadline = *body_deadline
-                    .get_or_insert_with(|| tokio::time::Instant::now() + svc.http_limits.body_timeout);
+                    .get_or_insert_with(|| tokio::time::Instant::now() + svc.options().http.body_timeout);
                 tokio::time::timeout_at(deadline, body.next()).await
             }
         };
@@ -61,15 +61,15 @@ pub(super) async fn read(
             return Err(too_large_or_broken(
                 StatusCode::BAD_REQUEST,
                 meta,
-                svc.body_limit,
+                svc.options().body_limit,
                 "request body unreadable",
             ));
         };
-        if bytes.len() + chunk.len() > svc.body_limit {
+        if bytes.len() + chunk.len() > svc.options().body_limit {
             if let Some(limit) = stream_past.filter(|l| (bytes.len() + chunk.len()) as u64 <= *l) {
                 bytes.extend_from_slice(&chunk);
                 let rest = limit - bytes.len() as u64;
-                let rest = crate::payload::limited(incoming(body, svc.http_limits.body_timeout), rest);
+                let rest = crate::payload::limited(incoming(body, svc.options().http.body_timeout), rest);
                 return Ok(Payload::stream(bytes, rest, declared));
             }
             // Read (and drop) the rest so the client can finish sending and read the answer, then close.
@@ -77,7 +77,7 @@ pub(super) async fn read(
             return Err(too_large_or_broken(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 meta,
-                stream_past.map_or(svc.body_limit, |l| l as usize),
+                stream_past.map_or(svc.options().body_limit, |l| l as usize),
                 "request refused: body too large",
             ));
         }

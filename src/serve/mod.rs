@@ -29,7 +29,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::TokioIo;
-    let limits = service.http_limits;
+    let limits = service.options().http;
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut conns = tokio::task::JoinSet::new();
@@ -344,7 +344,7 @@ async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let route = svc.route(parts.method.as_str(), parts.uri.path(), parts.uri.query());
     let wanted = Wanted::find(&parts.headers);
-    let source_ip = match svc.client_address {
+    let source_ip = match svc.options().client_address {
         ClientAddress::Forwarded => crate::request::last_forwarded(wanted.forwarded_for),
         ClientAddress::Peer => None,
     };
@@ -361,7 +361,7 @@ async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
-            let stream_past = (route == Route::Http).then_some(svc.passthrough_body_limit);
+            let stream_past = (route == Route::Http).then_some(svc.options().passthrough_body_limit);
             match body::read(body, svc, &meta, stream_past, declared).await {
                 Ok(b) => b,
                 Err(resp) => return resp,

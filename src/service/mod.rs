@@ -17,67 +17,31 @@ use serde_json::Value;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
-/// Default largest request body accepted, in bytes.
-pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
-
-/// Default largest body streamed on by the HTTP pass-through (`WAFER_PASSTHROUGH_BODY_LIMIT`): 32 MiB, above
-/// WeChat's and WeCom's media upload limits.
-pub const DEFAULT_PASSTHROUGH_BODY_LIMIT: u64 = 32 * 1024 * 1024;
+pub use crate::settings::{HttpLimits, ServeOptions, DEFAULT_BODY_LIMIT, DEFAULT_PASSTHROUGH_BODY_LIMIT};
 
 /// The service: handler dependencies, the caller gate, and transport-independent limits.
 pub struct Service {
     pub deps: Deps,
-    pub gate: Gate,
-    /// Largest body accepted whole (`WAFER_BODY_LIMIT`).
-    pub body_limit: usize,
-    /// Largest body the HTTP pass-through streams on (`WAFER_PASSTHROUGH_BODY_LIMIT`).
-    pub passthrough_body_limit: u64,
-    /// Answer `GET /metrics` on the service's own listener (`WAFER_METRICS=1`).
-    pub metrics_route: bool,
-    /// HTTP mode's limits on slow, idle and too many connections.
-    pub http_limits: HttpLimits,
-    /// Where HTTP mode takes a client's address from (`WAFER_CLIENT_ADDRESS`).
-    pub client_address: crate::request::ClientAddress,
-}
-
-/// HTTP mode's limits on connections.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
-    /// Time to receive a request's headers; also the longest a kept-alive connection may sit idle.
-    pub header_timeout: std::time::Duration,
-    /// Time to receive a request's body.
-    pub body_timeout: std::time::Duration,
-    /// Connections served at once; more are closed as they arrive.
-    pub max_connections: usize,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        Self {
-            header_timeout: std::time::Duration::from_secs(10),
-            body_timeout: std::time::Duration::from_secs(10),
-            max_connections: 1024,
-        }
-    }
+    gate: Gate,
+    options: ServeOptions,
 }
 
 impl Service {
-    pub fn new(deps: Deps) -> Self {
+    /// The service over `deps`, with what its transports need (`options`). Built by
+    /// [`crate::startup::ServiceBuilder`].
+    pub fn new(deps: Deps, options: ServeOptions) -> Self {
         let gate = Gate::new(
             deps.settings.caller_auth,
             deps.settings.admin_token.as_ref().map(secrecy::ExposeSecret::expose_secret),
             deps.store.keys.clone(),
             deps.clock.clone(),
         );
-        Self {
-            deps,
-            gate,
-            body_limit: DEFAULT_BODY_LIMIT,
-            passthrough_body_limit: DEFAULT_PASSTHROUGH_BODY_LIMIT,
-            metrics_route: false,
-            http_limits: HttpLimits::default(),
-            client_address: crate::request::ClientAddress::Peer,
-        }
+        Self { deps, gate, options }
+    }
+
+    /// What the transports read: body limits, the metrics route, HTTP mode's limits.
+    pub fn options(&self) -> &ServeOptions {
+        &self.options
     }
 
     /// Handle one request body. Never panics, never fails: every outcome is an envelope.
@@ -149,8 +113,8 @@ impl Service {
         let started = Instant::now();
         let mut name = "http";
         let result = AssertUnwindSafe(async {
-            if call.body.as_full().is_some_and(|b| b.len() > self.body_limit) {
-                return Err(body_too_large(self.body_limit as u64));
+            if call.body.as_full().is_some_and(|b| b.len() > self.options.body_limit) {
+                return Err(body_too_large(self.options.body_limit as u64));
             }
             let parsed = http::parse(&call, meta)?;
             name = parsed.name();
@@ -159,7 +123,8 @@ impl Service {
                 HttpInterface::Host(h) => crate::handlers::token_host::handle(&self.deps, h, &call).await,
             }?;
             if inline && !reply.body.resendable() {
-                let body = crate::handlers::proxy::inline(reply.body, "WeChat").await?;
+                let body =
+                    crate::handlers::proxy::inline(reply.body, crate::wechat::Upstream::WeChat).await?;
                 return Ok(HttpReply { body: body.into(), ..reply });
             }
             Ok(reply)
@@ -232,8 +197,8 @@ impl Service {
             Raw::Bytes(b) => b.len(),
             Raw::Value(_, len) => *len,
         };
-        if len > self.body_limit {
-            return fail("-", String::new(), body_too_large(self.body_limit as u64));
+        if len > self.options.body_limit {
+            return fail("-", String::new(), body_too_large(self.options.body_limit as u64));
         }
         let parsed = match input {
             Raw::Bytes(b) => envelope::parse_request(b),

@@ -129,7 +129,7 @@ impl Service {
                 let (status, body) = self.readiness_reply().await;
                 HttpReply::new(status, JSON, body.into_bytes())
             }
-            Route::Metrics if self.metrics_route => match self.metrics(meta) {
+            Route::Metrics if self.options.metrics_route => match self.metrics(meta) {
                 Ok(text) => HttpReply::new(200, METRICS, text.into_bytes()),
                 Err(e) => HttpReply::envelope(401, &Envelope::error(&e))
                     .with_headers(&[("www-authenticate", "Bearer realm=\"metrics\"")]),

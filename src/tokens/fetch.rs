@@ -5,7 +5,7 @@
 use super::{Attempt, CredKey, CredKind, Credentials, Force};
 use crate::envelope::{ReturnCode, WaferError};
 use crate::store::TokenMode;
-use crate::wechat::{Call, Fetched, UpstreamError, TOKEN_INVALID_CODES};
+use crate::wechat::{Call, Fetched, Upstream, UpstreamError, TOKEN_INVALID_CODES};
 use std::time::Duration;
 
 impl Credentials {
@@ -158,7 +158,7 @@ impl FetchError {
     }
 
     pub(super) fn into_wafer(self, key: &CredKey) -> WaferError {
-        let upstream = if key.kind.is_wecom() { "WeCom" } else { "WeChat" };
+        let upstream = if key.kind.is_wecom() { Upstream::WeCom } else { Upstream::WeChat };
         match self {
             Self::Upstream(e) => {
                 let call = if key.kind.is_ticket() { Call::Ticket } else { Call::Token };

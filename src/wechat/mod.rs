@@ -53,6 +53,31 @@ pub enum Call {
     Ticket,
     /// `getuserphonenumber`: a one-time phone code.
     Phone,
+    /// A caller's own API call made with our token (`qcloud.mimi.call`, the pass-through, the token host).
+    Proxy,
+}
+
+/// Which platform answered: WeChat (mini-programs, official accounts) or WeCom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    WeChat,
+    WeCom,
+}
+
+impl Upstream {
+    /// The name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WeChat => "WeChat",
+            Self::WeCom => "WeCom",
+        }
+    }
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Errcodes meaning "the caller's egress IP is not whitelisted / needs admin confirmation".
@@ -67,7 +92,7 @@ pub const CODE_CODES: &[i64] = &[40029, 40163, 40226];
 impl UpstreamError {
     /// The one place upstream failures become caller-visible errors. Messages name the class and errcode,
     /// never WeChat's errmsg and never a credential.
-    pub fn to_wafer(&self, call: Call, upstream: &'static str) -> WaferError {
+    pub fn to_wafer(&self, call: Call, upstream: Upstream) -> WaferError {
         let e = match self {
             Self::Network(_) | Self::Unreachable(_) => {
                 WaferError::new(ReturnCode::WeixinNetErr, format!("{upstream} unreachable or timed out"))
@@ -105,7 +130,7 @@ impl UpstreamError {
                         ReturnCode::WeixinCodeErr,
                         format!("{upstream} rejected the phone code (errcode {c}): a code is valid once, for 5 minutes"),
                     )
-                } else if call == Call::Ticket && TOKEN_INVALID_CODES.contains(&c) {
+                } else if matches!(call, Call::Ticket | Call::Proxy) && TOKEN_INVALID_CODES.contains(&c) {
                     WaferError::new(
                         ReturnCode::WeixinAccesstokenErr,
                         format!("{upstream} rejected the access token (errcode {c})"),
@@ -115,7 +140,7 @@ impl UpstreamError {
                         ReturnCode::WeixinAppidErr,
                         format!("{upstream} rejected the app credentials (errcode {c}): check the appid and secret"),
                     )
-                } else if c == 45009 && upstream == "WeCom" {
+                } else if c == 45009 && upstream == Upstream::WeCom {
                     WaferError::new(
                         ReturnCode::WeixinQuotaErr,
                         "WeCom frequency limit hit (errcode 45009): retrying after a short wait",
@@ -438,24 +463,33 @@ mod tests {
     #[test]
     fn classification_follows_the_error_table() {
         let api = |c| UpstreamError::Api { errcode: c, rid: None, ip: None, suggests_stable: false };
-        assert_eq!(api(40029).to_wafer(Call::Code2Session, "WeChat").code, ReturnCode::WeixinCodeErr);
-        assert_eq!(api(40163).to_wafer(Call::Code2Session, "WeChat").code, ReturnCode::WeixinCodeErr);
-        assert_eq!(api(40226).to_wafer(Call::Code2Session, "WeChat").code, ReturnCode::WeixinCodeErr);
-        assert_eq!(api(40013).to_wafer(Call::Code2Session, "WeChat").code, ReturnCode::WeixinAppidErr);
-        assert_eq!(api(40125).to_wafer(Call::Token, "WeChat").code, ReturnCode::WeixinAppidErr);
-        assert_eq!(api(40001).to_wafer(Call::Token, "WeChat").code, ReturnCode::WeixinAppidErr);
-        assert_eq!(api(40001).to_wafer(Call::Ticket, "WeChat").code, ReturnCode::WeixinAccesstokenErr);
-        let ip = api(40164).to_wafer(Call::Token, "WeChat");
+        assert_eq!(api(40029).to_wafer(Call::Code2Session, Upstream::WeChat).code, ReturnCode::WeixinCodeErr);
+        assert_eq!(api(40163).to_wafer(Call::Code2Session, Upstream::WeChat).code, ReturnCode::WeixinCodeErr);
+        assert_eq!(api(40226).to_wafer(Call::Code2Session, Upstream::WeChat).code, ReturnCode::WeixinCodeErr);
+        assert_eq!(
+            api(40013).to_wafer(Call::Code2Session, Upstream::WeChat).code,
+            ReturnCode::WeixinAppidErr
+        );
+        assert_eq!(api(40125).to_wafer(Call::Token, Upstream::WeChat).code, ReturnCode::WeixinAppidErr);
+        assert_eq!(api(40001).to_wafer(Call::Token, Upstream::WeChat).code, ReturnCode::WeixinAppidErr);
+        assert_eq!(
+            api(40001).to_wafer(Call::Ticket, Upstream::WeChat).code,
+            ReturnCode::WeixinAccesstokenErr
+        );
+        let ip = api(40164).to_wafer(Call::Token, Upstream::WeChat);
         assert_eq!(ip.code, ReturnCode::WeixinIpNotAllowed);
         assert!(ip.message.contains("whitelist"));
-        assert_eq!(api(60020).to_wafer(Call::Token, "WeCom").code, ReturnCode::WeixinIpNotAllowed);
-        assert_eq!(api(45009).to_wafer(Call::Token, "WeChat").code, ReturnCode::WeixinQuotaErr);
-        assert_eq!(api(45011).to_wafer(Call::Token, "WeChat").code, ReturnCode::WeixinRateLimited);
-        assert_eq!(api(-1).to_wafer(Call::Token, "WeChat").code, ReturnCode::WeixinNetErr);
-        assert_eq!(api(99999).to_wafer(Call::Token, "WeChat").code, ReturnCode::WeixinReturnErr);
-        assert_eq!(UpstreamError::Status(502).to_wafer(Call::Token, "WeChat").code, ReturnCode::WeixinNetErr);
+        assert_eq!(api(60020).to_wafer(Call::Token, Upstream::WeCom).code, ReturnCode::WeixinIpNotAllowed);
+        assert_eq!(api(45009).to_wafer(Call::Token, Upstream::WeChat).code, ReturnCode::WeixinQuotaErr);
+        assert_eq!(api(45011).to_wafer(Call::Token, Upstream::WeChat).code, ReturnCode::WeixinRateLimited);
+        assert_eq!(api(-1).to_wafer(Call::Token, Upstream::WeChat).code, ReturnCode::WeixinNetErr);
+        assert_eq!(api(99999).to_wafer(Call::Token, Upstream::WeChat).code, ReturnCode::WeixinReturnErr);
         assert_eq!(
-            UpstreamError::BadReply("x".into()).to_wafer(Call::Token, "WeChat").code,
+            UpstreamError::Status(502).to_wafer(Call::Token, Upstream::WeChat).code,
+            ReturnCode::WeixinNetErr
+        );
+        assert_eq!(
+            UpstreamError::BadReply("x".into()).to_wafer(Call::Token, Upstream::WeChat).code,
             ReturnCode::WeixinReturnErr
         );
     }
@@ -489,7 +523,7 @@ mod tests {
                 suggests_stable: false
             }
         );
-        let w = e.to_wafer(Call::Token, "WeChat");
+        let w = e.to_wafer(Call::Token, Upstream::WeChat);
         assert!(w.message.contains("add 47.97.1.2 to the IP whitelist"), "{}", w.message);
         let wecom = serde_json::json!({"errcode": 60020,
             "errmsg": "not allow to access from your ip, hint: [1564644245_16_7b8c], from ip: 113.108.1.9, more info at https://open.work.weixin.qq.com/devtool/query?e=60020"});

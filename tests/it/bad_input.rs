@@ -17,9 +17,7 @@ const INJECTIONS: &[&str] = &[
 ];
 
 fn envelope(iface: &str, para: Value) -> Vec<u8> {
-    json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": iface, "para": para}})
-        .to_string()
-        .into_bytes()
+    crate::helpers::envelope(iface, para).to_string().into_bytes()
 }
 
 async fn every_bad_input_gets_its_code_and_storage_is_unchanged(b: Backend) {

@@ -227,8 +227,7 @@ async fn envelope(
     para: Value,
     meta: &wafer_scf::request::RequestMeta,
 ) -> Value {
-    let body =
-        json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": interface, "para": para}});
+    let body = crate::helpers::envelope(interface, para);
     serde_json::from_slice(&t.svc.handle(body.to_string().as_bytes(), meta).await.to_bytes()).unwrap()
 }
 
@@ -292,9 +291,10 @@ async fn the_client_address_is_the_one_the_proxy_appended(b: Backend) {
     let t = TestApp::with_settings(b, settings.clone()).await;
     t.add_app(APP, SECRET).await;
     let serve = |mode| {
-        let mut svc =
-            crate::helpers::build(t.store.clone(), &t.wx.base_url, t.clock.clone(), settings.clone());
-        svc.client_address = mode;
+        let svc = crate::helpers::builder(t.store.clone(), &t.wx.base_url, t.clock.clone(), settings.clone())
+            .client_address(mode)
+            .build()
+            .unwrap();
         let svc = Arc::new(svc);
         async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -305,8 +305,10 @@ async fn the_client_address_is_the_one_the_proxy_appended(b: Backend) {
     };
     let http = reqwest::Client::new();
     let login = |url: String, xff: &'static str| {
-        let body = json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": "qcloud.cam.id_skey",
-            "para": {"appid": APP, "code": t.wx.code_for("o_addr")}}});
+        let body = crate::helpers::envelope(
+            "qcloud.cam.id_skey",
+            json!({"appid": APP, "code": t.wx.code_for("o_addr")}),
+        );
         let req = http.post(url).header("x-forwarded-for", xff).json(&body);
         async move { code(&req.send().await.unwrap().json::<Value>().await.unwrap()) }
     };

@@ -149,11 +149,7 @@ fn envelope_seeds() -> Vec<Vec<u8>> {
         let cos = json!({"appid": "1250000000", "sid": "AKIDx", "skey": "k", "bucket": "b-1250000000", "filepath": "a/b.jpg",
             "region": "ap-guangzhou", "method": "PUT", "path": "/a b.jpg", "expires": 600, "access_token": "t"});
         for para in [wx, cos] {
-            seeds.push(
-                json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": name, "para": para}})
-                    .to_string()
-                    .into_bytes(),
-            );
+            seeds.push(crate::helpers::envelope(name, para).to_string().into_bytes());
         }
     }
     assert_eq!(seeds.len(), 2 * wafer_scf::handlers::interface_names().count(), "every interface is fuzzed");

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use wafer_scf::clock::ManualClock;
 use wafer_scf::handlers::Settings;
+use wafer_scf::registry::KeyScope;
 use wafer_scf::request::RequestMeta;
 use wafer_scf::service::Service;
 use wafer_scf::startup::ServiceBuilder;
-use wafer_scf::store::{self, AppRecord, DatabaseUrl, Storage, StoreOptions, TokenMode};
+use wafer_scf::store::{self, AppRecord, CallerKeyRecord, DatabaseUrl, Storage, StoreOptions, TokenMode};
 use wafer_scf::wechat::UpstreamTimeouts;
 
 /// Generate one test per backend from an `async fn name(backend: Backend)`.
@@ -201,8 +202,7 @@ pub fn drop_database(server: &str, name: &str) {
 
 /// POST an envelope to a running server and read the reply envelope.
 pub async fn post_envelope(client: &reqwest::Client, url: &str, interface: &str, para: Value) -> Value {
-    let body =
-        json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": interface, "para": para}});
+    let body = envelope(interface, para);
     client.post(url).json(&body).send().await.unwrap().json().await.unwrap()
 }
 
@@ -214,8 +214,8 @@ pub struct TestApp {
     pub store: Storage,
     pub clock: Arc<ManualClock>,
     pub wx: FakeWeChat,
-    /// Held so the database lives as long as the app.
-    pub _db: TestDb,
+    /// The test's database (it lives as long as the app).
+    pub db: TestDb,
 }
 
 pub fn app_record(appid: &str, secret: &str) -> AppRecord {
@@ -246,12 +246,26 @@ impl TestApp {
         settings: Settings,
         routes: axum::Router<Arc<crate::fake_wechat::FakeState>>,
     ) -> Self {
+        Self::open(backend, StoreOptions::default(), settings, routes).await
+    }
+
+    /// A service over a store opened with `opts` (a master key, a pool size).
+    pub async fn with_store_options(backend: Backend, opts: StoreOptions, settings: Settings) -> Self {
+        Self::open(backend, opts, settings, axum::Router::new()).await
+    }
+
+    async fn open(
+        backend: Backend,
+        opts: StoreOptions,
+        settings: Settings,
+        routes: axum::Router<Arc<crate::fake_wechat::FakeState>>,
+    ) -> Self {
         let db = TestDb::new(backend).await;
-        let store = db.store().await;
+        let store = db.store_with(opts).await;
         let wx = FakeWeChat::start_with(routes).await;
         let clock = Arc::new(ManualClock::new(T0));
         let svc = Arc::new(build(store.clone(), &wx.base_url, clock.clone(), settings));
-        Self { svc, store, clock, wx, _db: db }
+        Self { svc, store, clock, wx, db }
     }
 
     /// Register an app both here and at the fake WeChat.
@@ -267,7 +281,7 @@ impl TestApp {
 
     /// Post an envelope; returns the response envelope as JSON.
     pub async fn call(&self, interface: &str, para: Value) -> Value {
-        let body = json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": interface, "para": para}});
+        let body = envelope(interface, para);
         self.raw(body.to_string().as_bytes()).await
     }
 
@@ -298,6 +312,33 @@ impl TestApp {
     }
 }
 
+/// A caller key `key` named `name` with `scope`, stored straight away (as `key add` would store it).
+pub async fn add_key(store: &Storage, name: &str, key: &str, scope: KeyScope) {
+    let KeyScope { apps, corps, all, apis } = scope;
+    let record = CallerKeyRecord {
+        name: name.into(),
+        key_hash: wafer_scf::crypto::sha256_hex(key.as_bytes()),
+        scope_all: all,
+        scope_apps: apps,
+        scope_corps: corps,
+        scope_apis: apis,
+        created_at: T0,
+        ..Default::default()
+    };
+    store.keys.add_caller_key(&record).await.unwrap();
+}
+
+/// A key scope: these apps, corps, everything (`all`), limited to these API path prefixes.
+pub fn scope(apps: &[&str], corps: &[&str], all: bool, apis: &[&str]) -> KeyScope {
+    let list = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+    KeyScope { apps: list(apps), corps: list(corps), all, apis: list(apis) }
+}
+
+/// The envelope a client posts for `interface` with `para`.
+pub fn envelope(interface: &str, para: Value) -> Value {
+    wafer_scf::envelope::request_body(interface, para)
+}
+
 /// Settings with caller authentication off.
 pub fn open_settings() -> Settings {
     Settings { caller_auth: wafer_scf::auth::CallerAuthMode::Off, ..Settings::default() }
@@ -306,6 +347,11 @@ pub fn open_settings() -> Settings {
 /// Build a service over `store` talking to a WeChat at `base` (500 ms upstream deadline, so a caller's budget
 /// for a credential is 2.5 s).
 pub fn build(store: Storage, base: &str, clock: Arc<ManualClock>, settings: Settings) -> Service {
+    builder(store, base, clock, settings).build().unwrap()
+}
+
+/// The builder [`build`] uses, for a test that sets more (HTTP limits, the client address).
+pub fn builder(store: Storage, base: &str, clock: Arc<ManualClock>, settings: Settings) -> ServiceBuilder {
     ServiceBuilder::new(store, base)
         .upstream_timeouts(UpstreamTimeouts {
             connect: Duration::from_millis(500),
@@ -321,8 +367,6 @@ pub fn build(store: Storage, base: &str, clock: Arc<ManualClock>, settings: Sett
             force_per_hour: 1_000,
             ..Default::default()
         })
-        .build()
-        .unwrap()
 }
 
 pub fn code(v: &Value) -> i64 {

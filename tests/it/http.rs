@@ -24,13 +24,15 @@ async fn start(svc: Arc<wafer_scf::service::Service>) -> Running {
 /// A server with these HTTP limits over a fresh embedded store (keep the app: it owns the store and the fake).
 async fn start_with_limits(limits: wafer_scf::service::HttpLimits) -> (TestApp, Running) {
     let t = TestApp::new(Backend::Sqlite).await;
-    let mut svc = crate::helpers::build(
+    let svc = crate::helpers::builder(
         t.store.clone(),
         &t.wx.base_url,
         t.clock.clone(),
         crate::helpers::open_settings(),
-    );
-    svc.http_limits = limits;
+    )
+    .http_limits(limits)
+    .build()
+    .unwrap();
     let running = start(Arc::new(svc)).await;
     (t, running)
 }

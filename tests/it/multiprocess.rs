@@ -85,7 +85,7 @@ async fn burst(c: &Cluster, n: usize, interface: &str, para: impl Fn(usize) -> V
     let mut tasks = Vec::new();
     for i in 0..n {
         let url = c.servers[i % c.servers.len()].1.clone();
-        let body = json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": interface, "para": para(i)}});
+        let body = crate::helpers::envelope(interface, para(i));
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             client.post(url).json(&body).send().await.unwrap().json::<Value>().await.unwrap()

@@ -4,31 +4,16 @@
 //! with one upstream token fetch.
 
 use crate::both_backends;
-use crate::helpers::{code, open_settings, Backend, TestApp, T0};
+use crate::helpers::{add_key, scope};
+use crate::helpers::{code, open_settings, Backend, TestApp};
 use base64::Engine;
 use serde_json::{json, Value};
 use wafer_scf::auth::CallerAuthMode;
 use wafer_scf::handlers::Settings;
-use wafer_scf::store::CallerKeyRecord;
 
 const APP: &str = "wx_pass_app";
 const SECRET: &str = "pass-secret";
 const STABLE: &str = "/cgi-bin/stable_token";
-
-async fn add_key(t: &TestApp, name: &str, key: &str, apps: &[&str], apis: &[&str]) {
-    t.store
-        .keys
-        .add_caller_key(&CallerKeyRecord {
-            name: name.into(),
-            key_hash: wafer_scf::crypto::sha256_hex(key.as_bytes()),
-            scope_apps: apps.iter().map(|s| s.to_string()).collect(),
-            scope_apis: apis.iter().map(|s| s.to_string()).collect(),
-            created_at: T0,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-}
 
 async fn pass_through_returns_wechat_replies_as_sent(b: Backend) {
     let t = TestApp::new(b).await;
@@ -148,8 +133,9 @@ async fn caller_keys_may_be_limited_to_api_paths(b: Backend) {
         TestApp::with_settings(b, Settings { caller_auth: CallerAuthMode::Credentials, ..open_settings() })
             .await;
     t.add_app(APP, SECRET).await;
-    add_key(&t, "codes-only", "wk_codes_only_key_000000000001", &[APP], &["/wxa/"]).await;
-    add_key(&t, "anything", "wk_anything_key_00000000000002", &[APP], &[]).await;
+    add_key(&t.store, "codes-only", "wk_codes_only_key_000000000001", scope(&[APP], &[], false, &["/wxa/"]))
+        .await;
+    add_key(&t.store, "anything", "wk_anything_key_00000000000002", scope(&[APP], &[], false, &[])).await;
     let url = t.serve_http().await;
     let http = reqwest::Client::new();
     let post = |path: &str, key: Option<&str>| {
@@ -184,9 +170,8 @@ async fn caller_keys_may_be_limited_to_api_paths(b: Backend) {
         ..Default::default()
     };
     let call = |path: &str| {
-        json!({"version": 1, "interface": {"interfaceName": "qcloud.mimi.call",
-            "para": {"appid": APP, "path": path, "body": {}}}})
-        .to_string()
+        crate::helpers::envelope("qcloud.mimi.call", json!({"appid": APP, "path": path, "body": {}}))
+            .to_string()
     };
     let env = t.svc.handle(call("/cgi-bin/message/subscribe/send").as_bytes(), &meta).await;
     assert_eq!(env.return_code, 1023);
@@ -196,9 +181,7 @@ async fn caller_keys_may_be_limited_to_api_paths(b: Backend) {
 
     // A key limited to API paths never receives a raw token or ticket (it could call any API with it); a
     // signature, which reveals no credential, stays allowed. A key without path limits gets the token.
-    let iface = |name: &str, para: Value| {
-        json!({"version": 1, "interface": {"interfaceName": name, "para": para}}).to_string()
-    };
+    let iface = |name: &str, para: Value| crate::helpers::envelope(name, para).to_string();
     for name in ["qcloud.mimi.access_token", "qcloud.mimi.jsapi_ticket"] {
         let env = t.svc.handle(iface(name, json!({"appid": APP})).as_bytes(), &meta).await;
         assert_eq!(env.return_code, 1023, "{name}");

@@ -84,8 +84,7 @@ async fn every_curl_example_in_both_readmes_works() {
     let token = http
         .post(&url)
         .header("X-Wafer-Key", &key)
-        .json(&json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": "qcloud.mimi.access_token",
-            "para": {"appid": APPID}}}))
+        .json(&crate::helpers::envelope("qcloud.mimi.access_token", json!({"appid": APPID})))
         .send()
         .await
         .unwrap()

@@ -14,7 +14,7 @@ use wafer_scf::scf::emulator::{Emulator, Outcome, Supervisor};
 use wafer_scf::scf::runtime::{self, Invocation, RuntimeClient};
 
 fn envelope(name: &str, para: Value) -> Value {
-    json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": name, "para": para}})
+    crate::helpers::envelope(name, para)
 }
 
 fn gateway(body: &Value) -> Vec<u8> {

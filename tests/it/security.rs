@@ -4,18 +4,15 @@
 
 use crate::both_backends;
 use crate::cli::{run_ok, wafer};
-use crate::fake_wechat::FakeWeChat;
 use crate::helpers::id;
-use crate::helpers::{build, code, Backend, TestDb, T0};
+use crate::helpers::{add_key, build, code, envelope, open_settings, scope, Backend, TestApp, TestDb, T0};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use wafer_scf::auth::CallerAuthMode;
-use wafer_scf::clock::ManualClock;
 use wafer_scf::handlers::Settings;
 use wafer_scf::request::RequestMeta;
 use wafer_scf::service::Service;
 use wafer_scf::store::sealed::Sealer;
-use wafer_scf::store::{AgentRecord, CallerKeyRecord, CosKeyRecord, Storage, StoreOptions};
+use wafer_scf::store::{AgentRecord, CosKeyRecord, StoreOptions};
 
 const A: &str = "wx_sec_a";
 const B: &str = "wx_sec_b";
@@ -25,46 +22,20 @@ const ADMIN: &str = "sec-admin-token-0123456789";
 const MASTER: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 async fn call(svc: &Service, iface: &str, para: Value, key: Option<&str>) -> Value {
-    let body =
-        json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": iface, "para": para}});
+    let body = envelope(iface, para);
     // A direct invocation (para.admin_token is accepted there) that presents a caller key.
     let meta = RequestMeta { caller_key: key.map(str::to_owned), direct: true, ..Default::default() };
     serde_json::from_slice(&svc.handle(body.to_string().as_bytes(), &meta).await.to_bytes()).unwrap()
 }
 
-async fn add_key(store: &Storage, name: &str, key: &str, apps: &[&str], corps: &[&str], all: bool) {
-    store
-        .keys
-        .add_caller_key(&CallerKeyRecord {
-            name: name.into(),
-            key_hash: wafer_scf::crypto::sha256_hex(key.as_bytes()),
-            scope_all: all,
-            scope_apps: apps.iter().map(|s| s.to_string()).collect(),
-            scope_corps: corps.iter().map(|s| s.to_string()).collect(),
-            created_at: T0,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-}
-
-struct World {
-    store: Storage,
-    wx: FakeWeChat,
-    clock: Arc<ManualClock>,
-    db: TestDb,
-}
-
-async fn world(b: Backend, opts: StoreOptions) -> World {
-    let db = TestDb::new(b).await;
-    let store = db.store_with(opts).await;
-    let wx = FakeWeChat::start().await;
+/// The security suite's world: two apps, a WeCom agent and held COS keys.
+async fn world(b: Backend, opts: StoreOptions) -> TestApp {
+    let w = TestApp::with_store_options(b, opts, open_settings()).await;
     for (a, s) in [(A, "secret-a-123"), (B, "secret-b-456")] {
-        store.registry.put_app(&crate::helpers::app_record(a, s)).await.unwrap();
-        wx.register(a, s);
+        w.add_app(a, s).await;
     }
-    wx.register(CORP, "agent-secret-789");
-    store
+    w.wx.register(CORP, "agent-secret-789");
+    w.store
         .registry
         .put_agent(&AgentRecord {
             corpid: CORP.parse().unwrap(),
@@ -76,7 +47,7 @@ async fn world(b: Backend, opts: StoreOptions) -> World {
         })
         .await
         .unwrap();
-    store
+    w.store
         .registry
         .put_cos_key(&CosKeyRecord {
             appid: COS.parse().unwrap(),
@@ -87,10 +58,10 @@ async fn world(b: Backend, opts: StoreOptions) -> World {
         })
         .await
         .unwrap();
-    World { store, wx, clock: Arc::new(ManualClock::new(T0)), db }
+    w
 }
 
-fn service(w: &World, mode: CallerAuthMode) -> Service {
+fn service(w: &TestApp, mode: CallerAuthMode) -> Service {
     build(
         w.store.clone(),
         &w.wx.base_url,
@@ -101,10 +72,10 @@ fn service(w: &World, mode: CallerAuthMode) -> Service {
 
 async fn the_scope_matrix_holds_in_every_mode(b: Backend) {
     let w = world(b, StoreOptions::default()).await;
-    add_key(&w.store, "team-a", "wk_a", &[A, COS], &[], false).await;
-    add_key(&w.store, "team-corp", "wk_c", &[], &[CORP], false).await;
-    add_key(&w.store, "ops", "wk_all", &[], &[], true).await;
-    add_key(&w.store, "old", "wk_old", &[A], &[], false).await;
+    add_key(&w.store, "team-a", "wk_a", scope(&[A, COS], &[], false, &[])).await;
+    add_key(&w.store, "team-corp", "wk_c", scope(&[], &[CORP], false, &[])).await;
+    add_key(&w.store, "ops", "wk_all", scope(&[], &[], true, &[])).await;
+    add_key(&w.store, "old", "wk_old", scope(&[A], &[], false, &[])).await;
     w.store.keys.revoke_caller_key("old", T0).await.unwrap();
 
     let tok = |app: &str| json!({"appid": app});
@@ -192,7 +163,7 @@ async fn the_scope_matrix_holds_in_every_mode(b: Backend) {
     assert_eq!(code(&call(&off, "qcloud.cos.auth.reusable", cos.clone(), Some("anything")).await), 0);
 
     // A revocation reaches a running server within the key cache's lifetime.
-    add_key(&w.store, "temp", "wk_temp", &[A], &[], false).await;
+    add_key(&w.store, "temp", "wk_temp", scope(&[A], &[], false, &[])).await;
     assert_eq!(code(&call(&svc, "qcloud.mimi.access_token", tok(A), Some("wk_temp")).await), 0);
     w.store.keys.revoke_caller_key("temp", T0).await.unwrap();
     w.clock.advance(wafer_scf::auth::KEY_CACHE_SECS + 1);
@@ -375,7 +346,7 @@ async fn rows_written_before_the_master_key_keep_working_and_reencrypt_seals_the
 
 const NEW_MASTER: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
 
-fn with_key(w: &World, key: Option<&str>, previous: Option<&str>) -> StoreOptions {
+fn with_key(w: &TestApp, key: Option<&str>, previous: Option<&str>) -> StoreOptions {
     let _ = w;
     let sealer = key.map_or_else(Sealer::disabled, |k| Sealer::from_base64(k).unwrap());
     let previous = previous.map(|p| Sealer::from_base64(p).unwrap());

@@ -191,8 +191,10 @@ async fn huge_replies_and_uploads_stream_through_with_memory_bounded() {
     }
     assert_eq!(wx.calls("/cgi-bin/media/upload"), uploads, "nothing sent on");
 
-    let body = json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": "qcloud.mimi.call",
-        "para": {"appid": APP, "path": "/cgi-bin/media/get", "query": {"size": size, "length": "0"}}}});
+    let body = crate::helpers::envelope(
+        "qcloud.mimi.call",
+        json!({"appid": APP, "path": "/cgi-bin/media/get", "query": {"size": size, "length": "0"}}),
+    );
     let r: Value =
         http.post(&url).header("X-Wafer-Key", &key).json(&body).send().await.unwrap().json().await.unwrap();
     assert_eq!(code(&r), 1027, "{r}");
