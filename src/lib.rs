@@ -13,8 +13,11 @@
 //! - [`wechat`]: upstream clients and error classification;
 //! - [`crypto`]: identifiers, hashing, data decryption, signatures;
 //! - [`serve`]: HTTP mode; [`startup`]: building a service from configuration or piece by piece;
-//! - [`cli`], [`config`], [`telemetry`]: the binary's arguments and wiring;
-//! - [`admin`]: the admin operations (local or through a server's admin interfaces) and the status report;
+//! - [`cli`], [`config`], [`telemetry`]: the binary's arguments and wiring; [`settings`]: what configuration
+//!   becomes (handler settings, transport options);
+//! - [`ids`]: identifiers (appid, corpid, agentid, Tencent Cloud APPID), parsed once at the edge;
+//! - [`admin`]: the admin operations as data (one serde type each), run locally or through a server's admin
+//!   interfaces, and the status report;
 //! - [`remote`]: the CLI's `--server`, the admin operations through a deployed server;
 //! - [`registry`]: apps, agents, COS keys and caller keys — one upsert per kind, saying what changed;
 //! - [`import`]: migration from the seed's / original Wafer's MySQL tables;

@@ -26,7 +26,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             default_appid: None,
-            max_sessions_per_user: crate::handlers::session::DEFAULT_MAX_SESSIONS_PER_USER,
+            max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             admin_token: None,
             caller_auth: crate::auth::CallerAuthMode::Credentials,
             master_key: false,
@@ -36,6 +36,10 @@ impl Default for Settings {
         }
     }
 }
+
+/// Live sessions kept per (appid, openid) unless configured otherwise: a phone, a tablet, a PC client,
+/// a developer tool and one spare.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 5;
 
 /// What the transports need: body limits, the metrics route, HTTP mode's connection limits and where a client's
 /// address comes from.

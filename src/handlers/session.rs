@@ -11,9 +11,7 @@ use crate::store::{SessionRecord, SessionView};
 use crate::wechat::Call;
 use serde_json::{json, Value};
 
-/// Live sessions kept per (appid, openid) unless configured otherwise: a phone, a tablet, a PC client,
-/// a developer tool and one spare.
-pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 5;
+pub use crate::settings::DEFAULT_MAX_SESSIONS_PER_USER;
 /// Longest last-visit write interval. Shorter for apps whose idle timeout is short (a tenth of it).
 pub const TOUCH_INTERVAL_SECS: i64 = 60;
 
