@@ -291,7 +291,7 @@ pub struct FailedFetch<'a> {
     pub count: i64,
 }
 
-/// Where one sealed value is stored, for a compare-and-swap of that value alone ([`super::Store::swap_sealed`]).
+/// Where one sealed value is stored, for a compare-and-swap of that value alone ([`super::SchemaStore::swap_sealed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealedField<'a> {
     AppSecret {
