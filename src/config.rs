@@ -53,8 +53,8 @@ pub struct Config {
     #[arg(long, env = "WAFER_MASTER_KEY_PREVIOUS", value_parser = parse_master_key, global = true, hide_env_values = true)]
     pub master_key_previous: Option<crate::store::sealed::Sealer>,
 
-    /// How long a token refresher's lease holds before another instance may take over, in milliseconds
-    /// (default: the upstream deadline plus 1 s).
+    /// How long a token refresher's lease holds unless renewed, in milliseconds (default 2000). A live refresher
+    /// renews it every third of that while its fetch runs; one that dies or is frozen is taken over within it.
     #[arg(long, env = "WAFER_TOKEN_LEASE_MS", value_parser = clap::value_parser!(u64).range(500..=120_000), global = true)]
     pub token_lease_ms: Option<u64>,
 
@@ -221,11 +221,11 @@ impl Config {
     }
 
     /// The token refresh policy for this configuration: a caller waits at most one upstream deadline plus 2 s
-    /// for a credential; a refresher's lease lasts one upstream deadline plus 1 s.
+    /// for a credential; a refresher's lease lasts 2 s, renewed while it fetches.
     pub fn token_policy(&self) -> crate::tokens::Policy {
         let upstream = self.upstream_timeout_ms as i64;
         crate::tokens::Policy {
-            lease_ms: self.token_lease_ms.map_or(upstream + 1_000, |l| l as i64),
+            lease_ms: self.token_lease_ms.map_or(crate::tokens::DEFAULT_LEASE_MS, |l| l as i64),
             budget_ms: upstream + 2_000,
             force_per_day: self.force_refresh_per_day as i64,
             force_per_hour: self.force_refresh_per_hour as i64,

@@ -56,6 +56,8 @@ pub enum CredEvent {
     Refresh,
     /// Answered with a remembered upstream failure.
     RememberedFailure,
+    /// A refresh whose lease was taken over meanwhile: its value was not stored (fenced out).
+    Superseded,
 }
 
 impl CredEvent {
@@ -65,6 +67,7 @@ impl CredEvent {
             Self::Miss => "miss",
             Self::Refresh => "refresh",
             Self::RememberedFailure => "remembered_failure",
+            Self::Superseded => "superseded",
         }
     }
 }
@@ -75,7 +78,7 @@ struct Metrics {
     latency: Family<InterfaceLabels, Histogram>,
     upstream: Family<UpstreamLabels, Counter>,
     /// One counter per [`CredEvent`], created up front (every event is counted from 0).
-    credentials: [Counter; 4],
+    credentials: [Counter; 5],
     storage_ops: Family<BackendLabels, Counter>,
     storage_errors: Family<BackendLabels, Counter>,
 }
@@ -108,8 +111,14 @@ fn metrics() -> &'static Metrics {
         let build = Family::<BuildLabels, Gauge>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("build_info", "The running build", build);
-        let credentials = [CredEvent::Hit, CredEvent::Miss, CredEvent::Refresh, CredEvent::RememberedFailure]
-            .map(|e| credentials.get_or_create(&EventLabels { event: e.label() }).clone());
+        let credentials = [
+            CredEvent::Hit,
+            CredEvent::Miss,
+            CredEvent::Refresh,
+            CredEvent::RememberedFailure,
+            CredEvent::Superseded,
+        ]
+        .map(|e| credentials.get_or_create(&EventLabels { event: e.label() }).clone());
         Metrics { registry, requests, latency, upstream, credentials, storage_ops, storage_errors }
     })
 }

@@ -33,6 +33,9 @@ pub enum ReturnCode {
     ForceRefreshLimited,
     /// Too many logins for this app or from this address in the current minute (`WAFER_LOGIN_LIMIT_*`).
     LoginRateLimited,
+    /// New: another instance (or task) is refreshing the credential and did not finish within this request's
+    /// budget; retrying shortly gets the value it stores.
+    RefreshInProgress,
     /// New: WeChat's reply is larger than a response can carry inline (an envelope, an SCF reply:
     /// [`crate::payload::INLINE_LIMIT`]); it streams only through the HTTP pass-through.
     ReplyTooLarge,
@@ -55,7 +58,7 @@ pub enum ReturnCode {
 
 impl ReturnCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ReturnCode; 34] = [
+    pub const ALL: [ReturnCode; 35] = [
         Self::Ok,
         Self::DbErr,
         Self::NoInterface,
@@ -79,6 +82,7 @@ impl ReturnCode {
         Self::ForceRefreshLimited,
         Self::LoginRateLimited,
         Self::ReplyTooLarge,
+        Self::RefreshInProgress,
         Self::WeixinAppidErr,
         Self::WeixinAccesstokenErr,
         Self::WeixinCodeErr,
@@ -123,6 +127,7 @@ impl ReturnCode {
             Self::ForceRefreshLimited => 1025,
             Self::LoginRateLimited => 1026,
             Self::ReplyTooLarge => 1027,
+            Self::RefreshInProgress => 1028,
             Self::InternalErr => 1099,
             Self::WeixinAppidErr => 40013,
             Self::WeixinAccesstokenErr => 40014,
@@ -152,6 +157,7 @@ impl ReturnCode {
             | Self::WeixinQuotaErr
             | Self::WeixinRateLimited => 429,
             Self::DbErr | Self::InternalErr => 500,
+            Self::RefreshInProgress => 503,
             // Upstream failures, and anything else that kept WeChat's answer from the caller.
             _ => 502,
         }
@@ -198,6 +204,7 @@ impl ReturnCode {
             Self::ForceRefreshLimited => "FORCE_REFRESH_LIMITED",
             Self::LoginRateLimited => "LOGIN_RATE_LIMITED",
             Self::ReplyTooLarge => "REPLY_TOO_LARGE",
+            Self::RefreshInProgress => "REFRESH_IN_PROGRESS",
             Self::InternalErr => "INTERNAL_ERR",
             Self::WeixinAppidErr => "WEIXIN_APPID_ERR",
             Self::WeixinAccesstokenErr => "WEIXIN_ACCESSTOKEN_ERR",

@@ -91,7 +91,7 @@ pub(crate) const APP_COLUMNS: &str =
 pub(crate) const AGENT_COLUMNS: &str = "corpid, agentid, secret, remark, created_at, updated_at";
 pub(crate) const CRED_COLUMNS: &str = "cred_key, value, expires_at, fetched_at, lease_owner, lease_until_ms, \
     blocked_until, blocked_code, window_start, window_count, failed_until_ms, failed_code, failed_message, failed_count, \
-    force_day, force_count, force_hour, force_hour_count";
+    force_day, force_count, force_hour, force_hour_count, lease_gen";
 pub(crate) const COS_COLUMNS: &str = "appid, secret_id, secret_key, created_at, updated_at";
 pub(crate) const KEY_COLUMNS: &str =
     "name, key_hash, scope_all, scope_apps, scope_corps, created_at, last_used_at, revoked_at, scope_apis";
@@ -139,29 +139,35 @@ pub trait CredentialStore: Send + Sync + 'static {
     /// Every credential row (for `reencrypt`).
     async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>>;
     /// Take the refresh lease for `key` until `until_ms` if nobody holds it, it has run out by `now_ms`, or
-    /// `owner` already holds it. Creates the row if missing. Returns whether `owner` now holds the lease.
-    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool>;
-    /// Store a fetched value and release the lease, only if `owner` still holds it (a holder whose lease ran out
-    /// and was taken over cannot overwrite the newer value). Counts the fetch in its budget window and clears any
-    /// quota block. Returns whether it was stored.
+    /// `owner` already holds it. Creates the row if missing. Returns the fence (the lease's new generation) when
+    /// `owner` now holds the lease.
+    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64)
+        -> StoreResult<Option<i64>>;
+    /// Extend a lease still held (same owner, same fence) until `until_ms`: false when it was taken over.
+    async fn renew_lease(&self, key: &str, lease: Lease<'_>, until_ms: i64) -> StoreResult<bool>;
+    /// Store a fetched value and release the lease, only if `lease` is still the one held (a holder whose lease
+    /// ran out and was taken over — frozen, or cut off — cannot overwrite a newer value). Counts the fetch in its
+    /// budget window and clears any quota block. Returns whether it was stored.
     async fn put_credential(
         &self,
         key: &str,
-        owner: &str,
-        fetched: &FetchedCredential<'_>,
+        lease: Lease<'_>,
+        f: &FetchedCredential<'_>,
     ) -> StoreResult<bool>;
     /// Give up the lease without storing anything (the fetch failed).
-    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()>;
-    /// Remember a failed fetch on the row for every instance, releasing the lease if `owner` holds it.
-    async fn fail_credential(&self, key: &str, owner: &str, failed: &FailedFetch<'_>) -> StoreResult<()>;
+    async fn release_lease(&self, key: &str, lease: Lease<'_>) -> StoreResult<()>;
+    /// Remember a failed fetch on the row for every instance and release the lease — only if `lease` is still the
+    /// one held (a superseded holder's failure is not everyone's).
+    async fn fail_credential(&self, key: &str, lease: Lease<'_>, failed: &FailedFetch<'_>)
+        -> StoreResult<()>;
     /// Forget remembered failures and quota blocks of `keys` (the registration was written again, or the operator
     /// reset WeChat's quota): try upstream at once.
     async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()>;
     /// Take one forced refresh from the key's budgets (`budget`): false when the day's or the hour's are spent.
     /// Atomic across processes.
     async fn take_force_budget(&self, key: &str, budget: &ForceBudget) -> StoreResult<bool>;
-    /// Stop upstream calls for `key` until `until` (a daily quota refusal); releases `owner`'s lease.
-    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()>;
+    /// Stop upstream calls for `key` until `until` (a daily quota refusal); releases `lease` if still held.
+    async fn block_credential(&self, key: &str, lease: Lease<'_>, until: i64, code: i64) -> StoreResult<()>;
     /// Write a credential unconditionally (imports). Leaves lease and budget untouched.
     /// (`f.window_start` is not used.)
     async fn import_credential(&self, key: &str, f: &FetchedCredential<'_>) -> StoreResult<()>;

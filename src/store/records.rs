@@ -224,6 +224,8 @@ pub struct CredentialRow {
     /// The process currently refreshing this key, if any, and until when (Unix ms) its lease holds.
     pub lease_owner: Option<String>,
     pub lease_until_ms: i64,
+    /// The lease's generation: one more every time it is taken (the fence a holder's writes name).
+    pub lease_gen: i64,
     /// No upstream call for this key before this time (daily quota used up); `blocked_code` says why.
     pub blocked_until: i64,
     pub blocked_code: i64,
@@ -258,6 +260,15 @@ impl std::fmt::Debug for CredentialRow {
             .field("failed_code", &self.failed_code)
             .finish_non_exhaustive()
     }
+}
+
+/// A refresh lease held on a credential: the holder, and the fence it got when it took the lease (the row's lease
+/// generation then). Renewing, storing and giving up name both, so a holder whose lease was taken over in the
+/// meantime — frozen, or cut off from storage — changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease<'a> {
+    pub owner: &'a str,
+    pub fence: i64,
 }
 
 /// A freshly fetched value to store under a lease.

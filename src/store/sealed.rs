@@ -272,21 +272,35 @@ impl CredentialStore for Sealed {
     async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
         self.inner.credentials.list_credentials().await?.into_iter().map(|r| self.open_cred(r)).collect()
     }
-    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
+    async fn try_lease(
+        &self,
+        key: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<Option<i64>> {
         self.inner.credentials.try_lease(key, owner, now_ms, until_ms).await
     }
-    async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
+    async fn renew_lease(&self, key: &str, lease: Lease<'_>, until_ms: i64) -> StoreResult<bool> {
+        self.inner.credentials.renew_lease(key, lease, until_ms).await
+    }
+    async fn put_credential(
+        &self,
+        key: &str,
+        lease: Lease<'_>,
+        f: &FetchedCredential<'_>,
+    ) -> StoreResult<bool> {
         let sealed = self.seal(&cred_aad(key), f.value)?;
         self.inner
             .credentials
-            .put_credential(key, owner, &FetchedCredential { value: &sealed, ..f.clone() })
+            .put_credential(key, lease, &FetchedCredential { value: &sealed, ..f.clone() })
             .await
     }
-    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
-        self.inner.credentials.release_lease(key, owner).await
+    async fn release_lease(&self, key: &str, lease: Lease<'_>) -> StoreResult<()> {
+        self.inner.credentials.release_lease(key, lease).await
     }
-    async fn fail_credential(&self, key: &str, owner: &str, f: &FailedFetch<'_>) -> StoreResult<()> {
-        self.inner.credentials.fail_credential(key, owner, f).await
+    async fn fail_credential(&self, key: &str, lease: Lease<'_>, f: &FailedFetch<'_>) -> StoreResult<()> {
+        self.inner.credentials.fail_credential(key, lease, f).await
     }
     async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
         self.inner.credentials.clear_credential_failures(keys).await
@@ -294,8 +308,8 @@ impl CredentialStore for Sealed {
     async fn take_force_budget(&self, key: &str, budget: &ForceBudget) -> StoreResult<bool> {
         self.inner.credentials.take_force_budget(key, budget).await
     }
-    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()> {
-        self.inner.credentials.block_credential(key, owner, until, code).await
+    async fn block_credential(&self, key: &str, lease: Lease<'_>, until: i64, code: i64) -> StoreResult<()> {
+        self.inner.credentials.block_credential(key, lease, until, code).await
     }
     async fn import_credential(&self, key: &str, f: &FetchedCredential<'_>) -> StoreResult<()> {
         let sealed = self.seal(&cred_aad(key), f.value)?;

@@ -5,9 +5,11 @@
 //! 1. an in-process cache answering hits without touching storage (re-read from storage at most every
 //!    `revalidate_secs`, so a refresh by another process is picked up well inside WeChat's 5-minute overlap);
 //! 2. single-flight per key inside the process (one task looks at storage; the others wait for it);
-//! 3. a lease row in the shared store: the one process holding it refreshes; a holder that dies lets the lease run
-//!    out (about one upstream deadline) and the next process takes over at once. Others serve the still-valid old
-//!    value, or wait — never longer than the caller's budget (one upstream deadline plus a margin).
+//! 3. a lease row in the shared store: the one process holding it refreshes, renewing the short lease while its
+//!    fetch runs; a holder that dies or is frozen lets it run out (about two seconds) and the next process takes
+//!    over at once. Every write of a refresh is fenced by the lease's generation: a holder frozen past its lease
+//!    stores nothing and adopts the value stored since. Others serve the still-valid old value, or wait — never
+//!    longer than the caller's budget (one upstream deadline plus 2 s), then get `1028 REFRESH_IN_PROGRESS`.
 //!
 //! Concurrent callers in a process share one fetch and its outcome: a failure is remembered per key
 //! ([`failures`]) and answered at once, with no upstream call, until its window ends.
@@ -23,6 +25,7 @@ use owner::Recheck;
 mod decide;
 mod keys;
 mod refresh;
+use refresh::Refreshed;
 
 use decide::{decide, Step};
 
@@ -53,8 +56,8 @@ pub struct Policy {
     /// A `force` that names the current value refreshes only if it is at least this old (a cooldown after any
     /// refresh, so a key holder cannot burn the app's quota in a loop).
     pub force_min_interval_secs: i64,
-    /// How long a refresher's lease holds before another process may take over (one upstream deadline plus a
-    /// margin: the refresher's fetch is over by then, one way or the other).
+    /// How long a refresher's lease holds unless renewed: the holder renews it every third of this while its fetch
+    /// runs, so a holder that dies or is frozen is taken over within this long (whatever the upstream deadline).
     pub lease_ms: i64,
     /// The longest a caller waits for a credential, whatever happens upstream or in other processes.
     pub budget_ms: i64,
@@ -78,7 +81,7 @@ impl Default for Policy {
             margin_secs: 300,
             force_cooldown_secs: 30,
             force_min_interval_secs: 10,
-            lease_ms: 6_000,
+            lease_ms: DEFAULT_LEASE_MS,
             budget_ms: 7_000,
             revalidate_secs: 60,
             ticket_budget_per_hour: 100,
@@ -89,6 +92,9 @@ impl Default for Policy {
         }
     }
 }
+
+/// A refresher's lease unless configured (`WAFER_TOKEN_LEASE_MS`): short, because it is renewed while in use.
+pub const DEFAULT_LEASE_MS: i64 = 2_000;
 
 /// What the caller said about the value it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,11 +328,12 @@ impl Credentials {
                     .try_lease(&k, &self.owner, now_ms, now_ms + self.policy.lease_ms)
                     .await
                     .map_err(|e| self.store_err(key, e))?;
-                if leased {
+                if let Some(fence) = leased {
                     // Someone may have stored a new value between our read and our lease.
                     let again = self.read_row(key, &k).await?;
                     if again.fetched_at > row.fetched_at && again.value.is_some() && now < again.expires_at {
-                        let _ = self.store.credentials.release_lease(&k, &self.owner).await;
+                        let lease = crate::store::Lease { owner: &self.owner, fence };
+                        let _ = self.store.credentials.release_lease(&k, lease).await;
                         continue;
                     }
                     let attempt = Attempt {
@@ -334,8 +341,13 @@ impl Credentials {
                         usable_old,
                         row: &row,
                         deadline,
+                        fence,
                     };
-                    return self.refresh(key, &k, now, attempt).await;
+                    match self.refresh(key, &k, now, attempt).await {
+                        Refreshed::Done(answer) => return answer,
+                        // Another instance took over while this one fetched: read again (its value, or wait).
+                        Refreshed::Superseded => continue,
+                    }
                 }
                 if let Some(old) = usable_old {
                     return Ok(old);
@@ -379,6 +391,8 @@ pub(crate) struct Attempt<'a> {
     pub usable_old: Option<Served>,
     pub row: &'a crate::store::CredentialRow,
     pub deadline: tokio::time::Instant,
+    /// The lease's fence: every write of this refresh names it.
+    pub fence: i64,
 }
 
 /// The error another instance remembered on the row.
@@ -392,10 +406,12 @@ fn shared_error(row: &crate::store::CredentialRow) -> WaferError {
     WaferError::new(code, message)
 }
 
+/// The answer to a caller whose budget ran out while another task or instance was refreshing: its own code, never
+/// an upstream error (nothing here says WeChat failed).
 fn waited_too_long() -> WaferError {
     WaferError::new(
-        ReturnCode::WeixinNetErr,
-        "the credential could not be fetched in time (upstream slow or another instance refreshing); try again",
+        ReturnCode::RefreshInProgress,
+        "another instance is refreshing this credential and did not finish within this request's budget; retry",
     )
 }
 

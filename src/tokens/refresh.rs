@@ -4,9 +4,17 @@
 use super::failures::{self, Remembered};
 use super::fetch::FetchError;
 use super::{hour_start, next_quota_reset, shared_error, Attempt, CredKey, Credentials, Force, Served};
+
+/// How a refresh ended.
+pub(super) enum Refreshed {
+    /// The caller's answer: the fresh value, a still-usable old one, or the error.
+    Done(Result<Served, WaferError>),
+    /// The lease was taken over while fetching: nothing was written; read the row again.
+    Superseded,
+}
 use crate::envelope::WaferError;
 use crate::metrics::CredEvent;
-use crate::store::{FailedFetch, FetchedCredential};
+use crate::store::{FailedFetch, FetchedCredential, Lease};
 use crate::wechat::UpstreamError;
 
 impl Credentials {
@@ -50,17 +58,14 @@ impl Credentials {
         })
     }
 
-    /// Fetch upstream while holding the lease, store the value, release the lease. A failure is remembered and
-    /// logged once here; callers that share it are not logged again.
-    pub(super) async fn refresh(
-        &self,
-        key: &CredKey,
-        k: &str,
-        now: i64,
-        a: Attempt<'_>,
-    ) -> Result<Served, WaferError> {
+    /// Fetch upstream while holding the lease (renewed while the fetch runs), store the value under the lease's
+    /// fence, release the lease. A failure is remembered and logged once here; callers that share it are not logged
+    /// again. When the lease was taken over meanwhile (this process was frozen, or cut off from storage), nothing
+    /// is written: [`Refreshed::Superseded`], and the caller reads again what the new holder stores.
+    pub(super) async fn refresh(&self, key: &CredKey, k: &str, now: i64, a: Attempt<'_>) -> Refreshed {
+        let lease = Lease { owner: &self.owner, fence: a.fence };
         let (usable_old, failed_before) = (a.usable_old.clone(), a.row.failed_count);
-        let fetched = match self.fetch(key, &a).await {
+        let fetched = match self.renewing(k, lease, self.fetch(key, &a)).await {
             Ok(f) => f,
             Err(e) => {
                 // WeChat's 45009 is a daily quota; WeCom's is a frequency limit (remembered for a short, growing
@@ -70,8 +75,8 @@ impl Credentials {
                 {
                     let until = next_quota_reset(now);
                     tracing::warn!(key = %k, until, "daily quota used up: no upstream calls for this key until the reset");
-                    let _ = self.store.credentials.block_credential(k, &self.owner, until, 45009).await;
-                    return Err(e.into_wafer(key));
+                    let _ = self.store.credentials.block_credential(k, lease, until, 45009).await;
+                    return Refreshed::Done(Err(e.into_wafer(key)));
                 }
                 let remember = e.is_remembered();
                 let error = e.into_wafer(key);
@@ -86,8 +91,8 @@ impl Credentials {
                         message: &error.message,
                         count,
                     };
-                    if self.store.credentials.fail_credential(k, &self.owner, &failed).await.is_err() {
-                        let _ = self.store.credentials.release_lease(k, &self.owner).await;
+                    if self.store.credentials.fail_credential(k, lease, &failed).await.is_err() {
+                        let _ = self.store.credentials.release_lease(k, lease).await;
                     }
                     tracing::warn!(
                         key = %k, return_code = error.code.code(), detail = error.detail.as_deref().unwrap_or(""),
@@ -95,10 +100,10 @@ impl Credentials {
                         "upstream fetch failed; every caller gets this answer until the retry"
                     );
                 } else {
-                    let _ = self.store.credentials.release_lease(k, &self.owner).await;
+                    let _ = self.store.credentials.release_lease(k, lease).await;
                 }
                 // A value that is still valid keeps being served whatever the refresh errors.
-                return usable_old.ok_or(error);
+                return Refreshed::Done(usable_old.ok_or(error));
             }
         };
         let fetched_at = self.clock.now();
@@ -113,7 +118,7 @@ impl Credentials {
             .credentials
             .put_credential(
                 k,
-                &self.owner,
+                lease,
                 &FetchedCredential {
                     value: &fetched.value,
                     expires_at,
@@ -125,17 +130,46 @@ impl Credentials {
         match stored {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!(key = %k, "lease ran out during the refresh; another instance took over")
+                // Fenced out: whatever the new holder stores is the value (a classic token fetched here would
+                // soon be invalidated by its fetch). Nothing of ours is kept.
+                tracing::warn!(key = %k, "the lease was taken over during the refresh; adopting the stored value");
+                crate::metrics::credential(CredEvent::Superseded);
+                return Refreshed::Superseded;
             }
             Err(e) => {
-                let _ = self.store.credentials.release_lease(k, &self.owner).await;
-                return Err(self.store_err(key, e));
+                let _ = self.store.credentials.release_lease(k, lease).await;
+                return Refreshed::Done(Err(self.store_err(key, e)));
             }
         }
         self.failures.clear(k);
         self.remember(k, &fetched.value, expires_at, fetched_at);
         tracing::info!(key = %k, expires_at, "credential refreshed upstream");
         crate::metrics::credential(CredEvent::Refresh);
-        Ok(Served { value: fetched.value, expires_at, fresh: true })
+        Refreshed::Done(Ok(Served { value: fetched.value, expires_at, fresh: true }))
+    }
+
+    /// Run `work` while renewing `lease` every third of its length, so a live holder keeps it however long the
+    /// fetch takes, and a holder that dies or is frozen loses it within one lease length.
+    async fn renewing<T>(&self, k: &str, lease: Lease<'_>, work: impl std::future::Future<Output = T>) -> T {
+        let every = std::time::Duration::from_millis((self.policy.lease_ms / 3).max(20) as u64);
+        let mut work = std::pin::pin!(work);
+        let mut held = true;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tokio::time::sleep(every), if held => {
+                    let until = self.clock.now_ms() + self.policy.lease_ms;
+                    match self.store.credentials.renew_lease(k, lease, until).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            // Taken over: the fetch goes on (it cannot be recalled), but its value will not be stored.
+                            tracing::warn!(key = %k, "refresh lease lost while fetching");
+                            held = false;
+                        }
+                        Err(e) => tracing::warn!(key = %k, error = %e, "could not renew the refresh lease"),
+                    }
+                }
+            }
+        }
     }
 }

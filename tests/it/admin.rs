@@ -190,7 +190,7 @@ async fn the_cli_manages_a_running_server_with_server(b: Backend) {
     let keys = out(&["key", "list"]);
     assert!(keys.contains("remote-svc") && keys.contains("apis=/wxa/,/cgi-bin/message/"), "{keys}");
     let status = out(&["status"]);
-    assert!(status.contains("admin on") && status.contains("schema 6/6"), "{status}");
+    assert!(status.contains("admin on") && status.contains("schema 7/7"), "{status}");
     assert!(status.lines().any(|l| l.starts_with("wx_remote") && l.contains("classic")), "{status}");
     assert!(status.lines().any(|l| l.starts_with("ww_remote/1000009")), "{status}");
     assert!(out(&["key", "revoke", "--name", "remote-svc"]).contains("revoked key remote-svc"));

@@ -98,19 +98,23 @@ impl CredentialStore for Faulty {
     async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
         self.inner.credentials.list_credentials().await
     }
-    async fn try_lease(&self, k: &str, o: &str, n: i64, u: i64) -> StoreResult<bool> {
+    async fn try_lease(&self, k: &str, o: &str, n: i64, u: i64) -> StoreResult<Option<i64>> {
         Self::check(&self.credentials)?;
         self.inner.credentials.try_lease(k, o, n, u).await
     }
-    async fn put_credential(&self, k: &str, o: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
+    async fn renew_lease(&self, k: &str, l: Lease<'_>, u: i64) -> StoreResult<bool> {
         Self::check(&self.credentials)?;
-        self.inner.credentials.put_credential(k, o, f).await
+        self.inner.credentials.renew_lease(k, l, u).await
     }
-    async fn release_lease(&self, k: &str, o: &str) -> StoreResult<()> {
-        self.inner.credentials.release_lease(k, o).await
+    async fn put_credential(&self, k: &str, l: Lease<'_>, f: &FetchedCredential<'_>) -> StoreResult<bool> {
+        Self::check(&self.credentials)?;
+        self.inner.credentials.put_credential(k, l, f).await
     }
-    async fn fail_credential(&self, k: &str, o: &str, f: &FailedFetch<'_>) -> StoreResult<()> {
-        self.inner.credentials.fail_credential(k, o, f).await
+    async fn release_lease(&self, k: &str, l: Lease<'_>) -> StoreResult<()> {
+        self.inner.credentials.release_lease(k, l).await
+    }
+    async fn fail_credential(&self, k: &str, l: Lease<'_>, f: &FailedFetch<'_>) -> StoreResult<()> {
+        self.inner.credentials.fail_credential(k, l, f).await
     }
     async fn clear_credential_failures(&self, keys: &[String]) -> StoreResult<()> {
         self.inner.credentials.clear_credential_failures(keys).await
@@ -118,8 +122,8 @@ impl CredentialStore for Faulty {
     async fn take_force_budget(&self, k: &str, b: &ForceBudget) -> StoreResult<bool> {
         self.inner.credentials.take_force_budget(k, b).await
     }
-    async fn block_credential(&self, k: &str, o: &str, u: i64, c: i64) -> StoreResult<()> {
-        self.inner.credentials.block_credential(k, o, u, c).await
+    async fn block_credential(&self, k: &str, l: Lease<'_>, u: i64, c: i64) -> StoreResult<()> {
+        self.inner.credentials.block_credential(k, l, u, c).await
     }
     async fn import_credential(&self, k: &str, f: &FetchedCredential<'_>) -> StoreResult<()> {
         self.inner.credentials.import_credential(k, f).await

@@ -17,6 +17,7 @@ mod docs;
 mod first_day;
 mod http;
 mod import;
+mod killed;
 mod multiprocess;
 mod passthrough;
 mod proxy;

@@ -32,6 +32,11 @@ const CORP: &str = "ww_multi";
 const AGENT: &str = "1000005";
 
 async fn cluster(b: Backend, n: usize) -> Cluster {
+    cluster_with(b, n, &[]).await
+}
+
+/// A cluster whose servers run with `overrides` on top of the usual settings (an upstream deadline, a lease).
+async fn cluster_with(b: Backend, n: usize, overrides: &[(&str, &str)]) -> Cluster {
     let db = TestDb::new(b).await;
     let dir = tempfile::tempdir().unwrap();
     let wx = FakeWeChat::start().await;
@@ -72,9 +77,12 @@ async fn cluster(b: Backend, n: usize) -> Cluster {
         ("WAFER_LOG", "warn"),
         ("WAFER_CALLER_AUTH", "off"),
     ];
+    let mut env: Vec<(&str, &str)> =
+        server_env.iter().filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k)).copied().collect();
+    env.extend_from_slice(overrides);
     let mut servers = Vec::new();
     for _ in 0..n {
-        servers.push(spawn_server(dir.path(), &server_env, false).await);
+        servers.push(spawn_server(dir.path(), &env, false).await);
     }
     Cluster { servers, wx, _db: db, _dir: dir }
 }
@@ -217,8 +225,118 @@ async fn upstream_faults_are_shared_across_processes(b: Backend) {
     }
 }
 
+fn signal(child: &Child, sig: &str) {
+    let ok = std::process::Command::new("kill").arg(sig).arg(child.id().to_string()).status().unwrap();
+    assert!(ok.success(), "kill {sig}");
+}
+
+/// Wait until the fake has seen `n` calls of `path`.
+async fn until_calls(c: &Cluster, path: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.wx.calls(path) < n {
+        assert!(Instant::now() < deadline, "{path} was not called {n} times");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A token fetch sent to server `i` in the background (its reply, when it comes).
+fn ask(c: &Cluster, i: usize, appid: &str) -> tokio::task::JoinHandle<Value> {
+    let url = c.servers[i].1.clone();
+    let appid = appid.to_owned();
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        post_envelope(&client, &url, "qcloud.mimi.access_token", json!({"appid": appid})).await
+    })
+}
+
+/// Issue 26, item 1: WeChat answers token fetches in 2 s (deadline 5 s); the instance holding the refresh lease is
+/// killed 0.7 s into its fetch. The holder renewed its short lease while it lived, so the lease lapses about 2 s
+/// later: a caller on another instance takes over and gets a token — not `1005` after waiting out its budget.
+async fn a_refresher_killed_mid_fetch_is_taken_over_within_the_lease(b: Backend) {
+    let mut c = cluster_with(b, 2, &[("WAFER_UPSTREAM_TIMEOUT_MS", "5000")]).await;
+    c.wx.delay("/cgi-bin/stable_token", Duration::from_secs(2), 2);
+    let first = ask(&c, 0, APP);
+    until_calls(&c, "/cgi-bin/stable_token", 1).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    c.servers[0].0.kill().unwrap();
+    c.servers[0].0.wait().unwrap();
+    first.abort();
+    let started = Instant::now();
+    let r = ask(&c, 1, APP).await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(r["returnCode"], 0, "a token, not an error: {r}");
+    assert_eq!(r["returnMessage"], "NEW_TOKEN_SUCCESS");
+    // At most the rest of the dead holder's lease (< 2 s) and one 2 s fetch: well inside the 7 s budget.
+    assert!(waited < Duration::from_millis(5_000), "taken over within the lease: {waited:?}");
+    assert_eq!(c.wx.calls("/cgi-bin/stable_token"), 2, "the dead holder's fetch and the take-over");
+}
+
+/// Issue 26, item 1: a caller whose budget runs out while another instance holds the lease (here: frozen with a
+/// long lease) is told that another instance is refreshing (`1028`), never that WeChat failed.
+async fn a_caller_that_gives_up_waiting_is_told_another_instance_is_refreshing(b: Backend) {
+    let overrides = [("WAFER_UPSTREAM_TIMEOUT_MS", "1000"), ("WAFER_TOKEN_LEASE_MS", "60000")];
+    let c = cluster_with(b, 2, &overrides).await;
+    c.wx.delay("/cgi-bin/stable_token", Duration::from_secs(30), 1);
+    let first = ask(&c, 0, APP);
+    until_calls(&c, "/cgi-bin/stable_token", 1).await;
+    signal(&c.servers[0].0, "-STOP");
+    let started = Instant::now();
+    let r = ask(&c, 1, APP).await.unwrap();
+    let waited = started.elapsed();
+    signal(&c.servers[0].0, "-CONT");
+    first.abort();
+    assert_eq!(r["returnCode"], 1028, "{r}");
+    assert!(r["returnMessage"].as_str().unwrap().starts_with("REFRESH_IN_PROGRESS: another instance"), "{r}");
+    assert!(waited >= Duration::from_millis(2_900) && waited < Duration::from_millis(4_500), "{waited:?}");
+    assert_eq!(c.wx.calls("/cgi-bin/stable_token"), 1, "nothing was fetched past the holder's lease");
+}
+
+/// Issue 26, item 2: an instance frozen mid-fetch (SIGSTOP) resumes after another instance took over and stored a
+/// newer classic token. Its write is fenced out and it adopts the stored token — the one WeChat keeps valid —
+/// instead of serving (or storing) the one it fetched, which dies five minutes after the newer one was issued.
+async fn a_paused_refresher_adopts_the_newer_token(b: Backend) {
+    let c = cluster_with(b, 2, &[("WAFER_UPSTREAM_TIMEOUT_MS", "10000")]).await;
+    let mut add = wafer(c._dir.path());
+    add.env("WAFER_DATABASE_URL", &c._db.url);
+    run_ok(
+        add.args(["app", "add", "--appid", "wx_multi_classic", "--secret", "classic-secret"])
+            .args(["--token-mode", "classic"]),
+    );
+    c.wx.register("wx_multi_classic", "classic-secret");
+    c.wx.delay("/cgi-bin/token", Duration::from_secs(2), 2);
+    let frozen = ask(&c, 0, "wx_multi_classic");
+    until_calls(&c, "/cgi-bin/token", 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&c.servers[0].0, "-STOP");
+    // The other instance waits out the frozen holder's lease (≤ 2 s), fetches, stores the newer token.
+    let newer = ask(&c, 1, "wx_multi_classic").await.unwrap();
+    assert_eq!(newer["returnCode"], 0, "{newer}");
+    let newer = newer["returnData"]["access_token"].as_str().unwrap().to_owned();
+    signal(&c.servers[0].0, "-CONT");
+    let resumed = frozen.await.unwrap();
+    assert_eq!(resumed["returnCode"], 0, "{resumed}");
+    assert_eq!(
+        resumed["returnData"]["access_token"],
+        newer.as_str(),
+        "the frozen caller gets the stored token"
+    );
+    assert_eq!(c.wx.calls("/cgi-bin/token"), 2, "the frozen fetch and the take-over");
+    assert!(c.wx.token_valid(&newer));
+    for i in 0..2 {
+        let r = ask(&c, i, "wx_multi_classic").await.unwrap();
+        assert_eq!(
+            r["returnData"]["access_token"],
+            newer.as_str(),
+            "instance {i} serves the newer token: {r}"
+        );
+    }
+}
+
 both_backends!(
     upstream_faults_are_shared_across_processes,
     four_processes_and_two_hundred_callers_cause_one_fetch_per_credential,
     a_lease_holder_killed_mid_refresh_is_taken_over_after_its_lease,
+    a_refresher_killed_mid_fetch_is_taken_over_within_the_lease,
+    a_caller_that_gives_up_waiting_is_told_another_instance_is_refreshing,
+    a_paused_refresher_adopts_the_newer_token,
 );

@@ -238,7 +238,7 @@ fn function_url_events_name_the_client_and_the_request() {
 }
 
 /// A deployment-like folder: `bootstrap` and the binary side by side, as in the zip.
-fn package_dir() -> tempfile::TempDir {
+pub(crate) fn package_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::copy(root.join("bootstrap"), dir.path().join("bootstrap")).unwrap();

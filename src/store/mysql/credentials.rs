@@ -27,22 +27,49 @@ impl super::super::CredentialStore for MysqlStore {
         .await
     }
 
-    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
+    async fn try_lease(
+        &self,
+        key: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<Option<i64>> {
         self.run(move |mut conn| async move {
             conn.exec_drop("INSERT IGNORE INTO wafer_credentials (cred_key) VALUES (?)", (key,)).await?;
-            // A single-row conditional UPDATE is atomic: exactly one contender sees one affected row.
+            // A single-row conditional UPDATE is atomic: exactly one contender sees one affected row. The new
+            // generation comes back in the reply itself (LAST_INSERT_ID(expr)), with no second statement.
             conn.exec_drop(
-                "UPDATE wafer_credentials SET lease_owner = ?, lease_until_ms = ?
+                "UPDATE wafer_credentials SET lease_owner = ?, lease_until_ms = ?,
+                   lease_gen = LAST_INSERT_ID(lease_gen + 1)
                  WHERE cred_key = ? AND (lease_owner IS NULL OR lease_until_ms < ? OR lease_owner = ?)",
                 (owner, until_ms, key, now_ms, owner),
             )
             .await?;
-            Ok(conn.affected_rows() == 1)
+            Ok((conn.affected_rows() == 1).then(|| conn.last_insert_id().unwrap_or(0) as i64))
         })
         .await
     }
 
-    async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
+    async fn renew_lease(&self, key: &str, lease: Lease<'_>, until_ms: i64) -> StoreResult<bool> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "UPDATE wafer_credentials SET lease_until_ms = ?
+                 WHERE cred_key = ? AND lease_owner = ? AND lease_gen = ?",
+                (until_ms, key, lease.owner, lease.fence),
+            )
+            .await?;
+            // An unchanged row (the same deadline twice in one millisecond) still matched: ask the server.
+            Ok(conn.affected_rows() == 1 || Self::holds(&mut conn, key, lease).await?)
+        })
+        .await
+    }
+
+    async fn put_credential(
+        &self,
+        key: &str,
+        lease: Lease<'_>,
+        f: &FetchedCredential<'_>,
+    ) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
             // MySQL evaluates SET left to right: window_count reads the old window_start.
             conn.exec_drop(
@@ -50,8 +77,8 @@ impl super::super::CredentialStore for MysqlStore {
                    window_count = CASE WHEN window_start = ? THEN window_count + 1 ELSE 1 END, window_start = ?,
                    lease_owner = NULL, lease_until_ms = 0, blocked_until = 0, blocked_code = 0,
                    failed_until_ms = 0, failed_count = 0
-                 WHERE cred_key = ? AND lease_owner = ?",
-                (f.value, f.expires_at, f.fetched_at, f.window_start, f.window_start, key, owner),
+                 WHERE cred_key = ? AND lease_owner = ? AND lease_gen = ?",
+                (f.value, f.expires_at, f.fetched_at, f.window_start, f.window_start, key, lease.owner, lease.fence),
             )
             .await?;
             Ok(conn.affected_rows() == 1)
@@ -59,18 +86,16 @@ impl super::super::CredentialStore for MysqlStore {
         .await
     }
 
-    async fn fail_credential(&self, key: &str, owner: &str, f: &FailedFetch<'_>) -> StoreResult<()> {
+    async fn fail_credential(&self, key: &str, lease: Lease<'_>, f: &FailedFetch<'_>) -> StoreResult<()> {
         let message: String = f.message.chars().take(255).collect();
         self.run(move |mut conn| {
             let message = message.clone();
             async move {
                 conn.exec_drop(
                     "UPDATE wafer_credentials SET failed_until_ms = ?, failed_code = ?, failed_message = ?,
-                       failed_count = ?,
-                       lease_until_ms = CASE WHEN lease_owner = ? THEN 0 ELSE lease_until_ms END,
-                       lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END
-                     WHERE cred_key = ?",
-                    (f.until_ms, f.code, message, f.count, owner, owner, key),
+                       failed_count = ?, lease_owner = NULL, lease_until_ms = 0
+                     WHERE cred_key = ? AND lease_owner = ? AND lease_gen = ?",
+                    (f.until_ms, f.code, message, f.count, key, lease.owner, lease.fence),
                 )
                 .await
             }
@@ -112,25 +137,27 @@ impl super::super::CredentialStore for MysqlStore {
         .await
     }
 
-    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
+    async fn release_lease(&self, key: &str, lease: Lease<'_>) -> StoreResult<()> {
         self.run(move |mut conn| async move {
             conn.exec_drop(
-                "UPDATE wafer_credentials SET lease_owner = NULL, lease_until_ms = 0 WHERE cred_key = ? AND lease_owner = ?",
-                (key, owner),
+                "UPDATE wafer_credentials SET lease_owner = NULL, lease_until_ms = 0
+                 WHERE cred_key = ? AND lease_owner = ? AND lease_gen = ?",
+                (key, lease.owner, lease.fence),
             )
             .await
         })
         .await
     }
 
-    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()> {
+    async fn block_credential(&self, key: &str, lease: Lease<'_>, until: i64, code: i64) -> StoreResult<()> {
         self.run(move |mut conn| async move {
+            // The quota refusal is a fact whoever saw it; the lease is released only by its holder.
             conn.exec_drop(
                 "UPDATE wafer_credentials SET blocked_until = ?, blocked_code = ?,
-                   lease_until_ms = CASE WHEN lease_owner = ? THEN 0 ELSE lease_until_ms END,
-                   lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END
+                   lease_until_ms = CASE WHEN lease_owner = ? AND lease_gen = ? THEN 0 ELSE lease_until_ms END,
+                   lease_owner = CASE WHEN lease_owner = ? AND lease_gen = ? THEN NULL ELSE lease_owner END
                  WHERE cred_key = ?",
-                (until, code, owner, owner, key),
+                (until, code, lease.owner, lease.fence, lease.owner, lease.fence, key),
             )
             .await
         })
@@ -158,5 +185,22 @@ impl super::super::CredentialStore for MysqlStore {
             Ok(())
         })
         .await
+    }
+}
+
+impl MysqlStore {
+    /// Whether `lease` is the one held on `key` now.
+    async fn holds(
+        conn: &mut mysql_async::Conn,
+        key: &str,
+        lease: Lease<'_>,
+    ) -> Result<bool, mysql_async::Error> {
+        let n: Option<i64> = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM wafer_credentials WHERE cred_key = ? AND lease_owner = ? AND lease_gen = ?",
+                (key, lease.owner, lease.fence),
+            )
+            .await?;
+        Ok(n == Some(1))
     }
 }

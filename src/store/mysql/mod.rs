@@ -8,7 +8,7 @@ mod sessions;
 use super::breaker::Breaker;
 use super::{
     AgentId, AgentRecord, AppId, AppRecord, CallerKeyRecord, CorpId, CosAppId, CosKeyRecord, CredentialRow,
-    FailedFetch, FetchedCredential, LoginOutcome, SealedField, SessionRecord, SessionView, StoreError,
+    FailedFetch, FetchedCredential, Lease, LoginOutcome, SealedField, SessionRecord, SessionView, StoreError,
     StoreOptions, StoreResult, TokenMode, UserSessionKey, AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS,
     CRED_COLUMNS, KEY_COLUMNS,
 };
@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../../sql/mysql/0004_caller_keys.sql")),
     (5, include_str!("../../../sql/mysql/0005_remembered_failures.sql")),
     (6, include_str!("../../../sql/mysql/0006_caller_key_apis.sql")),
+    (7, include_str!("../../../sql/mysql/0007_lease_fence.sql")),
 ];
 
 /// Server error codes worth one more try: deadlock, lock wait timeout.
@@ -235,6 +236,7 @@ fn cred_from_row(mut r: mysql_async::Row) -> Result<CredentialRow, mysql_async::
         force_count: take(&mut r, 15)?,
         force_hour: take(&mut r, 16)?,
         force_hour_count: take(&mut r, 17)?,
+        lease_gen: take(&mut r, 18)?,
     })
 }
 

@@ -28,24 +28,53 @@ impl super::super::CredentialStore for SqliteStore {
         .await
     }
 
-    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64) -> StoreResult<bool> {
+    async fn try_lease(
+        &self,
+        key: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<Option<i64>> {
         let (key, owner) = (key.to_owned(), owner.to_owned());
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute("INSERT OR IGNORE INTO wafer_credentials (cred_key) VALUES (?1)", [&key])?;
-            let n = tx.execute(
-                "UPDATE wafer_credentials SET lease_owner = ?2, lease_until_ms = ?4
-                 WHERE cred_key = ?1 AND (lease_owner IS NULL OR lease_until_ms < ?3 OR lease_owner = ?2)",
-                params![key, owner, now_ms, until_ms],
-            )?;
+            let fence = tx
+                .query_row(
+                    "UPDATE wafer_credentials SET lease_owner = ?2, lease_until_ms = ?4, lease_gen = lease_gen + 1
+                     WHERE cred_key = ?1 AND (lease_owner IS NULL OR lease_until_ms < ?3 OR lease_owner = ?2)
+                     RETURNING lease_gen",
+                    params![key, owner, now_ms, until_ms],
+                    |r| r.get(0),
+                )
+                .optional()?;
             tx.commit()?;
+            Ok(fence)
+        })
+        .await
+    }
+
+    async fn renew_lease(&self, key: &str, lease: Lease<'_>, until_ms: i64) -> StoreResult<bool> {
+        let (key, owner, fence) = (key.to_owned(), lease.owner.to_owned(), lease.fence);
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE wafer_credentials SET lease_until_ms = ?4
+                 WHERE cred_key = ?1 AND lease_owner = ?2 AND lease_gen = ?3",
+                params![key, owner, fence, until_ms],
+            )?;
             Ok(n == 1)
         })
         .await
     }
 
-    async fn put_credential(&self, key: &str, owner: &str, f: &FetchedCredential<'_>) -> StoreResult<bool> {
-        let (key, owner, value) = (key.to_owned(), owner.to_owned(), f.value.to_owned());
+    async fn put_credential(
+        &self,
+        key: &str,
+        lease: Lease<'_>,
+        f: &FetchedCredential<'_>,
+    ) -> StoreResult<bool> {
+        let (key, owner, fence, value) =
+            (key.to_owned(), lease.owner.to_owned(), lease.fence, f.value.to_owned());
         let (expires_at, fetched_at, window) = (f.expires_at, f.fetched_at, f.window_start);
         self.call(move |c| {
             let n = c.execute(
@@ -53,26 +82,24 @@ impl super::super::CredentialStore for SqliteStore {
                    window_count = CASE WHEN window_start = ?6 THEN window_count + 1 ELSE 1 END, window_start = ?6,
                    lease_owner = NULL, lease_until_ms = 0, blocked_until = 0, blocked_code = 0,
                    failed_until_ms = 0, failed_count = 0
-                 WHERE cred_key = ?1 AND lease_owner = ?2",
-                params![key, owner, value, expires_at, fetched_at, window],
+                 WHERE cred_key = ?1 AND lease_owner = ?2 AND lease_gen = ?7",
+                params![key, owner, value, expires_at, fetched_at, window, fence],
             )?;
             Ok(n == 1)
         })
         .await
     }
 
-    async fn fail_credential(&self, key: &str, owner: &str, f: &FailedFetch<'_>) -> StoreResult<()> {
-        let (key, owner) = (key.to_owned(), owner.to_owned());
+    async fn fail_credential(&self, key: &str, lease: Lease<'_>, f: &FailedFetch<'_>) -> StoreResult<()> {
+        let (key, owner, fence) = (key.to_owned(), lease.owner.to_owned(), lease.fence);
         let message: String = f.message.chars().take(255).collect();
         let (until, code, count) = (f.until_ms, f.code, f.count);
         self.call(move |c| {
             c.execute(
                 "UPDATE wafer_credentials SET failed_until_ms = ?3, failed_code = ?4, failed_message = ?5,
-                   failed_count = ?6,
-                   lease_until_ms = CASE WHEN lease_owner = ?2 THEN 0 ELSE lease_until_ms END,
-                   lease_owner = CASE WHEN lease_owner = ?2 THEN NULL ELSE lease_owner END
-                 WHERE cred_key = ?1",
-                params![key, owner, until, code, message, count],
+                   failed_count = ?6, lease_owner = NULL, lease_until_ms = 0
+                 WHERE cred_key = ?1 AND lease_owner = ?2 AND lease_gen = ?7",
+                params![key, owner, until, code, message, count, fence],
             )?;
             Ok(())
         })
@@ -112,27 +139,29 @@ impl super::super::CredentialStore for SqliteStore {
         .await
     }
 
-    async fn release_lease(&self, key: &str, owner: &str) -> StoreResult<()> {
-        let (key, owner) = (key.to_owned(), owner.to_owned());
+    async fn release_lease(&self, key: &str, lease: Lease<'_>) -> StoreResult<()> {
+        let (key, owner, fence) = (key.to_owned(), lease.owner.to_owned(), lease.fence);
         self.call(move |c| {
             c.execute(
-                "UPDATE wafer_credentials SET lease_owner = NULL, lease_until_ms = 0 WHERE cred_key = ?1 AND lease_owner = ?2",
-                [key, owner],
+                "UPDATE wafer_credentials SET lease_owner = NULL, lease_until_ms = 0
+                 WHERE cred_key = ?1 AND lease_owner = ?2 AND lease_gen = ?3",
+                params![key, owner, fence],
             )?;
             Ok(())
         })
         .await
     }
 
-    async fn block_credential(&self, key: &str, owner: &str, until: i64, code: i64) -> StoreResult<()> {
-        let (key, owner) = (key.to_owned(), owner.to_owned());
+    async fn block_credential(&self, key: &str, lease: Lease<'_>, until: i64, code: i64) -> StoreResult<()> {
+        let (key, owner, fence) = (key.to_owned(), lease.owner.to_owned(), lease.fence);
         self.call(move |c| {
+            // The quota refusal is a fact whoever saw it; the lease is released only by its holder.
             c.execute(
                 "UPDATE wafer_credentials SET blocked_until = ?3, blocked_code = ?4,
-                   lease_owner = CASE WHEN lease_owner = ?2 THEN NULL ELSE lease_owner END,
-                   lease_until_ms = CASE WHEN lease_owner = ?2 THEN 0 ELSE lease_until_ms END
+                   lease_until_ms = CASE WHEN lease_owner = ?2 AND lease_gen = ?5 THEN 0 ELSE lease_until_ms END,
+                   lease_owner = CASE WHEN lease_owner = ?2 AND lease_gen = ?5 THEN NULL ELSE lease_owner END
                  WHERE cred_key = ?1",
-                params![key, owner, until, code],
+                params![key, owner, until, code, fence],
             )?;
             Ok(())
         })

@@ -7,7 +7,7 @@ mod sessions;
 
 use super::{
     AgentId, AgentRecord, AppId, AppRecord, CallerKeyRecord, CorpId, CosAppId, CosKeyRecord, CredentialRow,
-    FailedFetch, FetchedCredential, LoginOutcome, SealedField, SessionRecord, SessionView, StoreError,
+    FailedFetch, FetchedCredential, Lease, LoginOutcome, SealedField, SessionRecord, SessionView, StoreError,
     StoreResult, TokenMode, UserSessionKey, AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS,
     KEY_COLUMNS,
 };
@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../../sql/sqlite/0004_caller_keys.sql")),
     (5, include_str!("../../../sql/sqlite/0005_remembered_failures.sql")),
     (6, include_str!("../../../sql/sqlite/0006_caller_key_apis.sql")),
+    (7, include_str!("../../../sql/sqlite/0007_lease_fence.sql")),
 ];
 
 /// The embedded store.
@@ -136,6 +137,7 @@ fn cred_from_row(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
         force_count: r.get(15)?,
         force_hour: r.get(16)?,
         force_hour_count: r.get(17)?,
+        lease_gen: r.get(18)?,
     })
 }
 
