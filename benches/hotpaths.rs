@@ -6,7 +6,8 @@
 //! (req/s and % of the limit), `qcloud.cam.auth` (req/s), `qcloud.cam.id_skey` logins at 16 and 64 callers
 //! (logins/s, p50/p99, failures), and token-free calls (`/wechat/{appid}/…`) against the same call made directly to
 //! the fake (calls/s, p50/p99 and the overhead). Run: `cargo bench --bench hotpaths` (`BENCH_SECS`, default 8;
-//! `BENCH_LOG` sets the server's `WAFER_LOG`, default `info`, to see what logging costs).
+//! `BENCH_LOG` sets the server's `WAFER_LOG`, default `info`, to see what logging costs; `BENCH_ONLY=logins` runs
+//! only the login lines, `BENCH_LOGIN_RUNS` times, default 5, and prints the spread of their p99).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)]
@@ -281,6 +282,28 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
         "\n== {label} (wafer-scf serve, release build, WAFER_LOG={} to a file; wrk -t2, {secs} s each) ==",
         std::env::var("BENCH_LOG").unwrap_or_else(|_| "info".into())
     );
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "logins") {
+        // Only the login lines, `BENCH_LOGIN_RUNS` times (default 5): the spread of the tail from run to run.
+        let runs: usize = std::env::var("BENCH_LOGIN_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+        for conns in [16, 64] {
+            let mut p99s = Vec::new();
+            for i in 0..runs {
+                let r = run(format!("{url}/"), login_script(d, &format!("c{conns}r{i}")), conns).await;
+                println!(
+                    "{}  failures {}",
+                    line(&format!("qcloud.cam.id_skey, {conns} callers"), &r),
+                    r.failures
+                );
+                p99s.push(r.p99_ms);
+            }
+            p99s.sort_by(f64::total_cmp);
+            let shown: Vec<String> = p99s.iter().map(|p| format!("{p:.1}")).collect();
+            println!("login p99 over {runs} runs, {conns} callers: {} ms", shown.join(", "));
+        }
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = child.wait();
+        return;
+    }
     // The limit moves with whatever else the machine does: the two are measured in alternating short rounds and
     // the round nearest the median ratio is printed, with the spread of the ratio across rounds.
     let mut rounds = Vec::new();

@@ -4,7 +4,7 @@
 
 mod source;
 
-use crate::store::{FetchedCredential, Storage};
+use crate::store::{NewValue, Storage};
 use crate::tokens::CredKey;
 use anyhow::{Context, Result};
 use mysql_async::prelude::*;
@@ -158,10 +158,7 @@ async fn credential(
     if !dry_run {
         store
             .credentials
-            .import_credential(
-                &k,
-                &FetchedCredential { value: &value, expires_at, fetched_at, window_start: 0 },
-            )
+            .import_credential(&k, &NewValue { value: &value, expires_at, fetched_at, window_start: 0 })
             .await
             .context("could not store a cached credential")?;
     }

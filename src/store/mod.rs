@@ -138,22 +138,16 @@ pub trait CredentialStore: Send + Sync + 'static {
     async fn get_credential(&self, key: &str) -> StoreResult<Option<CredentialRow>>;
     /// Every credential row (for `reencrypt`).
     async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>>;
-    /// Take the refresh lease for `key` until `until_ms` if nobody holds it, it has run out by `now_ms`, or
+    /// Take the refresh lease for `key` until `until` (Unix ms) if nobody holds it, it has run out by `now_ms`, or
     /// `owner` already holds it. Creates the row if missing. Returns the fence (the lease's new generation) when
     /// `owner` now holds the lease.
-    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until_ms: i64)
-        -> StoreResult<Option<i64>>;
+    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until: i64) -> StoreResult<Option<i64>>;
     /// Extend a lease still held (same owner, same fence) until `until_ms`: false when it was taken over.
     async fn renew_lease(&self, key: &str, lease: Lease<'_>, until_ms: i64) -> StoreResult<bool>;
     /// Store a fetched value and release the lease, only if `lease` is still the one held (a holder whose lease
     /// ran out and was taken over — frozen, or cut off — cannot overwrite a newer value). Counts the fetch in its
     /// budget window and clears any quota block. Returns whether it was stored.
-    async fn put_credential(
-        &self,
-        key: &str,
-        lease: Lease<'_>,
-        f: &FetchedCredential<'_>,
-    ) -> StoreResult<bool>;
+    async fn put_credential(&self, key: &str, lease: Lease<'_>, f: &NewValue<'_>) -> StoreResult<bool>;
     /// Give up the lease without storing anything (the fetch failed).
     async fn release_lease(&self, key: &str, lease: Lease<'_>) -> StoreResult<()>;
     /// Remember a failed fetch on the row for every instance and release the lease — only if `lease` is still the
@@ -170,7 +164,7 @@ pub trait CredentialStore: Send + Sync + 'static {
     async fn block_credential(&self, key: &str, lease: Lease<'_>, until: i64, code: i64) -> StoreResult<()>;
     /// Write a credential unconditionally (imports). Leaves lease and budget untouched.
     /// (`f.window_start` is not used.)
-    async fn import_credential(&self, key: &str, f: &FetchedCredential<'_>) -> StoreResult<()>;
+    async fn import_credential(&self, key: &str, f: &NewValue<'_>) -> StoreResult<()>;
     /// Drop cached credentials (a secret was replaced or an app removed).
     async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()>;
 }

@@ -273,7 +273,7 @@ pub struct Lease<'a> {
 
 /// A freshly fetched value to store under a lease.
 #[derive(Clone)]
-pub struct FetchedCredential<'a> {
+pub struct NewValue<'a> {
     pub value: &'a str,
     pub expires_at: i64,
     pub fetched_at: i64,

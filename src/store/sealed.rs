@@ -272,29 +272,15 @@ impl CredentialStore for Sealed {
     async fn list_credentials(&self) -> StoreResult<Vec<CredentialRow>> {
         self.inner.credentials.list_credentials().await?.into_iter().map(|r| self.open_cred(r)).collect()
     }
-    async fn try_lease(
-        &self,
-        key: &str,
-        owner: &str,
-        now_ms: i64,
-        until_ms: i64,
-    ) -> StoreResult<Option<i64>> {
-        self.inner.credentials.try_lease(key, owner, now_ms, until_ms).await
+    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until: i64) -> StoreResult<Option<i64>> {
+        self.inner.credentials.try_lease(key, owner, now_ms, until).await
     }
     async fn renew_lease(&self, key: &str, lease: Lease<'_>, until_ms: i64) -> StoreResult<bool> {
         self.inner.credentials.renew_lease(key, lease, until_ms).await
     }
-    async fn put_credential(
-        &self,
-        key: &str,
-        lease: Lease<'_>,
-        f: &FetchedCredential<'_>,
-    ) -> StoreResult<bool> {
+    async fn put_credential(&self, key: &str, lease: Lease<'_>, f: &NewValue<'_>) -> StoreResult<bool> {
         let sealed = self.seal(&cred_aad(key), f.value)?;
-        self.inner
-            .credentials
-            .put_credential(key, lease, &FetchedCredential { value: &sealed, ..f.clone() })
-            .await
+        self.inner.credentials.put_credential(key, lease, &NewValue { value: &sealed, ..f.clone() }).await
     }
     async fn release_lease(&self, key: &str, lease: Lease<'_>) -> StoreResult<()> {
         self.inner.credentials.release_lease(key, lease).await
@@ -311,12 +297,9 @@ impl CredentialStore for Sealed {
     async fn block_credential(&self, key: &str, lease: Lease<'_>, until: i64, code: i64) -> StoreResult<()> {
         self.inner.credentials.block_credential(key, lease, until, code).await
     }
-    async fn import_credential(&self, key: &str, f: &FetchedCredential<'_>) -> StoreResult<()> {
+    async fn import_credential(&self, key: &str, f: &NewValue<'_>) -> StoreResult<()> {
         let sealed = self.seal(&cred_aad(key), f.value)?;
-        self.inner
-            .credentials
-            .import_credential(key, &FetchedCredential { value: &sealed, ..f.clone() })
-            .await
+        self.inner.credentials.import_credential(key, &NewValue { value: &sealed, ..f.clone() }).await
     }
     async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {
         self.inner.credentials.delete_credentials(keys).await

@@ -14,7 +14,7 @@ pub(super) enum Refreshed {
 }
 use crate::envelope::WaferError;
 use crate::metrics::CredEvent;
-use crate::store::{FailedFetch, FetchedCredential, Lease};
+use crate::store::{FailedFetch, Lease, NewValue};
 use crate::wechat::UpstreamError;
 
 impl Credentials {
@@ -119,7 +119,7 @@ impl Credentials {
             .put_credential(
                 k,
                 lease,
-                &FetchedCredential {
+                &NewValue {
                     value: &fetched.value,
                     expires_at,
                     fetched_at,

@@ -74,8 +74,12 @@ async fn a_removal_here_forgets_issued_tokens_at_once(b: Backend) {
     let http = reqwest::Client::new();
     let token = classic(&http, &url, SECRET).await["access_token"].as_str().unwrap().to_owned();
     assert_eq!(relay(&http, &url, &token).await["errcode"], 0);
-    let here =
-        Registry { store: &t.store, creds: Some(&t.svc.deps.creds), now: t.clock.now(), dry_run: false };
+    let here = Registry {
+        store: &t.svc.deps.store,
+        creds: Some(&t.svc.deps.creds),
+        now: t.clock.now(),
+        dry_run: false,
+    };
     here.remove_app(&id(APP)).await.unwrap();
     assert_eq!(relay(&http, &url, &token).await["errcode"], 40001, "no wait");
     let r = t.call("qcloud.mimi.access_token", json!({"appid": APP})).await;

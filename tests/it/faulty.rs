@@ -106,7 +106,7 @@ impl CredentialStore for Faulty {
         Self::check(&self.credentials)?;
         self.inner.credentials.renew_lease(k, l, u).await
     }
-    async fn put_credential(&self, k: &str, l: Lease<'_>, f: &FetchedCredential<'_>) -> StoreResult<bool> {
+    async fn put_credential(&self, k: &str, l: Lease<'_>, f: &NewValue<'_>) -> StoreResult<bool> {
         Self::check(&self.credentials)?;
         self.inner.credentials.put_credential(k, l, f).await
     }
@@ -125,7 +125,7 @@ impl CredentialStore for Faulty {
     async fn block_credential(&self, k: &str, l: Lease<'_>, u: i64, c: i64) -> StoreResult<()> {
         self.inner.credentials.block_credential(k, l, u, c).await
     }
-    async fn import_credential(&self, k: &str, f: &FetchedCredential<'_>) -> StoreResult<()> {
+    async fn import_credential(&self, k: &str, f: &NewValue<'_>) -> StoreResult<()> {
         self.inner.credentials.import_credential(k, f).await
     }
     async fn delete_credentials(&self, keys: &[String]) -> StoreResult<()> {

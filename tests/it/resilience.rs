@@ -414,7 +414,9 @@ async fn a_frozen_database_is_failed_fast_and_reported_not_ready() {
     for i in 0..20 {
         let t0 = Instant::now();
         let r = burst(&svc, 1, "qcloud.cam.id_skey", |_| login(i)).await.0;
-        assert_eq!(code(&r[0]), 1001, "{}", r[0]);
+        // A storage failure: reading the app (1001), or — the app being cached in memory — storing the session
+        // (1006).
+        assert!([1001, 1006].contains(&code(&r[0])), "{}", r[0]);
         if t0.elapsed() >= Duration::from_millis(250) {
             slow += 1;
         }

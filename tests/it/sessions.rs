@@ -192,13 +192,14 @@ async fn code2session_errors_map_to_classes_and_are_never_retried(b: Backend) {
     let ip = t.call("qcloud.cam.id_skey", json!({"appid": APP, "code": "err:40164"})).await;
     assert!(ip["returnMessage"].as_str().unwrap().contains("whitelist"));
 
-    // A wrong secret at WeChat: 40125 → credentials error.
-    t.store.registry.put_app(&app_record(APP, "not-the-secret")).await.unwrap();
+    // A wrong secret at WeChat: 40125 → credentials error (written through this process's storage: another
+    // process's change is seen within the app cache's 2 s).
+    t.svc.deps.store.registry.put_app(&app_record(APP, "not-the-secret")).await.unwrap();
     let r = t.call("qcloud.cam.id_skey", json!({"appid": APP, "code": t.wx.code_for("x")})).await;
     assert_eq!(code(&r), 40013, "{r}");
 
     // A used code: 40163 → 40029, and the session store is untouched.
-    t.store.registry.put_app(&app_record(APP, SECRET)).await.unwrap();
+    t.svc.deps.store.registry.put_app(&app_record(APP, SECRET)).await.unwrap();
     let c = t.wx.code_for("y");
     assert_eq!(code(&t.call("qcloud.cam.id_skey", json!({"appid": APP, "code": c})).await), 0);
     assert_eq!(code(&t.call("qcloud.cam.id_skey", json!({"appid": APP, "code": c})).await), 40029);

@@ -27,13 +27,7 @@ impl super::super::CredentialStore for MysqlStore {
         .await
     }
 
-    async fn try_lease(
-        &self,
-        key: &str,
-        owner: &str,
-        now_ms: i64,
-        until_ms: i64,
-    ) -> StoreResult<Option<i64>> {
+    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until: i64) -> StoreResult<Option<i64>> {
         self.run(move |mut conn| async move {
             conn.exec_drop("INSERT IGNORE INTO wafer_credentials (cred_key) VALUES (?)", (key,)).await?;
             // A single-row conditional UPDATE is atomic: exactly one contender sees one affected row. The new
@@ -42,7 +36,7 @@ impl super::super::CredentialStore for MysqlStore {
                 "UPDATE wafer_credentials SET lease_owner = ?, lease_until_ms = ?,
                    lease_gen = LAST_INSERT_ID(lease_gen + 1)
                  WHERE cred_key = ? AND (lease_owner IS NULL OR lease_until_ms < ? OR lease_owner = ?)",
-                (owner, until_ms, key, now_ms, owner),
+                (owner, until, key, now_ms, owner),
             )
             .await?;
             Ok((conn.affected_rows() == 1).then(|| conn.last_insert_id().unwrap_or(0) as i64))
@@ -64,12 +58,7 @@ impl super::super::CredentialStore for MysqlStore {
         .await
     }
 
-    async fn put_credential(
-        &self,
-        key: &str,
-        lease: Lease<'_>,
-        f: &FetchedCredential<'_>,
-    ) -> StoreResult<bool> {
+    async fn put_credential(&self, key: &str, lease: Lease<'_>, f: &NewValue<'_>) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
             // MySQL evaluates SET left to right: window_count reads the old window_start.
             conn.exec_drop(
@@ -164,7 +153,7 @@ impl super::super::CredentialStore for MysqlStore {
         .await
     }
 
-    async fn import_credential(&self, key: &str, f: &FetchedCredential<'_>) -> StoreResult<()> {
+    async fn import_credential(&self, key: &str, f: &NewValue<'_>) -> StoreResult<()> {
         let (value, expires_at, fetched_at) = (f.value, f.expires_at, f.fetched_at);
         self.run(move |mut conn| async move {
             conn.exec_drop(

@@ -8,12 +8,12 @@ mod sessions;
 use super::breaker::Breaker;
 use super::{
     AgentId, AgentRecord, AppId, AppRecord, CallerKeyRecord, CorpId, CosAppId, CosKeyRecord, CredentialRow,
-    FailedFetch, FetchedCredential, Lease, LoginOutcome, SealedField, SessionRecord, SessionView, StoreError,
+    FailedFetch, Lease, LoginOutcome, NewValue, SealedField, SessionRecord, SessionView, StoreError,
     StoreOptions, StoreResult, TokenMode, UserSessionKey, AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS,
     CRED_COLUMNS, KEY_COLUMNS,
 };
 use mysql_async::prelude::*;
-use mysql_async::{Conn, IsolationLevel, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts};
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts};
 use std::future::Future;
 use std::time::Duration;
 
@@ -114,6 +114,9 @@ impl MysqlStore {
                 vec![
                     "SET NAMES utf8mb4 COLLATE utf8mb4_bin",
                     "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
+                    // Logins run READ COMMITTED (no gap locks between neighbouring users); set once per
+                    // connection rather than by a statement before every transaction.
+                    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
                 ],
             );
         Ok(Self { pool: Pool::new(builder), timeout: opts.query_timeout, breaker: std::sync::Arc::default() })

@@ -166,9 +166,8 @@ impl MysqlStore {
         keep: usize,
         now: i64,
     ) -> Result<LoginOutcome, mysql_async::Error> {
-        let mut opts = TxOpts::default();
-        opts.with_isolation_level(IsolationLevel::ReadCommitted);
-        let mut tx = conn.start_transaction(opts).await?;
+        // READ COMMITTED is the connection's own level (set when it opens).
+        let mut tx = conn.start_transaction(TxOpts::default()).await?;
         // Newest first, each with whether it has expired under its app's rules.
         let rows: Vec<(String, i64)> = tx
             .exec(

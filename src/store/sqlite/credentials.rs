@@ -28,13 +28,7 @@ impl super::super::CredentialStore for SqliteStore {
         .await
     }
 
-    async fn try_lease(
-        &self,
-        key: &str,
-        owner: &str,
-        now_ms: i64,
-        until_ms: i64,
-    ) -> StoreResult<Option<i64>> {
+    async fn try_lease(&self, key: &str, owner: &str, now_ms: i64, until: i64) -> StoreResult<Option<i64>> {
         let (key, owner) = (key.to_owned(), owner.to_owned());
         self.call(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -44,7 +38,7 @@ impl super::super::CredentialStore for SqliteStore {
                     "UPDATE wafer_credentials SET lease_owner = ?2, lease_until_ms = ?4, lease_gen = lease_gen + 1
                      WHERE cred_key = ?1 AND (lease_owner IS NULL OR lease_until_ms < ?3 OR lease_owner = ?2)
                      RETURNING lease_gen",
-                    params![key, owner, now_ms, until_ms],
+                    params![key, owner, now_ms, until],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -67,12 +61,7 @@ impl super::super::CredentialStore for SqliteStore {
         .await
     }
 
-    async fn put_credential(
-        &self,
-        key: &str,
-        lease: Lease<'_>,
-        f: &FetchedCredential<'_>,
-    ) -> StoreResult<bool> {
+    async fn put_credential(&self, key: &str, lease: Lease<'_>, f: &NewValue<'_>) -> StoreResult<bool> {
         let (key, owner, fence, value) =
             (key.to_owned(), lease.owner.to_owned(), lease.fence, f.value.to_owned());
         let (expires_at, fetched_at, window) = (f.expires_at, f.fetched_at, f.window_start);
@@ -168,7 +157,7 @@ impl super::super::CredentialStore for SqliteStore {
         .await
     }
 
-    async fn import_credential(&self, key: &str, f: &FetchedCredential<'_>) -> StoreResult<()> {
+    async fn import_credential(&self, key: &str, f: &NewValue<'_>) -> StoreResult<()> {
         let (key, value, expires_at, fetched_at) =
             (key.to_owned(), f.value.to_owned(), f.expires_at, f.fetched_at);
         self.call(move |c| {

@@ -7,12 +7,13 @@ mod sessions;
 
 use super::{
     AgentId, AgentRecord, AppId, AppRecord, CallerKeyRecord, CorpId, CosAppId, CosKeyRecord, CredentialRow,
-    FailedFetch, FetchedCredential, Lease, LoginOutcome, SealedField, SessionRecord, SessionView, StoreError,
+    FailedFetch, Lease, LoginOutcome, NewValue, SealedField, SessionRecord, SessionView, StoreError,
     StoreResult, TokenMode, UserSessionKey, AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS,
     KEY_COLUMNS,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use tokio::sync::Mutex;
 
 const BACKEND: &str = "sqlite";
 
@@ -68,11 +69,42 @@ impl SqliteStore {
     pub fn open(path: &str) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
-        if path != ":memory:" {
+        let file = path != ":memory:";
+        if file {
             conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
             conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+            // Checkpoints (which copy the log into the database and fsync it) run on a connection of their own,
+            // so no request waits behind one on the store's single connection.
+            conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
         }
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        let store = Self { conn: Arc::new(Mutex::new(conn)) };
+        if file {
+            store.checkpoint_in_background(path);
+        }
+        Ok(store)
+    }
+
+    /// Checkpoint the log every second from a thread with its own connection, for as long as this store lives. A
+    /// passive checkpoint never blocks the store's reads or writes.
+    fn checkpoint_in_background(&self, path: &str) {
+        let alive = Arc::downgrade(&self.conn);
+        let path = path.to_owned();
+        let spawned = std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
+            let Ok(c) = Connection::open(&path) else { return };
+            let _ = c.busy_timeout(std::time::Duration::from_millis(100));
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                if alive.strong_count() == 0 {
+                    return;
+                }
+                if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "sqlite checkpoint skipped");
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no checkpoint thread: the write-ahead log is checkpointed on close only");
+        }
     }
 
     async fn call<T, F>(&self, f: F) -> StoreResult<T>
@@ -80,14 +112,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .map_err(err)?
-        .map_err(driver_err);
+        // Waiters take the connection in the order they asked (the lock is fair): under a burst no operation is
+        // overtaken again and again, which is what made the embedded store's tail.
+        let mut guard = self.conn.clone().lock_owned().await;
+        let result =
+            tokio::task::spawn_blocking(move || f(&mut guard)).await.map_err(err)?.map_err(driver_err);
         crate::metrics::storage(BACKEND, result.is_err());
         result
     }

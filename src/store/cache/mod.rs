@@ -6,6 +6,10 @@
 //! it affects at once. A write made by another process (another instance, the CLI) is seen here within
 //! [`TTL_SECS`]: that is the staleness window, documented in the README.
 
+mod apps;
+
+pub use apps::AppCache;
+
 use super::*;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -58,10 +62,11 @@ impl SessionCache {
         Self { inner, clock, cache: Mutex::new(Cache::default()) }
     }
 
-    /// `storage` with its sessions served through a cache.
+    /// `storage` with its sessions and its apps served through short-lived in-process caches.
     pub fn in_front_of(storage: Storage, clock: Arc<dyn crate::clock::Clock>) -> Storage {
-        let sessions = Arc::new(Self::new(storage.sessions.clone(), clock));
-        Storage { sessions, ..storage }
+        let sessions = Arc::new(Self::new(storage.sessions.clone(), clock.clone()));
+        let registry = Arc::new(AppCache::new(storage.registry.clone(), clock));
+        Storage { sessions, registry, ..storage }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
