@@ -235,7 +235,9 @@ pub async fn run_runtime(config: &Config, runtime_api: Option<String>) -> Result
         .context("no runtime API: set SCF_RUNTIME_API (and SCF_RUNTIME_API_PORT) or pass --runtime-api")?;
     warn_if_open(config);
     // Everything expensive happens before init/ready: storage pool, schema, HTTP client, caches.
-    let svc = service(config, 2).await?;
+    // One invocation at a time per instance: one connection is all it uses (a fleet of 5,000 instances is then
+    // 5,000 connections, not 10,000).
+    let svc = service(config, 1).await?;
     if config.auto_migrate.unwrap_or(true) {
         auto_migrate(&svc).await;
     }
