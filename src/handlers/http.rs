@@ -27,6 +27,9 @@ pub struct PassRequest {
     pub path: ApiPath,
     pub method: reqwest::Method,
     pub query: Vec<(String, String)>,
+    /// The query's `access_token`: an SDK pointed here carries its caller key there (it is stripped; the real token
+    /// is added upstream).
+    pub key_as_token: Option<crate::crypto::Secret>,
 }
 
 /// One of the plain-HTTP interfaces.
@@ -69,13 +72,18 @@ fn pass_target(path: &str) -> Option<(Owner, &str)> {
     (api.len() > 1).then_some((owner, api))
 }
 
-/// Query pairs to forward: the caller key (when it came as `?key=`) is ours and stays here; an `access_token` is
-/// refused (it is added here).
-fn forwarded_query(query: Option<&str>, meta: &RequestMeta) -> Result<Vec<(String, String)>, WaferError> {
+/// Query pairs to forward, and the `access_token` an SDK sent. The caller key (when it came as `?key=`) is ours and
+/// stays here; so does `access_token`: an SDK pointed at the pass-through holds a caller key as its "token", and
+/// the real token is added here.
+type Forwarded = (Vec<(String, String)>, Option<crate::crypto::Secret>);
+
+fn forwarded_query(query: Option<&str>, meta: &RequestMeta) -> Result<Forwarded, WaferError> {
     let mut out = Vec::new();
+    let mut token = None;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if k.eq_ignore_ascii_case("access_token") {
-            return Err(WaferError::para("query", "must not carry access_token: it is added here"));
+            token = Some(crate::crypto::Secret::new(v.into_owned()));
+            continue;
         }
         if k == "key" && meta.caller_key.as_deref() == Some(&*v) {
             continue;
@@ -85,7 +93,7 @@ fn forwarded_query(query: Option<&str>, meta: &RequestMeta) -> Result<Vec<(Strin
     if out.len() > 32 {
         return Err(WaferError::para("query", "must have at most 32 parameters"));
     }
-    Ok(out)
+    Ok((out, token))
 }
 
 /// Parse a claimed request.
@@ -97,14 +105,23 @@ pub fn parse(call: &HttpCall, meta: &RequestMeta) -> Result<HttpInterface, Wafer
             "POST" => reqwest::Method::POST,
             _ => return Err(WaferError::new(ReturnCode::RequestErr, "use GET or POST")),
         };
-        let query = forwarded_query(call.query.as_deref(), meta)?;
-        return Ok(HttpInterface::Pass(PassRequest { target, path, method, query }));
+        let (query, key_as_token) = forwarded_query(call.query.as_deref(), meta)?;
+        return Ok(HttpInterface::Pass(PassRequest { target, path, method, query, key_as_token }));
     }
     Ok(HttpInterface::Host(HostRequest::parse(call)?))
 }
 
-/// A refusal of ours, as an envelope with a status.
-pub fn refusal(e: &WaferError) -> HttpReply {
+/// Whether a claimed request is the token host's (not the pass-through's).
+pub fn is_token_host(path: &str) -> bool {
+    pass_target(path).is_none()
+}
+
+/// A refusal of ours on `path`: in WeChat's dialect on the token host's paths (what the SDKs there parse), else an
+/// envelope with the code's HTTP status.
+pub fn refusal(path: &str, e: &WaferError) -> HttpReply {
+    if is_token_host(path) {
+        return token_host::from_wafer(e);
+    }
     HttpReply::envelope(e.code.http_status(), &Envelope::error(e))
 }
 
@@ -117,6 +134,15 @@ pub async fn pass(
     call: &HttpCall,
     meta: &RequestMeta,
 ) -> Result<HttpReply, WaferError> {
+    // A key in the SDK's `access_token` counts as the caller key when none came otherwise.
+    let keyed;
+    let meta = match &req.key_as_token {
+        Some(k) if meta.caller_key.is_none() => {
+            keyed = RequestMeta { caller_key: Some(k.expose().to_owned()), ..meta.clone() };
+            &keyed
+        }
+        _ => meta,
+    };
     gate.authorize(Access::Call(Scope::of(&req.target), req.path.as_str()), meta).await?;
     let body = if call.body.is_empty() {
         Body::None
@@ -124,7 +150,7 @@ pub async fn pass(
         Body::Raw { content_type: call.content_type.as_deref(), payload: &call.body }
     };
     let out = Outgoing { method: &req.method, path: req.path.as_str(), query: &req.query, body };
-    let reply = proxy::send(deps, &req.target, out, None, "passthrough").await?;
+    let reply = proxy::send(deps, &req.target, out, "passthrough").await?;
     tracing::info!(path = %req.path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
     Ok(HttpReply::new(reply.status, reply.content_type, reply.body))
 }
@@ -151,8 +177,11 @@ mod tests {
     #[test]
     fn the_caller_key_and_tokens_stay_out_of_the_forwarded_query() {
         let meta = RequestMeta { caller_key: Some("wk_1".into()), ..RequestMeta::default() };
-        let q = forwarded_query(Some("key=wk_1&scene=a%20b&page=1"), &meta).unwrap();
+        let (q, token) = forwarded_query(Some("key=wk_1&scene=a%20b&page=1"), &meta).unwrap();
         assert_eq!(q, vec![("scene".into(), "a b".into()), ("page".into(), "1".into())]);
-        assert!(forwarded_query(Some("access_token=x"), &meta).is_err());
+        assert!(token.is_none());
+        let (q, token) = forwarded_query(Some("access_token=wk_sdk&page=2"), &meta).unwrap();
+        assert_eq!(q, vec![("page".into(), "2".into())], "never forwarded");
+        assert_eq!(token.unwrap().expose(), "wk_sdk");
     }
 }

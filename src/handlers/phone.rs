@@ -42,7 +42,7 @@ pub async fn phone(deps: &Deps, req: PhoneRequest<'_>, scope: Option<&Caller>) -
     let body = json!({"code": req.code.expose()});
     let method = reqwest::Method::POST;
     let out = Outgoing { method: &method, path: PATH, query: &[], body: Body::Json(&body) };
-    let reply = proxy::send(deps, &Owner::App(appid.clone()), out, None, "phone").await?;
+    let reply = proxy::send(deps, &Owner::App(appid.clone()), out, "phone").await?;
     if !(200..300).contains(&reply.status) {
         return Err(
             UpstreamError::Status(reply.status).to_wafer(Call::Phone, crate::wechat::Upstream::WeChat)

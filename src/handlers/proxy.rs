@@ -84,35 +84,43 @@ fn upstream<'d>(deps: &'d Deps, target: &Owner) -> (CredKind, &'d str, Upstream)
     }
 }
 
-/// Send `out` for `target` with `presented` (a token the caller holds, for the token host) or else the current
-/// token. If WeChat rejects that token, refresh it — only if it is still current — and send once more.
+/// Send `out` for `target` with the current token — whatever token a caller presented only said whose call it is,
+/// so a superseded one costs nothing. If WeChat rejects the token, refresh it (only if it is still current) and
+/// send once more; a streamed body, already consumed, is never sent again (see [`upload_refused`]).
 pub(crate) async fn send(
     deps: &Deps,
     target: &Owner,
     out: Outgoing<'_>,
-    presented: Option<&str>,
     what: &'static str,
 ) -> Result<RawReply, WaferError> {
     let (kind, base, name) = upstream(deps, target);
     let key = target.key(kind);
     let http = deps.wechat.http();
-    let token = match presented {
-        Some(t) => t.to_owned(),
-        None => deps.creds.get(&key, Force::No).await?.value,
-    };
+    let token = deps.creds.get(&key, Force::No).await?.value;
     let reply =
         proxy::call(http, base, out, &token, what).await.map_err(|e| e.to_wafer(Call::Proxy, name))?;
     if !reply.errcode().is_some_and(|c| TOKEN_INVALID_CODES.contains(&c)) {
         return Ok(reply);
     }
     let fresh = deps.creds.get(&key, Force::Rejected(&token)).await;
-    // A streamed request body has been consumed and is never sent again: WeChat's reply goes back as it is, and
-    // the caller's next attempt finds the refreshed token.
     if !out.body.resendable() {
-        return Ok(reply);
+        return Err(upload_refused(name));
     }
     let fresh = fresh?;
     proxy::call(http, base, out, &fresh.value, what).await.map_err(|e| e.to_wafer(Call::Proxy, name))
+}
+
+/// WeChat rejected the token of a call whose body streamed through and is gone. The token is refreshed for the next
+/// attempt, but WeChat's `40001` is not handed on: an SDK would answer it by sending the request again from a file
+/// it has already read (an empty upload that "succeeds"). The caller gets an error that says to send it again.
+fn upload_refused(name: Upstream) -> WaferError {
+    WaferError::new(
+        ReturnCode::WeixinNetErr,
+        format!(
+            "{name} refused the access token while the upload streamed through; the token is refreshed: send the \
+             upload again"
+        ),
+    )
 }
 
 fn name_of(deps: &Deps, target: &Owner) -> Upstream {
@@ -138,7 +146,7 @@ pub(crate) async fn inline(body: Payload, name: Upstream) -> Result<Vec<u8>, Waf
 pub async fn call(deps: &Deps, req: CallRequest) -> Result<Reply, WaferError> {
     let body = req.body.as_ref().map_or(Body::None, Body::Json);
     let out = Outgoing { method: &req.method, path: req.path.as_str(), query: &req.query, body };
-    let reply = send(deps, &req.target, out, None, "proxy").await?;
+    let reply = send(deps, &req.target, out, "proxy").await?;
     let errcode = reply.errcode();
     tracing::info!(path = %req.path, status = reply.status, errcode = errcode.unwrap_or(0), "proxied call");
     if !(200..300).contains(&reply.status) {

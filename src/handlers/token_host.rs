@@ -135,9 +135,12 @@ fn wechat_error(errcode: i64, errmsg: &str) -> HttpReply {
     HttpReply::json(200, &json!({"errcode": errcode, "errmsg": errmsg}))
 }
 
-/// Our own failure (no token could be had) in WeChat's shape: what the SDK would have got from WeChat.
-fn from_wafer(e: &WaferError) -> HttpReply {
-    wechat_error(e.code.wechat_errcode(), &format!("system error (wafer-scf: {})", e.message))
+/// A refusal or failure of ours in WeChat's shape — HTTP 200, an integer `errcode` (the one WeChat would send for
+/// the same situation, else `-1`), an `errmsg` saying what happened — since that is what the SDKs parse. Never a
+/// token error (an SDK would refetch and loop).
+pub fn from_wafer(e: &WaferError) -> HttpReply {
+    let errmsg = format!("{} (wafer-scf {} {})", e.message, e.code.code(), e.code.name());
+    wechat_error(e.code.wechat_errcode(), &errmsg)
 }
 
 fn token_reply(served: &Served, now: i64) -> HttpReply {
@@ -251,7 +254,7 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
                 Body::Raw { content_type: call.content_type.as_deref(), payload: &call.body }
             };
             let out = Outgoing { method: &method, path: path.as_str(), query: &query, body };
-            let reply = proxy::send(deps, &target, out, Some(token), "token_host").await?;
+            let reply = proxy::send(deps, &target, out, "token_host").await?;
             tracing::info!(path = %path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
             Ok(HttpReply::new(reply.status, reply.content_type, reply.body))
         }

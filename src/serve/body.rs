@@ -2,14 +2,19 @@
 //! pass-through, a larger body becomes a stream handed on as it arrives (`WAFER_PASSTHROUGH_BODY_LIMIT`), each
 //! chunk within the body timeout.
 
-use super::envelope_response;
-use crate::envelope::{Envelope, ReturnCode, WaferError};
+use crate::envelope::{ReturnCode, WaferError};
 use crate::payload::{ChunkStream, Payload};
 use crate::request::RequestMeta;
 use crate::service::Service;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::http::StatusCode;
 use futures_util::StreamExt;
+
+/// A body refused before it was read whole: the error, and the status an envelope answer carries (the caller's
+/// interface decides the answer's dialect). The connection is closed after it: the rest may still be in flight.
+pub(super) struct Refused {
+    pub error: WaferError,
+    pub status: StatusCode,
+}
 
 /// Read a request body within the body timeout and the body limit; the answer to send otherwise. With
 /// `stream_past`, a body larger than the limit (`declared` by its Content-Length or found so as it arrives) is
@@ -20,7 +25,7 @@ pub(super) async fn read(
     meta: &RequestMeta,
     stream_past: Option<u64>,
     declared: Option<u64>,
-) -> Result<Payload, Response> {
+) -> Result<Payload, Refused> {
     if let (Some(limit), Some(len)) = (stream_past, declared) {
         if len > limit {
             return Err(too_large_or_broken(
@@ -49,11 +54,10 @@ pub(super) async fn read(
             Ok(Some(chunk)) => chunk,
             Ok(None) => return Ok(bytes.into()),
             Err(_) => {
-                let err = WaferError::new(ReturnCode::RequestErr, "the request body did not arrive in time");
-                tracing::info!(request_id = %meta.request_id, return_code = err.code.code(), "request refused: body too slow");
-                let mut resp = envelope_response(StatusCode::REQUEST_TIMEOUT, &Envelope::error(&err));
-                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return Err(resp);
+                let error =
+                    WaferError::new(ReturnCode::RequestErr, "the request body did not arrive in time");
+                tracing::info!(request_id = %meta.request_id, return_code = error.code.code(), "request refused: body too slow");
+                return Err(Refused { error, status: StatusCode::REQUEST_TIMEOUT });
             }
         };
         let Ok(chunk) = chunk else {
@@ -102,23 +106,20 @@ pub(super) async fn drain(mut body: axum::body::BodyDataStream) {
     .await;
 }
 
-/// The answer to a body that was too large (or broken): an envelope, and `Connection: close`, since the rest of
-/// the body may still be in flight.
+/// The refusal of a body that was too large (or broken).
 pub(super) fn too_large_or_broken(
     status: StatusCode,
     meta: &RequestMeta,
     limit: usize,
     what: &str,
-) -> Response {
-    let err = if status == StatusCode::PAYLOAD_TOO_LARGE {
+) -> Refused {
+    let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
         crate::service::body_too_large(limit as u64)
     } else {
         WaferError::new(ReturnCode::RequestErr, "the request body could not be read")
     };
-    tracing::info!(request_id = %meta.request_id, return_code = err.code.code(), "{what}");
-    let mut resp = envelope_response(status, &Envelope::error(&err));
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
+    tracing::info!(request_id = %meta.request_id, return_code = error.code.code(), "{what}");
+    Refused { error, status }
 }
 
 /// The rest of a request body as it arrives, each chunk within `idle` of the one before.

@@ -1,12 +1,10 @@
 //! HTTP mode: the envelope answered on any path over `POST`, on a pre-bound listener, until a shutdown future
 //! resolves. Used locally, on a VM, and as the SCF web-function server.
 
-use crate::envelope::Envelope;
 use crate::payload::Payload;
 use crate::request::{ClientAddress, HttpReply, RequestMeta};
 use crate::service::{Incoming, Input, Route, Service};
 
-const JSON: &str = "application/json; charset=utf-8";
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -274,10 +272,6 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received; draining");
 }
 
-fn envelope_response(status: StatusCode, env: &Envelope) -> Response {
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(JSON))], env.to_bytes()).into_response()
-}
-
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// The request headers the service reads, found in one pass over the request's headers rather than by a hashed
@@ -364,7 +358,10 @@ async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
             let stream_past = (route == Route::Http).then_some(svc.options().passthrough_body_limit);
             match body::read(body, svc, &meta, stream_past, declared).await {
                 Ok(b) => b,
-                Err(resp) => return resp,
+                Err(refused) => {
+                    let reply = svc.refusal(route, parts.uri.path(), &refused.error, refused.status.as_u16());
+                    return response(reply.with_headers(&[("connection", "close")]));
+                }
             }
         }
         // Health, readiness, metrics and wrong methods need no body.

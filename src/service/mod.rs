@@ -112,9 +112,13 @@ impl Service {
         use crate::handlers::http::{self, HttpInterface};
         let started = Instant::now();
         let mut name = "http";
+        let path = call.path.clone();
         let result = AssertUnwindSafe(async {
-            if call.body.as_full().is_some_and(|b| b.len() > self.options.body_limit) {
-                return Err(body_too_large(self.options.body_limit as u64));
+            // Bodies that arrived whole (an SCF event's) are held to the plain-HTTP interfaces' own limit, as
+            // streamed ones are.
+            let limit = self.options.passthrough_body_limit;
+            if call.body.as_full().is_some_and(|b| b.len() as u64 > limit) {
+                return Err(body_too_large(limit));
             }
             let parsed = http::parse(&call, meta)?;
             name = parsed.name();
@@ -139,7 +143,7 @@ impl Service {
                 tracing::info!(request_id = %meta.request_id, interface = %name, return_code = e.code.code(), latency_us,
                     detail = e.detail.as_deref().unwrap_or(""), "request");
                 crate::metrics::request(name, e.code.code(), latency_us as f64 / 1e6);
-                return http::refusal(&e);
+                return http::refusal(&path, &e);
             }
         };
         crate::metrics::request(name, 0, latency_us as f64 / 1e6);

@@ -61,7 +61,6 @@ async fn pass_through_returns_wechat_replies_as_sent(b: Backend) {
     for (path, status) in [
         (format!("/wechat/{APP}/cgi-bin/token"), 400),
         (format!("/wechat/{APP}/sns/jscode2session"), 400),
-        (format!("/wechat/{APP}/cgi-bin/message/subscribe/send?access_token=mine"), 400),
         ("/wechat/wx_unknown_app/cgi-bin/message/subscribe/send".to_owned(), 404),
     ] {
         let r = http.post(format!("{url}{path}")).body("{}").send().await.unwrap();
@@ -71,6 +70,17 @@ async fn pass_through_returns_wechat_replies_as_sent(b: Backend) {
     }
     let r = http.put(format!("{url}/wechat/{APP}/cgi-bin/message/subscribe/send")).send().await.unwrap();
     assert_eq!(r.status(), 400, "only GET and POST");
+    // An SDK's own `access_token` (its caller key, in a keyed deployment) is never forwarded: the real token is.
+    let r: Value = http
+        .post(format!("{url}/wechat/{APP}/cgi-bin/message/subscribe/send?access_token=mine"))
+        .json(&json!({"touser": "o_sdk"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["touser"], "o_sdk", "sent with the real token, not the SDK's: {r}");
 
     // WeCom: the agent's token.
     let admin = "admin-token-for-passthrough-0123";
@@ -332,8 +342,9 @@ async fn the_token_host_serves_sdks_from_the_central_cache(b: Backend) {
     }
     assert_eq!(t.wx.calls("/business"), business, "nothing relayed");
 
-    // The previous token is still ours within its overlap (an SDK that has not refetched yet): passed through; the
-    // forced refresh made WeChat drop it at once, so its 40001 is answered by one retry with the current token.
+    // The previous token is still ours within its overlap (an SDK that has not refetched yet): it says whose call it
+    // is, and the call goes up with the current token at once — the forced refresh made WeChat drop the old one, and
+    // no call is spent finding that out.
     let r: Value = post_json(
         &http,
         format!("{url}/cgi-bin/message/subscribe/send?access_token={token}"),
@@ -341,7 +352,7 @@ async fn the_token_host_serves_sdks_from_the_central_cache(b: Backend) {
     )
     .await;
     assert_eq!(r["touser"], "o_old", "{r}");
-    assert_eq!(t.wx.calls("/business"), business + 2, "passed through, then retried once");
+    assert_eq!(t.wx.calls("/business"), business + 1, "one call, with the current token");
     assert_eq!(t.wx.calls(STABLE), 3, "no refresh for a superseded token");
 }
 

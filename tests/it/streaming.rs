@@ -274,10 +274,14 @@ async fn a_streamed_upload_is_never_sent_twice(b: Backend) {
     t.wx.invalidate(&current_token(&t).await);
 
     let before = t.wx.calls("/cgi-bin/media/upload");
-    // Past WAFER_BODY_LIMIT (64 KiB): streamed, so it cannot be sent again; WeChat's 40001 comes back as it is.
+    // Past WAFER_BODY_LIMIT (64 KiB): streamed, so it cannot be sent again. WeChat's 40001 is not handed on (an SDK
+    // would re-send from a file it has already read): the caller is told to send the upload again.
     let big = patterned(MIB as usize);
-    let r: Value = upload(big.clone()).await.unwrap().json().await.unwrap();
-    assert_eq!(r["errcode"], 40001, "{r}");
+    let resp = upload(big.clone()).await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let r: Value = resp.json().await.unwrap();
+    assert_eq!(r["returnCode"], 1005, "{r}");
+    assert!(r["returnMessage"].as_str().unwrap().contains("send the upload again"), "{r}");
     assert_eq!(t.wx.calls("/cgi-bin/media/upload") - before, 1, "sent once, never re-sent half-read");
     // The failing token was refreshed meanwhile: the caller's next attempt succeeds.
     let r: Value = upload(big.clone()).await.unwrap().json().await.unwrap();
