@@ -72,8 +72,9 @@ pub async fn serve(
                 let peer = peer.clone();
                 let busy = w.busy();
                 async move {
-                    let resp = handle(&service, &peer, req.map(Body::new)).await;
-                    drop(busy);
+                    // The request stays in hand until its reply is written out — a streamed reply included, which
+                    // may take far longer than the header timeout.
+                    let resp = handle(&service, &peer, req.map(Body::new), busy).await;
                     Ok::<_, std::convert::Infallible>(resp)
                 }
             });
@@ -334,7 +335,7 @@ impl<'h> Wanted<'h> {
     }
 }
 
-async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
+async fn handle(svc: &Service, peer: &str, req: Request, busy: InHand) -> Response {
     let (parts, body) = req.into_parts();
     let route = svc.route(parts.method.as_str(), parts.uri.path(), parts.uri.query());
     let wanted = Wanted::find(&parts.headers);
@@ -360,7 +361,7 @@ async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
                 Ok(b) => b,
                 Err(refused) => {
                     let reply = svc.refusal(route, parts.uri.path(), &refused.error, refused.status.as_u16());
-                    return response(reply.with_headers(&[("connection", "close")]));
+                    return response(reply.with_headers(&[("connection", "close")]), busy);
                 }
             }
         }
@@ -378,15 +379,23 @@ async fn handle(svc: &Service, peer: &str, req: Request) -> Response {
             .map(str::to_owned),
         body: Input::Payload(body),
     };
-    response(svc.respond(route, request, &meta, false).await)
+    response(svc.respond(route, request, &meta, false).await, busy)
 }
 
-/// A reply in HTTP mode's form: the status, content type and headers as they are, the body whole or streamed.
-fn response(reply: HttpReply) -> Response {
+/// A reply in HTTP mode's form: the status, content type and headers as they are, the body whole or streamed. The
+/// request is in hand (`busy`) until a streamed body has been written out.
+fn response(reply: HttpReply, busy: InHand) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let body = match reply.body.into_full() {
         Ok(bytes) => Body::from(bytes),
-        Err(streaming) => Body::from_stream(streaming.into_stream()),
+        Err(streaming) => {
+            let stream = streaming.into_stream();
+            Body::from_stream(futures_util::stream::unfold((stream, busy), |(mut s, busy)| async move {
+                use futures_util::StreamExt;
+                let chunk = s.next().await?;
+                Some((chunk, (s, busy)))
+            }))
+        }
     };
     let mut resp = (status, body).into_response();
     let headers = resp.headers_mut();

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 const APP: &str = "wx_stream_app";
 const SECRET: &str = "stream-secret";
@@ -43,15 +44,23 @@ async fn media_get(State(st): State<Arc<FakeState>>, Query(q): Query<HashMap<Str
     let size: u64 = q.get("size").and_then(|s| s.parse().ok()).unwrap_or(0);
     let block: Bytes = (0..CHUNK as u64).map(pattern).collect::<Vec<u8>>().into();
     // 251 does not divide CHUNK: each chunk starts where the pattern stands.
-    let chunks = (0..size.div_ceil(CHUNK as u64)).map(move |n| {
-        let start = n * CHUNK as u64;
-        let len = (size - start).min(CHUNK as u64) as usize;
-        let shift = (start % 251) as usize;
-        let mut c = Vec::with_capacity(len);
-        c.extend((0..len).map(|i| block[(i + shift) % 251]));
-        Ok::<_, std::convert::Infallible>(Bytes::from(c))
+    // `pace_ms`: a pause before each chunk (a slow WeChat, or a long download).
+    let pace = Duration::from_millis(q.get("pace_ms").and_then(|p| p.parse().ok()).unwrap_or(0));
+    let chunks = futures_util::stream::iter(0..size.div_ceil(CHUNK as u64)).then(move |n| {
+        let block = block.clone();
+        async move {
+            if !pace.is_zero() {
+                tokio::time::sleep(pace).await;
+            }
+            let start = n * CHUNK as u64;
+            let len = (size - start).min(CHUNK as u64) as usize;
+            let shift = (start % 251) as usize;
+            let mut c = Vec::with_capacity(len);
+            c.extend((0..len).map(|i| block[(i + shift) % 251]));
+            Ok::<_, std::convert::Infallible>(Bytes::from(c))
+        }
     });
-    let mut resp = Body::from_stream(futures_util::stream::iter(chunks)).into_response();
+    let mut resp = Body::from_stream(chunks).into_response();
     resp.headers_mut().insert("content-type", "application/octet-stream".parse().unwrap());
     if q.get("length").is_some_and(|l| l == "1") {
         resp.headers_mut().insert("content-length", size.into());
@@ -295,3 +304,33 @@ async fn a_streamed_upload_is_never_sent_twice(b: Backend) {
 }
 
 both_backends!(envelope_and_scf_replies_are_capped, a_streamed_upload_is_never_sent_twice);
+
+/// A download that takes longer than the header timeout (which also closes idle connections) arrives whole: the
+/// request is in hand until its reply has been written out, not only until the reply began.
+#[tokio::test]
+async fn a_download_longer_than_the_header_timeout_arrives_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let wx = FakeWeChat::start_with(media_routes()).await;
+    wx.register(APP, SECRET);
+    run_ok(wafer(dir.path()).args(["app", "add", "--appid", APP, "--secret", SECRET]));
+    let env = [
+        ("WAFER_WECHAT_BASE_URL", wx.base_url.as_str()),
+        ("WAFER_HEADER_TIMEOUT_MS", "1000"),
+        ("WAFER_CALLER_AUTH", "off"),
+    ];
+    let (mut server, url) = spawn_server(dir.path(), &env, false).await;
+    let size = 2 * MIB;
+    let started = std::time::Instant::now();
+    // 32 chunks, 80 ms apart: about 2.6 s, well past the 1 s header timeout.
+    let r = reqwest::Client::new()
+        .get(format!("{url}wechat/{APP}/cgi-bin/media/get?size={size}&length=1&pace_ms=80"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (n, intact) = download(r).await;
+    assert!(started.elapsed() > Duration::from_millis(2_000), "{:?}", started.elapsed());
+    assert_eq!(n, size, "every byte arrives");
+    assert!(intact);
+    assert!(terminate(&mut server).success());
+}
