@@ -137,7 +137,7 @@ impl FakeWeChat {
 
     /// Calls to `path` (all apps), or with `path|owner` the calls for one app / corp secret.
     pub fn calls(&self, key: &str) -> usize {
-        self.inner().calls.get(key).copied().unwrap_or(0)
+        self.state.calls(key)
     }
 
     /// Calls that presented exactly this login code.
@@ -509,13 +509,30 @@ async fn business_png(
 }
 
 /// A business API's entry: count the call, apply scripted failures, refuse an invalid token with 40001.
-async fn business_entry(st: &FakeState, q: &HashMap<String, String>) -> Option<Response> {
+pub async fn business_entry(st: &FakeState, q: &HashMap<String, String>) -> Option<Response> {
     let owner = token_owner(st, q.get("access_token"));
     if let Some(r) = enter(st, "/business", &owner).await {
         return Some(r);
     }
     (!valid_token(st, q.get("access_token")))
         .then(|| err(40001, "invalid credential, access_token is invalid or not latest"))
+}
+
+impl FakeState {
+    /// Invalidate the current stable token of `appid` (another party's forced refresh, WeChat's own rotation).
+    pub fn invalidate_stable(&self, appid: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(t) = inner.stable.remove(appid) {
+            if let Some(tok) = inner.tokens.get_mut(&t) {
+                tok.expires_at = 0;
+            }
+        }
+    }
+
+    /// Calls counted under `key` so far (what [`FakeWeChat::calls`] reads).
+    pub fn calls(&self, key: &str) -> usize {
+        self.inner.lock().unwrap().calls.get(key).copied().unwrap_or(0)
+    }
 }
 
 /// Count a call to `path` in a test's own route (read back with [`FakeWeChat::calls`]).

@@ -24,6 +24,7 @@ mod proxy;
 mod readme;
 mod resilience;
 mod scf;
+mod sdks;
 mod security;
 mod sessions;
 mod store_conformance;
