@@ -36,6 +36,11 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
     backend: &'static str,
 }
@@ -81,6 +86,7 @@ struct Metrics {
     credentials: [Counter; 5],
     storage_ops: Family<BackendLabels, Counter>,
     storage_errors: Family<BackendLabels, Counter>,
+    api_security: Family<ResultLabels, Counter>,
 }
 
 fn metrics() -> &'static Metrics {
@@ -108,6 +114,13 @@ fn metrics() -> &'static Metrics {
         registry.register("storage_operations", "Storage operations", storage_ops.clone());
         let storage_errors = Family::<BackendLabels, Counter>::default();
         registry.register("storage_errors", "Storage operations that failed", storage_errors.clone());
+        let api_security = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "api_security_replies",
+            "Replies to calls made with WeChat's API security, by outcome (verified, verified_deprecated_cert, \
+             plain_error, unsigned_binary, rejected)",
+            api_security.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("build_info", "The running build", build);
@@ -119,7 +132,7 @@ fn metrics() -> &'static Metrics {
             CredEvent::Superseded,
         ]
         .map(|e| credentials.get_or_create(&EventLabels { event: e.label() }).clone());
-        Metrics { registry, requests, latency, upstream, credentials, storage_ops, storage_errors }
+        Metrics { registry, requests, latency, upstream, credentials, storage_ops, storage_errors, api_security }
     })
 }
 
@@ -160,6 +173,11 @@ pub fn request(interface: &'static str, code: i64, seconds: f64) {
 /// One upstream call and how it ended.
 pub fn upstream(endpoint: &'static str, result: String) {
     metrics().upstream.get_or_create(&UpstreamLabels { endpoint, result }).inc();
+}
+
+/// One reply to a call made with WeChat's API security, by outcome.
+pub fn api_security(result: &'static str) {
+    metrics().api_security.get_or_create(&ResultLabels { result }).inc();
 }
 
 pub fn credential(event: CredEvent) {

@@ -2,6 +2,7 @@
 //! the mini-program data decryptor, and upstream signature schemes.
 
 pub mod cos;
+pub mod pki;
 mod secret;
 pub use secret::{Secret, SecretStr};
 pub mod wxdata;

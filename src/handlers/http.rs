@@ -149,7 +149,8 @@ pub async fn pass(
     } else {
         Body::Raw { content_type: call.content_type.as_deref(), payload: &call.body }
     };
-    let out = Outgoing { method: &req.method, path: req.path.as_str(), query: &req.query, body };
+    let out =
+        Outgoing { method: &req.method, path: req.path.as_str(), query: &req.query, body, headers: &[] };
     let reply = proxy::send(deps, &req.target, out, "passthrough").await?;
     tracing::info!(path = %req.path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
     Ok(HttpReply::new(reply.status, reply.content_type, reply.body))

@@ -41,7 +41,7 @@ pub async fn phone(deps: &Deps, req: PhoneRequest<'_>, scope: Option<&Caller>) -
     let appid = view.session.appid;
     let body = json!({"code": req.code.expose()});
     let method = reqwest::Method::POST;
-    let out = Outgoing { method: &method, path: PATH, query: &[], body: Body::Json(&body) };
+    let out = Outgoing { method: &method, path: PATH, query: &[], body: Body::Json(&body), headers: &[] };
     let reply = proxy::send(deps, &Owner::App(appid.clone()), out, "phone").await?;
     if !(200..300).contains(&reply.status) {
         return Err(

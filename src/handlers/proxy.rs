@@ -145,7 +145,8 @@ pub(crate) async fn inline(body: Payload, name: Upstream) -> Result<Vec<u8>, Waf
 /// Make the call with the current token; refresh it once and retry once if WeChat rejects exactly that token.
 pub async fn call(deps: &Deps, req: CallRequest) -> Result<Reply, WaferError> {
     let body = req.body.as_ref().map_or(Body::None, Body::Json);
-    let out = Outgoing { method: &req.method, path: req.path.as_str(), query: &req.query, body };
+    let out =
+        Outgoing { method: &req.method, path: req.path.as_str(), query: &req.query, body, headers: &[] };
     let reply = send(deps, &req.target, out, "proxy").await?;
     let errcode = reply.errcode();
     tracing::info!(path = %req.path, status = reply.status, errcode = errcode.unwrap_or(0), "proxied call");

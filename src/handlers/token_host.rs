@@ -253,7 +253,7 @@ pub async fn handle(deps: &Deps, req: HostRequest, call: &HttpCall) -> Result<Ht
             } else {
                 Body::Raw { content_type: call.content_type.as_deref(), payload: &call.body }
             };
-            let out = Outgoing { method: &method, path: path.as_str(), query: &query, body };
+            let out = Outgoing { method: &method, path: path.as_str(), query: &query, body, headers: &[] };
             let reply = proxy::send(deps, &target, out, "token_host").await?;
             tracing::info!(path = %path, status = reply.status, errcode = reply.errcode().unwrap_or(0), "passed through");
             Ok(HttpReply::new(reply.status, reply.content_type, reply.body))

@@ -7,6 +7,7 @@
 mod errors;
 pub mod path;
 pub mod proxy;
+pub mod secure;
 pub mod wecom;
 
 pub use errors::{

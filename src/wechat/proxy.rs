@@ -47,6 +47,8 @@ pub struct Outgoing<'a> {
     pub path: &'a str,
     pub query: &'a [(String, String)],
     pub body: Body<'a>,
+    /// Headers of the scheme (API security's `Wechatmp-*`); none for a plain call.
+    pub headers: &'a [(&'static str, String)],
 }
 
 /// What WeChat answered, whatever the status.
@@ -55,6 +57,8 @@ pub struct RawReply {
     pub status: u16,
     pub content_type: String,
     pub body: Payload,
+    /// The `Wechatmp-*` headers of a signed reply (API security).
+    pub signed: Option<super::secure::ReplyHeaders>,
     errcode: Option<i64>,
 }
 
@@ -75,7 +79,7 @@ impl RawReply {
             .and_then(json_object)
             .and_then(|v| v.get("errcode").and_then(Value::as_i64))
             .filter(|c| *c != 0);
-        Self { status, content_type, body, errcode }
+        Self { status, content_type, body, signed: None, errcode }
     }
 
     /// The body as a JSON object, if it is whole and one.
@@ -103,6 +107,9 @@ pub async fn call(
         .query(out.query)
         .query(&[("access_token", token)])
         .timeout(TRANSFER_LIMIT);
+    for (name, value) in out.headers {
+        req = req.header(*name, value);
+    }
     match out.body {
         Body::None => {}
         Body::Json(v) => req = req.json(v),
@@ -128,8 +135,9 @@ pub async fn call(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let signed = super::secure::ReplyHeaders::of(resp.headers());
     let body = read_head(resp).await?;
-    let reply = RawReply::new(status, content_type, body);
+    let reply = RawReply { signed, ..RawReply::new(status, content_type, body) };
     let label = match (status, reply.errcode()) {
         (200..=299, None) => "ok".to_owned(),
         (200..=299, Some(c)) => format!("errcode_{c}"),
