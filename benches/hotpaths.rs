@@ -13,6 +13,9 @@
 #[allow(dead_code)]
 #[path = "../tests/it/fake_wechat.rs"]
 mod fake_wechat;
+#[allow(dead_code)]
+#[path = "../tests/it/fake_secure.rs"]
+mod fake_secure;
 #[path = "support/mysql.rs"]
 mod support;
 

@@ -7,6 +7,9 @@
 #[allow(dead_code)]
 #[path = "../tests/it/fake_wechat.rs"]
 mod fake_wechat;
+#[allow(dead_code)]
+#[path = "../tests/it/fake_secure.rs"]
+mod fake_secure;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {

@@ -150,6 +150,11 @@ pub struct Config {
     #[arg(long, env = "WAFER_MAX_SESSIONS_PER_USER", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100), global = true)]
     pub max_sessions_per_user: u64,
 
+    /// Paths to call with WeChat's API security besides the built-in table (comma-separated; an entry ending in `/`
+    /// covers every path under it), for apps whose keys are registered.
+    #[arg(long, env = "WAFER_API_SECURITY_PATHS", default_value = "", value_parser = parse_secure_paths, global = true)]
+    pub api_security_paths: crate::wechat::secure::SecurePaths,
+
     /// Most MySQL connections per process (default: 10 in HTTP mode, 2 as an SCF runtime).
     #[arg(long, env = "WAFER_DB_POOL_MAX", value_parser = clap::value_parser!(u64).range(1..=200), global = true)]
     pub db_pool_max: Option<u64>,
@@ -245,6 +250,7 @@ impl Config {
             login_limit_per_app: self.login_limit_per_app,
             login_limit_per_ip: self.login_limit_per_ip,
             token_host: self.token_host,
+            api_security_paths: self.api_security_paths.clone(),
         }
     }
 
@@ -290,6 +296,10 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         "use IP:PORT (127.0.0.1:8080 for this machine only, 0.0.0.0:8080 for every interface), localhost:PORT or :PORT"
             .to_owned()
     })
+}
+
+fn parse_secure_paths(s: &str) -> Result<crate::wechat::secure::SecurePaths, String> {
+    crate::wechat::secure::SecurePaths::with_extra(s)
 }
 
 #[cfg(test)]

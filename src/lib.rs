@@ -19,12 +19,14 @@
 //! - [`admin`]: the admin operations as data (one serde type each), run locally or through a server's admin
 //!   interfaces, and the status report;
 //! - [`remote`]: the CLI's `--server`, the admin operations through a deployed server;
+//! - [`apisec`]: apps' keys for WeChat's API security, checked, stored and cached for the outgoing calls;
 //! - [`registry`]: apps, agents, COS keys and caller keys — one upsert per kind, saying what changed;
 //! - [`import`]: migration from the seed's / original Wafer's MySQL tables;
 //! - [`metrics`]: Prometheus counters and histograms (HTTP `/metrics`, SCF log lines);
 //! - [`clock`]: injectable time.
 
 pub mod admin;
+pub mod apisec;
 pub mod auth;
 pub mod cli;
 pub mod clock;

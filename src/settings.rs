@@ -20,6 +20,8 @@ pub struct Settings {
     pub login_limit_per_ip: Option<u32>,
     /// `WAFER_TOKEN_HOST`: answer SDKs' `/cgi-bin/token` and pass through calls carrying tokens issued here.
     pub token_host: bool,
+    /// The paths called with WeChat's API security (the built-in table and `WAFER_API_SECURITY_PATHS`).
+    pub api_security_paths: crate::wechat::secure::SecurePaths,
 }
 
 impl Default for Settings {
@@ -33,6 +35,7 @@ impl Default for Settings {
             login_limit_per_app: None,
             login_limit_per_ip: None,
             token_host: false,
+            api_security_paths: crate::wechat::secure::SecurePaths::default(),
         }
     }
 }

@@ -1,8 +1,10 @@
-//! Operating a deployment: the admin operations ([`ops::AdminOp`]: apps, agents, COS keys, caller keys, status) run
+//! Operating a deployment: the admin operations ([`ops::AdminOp`]: apps and their API-security keys, agents, COS
+//! keys, caller keys, status) run
 //! by one of two implementations of [`AdminApi`] — [`Local`], over the storage (the CLI on a machine that reaches
 //! the database, and the admin interfaces of a running server), and [`crate::remote::Remote`], through a server's
 //! admin interfaces (the CLI's `--server`). Replies never carry a secret.
 
+pub mod apisec;
 pub mod ops;
 
 use crate::envelope::{ReturnCode, WaferError};
@@ -71,6 +73,9 @@ pub struct AppInfo {
     pub login_duration_secs: i64,
     pub session_duration_secs: i64,
     pub token_mode: String,
+    /// WeChat's API security: on (its SNs and certificates) or off.
+    #[serde(default)]
+    pub api_security: Option<crate::apisec::ApiSecurityInfo>,
 }
 
 /// A registered WeCom agent as `agent list` shows it.
@@ -159,6 +164,10 @@ pub struct ProcessStatus {
     pub storage: String,
     pub schema_version: i64,
     pub schema_latest: i64,
+    /// API security: apps whose replies WeChat signs with a platform certificate not registered here yet, as seen
+    /// by this process (`appid: new certificate SN`).
+    #[serde(default)]
+    pub certificate_rotations: Vec<String>,
 }
 
 /// `wafer-scf status`.
@@ -191,6 +200,8 @@ pub struct ProcessFacts {
     pub admin: bool,
     pub master_key: bool,
     pub force_budget: i64,
+    /// API security: `(appid, new certificate SN)` seen by this process.
+    pub rotations: Vec<(String, String)>,
 }
 
 impl ProcessFacts {
@@ -202,6 +213,7 @@ impl ProcessFacts {
             admin: settings.admin_token.is_some(),
             master_key: settings.master_key,
             force_budget,
+            rotations: Vec::new(),
         }
     }
 }
@@ -276,6 +288,7 @@ impl Local {
                 self.registry().unblock_app(&f.appid).await?;
                 outcome("unblocked")
             }
+            Op::AppApiSecurity(f) => json!(self.put_api_security(f).await?),
             Op::AgentAdd(f) => {
                 let changes = AgentChanges { secret: f.secret, remark: f.remark };
                 json!(ChangeInfo::from(self.registry().put_agent(&f.corpid, &f.agentid, &changes).await?))
@@ -329,9 +342,11 @@ impl Local {
 
     async fn list_apps(&self) -> AdminResult<Vec<AppInfo>> {
         let apps = self.store.registry.list_apps().await?;
+        let secured = self.store.registry.list_api_security().await?;
         Ok(apps
             .into_iter()
             .map(|a| AppInfo {
+                api_security: secured.iter().find(|s| s.appid == a.appid).map(crate::apisec::info),
                 appid: a.appid.into_string(),
                 login_duration_secs: a.login_duration_secs,
                 session_duration_secs: a.session_duration_secs,
@@ -408,6 +423,7 @@ impl Local {
                 storage: self.store.backend().into(),
                 schema_version: schema.current,
                 schema_latest: schema.latest,
+                certificate_rotations: f.rotations.iter().map(|(a, sn)| format!("{a}: {sn}")).collect(),
             },
             apps,
             agents,

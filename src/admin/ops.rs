@@ -42,6 +42,24 @@ pub struct AgentPut {
     pub remark: Option<String>,
 }
 
+/// `app.api_security`: register an app's keys for WeChat's API security (all fields), or switch it off (`off`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiSecurityPut {
+    pub appid: AppId,
+    #[serde(default)]
+    pub off: bool,
+    #[serde(default)]
+    pub sym_key: Option<Secret>,
+    #[serde(default)]
+    pub sym_sn: Option<String>,
+    #[serde(default)]
+    pub private_key: Option<Secret>,
+    #[serde(default)]
+    pub private_key_sn: Option<String>,
+    #[serde(default)]
+    pub certs: Vec<crate::apisec::CertInput>,
+}
+
 /// A WeCom agent named by corpid and agentid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentRef {
@@ -132,6 +150,8 @@ admin_ops! {
     AppRemove(AppRef) = "qcloud.admin.app.remove", changes: true;
     /// Lift a daily-quota block and remembered failures (after WeChat's `clear_quota`).
     AppUnblock(AppRef) = "qcloud.admin.app.unblock", changes: true;
+    /// Register an app's API-security keys, or switch API security off for it.
+    AppApiSecurity(ApiSecurityPut) = "qcloud.admin.app.api_security", changes: true;
     AgentAdd(AgentPut) = "qcloud.admin.agent.add", changes: true;
     AgentList(NoFields) = "qcloud.admin.agent.list", changes: false;
     AgentRemove(AgentRef) = "qcloud.admin.agent.remove", changes: true;
@@ -150,6 +170,7 @@ impl AdminOp {
         match self {
             Self::AppAdd(f) | Self::AppUpdate(f) => f.appid.to_string(),
             Self::AppRemove(f) | Self::AppUnblock(f) => f.appid.to_string(),
+            Self::AppApiSecurity(f) => f.appid.to_string(),
             Self::AgentAdd(AgentPut { corpid, agentid, .. })
             | Self::AgentRemove(AgentRef { corpid, agentid }) => {
                 format!("{corpid}/{agentid}")
@@ -195,7 +216,16 @@ mod tests {
             AdminOp::AppUpdate(AppPut { secret: None, ..put }),
             AdminOp::AppList(NoFields {}),
             AdminOp::AppRemove(AppRef { appid: app.clone() }),
-            AdminOp::AppUnblock(AppRef { appid: app }),
+            AdminOp::AppUnblock(AppRef { appid: app.clone() }),
+            AdminOp::AppApiSecurity(ApiSecurityPut {
+                appid: app,
+                off: false,
+                sym_key: Some(Secret::new("SYM-KEY")),
+                sym_sn: Some("0".repeat(32)),
+                private_key: Some(Secret::new("PRIVATE-KEY")),
+                private_key_sn: Some("1".repeat(32)),
+                certs: vec![crate::apisec::CertInput { sn: "2".repeat(32), pem: "PEM".into() }],
+            }),
             AdminOp::AgentAdd(AgentPut {
                 corpid: corpid.clone(),
                 agentid: agentid.clone(),
@@ -233,7 +263,7 @@ mod tests {
             let Value::Object(para) = op.para() else { panic!("{op:?}") };
             assert_eq!(AdminOp::parse(op.interface(), &para).unwrap(), op);
             let shown = format!("{op:?}");
-            for secret in ["APP-SECRET", "AGENT-SECRET", "COS-KEY"] {
+            for secret in ["APP-SECRET", "AGENT-SECRET", "COS-KEY", "SYM-KEY", "PRIVATE-KEY"] {
                 assert!(!shown.contains(secret), "{shown}");
             }
         }

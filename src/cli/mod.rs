@@ -208,12 +208,45 @@ pub enum AppCommand {
         #[arg(long)]
         appid: ids::AppId,
     },
+    /// Register an app's keys for WeChat's API security (API 安全鉴权) — then switch it on in the console — or
+    /// switch it off here with --off. Calls to the APIs that take it are then encrypted and signed, their replies
+    /// verified and decrypted. Keys are sealed like the AppSecret and never printed.
+    #[command(name = "api-security")]
+    ApiSecurity(ApiSecurityArgs),
     /// Let upstream calls for an app resume after a daily-quota refusal (45009), once WeChat's quota was reset
     /// (`clear_quota` / the console's 接口调用次数清零).
     Unblock {
         #[arg(long)]
         appid: ids::AppId,
     },
+}
+
+/// `app api-security`'s arguments: files as the console downloads them, and the SNs it shows beside them.
+#[derive(Debug, clap::Args)]
+pub struct ApiSecurityArgs {
+    #[arg(long)]
+    pub appid: ids::AppId,
+    /// A file holding the symmetric key as the console shows it (base64 of 32 bytes).
+    #[arg(long, required_unless_present = "off")]
+    pub sym_key_file: Option<std::path::PathBuf>,
+    /// The symmetric key's SN (32 hexadecimal characters).
+    #[arg(long, required_unless_present = "off")]
+    pub sym_sn: Option<String>,
+    /// The app's RSA private key, PEM (PKCS#1 as the console downloads it, or PKCS#8).
+    #[arg(long, required_unless_present = "off")]
+    pub private_key_file: Option<std::path::PathBuf>,
+    /// The SN of the key pair (of the public key set in the console).
+    #[arg(long, required_unless_present = "off")]
+    pub private_key_sn: Option<String>,
+    /// WeChat's platform certificate, PEM; give it twice (with two --cert-sn) during a rotation.
+    #[arg(long, required_unless_present = "off")]
+    pub cert_file: Vec<std::path::PathBuf>,
+    /// The certificate's SN as the console shows it (its 编号, not the X.509 serial), in --cert-file order.
+    #[arg(long, required_unless_present = "off")]
+    pub cert_sn: Vec<String>,
+    /// Switch API security off for the app (its keys are deleted).
+    #[arg(long, conflicts_with_all = ["sym_key_file", "sym_sn", "private_key_file", "private_key_sn", "cert_file", "cert_sn"])]
+    pub off: bool,
 }
 
 /// Parse the command line and run. `main` only prints the error chain.

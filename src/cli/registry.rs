@@ -1,7 +1,7 @@
 //! The registry and status commands: each turns its arguments into one admin operation (local, or through a server
 //! with `--server`) and prints the answer — never a secret.
 
-use super::{AgentCommand, AppCommand, AppFields, CosCommand, KeyCommand};
+use super::{AgentCommand, ApiSecurityArgs, AppCommand, AppFields, CosCommand, KeyCommand};
 use crate::admin::ops::{self, AdminOp, NoFields};
 use crate::admin::{reply, AdminApi, AgentInfo, AppInfo, ChangeInfo, CosInfo, KeyInfo, NewKey, Status};
 use crate::config::Config;
@@ -72,8 +72,12 @@ pub(super) async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> 
                     a.session_duration_secs,
                     a.token_mode
                 );
+                if let Some(s) = &a.api_security {
+                    println!("  {}", api_security_line(s));
+                }
             }
         }
+        AppCommand::ApiSecurity(args) => api_security(api, args).await?,
         AppCommand::Unblock { appid } => {
             done(api, AdminOp::AppUnblock(ops::AppRef { appid: appid.clone() })).await?;
             tracing::info!(appid = %appid, action = "unblocked", "app registry changed");
@@ -231,6 +235,12 @@ pub(super) async fn status_command(config: &Config) -> Result<()> {
         p.schema_version,
         p.schema_latest
     );
+    for r in &p.certificate_rotations {
+        println!(
+            "API security: WeChat signs replies for {r} with a new platform certificate (SN after the colon): \
+             register it with app api-security"
+        );
+    }
     println!(
         "{:<36} {:<8} {:>8} {:>10} {:>9} {:>8} {:>9}  LAST ERROR",
         "APP / AGENT", "MODE", "AGE", "REMAINING", "FETCH/H", "FORCED", "SESSIONS"
@@ -251,6 +261,89 @@ pub(super) async fn status_command(config: &Config) -> Result<()> {
             format!("{}/{}", c.forced_today, c.forced_budget),
             c.sessions.map_or_else(|| "-".into(), |n| n.to_string()),
         );
+    }
+    Ok(())
+}
+
+/// "API security on, certificate SN …, expires …" (every certificate during a rotation).
+fn api_security_line(s: &crate::apisec::ApiSecurityInfo) -> String {
+    let certs: Vec<String> = s
+        .certs
+        .iter()
+        .map(|c| format!("certificate SN {}, expires {}", c.sn, crate::clock::format_utc(c.expires_at)))
+        .collect();
+    format!(
+        "API security on, {} (symmetric key SN {}, private key SN {})",
+        certs.join("; "),
+        s.sym_sn,
+        s.key_sn
+    )
+}
+
+fn read_file(flag: &str, path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("{flag} {}: cannot be read", path.display()))
+}
+
+/// `app api-security`: the files read and checked here (an error names the file), then one admin operation.
+async fn api_security(api: &dyn AdminApi, a: ApiSecurityArgs) -> Result<()> {
+    use crate::wechat::secure::KeyPart;
+    let appid = a.appid.clone();
+    let op = if a.off {
+        ops::ApiSecurityPut {
+            appid: appid.clone(),
+            off: true,
+            sym_key: None,
+            sym_sn: None,
+            private_key: None,
+            private_key_sn: None,
+            certs: Vec::new(),
+        }
+    } else {
+        if a.cert_file.len() != a.cert_sn.len() || a.cert_file.is_empty() || a.cert_file.len() > 2 {
+            bail!("give one or two --cert-file, each with its --cert-sn (in the same order)");
+        }
+        let (sym_file, key_file) =
+            (a.sym_key_file.unwrap_or_default(), a.private_key_file.unwrap_or_default());
+        let mut certs = Vec::new();
+        for (file, sn) in a.cert_file.iter().zip(&a.cert_sn) {
+            certs.push(crate::apisec::CertInput { sn: sn.clone(), pem: read_file("--cert-file", file)? });
+        }
+        let material = crate::apisec::KeyMaterial {
+            sym_key: Secret::new(read_file("--sym-key-file", &sym_file)?.trim()),
+            sym_sn: a.sym_sn.unwrap_or_default(),
+            private_key: Secret::new(read_file("--private-key-file", &key_file)?),
+            private_key_sn: a.private_key_sn.unwrap_or_default(),
+            certs,
+        };
+        if let Err(e) = crate::apisec::record(&appid, &material, 0) {
+            let at = match e.part {
+                KeyPart::SymKey => format!("--sym-key-file {}", sym_file.display()),
+                KeyPart::SymSn => "--sym-sn".into(),
+                KeyPart::PrivateKey => format!("--private-key-file {}", key_file.display()),
+                KeyPart::KeySn => "--private-key-sn".into(),
+                KeyPart::Cert(i) => {
+                    format!("--cert-file {}", a.cert_file[i.min(a.cert_file.len() - 1)].display())
+                }
+                KeyPart::CertSn(i) => format!("--cert-sn {}", a.cert_sn[i.min(a.cert_sn.len() - 1)]),
+            };
+            bail!("{at}: {}", e.reason);
+        }
+        ops::ApiSecurityPut {
+            appid: appid.clone(),
+            off: false,
+            sym_key: Some(material.sym_key),
+            sym_sn: Some(material.sym_sn),
+            private_key: Some(material.private_key),
+            private_key_sn: Some(material.private_key_sn),
+            certs: material.certs,
+        }
+    };
+    let c: crate::admin::apisec::ApiSecurityChange = reply(api, AdminOp::AppApiSecurity(op)).await?;
+    tracing::info!(appid = %appid, action = %c.outcome, "API security changed");
+    match &c.api_security {
+        Some(s) => println!("app {appid}: {}", api_security_line(s)),
+        None if c.outcome == "off" => println!("app {appid}: API security off (its keys are deleted)"),
+        None => println!("app {appid}: API security was already off"),
     }
     Ok(())
 }

@@ -36,6 +36,9 @@ pub enum ReturnCode {
     /// New: another instance (or task) is refreshing the credential and did not finish within this request's
     /// budget; retrying shortly gets the value it stores.
     RefreshInProgress,
+    /// WeChat's reply to a call made with API security did not verify (signature, certificate, appid, timestamp or
+    /// decryption): not passed on.
+    ReplyUnverified,
     /// New: WeChat's reply is larger than a response can carry inline (an envelope, an SCF reply:
     /// [`crate::payload::INLINE_LIMIT`]); it streams only through the HTTP pass-through.
     ReplyTooLarge,
@@ -58,7 +61,7 @@ pub enum ReturnCode {
 
 impl ReturnCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ReturnCode; 35] = [
+    pub const ALL: [ReturnCode; 36] = [
         Self::Ok,
         Self::DbErr,
         Self::NoInterface,
@@ -83,6 +86,7 @@ impl ReturnCode {
         Self::LoginRateLimited,
         Self::ReplyTooLarge,
         Self::RefreshInProgress,
+        Self::ReplyUnverified,
         Self::WeixinAppidErr,
         Self::WeixinAccesstokenErr,
         Self::WeixinCodeErr,
@@ -128,6 +132,7 @@ impl ReturnCode {
             Self::LoginRateLimited => 1026,
             Self::ReplyTooLarge => 1027,
             Self::RefreshInProgress => 1028,
+            Self::ReplyUnverified => 1029,
             Self::InternalErr => 1099,
             Self::WeixinAppidErr => 40013,
             Self::WeixinAccesstokenErr => 40014,
@@ -158,6 +163,7 @@ impl ReturnCode {
             | Self::WeixinRateLimited => 429,
             Self::DbErr | Self::InternalErr => 500,
             Self::RefreshInProgress => 503,
+            Self::ReplyUnverified => 502,
             // Upstream failures, and anything else that kept WeChat's answer from the caller.
             _ => 502,
         }
@@ -205,6 +211,7 @@ impl ReturnCode {
             Self::LoginRateLimited => "LOGIN_RATE_LIMITED",
             Self::ReplyTooLarge => "REPLY_TOO_LARGE",
             Self::RefreshInProgress => "REFRESH_IN_PROGRESS",
+            Self::ReplyUnverified => "REPLY_UNVERIFIED",
             Self::InternalErr => "INTERNAL_ERR",
             Self::WeixinAppidErr => "WEIXIN_APPID_ERR",
             Self::WeixinAccesstokenErr => "WEIXIN_ACCESSTOKEN_ERR",

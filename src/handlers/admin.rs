@@ -25,20 +25,29 @@ impl AdminRequest {
 
 /// The admin operations of this server's process.
 pub fn local(deps: &Deps) -> Local {
-    Local {
-        store: deps.store.clone(),
-        creds: Some(deps.creds.clone()),
-        clock: deps.clock.clone(),
-        facts: ProcessFacts::of(&deps.settings, deps.started, deps.creds.force_budget()),
-    }
+    let facts = ProcessFacts {
+        rotations: deps.api_keys.rotations(),
+        ..ProcessFacts::of(&deps.settings, deps.started, deps.creds.force_budget())
+    };
+    Local { store: deps.store.clone(), creds: Some(deps.creds.clone()), clock: deps.clock.clone(), facts }
 }
 
 /// Run an admin operation (the gate has checked the admin token).
 pub async fn handle(deps: &Deps, meta: &RequestMeta, req: AdminRequest) -> Result<Reply, WaferError> {
     let op = req.op;
     let audit = op.changes().then(|| (op.action(), op.subject()));
+    // This process uses new API-security keys (or none) from its next call; others within their cache's TTL.
+    let keys_changed = match &op {
+        AdminOp::AppApiSecurity(f) => Some(f.appid.clone()),
+        AdminOp::AppRemove(f) => Some(f.appid.clone()),
+        _ => None,
+    };
     // A new key is in this reply only; the audit line names the key, never shows it.
-    let data = local(deps).run_op(op).await?;
+    let data = local(deps).run_op(op).await;
+    if let Some(appid) = keys_changed {
+        deps.api_keys.forget(&appid);
+    }
+    let data = data?;
     if let Some((action, subject)) = audit {
         crate::auth::Audit { action, subject: &subject, meta, at: deps.clock.now() }.log("done");
     }

@@ -33,6 +33,8 @@ pub struct Deps {
     pub started: std::time::Instant,
     /// Login counters for the rate limits.
     pub login_limiter: crate::auth::RateLimiter,
+    /// Apps' API-security keys, parsed, for the outgoing calls.
+    pub api_keys: crate::apisec::KeyCache,
 }
 
 impl Deps {
@@ -53,9 +55,10 @@ impl Deps {
             wecom,
             clock,
             creds,
-            settings,
             started: std::time::Instant::now(),
             login_limiter: crate::auth::RateLimiter::default(),
+            api_keys: crate::apisec::KeyCache::new(settings.api_security_paths.clone()),
+            settings,
         }
     }
 }
@@ -207,7 +210,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "no name twice");
-        assert_eq!(names.len(), 33);
+        assert_eq!(names.len(), 34);
         let para = serde_json::Map::new();
         let e = Interface::parse("qcloud.nope", Para(&para)).unwrap_err();
         assert_eq!(e.code, ReturnCode::InterfaceErr);

@@ -13,6 +13,7 @@ use crate::tokens::Owner;
 use crate::tokens::{CredKind, Force};
 use crate::wechat::path::ApiPath;
 use crate::wechat::proxy::{self, Body, Outgoing, RawReply};
+use crate::wechat::secure::{self, SecureError, SecureKeys, Verdict};
 use crate::wechat::{Call, Upstream, UpstreamError, TOKEN_INVALID_CODES};
 use base64::Engine;
 use serde_json::{json, Value};
@@ -93,12 +94,14 @@ pub(crate) async fn send(
     out: Outgoing<'_>,
     what: &'static str,
 ) -> Result<RawReply, WaferError> {
-    let (kind, base, name) = upstream(deps, target);
+    let (kind, _, name) = upstream(deps, target);
     let key = target.key(kind);
-    let http = deps.wechat.http();
+    let keys = match target {
+        Owner::App(appid) => deps.api_keys.for_call(&deps.store, appid, out.path, deps.clock.now()).await?,
+        Owner::Agent { .. } => None,
+    };
     let token = deps.creds.get(&key, Force::No).await?.value;
-    let reply =
-        proxy::call(http, base, out, &token, what).await.map_err(|e| e.to_wafer(Call::Proxy, name))?;
+    let reply = once(deps, target, out, &token, keys.as_deref(), what).await?;
     if !reply.errcode().is_some_and(|c| TOKEN_INVALID_CODES.contains(&c)) {
         return Ok(reply);
     }
@@ -107,7 +110,49 @@ pub(crate) async fn send(
         return Err(upload_refused(name));
     }
     let fresh = fresh?;
-    proxy::call(http, base, out, &fresh.value, what).await.map_err(|e| e.to_wafer(Call::Proxy, name))
+    once(deps, target, out, &fresh.value, keys.as_deref(), what).await
+}
+
+/// One attempt: plain, or with the app's API-security keys (encrypted and signed, the reply verified and
+/// decrypted before anyone sees it).
+async fn once(
+    deps: &Deps,
+    target: &Owner,
+    out: Outgoing<'_>,
+    token: &str,
+    keys: Option<&SecureKeys>,
+    what: &'static str,
+) -> Result<RawReply, WaferError> {
+    let (_, base, name) = upstream(deps, target);
+    let http = deps.wechat.http();
+    let Some(keys) = keys else {
+        let reply =
+            proxy::call(http, base, out, token, what).await.map_err(|e| e.to_wafer(Call::Proxy, name))?;
+        return Ok(secure::explain_plain(reply, out.path));
+    };
+    match secure::call(http, base, out, token, keys, deps.clock.now(), what).await {
+        Ok((reply, Verdict::DeprecatedCert { new_sn })) => {
+            if let Owner::App(appid) = target {
+                if deps.api_keys.note_rotation(appid, &new_sn) {
+                    tracing::warn!(
+                        appid = %appid,
+                        new_certificate_sn = %crate::request::log_safe(&new_sn, 64),
+                        "API security: WeChat signs with a new platform certificate; verified with the deprecated \
+                         one. Download the new certificate from the console and register it \
+                         (wafer-scf app api-security … --cert-file NEW --cert-sn NEW, with the current one until it retires)"
+                    );
+                }
+            }
+            Ok(reply)
+        }
+        Ok((reply, _)) => Ok(reply),
+        Err(SecureError::Upstream(e)) => Err(e.to_wafer(Call::Proxy, name)),
+        Err(SecureError::Request(m)) => Err(WaferError::new(ReturnCode::ParaErr, m)),
+        Err(SecureError::Unverified(why)) => Err(WaferError::new(
+            ReturnCode::ReplyUnverified,
+            format!("WeChat's reply to {} did not verify ({why}): not passed on", out.path),
+        )),
+    }
 }
 
 /// WeChat rejected the token of a call whose body streamed through and is gone. The token is refreshed for the next

@@ -93,6 +93,7 @@ pub(crate) const CRED_COLUMNS: &str = "cred_key, value, expires_at, fetched_at, 
     blocked_until, blocked_code, window_start, window_count, failed_until_ms, failed_code, failed_message, failed_count, \
     force_day, force_count, force_hour, force_hour_count, lease_gen";
 pub(crate) const COS_COLUMNS: &str = "appid, secret_id, secret_key, created_at, updated_at";
+pub(crate) const API_SECURITY_COLUMNS: &str = "appid, sym_sn, key_sn, secrets, certs, created_at, updated_at";
 pub(crate) const KEY_COLUMNS: &str =
     "name, key_hash, scope_all, scope_apps, scope_corps, created_at, last_used_at, revoked_at, scope_apis";
 
@@ -192,6 +193,13 @@ pub trait RegistryStore: Send + Sync + 'static {
     /// All COS credentials, ordered by appid.
     async fn list_cos_keys(&self) -> StoreResult<Vec<CosKeyRecord>>;
     async fn remove_cos_key(&self, appid: &CosAppId) -> StoreResult<bool>;
+    /// Register (or replace) an app's API-security keys.
+    async fn put_api_security(&self, rec: &ApiSecurityRecord) -> StoreResult<()>;
+    async fn get_api_security(&self, appid: &AppId) -> StoreResult<Option<ApiSecurityRecord>>;
+    /// Every app's, ordered by appid.
+    async fn list_api_security(&self) -> StoreResult<Vec<ApiSecurityRecord>>;
+    /// Switch it off for an app (removing the app removes them too). False when there were none.
+    async fn remove_api_security(&self, appid: &AppId) -> StoreResult<bool>;
 }
 
 /// Caller keys: only their hashes are stored, so nothing here is sealed.

@@ -211,6 +211,30 @@ impl std::fmt::Debug for CosKeyRecord {
     }
 }
 
+/// An app's keys for WeChat's API security. `secrets` holds the symmetric key and the RSA private key as one JSON
+/// object (`{"sym_key": base64, "private_key": PEM}`), sealed at rest; the SNs and the platform certificates
+/// (`[{"sn", "pem"}]`) are public.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiSecurityRecord {
+    pub appid: AppId,
+    pub sym_sn: String,
+    pub key_sn: String,
+    pub secrets: String,
+    pub certs: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for ApiSecurityRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSecurityRecord")
+            .field("appid", &self.appid)
+            .field("sym_sn", &self.sym_sn)
+            .field("key_sn", &self.key_sn)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A cached access token or ticket with its coordination state (see `sql/*/0002_*.sql`).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct CredentialRow {
@@ -315,6 +339,10 @@ pub enum SealedField<'a> {
     CosSecretKey {
         appid: &'a CosAppId,
     },
+    /// An app's API-security keys (one sealed value).
+    ApiSecurityKeys {
+        appid: &'a AppId,
+    },
     Credential {
         key: &'a str,
     },
@@ -333,6 +361,9 @@ impl<'a> SealedField<'a> {
                 ("wafer_agents", "secret", vec![("corpid", corpid.as_str()), ("agentid", agentid.as_str())])
             }
             Self::CosSecretKey { appid } => ("wafer_cos_keys", "secret_key", vec![("appid", appid.as_str())]),
+            Self::ApiSecurityKeys { appid } => {
+                ("wafer_api_security", "secrets", vec![("appid", appid.as_str())])
+            }
             Self::Credential { key } => ("wafer_credentials", "value", vec![("cred_key", key)]),
             Self::SessionKey { id } => ("wafer_sessions", "session_key", vec![("id", id)]),
         }

@@ -3,7 +3,7 @@
 //! stored value ([`super::SchemaStore::swap_sealed`]): a token refresh, a login's new session key or an admin change that lands
 //! between the read and the write is never overwritten; the row is read again and sealed anew.
 
-use super::sealed::{agent_aad, app_aad, cos_aad, cred_aad, session_aad, Sealer};
+use super::sealed::{agent_aad, api_security_aad, app_aad, cos_aad, cred_aad, session_aad, Sealer};
 use super::{SealedField, Storage, StoreError, StoreResult};
 
 /// How often one value is read again after a conflicting write before `reencrypt` gives up on it.
@@ -15,6 +15,7 @@ pub struct Reencrypted {
     pub apps: usize,
     pub agents: usize,
     pub cos_keys: usize,
+    pub api_security: usize,
     pub users: usize,
     pub credentials: usize,
     /// Values that changed under `reencrypt` and were read again (each one sealed in the end).
@@ -38,6 +39,11 @@ pub async fn reencrypt(raw: &Storage, sealer: &Sealer) -> StoreResult<Reencrypte
         let field = SealedField::CosSecretKey { appid: &k.appid };
         let aad = cos_aad(&k.appid);
         n.cos_keys += usize::from(reseal(raw, sealer, field, &aad, k.secret_key, &mut n.retried).await?);
+    }
+    for k in raw.registry.list_api_security().await? {
+        let field = SealedField::ApiSecurityKeys { appid: &k.appid };
+        let aad = api_security_aad(&k.appid);
+        n.api_security += usize::from(reseal(raw, sealer, field, &aad, k.secrets, &mut n.retried).await?);
     }
     for c in raw.credentials.list_credentials().await? {
         let Some(value) = c.value else { continue };
@@ -97,6 +103,9 @@ async fn current(raw: &Storage, field: SealedField<'_>) -> StoreResult<Option<St
             raw.registry.get_agent(corpid, agentid).await?.map(|a| a.secret)
         }
         SealedField::CosSecretKey { appid } => raw.registry.get_cos_key(appid).await?.map(|k| k.secret_key),
+        SealedField::ApiSecurityKeys { appid } => {
+            raw.registry.get_api_security(appid).await?.map(|k| k.secrets)
+        }
         SealedField::Credential { key } => raw.credentials.get_credential(key).await?.and_then(|c| c.value),
         SealedField::SessionKey { id } => raw.sessions.get_session(id).await?.map(|v| v.session.session_key),
     })
@@ -108,6 +117,7 @@ fn what(field: SealedField<'_>) -> String {
         SealedField::AppSecret { appid } => format!("the secret of app {appid}"),
         SealedField::AgentSecret { corpid, agentid } => format!("the secret of agent {corpid}/{agentid}"),
         SealedField::CosSecretKey { appid } => format!("the COS key of {appid}"),
+        SealedField::ApiSecurityKeys { appid } => format!("the API-security keys of {appid}"),
         SealedField::Credential { key } => format!("credential {key}"),
         SealedField::SessionKey { .. } => "a session key".to_owned(),
     }

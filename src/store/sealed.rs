@@ -147,6 +147,9 @@ pub(super) fn cos_aad(appid: &CosAppId) -> String {
     format!("cos/{appid}/secret_key")
 }
 /// A session key belongs to the user (every session of (appid, openid) holds the same one).
+pub(super) fn api_security_aad(appid: &AppId) -> String {
+    format!("apisec/{appid}/keys")
+}
 pub(super) fn session_aad(appid: &AppId, openid: &str) -> String {
     format!("session/{appid}/{openid}/session_key")
 }
@@ -177,7 +180,8 @@ impl Sealed {
             let r = &inner.registry;
             refuse_clear = r.list_apps().await?.iter().any(|a| Sealer::is_sealed(&a.secret))
                 || r.list_agents().await?.iter().any(|a| Sealer::is_sealed(&a.secret))
-                || r.list_cos_keys().await?.iter().any(|k| Sealer::is_sealed(&k.secret_key));
+                || r.list_cos_keys().await?.iter().any(|k| Sealer::is_sealed(&k.secret_key))
+                || r.list_api_security().await?.iter().any(|k| Sealer::is_sealed(&k.secrets));
         }
         Ok(Self { inner, sealer, refuse_clear })
     }
@@ -212,6 +216,11 @@ impl Sealed {
     fn open_cos(&self, mut k: CosKeyRecord) -> StoreResult<CosKeyRecord> {
         k.secret_key = self.sealer.open(&cos_aad(&k.appid), &k.secret_key)?;
         Ok(k)
+    }
+
+    fn open_api_security(&self, mut r: ApiSecurityRecord) -> StoreResult<ApiSecurityRecord> {
+        r.secrets = self.sealer.open(&api_security_aad(&r.appid), &r.secrets)?;
+        Ok(r)
     }
 
     fn open_cred(&self, mut r: CredentialRow) -> StoreResult<CredentialRow> {
@@ -350,6 +359,21 @@ impl RegistryStore for Sealed {
     }
     async fn remove_cos_key(&self, appid: &CosAppId) -> StoreResult<bool> {
         self.inner.registry.remove_cos_key(appid).await
+    }
+    async fn put_api_security(&self, rec: &ApiSecurityRecord) -> StoreResult<()> {
+        let mut r = rec.clone();
+        r.secrets = self.seal(&api_security_aad(&r.appid), &r.secrets)?;
+        self.inner.registry.put_api_security(&r).await
+    }
+    async fn get_api_security(&self, appid: &AppId) -> StoreResult<Option<ApiSecurityRecord>> {
+        self.inner.registry.get_api_security(appid).await?.map(|r| self.open_api_security(r)).transpose()
+    }
+    async fn list_api_security(&self) -> StoreResult<Vec<ApiSecurityRecord>> {
+        let rows = self.inner.registry.list_api_security().await?;
+        rows.into_iter().map(|r| self.open_api_security(r)).collect()
+    }
+    async fn remove_api_security(&self, appid: &AppId) -> StoreResult<bool> {
+        self.inner.registry.remove_api_security(appid).await
     }
 }
 

@@ -17,6 +17,7 @@ fn para_for(name: &str) -> Value {
         "qcloud.admin.app.add" => json!({"appid": "wx_admin_1", "secret": "S3CRET-admin"}),
         "qcloud.admin.app.update" => json!({"appid": "wx_admin_1", "session_duration_secs": 600}),
         "qcloud.admin.app.remove" | "qcloud.admin.app.unblock" => json!({"appid": "wx_admin_1"}),
+        "qcloud.admin.app.api_security" => json!({"appid": "wx_admin_1", "off": true}),
         "qcloud.admin.agent.add" => {
             json!({"corpid": "ww_admin", "agentid": 1000002, "secret": "AGENT-S3CRET"})
         }
@@ -35,6 +36,7 @@ fn para_for(name: &str) -> Value {
 const ORDER: &[&str] = &[
     "qcloud.admin.app.add",
     "qcloud.admin.app.update",
+    "qcloud.admin.app.api_security",
     "qcloud.admin.app.list",
     "qcloud.admin.app.unblock",
     "qcloud.admin.agent.add",
@@ -190,7 +192,7 @@ async fn the_cli_manages_a_running_server_with_server(b: Backend) {
     let keys = out(&["key", "list"]);
     assert!(keys.contains("remote-svc") && keys.contains("apis=/wxa/,/cgi-bin/message/"), "{keys}");
     let status = out(&["status"]);
-    assert!(status.contains("admin on") && status.contains("schema 7/7"), "{status}");
+    assert!(status.contains("admin on") && status.contains("schema 8/8"), "{status}");
     assert!(status.lines().any(|l| l.starts_with("wx_remote") && l.contains("classic")), "{status}");
     assert!(status.lines().any(|l| l.starts_with("ww_remote/1000009")), "{status}");
     assert!(out(&["key", "revoke", "--name", "remote-svc"]).contains("revoked key remote-svc"));

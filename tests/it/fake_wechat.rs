@@ -85,6 +85,21 @@ impl FakeWeChat {
 
     /// The fake with `extra` routes of a test's own (they see the same tokens).
     pub async fn start_with(extra: Router<Arc<FakeState>>) -> Self {
+        Self::start_layered(extra, None).await
+    }
+
+    /// The fake enforcing WeChat's API security ([`crate::fake_secure`]) in front of every route.
+    pub async fn start_secured(
+        extra: Router<Arc<FakeState>>,
+        sf: Arc<crate::fake_secure::SecureFake>,
+    ) -> Self {
+        Self::start_layered(extra, Some(sf)).await
+    }
+
+    async fn start_layered(
+        extra: Router<Arc<FakeState>>,
+        sf: Option<Arc<crate::fake_secure::SecureFake>>,
+    ) -> Self {
         let state = Arc::new(FakeState {
             inner: Mutex::new(Inner::default()),
             code_seq: AtomicUsize::new(0),
@@ -105,10 +120,20 @@ impl FakeWeChat {
             .route("/cgi-bin/message/subscribe/send", post(business_json))
             .route("/cgi-bin/message/send", post(business_json))
             .route("/wxa/business/getuserphonenumber", post(phone_number))
-            .merge(extra)
-            .with_state(state.clone());
+            .merge(extra);
+        let app = match &sf {
+            Some(sf) => app.layer(axum::middleware::from_fn_with_state(
+                (sf.clone(), state.clone()),
+                crate::fake_secure::layer,
+            )),
+            None => app,
+        };
+        let app = app.with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        if let Some(sf) = &sf {
+            let _ = sf.base.set(format!("http://{addr}"));
+        }
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -384,7 +409,7 @@ fn ticket_reply(st: &FakeState, token: Option<&String>, owner_prefix: &str, kind
     Json(json!({"errcode": 0, "errmsg": "ok", "ticket": t, "expires_in": st.lifetime})).into_response()
 }
 
-fn token_owner(st: &FakeState, token: Option<&String>) -> String {
+pub fn token_owner(st: &FakeState, token: Option<&String>) -> String {
     token.and_then(|t| st.inner.lock().unwrap().tokens.get(t).map(|t| t.owner.clone())).unwrap_or_default()
 }
 

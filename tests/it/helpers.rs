@@ -260,10 +260,25 @@ impl TestApp {
         settings: Settings,
         routes: axum::Router<Arc<crate::fake_wechat::FakeState>>,
     ) -> Self {
+        Self::over(backend, opts, settings, FakeWeChat::start_with(routes).await, T0).await
+    }
+
+    /// A service (its clock at the real time: signatures carry it) whose fake WeChat enforces API security.
+    pub async fn secured(
+        backend: Backend,
+        opts: StoreOptions,
+        settings: Settings,
+        sf: Arc<crate::fake_secure::SecureFake>,
+        routes: axum::Router<Arc<crate::fake_wechat::FakeState>>,
+    ) -> Self {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        Self::over(backend, opts, settings, FakeWeChat::start_secured(routes, sf).await, now as i64).await
+    }
+
+    async fn over(backend: Backend, opts: StoreOptions, settings: Settings, wx: FakeWeChat, t0: i64) -> Self {
         let db = TestDb::new(backend).await;
         let store = db.store_with(opts).await;
-        let wx = FakeWeChat::start_with(routes).await;
-        let clock = Arc::new(ManualClock::new(T0));
+        let clock = Arc::new(ManualClock::new(t0));
         let svc = Arc::new(build(store.clone(), &wx.base_url, clock.clone(), settings));
         Self { svc, store, clock, wx, db }
     }

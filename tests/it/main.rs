@@ -2,12 +2,14 @@
 //! `WAFER_TEST_MYSQL_URL` is set (always in CI), against a fresh MySQL database per test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fake_secure;
 mod fake_wechat;
 mod faulty;
 mod fuzz;
 mod helpers;
 
 mod admin;
+mod apisec;
 mod bad_input;
 mod boundary;
 mod cli;

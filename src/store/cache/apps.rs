@@ -82,6 +82,18 @@ impl RegistryStore for AppCache {
     async fn remove_cos_key(&self, appid: &CosAppId) -> StoreResult<bool> {
         self.inner.remove_cos_key(appid).await
     }
+    async fn put_api_security(&self, rec: &ApiSecurityRecord) -> StoreResult<()> {
+        self.inner.put_api_security(rec).await
+    }
+    async fn get_api_security(&self, appid: &AppId) -> StoreResult<Option<ApiSecurityRecord>> {
+        self.inner.get_api_security(appid).await
+    }
+    async fn list_api_security(&self) -> StoreResult<Vec<ApiSecurityRecord>> {
+        self.inner.list_api_security().await
+    }
+    async fn remove_api_security(&self, appid: &AppId) -> StoreResult<bool> {
+        self.inner.remove_api_security(appid).await
+    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@ mod sessions;
 
 use super::breaker::Breaker;
 use super::{
-    AgentId, AgentRecord, AppId, AppRecord, CallerKeyRecord, CorpId, CosAppId, CosKeyRecord, CredentialRow,
-    FailedFetch, Lease, LoginOutcome, NewValue, SealedField, SessionRecord, SessionView, StoreError,
-    StoreOptions, StoreResult, TokenMode, UserSessionKey, AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS,
-    CRED_COLUMNS, KEY_COLUMNS,
+    AgentId, AgentRecord, ApiSecurityRecord, AppId, AppRecord, CallerKeyRecord, CorpId, CosAppId,
+    CosKeyRecord, CredentialRow, FailedFetch, Lease, LoginOutcome, NewValue, SealedField, SessionRecord,
+    SessionView, StoreError, StoreOptions, StoreResult, TokenMode, UserSessionKey, AGENT_COLUMNS,
+    API_SECURITY_COLUMNS, APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
 };
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts};
@@ -40,6 +40,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../../sql/mysql/0005_remembered_failures.sql")),
     (6, include_str!("../../../sql/mysql/0006_caller_key_apis.sql")),
     (7, include_str!("../../../sql/mysql/0007_lease_fence.sql")),
+    (8, include_str!("../../../sql/mysql/0008_api_security.sql")),
 ];
 
 /// Server error codes worth one more try: deadlock, lock wait timeout.
@@ -252,6 +253,20 @@ fn cos_from_row(r: CosRow) -> CosKeyRecord {
         secret_key: r.2,
         created_at: r.3,
         updated_at: r.4,
+    }
+}
+
+type ApiSecurityRow = (String, String, String, String, String, i64, i64);
+
+fn api_security_from_row(r: ApiSecurityRow) -> ApiSecurityRecord {
+    ApiSecurityRecord {
+        appid: AppId::from_stored(r.0),
+        sym_sn: r.1,
+        key_sn: r.2,
+        secrets: r.3,
+        certs: r.4,
+        created_at: r.5,
+        updated_at: r.6,
     }
 }
 

@@ -50,6 +50,7 @@ impl super::super::RegistryStore for MysqlStore {
         self.run(move |mut conn| async move {
             let mut tx = conn.start_transaction(TxOpts::default()).await?;
             tx.exec_drop("DELETE FROM wafer_sessions WHERE appid = ?", (appid,)).await?;
+            tx.exec_drop("DELETE FROM wafer_api_security WHERE appid = ?", (appid,)).await?;
             tx.exec_drop("DELETE FROM wafer_apps WHERE appid = ?", (appid,)).await?;
             let n = tx.affected_rows();
             tx.commit().await?;
@@ -137,6 +138,46 @@ impl super::super::RegistryStore for MysqlStore {
     async fn remove_cos_key(&self, appid: &CosAppId) -> StoreResult<bool> {
         self.run(move |mut conn| async move {
             conn.exec_drop("DELETE FROM wafer_cos_keys WHERE appid = ?", (appid,)).await?;
+            Ok(conn.affected_rows() > 0)
+        })
+        .await
+    }
+
+    async fn put_api_security(&self, r: &ApiSecurityRecord) -> StoreResult<()> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop(
+                "INSERT INTO wafer_api_security (appid, sym_sn, key_sn, secrets, certs, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE sym_sn = VALUES(sym_sn), key_sn = VALUES(key_sn), secrets = VALUES(secrets),
+                   certs = VALUES(certs), updated_at = VALUES(updated_at)",
+                (&r.appid, &r.sym_sn, &r.key_sn, &r.secrets, &r.certs, r.created_at, r.updated_at),
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn get_api_security(&self, appid: &AppId) -> StoreResult<Option<ApiSecurityRecord>> {
+        self.run(move |mut conn| async move {
+            let sql = format!("SELECT {API_SECURITY_COLUMNS} FROM wafer_api_security WHERE appid = ?");
+            let row: Option<ApiSecurityRow> = conn.exec_first(sql, (appid,)).await?;
+            Ok(row.map(api_security_from_row))
+        })
+        .await
+    }
+
+    async fn list_api_security(&self) -> StoreResult<Vec<ApiSecurityRecord>> {
+        self.run(move |mut conn| async move {
+            let sql = format!("SELECT {API_SECURITY_COLUMNS} FROM wafer_api_security ORDER BY appid");
+            let rows: Vec<ApiSecurityRow> = conn.query(sql).await?;
+            Ok(rows.into_iter().map(api_security_from_row).collect())
+        })
+        .await
+    }
+
+    async fn remove_api_security(&self, appid: &AppId) -> StoreResult<bool> {
+        self.run(move |mut conn| async move {
+            conn.exec_drop("DELETE FROM wafer_api_security WHERE appid = ?", (appid,)).await?;
             Ok(conn.affected_rows() > 0)
         })
         .await

@@ -6,10 +6,10 @@ mod registry;
 mod sessions;
 
 use super::{
-    AgentId, AgentRecord, AppId, AppRecord, CallerKeyRecord, CorpId, CosAppId, CosKeyRecord, CredentialRow,
-    FailedFetch, Lease, LoginOutcome, NewValue, SealedField, SessionRecord, SessionView, StoreError,
-    StoreResult, TokenMode, UserSessionKey, AGENT_COLUMNS, APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS,
-    KEY_COLUMNS,
+    AgentId, AgentRecord, ApiSecurityRecord, AppId, AppRecord, CallerKeyRecord, CorpId, CosAppId,
+    CosKeyRecord, CredentialRow, FailedFetch, Lease, LoginOutcome, NewValue, SealedField, SessionRecord,
+    SessionView, StoreError, StoreResult, TokenMode, UserSessionKey, AGENT_COLUMNS, API_SECURITY_COLUMNS,
+    APP_COLUMNS, COS_COLUMNS, CRED_COLUMNS, KEY_COLUMNS,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::sync::Arc;
@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../../sql/sqlite/0005_remembered_failures.sql")),
     (6, include_str!("../../../sql/sqlite/0006_caller_key_apis.sql")),
     (7, include_str!("../../../sql/sqlite/0007_lease_fence.sql")),
+    (8, include_str!("../../../sql/sqlite/0008_api_security.sql")),
 ];
 
 /// The embedded store.
@@ -177,6 +178,18 @@ fn cos_from_row(r: &Row<'_>) -> rusqlite::Result<CosKeyRecord> {
         secret_key: r.get(2)?,
         created_at: r.get(3)?,
         updated_at: r.get(4)?,
+    })
+}
+
+fn api_security_from_row(r: &Row<'_>) -> rusqlite::Result<ApiSecurityRecord> {
+    Ok(ApiSecurityRecord {
+        appid: r.get(0)?,
+        sym_sn: r.get(1)?,
+        key_sn: r.get(2)?,
+        secrets: r.get(3)?,
+        certs: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
     })
 }
 

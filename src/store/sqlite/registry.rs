@@ -56,6 +56,7 @@ impl super::super::RegistryStore for SqliteStore {
         self.call(move |c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM wafer_sessions WHERE appid = ?1", [&appid])?;
+            tx.execute("DELETE FROM wafer_api_security WHERE appid = ?1", [&appid])?;
             let n = tx.execute("DELETE FROM wafer_apps WHERE appid = ?1", [&appid])?;
             tx.commit()?;
             Ok(n > 0)
@@ -152,6 +153,50 @@ impl super::super::RegistryStore for SqliteStore {
     async fn remove_cos_key(&self, appid: &CosAppId) -> StoreResult<bool> {
         let appid = appid.to_owned();
         self.call(move |c| Ok(c.execute("DELETE FROM wafer_cos_keys WHERE appid = ?1", [appid])? > 0)).await
+    }
+
+    async fn put_api_security(&self, rec: &ApiSecurityRecord) -> StoreResult<()> {
+        let r = rec.clone();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO wafer_api_security (appid, sym_sn, key_sn, secrets, certs, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(appid) DO UPDATE SET sym_sn = excluded.sym_sn, key_sn = excluded.key_sn,
+                   secrets = excluded.secrets, certs = excluded.certs, updated_at = excluded.updated_at",
+                params![r.appid, r.sym_sn, r.key_sn, r.secrets, r.certs, r.created_at, r.updated_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_api_security(&self, appid: &AppId) -> StoreResult<Option<ApiSecurityRecord>> {
+        let appid = appid.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {API_SECURITY_COLUMNS} FROM wafer_api_security WHERE appid = ?1"),
+                [appid],
+                api_security_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn list_api_security(&self) -> StoreResult<Vec<ApiSecurityRecord>> {
+        self.call(|c| {
+            let sql = format!("SELECT {API_SECURITY_COLUMNS} FROM wafer_api_security ORDER BY appid");
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map([], api_security_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn remove_api_security(&self, appid: &AppId) -> StoreResult<bool> {
+        let appid = appid.to_owned();
+        self.call(move |c| Ok(c.execute("DELETE FROM wafer_api_security WHERE appid = ?1", [appid])? > 0))
+            .await
     }
 }
 

@@ -130,6 +130,15 @@ pub fn with_hint(body: &[u8], errcode: i64) -> Option<Vec<u8>> {
     serde_json::to_vec(&v).ok()
 }
 
+/// A plain call's reply: WeChat's refusal for want of API security (934011, or a security-layer code) gets its
+/// hint; anything else is returned as it is.
+pub fn explain_plain(reply: RawReply, path: &str) -> RawReply {
+    let Some(errcode) = reply.errcode().filter(|c| hint(*c).is_some()) else { return reply };
+    let Some(hinted) = reply.body.as_full().and_then(|b| with_hint(b, errcode)) else { return reply };
+    tracing::warn!(path = %path, errcode, hint = hint(errcode).unwrap_or(""), "API security: refused by WeChat");
+    RawReply::new(reply.status, "application/json".into(), Payload::from(hinted))
+}
+
 /// Decide on the reply to a signed call on `path`: verified and opened, a plain error or an unsigned binary
 /// passed on, or refused.
 pub(super) fn settle(
