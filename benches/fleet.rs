@@ -12,11 +12,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)]
-#[path = "../tests/it/fake_wechat.rs"]
-mod fake_wechat;
-#[allow(dead_code)]
 #[path = "../tests/it/fake_secure.rs"]
 mod fake_secure;
+#[allow(dead_code)]
+#[path = "../tests/it/fake_wechat.rs"]
+mod fake_wechat;
 #[path = "support/mysql.rs"]
 mod support;
 

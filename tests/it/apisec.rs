@@ -342,10 +342,127 @@ async fn bad_key_material_is_refused_naming_the_field(b: Backend) {
     assert!(t.store.registry.get_api_security(&id(APP)).await.unwrap().is_none());
 }
 
+/// The operator's path, through the binary: files registered with a master key (an error names the file), sealed
+/// at rest, shown by `app list` as SNs and expiry; a deployed server signing its calls and refusing a tampered
+/// reply with a log line that names the path and the reason — and no key anywhere in its output.
+async fn the_cli_registers_keys_from_files_and_the_server_uses_them(b: Backend) {
+    use crate::cli::{db_env, run_ok, spawn_server, terminate, wafer};
+    const MASTER: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let db = crate::helpers::TestDb::new(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let mut c = wafer(dir.path());
+        db_env(&mut c, &db).env("WAFER_MASTER_KEY", MASTER).args(args);
+        c
+    };
+    if b == Backend::Mysql {
+        run_ok(&mut cli(&["migrate"]));
+    }
+    run_ok(&mut cli(&["app", "add", "--appid", APP, "--secret", SECRET]));
+    let m = Material::new();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let sym = file("sym.txt", &format!("{}\n", m.sym_b64()));
+    let key = file("app.key", &m.app_key.key_pem);
+    let cert = file("wechat.pem", &m.platform.cert_pem);
+    let register = |sym: &str, key: &str, cert: &str| {
+        cli(&[
+            "app",
+            "api-security",
+            "--appid",
+            APP,
+            "--sym-key-file",
+            sym,
+            "--sym-sn",
+            SYM_SN,
+            "--private-key-file",
+            key,
+            "--private-key-sn",
+            KEY_SN,
+            "--cert-file",
+            cert,
+            "--cert-sn",
+            CERT_SN,
+        ])
+        .output()
+        .unwrap()
+    };
+    // Bad files: refused before anything is stored, naming the file.
+    let short = file("short.txt", &STANDARD.encode([1u8; 16]));
+    let garbage = file("garbage.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    for (out, says) in [
+        (register(&short, &key, &cert), format!("--sym-key-file {short}: 16 bytes where AES-256 takes 32")),
+        (register(&sym, &cert, &cert), format!("--private-key-file {cert}: not a PEM private key")),
+        (register(&sym, &key, &garbage), format!("--cert-file {garbage}: not an X.509 certificate")),
+        (
+            register(&sym, &dir.path().join("none").to_string_lossy(), &cert),
+            "none: cannot be read".to_owned(),
+        ),
+    ] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(&says), "{says}: {stderr}");
+    }
+    assert!(String::from_utf8_lossy(&run_ok(&mut cli(&["app", "list"])).stdout)
+        .lines()
+        .all(|l| !l.contains("API security")));
+
+    let out = register(&sym, &key, &cert);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expires = wafer_scf::clock::format_utc(
+        wafer_scf::crypto::pki::Certificate::from_pem(&m.platform.cert_pem).unwrap().not_after,
+    );
+    let shown = format!("API security on, certificate SN {CERT_SN}, expires {expires}");
+    assert!(stdout.contains(&shown), "{stdout}");
+    let list = String::from_utf8_lossy(&run_ok(&mut cli(&["app", "list"])).stdout).into_owned();
+    assert!(list.contains(&shown), "{list}");
+    let dump = db.raw_dump().await;
+    let key_body = m.app_key.key_pem.lines().nth(1).unwrap();
+    for secret in [m.sym_b64().as_str(), key_body] {
+        assert!(!dump.contains(secret), "in the clear at rest");
+        assert!(!stdout.contains(secret) && !list.contains(secret));
+    }
+    assert!(dump.contains(CERT_SN), "SNs and certificates are public");
+
+    // A deployed server signs; a tampered reply is refused and logged.
+    let sf = Arc::new(SecureFake::default());
+    m.install(&sf);
+    let wx = crate::fake_wechat::FakeWeChat::start_secured(routes(), sf.clone()).await;
+    wx.register(APP, SECRET);
+    let env = [
+        ("WAFER_DATABASE_URL", db.url.as_str()),
+        ("WAFER_MASTER_KEY", MASTER),
+        ("WAFER_WECHAT_BASE_URL", &wx.base_url),
+        ("WAFER_CALLER_AUTH", "off"),
+    ];
+    let (mut server, url) = spawn_server(dir.path(), &env, true).await;
+    let (status, reply) = post_json(format!("{url}wechat/{APP}{RISK}"), &json!({"openid": "o_bin"})).await;
+    assert_eq!((status, &reply["got"]["openid"]), (200, &json!("o_bin")), "{reply}");
+    *sf.tamper.lock().unwrap() = Some(Tamper::Body);
+    let (status, reply) = post_json(format!("{url}wechat/{APP}{RISK}"), &json!({"openid": "o_bin"})).await;
+    assert_eq!((status, code(&reply)), (502, 1029), "{reply}");
+    assert!(terminate(&mut server).success());
+    let logs = String::from_utf8_lossy(&server.wait_with_output().unwrap().stderr).into_owned();
+    let refused = logs.lines().find(|l| l.contains("did not verify")).unwrap_or_else(|| panic!("{logs}"));
+    assert!(refused.contains(RISK) && refused.contains("the signature does not verify"), "{refused}");
+    for secret in [m.sym_b64().as_str(), key_body, SECRET] {
+        assert!(!logs.contains(secret), "a key in the logs: {logs}");
+    }
+    assert_eq!(sf.signed_calls(RISK), 2);
+
+    let out = run_ok(&mut cli(&["app", "api-security", "--appid", APP, "--off"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("API security off"));
+    assert!(!db.raw_dump().await.contains(CERT_SN), "deleted");
+}
+
 both_backends!(
     every_caller_signs_and_gets_the_verified_reply,
     a_reply_that_does_not_verify_is_never_passed_on,
     a_certificate_rotation_is_followed_and_reported,
     wechats_security_refusals_say_what_to_check,
     bad_key_material_is_refused_naming_the_field,
+    the_cli_registers_keys_from_files_and_the_server_uses_them,
 );

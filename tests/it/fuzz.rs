@@ -1,5 +1,5 @@
 //! Property tests that run in CI: at least 100,000 generated inputs per target (the envelope parser with the
-//! interface parser, the gateway-event parser with the runtime reply, and the decryptor). Inputs are seeded
+//! interface parser, the gateway-event parser with the runtime reply, the decryptor, API security's reply parser). Inputs are seeded
 //! mutations of valid samples plus random JSON, from a fixed-seed generator so any failure reproduces.
 //! The same targets exist for coverage-guided fuzzing under `fuzz/` (cargo-fuzz).
 
@@ -365,4 +365,86 @@ fn no_api_path_reaches_a_credential_path() {
         assert!(!REFUSED.iter().any(|r| under(&lower, r)), "{path:?} reaches {lower}");
     }
     assert!(accepted > 1_000 && accepted < tried, "the generator reaches both sides: {accepted} of {tried}");
+}
+
+/// WeChat's guide example (its published keys and reply), for the API-security reply parser.
+fn guide_keys() -> wafer_scf::wechat::secure::SecureKeys {
+    let file = |name: &str| {
+        std::fs::read_to_string(format!(
+            "{}/src/wechat/secure/guide_example/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    let certs = [("79ba700ea147819f640941bceb38b1d1".to_owned(), file("platform_cert.pem"))];
+    wafer_scf::wechat::secure::SecureKeys::parse(
+        "wxba6223c06417af7b",
+        "otUpngOjU+nVQaWJIC3D/yMLV17RKaP6t4Ot9tbnzLY=",
+        "fa05fe1e5bcc79b81ad5ad4b58acf787",
+        &file("private_key.pem"),
+        "97845f6ed842ea860df6fdf65941ff56",
+        &certs,
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_api_security_reply_parser_never_panics() {
+    use wafer_scf::wechat::secure::{open_reply, open_signed, ReplyHeaders};
+    const URLPATH: &str = "https://api.weixin.qq.com/wxa/getuserriskrank";
+    const TS: i64 = 1635927956;
+    let keys = guide_keys();
+    let body = std::fs::read(format!(
+        "{}/src/wechat/secure/guide_example/reply_body.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let signature = std::fs::read_to_string(format!(
+        "{}/src/wechat/secure/guide_example/reply_signature.txt",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let appid = Some("wxba6223c06417af7b");
+    assert!(open_signed(&keys, URLPATH, appid, TS, &body, TS).is_ok());
+    // After the signature: every stage (JSON, base64, lengths, AES-GCM, the decrypted object and its checks).
+    let mut rng = Rng(0x5eed_0007);
+    let mut ok = 0;
+    for i in 0..INPUTS {
+        let input = if i % 8 == 0 { random_json(&mut rng, 0).into_bytes() } else { mutate(&mut rng, &body) };
+        if open_signed(&keys, URLPATH, appid, TS, &input, TS).is_ok() {
+            ok += 1;
+        }
+    }
+    assert!(ok < INPUTS / 100, "a mutated reply almost never opens: {ok}");
+    // The whole reply, headers included (fewer: each one verifies an RSA signature).
+    let headers = ReplyHeaders {
+        appid: appid.map(str::to_owned),
+        timestamp: Some(TS.to_string()),
+        serial: Some("79ba700ea147819f640941bceb38b1d1".into()),
+        signature: Some(signature.clone()),
+        ..Default::default()
+    };
+    assert!(open_reply(&keys, URLPATH, &headers, &body, TS).is_ok());
+    let mutated = |rng: &mut Rng, s: &Option<String>| {
+        s.as_ref().map(|s| String::from_utf8_lossy(&mutate(rng, s.as_bytes())).into_owned())
+    };
+    let mut opened = 0;
+    for i in 0..2_000 {
+        let mut h = headers.clone();
+        match i % 5 {
+            0 => h.timestamp = mutated(&mut rng, &h.timestamp),
+            1 => h.serial = mutated(&mut rng, &h.serial),
+            2 => h.signature = mutated(&mut rng, &h.signature),
+            3 => {
+                h.serial_deprecated = h.serial.take();
+                h.signature_deprecated = mutated(&mut rng, &h.signature);
+            }
+            _ => h.appid = mutated(&mut rng, &h.appid),
+        }
+        let input = if i % 7 == 0 { mutate(&mut rng, &body) } else { body.clone() };
+        if open_reply(&keys, URLPATH, &h, &input, TS).is_ok() {
+            opened += 1;
+        }
+    }
+    assert!(opened < 200, "mutated headers almost never verify: {opened}");
 }

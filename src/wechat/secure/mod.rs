@@ -10,7 +10,7 @@ mod reply;
 mod tests;
 
 pub use paths::SecurePaths;
-pub use reply::{explain_plain, hint, open_reply, with_hint, Opened, ReplyHeaders};
+pub use reply::{explain_plain, hint, open_reply, open_signed, with_hint, Opened, ReplyHeaders};
 
 use super::proxy::{self, Body, Outgoing, RawReply};
 use super::UpstreamError;

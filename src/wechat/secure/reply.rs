@@ -72,7 +72,21 @@ pub fn open_reply(
             }
         },
     };
-    if h.appid.as_deref() != Some(keys.appid.as_str()) {
+    let body = open_signed(keys, urlpath, h.appid.as_deref(), ts, body, now)?;
+    Ok(Opened { body, rotated_to })
+}
+
+/// The checks and the decryption of a reply whose signature verified (`appid` and `ts` are its
+/// `Wechatmp-Appid` and `Wechatmp-TimeStamp`): WeChat's ordinary reply, the scheme's fields removed.
+pub fn open_signed(
+    keys: &SecureKeys,
+    urlpath: &str,
+    appid: Option<&str>,
+    ts: i64,
+    body: &[u8],
+    now: i64,
+) -> Result<Vec<u8>, String> {
+    if appid != Some(keys.appid.as_str()) {
         return Err("Wechatmp-Appid names another app".into());
     }
     if (now - ts).abs() > MAX_SKEW_SECS {
@@ -97,8 +111,7 @@ pub fn open_reply(
     for name in RESERVED {
         fields.remove(name);
     }
-    let body = serde_json::to_vec(&fields).map_err(|e| e.to_string())?;
-    Ok(Opened { body, rotated_to })
+    serde_json::to_vec(&fields).map_err(|e| e.to_string())
 }
 
 /// What to check when WeChat refuses a call at its security layer (or a plain call to an API that needs it).
