@@ -1,7 +1,8 @@
 //! `qcloud.cam.phone`: a user's phone number from the code of `getPhoneNumber` (the flow WeChat recommends since
 //! 2021), for a live session of the app. The call goes to `/wxa/business/getuserphonenumber` with the app's current
-//! token (refreshed once if WeChat rejects it), the watermark must name the session's app, and WeChat's refusals
-//! get codes of their own. The number is returned, never logged.
+//! token (refreshed once if WeChat rejects it) and the session's `openid` (WeChat checks the code is that user's);
+//! the watermark must name the session's app, and WeChat's refusals get codes of their own (the paid quota's
+//! exhaustion, `1400001`, a message of its own). The number is returned, never logged.
 
 use super::session::{check_session, MAX_SESSION_ID, MAX_SKEY};
 use super::{proxy, Deps, Reply};
@@ -39,7 +40,7 @@ impl<'a> PhoneRequest<'a> {
 pub async fn phone(deps: &Deps, req: PhoneRequest<'_>, scope: Option<&Caller>) -> Result<Reply, WaferError> {
     let view = check_session(deps, req.id, req.skey.expose(), req.appid.as_deref(), scope).await?;
     let appid = view.session.appid;
-    let body = json!({"code": req.code.expose()});
+    let body = json!({"code": req.code.expose(), "openid": view.session.openid});
     let method = reqwest::Method::POST;
     let out = Outgoing { method: &method, path: PATH, query: &[], body: Body::Json(&body), headers: &[] };
     let reply = proxy::send(deps, &Owner::App(appid.clone()), out, "phone").await?;
@@ -53,10 +54,9 @@ pub async fn phone(deps: &Deps, req: PhoneRequest<'_>, scope: Option<&Caller>) -
             UpstreamError::BadReply("not JSON".into()).to_wafer(Call::Phone, crate::wechat::Upstream::WeChat)
         );
     };
-    if let Some(errcode) = reply.errcode() {
-        tracing::info!(appid = %appid, errcode, "phone number refused");
-        return Err(UpstreamError::Api { errcode, rid: None, ip: None, suggests_stable: false }
-            .to_wafer(Call::Phone, crate::wechat::Upstream::WeChat));
+    if let Err(e) = crate::wechat::check_errcode(reply.errcode(), &v) {
+        tracing::info!(appid = %appid, errcode = reply.errcode().unwrap_or(0), "phone number refused");
+        return Err(e.to_wafer(Call::Phone, crate::wechat::Upstream::WeChat));
     }
     let info = v.get("phone_info").cloned().unwrap_or(Value::Null);
     let field = |name: &str| info.get(name).and_then(Value::as_str).map(str::to_owned);

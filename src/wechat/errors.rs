@@ -121,6 +121,12 @@ impl UpstreamError {
                         ReturnCode::WeixinCodeErr,
                         format!("{upstream} rejected the phone code (errcode {c}): a code is valid once, for 5 minutes"),
                     )
+                } else if call == Call::Phone && c == 1_400_001 {
+                    WaferError::new(
+                        ReturnCode::WeixinQuotaErr,
+                        format!("the mini-program's paid quota for phone-number verification is used up (errcode {c}): \
+                                 buy more in the console (基础能力 → 手机号快速验证组件) — until then every phone code is refused"),
+                    )
                 } else if matches!(call, Call::Ticket | Call::Proxy) && TOKEN_INVALID_CODES.contains(&c) {
                     WaferError::new(
                         ReturnCode::WeixinAccesstokenErr,

@@ -509,7 +509,19 @@ async fn phone_number(
     let owner = token_owner(&st, q.get("access_token"));
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let code = body["code"].as_str().unwrap_or("");
-    let (number, watermark) = if let Some(n) = code.strip_prefix("phone:") {
+    if code == "phone-quota" {
+        return err(1400001, "phone number quota used up");
+    }
+    // `phone-for:<openid>:<number>`: a code of that user only (WeChat checks the openid it is given).
+    let for_user = code.strip_prefix("phone-for:").and_then(|r| r.split_once(':'));
+    if let Some((openid, _)) = for_user {
+        if body.get("openid").and_then(Value::as_str) != Some(openid) {
+            return err(40029, "invalid code: not this user's");
+        }
+    }
+    let (number, watermark) = if let Some((_, n)) = for_user {
+        (n, owner.as_str())
+    } else if let Some(n) = code.strip_prefix("phone:") {
         (n, owner.as_str())
     } else if let Some(n) = code.strip_prefix("phone-other:") {
         (n, "wx_some_other_app")

@@ -229,6 +229,16 @@ async fn phone_numbers_come_from_the_code_of_a_live_session(b: Backend) {
     assert_eq!(r["returnData"]["purePhoneNumber"], "13800138000");
     assert_eq!(r["returnData"]["countryCode"], "86");
 
+    // The session's openid goes with the code: another user's code is refused by WeChat.
+    let r = phone("phone-for:o_phone:13900139000", &s["skey"]).await;
+    assert_eq!(r["returnData"]["purePhoneNumber"], "13900139000", "{r}");
+    let r = phone("phone-for:o_someone_else:13900139000", &s["skey"]).await;
+    assert_eq!(code(&r), 40029, "{r}");
+    // The paid quota's exhaustion says so, and what to do.
+    let r = phone("phone-quota", &s["skey"]).await;
+    assert_eq!(code(&r), 45009, "{r}");
+    assert!(r["returnMessage"].as_str().unwrap().contains("paid quota for phone-number verification"), "{r}");
+
     let r = phone("used-or-wrong", &s["skey"]).await;
     assert_eq!(code(&r), 40029, "WeChat's code refusal has its own code: {r}");
     assert!(r["returnMessage"].as_str().unwrap().contains("phone code"), "{r}");
