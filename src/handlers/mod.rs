@@ -8,6 +8,7 @@ pub mod http;
 pub mod phone;
 pub mod proxy;
 pub mod session;
+pub mod session_key;
 pub mod token_host;
 
 use crate::admin::ops::AdminOp;
@@ -89,6 +90,7 @@ pub enum Request<'a> {
     Admin(admin::AdminRequest),
     Call(proxy::CallRequest),
     Phone(phone::PhoneRequest<'a>),
+    SessionKey(session_key::SessionKeyRequest<'a>),
 }
 
 type Parser = for<'a> fn(Para<'a>) -> Result<Request<'a>, WaferError>;
@@ -101,6 +103,12 @@ pub const INTERFACES: &[(&str, Parser)] = &[
     ("qcloud.cam.decrypt", |p| Ok(Request::Decrypt(session::DecryptRequest::parse(p)?))),
     ("qcloud.cam.userinfo", |p| Ok(Request::UserInfo(session::DecryptRequest::parse(p)?))),
     ("qcloud.cam.phone", |p| Ok(Request::Phone(phone::PhoneRequest::parse(p)?))),
+    ("qcloud.cam.check_session", |p| {
+        Ok(Request::SessionKey(session_key::SessionKeyRequest::parse(p, false)?))
+    }),
+    ("qcloud.cam.reset_session_key", |p| {
+        Ok(Request::SessionKey(session_key::SessionKeyRequest::parse(p, true)?))
+    }),
     ("qcloud.mimi.access_token", |p| credential(p, CredKind::MpToken)),
     ("qcloud.mimi.jsapi_ticket", |p| credential(p, CredKind::MpJsapiTicket)),
     ("qcloud.work.access_token", |p| credential(p, CredKind::WcToken)),
@@ -172,6 +180,7 @@ impl<'a> Interface<'a> {
             Request::Admin(r) => Access::Admin { para_token: r.admin_token.as_ref().map(|t| t.expose()) },
             Request::Call(r) => Access::Call(Scope::of(&r.target), r.path.as_str()),
             Request::Phone(r) => Access::Session(r.appid.as_deref()),
+            Request::SessionKey(r) => Access::Session(r.appid.as_deref()),
         }
     }
 
@@ -195,6 +204,7 @@ impl<'a> Interface<'a> {
             Request::Admin(r) => admin::handle(deps, meta, r).await,
             Request::Call(r) => proxy::call(deps, r).await,
             Request::Phone(r) => phone::phone(deps, r, session_scope).await,
+            Request::SessionKey(r) => session_key::session_key(deps, r, session_scope).await,
         }
     }
 }
@@ -210,7 +220,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "no name twice");
-        assert_eq!(names.len(), 34);
+        assert_eq!(names.len(), 36);
         let para = serde_json::Map::new();
         let e = Interface::parse("qcloud.nope", Para(&para)).unwrap_err();
         assert_eq!(e.code, ReturnCode::InterfaceErr);

@@ -120,6 +120,8 @@ impl FakeWeChat {
             .route("/cgi-bin/message/subscribe/send", post(business_json))
             .route("/cgi-bin/message/send", post(business_json))
             .route("/wxa/business/getuserphonenumber", post(phone_number))
+            .route("/wxa/checksession", get(session_key_check))
+            .route("/wxa/resetusersessionkey", get(session_key_check))
             .merge(extra);
         let app = match &sf {
             Some(sf) => app.layer(axum::middleware::from_fn_with_state(
@@ -183,6 +185,11 @@ impl FakeWeChat {
     /// Delay the next `n` calls to `path`.
     pub fn delay(&self, path: &str, d: Duration, n: usize) {
         self.inner().delays.insert(path.into(), (d, n));
+    }
+
+    /// WeChat gives `openid` a new session key on its side (a login elsewhere): the stored one is stale.
+    pub fn rotate_session_key(&self, openid: &str) {
+        self.inner().session_keys.insert(openid.into(), "cm90YXRlZC1zZXNzaW9uLWs=".into());
     }
 
     /// Whether `token` is currently valid upstream.
@@ -580,4 +587,34 @@ pub fn count_call(st: &FakeState, path: &str) {
 pub fn valid_token(st: &FakeState, token: Option<&String>) -> bool {
     let inner = st.inner.lock().unwrap();
     token.and_then(|t| inner.tokens.get(t)).map(|t| t.expires_at > now()).unwrap_or(false)
+}
+
+/// `checksession` / `resetusersessionkey`: the login-state signature must be made with the user's current session
+/// key (87009 otherwise); a reset gives the user a new key.
+async fn session_key_check(
+    State(st): State<Arc<FakeState>>,
+    uri: axum::http::Uri,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(r) = business_entry(&st, &q).await {
+        return r;
+    }
+    let openid = q.get("openid").cloned().unwrap_or_default();
+    let mut inner = st.inner.lock().unwrap();
+    let Some(key) = inner.session_keys.get(&openid).cloned() else { return err(40003, "invalid openid") };
+    let expected = wafer_scf::crypto::login_signature(&key, b"");
+    if q.get("sig_method").map(String::as_str) != Some("hmac_sha256") || q.get("signature") != Some(&expected)
+    {
+        return err(87009, "invalid signature");
+    }
+    if uri.path().ends_with("/resetusersessionkey") {
+        let n = inner.logins.entry(openid.clone()).or_default();
+        *n += 1;
+        let digest = Sha256::digest(format!("{openid}/reset/{n}").as_bytes());
+        let new_key = base64::engine::general_purpose::STANDARD.encode(&digest[..16]);
+        inner.session_keys.insert(openid.clone(), new_key.clone());
+        return Json(json!({"errcode": 0, "errmsg": "ok", "openid": openid, "session_key": new_key}))
+            .into_response();
+    }
+    err(0, "ok")
 }

@@ -428,7 +428,47 @@ async fn the_session_cache_never_outlives_a_change(b: Backend) {
     assert_ne!(code(&t.auth(&third).await), 0, "gone at once");
 }
 
+/// WeChat's session-key checks for a live session: `check_session` signs with the stored key and says whether WeChat
+/// still holds it; `reset_session_key` has WeChat issue a new one, stored (and used by `decrypt`), never returned.
+async fn session_keys_are_checked_and_reset_through_wechat(b: Backend) {
+    let t = TestApp::new(b).await;
+    t.add_app(APP, SECRET).await;
+    let d = t.login(APP, "o_sk").await;
+    let ask = |name: &'static str, skey: Value| t.call(name, json!({"id": d["id"], "skey": skey}));
+    let r = ask("qcloud.cam.check_session", d["skey"].clone()).await;
+    assert_eq!((code(&r), &r["returnData"]), (0, &json!({"valid": true})), "{r}");
+
+    // A reset: WeChat's new key is stored for the user and never returned; the old one no longer decrypts.
+    let old = t.wx.session_key("o_sk");
+    let r = ask("qcloud.cam.reset_session_key", d["skey"].clone()).await;
+    assert_eq!((code(&r), &r["returnData"]), (0, &json!({"reset": true})), "{r}");
+    let new = t.wx.session_key("o_sk");
+    assert_ne!(old, new);
+    assert!(!r.to_string().contains(&new), "the key stays here");
+    let decrypt = |key: &str| {
+        t.call("qcloud.cam.decrypt", json!({"id": d["id"], "skey": d["skey"], "encrypt_data": encrypted(key, &profile(APP, "k")), "iv": IV}))
+    };
+    assert_eq!(code(&decrypt(&new).await), 0);
+    assert_eq!(code(&decrypt(&old).await), 60021);
+    assert_eq!(ask("qcloud.cam.check_session", d["skey"].clone()).await["returnData"]["valid"], true);
+
+    // WeChat's key changed on its side: the stored one is reported invalid, and cannot be reset.
+    t.wx.rotate_session_key("o_sk");
+    let r = ask("qcloud.cam.check_session", d["skey"].clone()).await;
+    assert_eq!((code(&r), &r["returnData"]), (0, &json!({"valid": false})), "{r}");
+    let r = ask("qcloud.cam.reset_session_key", d["skey"].clone()).await;
+    assert_eq!(code(&r), 1007, "{r}");
+    assert!(r["returnMessage"].as_str().unwrap().contains("log in again"), "{r}");
+
+    // A live session is needed, as for decrypt: no WeChat call otherwise.
+    let before = t.wx.calls("/business");
+    assert_eq!(code(&ask("qcloud.cam.check_session", json!("wrong-skey")).await), 60012);
+    assert_eq!(code(&ask("qcloud.cam.reset_session_key", json!("wrong-skey")).await), 60012);
+    assert_eq!(t.wx.calls("/business"), before);
+}
+
 both_backends!(
+    session_keys_are_checked_and_reset_through_wechat,
     the_session_cache_never_outlives_a_change,
     login_then_auth_then_decrypt_then_userinfo,
     official_vector_decrypts_through_a_session,
