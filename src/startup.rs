@@ -120,9 +120,9 @@ pub async fn admin_api(config: &Config) -> Result<Box<dyn crate::admin::AdminApi
         let token = config.admin_token().map(|t| t.expose_secret().to_owned()).unwrap_or_default();
         return Ok(Box::new(crate::remote::Remote::new(url.trim(), &token).map_err(anyhow::Error::msg)?));
     }
-    let store = open_store(config, false).await?;
-    Ok(Box::new(crate::admin::Local {
-        store,
+    let svc = service(config, 1).await?;
+    let local = crate::admin::Local {
+        store: svc.deps.store.clone(),
         creds: None,
         clock: Arc::new(SystemClock),
         facts: crate::admin::ProcessFacts::of(
@@ -130,7 +130,30 @@ pub async fn admin_api(config: &Config) -> Result<Box<dyn crate::admin::AdminApi
             std::time::Instant::now(),
             config.token_policy().force_per_day,
         ),
-    }))
+    };
+    Ok(Box::new(CliAdmin { local, svc }))
+}
+
+/// The CLI's admin operations without `--server`: over the store, and the ones that call WeChat (quota,
+/// clear_quota) through a service built here, as a server runs them.
+struct CliAdmin {
+    local: crate::admin::Local,
+    svc: Service,
+}
+
+#[async_trait::async_trait]
+impl crate::admin::AdminApi for CliAdmin {
+    async fn run(&self, op: crate::admin::ops::AdminOp) -> crate::admin::AdminResult<serde_json::Value> {
+        use crate::admin::ops::AdminOp;
+        match op {
+            AdminOp::AppQuota(_) | AdminOp::AppClearQuota(_) => {
+                crate::handlers::admin::run(&self.svc.deps, op)
+                    .await
+                    .map_err(crate::admin::AdminError::Refused)
+            }
+            op => self.local.run_op(op).await,
+        }
+    }
 }
 
 /// Open the configured store; with `migrate`, apply pending migrations first.

@@ -289,6 +289,12 @@ impl Local {
                 outcome("unblocked")
             }
             Op::AppApiSecurity(f) => json!(self.put_api_security(f).await?),
+            Op::AppQuota(_) | Op::AppClearQuota(_) => {
+                return Err(AdminError::Refused(WaferError::new(
+                    ReturnCode::InterfaceErr,
+                    "this operation calls WeChat: it runs in a server (or the CLI with WeChat reachable)",
+                )))
+            }
             Op::AgentAdd(f) => {
                 let changes = AgentChanges { secret: f.secret, remark: f.remark };
                 json!(ChangeInfo::from(self.registry().put_agent(&f.corpid, &f.agentid, &changes).await?))

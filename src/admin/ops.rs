@@ -60,6 +60,14 @@ pub struct ApiSecurityPut {
     pub certs: Vec<crate::apisec::CertInput>,
 }
 
+/// `app.quota`: an API's daily quota for an app, as WeChat counts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaGet {
+    pub appid: AppId,
+    /// The API path, e.g. `/wxa/getwxacodeunlimit`.
+    pub api: String,
+}
+
 /// A WeCom agent named by corpid and agentid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentRef {
@@ -152,6 +160,10 @@ admin_ops! {
     AppUnblock(AppRef) = "qcloud.admin.app.unblock", changes: true;
     /// Register an app's API-security keys, or switch API security off for it.
     AppApiSecurity(ApiSecurityPut) = "qcloud.admin.app.api_security", changes: true;
+    /// An API's daily quota (WeChat's `openapi/quota/get`): calls WeChat, so it runs where WeChat is reachable.
+    AppQuota(QuotaGet) = "qcloud.admin.app.quota", changes: false;
+    /// WeChat's `clear_quota` for the app (a few a month), then `unblock`.
+    AppClearQuota(AppRef) = "qcloud.admin.app.clear_quota", changes: true;
     AgentAdd(AgentPut) = "qcloud.admin.agent.add", changes: true;
     AgentList(NoFields) = "qcloud.admin.agent.list", changes: false;
     AgentRemove(AgentRef) = "qcloud.admin.agent.remove", changes: true;
@@ -169,7 +181,8 @@ impl AdminOp {
     pub fn subject(&self) -> String {
         match self {
             Self::AppAdd(f) | Self::AppUpdate(f) => f.appid.to_string(),
-            Self::AppRemove(f) | Self::AppUnblock(f) => f.appid.to_string(),
+            Self::AppRemove(f) | Self::AppUnblock(f) | Self::AppClearQuota(f) => f.appid.to_string(),
+            Self::AppQuota(f) => f.appid.to_string(),
             Self::AppApiSecurity(f) => f.appid.to_string(),
             Self::AgentAdd(AgentPut { corpid, agentid, .. })
             | Self::AgentRemove(AgentRef { corpid, agentid }) => {
@@ -217,6 +230,8 @@ mod tests {
             AdminOp::AppList(NoFields {}),
             AdminOp::AppRemove(AppRef { appid: app.clone() }),
             AdminOp::AppUnblock(AppRef { appid: app.clone() }),
+            AdminOp::AppQuota(QuotaGet { appid: app.clone(), api: "/wxa/getwxacode".into() }),
+            AdminOp::AppClearQuota(AppRef { appid: app.clone() }),
             AdminOp::AppApiSecurity(ApiSecurityPut {
                 appid: app,
                 off: false,

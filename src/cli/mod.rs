@@ -93,7 +93,12 @@ pub enum Command {
     PurgeSessions,
     /// Show the deployment: process, storage, and per app / agent the token's age and remaining life (never the
     /// token), fetches and forced refreshes, the last upstream error, sessions.
-    Status,
+    Status {
+        /// Also ask WeChat for this API's daily quota for every app (`/cgi-bin/openapi/quota/get`), e.g.
+        /// `--quota /wxa/getwxacodeunlimit`.
+        #[arg(long)]
+        quota: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +218,20 @@ pub enum AppCommand {
     /// verified and decrypted. Keys are sealed like the AppSecret and never printed.
     #[command(name = "api-security")]
     ApiSecurity(ApiSecurityArgs),
+    /// An API's daily quota for the app, as WeChat counts it (limit, used, left).
+    Quota {
+        #[arg(long)]
+        appid: ids::AppId,
+        /// The API path, e.g. /wxa/getwxacodeunlimit.
+        #[arg(long)]
+        api: String,
+    },
+    /// Reset the app's API call counts with WeChat's clear_quota (a few a month), then lift this server's blocks.
+    #[command(name = "clear-quota")]
+    ClearQuota {
+        #[arg(long)]
+        appid: ids::AppId,
+    },
     /// Let upstream calls for an app resume after a daily-quota refusal (45009), once WeChat's quota was reset
     /// (`clear_quota` / the console's 接口调用次数清零).
     Unblock {
@@ -395,7 +414,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Agent(cmd) => agent_command(&config, cmd).await,
         Command::Cos(cmd) => cos_command(&config, cmd).await,
         Command::Key(cmd) => key_command(&config, cmd).await,
-        Command::Status => status_command(&config).await,
+        Command::Status { quota } => status_command(&config, quota.as_deref()).await,
         Command::Import { from, dry_run } => maintenance::import(&config, &from, dry_run).await,
         Command::Reencrypt => maintenance::reencrypt(&config).await,
         Command::PurgeSessions => maintenance::purge_sessions(&config).await,

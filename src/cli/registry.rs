@@ -78,6 +78,21 @@ pub(super) async fn app_command(config: &Config, cmd: AppCommand) -> Result<()> 
             }
         }
         AppCommand::ApiSecurity(args) => api_security(api, args).await?,
+        AppCommand::Quota { appid, api: path } => {
+            let q: crate::handlers::platform::Quota =
+                reply(api, AdminOp::AppQuota(ops::QuotaGet { appid, api: path })).await?;
+            println!("{}", quota_line(&q));
+        }
+        AppCommand::ClearQuota { appid } => {
+            let c: crate::handlers::platform::Cleared =
+                reply(api, AdminOp::AppClearQuota(ops::AppRef { appid: appid.clone() })).await?;
+            tracing::info!(appid = %appid, action = "clear_quota", "app quota reset");
+            let left = c.resets.map_or_else(
+                || "WeChat did not say how many resets are left".to_owned(),
+                |r| format!("resets this month: {} of {} used, {} left", r.used, r.daily_limit, r.remain),
+            );
+            println!("cleared the quota of app {appid}; its blocks here are lifted ({left})");
+        }
         AppCommand::Unblock { appid } => {
             done(api, AdminOp::AppUnblock(ops::AppRef { appid: appid.clone() })).await?;
             tracing::info!(appid = %appid, action = "unblocked", "app registry changed");
@@ -220,9 +235,30 @@ fn secs(v: Option<i64>) -> String {
     v.map_or_else(|| "-".into(), |s| format!("{s}s"))
 }
 
-pub(super) async fn status_command(config: &Config) -> Result<()> {
+fn quota_line(q: &crate::handlers::platform::Quota) -> String {
+    format!("{:<32} {}: used {} of {} today, {} left", q.appid, q.api, q.used, q.daily_limit, q.remain)
+}
+
+pub(super) async fn status_command(config: &Config, quota: Option<&str>) -> Result<()> {
     let api = admin_api(config).await?;
     let s: Status = reply(api.as_ref(), AdminOp::Status(NoFields {})).await?;
+    print_status(&s);
+    let Some(path) = quota else { return Ok(()) };
+    println!("QUOTA ({path}, from WeChat)");
+    for app in &s.apps {
+        let op = AdminOp::AppQuota(ops::QuotaGet {
+            appid: app.id.parse().map_err(anyhow::Error::msg)?,
+            api: path.into(),
+        });
+        match reply::<crate::handlers::platform::Quota>(api.as_ref(), op).await {
+            Ok(q) => println!("{}", quota_line(&q)),
+            Err(e) => println!("{:<32} {path}: {e}", app.id),
+        }
+    }
+    Ok(())
+}
+
+fn print_status(s: &Status) {
     let p = &s.process;
     println!(
         "wafer-scf {} up {}s | caller auth {} | admin {} | master key {} | storage {} schema {}/{}",
@@ -262,7 +298,6 @@ pub(super) async fn status_command(config: &Config) -> Result<()> {
             c.sessions.map_or_else(|| "-".into(), |n| n.to_string()),
         );
     }
-    Ok(())
 }
 
 /// "API security on, certificate SN …, expires …" (every certificate during a rotation).

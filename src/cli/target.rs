@@ -56,7 +56,7 @@ pub(super) fn check(config: &Config, command: &Command) -> Result<()> {
 pub(super) fn over_the_wire(command: &Command) -> bool {
     matches!(
         command,
-        Command::App(_) | Command::Agent(_) | Command::Cos(_) | Command::Key(_) | Command::Status
+        Command::App(_) | Command::Agent(_) | Command::Cos(_) | Command::Key(_) | Command::Status { .. }
     )
 }
 
@@ -72,7 +72,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Agent(_) => "agent",
         Command::Cos(_) => "cos",
         Command::Key(_) => "key",
-        Command::Status => "status",
+        Command::Status { .. } => "status",
         Command::Import { .. } => "import",
         Command::Reencrypt => "reencrypt",
         Command::PurgeSessions => "purge-sessions",

@@ -43,7 +43,7 @@ pub async fn handle(deps: &Deps, meta: &RequestMeta, req: AdminRequest) -> Resul
         _ => None,
     };
     // A new key is in this reply only; the audit line names the key, never shows it.
-    let data = local(deps).run_op(op).await;
+    let data = run(deps, op).await;
     if let Some(appid) = keys_changed {
         deps.api_keys.forget(&appid);
     }
@@ -52,4 +52,13 @@ pub async fn handle(deps: &Deps, meta: &RequestMeta, req: AdminRequest) -> Resul
         crate::auth::Audit { action, subject: &subject, meta, at: deps.clock.now() }.log("done");
     }
     Ok(Reply { message: "ADMIN_SUCCESS", data, app: None })
+}
+
+/// Run an admin operation in this process: the ones that call WeChat here, the others over the storage.
+pub async fn run(deps: &Deps, op: AdminOp) -> Result<serde_json::Value, WaferError> {
+    Ok(match op {
+        AdminOp::AppQuota(f) => serde_json::json!(super::platform::quota(deps, &f.appid, &f.api).await?),
+        AdminOp::AppClearQuota(f) => serde_json::json!(super::platform::clear_quota(deps, &f.appid).await?),
+        op => local(deps).run_op(op).await?,
+    })
 }

@@ -6,6 +6,7 @@ pub mod cos;
 pub mod credentials;
 pub mod http;
 pub mod phone;
+pub mod platform;
 pub mod proxy;
 pub mod session;
 pub mod session_key;
@@ -220,7 +221,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "no name twice");
-        assert_eq!(names.len(), 36);
+        assert_eq!(names.len(), 38);
         let para = serde_json::Map::new();
         let e = Interface::parse("qcloud.nope", Para(&para)).unwrap_err();
         assert_eq!(e.code, ReturnCode::InterfaceErr);
@@ -239,6 +240,8 @@ mod tests {
             ("admin_token", "ADMIN-SECRET-6"),
             ("secret", "APP-SECRET-7"),
             ("secret_key", "COS-SECRET-8"),
+            ("sym_key", "SYM-SECRET-9"),
+            ("private_key", "PRIVATE-SECRET-10"),
         ];
         let mut para = serde_json::json!({
             "appid": "1250000000", "corpid": "ww1", "agentid": "1000002", "id": "abc", "encrypt_data": "x",
@@ -246,6 +249,7 @@ mod tests {
             "bucket": "b-1250000000",
             "expiration": 4_000_000_000u64, "filepath": "f.jpg", "sid": "AKID", "region": "ap-beijing",
             "method": "POST", "path": "/wxa/getwxacode", "name": "k", "secret_id": "AKID", "apps": ["wx1"],
+            "api": "/wxa/getwxacode",
         });
         for (field, value) in secrets {
             para[field] = Value::String(value.into());

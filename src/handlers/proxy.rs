@@ -101,16 +101,18 @@ pub(crate) async fn send(
         Owner::Agent { .. } => None,
     };
     let token = deps.creds.get(&key, Force::No).await?.value;
-    let reply = once(deps, target, out, &token, keys.as_deref(), what).await?;
-    if !reply.errcode().is_some_and(|c| TOKEN_INVALID_CODES.contains(&c)) {
-        return Ok(reply);
+    let mut reply = once(deps, target, out, &token, keys.as_deref(), what).await?;
+    if reply.errcode().is_some_and(|c| TOKEN_INVALID_CODES.contains(&c)) {
+        let fresh = deps.creds.get(&key, Force::Rejected(&token)).await;
+        if !out.body.resendable() {
+            return Err(upload_refused(name));
+        }
+        reply = once(deps, target, out, &fresh?.value, keys.as_deref(), what).await?;
     }
-    let fresh = deps.creds.get(&key, Force::Rejected(&token)).await;
-    if !out.body.resendable() {
-        return Err(upload_refused(name));
+    if reply.errcode().is_some() {
+        Box::pin(super::platform::explain_rid(deps, target, out.path, &reply)).await;
     }
-    let fresh = fresh?;
-    once(deps, target, out, &fresh.value, keys.as_deref(), what).await
+    Ok(reply)
 }
 
 /// One attempt: plain, or with the app's API-security keys (encrypted and signed, the reply verified and

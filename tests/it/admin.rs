@@ -18,6 +18,8 @@ fn para_for(name: &str) -> Value {
         "qcloud.admin.app.update" => json!({"appid": "wx_admin_1", "session_duration_secs": 600}),
         "qcloud.admin.app.remove" | "qcloud.admin.app.unblock" => json!({"appid": "wx_admin_1"}),
         "qcloud.admin.app.api_security" => json!({"appid": "wx_admin_1", "off": true}),
+        "qcloud.admin.app.quota" => json!({"appid": "wx_admin_1", "api": "/wxa/getwxacode"}),
+        "qcloud.admin.app.clear_quota" => json!({"appid": "wx_admin_1"}),
         "qcloud.admin.agent.add" => {
             json!({"corpid": "ww_admin", "agentid": 1000002, "secret": "AGENT-S3CRET"})
         }
@@ -37,6 +39,8 @@ const ORDER: &[&str] = &[
     "qcloud.admin.app.add",
     "qcloud.admin.app.update",
     "qcloud.admin.app.api_security",
+    "qcloud.admin.app.quota",
+    "qcloud.admin.app.clear_quota",
     "qcloud.admin.app.list",
     "qcloud.admin.app.unblock",
     "qcloud.admin.agent.add",
@@ -63,6 +67,7 @@ async fn every_admin_interface_needs_the_token_and_never_echoes_a_secret(b: Back
 
     let settings = Settings { admin_token: Some(ADMIN.into()), ..open_settings() };
     let t = TestApp::with_settings(b, settings).await;
+    t.wx.register("wx_admin_1", "S3CRET-admin");
     let call = |name: &'static str, meta: RequestMeta, para: Value| {
         let svc = t.svc.clone();
         async move {

@@ -121,6 +121,9 @@ impl FakeWeChat {
             .route("/cgi-bin/message/send", post(business_json))
             .route("/wxa/business/getuserphonenumber", post(phone_number))
             .route("/wxa/checksession", get(session_key_check))
+            .route("/cgi-bin/openapi/quota/get", post(platform))
+            .route("/cgi-bin/clear_quota", post(platform))
+            .route("/cgi-bin/openapi/rid/get", post(platform))
             .route("/wxa/resetusersessionkey", get(session_key_check))
             .merge(extra);
         let app = match &sf {
@@ -617,4 +620,50 @@ async fn session_key_check(
             .into_response();
     }
     err(0, "ok")
+}
+
+/// The platform's quota and diagnosis APIs: `quota/get` counts the business calls made so far today (and a limit
+/// of 10 for `clear_quota` itself, used by the resets done); `clear_quota` resets the count for the token's own
+/// app; `rid/get` describes a failed call, with a URL that carries the token (it must never be logged).
+async fn platform(
+    State(st): State<Arc<FakeState>>,
+    uri: axum::http::Uri,
+    Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let owner = token_owner(&st, q.get("access_token"));
+    if let Some(r) = enter(&st, uri.path(), &owner).await {
+        return r;
+    }
+    if !valid_token(&st, q.get("access_token")) {
+        return err(40001, "invalid credential");
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let resets = st.calls("/cgi-bin/clear_quota") as i64;
+    match uri.path() {
+        "/cgi-bin/openapi/quota/get" => {
+            let (limit, used) = if body["cgi_path"] == "/cgi-bin/clear_quota" {
+                (10, resets)
+            } else {
+                (100_000, st.calls("/business") as i64 - st.calls("/business/cleared") as i64)
+            };
+            Json(json!({"errcode": 0, "errmsg": "ok", "quota": {"daily_limit": limit, "used": used, "remain": limit - used},
+                "rate_limit": {"call_count": 100, "refresh_second": 60}}))
+            .into_response()
+        }
+        "/cgi-bin/clear_quota" => {
+            if body["appid"].as_str() != Some(owner.as_str()) {
+                return err(40013, "invalid appid");
+            }
+            let used = st.calls("/business");
+            st.inner.lock().unwrap().calls.insert("/business/cleared".into(), used);
+            err(0, "ok")
+        }
+        _ => Json(json!({"errcode": 0, "errmsg": "ok", "request": {
+            "invoke_time": 1_700_000_000, "cost_in_ms": 42,
+            "request_url": format!("access_token={}&cgi_path=/wxa/x", q.get("access_token").cloned().unwrap_or_default()),
+            "request_body": "{\"secret-body\":1}", "response_body": "{\"errcode\":45009,\"errmsg\":\"quota\"}",
+            "client_ip": "203.0.113.7"}}))
+        .into_response(),
+    }
 }

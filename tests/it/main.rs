@@ -22,6 +22,7 @@ mod import;
 mod killed;
 mod multiprocess;
 mod passthrough;
+mod platform;
 mod proxy;
 mod readme;
 mod resilience;
