@@ -1,103 +1,360 @@
-//! Benchmark: the SCF path with the real binary as a `bootstrap` child under the runtime API emulator.
-//! Reports cold start (exec → init/ready), warm invocation round trip (median, p99), RSS across 100,000 invocations,
-//! and the deployment zip size (from `scripts/package.sh`). Run: `cargo bench --bench runtime`.
+//! Benchmark: the SCF path, the real binary as a `bootstrap` child under the runtime API emulator, beside a null
+//! bootstrap (`support/null_bootstrap.rs`: `next` → a fixed response, standard library only, compiled here with
+//! `rustc -O`) through an emulator of its own. Printed:
+//!
+//! - cold start (exec → `init/ready`) of both, 20 alternating starts each;
+//! - the warm round trip (event queued → response posted) of a cached `qcloud.mimi.access_token` through a Function
+//!   URL event with a caller key, against the null bootstrap's, in five alternating rounds: the ratio per round,
+//!   its median and spread (goal ≤ 1.2×);
+//! - a long mixed run in one instance (logins, auths, cached tokens, small pass-through calls, 2 MB and 4 MB binary
+//!   replies, 10 MB ones refused as too large for SCF): RSS sampled through it and the peak (`VmHWM`) against the
+//!   64 MB memory class; latency per kind.
+//!
+//! Run: `cargo bench --bench runtime` (`BENCH_WARM`, invocations per warm round, default 10,000; `BENCH_MIXED`,
+//! invocations in the mixed run, default 60,000). The deployment zip's size is printed when `scripts/package.sh`
+//! has built it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code)]
+#[path = "../tests/it/fake_secure.rs"]
+mod fake_secure;
+#[allow(dead_code)]
+#[path = "../tests/it/fake_wechat.rs"]
+mod fake_wechat;
+#[allow(dead_code)]
+#[path = "support/media.rs"]
+mod media;
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use wafer_scf::scf::emulator::{Emulator, Outcome, Supervisor};
+use wafer_scf::store::{self, AppRecord, CallerKeyRecord, DatabaseUrl, StoreOptions, TokenMode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wafer-scf");
+const APPID: &str = "wxbench0000000001";
+const SECRET: &str = "bench-secret";
+const KEY: &str = "wk_bench000000000000000000000000000000000000000000";
+const ROUNDS: usize = 5;
+/// The memory class the mixed run is held against.
+const MEMORY_CLASS_MB: f64 = 64.0;
 
-fn rss_kib(pid: u32) -> u64 {
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
         })
         .unwrap_or(0)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Compile the null bootstrap into `dir`.
+fn null_bootstrap(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/support/null_bootstrap.rs");
+    let out = dir.join("null-bootstrap");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let st = std::process::Command::new(rustc)
+        .args(["-O", "--edition", "2021", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("rustc runs");
+    assert!(st.success(), "the null bootstrap compiles");
+    out
+}
+
+/// A Function URL event carrying the caller key.
+fn furl(method: &str, path: &str, query: Value, body: &str) -> Vec<u8> {
+    json!({"headers": {"content-type": "application/json", "x-wafer-key": KEY, "x-scf-request-id": "bench",
+        "x-forwarded-for": "198.51.100.23"},
+        "httpMethod": method, "path": path, "queryString": query, "body": body, "isBase64Encoded": false})
+    .to_string()
+    .into_bytes()
+}
+
+fn envelope(interface: &str, para: Value) -> String {
+    json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": interface, "para": para}})
+        .to_string()
+}
+
+/// The Function URL reply's status and body.
+fn unwrap(o: &Outcome) -> (i64, String, bool) {
+    let Outcome::Response(bytes) = o else { panic!("not a response: {o:?}") };
+    let v: Value = serde_json::from_slice(bytes).unwrap();
+    let body = v["body"].as_str().unwrap_or_default().to_owned();
+    (v["statusCode"].as_i64().unwrap_or(0), body, v["isBase64Encoded"].as_bool().unwrap_or(false))
+}
+
+fn return_code(o: &Outcome) -> i64 {
+    let (_, body, _) = unwrap(o);
+    serde_json::from_str::<Value>(&body).map(|v| v["returnCode"].as_i64().unwrap_or(-1)).unwrap_or(-1)
+}
+
+async fn fixture(dir: &Path) -> (String, fake_wechat::FakeWeChat) {
+    let db = format!("sqlite:{}", dir.join("bench.db").display());
+    let store = store::open(&DatabaseUrl::parse(&db).unwrap(), &StoreOptions::default(), true).await.unwrap();
+    store
+        .registry
+        .put_app(&AppRecord {
+            appid: APPID.parse().unwrap(),
+            secret: SECRET.into(),
+            login_duration_secs: 86_400,
+            session_duration_secs: 86_400,
+            token_mode: TokenMode::Stable,
+            created_at: 0,
+            updated_at: 0,
+        })
+        .await
+        .unwrap();
+    store
+        .keys
+        .add_caller_key(&CallerKeyRecord {
+            name: "bench".into(),
+            key_hash: wafer_scf::crypto::sha256_hex(KEY.as_bytes()),
+            scope_apps: vec![APPID.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    drop(store);
+    let wx = fake_wechat::FakeWeChat::start_with(media::routes()).await;
+    wx.register(APPID, SECRET);
+    (db, wx)
+}
+
+/// Time `n` invocations of `event`, each checked by `ok`.
+async fn timed(sup: &mut Supervisor, event: &[u8], n: usize, ok: impl Fn(&Outcome) -> bool) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let o = sup.invoke(event.to_vec()).await.unwrap();
+        times.push(t.elapsed());
+        assert!(ok(&o), "{o:?}");
+    }
+    times.sort();
+    times
 }
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let warm_n: usize = std::env::var("BENCH_WARM").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let mixed_n: usize = std::env::var("BENCH_MIXED").ok().and_then(|v| v.parse().ok()).unwrap_or(60_000);
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let db = format!("sqlite:{}", dir.path().join("bench.db").display());
-        // Create and migrate the embedded store, register an app.
-        let st = std::process::Command::new(BIN)
-            .env("WAFER_DATABASE_URL", &db)
-            .args(["app", "add", "--appid", "wxbench0000000001", "--secret", "s"])
-            .output()
-            .unwrap();
-        assert!(st.status.success());
-
-        let emu = Emulator::start(3000).await.unwrap();
-        let mut sup = Supervisor::new(emu, BIN.into(), Duration::from_secs(10))
+        let (db, wx) = fixture(dir.path()).await;
+        let null_bin = null_bootstrap(dir.path());
+        let mut null = Supervisor::new(Emulator::start(3000).await.unwrap(), null_bin, Duration::from_secs(10)).quiet();
+        let mut ours = Supervisor::new(Emulator::start(3000).await.unwrap(), BIN.into(), Duration::from_secs(10))
             .arg("runtime")
             .env("WAFER_DATABASE_URL", &db)
-            .env("WAFER_WECHAT_BASE_URL", "http://127.0.0.1:9")
-            .env("WAFER_LOG", "error")
-            .quiet();
+            .env("WAFER_WECHAT_BASE_URL", &wx.base_url)
+            .env("WAFER_LOG", "info")
+            .env("WAFER_LOG_FORMAT", "json")
+            .env("WAFER_DB_POOL_MAX", "1");
+        println!(
+            "SCF runtime path on {} cores: wafer-scf runtime (embedded store, WAFER_LOG=info as JSON) beside a null bootstrap, each under the runtime API emulator",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        );
 
-        // Cold start: exec → init/ready, 20 times.
-        let mut colds = Vec::new();
+        // Cold start: exec → init/ready, alternating.
+        let (mut cold_null, mut cold_ours) = (Vec::new(), Vec::new());
         for _ in 0..20 {
-            sup.kill();
-            colds.push(sup.start().await.unwrap());
+            null.kill();
+            cold_null.push(null.start().await.unwrap());
+            ours.kill();
+            cold_ours.push(ours.start().await.unwrap());
         }
-        colds.sort();
-        println!(
-            "cold start (exec → init/ready, embedded store, 20 starts): median {:.2} ms, min {:.2} ms, max {:.2} ms (target < 20 ms)",
-            percentile(&colds, 0.5),
-            colds[0].as_secs_f64() * 1000.0,
-            colds[colds.len() - 1].as_secs_f64() * 1000.0
-        );
+        cold_null.sort();
+        cold_ours.sort();
+        for (name, c) in [("null bootstrap", &cold_null), ("wafer-scf runtime", &cold_ours)] {
+            println!(
+                "cold start, {name:<18} (exec → init/ready, 20 starts): median {:.2} ms, min {:.2} ms, max {:.2} ms",
+                ms(percentile(c, 0.5)),
+                ms(c[0]),
+                ms(c[c.len() - 1])
+            );
+        }
 
-        let pid = sup.pid().unwrap();
-        let cheap = br#"{"version":1,"componentName":"MA","interface":{"interfaceName":"qcloud.cam.nope","para":{}}}"#.to_vec();
-        let auth = br#"{"version":1,"componentName":"MA","interface":{"interfaceName":"qcloud.cam.auth","para":{"id":"00000000000000000000000000000000","skey":"0000000000000000000000000000000000000000"}}}"#.to_vec();
-        for _ in 0..200 {
-            sup.invoke(cheap.clone()).await.unwrap();
+        // Warm round trips: the cached token against the null bootstrap, alternating rounds.
+        let token = furl("POST", "/", json!({}), &envelope("qcloud.mimi.access_token", json!({"appid": APPID})));
+        let first = ours.invoke(token.clone()).await.unwrap();
+        assert_eq!(return_code(&first), 0, "{first:?}");
+        let cheap = br#"{"version":1,"componentName":"MA","interface":{"interfaceName":"qcloud.cam.nope","para":{}}}"#;
+        let any = |o: &Outcome| matches!(o, Outcome::Response(_));
+        let cached = |o: &Outcome| return_code(o) == 0;
+        timed(&mut null, cheap, 1000, any).await;
+        timed(&mut ours, &token, 1000, cached).await;
+        let mut rounds = Vec::new();
+        for _ in 0..ROUNDS {
+            let n = timed(&mut null, cheap, warm_n, any).await;
+            let o = timed(&mut ours, &token, warm_n, cached).await;
+            let ratio = percentile(&o, 0.5).as_secs_f64() / percentile(&n, 0.5).as_secs_f64();
+            rounds.push((ratio, n, o));
         }
-        let rss_start = rss_kib(pid);
-        let mut rss = Vec::new();
-        let mut warm = Vec::with_capacity(50_000);
-        let mut warm_auth = Vec::with_capacity(50_000);
-        for i in 1..=100_000 {
-            let (event, bucket) = if i % 2 == 0 { (cheap.clone(), &mut warm) } else { (auth.clone(), &mut warm_auth) };
-            let t = Instant::now();
-            let o = sup.invoke(event).await.unwrap();
-            bucket.push(t.elapsed());
-            assert!(matches!(o, Outcome::Response(_)), "{o:?}");
-            if i % 10_000 == 0 {
-                rss.push((i, rss_kib(pid)));
-            }
-        }
-        assert_eq!(sup.pid(), Some(pid), "no restart during the run");
-        warm.sort();
-        warm_auth.sort();
+        rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let ratios: Vec<String> = rounds.iter().map(|r| format!("{:.2}", r.0)).collect();
+        let (ratio, n, o) = &rounds[ROUNDS / 2];
         println!(
-            "warm round trip through the runtime API, dispatch only (50,000): median {:.3} ms, p99 {:.3} ms (target < 1 ms median)",
-            percentile(&warm, 0.5),
-            percentile(&warm, 0.99)
+            "warm round trip, null bootstrap ({warm_n} per round): median {:.3} ms, p99 {:.3} ms",
+            ms(percentile(n, 0.5)),
+            ms(percentile(n, 0.99))
         );
         println!(
-            "warm round trip, qcloud.cam.auth with an embedded-store read (50,000): median {:.3} ms, p99 {:.3} ms",
-            percentile(&warm_auth, 0.5),
-            percentile(&warm_auth, 0.99)
+            "warm round trip, cached qcloud.mimi.access_token (Function URL event, caller key): median {:.3} ms, p99 {:.3} ms",
+            ms(percentile(o, 0.5)),
+            ms(percentile(o, 0.99))
         );
-        let series: Vec<String> = rss.iter().map(|(i, k)| format!("{i}: {k} KiB")).collect();
-        println!("RSS after warm-up {rss_start} KiB; during 100,000 invocations: {}", series.join(", "));
-        let zip = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/wafer-scf.zip");
+        println!(
+            "warm round trip, ours ÷ null: {ratio:.2}× (median of {ROUNDS} alternating rounds; rounds {}) (goal ≤ 1.20×)",
+            ratios.join(", ")
+        );
+        null.kill();
+
+        mixed(&mut ours, mixed_n).await;
+        ours.kill();
+        let zip = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/wafer-scf.zip");
         match std::fs::metadata(&zip) {
             Ok(m) => println!("zip size: {} bytes ({:.2} MiB) (target < 10 MB)", m.len(), m.len() as f64 / 1_048_576.0),
             Err(_) => println!("zip size: run scripts/package.sh first to build dist/wafer-scf.zip"),
         }
     });
+}
+
+/// The kinds of invocation in the mixed run.
+const KINDS: [&str; 7] = [
+    "login (qcloud.cam.id_skey)",
+    "qcloud.cam.auth",
+    "cached access token",
+    "pass-through, small JSON",
+    "pass-through, 2 MB binary",
+    "pass-through, 4 MB binary",
+    "pass-through, 10 MB (refused: 1027)",
+];
+
+/// One instance through `n` mixed invocations: RSS sampled every 1,000, the peak, latency per kind.
+async fn mixed(sup: &mut Supervisor, n: usize) {
+    let login = |i: usize| {
+        let code = format!("ok:mixed_{}:{i}", i % 5000);
+        furl("POST", "/", json!({}), &envelope("qcloud.cam.id_skey", json!({"appid": APPID, "code": code})))
+    };
+    let o = sup.invoke(login(usize::MAX)).await.unwrap();
+    let (_, body, _) = unwrap(&o);
+    let session: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(session["returnCode"], 0, "{session}");
+    let auth = furl(
+        "POST",
+        "/",
+        json!({}),
+        &envelope(
+            "qcloud.cam.auth",
+            json!({"id": session["returnData"]["id"], "skey": session["returnData"]["skey"]}),
+        ),
+    );
+    let token = furl("POST", "/", json!({}), &envelope("qcloud.mimi.access_token", json!({"appid": APPID})));
+    let message = json!({"touser": "o_bench", "template_id": "t", "data": {"thing1": {"value": "会议提醒"}}});
+    let small = furl(
+        "POST",
+        &format!("/wechat/{APPID}/cgi-bin/message/subscribe/send"),
+        json!({}),
+        &message.to_string(),
+    );
+    let media = |len: usize| {
+        furl("GET", &format!("/wechat/{APPID}/cgi-bin/media/get"), json!({"media_id": len.to_string()}), "")
+    };
+    let (m2, m4, m10) = (media(2_000_000), media(4_000_000), media(10_000_000));
+    let pid = sup.pid().unwrap();
+    let start_rss = status_kib(pid, "VmRSS:");
+    let mut samples = Vec::new();
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); KINDS.len()];
+    let began = Instant::now();
+    for i in 0..n {
+        let kind = match (i % 1000, i % 100, i % 5) {
+            (550, _, _) => 6,
+            (50, _, _) => 5,
+            (_, 0, _) => 4,
+            (_, _, 0) => 0,
+            (_, _, 1) => 1,
+            (_, _, 3) => 3,
+            _ => 2,
+        };
+        let event = match kind {
+            0 => login(i),
+            1 => auth.clone(),
+            2 => token.clone(),
+            3 => small.clone(),
+            4 => m2.clone(),
+            5 => m4.clone(),
+            _ => m10.clone(),
+        };
+        let t = Instant::now();
+        let o = sup.invoke(event).await.unwrap();
+        times[kind].push(t.elapsed());
+        let (status, body, base64) = unwrap(&o);
+        match kind {
+            0..=2 => assert_eq!(return_code(&o), 0, "{}: {body}", KINDS[kind]),
+            3 => assert!(status == 200 && body.contains("\"errcode\":0"), "{status} {body}"),
+            4 | 5 => {
+                let len: usize = if kind == 4 { 2_000_000 } else { 4_000_000 };
+                assert!(
+                    status == 200 && base64 && body.len() == len.div_ceil(3) * 4,
+                    "{status} {}",
+                    body.len()
+                );
+            }
+            _ => assert!(status == 502 && body.contains("\"returnCode\":1027"), "{status} {body}"),
+        }
+        if (i + 1) % 1000 == 0 {
+            samples.push(status_kib(pid, "VmRSS:"));
+        }
+    }
+    assert_eq!(sup.pid(), Some(pid), "no restart during the run");
+    let elapsed = began.elapsed();
+    let peak = status_kib(pid, "VmHWM:");
+    let max = samples.iter().copied().max().unwrap_or(0);
+    let shown: Vec<String> = samples
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| (j + 1) % (samples.len() / 10).max(1) == 0)
+        .map(|(j, k)| format!("{}k: {:.1}", j + 1, mib(*k)))
+        .collect();
+    println!(
+        "\nmixed run, one instance, {n} invocations in {:.0} s: RSS after start-up {:.1} MiB; every {}k invocations (MiB): {}",
+        elapsed.as_secs_f64(),
+        mib(start_rss),
+        (samples.len() / 10).max(1),
+        shown.join(", ")
+    );
+    println!(
+        "mixed run RSS: highest sample {:.1} MiB, at the end {:.1} MiB, peak (VmHWM) {:.1} MiB — {:.1} MiB of headroom in the {MEMORY_CLASS_MB:.0} MB class (goal: under ~40)",
+        mib(max),
+        mib(samples.last().copied().unwrap_or(0)),
+        mib(peak),
+        MEMORY_CLASS_MB - mib(peak)
+    );
+    for (kind, t) in KINDS.iter().zip(times.iter_mut()) {
+        t.sort();
+        println!(
+            "  {kind:<38} {:>6} invocations  median {:>7.3} ms  p99 {:>7.3} ms",
+            t.len(),
+            ms(percentile(t, 0.5)),
+            ms(percentile(t, 0.99))
+        );
+    }
 }

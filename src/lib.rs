@@ -26,6 +26,7 @@
 //! - [`clock`]: injectable time.
 
 pub mod admin;
+pub mod alloc;
 pub mod apisec;
 pub mod auth;
 pub mod cli;

@@ -291,10 +291,22 @@ pub fn run() -> Result<()> {
         && !std::env::args().any(|a| a == "--log" || a.starts_with("--log="));
     let filter = if quiet { "warn" } else { cli.config.log.as_str() };
     let _log_guard = crate::telemetry::init(filter, cli.config.log_format, serving);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")?;
+    // An SCF instance handles one invocation at a time: one thread does it all, with no wake-ups across threads and
+    // one allocator arena (HTTP mode and the commands use a thread per core).
+    let in_scf = match &cli.command {
+        Some(Command::Runtime { .. }) => true,
+        None => !serving,
+        _ => false,
+    };
+    if in_scf {
+        crate::alloc::for_scf_instance();
+    }
+    let mut builder = if in_scf {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = builder.enable_all().build().context("could not start the async runtime")?;
     rt.block_on(execute(cli))
 }
 

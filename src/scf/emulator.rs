@@ -28,6 +28,9 @@ pub enum Outcome {
     Timeout,
 }
 
+/// The largest result the emulated runtime API accepts, as SCF does for a synchronous invocation.
+pub const RESULT_LIMIT: usize = 6 * 1024 * 1024;
+
 struct Pending {
     request_id: String,
     event: Vec<u8>,
@@ -83,6 +86,8 @@ impl Emulator {
             .route("/runtime/invocation/next", get(next))
             .route("/runtime/invocation/response", post(response))
             .route("/runtime/invocation/error", post(error))
+            // SCF takes a synchronous result of up to 6 MB (axum's default stops at 2 MB).
+            .layer(axum::extract::DefaultBodyLimit::max(RESULT_LIMIT))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

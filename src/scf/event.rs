@@ -5,7 +5,6 @@
 use crate::envelope::{Envelope, ReturnCode, WaferError};
 use crate::request::RequestMeta;
 use base64::Engine;
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// Where an event came from, which decides the shape of the reply.
@@ -83,17 +82,6 @@ pub enum Parsed {
     },
 }
 
-/// The API Gateway integration response.
-#[derive(Debug, Serialize)]
-pub struct GatewayResponse {
-    #[serde(rename = "isBase64Encoded")]
-    pub is_base64_encoded: bool,
-    #[serde(rename = "statusCode")]
-    pub status_code: u16,
-    pub headers: Map<String, Value>,
-    pub body: String,
-}
-
 /// Build the reply bytes for an origin.
 pub fn reply(origin: &Origin, status: u16, envelope: &Envelope) -> Vec<u8> {
     match origin {
@@ -101,7 +89,7 @@ pub fn reply(origin: &Origin, status: u16, envelope: &Envelope) -> Vec<u8> {
         Origin::Gateway => gateway_reply(
             status,
             "application/json; charset=utf-8",
-            String::from_utf8_lossy(&envelope.to_bytes()).into_owned(),
+            &String::from_utf8_lossy(&envelope.to_bytes()),
         ),
     }
 }
@@ -109,28 +97,44 @@ pub fn reply(origin: &Origin, status: u16, envelope: &Envelope) -> Vec<u8> {
 /// A gateway reply carrying bytes: text as it is, anything else base64-encoded (`isBase64Encoded: true`).
 pub fn gateway_reply_bytes(status: u16, content_type: &str, body: Vec<u8>) -> Vec<u8> {
     let textual = content_type.starts_with("text/") || content_type.contains("json");
-    match String::from_utf8(body) {
+    match std::str::from_utf8(&body) {
         Ok(text) if textual || content_type.is_empty() => gateway_reply(status, content_type, text),
-        Ok(text) => encoded(status, content_type, text.as_bytes()),
-        Err(e) => encoded(status, content_type, e.as_bytes()),
+        _ => encoded(status, content_type, &body),
     }
 }
 
-fn encoded(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
-    let mut headers = Map::new();
-    headers.insert("Content-Type".into(), Value::String(content_type.into()));
-    let body = base64::engine::general_purpose::STANDARD.encode(body);
-    let r = GatewayResponse { is_base64_encoded: true, status_code: status, headers, body };
-    serde_json::to_vec(&r)
-        .unwrap_or_else(|_| br#"{"isBase64Encoded":false,"statusCode":500,"headers":{},"body":""}"#.to_vec())
+/// The integration response (`isBase64Encoded`, `statusCode`, `headers` with the content type, `body`), written
+/// straight into one buffer of the right size: a reply of several megabytes is held once, not once per step.
+fn integration(status: u16, content_type: &str, base64: bool, body_len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body_len + content_type.len() + 96);
+    out.extend_from_slice(if base64 { b"{\"isBase64Encoded\":true" } else { b"{\"isBase64Encoded\":false" });
+    out.extend_from_slice(b",\"statusCode\":");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.extend_from_slice(b",\"headers\":{\"Content-Type\":");
+    let _ = serde_json::to_writer(&mut out, content_type);
+    out.extend_from_slice(b"},\"body\":");
+    out
 }
 
-pub fn gateway_reply(status: u16, content_type: &str, body: String) -> Vec<u8> {
-    let mut headers = Map::new();
-    headers.insert("Content-Type".into(), Value::String(content_type.into()));
-    let r = GatewayResponse { is_base64_encoded: false, status_code: status, headers, body };
-    serde_json::to_vec(&r)
-        .unwrap_or_else(|_| br#"{"isBase64Encoded":false,"statusCode":500,"headers":{},"body":""}"#.to_vec())
+fn encoded(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let len = base64::encoded_len(body.len(), true).unwrap_or(0);
+    let mut out = integration(status, content_type, true, len + 4);
+    out.push(b'"');
+    let at = out.len();
+    out.resize(at + len, 0);
+    let written = base64::engine::general_purpose::STANDARD.encode_slice(body, &mut out[at..]).unwrap_or(0);
+    out.truncate(at + written);
+    out.extend_from_slice(b"\"}");
+    out
+}
+
+pub fn gateway_reply(status: u16, content_type: &str, body: &str) -> Vec<u8> {
+    // Escaping lengthens a body only where it has quotes, backslashes or control characters: a little room is kept.
+    let mut out = integration(status, content_type, false, body.len() + body.len() / 16 + 4);
+    let _ = serde_json::to_writer(&mut out, body);
+    out.push(b'}');
+    out
 }
 
 fn is_gateway(o: &Map<String, Value>) -> bool {
@@ -318,6 +322,26 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integration_responses_are_what_serde_writes() {
+        use base64::Engine;
+        let serde = |b64: bool, status: u16, ct: &str, body: &str| {
+            serde_json::to_vec(&serde_json::json!({"isBase64Encoded": b64, "statusCode": status,
+                "headers": {"Content-Type": ct}, "body": body}))
+            .unwrap()
+        };
+        let text = "{\"a\":\"引号 \\\" and \\u0001 \u{1}\"}";
+        assert_eq!(gateway_reply(200, "application/json", text), serde(false, 200, "application/json", text));
+        let bin: Vec<u8> = (0..=255u8).cycle().take(1001).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&bin);
+        assert_eq!(gateway_reply_bytes(502, "image/png", bin.clone()), serde(true, 502, "image/png", &b64));
+        assert_eq!(
+            gateway_reply_bytes(200, "text/plain", b"\xff".to_vec()),
+            serde(true, 200, "text/plain", "/w==")
+        );
+        assert_eq!(gateway_reply_bytes(200, "", b"x\"y".to_vec()), serde(false, 200, "", "x\"y"));
+    }
 
     #[test]
     fn the_client_address_is_what_the_platform_appended() {
