@@ -16,102 +16,23 @@ mod fake_secure;
 #[allow(dead_code)]
 #[path = "../tests/it/fake_wechat.rs"]
 mod fake_wechat;
+#[allow(dead_code)]
+#[path = "support/load.rs"]
+mod load;
 #[path = "support/mysql.rs"]
 mod support;
 
 use axum::Router;
+use load::{cpu_secs, spawn_server, wrk, Run, APPID, KEY, SECRET};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-use wafer_scf::store::{self, AppRecord, CallerKeyRecord, DatabaseUrl, StoreOptions, TokenMode};
-
-const APPID: &str = "wxbench0000000001";
-const SECRET: &str = "bench-secret";
+use std::process::Command;
 /// Alternating rounds of the limit and the cached token.
 const ROUNDS: usize = 5;
 
 /// Length of one round: the run length split over the rounds, at least 2 s.
 fn round_secs(secs: u64) -> u64 {
     (2 * secs / ROUNDS as u64).max(2)
-}
-
-const KEY: &str = "wk_bench000000000000000000000000000000000000000000";
-
-struct Run {
-    rps: f64,
-    requests: u64,
-    p50_ms: f64,
-    p99_ms: f64,
-    failures: u64,
-    non_2xx: u64,
-}
-
-/// wrk's `318234 requests in 3.00s, 61.29MB read`: the number of requests.
-fn requests_line(l: &str) -> Option<u64> {
-    let (n, rest) = l.split_once(' ')?;
-    if rest.starts_with("requests in ") {
-        n.parse().ok()
-    } else {
-        None
-    }
-}
-
-/// CPU time (user and system) a process has used so far, in seconds, from `/proc/<pid>/stat`.
-fn cpu_secs(pid: u32) -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let per_sec = *TICKS.get_or_init(|| {
-        let out = Command::new("getconf").arg("CLK_TCK").output().ok();
-        out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0)
-    });
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis start at the third (state); utime and stime are the 14th and 15th.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / per_sec
-}
-
-fn to_ms(s: &str) -> f64 {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-    let v: f64 = num.parse().unwrap_or(f64::NAN);
-    match unit {
-        "us" => v / 1000.0,
-        "ms" => v,
-        "s" => v * 1000.0,
-        _ => f64::NAN,
-    }
-}
-
-/// Run wrk with a Lua script; `failures:` is printed by scripts that check bodies.
-fn wrk(url: &str, script: &Path, secs: u64, conns: u32) -> Run {
-    let out = Command::new("wrk")
-        .args(["-t2", &format!("-c{conns}"), &format!("-d{secs}s"), "--latency", "-s"])
-        .arg(script)
-        .arg(url)
-        .output()
-        .expect("wrk is not installed: run scripts/bench.sh (it installs the Debian package wrk)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut run = Run { rps: 0.0, requests: 0, p50_ms: f64::NAN, p99_ms: f64::NAN, failures: 0, non_2xx: 0 };
-    for line in text.lines() {
-        let l = line.trim();
-        if let Some(n) = requests_line(l) {
-            run.requests = n;
-        } else if let Some(v) = l.strip_prefix("Requests/sec:") {
-            run.rps = v.trim().parse().unwrap_or(0.0);
-        } else if let Some(v) = l.strip_prefix("50%") {
-            run.p50_ms = to_ms(v);
-        } else if let Some(v) = l.strip_prefix("99%") {
-            run.p99_ms = to_ms(v);
-        } else if let Some(v) = l.strip_prefix("failures:") {
-            run.failures = v.trim().parse().unwrap_or(u64::MAX);
-        } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
-            run.non_2xx = v.trim().parse().unwrap_or(u64::MAX);
-        } else if l.starts_with("Socket errors") {
-            eprintln!("wrk: {l}");
-        }
-    }
-    run
 }
 
 /// A wrk script posting `body`; with `check`, bodies without `"returnCode":0` are counted as failures.
@@ -168,37 +89,6 @@ end
     p
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The release binary, serving `db` with info logs written to `log`.
-fn spawn_server(db: &str, wechat: &str, log: &Path) -> (Child, String) {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wafer-scf"))
-        .arg("serve")
-        .env_clear()
-        .env("WAFER_DATABASE_URL", db)
-        .env("WAFER_WECHAT_BASE_URL", wechat)
-        .env("WAFER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("WAFER_LOG", std::env::var("BENCH_LOG").unwrap_or_else(|_| "info".into()))
-        .env("WAFER_PURGE_INTERVAL_SECS", "0")
-        .envs(std::env::var("SERVER_WORKERS").ok().map(|v| ("TOKIO_WORKER_THREADS", v)))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (child, format!("http://127.0.0.1:{port}"));
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the server did not listen");
-}
-
 async fn fresh_database(mysql: Option<&str>, dir: &Path) -> String {
     match mysql {
         None => format!("sqlite:{}", dir.join("bench.db").display()),
@@ -219,32 +109,7 @@ fn line(name: &str, r: &Run) -> String {
 async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
     let dir = tempfile::tempdir().unwrap();
     let db = fresh_database(mysql, dir.path()).await;
-    let store = store::open(&DatabaseUrl::parse(&db).unwrap(), &StoreOptions::default(), true).await.unwrap();
-    store
-        .registry
-        .put_app(&AppRecord {
-            appid: APPID.parse().unwrap(),
-            secret: SECRET.into(),
-            login_duration_secs: 86_400,
-            session_duration_secs: 86_400,
-            token_mode: TokenMode::Stable,
-            created_at: 0,
-            updated_at: 0,
-        })
-        .await
-        .unwrap();
-    // A caller key scoped to the app: the default `credentials` mode checks it on every token request.
-    store
-        .keys
-        .add_caller_key(&CallerKeyRecord {
-            name: "bench".into(),
-            key_hash: wafer_scf::crypto::sha256_hex(KEY.as_bytes()),
-            scope_apps: vec![APPID.into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    drop(store);
+    load::prepare(&db).await;
     let wx = fake_wechat::FakeWeChat::start().await;
     wx.register(APPID, SECRET);
     let log = dir.path().join("server.log");

@@ -22,19 +22,19 @@ mod fake_secure;
 #[path = "../tests/it/fake_wechat.rs"]
 mod fake_wechat;
 #[allow(dead_code)]
+#[path = "support/load.rs"]
+mod load;
+#[allow(dead_code)]
 #[path = "support/media.rs"]
 mod media;
 
+use load::{APPID, KEY, SECRET};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use wafer_scf::scf::emulator::{Emulator, Outcome, Supervisor};
-use wafer_scf::store::{self, AppRecord, CallerKeyRecord, DatabaseUrl, StoreOptions, TokenMode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wafer-scf");
-const APPID: &str = "wxbench0000000001";
-const SECRET: &str = "bench-secret";
-const KEY: &str = "wk_bench000000000000000000000000000000000000000000";
 const ROUNDS: usize = 5;
 /// The memory class the mixed run is held against.
 const MEMORY_CLASS_MB: f64 = 64.0;
@@ -109,31 +109,7 @@ fn return_code(o: &Outcome) -> i64 {
 
 async fn fixture(dir: &Path) -> (String, fake_wechat::FakeWeChat) {
     let db = format!("sqlite:{}", dir.join("bench.db").display());
-    let store = store::open(&DatabaseUrl::parse(&db).unwrap(), &StoreOptions::default(), true).await.unwrap();
-    store
-        .registry
-        .put_app(&AppRecord {
-            appid: APPID.parse().unwrap(),
-            secret: SECRET.into(),
-            login_duration_secs: 86_400,
-            session_duration_secs: 86_400,
-            token_mode: TokenMode::Stable,
-            created_at: 0,
-            updated_at: 0,
-        })
-        .await
-        .unwrap();
-    store
-        .keys
-        .add_caller_key(&CallerKeyRecord {
-            name: "bench".into(),
-            key_hash: wafer_scf::crypto::sha256_hex(KEY.as_bytes()),
-            scope_apps: vec![APPID.into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    drop(store);
+    load::prepare(&db).await;
     let wx = fake_wechat::FakeWeChat::start_with(media::routes()).await;
     wx.register(APPID, SECRET);
     (db, wx)

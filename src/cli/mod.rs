@@ -299,7 +299,9 @@ pub fn run() -> Result<()> {
         _ => false,
     };
     if in_scf {
-        crate::alloc::for_scf_instance();
+        crate::alloc::purge_after(crate::alloc::SCF_PURGE_DELAY_MS);
+    } else if serving {
+        crate::alloc::purge_after(crate::alloc::SERVE_PURGE_DELAY_MS);
     }
     let mut builder = if in_scf {
         tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,216 @@
+//! Benchmark: token-free calls through `/wechat/{appid}/…` against the same calls made straight to the fake WeChat,
+//! side by side in one run. The server is the release binary `wafer-scf serve` (embedded store, info logs to a
+//! file); the fake runs in this process. Printed:
+//!
+//! - 10 MB binary replies (`/cgi-bin/media/get`), 32 concurrent downloads with `wrk`: MB/s straight from the fake
+//!   and through the server in five alternating rounds, the ratio per round, its median and spread (goal ≥ 80 %),
+//!   and the server's RSS sampled during the downloads and its peak (`VmHWM`, goal < 64 MB);
+//! - small JSON calls (`/cgi-bin/message/subscribe/send`) at a fixed rate that leaves the machine room (open loop,
+//!   `BENCH_RATE` calls/s, default 1,000): p50/p99 straight and through, in five alternating rounds, and the added
+//!   p99's median and spread (goal ≤ 0.5 ms).
+//!
+//! Run: `cargo bench --bench streaming` (`BENCH_SECS`, seconds per side per round, default 4).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code)]
+#[path = "../tests/it/fake_secure.rs"]
+mod fake_secure;
+#[allow(dead_code)]
+#[path = "../tests/it/fake_wechat.rs"]
+mod fake_wechat;
+#[allow(dead_code)]
+#[path = "support/load.rs"]
+mod load;
+#[allow(dead_code)]
+#[path = "support/media.rs"]
+mod media;
+
+use load::{spawn_server, wrk, APPID, KEY, SECRET};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const ROUNDS: usize = 5;
+const MEDIA: usize = 10 * 1024 * 1024;
+fn downloads() -> u32 {
+    std::env::var("BENCH_DOWNLOADS").ok().and_then(|v| v.parse().ok()).unwrap_or(32)
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// The median of `values` and their range, sorted in place.
+fn spread(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    (values[values.len() / 2], values[0], values[values.len() - 1])
+}
+
+/// A wrk script for GET downloads carrying the caller key.
+fn download_script(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("download.lua");
+    std::fs::write(&p, format!("wrk.method = \"GET\"\nwrk.headers[\"X-Wafer-Key\"] = \"{KEY}\"\n")).unwrap();
+    p
+}
+
+/// Calls at `rate` per second for `secs`, open loop (each call starts on schedule, whatever the others do); the
+/// sorted latencies. A call that fails or does not answer `errcode` 0 stops the bench.
+async fn paced(client: &reqwest::Client, url: &str, body: &str, rate: u64, secs: u64) -> Vec<Duration> {
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..rate * secs {
+        tick.tick().await;
+        let (client, url, body) = (client.clone(), url.to_owned(), body.to_owned());
+        calls.spawn(async move {
+            let t = Instant::now();
+            let r = client.post(&url).header("X-Wafer-Key", KEY).body(body).send().await.unwrap();
+            let text = r.text().await.unwrap();
+            let took = t.elapsed();
+            assert!(text.contains("\"errcode\":0"), "{text}");
+            took
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(t) = calls.join_next().await {
+        out.push(t.unwrap());
+    }
+    out.sort();
+    out
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let rate: u64 = std::env::var("BENCH_RATE").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite:{}", dir.path().join("bench.db").display());
+        load::prepare(&db).await;
+        let wx = fake_wechat::FakeWeChat::start_with(media::routes()).await;
+        wx.register(APPID, SECRET);
+        let log = dir.path().join("server.log");
+        let (mut child, url) = spawn_server(&db, &wx.base_url, &log);
+        let pid = child.id();
+        let client = reqwest::Client::new();
+
+        // The current token (for the direct calls) and one checked download each way.
+        let envelope = json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": "qcloud.mimi.access_token", "para": {"appid": APPID}}});
+        let warm: Value =
+            client.post(&url).header("X-Wafer-Key", KEY).json(&envelope).send().await.unwrap().json().await.unwrap();
+        let token = warm["returnData"]["access_token"].as_str().unwrap().to_owned();
+        let direct_media = format!("{}/cgi-bin/media/get?access_token={token}&media_id={MEDIA}", wx.base_url);
+        let through_media = format!("{url}/wechat/{APPID}/cgi-bin/media/get?media_id={MEDIA}");
+        for u in [&direct_media, &through_media] {
+            let got = client.get(u).header("X-Wafer-Key", KEY).send().await.unwrap().bytes().await.unwrap();
+            assert!(got == media::media(MEDIA), "{u}: {} bytes, not the fake's", got.len());
+        }
+        println!(
+            "token-free calls on {} cores: straight to the fake WeChat and through wafer-scf serve's /wechat/{{appid}}/ (release build, embedded store, info logs to a file)",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        );
+
+        // 10 MB downloads, 32 at a time: alternating rounds; the server's RSS sampled while they run.
+        let script = download_script(dir.path());
+        let rss_max = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (mut ratios, mut direct_mbs, mut through_mbs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut cpu_per_gb = Vec::new();
+        for _ in 0..ROUNDS {
+            let (s, u) = (script.clone(), direct_media.clone());
+            let direct = tokio::task::spawn_blocking(move || wrk(&u, &s, secs, downloads())).await.unwrap();
+            let (s, u) = (script.clone(), through_media.clone());
+            let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let (flag, max) = (sampling.clone(), rss_max.clone());
+            let sampler = tokio::spawn(async move {
+                while flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    max.fetch_max(status_kib(pid, "VmRSS:"), std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+            let cpu = load::cpu_secs(pid);
+            let through = tokio::task::spawn_blocking(move || wrk(&u, &s, secs, downloads())).await.unwrap();
+            cpu_per_gb.push((load::cpu_secs(pid) - cpu) / (through.bytes / 1_073_741_824.0));
+            sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+            sampler.await.unwrap();
+            assert_eq!(through.non_2xx, 0, "every download through the server succeeds");
+            let mbs = |r: &load::Run| r.bytes / r.secs / 1_048_576.0;
+            direct_mbs.push(mbs(&direct));
+            through_mbs.push(mbs(&through));
+            ratios.push(mbs(&through) / mbs(&direct));
+        }
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{:.0}%", 100.0 * r)).collect();
+        let (ratio, low, high) = spread(&mut ratios);
+        let (d, _, _) = spread(&mut direct_mbs);
+        let (t, _, _) = spread(&mut through_mbs);
+        println!("10 MB replies, {} concurrent downloads, {secs} s per side per round:", downloads());
+        println!("  straight from the fake WeChat      median {d:>7.0} MB/s");
+        println!("  through /wechat/{{appid}}/           median {t:>7.0} MB/s");
+        println!(
+            "  through ÷ straight: {:.0}% (median of {ROUNDS} alternating rounds; {:.0}–{:.0}%; rounds {}) (goal ≥ 80%)",
+            100.0 * ratio,
+            100.0 * low,
+            100.0 * high,
+            shown.join(", ")
+        );
+        let (cpu, _, _) = spread(&mut cpu_per_gb);
+        println!(
+            "  server CPU per GB relayed: {cpu:.2} s (median) — one core relays {:.0} MB/s; the rest of the machine's time is the fake's and wrk's",
+            1024.0 / cpu
+        );
+        println!(
+            "  server RSS during the downloads: highest sample {:.1} MiB; peak over the whole run (VmHWM) {:.1} MiB (goal < 64 MB)",
+            rss_max.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0,
+            status_kib(pid, "VmHWM:") as f64 / 1024.0
+        );
+
+        // Small JSON calls at a fixed rate: what the server adds to each.
+        let body = json!({"touser": "o_bench", "template_id": "t", "data": {"thing1": {"value": "会议提醒"}}}).to_string();
+        let direct_call = format!("{}/cgi-bin/message/subscribe/send?access_token={token}", wx.base_url);
+        let through_call = format!("{url}/wechat/{APPID}/cgi-bin/message/subscribe/send");
+        paced(&client, &through_call, &body, rate, 1).await;
+        let (mut added_p50, mut added_p99) = (Vec::new(), Vec::new());
+        let mut last = None;
+        for _ in 0..ROUNDS {
+            let direct = paced(&client, &direct_call, &body, rate, secs).await;
+            let through = paced(&client, &through_call, &body, rate, secs).await;
+            added_p50.push(percentile(&through, 0.5) - percentile(&direct, 0.5));
+            added_p99.push(percentile(&through, 0.99) - percentile(&direct, 0.99));
+            last = Some((direct, through));
+        }
+        let (direct, through) = last.unwrap();
+        println!("small JSON calls at {rate} calls/s (open loop), {secs} s per side per round:");
+        println!(
+            "  straight to the fake WeChat        p50 {:.3} ms  p99 {:.3} ms (last round)",
+            percentile(&direct, 0.5),
+            percentile(&direct, 0.99)
+        );
+        println!(
+            "  through /wechat/{{appid}}/           p50 {:.3} ms  p99 {:.3} ms (last round)",
+            percentile(&through, 0.5),
+            percentile(&through, 0.99)
+        );
+        let shown: Vec<String> = added_p99.iter().map(|v| format!("{v:+.3}")).collect();
+        let (p50, _, _) = spread(&mut added_p50);
+        let (p99, low, high) = spread(&mut added_p99);
+        println!(
+            "  added by the server: p50 {p50:+.3} ms, p99 {p99:+.3} ms (median of {ROUNDS} alternating rounds; p99 {low:+.3} to {high:+.3}; rounds {}) (goal p99 ≤ 0.5 ms)",
+            shown.join(", ")
+        );
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let _ = child.wait();
+    });
+}
