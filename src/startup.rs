@@ -277,3 +277,29 @@ pub async fn run_runtime(config: &Config, runtime_api: Option<String>) -> Result
         crate::scf::runtime::RuntimeClient::new(&base).context("could not build the runtime API client")?;
     crate::scf::runtime::run(&client, &svc, None).await
 }
+
+/// How the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `serve`: HTTP mode, many requests at once.
+    Server,
+    /// `runtime`: an SCF instance, one invocation at a time.
+    Instance,
+    /// A one-shot command.
+    Command,
+}
+
+/// The async runtime for `mode`, with the allocator set for it ([`crate::alloc`]). An SCF instance runs on one
+/// thread: no wake-ups across threads, one allocator heap; HTTP mode and the commands use a thread per core.
+pub fn async_runtime(mode: Mode) -> std::io::Result<tokio::runtime::Runtime> {
+    match mode {
+        Mode::Instance => crate::alloc::purge_after(crate::alloc::SCF_PURGE_DELAY_MS),
+        Mode::Server => crate::alloc::purge_after(crate::alloc::SERVE_PURGE_DELAY_MS),
+        Mode::Command => {}
+    }
+    let mut builder = match mode {
+        Mode::Instance => tokio::runtime::Builder::new_current_thread(),
+        Mode::Server | Mode::Command => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build()
+}

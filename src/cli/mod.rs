@@ -278,11 +278,13 @@ pub fn run() -> Result<()> {
         Ok(cli) => cli,
         Err(e) => exit_with(e),
     };
-    // HTTP mode writes logs off the request's thread; an SCF instance and the one-shot commands write directly.
-    let serving = match &cli.command {
-        Some(Command::Serve) => true,
-        None => crate::scf::runtime::RuntimeClient::base_from_env().is_none(),
-        _ => false,
+    use crate::startup::Mode;
+    let mode = match &cli.command {
+        Some(Command::Serve) => Mode::Server,
+        Some(Command::Runtime { .. }) => Mode::Instance,
+        None if crate::scf::runtime::RuntimeClient::base_from_env().is_some() => Mode::Instance,
+        None => Mode::Server,
+        _ => Mode::Command,
     };
     // A registry command's output is its answer: its info lines (the audit of what changed) are shown only when
     // asked for with WAFER_LOG / --log.
@@ -290,25 +292,9 @@ pub fn run() -> Result<()> {
         && std::env::var_os("WAFER_LOG").is_none()
         && !std::env::args().any(|a| a == "--log" || a.starts_with("--log="));
     let filter = if quiet { "warn" } else { cli.config.log.as_str() };
-    let _log_guard = crate::telemetry::init(filter, cli.config.log_format, serving);
-    // An SCF instance handles one invocation at a time: one thread does it all, with no wake-ups across threads and
-    // one allocator arena (HTTP mode and the commands use a thread per core).
-    let in_scf = match &cli.command {
-        Some(Command::Runtime { .. }) => true,
-        None => !serving,
-        _ => false,
-    };
-    if in_scf {
-        crate::alloc::purge_after(crate::alloc::SCF_PURGE_DELAY_MS);
-    } else if serving {
-        crate::alloc::purge_after(crate::alloc::SERVE_PURGE_DELAY_MS);
-    }
-    let mut builder = if in_scf {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    let rt = builder.enable_all().build().context("could not start the async runtime")?;
+    // HTTP mode writes logs off the request's thread; an SCF instance and the one-shot commands write directly.
+    let _log_guard = crate::telemetry::init(filter, cli.config.log_format, mode == Mode::Server);
+    let rt = crate::startup::async_runtime(mode).context("could not start the async runtime")?;
     rt.block_on(execute(cli))
 }
 
