@@ -132,7 +132,14 @@ impl Payload {
             Inner::Full(b) => {
                 return if b.len() > limit { Err(CollectError::TooLarge(limit)) } else { Ok(b) }
             }
-            Inner::Stream { head, rest, .. } => (head, rest.into_inner().ok().flatten()),
+            Inner::Stream { head, rest, len } => {
+                // The announced length (already checked against the limit) sized once: no doubling copies.
+                let mut head = head;
+                if let Some(len) = len {
+                    head.reserve_exact((len as usize).saturating_sub(head.len()));
+                }
+                (head, rest.into_inner().ok().flatten())
+            }
         };
         if out.len() > limit {
             return Err(CollectError::TooLarge(limit));
