@@ -39,17 +39,6 @@ const ROUNDS: usize = 5;
 /// The memory class the mixed run is held against.
 const MEMORY_CLASS_MB: f64 = 64.0;
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -258,7 +247,7 @@ async fn mixed(sup: &mut Supervisor, n: usize) {
     };
     let (m2, m4, m10) = (media(2_000_000), media(4_000_000), media(10_000_000));
     let pid = sup.pid().unwrap();
-    let start_rss = status_kib(pid, "VmRSS:");
+    let start_rss = load::status_kib(pid, "VmRSS:");
     let mut samples = Vec::new();
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); KINDS.len()];
     let began = Instant::now();
@@ -299,12 +288,12 @@ async fn mixed(sup: &mut Supervisor, n: usize) {
             _ => assert!(status == 502 && body.contains("\"returnCode\":1027"), "{status} {body}"),
         }
         if (i + 1) % 1000 == 0 {
-            samples.push(status_kib(pid, "VmRSS:"));
+            samples.push(load::status_kib(pid, "VmRSS:"));
         }
     }
     assert_eq!(sup.pid(), Some(pid), "no restart during the run");
     let elapsed = began.elapsed();
-    let peak = status_kib(pid, "VmHWM:");
+    let peak = load::status_kib(pid, "VmHWM:");
     let max = samples.iter().copied().max().unwrap_or(0);
     let shown: Vec<String> = samples
         .iter()

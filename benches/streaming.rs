@@ -36,17 +36,6 @@ fn downloads() -> u32 {
     std::env::var("BENCH_DOWNLOADS").ok().and_then(|v| v.parse().ok()).unwrap_or(32)
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -137,7 +126,7 @@ fn main() {
             let (flag, max) = (sampling.clone(), rss_max.clone());
             let sampler = tokio::spawn(async move {
                 while flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    max.fetch_max(status_kib(pid, "VmRSS:"), std::sync::atomic::Ordering::Relaxed);
+                    max.fetch_max(load::status_kib(pid, "VmRSS:"), std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             });
@@ -174,7 +163,7 @@ fn main() {
         println!(
             "  server RSS during the downloads: highest sample {:.1} MiB; peak over the whole run (VmHWM) {:.1} MiB (goal < 64 MB)",
             rss_max.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0,
-            status_kib(pid, "VmHWM:") as f64 / 1024.0
+            load::status_kib(pid, "VmHWM:") as f64 / 1024.0
         );
 
         // Small JSON calls at a fixed rate: what the server adds to each.
