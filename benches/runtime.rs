@@ -43,13 +43,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -151,7 +144,7 @@ fn main() {
         for (name, c) in [("null bootstrap", &cold_null), ("wafer-scf runtime", &cold_ours)] {
             println!(
                 "cold start, {name:<18} (exec → init/ready, 20 starts): median {:.2} ms, min {:.2} ms, max {:.2} ms",
-                ms(percentile(c, 0.5)),
+                load::percentile_ms(c, 0.5),
                 ms(c[0]),
                 ms(c[c.len() - 1])
             );
@@ -170,7 +163,7 @@ fn main() {
         for _ in 0..ROUNDS {
             let n = timed(&mut null, cheap, warm_n, any).await;
             let o = timed(&mut ours, &token, warm_n, cached).await;
-            let ratio = percentile(&o, 0.5).as_secs_f64() / percentile(&n, 0.5).as_secs_f64();
+            let ratio = load::percentile_ms(&o, 0.5) / load::percentile_ms(&n, 0.5);
             rounds.push((ratio, n, o));
         }
         rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -178,13 +171,13 @@ fn main() {
         let (ratio, n, o) = &rounds[ROUNDS / 2];
         println!(
             "warm round trip, null bootstrap ({warm_n} per round): median {:.3} ms, p99 {:.3} ms",
-            ms(percentile(n, 0.5)),
-            ms(percentile(n, 0.99))
+            load::percentile_ms(n, 0.5),
+            load::percentile_ms(n, 0.99)
         );
         println!(
             "warm round trip, cached qcloud.mimi.access_token (Function URL event, caller key): median {:.3} ms, p99 {:.3} ms",
-            ms(percentile(o, 0.5)),
-            ms(percentile(o, 0.99))
+            load::percentile_ms(o, 0.5),
+            load::percentile_ms(o, 0.99)
         );
         println!(
             "warm round trip, ours ÷ null: {ratio:.2}× (median of {ROUNDS} alternating rounds; rounds {}) (goal ≤ 1.20×)",
@@ -320,8 +313,8 @@ async fn mixed(sup: &mut Supervisor, n: usize) {
         println!(
             "  {kind:<38} {:>6} invocations  median {:>7.3} ms  p99 {:>7.3} ms",
             t.len(),
-            ms(percentile(t, 0.5)),
-            ms(percentile(t, 0.99))
+            load::percentile_ms(t, 0.5),
+            load::percentile_ms(t, 0.99)
         );
     }
 }

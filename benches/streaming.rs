@@ -36,13 +36,6 @@ fn downloads() -> u32 {
     std::env::var("BENCH_DOWNLOADS").ok().and_then(|v| v.parse().ok()).unwrap_or(32)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
-}
-
 /// The median of `values` and their range, sorted in place.
 fn spread(values: &mut [f64]) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
@@ -176,21 +169,21 @@ fn main() {
         for _ in 0..ROUNDS {
             let direct = paced(&client, &direct_call, &body, rate, secs).await;
             let through = paced(&client, &through_call, &body, rate, secs).await;
-            added_p50.push(percentile(&through, 0.5) - percentile(&direct, 0.5));
-            added_p99.push(percentile(&through, 0.99) - percentile(&direct, 0.99));
+            added_p50.push(load::percentile_ms(&through, 0.5) - load::percentile_ms(&direct, 0.5));
+            added_p99.push(load::percentile_ms(&through, 0.99) - load::percentile_ms(&direct, 0.99));
             last = Some((direct, through));
         }
         let (direct, through) = last.unwrap();
         println!("small JSON calls at {rate} calls/s (open loop), {secs} s per side per round:");
         println!(
             "  straight to the fake WeChat        p50 {:.3} ms  p99 {:.3} ms (last round)",
-            percentile(&direct, 0.5),
-            percentile(&direct, 0.99)
+            load::percentile_ms(&direct, 0.5),
+            load::percentile_ms(&direct, 0.99)
         );
         println!(
             "  through /wechat/{{appid}}/           p50 {:.3} ms  p99 {:.3} ms (last round)",
-            percentile(&through, 0.5),
-            percentile(&through, 0.99)
+            load::percentile_ms(&through, 0.5),
+            load::percentile_ms(&through, 0.99)
         );
         let shown: Vec<String> = added_p99.iter().map(|v| format!("{v:+.3}")).collect();
         let (p50, _, _) = spread(&mut added_p50);

@@ -7,6 +7,7 @@
 use crate::both_backends;
 use crate::fake_secure::{mint, ConsoleKeys, Minted, PlatformKey, SecureFake, Tamper};
 use crate::fake_wechat::{business_entry, FakeState};
+use crate::helpers::token_host_token;
 use crate::helpers::{code, id, open_settings, Backend, TestApp};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -131,14 +132,7 @@ async fn every_caller_signs_and_gets_the_verified_reply(b: Backend) {
     let body = json!({"openid": "o_http", "scene": 1});
     let (status, reply) = post_json(format!("{url}/wechat/{APP}{RISK}"), &body).await;
     assert_eq!((status, &reply["got"]), (200, &body), "{reply}");
-    let token: Value =
-        reqwest::get(format!("{url}/cgi-bin/token?grant_type=client_credential&appid={APP}&secret={SECRET}"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-    let token = token["access_token"].as_str().unwrap();
+    let token = &token_host_token(&url, APP, SECRET).await;
     let (status, reply) = post_json(format!("{url}{RISK}?access_token={token}"), &body).await;
     assert_eq!((status, &reply["risk_rank"]), (200, &json!(1)), "{reply}");
 
@@ -190,14 +184,7 @@ fn rejected_so_far() -> f64 {
 async fn a_reply_that_does_not_verify_is_never_passed_on(b: Backend) {
     let World { t, sf, .. } = world(b).await;
     let url = t.serve_http().await;
-    let token: Value =
-        reqwest::get(format!("{url}/cgi-bin/token?grant_type=client_credential&appid={APP}&secret={SECRET}"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
+    let token = token_host_token(&url, APP, SECRET).await;
     let before = rejected_so_far();
     let cases = [
         (Tamper::Body, "does not verify"),

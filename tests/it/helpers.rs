@@ -206,6 +206,16 @@ pub async fn post_envelope(client: &reqwest::Client, url: &str, interface: &str,
     client.post(url).json(&body).send().await.unwrap().json().await.unwrap()
 }
 
+/// The access token the token host at `base` (with or without a trailing slash) hands an SDK for `appid`.
+pub async fn token_host_token(base: &str, appid: &str, secret: &str) -> String {
+    let url = format!(
+        "{}/cgi-bin/token?grant_type=client_credential&appid={appid}&secret={secret}",
+        base.trim_end_matches('/')
+    );
+    let reply: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    reply["access_token"].as_str().unwrap_or_else(|| panic!("no token: {reply}")).to_owned()
+}
+
 pub const T0: i64 = 1_750_000_000;
 
 /// The service under test with its fakes.

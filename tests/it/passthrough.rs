@@ -4,6 +4,7 @@
 //! with one upstream token fetch.
 
 use crate::both_backends;
+use crate::helpers::token_host_token;
 use crate::helpers::{add_key, scope};
 use crate::helpers::{code, open_settings, Backend, TestApp};
 use base64::Engine;
@@ -430,15 +431,7 @@ async fn bodies_secrets_and_tokens_stay_out_of_the_logs(b: Backend) {
     )
     .await;
     assert_eq!(r["returnData"]["touser"], marker);
-    let token: Value = http
-        .get(format!("{base}cgi-bin/token?grant_type=client_credential&appid={APP}&secret=log-secret-XYZ"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
+    let token = token_host_token(&base, APP, "log-secret-XYZ").await;
     assert!(terminate(&mut child).success());
     let out = child.wait_with_output().unwrap();
     let logs = String::from_utf8_lossy(&out.stderr);

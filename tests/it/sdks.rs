@@ -8,6 +8,7 @@
 use crate::both_backends;
 use crate::cli::{db_env, run_ok, spawn_server, terminate, wafer};
 use crate::fake_wechat::{business_entry, count_call, FakeState, FakeWeChat};
+use crate::helpers::token_host_token;
 use crate::helpers::{id, open_settings, Backend, TestApp, TestDb};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -192,15 +193,7 @@ async fn real_sdks_work_unchanged(b: Backend) {
     let node = drive(PathBuf::from("node"), "node_drive.js", dir.path(), node_vars).await;
     // An SDK switched to the pass-through whose cache still holds a real token is told so, not relayed.
     let http = reqwest::Client::new();
-    let token: Value = http
-        .get(format!("{url}cgi-bin/token?grant_type=client_credential&appid={APP}&secret={SECRET}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap();
+    let token = &token_host_token(&url, APP, SECRET).await;
     let business = wx.calls("/business");
     let r = http
         .get(format!("{url}wechat/{APP}/cgi-bin/user/info?openid=o&access_token={token}"))

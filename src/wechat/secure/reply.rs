@@ -178,12 +178,7 @@ pub(super) fn settle(
         return Ok((plain, verdict));
     }
     if let Some(errcode) = reply.errcode() {
-        let Some(hinted) = reply.body.as_full().and_then(|b| with_hint(b, errcode)) else {
-            return Ok((reply, Verdict::PlainError(errcode)));
-        };
-        tracing::warn!(path = %path, errcode, hint = hint(errcode).unwrap_or(""), "API security: refused by WeChat");
-        let plain = RawReply::new(reply.status, "application/json".into(), Payload::from(hinted));
-        return Ok((plain, Verdict::PlainError(errcode)));
+        return Ok((explain_plain(reply, path), Verdict::PlainError(errcode)));
     }
     if !(200..300).contains(&reply.status) {
         return Ok((reply, Verdict::PlainError(0)));
