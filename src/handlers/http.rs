@@ -112,17 +112,17 @@ pub fn parse(call: &HttpCall, meta: &RequestMeta) -> Result<HttpInterface, Wafer
 }
 
 /// Whether a claimed request is the token host's (not the pass-through's).
-pub fn is_token_host(path: &str) -> bool {
+fn is_token_host(path: &str) -> bool {
     pass_target(path).is_none()
 }
 
 /// A refusal of ours on `path`: in WeChat's dialect on the token host's paths (what the SDKs there parse), else an
-/// envelope with the code's HTTP status.
-pub fn refusal(path: &str, e: &WaferError) -> HttpReply {
+/// envelope with `status`.
+pub fn refusal(path: &str, e: &WaferError, status: u16) -> HttpReply {
     if is_token_host(path) {
         return token_host::from_wafer(e);
     }
-    HttpReply::envelope(e.code.http_status(), &Envelope::error(e))
+    HttpReply::envelope(status, &Envelope::error(e))
 }
 
 /// Answer a pass-through call: authorise it (a caller key covering the app and the path), send it with the

@@ -112,7 +112,6 @@ impl Service {
         use crate::handlers::http::{self, HttpInterface};
         let started = Instant::now();
         let mut name = "http";
-        let path = call.path.clone();
         let result = AssertUnwindSafe(async {
             // Bodies that arrived whole (an SCF event's) are held to the plain-HTTP interfaces' own limit, as
             // streamed ones are.
@@ -143,7 +142,7 @@ impl Service {
                 tracing::info!(request_id = %meta.request_id, interface = %name, return_code = e.code.code(), latency_us,
                     detail = e.detail.as_deref().unwrap_or(""), "request");
                 crate::metrics::request(name, e.code.code(), latency_us as f64 / 1e6);
-                return http::refusal(&path, &e);
+                return http::refusal(&call.path, &e, e.code.http_status());
             }
         };
         crate::metrics::request(name, 0, latency_us as f64 / 1e6);

@@ -147,10 +147,10 @@ impl Service {
     /// The answer to a request refused before its body was read (too large, too slow, broken): an envelope with
     /// `status`, or on the token host's paths WeChat's dialect (what the SDKs there parse).
     pub fn refusal(&self, route: Route, path: &str, e: &WaferError, status: u16) -> HttpReply {
-        if route == Route::Http && crate::handlers::http::is_token_host(path) {
-            return crate::handlers::token_host::from_wafer(e);
+        match route {
+            Route::Http => crate::handlers::http::refusal(path, e, status),
+            _ => HttpReply::envelope(status, &Envelope::error(e)),
         }
-        HttpReply::envelope(status, &Envelope::error(e))
     }
 
     /// The answer when a request on `route` did not finish within the function's time limit (`limit_ms`): an
