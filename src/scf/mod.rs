@@ -1,7 +1,9 @@
-//! Tencent SCF: the custom-runtime loop ([`runtime`]), event shapes ([`event`]), and a local emulator of the
-//! runtime API that supervises a real `bootstrap` child ([`emulator`]) for tests, replay and benchmarks.
+//! Tencent SCF: the custom-runtime loop ([`runtime`]) over a hand-written runtime API client ([`wire`]), event
+//! shapes ([`event`]), and a local emulator of the runtime API that supervises a real `bootstrap` child ([`emulator`])
+//! for tests, replay and benchmarks.
 
 pub mod emulator;
 pub mod event;
 pub mod replay;
 pub mod runtime;
+pub mod wire;

@@ -3,6 +3,7 @@
 //! A panic or a malformed event is answered, never fatal; a failing `next` is retried with backoff.
 
 use super::event::{self, Body, Incoming, Origin, Parsed};
+use super::wire::{self, Connection, WireError};
 use crate::envelope::{Envelope, ReturnCode, WaferError};
 use crate::service::{self, Input, Route, Service};
 use futures_util::FutureExt;
@@ -24,23 +25,27 @@ pub struct Invocation {
     pub event: Vec<u8>,
 }
 
-/// The runtime API client: one keep-alive connection, one small request per endpoint.
-#[derive(Debug, Clone)]
+/// The runtime API client: one keep-alive connection ([`wire`]), one small request per endpoint. Calls take turns
+/// (an instance handles one invocation at a time).
+#[derive(Debug)]
 pub struct RuntimeClient {
-    http: reqwest::Client,
-    base: String,
+    conn: tokio::sync::Mutex<Connection>,
 }
 
 impl RuntimeClient {
-    /// `base` is `http://host:port`.
-    pub fn new(base: &str) -> Result<Self, reqwest::Error> {
-        // No overall timeout: `next` is a long poll. Connects still fail fast.
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_owned() })
+    /// `base` is `http://host:port` (or `host:port`; the port defaults to 80).
+    pub fn new(base: &str) -> Result<Self, WireError> {
+        let addr = base.trim_end_matches('/');
+        let addr = addr.strip_prefix("http://").unwrap_or(addr);
+        if addr.is_empty() || addr.contains('/') || addr.starts_with("https://") {
+            return Err(WireError::Malformed("the runtime API address is http://host:port"));
+        }
+        let addr = if addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+            addr.to_owned()
+        } else {
+            format!("{addr}:80")
+        };
+        Ok(Self { conn: tokio::sync::Mutex::new(Connection::new(&addr)) })
     }
 
     /// The runtime API from `SCF_RUNTIME_API` and `SCF_RUNTIME_API_PORT` (both optional to read).
@@ -55,54 +60,34 @@ impl RuntimeClient {
         }
     }
 
+    async fn call(&self, method: &str, path: &str, body: &[u8]) -> Result<wire::Reply, WireError> {
+        self.conn.lock().await.call(method, path, body).await
+    }
+
     /// `POST /runtime/init/ready` with a non-empty body (an empty one is reported to be rejected).
-    pub async fn ready(&self) -> Result<(), reqwest::Error> {
-        self.http
-            .post(format!("{}/runtime/init/ready", self.base))
-            .body(" ")
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
+    pub async fn ready(&self) -> Result<(), WireError> {
+        self.call("POST", "/runtime/init/ready", b" ").await.map(drop)
     }
 
     /// `GET /runtime/invocation/next` (long poll).
-    pub async fn next(&self) -> Result<Invocation, reqwest::Error> {
-        let resp = self
-            .http
-            .get(format!("{}/runtime/invocation/next", self.base))
-            .send()
-            .await?
-            .error_for_status()?;
-        // Header names are matched case-insensitively by the HTTP library.
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let request_id = header("request_id").unwrap_or_default();
-        let time_limit_ms = header("time_limit_in_ms").and_then(|v| v.trim().parse().ok());
-        let memory_limit_mb = header("memory_limit_in_mb").and_then(|v| v.trim().parse().ok());
-        let event = resp.bytes().await?.to_vec();
+    pub async fn next(&self) -> Result<Invocation, WireError> {
+        let mut reply = self.call("GET", "/runtime/invocation/next", b"").await?;
+        // Header names arrive lower-cased.
+        let request_id = reply.header("request_id").unwrap_or_default().to_owned();
+        let time_limit_ms = reply.header("time_limit_in_ms").and_then(|v| v.parse().ok());
+        let memory_limit_mb = reply.header("memory_limit_in_mb").and_then(|v| v.parse().ok());
+        let event = std::mem::take(&mut reply.body);
         Ok(Invocation { request_id, time_limit_ms, memory_limit_mb, event })
     }
 
     /// `POST /runtime/invocation/response`.
-    pub async fn respond(&self, body: Vec<u8>) -> Result<(), reqwest::Error> {
-        self.http
-            .post(format!("{}/runtime/invocation/response", self.base))
-            .body(body)
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
+    pub async fn respond(&self, body: Vec<u8>) -> Result<(), WireError> {
+        self.call("POST", "/runtime/invocation/response", &body).await.map(drop)
     }
 
     /// `POST /runtime/invocation/error`.
-    pub async fn error(&self, text: &str) -> Result<(), reqwest::Error> {
-        self.http
-            .post(format!("{}/runtime/invocation/error", self.base))
-            .body(text.to_owned())
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
+    pub async fn error(&self, text: &str) -> Result<(), WireError> {
+        self.call("POST", "/runtime/invocation/error", text.as_bytes()).await.map(drop)
     }
 }
 
@@ -192,11 +177,11 @@ pub async fn run(client: &RuntimeClient, svc: &Service, limit: Option<u64>) -> a
         match client.ready().await {
             Ok(()) => break,
             Err(e) if attempt < 8 => {
-                tracing::warn!(error = %e.without_url(), "init/ready failed; retrying");
+                tracing::warn!(error = %e, "init/ready failed; retrying");
                 tokio::time::sleep(backoff(attempt)).await;
                 attempt += 1;
             }
-            Err(e) => return Err(anyhow::anyhow!("the runtime API refused init/ready: {}", e.without_url())),
+            Err(e) => return Err(anyhow::anyhow!("the runtime API refused init/ready: {}", e)),
         }
     }
     tracing::info!("runtime ready");
@@ -209,7 +194,7 @@ pub async fn run(client: &RuntimeClient, svc: &Service, limit: Option<u64>) -> a
                 inv
             }
             Err(e) => {
-                tracing::warn!(error = %e.without_url(), "invocation/next failed; retrying");
+                tracing::warn!(error = %e, "invocation/next failed; retrying");
                 tokio::time::sleep(backoff(failures)).await;
                 failures = failures.saturating_add(1);
                 continue;
@@ -218,7 +203,7 @@ pub async fn run(client: &RuntimeClient, svc: &Service, limit: Option<u64>) -> a
         match AssertUnwindSafe(handle(svc, &inv)).catch_unwind().await {
             Ok(body) => {
                 if let Err(e) = client.respond(body).await {
-                    tracing::error!(request_id = %inv.request_id, error = %e.without_url(), "could not post the response");
+                    tracing::error!(request_id = %inv.request_id, error = %e, "could not post the response");
                 }
             }
             Err(_) => {
