@@ -7,7 +7,8 @@
 //! (logins/s, p50/p99, failures), and token-free calls (`/wechat/{appid}/…`) against the same call made directly to
 //! the fake (calls/s, p50/p99 and the overhead). Run: `cargo bench --bench hotpaths` (`BENCH_SECS`, default 8;
 //! `BENCH_LOG` sets the server's `WAFER_LOG`, default `info`, to see what logging costs; `BENCH_ONLY=logins` runs
-//! only the login lines, `BENCH_LOGIN_RUNS` times, default 5, and prints the spread of their p99).
+//! only the login lines, `BENCH_LOGIN_RUNS` times, default 5, and prints the spread of their p99; `BENCH_ONLY=token`
+//! only the limit and the cached token).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)]
@@ -206,6 +207,11 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
         per_request(server_cpu, server_requests),
         100.0 * per_request(bare_cpu, bare_requests) / per_request(server_cpu, server_requests)
     );
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "token") {
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = child.wait();
+        return;
+    }
     let auth = run(format!("{url}/"), auth_script, 16).await;
     println!("{}  failures {}", line("qcloud.cam.auth", &auth), auth.failures);
     for conns in [16, 64] {

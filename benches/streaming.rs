@@ -4,7 +4,10 @@
 //!
 //! - 10 MB binary replies (`/cgi-bin/media/get`), 32 concurrent downloads with `wrk`: MB/s straight from the fake
 //!   and through the server in five alternating rounds, the ratio per round, its median and spread (goal ≥ 80 %),
-//!   and the server's RSS sampled during the downloads and its peak (`VmHWM`, goal < 64 MB);
+//!   and the server's RSS sampled during the downloads and its peak (`VmHWM`, goal < 64 MB). Beside them, in the
+//!   same rounds, a bare relay: this bench binary run again as a process of its own, an axum server that sends
+//!   each request on to the fake with reqwest and streams the reply back, nothing else — the least any HTTP relay does, so what one reaches on
+//!   this machine (the relay's ceiling), and ours against it;
 //! - small JSON calls (`/cgi-bin/message/subscribe/send`) at a fixed rate that leaves the machine room (open loop,
 //!   `BENCH_RATE` calls/s, default 1,000): p50/p99 straight and through, in five alternating rounds, and the added
 //!   p99's median and spread (goal ≤ 0.5 ms).
@@ -27,6 +30,7 @@ mod media;
 
 use load::{spawn_server, wrk, APPID, KEY, SECRET};
 use serde_json::{json, Value};
+use std::io::BufRead;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -75,7 +79,60 @@ async fn paced(client: &reqwest::Client, url: &str, body: &str, rate: u64, secs:
     out
 }
 
+/// Set in the bare relay's environment: the upstream it relays to.
+const RELAY_UPSTREAM: &str = "BENCH_BARE_RELAY_UPSTREAM";
+
+/// The bare relay (this binary, run with [`RELAY_UPSTREAM`] set): every request sent on to the upstream (method,
+/// path, query and body) and the reply's body streamed back as it arrives, status and content type kept. Prints its port, then serves until killed.
+fn bare_relay(upstream: String) {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let client = reqwest::Client::new();
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let (client, upstream) = (client.clone(), upstream.clone());
+            async move {
+                let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
+                let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
+                let resp = client.request(method, format!("{upstream}{pq}")).body(body).send().await.unwrap();
+                let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+                let ct = resp.headers().get(header::CONTENT_TYPE).cloned();
+                let body = Body::from_stream(futures_util::stream::unfold(resp, |mut r| async move {
+                    r.chunk().await.transpose().map(|c| (c, r))
+                }));
+                let mut out = (status, body).into_response();
+                if let Some(ct) = ct {
+                    out.headers_mut().insert(header::CONTENT_TYPE, ct);
+                }
+                out
+            }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", l.local_addr().unwrap().port());
+        axum::serve(l, app).await.unwrap();
+    });
+}
+
+/// Start the bare relay in a process of its own; its base URL.
+fn spawn_bare_relay(upstream: &str) -> (std::process::Child, String) {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(RELAY_UPSTREAM, upstream)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut port).unwrap();
+    (child, format!("http://127.0.0.1:{}", port.trim()))
+}
+
 fn main() {
+    if let Ok(upstream) = std::env::var(RELAY_UPSTREAM) {
+        return bare_relay(upstream);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
     let rate: u64 = std::env::var("BENCH_RATE").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
@@ -97,7 +154,9 @@ fn main() {
         let token = warm["returnData"]["access_token"].as_str().unwrap().to_owned();
         let direct_media = format!("{}/cgi-bin/media/get?access_token={token}&media_id={MEDIA}", wx.base_url);
         let through_media = format!("{url}/wechat/{APPID}/cgi-bin/media/get?media_id={MEDIA}");
-        for u in [&direct_media, &through_media] {
+        let (mut relay, relay_url) = spawn_bare_relay(&wx.base_url);
+        let relay_media = format!("{relay_url}/cgi-bin/media/get?access_token={token}&media_id={MEDIA}");
+        for u in [&direct_media, &through_media, &relay_media] {
             let got = client.get(u).header("X-Wafer-Key", KEY).send().await.unwrap().bytes().await.unwrap();
             assert!(got == media::media(MEDIA), "{u}: {} bytes, not the fake's", got.len());
         }
@@ -110,10 +169,15 @@ fn main() {
         let script = download_script(dir.path());
         let rss_max = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (mut ratios, mut direct_mbs, mut through_mbs) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut relay_ratios, mut relay_mbs, mut against_relay) = (Vec::new(), Vec::new(), Vec::new());
         let mut cpu_per_gb = Vec::new();
+        let mbs = |r: &load::Run| r.bytes / r.secs / 1_048_576.0;
         for _ in 0..ROUNDS {
             let (s, u) = (script.clone(), direct_media.clone());
             let direct = tokio::task::spawn_blocking(move || wrk(&u, &s, secs, downloads())).await.unwrap();
+            let (s, u) = (script.clone(), relay_media.clone());
+            let bare = tokio::task::spawn_blocking(move || wrk(&u, &s, secs, downloads())).await.unwrap();
+            assert_eq!(bare.non_2xx, 0, "every download through the bare relay succeeds");
             let (s, u) = (script.clone(), through_media.clone());
             let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
             let (flag, max) = (sampling.clone(), rss_max.clone());
@@ -129,10 +193,12 @@ fn main() {
             sampling.store(false, std::sync::atomic::Ordering::Relaxed);
             sampler.await.unwrap();
             assert_eq!(through.non_2xx, 0, "every download through the server succeeds");
-            let mbs = |r: &load::Run| r.bytes / r.secs / 1_048_576.0;
             direct_mbs.push(mbs(&direct));
             through_mbs.push(mbs(&through));
+            relay_mbs.push(mbs(&bare));
             ratios.push(mbs(&through) / mbs(&direct));
+            relay_ratios.push(mbs(&bare) / mbs(&direct));
+            against_relay.push(mbs(&through) / mbs(&bare));
         }
         let shown: Vec<String> = ratios.iter().map(|r| format!("{:.0}%", 100.0 * r)).collect();
         let (ratio, low, high) = spread(&mut ratios);
@@ -147,6 +213,21 @@ fn main() {
             100.0 * low,
             100.0 * high,
             shown.join(", ")
+        );
+        let (r, _, _) = spread(&mut relay_mbs);
+        let (rr, rlow, rhigh) = spread(&mut relay_ratios);
+        let (ar, alow, ahigh) = spread(&mut against_relay);
+        println!(
+            "  a bare relay (axum + reqwest, streaming, nothing else) median {r:>7.0} MB/s: {:.0}% of straight ({:.0}–{:.0}%) — what any relay reaches here",
+            100.0 * rr,
+            100.0 * rlow,
+            100.0 * rhigh
+        );
+        println!(
+            "  through ÷ bare relay: {:.0}% (median of {ROUNDS} rounds; {:.0}–{:.0}%)",
+            100.0 * ar,
+            100.0 * alow,
+            100.0 * ahigh
         );
         let (cpu, _, _) = spread(&mut cpu_per_gb);
         println!(
@@ -164,15 +245,21 @@ fn main() {
         let direct_call = format!("{}/cgi-bin/message/subscribe/send?access_token={token}", wx.base_url);
         let through_call = format!("{url}/wechat/{APPID}/cgi-bin/message/subscribe/send");
         paced(&client, &through_call, &body, rate, 1).await;
-        let (mut added_p50, mut added_p99) = (Vec::new(), Vec::new());
+        let relay_call = format!("{relay_url}/cgi-bin/message/subscribe/send?access_token={token}");
+        paced(&client, &relay_call, &body, rate, 1).await;
+        let (mut added_p50, mut added_p99, mut relay_p99) = (Vec::new(), Vec::new(), Vec::new());
         let mut last = None;
         for _ in 0..ROUNDS {
             let direct = paced(&client, &direct_call, &body, rate, secs).await;
+            let bare = paced(&client, &relay_call, &body, rate, secs).await;
             let through = paced(&client, &through_call, &body, rate, secs).await;
             added_p50.push(load::percentile_ms(&through, 0.5) - load::percentile_ms(&direct, 0.5));
             added_p99.push(load::percentile_ms(&through, 0.99) - load::percentile_ms(&direct, 0.99));
+            relay_p99.push(load::percentile_ms(&bare, 0.99) - load::percentile_ms(&direct, 0.99));
             last = Some((direct, through));
         }
+        let _ = relay.kill();
+        let _ = relay.wait();
         let (direct, through) = last.unwrap();
         println!("small JSON calls at {rate} calls/s (open loop), {secs} s per side per round:");
         println!(
@@ -191,6 +278,10 @@ fn main() {
         println!(
             "  added by the server: p50 {p50:+.3} ms, p99 {p99:+.3} ms (median of {ROUNDS} alternating rounds; p99 {low:+.3} to {high:+.3}; rounds {}) (goal p99 ≤ 0.5 ms)",
             shown.join(", ")
+        );
+        let (rp99, rlow, rhigh) = spread(&mut relay_p99);
+        println!(
+            "  added by the bare relay: p99 {rp99:+.3} ms (median of {ROUNDS} rounds; {rlow:+.3} to {rhigh:+.3}) — what any relay adds here"
         );
         let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
         let _ = child.wait();
