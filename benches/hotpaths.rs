@@ -24,7 +24,7 @@ mod load;
 mod support;
 
 use axum::Router;
-use load::{cpu_secs, spawn_server, wrk, Run, APPID, KEY, SECRET};
+use load::{cpu_split, spawn_server, wrk, Run, APPID, KEY, SECRET};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -178,15 +178,21 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
     let mut rounds = Vec::new();
     // CPU per request of each server over all its rounds: steadier than req/s on a busy machine (the bare server
     // runs in this process, whose other threads are idle meanwhile).
-    let (mut bare_cpu, mut bare_requests, mut server_cpu, mut server_requests) = (0.0, 0, 0.0, 0);
+    // Each as (user, kernel) seconds.
+    let (mut bare_cpu, mut bare_requests, mut server_cpu, mut server_requests) =
+        ((0.0, 0.0), 0, (0.0, 0.0), 0);
+    let add = |sum: &mut (f64, f64), before: (f64, f64), after: (f64, f64)| {
+        sum.0 += after.0 - before.0;
+        sum.1 += after.1 - before.1;
+    };
     for _ in 0..ROUNDS {
-        let before = cpu_secs(std::process::id());
+        let before = cpu_split(std::process::id());
         let limit = run_for(bare_url.clone(), token_script.clone(), 16, round_secs(secs)).await;
-        bare_cpu += cpu_secs(std::process::id()) - before;
+        add(&mut bare_cpu, before, cpu_split(std::process::id()));
         bare_requests += limit.requests;
-        let before = cpu_secs(child.id());
+        let before = cpu_split(child.id());
         let cached = run_for(format!("{url}/"), token_script.clone(), 16, round_secs(secs)).await;
-        server_cpu += cpu_secs(child.id()) - before;
+        add(&mut server_cpu, before, cpu_split(child.id()));
         server_requests += cached.requests;
         rounds.push((cached.rps / limit.rps, limit, cached));
     }
@@ -201,11 +207,19 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
         100.0 * rounds[0].0,
         100.0 * rounds[rounds.len() - 1].0
     );
+    let (bare_total, server_total) = (bare_cpu.0 + bare_cpu.1, server_cpu.0 + server_cpu.1);
     println!(
         "CPU per request: limit {:.1} µs, cached token {:.1} µs ({:.0}% of the limit's throughput at equal CPU)",
-        per_request(bare_cpu, bare_requests),
-        per_request(server_cpu, server_requests),
-        100.0 * per_request(bare_cpu, bare_requests) / per_request(server_cpu, server_requests)
+        per_request(bare_total, bare_requests),
+        per_request(server_total, server_requests),
+        100.0 * per_request(bare_total, bare_requests) / per_request(server_total, server_requests)
+    );
+    println!(
+        "  of which in the kernel (sockets, wake-ups): limit {:.1} µs, cached token {:.1} µs; in user space: limit {:.1} µs, cached token {:.1} µs",
+        per_request(bare_cpu.1, bare_requests),
+        per_request(server_cpu.1, server_requests),
+        per_request(bare_cpu.0, bare_requests),
+        per_request(server_cpu.0, server_requests)
     );
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "token") {
         let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();

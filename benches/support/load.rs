@@ -72,6 +72,12 @@ fn requests_line(l: &str) -> Option<(u64, f64, f64)> {
 
 /// CPU time (user and system) a process has used so far, in seconds, from `/proc/<pid>/stat`.
 pub fn cpu_secs(pid: u32) -> f64 {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// CPU time a process has used so far in user space and in the kernel, in seconds, from `/proc/<pid>/stat`.
+pub fn cpu_split(pid: u32) -> (f64, f64) {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     let per_sec = *TICKS.get_or_init(|| {
         let out = Command::new("getconf").arg("CLK_TCK").output().ok();
@@ -81,7 +87,7 @@ pub fn cpu_secs(pid: u32) -> f64 {
     // Fields after the command's closing parenthesis start at the third (state); utime and stime are the 14th and 15th.
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
     let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / per_sec
+    (tick(11) / per_sec, tick(12) / per_sec)
 }
 
 pub fn to_ms(s: &str) -> f64 {
