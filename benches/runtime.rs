@@ -11,8 +11,8 @@
 //!   64 MB memory class; latency per kind.
 //!
 //! Run: `cargo bench --bench runtime` (`BENCH_WARM`, invocations per warm round, default 10,000; `BENCH_MIXED`,
-//! invocations in the mixed run, default 60,000). The deployment zip's size is printed when `scripts/package.sh`
-//! has built it.
+//! invocations in the mixed run, default 60,000; `BENCH_BIN`, another build of the binary, one with symbols to
+//! profile). The deployment zip's size is printed when `scripts/package.sh` has built it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)]
@@ -119,15 +119,18 @@ fn main() {
         let (db, wx) = fixture(dir.path()).await;
         let null_bin = null_bootstrap(dir.path());
         let mut null = Supervisor::new(Emulator::start(3000).await.unwrap(), null_bin, Duration::from_secs(10)).quiet();
-        let mut ours = Supervisor::new(Emulator::start(3000).await.unwrap(), BIN.into(), Duration::from_secs(10))
+        // `BENCH_BIN`: another build of the binary (one with symbols, to profile).
+        let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| BIN.into());
+        let mut ours = Supervisor::new(Emulator::start(3000).await.unwrap(), bin.into(), Duration::from_secs(10))
             .arg("runtime")
             .env("WAFER_DATABASE_URL", &db)
             .env("WAFER_WECHAT_BASE_URL", &wx.base_url)
             .env("WAFER_LOG", "info")
             .env("WAFER_LOG_FORMAT", "json")
-            .env("WAFER_DB_POOL_MAX", "1");
+            .env("WAFER_DB_POOL_MAX", "1")
+            .log_to(&dir.path().join("runtime.log"));
         println!(
-            "SCF runtime path on {} cores: wafer-scf runtime (embedded store, WAFER_LOG=info as JSON) beside a null bootstrap, each under the runtime API emulator",
+            "SCF runtime path on {} cores: wafer-scf runtime (embedded store, WAFER_LOG=info as JSON to a file) beside a null bootstrap, each under the runtime API emulator",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
         );
 
@@ -160,9 +163,15 @@ fn main() {
         timed(&mut null, cheap, 1000, any).await;
         timed(&mut ours, &token, 1000, cached).await;
         let mut rounds = Vec::new();
+        // CPU per invocation of each bootstrap over all its rounds (user and kernel, its sends' delivery included).
+        let (mut null_cpu, mut ours_cpu) = (0.0, 0.0);
         for _ in 0..ROUNDS {
+            let before = load::cpu_secs(null.pid().unwrap());
             let n = timed(&mut null, cheap, warm_n, any).await;
+            null_cpu += load::cpu_secs(null.pid().unwrap()) - before;
+            let before = load::cpu_secs(ours.pid().unwrap());
             let o = timed(&mut ours, &token, warm_n, cached).await;
+            ours_cpu += load::cpu_secs(ours.pid().unwrap()) - before;
             let ratio = load::percentile_ms(&o, 0.5) / load::percentile_ms(&n, 0.5);
             rounds.push((ratio, n, o));
         }
@@ -183,10 +192,18 @@ fn main() {
             "warm round trip, ours ÷ null: {ratio:.2}× (median of {ROUNDS} alternating rounds; rounds {}) (goal ≤ 1.20×)",
             ratios.join(", ")
         );
+        let per = |cpu: f64| 1e6 * cpu / (ROUNDS * warm_n) as f64;
+        println!(
+            "CPU per warm invocation: null bootstrap {:.1} µs, ours {:.1} µs",
+            per(null_cpu),
+            per(ours_cpu)
+        );
         null.kill();
 
         mixed(&mut ours, mixed_n).await;
         ours.kill();
+        let log = std::fs::read_to_string(dir.path().join("runtime.log")).unwrap_or_default();
+        println!("runtime log: {} lines written (one per invocation, and the start-ups')", log.lines().count());
         let zip = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/wafer-scf.zip");
         match std::fs::metadata(&zip) {
             Ok(m) => println!("zip size: {} bytes ({:.2} MiB) (target < 10 MB)", m.len(), m.len() as f64 / 1_048_576.0),

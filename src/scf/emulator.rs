@@ -240,6 +240,7 @@ pub struct Supervisor {
     pub cold_starts: Vec<Duration>,
     pub restarts: u32,
     quiet: bool,
+    log: Option<PathBuf>,
 }
 
 impl Supervisor {
@@ -254,6 +255,7 @@ impl Supervisor {
             cold_starts: Vec::new(),
             restarts: 0,
             quiet: false,
+            log: None,
         }
     }
 
@@ -270,6 +272,12 @@ impl Supervisor {
     /// Send the child's stdout/stderr to /dev/null.
     pub fn quiet(mut self) -> Self {
         self.quiet = true;
+        self
+    }
+
+    /// Append the child's stderr (its log) to `path`, as SCF hands it to its log collector; stdout is dropped.
+    pub fn log_to(mut self, path: &std::path::Path) -> Self {
+        self.log = Some(path.to_owned());
         self
     }
 
@@ -292,6 +300,9 @@ impl Supervisor {
         }
         if self.quiet {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        } else if let Some(path) = &self.log {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            cmd.stdout(Stdio::null()).stderr(file);
         }
         let started = Instant::now();
         self.child = Some(cmd.spawn()?);

@@ -72,7 +72,6 @@ impl RuntimeClient {
     /// `GET /runtime/invocation/next` (long poll).
     pub async fn next(&self) -> Result<Invocation, WireError> {
         let mut reply = self.call("GET", "/runtime/invocation/next", b"").await?;
-        // Header names arrive lower-cased.
         let request_id = reply.header("request_id").unwrap_or_default().to_owned();
         let time_limit_ms = reply.header("time_limit_in_ms").and_then(|v| v.parse().ok());
         let memory_limit_mb = reply.header("memory_limit_in_mb").and_then(|v| v.parse().ok());

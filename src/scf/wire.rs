@@ -40,19 +40,23 @@ impl From<std::io::Error> for WireError {
     }
 }
 
-/// A reply: its status, the headers the runtime loop reads, its body.
+/// The reply headers kept (the ones the runtime loop reads); others are skipped unread.
+pub const KEPT_HEADERS: [&str; 3] = ["request_id", "time_limit_in_ms", "memory_limit_in_mb"];
+
+/// A reply: its status, the [`KEPT_HEADERS`] it had, its body.
 #[derive(Debug, Default)]
 pub struct Reply {
     pub status: u16,
-    /// Header names lower-cased.
-    pub headers: Vec<(String, String)>,
+    /// The first value of each of [`KEPT_HEADERS`], in that order.
+    pub kept: [Option<String>; 3],
     pub body: Vec<u8>,
 }
 
 impl Reply {
-    /// The first header of that (lower-case) name.
+    /// The first value of a kept header (its name as in [`KEPT_HEADERS`], matched case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        let i = KEPT_HEADERS.iter().position(|k| k.eq_ignore_ascii_case(name))?;
+        self.kept[i].as_deref()
     }
 }
 
@@ -184,23 +188,30 @@ async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<(Re
         if n == 0 || head > HEAD_LIMIT {
             return Err(failed(WireError::Malformed("header section")));
         }
-        let text = std::str::from_utf8(&line).map_err(|_| failed(WireError::Malformed("header bytes")))?;
-        let text = text.trim_end_matches(['\r', '\n']);
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
         if text.is_empty() {
             break;
         }
-        let (name, value) = text.split_once(':').ok_or(failed(WireError::Malformed("header line")))?;
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-        match name.as_str() {
-            "content-length" => {
-                length =
-                    Some(value.parse::<usize>().map_err(|_| failed(WireError::Malformed("content-length")))?)
+        let colon =
+            text.iter().position(|&b| b == b':').ok_or(failed(WireError::Malformed("header line")))?;
+        let (name, value) = (text[..colon].trim_ascii(), text[colon + 1..].trim_ascii());
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        let value_str =
+            || std::str::from_utf8(value).map_err(|_| failed(WireError::Malformed("header value")));
+        if is("content-length") {
+            let n =
+                value_str()?.parse::<usize>().map_err(|_| failed(WireError::Malformed("content-length")))?;
+            length = Some(n);
+        } else if is("transfer-encoding") {
+            chunked = value.eq_ignore_ascii_case(b"chunked");
+        } else if is("connection") {
+            keep = !value.eq_ignore_ascii_case(b"close");
+        } else if let Some(i) = KEPT_HEADERS.iter().position(|k| is(k)) {
+            if reply.kept[i].is_none() {
+                reply.kept[i] = Some(value_str()?.to_owned());
             }
-            "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
-            "connection" => keep = !value.eq_ignore_ascii_case("close"),
-            _ => {}
         }
-        reply.headers.push((name, value.to_owned()));
     }
     if status == 204 || status == 304 || (100..200).contains(&status) {
         length = Some(0);
@@ -294,7 +305,12 @@ mod tests {
         let (r, keep) =
             read(b"HTTP/1.1 200 OK\r\nRequest_Id: abc\r\nContent-Length: 5\r\n\r\nhelloEXTRA").await.unwrap();
         assert_eq!((r.status, r.body.as_slice(), keep), (200, &b"hello"[..], true));
-        assert_eq!(r.header("request_id"), Some("abc"), "names lower-cased, underscores kept");
+        assert_eq!(
+            r.header("request_id"),
+            Some("abc"),
+            "names matched whatever their case, underscores kept"
+        );
+        assert_eq!(r.header("time_limit_in_ms"), None);
 
         let raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4;x=y\r\nwiki\r\n5\r\npedia\r\n0\r\nT: 1\r\n\r\n";
         let (r, keep) = read(raw).await.unwrap();
