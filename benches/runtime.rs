@@ -11,7 +11,8 @@
 //!   64 MB memory class; latency per kind.
 //!
 //! Run: `cargo bench --bench runtime` (`BENCH_WARM`, invocations per warm round, default 10,000; `BENCH_MIXED`,
-//! invocations in the mixed run, default 60,000; `BENCH_BIN`, another build of the binary, one with symbols to
+//! invocations in the mixed run, default 60,000; `BENCH_LOG`, the instance's `WAFER_LOG`, default `info`, to see what
+//! logging costs; `BENCH_BIN`, another build of the binary, one with symbols to
 //! profile). The deployment zip's size is printed when `scripts/package.sh` has built it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -125,7 +126,7 @@ fn main() {
             .arg("runtime")
             .env("WAFER_DATABASE_URL", &db)
             .env("WAFER_WECHAT_BASE_URL", &wx.base_url)
-            .env("WAFER_LOG", "info")
+            .env("WAFER_LOG", &std::env::var("BENCH_LOG").unwrap_or_else(|_| "info".into()))
             .env("WAFER_LOG_FORMAT", "json")
             .env("WAFER_DB_POOL_MAX", "1")
             .log_to(&dir.path().join("runtime.log"));
