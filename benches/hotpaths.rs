@@ -27,7 +27,6 @@ use axum::Router;
 use load::{cpu_split, spawn_server, wrk, Run, APPID, KEY, SECRET};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 /// Alternating rounds of the limit and the cached token.
 const ROUNDS: usize = 5;
 
@@ -169,8 +168,7 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
             let shown: Vec<String> = p99s.iter().map(|p| format!("{p:.1}")).collect();
             println!("login p99 over {runs} runs, {conns} callers: {} ms", shown.join(", "));
         }
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let _ = child.wait();
+        load::stop(&mut child);
         return;
     }
     // The limit moves with whatever else the machine does: the two are measured in alternating short rounds and
@@ -222,8 +220,7 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
         per_request(server_cpu.0, server_requests)
     );
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "token") {
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let _ = child.wait();
+        load::stop(&mut child);
         return;
     }
     let auth = run(format!("{url}/"), auth_script, 16).await;
@@ -247,8 +244,7 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
         proxied.p99_ms - direct.p99_ms,
         proxied.non_2xx
     );
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let _ = child.wait();
+    load::stop(&mut child);
     let lines = std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0);
     let dropped = std::fs::read_to_string(&log).map(|s| s.contains("lines were dropped")).unwrap_or(false);
     println!(

@@ -12,8 +12,8 @@
 //!
 //! Run: `cargo bench --bench runtime` (`BENCH_WARM`, invocations per warm round, default 10,000; `BENCH_MIXED`,
 //! invocations in the mixed run, default 60,000; `BENCH_LOG`, the instance's `WAFER_LOG`, default `info`, to see what
-//! logging costs; `BENCH_BIN`, another build of the binary, one with symbols to
-//! profile). The deployment zip's size is printed when `scripts/package.sh` has built it.
+//! logging costs; `BENCH_BIN`, another build of the binary, one with symbols to profile). The deployment zip's size
+//! is printed when `scripts/package.sh` has built it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)]
@@ -35,7 +35,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use wafer_scf::scf::emulator::{Emulator, Outcome, Supervisor};
 
-const BIN: &str = env!("CARGO_BIN_EXE_wafer-scf");
 const ROUNDS: usize = 5;
 /// The memory class the mixed run is held against.
 const MEMORY_CLASS_MB: f64 = 64.0;
@@ -120,9 +119,8 @@ fn main() {
         let (db, wx) = fixture(dir.path()).await;
         let null_bin = null_bootstrap(dir.path());
         let mut null = Supervisor::new(Emulator::start(3000).await.unwrap(), null_bin, Duration::from_secs(10)).quiet();
-        // `BENCH_BIN`: another build of the binary (one with symbols, to profile).
-        let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| BIN.into());
-        let mut ours = Supervisor::new(Emulator::start(3000).await.unwrap(), bin.into(), Duration::from_secs(10))
+        let bin = load::bench_bin().into();
+        let mut ours = Supervisor::new(Emulator::start(3000).await.unwrap(), bin, Duration::from_secs(10))
             .arg("runtime")
             .env("WAFER_DATABASE_URL", &db)
             .env("WAFER_WECHAT_BASE_URL", &wx.base_url)

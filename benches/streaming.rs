@@ -283,7 +283,6 @@ fn main() {
         println!(
             "  added by the bare relay: p99 {rp99:+.3} ms (median of {ROUNDS} rounds; {rlow:+.3} to {rhigh:+.3}) — what any relay adds here"
         );
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-        let _ = child.wait();
+        load::stop(&mut child);
     });
 }

@@ -292,14 +292,17 @@ pub enum Mode {
 /// The async runtime for `mode`, with the allocator set for it ([`crate::alloc`]). An SCF instance runs on one
 /// thread: no wake-ups across threads, one allocator heap; HTTP mode and the commands use a thread per core.
 pub fn async_runtime(mode: Mode) -> std::io::Result<tokio::runtime::Runtime> {
-    match mode {
-        Mode::Instance => crate::alloc::purge_after(crate::alloc::SCF_PURGE_DELAY_MS),
-        Mode::Server => crate::alloc::purge_after(crate::alloc::SERVE_PURGE_DELAY_MS),
-        Mode::Command => {}
-    }
+    use crate::alloc::{purge_after, SCF_PURGE_DELAY_MS, SERVE_PURGE_DELAY_MS};
     let mut builder = match mode {
-        Mode::Instance => tokio::runtime::Builder::new_current_thread(),
-        Mode::Server | Mode::Command => tokio::runtime::Builder::new_multi_thread(),
+        Mode::Instance => {
+            purge_after(SCF_PURGE_DELAY_MS);
+            tokio::runtime::Builder::new_current_thread()
+        }
+        Mode::Server => {
+            purge_after(SERVE_PURGE_DELAY_MS);
+            tokio::runtime::Builder::new_multi_thread()
+        }
+        Mode::Command => tokio::runtime::Builder::new_multi_thread(),
     };
     builder.enable_all().build()
 }

@@ -147,11 +147,20 @@ pub fn free_port() -> u16 {
 }
 
 /// The release binary, serving `db` with info logs written to `log`.
+/// The binary under test: this build's, or `BENCH_BIN` (another build, one with symbols to profile).
+pub fn bench_bin() -> String {
+    std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wafer-scf").into())
+}
+
+/// Stop a server spawned by [`spawn_server`] as an operator would (SIGTERM) and wait for it.
+pub fn stop(child: &mut Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
+
 pub fn spawn_server(db: &str, wechat: &str, log: &Path) -> (Child, String) {
     let port = free_port();
-    // `BENCH_BIN`: another build of the binary (one with symbols, to profile).
-    let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wafer-scf").into());
-    let mut child = Command::new(bin)
+    let mut child = Command::new(bench_bin())
         .arg("serve")
         .env_clear()
         .env("WAFER_DATABASE_URL", db)

@@ -239,8 +239,17 @@ pub struct Supervisor {
     /// Time from exec to `init/ready` of each start.
     pub cold_starts: Vec<Duration>,
     pub restarts: u32,
-    quiet: bool,
-    log: Option<PathBuf>,
+    output: Output,
+}
+
+/// Where a supervised child's stdout and stderr go.
+enum Output {
+    /// This process's own.
+    Inherit,
+    /// Nowhere.
+    Null,
+    /// stderr appended to a file, stdout nowhere.
+    Log(PathBuf),
 }
 
 impl Supervisor {
@@ -254,8 +263,7 @@ impl Supervisor {
             child: None,
             cold_starts: Vec::new(),
             restarts: 0,
-            quiet: false,
-            log: None,
+            output: Output::Inherit,
         }
     }
 
@@ -271,13 +279,13 @@ impl Supervisor {
 
     /// Send the child's stdout/stderr to /dev/null.
     pub fn quiet(mut self) -> Self {
-        self.quiet = true;
+        self.output = Output::Null;
         self
     }
 
     /// Append the child's stderr (its log) to `path`, as SCF hands it to its log collector; stdout is dropped.
     pub fn log_to(mut self, path: &std::path::Path) -> Self {
-        self.log = Some(path.to_owned());
+        self.output = Output::Log(path.to_owned());
         self
     }
 
@@ -298,11 +306,15 @@ impl Supervisor {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        if self.quiet {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        } else if let Some(path) = &self.log {
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-            cmd.stdout(Stdio::null()).stderr(file);
+        match &self.output {
+            Output::Inherit => {}
+            Output::Null => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+            Output::Log(path) => {
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                cmd.stdout(Stdio::null()).stderr(file);
+            }
         }
         let started = Instant::now();
         self.child = Some(cmd.spawn()?);

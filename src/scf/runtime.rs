@@ -37,7 +37,7 @@ impl RuntimeClient {
     pub fn new(base: &str) -> Result<Self, WireError> {
         let addr = base.trim_end_matches('/');
         let addr = addr.strip_prefix("http://").unwrap_or(addr);
-        if addr.is_empty() || addr.contains('/') || addr.starts_with("https://") {
+        if addr.is_empty() || addr.contains('/') {
             return Err(WireError::Malformed("the runtime API address is http://host:port"));
         }
         let addr = if addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {

@@ -97,23 +97,23 @@ impl Connection {
     }
 
     async fn attempt(&mut self, method: &str, path: &str, body: &[u8]) -> Result<Reply, Attempt> {
-        if self.stream.is_none() {
-            let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(Attempt::Failed(e.into())),
-                Err(_) => return Err(Attempt::Failed(WireError::ConnectTimeout)),
-            };
-            stream.set_nodelay(true).map_err(|e| Attempt::Failed(e.into()))?;
-            self.stream = Some(BufReader::with_capacity(16 * 1024, stream));
-        }
         self.head.clear();
         request_head(&mut self.head, method, path, &self.addr, body.len());
         let inline = body.len() <= INLINE_BODY;
         if inline {
             self.head.extend_from_slice(body);
         }
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(Attempt::Failed(WireError::Malformed("no connection")));
+        let stream = match &mut self.stream {
+            Some(s) => s,
+            None => {
+                let s = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return Err(Attempt::Failed(e.into())),
+                    Err(_) => return Err(Attempt::Failed(WireError::ConnectTimeout)),
+                };
+                s.set_nodelay(true).map_err(|e| Attempt::Failed(e.into()))?;
+                self.stream.insert(BufReader::with_capacity(16 * 1024, s))
+            }
         };
         let sent = async {
             stream.get_mut().write_all(&self.head).await?;
@@ -159,14 +159,9 @@ impl Attempt {
 }
 
 fn request_head(out: &mut Vec<u8>, method: &str, path: &str, host: &str, len: usize) {
-    out.extend_from_slice(method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    out.extend_from_slice(host.as_bytes());
-    out.extend_from_slice(b"\r\ncontent-length: ");
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
+    use std::io::Write;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {len}\r\n\r\n");
 }
 
 /// Read one reply; whether the connection may carry another.
