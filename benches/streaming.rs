@@ -239,6 +239,10 @@ fn main() {
             rss_max.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0,
             load::status_kib(pid, "VmHWM:") as f64 / 1024.0
         );
+        println!(
+            "  the bare relay's peak (VmHWM, glibc's allocator, no limits of its own): {:.1} MiB",
+            load::status_kib(relay.id(), "VmHWM:") as f64 / 1024.0
+        );
 
         // Small JSON calls at a fixed rate: what the server adds to each.
         let body = json!({"touser": "o_bench", "template_id": "t", "data": {"thing1": {"value": "会议提醒"}}}).to_string();

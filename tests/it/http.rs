@@ -230,3 +230,35 @@ async fn a_busy_kept_alive_connection_stays_open_and_an_idle_one_is_closed() {
     running.stop.take().unwrap().send(()).unwrap();
     running.task.await.unwrap().unwrap();
 }
+
+/// Request heads up to the connection buffer (64 KB) are read — a long cookie included; a larger head is refused
+/// with 431, not a crash, and the server answers the next connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_request_heads_are_read_up_to_the_connection_buffer() {
+    let t = TestApp::new(Backend::Sqlite).await;
+    let running = start(t.svc.clone()).await;
+    let client = reqwest::Client::new();
+    let body = json!({"interface": {"interfaceName": "qcloud.cam.auth", "para": {"id": "x", "skey": "y"}}});
+    let send = |cookie_len: usize| {
+        let (client, url, body) = (client.clone(), running.url.clone(), body.to_string());
+        async move {
+            client.post(format!("{url}/")).header("cookie", "c".repeat(cookie_len)).body(body).send().await
+        }
+    };
+    let r = send(40 * 1024).await.unwrap();
+    assert_eq!(r.status(), 200, "a 40 KB cookie is read");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["returnCode"], 60012, "and the envelope answered: {v}");
+    let big = send(100 * 1024).await.unwrap();
+    assert_eq!(big.status(), 431, "a 100 KB head is refused");
+    let again: Value = client
+        .post(format!("{}/", running.url))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["returnCode"], 60012, "the server still answers: {again}");
+}
