@@ -114,8 +114,8 @@ pub async fn serve(
 }
 
 /// The most a connection buffers: a request's head as it is read, and a streamed reply's chunks queued for the
-/// socket. hyper's default (about 400 KB) let 32 concurrent 10 MB downloads hold over 64 MB between them
-/// (`cargo bench --bench streaming`); a request head is far smaller (64 KB here, as hyper's own limit elsewhere).
+/// socket. hyper's default is about 400 KB a connection; 64 KB bounds what one slow reader or one oversized head holds
+/// (a longer head is refused with 431) and is far above any real request's head.
 const CONNECTION_BUFFER: usize = 64 * 1024;
 
 /// Why a connection's watcher asks for it to be closed.
