@@ -4,13 +4,14 @@
 //!
 //! - 10 MB binary replies (`/cgi-bin/media/get`), 32 concurrent downloads with `wrk`: MB/s straight from the fake
 //!   and through the server in five alternating rounds, the ratio per round, its median and spread (goal ≥ 80 %),
-//!   and the server's RSS sampled during the downloads and its peak (`VmHWM`, goal < 64 MB). Beside them, in the
+//!   and the server's RSS sampled during the downloads and its peak (`VmHWM`, goal < 64 MB), with how much of it is
+//!   anonymous memory (`RssAnon`) rather than the binary's own pages. Beside them, in the
 //!   same rounds, a bare relay: this bench binary run again as a process of its own, an axum server that sends
 //!   each request on to the fake with reqwest and streams the reply back, nothing else — the least any HTTP relay does, so what one reaches on
-//!   this machine (the relay's ceiling), and ours against it;
+//!   this machine (the relay's ceiling), and ours against it, and the relay's own peak RSS;
 //! - small JSON calls (`/cgi-bin/message/subscribe/send`) at a fixed rate that leaves the machine room (open loop,
 //!   `BENCH_RATE` calls/s, default 1,000): p50/p99 straight and through, in five alternating rounds, and the added
-//!   p99's median and spread (goal ≤ 0.5 ms).
+//!   p99's median and spread (goal ≤ 0.5 ms), beside what the bare relay adds (p50 and p99).
 //!
 //! Run: `cargo bench --bench streaming` (`BENCH_SECS`, seconds per side per round, default 4).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
