@@ -146,7 +146,6 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The release binary, serving `db` with info logs written to `log`.
 /// The binary under test: this build's, or `BENCH_BIN` (another build, one with symbols to profile).
 pub fn bench_bin() -> String {
     std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wafer-scf").into())
@@ -158,6 +157,8 @@ pub fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// The binary under test ([`bench_bin`]) as `wafer-scf serve` over `db`, with its logs written to `log`; the child
+/// and its base URL once it listens.
 pub fn spawn_server(db: &str, wechat: &str, log: &Path) -> (Child, String) {
     let port = free_port();
     let mut child = Command::new(bench_bin())

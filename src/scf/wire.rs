@@ -48,7 +48,7 @@ pub const KEPT_HEADERS: [&str; 3] = ["request_id", "time_limit_in_ms", "memory_l
 pub struct Reply {
     pub status: u16,
     /// The first value of each of [`KEPT_HEADERS`], in that order.
-    pub kept: [Option<String>; 3],
+    pub kept: [Option<String>; KEPT_HEADERS.len()],
     pub body: Vec<u8>,
 }
 
