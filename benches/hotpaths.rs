@@ -3,12 +3,13 @@
 //! a file), against an in-process fake WeChat; load comes from `wrk` (`scripts/bench.sh` installs it).
 //!
 //! Printed per backend: the limit (a bare axum server answering the canned envelope), the cached access token
-//! (req/s and % of the limit), `qcloud.cam.auth` (req/s), `qcloud.cam.id_skey` logins at 16 and 64 callers
+//! (req/s and % of the limit), the server's cheapest reply (`GET /healthz`) against the bare server on the same GET —
+//! what the transport alone costs, so the rest of the token's gap is the envelope's work —, `qcloud.cam.auth` (req/s), `qcloud.cam.id_skey` logins at 16 and 64 callers
 //! (logins/s, p50/p99, failures), and token-free calls (`/wechat/{appid}/…`) against the same call made directly to
 //! the fake (calls/s, p50/p99 and the overhead). Run: `cargo bench --bench hotpaths` (`BENCH_SECS`, default 8;
 //! `BENCH_LOG` sets the server's `WAFER_LOG`, default `info`, to see what logging costs; `BENCH_ONLY=logins` runs
 //! only the login lines, `BENCH_LOGIN_RUNS` times, default 5, and prints the spread of their p99; `BENCH_ONLY=token`
-//! only the limit and the cached token).
+//! only the limit, the cached token and `GET /healthz`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)]
@@ -106,6 +107,76 @@ fn line(name: &str, r: &Run) -> String {
     format!("{name:<34} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms", r.rps, r.p50_ms, r.p99_ms)
 }
 
+/// One side of a comparison: a URL and the wrk script that loads it.
+struct Side {
+    url: String,
+    script: PathBuf,
+}
+
+/// The bare server against ours, in alternating rounds: the round nearest the median ratio, the spread of the ratio,
+/// and each side's CPU per request over all its rounds as (user, kernel) µs.
+struct Comparison {
+    ratio: f64,
+    spread: (f64, f64),
+    limit: Run,
+    ours: Run,
+    cpu: [(f64, f64); 2],
+}
+
+/// The limit moves with whatever else the machine does: the two are measured in alternating short rounds. CPU per
+/// request is steadier than req/s on a busy machine (the bare server runs in this process, whose other threads are
+/// idle meanwhile).
+async fn alternate(bare: &Side, ours: &Side, server_pid: u32, secs: u64) -> Comparison {
+    let run = |s: &Side| {
+        let (url, script) = (s.url.clone(), s.script.clone());
+        tokio::task::spawn_blocking(move || wrk(&url, &script, round_secs(secs), 16))
+    };
+    let mut rounds = Vec::new();
+    // Each as (user, kernel) seconds and requests.
+    let mut cpu = [((0.0, 0.0), 0), ((0.0, 0.0), 0)];
+    for _ in 0..ROUNDS {
+        let mut pair = Vec::with_capacity(2);
+        for (i, (side, pid)) in [(bare, std::process::id()), (ours, server_pid)].into_iter().enumerate() {
+            let before = cpu_split(pid);
+            let r = run(side).await.unwrap();
+            let after = cpu_split(pid);
+            let (sum, n) = &mut cpu[i];
+            (sum.0, sum.1, *n) = (sum.0 + after.0 - before.0, sum.1 + after.1 - before.1, *n + r.requests);
+            pair.push(r);
+        }
+        let (ours, limit) = (pair.pop().unwrap(), pair.pop().unwrap());
+        rounds.push((ours.rps / limit.rps, limit, ours));
+    }
+    rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let spread = (rounds[0].0, rounds[rounds.len() - 1].0);
+    let (ratio, limit, ours) = rounds.swap_remove(rounds.len() / 2);
+    let per_request = |((user, kernel), n): ((f64, f64), u64)| {
+        let n = n.max(1) as f64;
+        (1e6 * user / n, 1e6 * kernel / n)
+    };
+    Comparison { ratio, spread, limit, ours, cpu: cpu.map(per_request) }
+}
+
+impl Comparison {
+    fn print(&self, name: &str, short: &str) {
+        println!(
+            "{}  {:.0}% of the limit (median of {ROUNDS} alternating rounds; {:.0}–{:.0}%)",
+            line(name, &self.ours),
+            100.0 * self.ratio,
+            100.0 * self.spread.0,
+            100.0 * self.spread.1
+        );
+        let [(bu, bk), (ou, ok)] = self.cpu;
+        println!(
+            "  CPU per request: limit {:.1} µs, {short} {:.1} µs ({:.0}% of the limit's throughput at equal CPU); \
+             in the kernel (sockets, wake-ups) {bk:.1} / {ok:.1} µs, in user space {bu:.1} / {ou:.1} µs",
+            bu + bk,
+            ou + ok,
+            100.0 * (bu + bk) / (ou + ok)
+        );
+    }
+}
+
 async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
     let dir = tempfile::tempdir().unwrap();
     let db = fresh_database(mysql, dir.path()).await;
@@ -142,10 +213,9 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
     let message = json!({"touser": "o_bench", "template_id": "t", "data": {}}).to_string();
     let call_script = post_script(d, "call.lua", &message, false);
 
-    let run_for = |url: String, script: PathBuf, conns: u32, secs: u64| async move {
+    let run = |url: String, script: PathBuf, conns: u32| async move {
         tokio::task::spawn_blocking(move || wrk(&url, &script, secs, conns)).await.unwrap()
     };
-    let run = |url: String, script: PathBuf, conns: u32| run_for(url, script, conns, secs);
     println!(
         "\n== {label} (wafer-scf serve, release build, WAFER_LOG={} to a file; wrk -t2, {secs} s each) ==",
         std::env::var("BENCH_LOG").unwrap_or_else(|_| "info".into())
@@ -171,54 +241,19 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
         load::stop(&mut child);
         return;
     }
-    // The limit moves with whatever else the machine does: the two are measured in alternating short rounds and
-    // the round nearest the median ratio is printed, with the spread of the ratio across rounds.
-    let mut rounds = Vec::new();
-    // CPU per request of each server over all its rounds: steadier than req/s on a busy machine (the bare server
-    // runs in this process, whose other threads are idle meanwhile).
-    // Each as (user, kernel) seconds.
-    let (mut bare_cpu, mut bare_requests, mut server_cpu, mut server_requests) =
-        ((0.0, 0.0), 0, (0.0, 0.0), 0);
-    let add = |sum: &mut (f64, f64), before: (f64, f64), after: (f64, f64)| {
-        sum.0 += after.0 - before.0;
-        sum.1 += after.1 - before.1;
-    };
-    for _ in 0..ROUNDS {
-        let before = cpu_split(std::process::id());
-        let limit = run_for(bare_url.clone(), token_script.clone(), 16, round_secs(secs)).await;
-        add(&mut bare_cpu, before, cpu_split(std::process::id()));
-        bare_requests += limit.requests;
-        let before = cpu_split(child.id());
-        let cached = run_for(format!("{url}/"), token_script.clone(), 16, round_secs(secs)).await;
-        add(&mut server_cpu, before, cpu_split(child.id()));
-        server_requests += cached.requests;
-        rounds.push((cached.rps / limit.rps, limit, cached));
-    }
-    rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (ratio, limit, cached) = &rounds[rounds.len() / 2];
-    let per_request = |cpu: f64, n: u64| 1e6 * cpu / n.max(1) as f64;
-    println!("{}", line("limit (bare axum, canned reply)", limit));
-    println!(
-        "{}  {:.0}% of the limit (median of {ROUNDS} alternating rounds; {:.0}–{:.0}%)",
-        line("cached qcloud.mimi.access_token", cached),
-        100.0 * ratio,
-        100.0 * rounds[0].0,
-        100.0 * rounds[rounds.len() - 1].0
-    );
-    let (bare_total, server_total) = (bare_cpu.0 + bare_cpu.1, server_cpu.0 + server_cpu.1);
-    println!(
-        "CPU per request: limit {:.1} µs, cached token {:.1} µs ({:.0}% of the limit's throughput at equal CPU)",
-        per_request(bare_total, bare_requests),
-        per_request(server_total, server_requests),
-        100.0 * per_request(bare_total, bare_requests) / per_request(server_total, server_requests)
-    );
-    println!(
-        "  of which in the kernel (sockets, wake-ups): limit {:.1} µs, cached token {:.1} µs; in user space: limit {:.1} µs, cached token {:.1} µs",
-        per_request(bare_cpu.1, bare_requests),
-        per_request(server_cpu.1, server_requests),
-        per_request(bare_cpu.0, bare_requests),
-        per_request(server_cpu.0, server_requests)
-    );
+    let cached = Side { url: format!("{url}/"), script: token_script.clone() };
+    let token_limit = Side { url: bare_url.clone(), script: token_script.clone() };
+    let c = alternate(&token_limit, &cached, child.id(), secs).await;
+    println!("{}", line("limit (bare axum, canned reply)", &c.limit));
+    c.print("cached qcloud.mimi.access_token", "cached token");
+    // The same rounds for the cheapest reply the server has, `GET /healthz` (its headers read, its route found,
+    // a short reply written: no envelope, no key, no log line), against the bare server on the same GET: what the
+    // transport alone costs beside the bare one, so that the rest of the cached token's gap is the envelope's work.
+    let get = d.join("get.lua");
+    std::fs::write(&get, "wrk.method = \"GET\"\n").unwrap();
+    let health = Side { url: format!("{url}/healthz"), script: get.clone() };
+    let c = alternate(&Side { url: bare_url.clone(), script: get }, &health, child.id(), secs).await;
+    c.print("floor: GET /healthz", "GET /healthz");
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "token") {
         load::stop(&mut child);
         return;
