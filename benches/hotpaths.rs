@@ -3,10 +3,10 @@
 //! a file), against an in-process fake WeChat; load comes from `wrk` (`scripts/bench.sh` installs it).
 //!
 //! Printed per backend: the limit (a bare axum server answering the canned envelope), the cached access token
-//! (req/s and % of the limit), the server's cheapest reply (`GET /healthz`) against the bare server on the same GET —
-//! what the transport alone costs, so the rest of the token's gap is the envelope's work —, `qcloud.cam.auth` (req/s), `qcloud.cam.id_skey` logins at 16 and 64 callers
-//! (logins/s, p50/p99, failures), and token-free calls (`/wechat/{appid}/…`) against the same call made directly to
-//! the fake (calls/s, p50/p99 and the overhead). Run: `cargo bench --bench hotpaths` (`BENCH_SECS`, default 8;
+//! (req/s and % of the limit), the server's cheapest reply (`GET /healthz`) against the bare server on the same GET
+//! (what the transport alone costs: the rest of the token's gap is the envelope's work), `qcloud.cam.auth` (req/s),
+//! `qcloud.cam.id_skey` logins at 16 and 64 callers (logins/s, p50/p99, failures), and token-free calls
+//! (`/wechat/{appid}/…`) against the same call made directly to the fake (calls/s, p50/p99 and the overhead). Run: `cargo bench --bench hotpaths` (`BENCH_SECS`, default 8;
 //! `BENCH_LOG` sets the server's `WAFER_LOG`, default `info`, to see what logging costs; `BENCH_ONLY=logins` runs
 //! only the login lines, `BENCH_LOGIN_RUNS` times, default 5, and prints the spread of their p99; `BENCH_ONLY=token`
 //! only the limit, the cached token and `GET /healthz`).
