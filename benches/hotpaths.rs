@@ -127,24 +127,12 @@ struct Comparison {
 /// request is steadier than req/s on a busy machine (the bare server runs in this process, whose other threads are
 /// idle meanwhile).
 async fn alternate(bare: &Side, ours: &Side, server_pid: u32, secs: u64) -> Comparison {
-    let run = |s: &Side| {
-        let (url, script) = (s.url.clone(), s.script.clone());
-        tokio::task::spawn_blocking(move || wrk(&url, &script, round_secs(secs), 16))
-    };
     let mut rounds = Vec::new();
     // Each as (user, kernel) seconds and requests.
     let mut cpu = [((0.0, 0.0), 0), ((0.0, 0.0), 0)];
     for _ in 0..ROUNDS {
-        let mut pair = Vec::with_capacity(2);
-        for (i, (side, pid)) in [(bare, std::process::id()), (ours, server_pid)].into_iter().enumerate() {
-            let before = cpu_split(pid);
-            let r = run(side).await.unwrap();
-            let after = cpu_split(pid);
-            let (sum, n) = &mut cpu[i];
-            (sum.0, sum.1, *n) = (sum.0 + after.0 - before.0, sum.1 + after.1 - before.1, *n + r.requests);
-            pair.push(r);
-        }
-        let (ours, limit) = (pair.pop().unwrap(), pair.pop().unwrap());
+        let limit = measured(bare, std::process::id(), secs, &mut cpu[0]).await;
+        let ours = measured(ours, server_pid, secs, &mut cpu[1]).await;
         rounds.push((ours.rps / limit.rps, limit, ours));
     }
     rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -155,6 +143,17 @@ async fn alternate(bare: &Side, ours: &Side, server_pid: u32, secs: u64) -> Comp
         (1e6 * user / n, 1e6 * kernel / n)
     };
     Comparison { ratio, spread, limit, ours, cpu: cpu.map(per_request) }
+}
+
+/// One round of `side`, its requests and the (user, kernel) CPU seconds `pid` spent meanwhile added to `sum`.
+async fn measured(side: &Side, pid: u32, secs: u64, sum: &mut ((f64, f64), u64)) -> Run {
+    let (url, script) = (side.url.clone(), side.script.clone());
+    let before = cpu_split(pid);
+    let r = tokio::task::spawn_blocking(move || wrk(&url, &script, round_secs(secs), 16)).await.unwrap();
+    let after = cpu_split(pid);
+    let ((user, kernel), n) = sum;
+    (*user, *kernel, *n) = (*user + after.0 - before.0, *kernel + after.1 - before.1, *n + r.requests);
+    r
 }
 
 impl Comparison {

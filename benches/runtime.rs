@@ -174,36 +174,34 @@ fn main() {
         let mut cpu = [0.0; 3];
         for _ in 0..ROUNDS {
             let mut round = Vec::with_capacity(3);
-            for i in 0..3 {
-                let (sup, event) = match i {
-                    0 => (&mut null, &cheap[..]),
-                    1 => (&mut ours, &token[..]),
-                    _ => (&mut ours, &health[..]),
+            for (i, spent) in cpu.iter_mut().enumerate() {
+                let (sup, event, check): (_, _, &dyn Fn(&Outcome) -> bool) = match i {
+                    0 => (&mut null, &cheap[..], &any),
+                    1 => (&mut ours, &token[..], &cached),
+                    _ => (&mut ours, &health[..], &healthy),
                 };
                 let pid = sup.pid().unwrap();
                 let before = load::cpu_secs(pid);
-                let check: &dyn Fn(&Outcome) -> bool = [&any as &dyn Fn(&Outcome) -> bool, &cached, &healthy][i];
                 round.push(timed(sup, event, warm_n, check).await);
-                cpu[i] += load::cpu_secs(pid) - before;
+                *spent += load::cpu_secs(pid) - before;
             }
             rounds.push(round.try_into().unwrap());
         }
-        // The ratio of series `i` to the null bootstrap's, per round (medians), sorted: its median and spread.
+        // Series `i`'s median over the null bootstrap's in one round.
+        let ratio_of = |s: &[Vec<Duration>; 3], i: usize| {
+            load::percentile_ms(&s[i], 0.5) / load::percentile_ms(&s[0], 0.5)
+        };
+        // The rounds in the order of the token's ratio: the middle one is printed.
+        rounds.sort_by(|a, b| ratio_of(a, 1).total_cmp(&ratio_of(b, 1)));
+        // Series `i`'s ratios, sorted: their median and all of them.
         let ratios = |i: usize| {
-            let mut r: Vec<f64> = rounds
-                .iter()
-                .map(|s| load::percentile_ms(&s[i], 0.5) / load::percentile_ms(&s[0], 0.5))
-                .collect();
+            let mut r: Vec<f64> = rounds.iter().map(|s| ratio_of(s, i)).collect();
             r.sort_by(f64::total_cmp);
             let shown: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
             (r[ROUNDS / 2], shown.join(", "))
         };
         let ((ratio, shown), (floor, floor_shown)) = (ratios(1), ratios(2));
-        // The round whose token ratio is the median, for the times printed.
-        let mid = rounds
-            .iter()
-            .find(|s| load::percentile_ms(&s[1], 0.5) / load::percentile_ms(&s[0], 0.5) == ratio)
-            .unwrap();
+        let mid = &rounds[ROUNDS / 2];
         let (n, o, h) = (&mid[0], &mid[1], &mid[2]);
         println!(
             "warm round trip, null bootstrap ({warm_n} per round): median {:.3} ms, p99 {:.3} ms",
