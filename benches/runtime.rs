@@ -6,7 +6,9 @@
 //! - the warm round trip (event queued → response posted) of a cached `qcloud.mimi.access_token` through a Function
 //!   URL event with a caller key, against the null bootstrap's, in five alternating rounds: the ratio per round,
 //!   its median and spread (goal ≤ 1.2×); and, in the same rounds, ours on a Function URL `GET /healthz` (the
-//!   runtime path alone: poll, unwrap, answer), to show what of the ratio is the envelope's work;
+//!   runtime path alone: poll, unwrap, answer), to show what of the ratio is the envelope's work. The rounds run
+//!   three times: as the scheduler places them, with the runtime API and the instances pinned to separate cores (as
+//!   on SCF), and with both on one core (the two processes' own work alone) ([`Placement`]);
 //! - a long mixed run in one instance (logins, auths, cached tokens, small pass-through calls, 2 MB and 4 MB binary
 //!   replies, 10 MB ones refused as too large for SCF): RSS sampled through it and the peak (`VmHWM`) against the
 //!   64 MB memory class; latency per kind.
@@ -168,65 +170,16 @@ fn main() {
         let health = furl("GET", "/healthz", json!({}), "");
         let healthy = |o: &Outcome| unwrap(o).0 == 200;
         timed(&mut ours, &health, 1000, healthy).await;
-        // Per round: the null bootstrap's times, then ours for the token and for the health check.
-        let mut rounds: Vec<[Vec<Duration>; 3]> = Vec::new();
-        // CPU per invocation of each series over all its rounds (user and kernel, its sends' delivery included).
-        let mut cpu = [0.0; 3];
-        for _ in 0..ROUNDS {
-            let mut round = Vec::with_capacity(3);
-            for (i, spent) in cpu.iter_mut().enumerate() {
-                let (sup, event, check): (_, _, &dyn Fn(&Outcome) -> bool) = match i {
-                    0 => (&mut null, &cheap[..], &any),
-                    1 => (&mut ours, &token[..], &cached),
-                    _ => (&mut ours, &health[..], &healthy),
-                };
-                let pid = sup.pid().unwrap();
-                let before = load::cpu_secs(pid);
-                round.push(timed(sup, event, warm_n, check).await);
-                *spent += load::cpu_secs(pid) - before;
+        let series = Series { null: &cheap[..], token: &token[..], health: &health[..] };
+        // The scheduler's placement first, before any pinning has moved the processes.
+        for placement in [Placement::Scheduler, Placement::SeparateCores, Placement::OneCore] {
+            if !placement.apply(&null, &ours) {
+                println!("warm round trip, {}: skipped (needs taskset and 2 CPUs)", placement.name());
+                continue;
             }
-            rounds.push(round.try_into().unwrap());
+            warm(&mut null, &mut ours, &series, warm_n, placement).await;
         }
-        // Series `i`'s median over the null bootstrap's in one round.
-        let ratio_of = |s: &[Vec<Duration>; 3], i: usize| {
-            load::percentile_ms(&s[i], 0.5) / load::percentile_ms(&s[0], 0.5)
-        };
-        // The rounds in the order of the token's ratio: the middle one is printed.
-        rounds.sort_by(|a, b| ratio_of(a, 1).total_cmp(&ratio_of(b, 1)));
-        // Series `i`'s ratios, sorted: their median and all of them.
-        let ratios = |i: usize| {
-            let mut r: Vec<f64> = rounds.iter().map(|s| ratio_of(s, i)).collect();
-            r.sort_by(f64::total_cmp);
-            let shown: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
-            (r[ROUNDS / 2], shown.join(", "))
-        };
-        let ((ratio, shown), (floor, floor_shown)) = (ratios(1), ratios(2));
-        let mid = &rounds[ROUNDS / 2];
-        let (n, o, h) = (&mid[0], &mid[1], &mid[2]);
-        println!(
-            "warm round trip, null bootstrap ({warm_n} per round): median {:.3} ms, p99 {:.3} ms",
-            load::percentile_ms(n, 0.5),
-            load::percentile_ms(n, 0.99)
-        );
-        println!(
-            "warm round trip, cached qcloud.mimi.access_token (Function URL event, caller key): median {:.3} ms, p99 {:.3} ms",
-            load::percentile_ms(o, 0.5),
-            load::percentile_ms(o, 0.99)
-        );
-        println!(
-            "warm round trip, ours ÷ null: {ratio:.2}× (median of {ROUNDS} alternating rounds; rounds {shown}) (goal ≤ 1.20×)"
-        );
-        println!(
-            "warm round trip, GET /healthz (the runtime path alone): median {:.3} ms; ÷ null: {floor:.2}× (rounds {floor_shown})",
-            load::percentile_ms(h, 0.5)
-        );
-        let per = |cpu: f64| 1e6 * cpu / (ROUNDS * warm_n) as f64;
-        println!(
-            "CPU per warm invocation: null bootstrap {:.1} µs, ours {:.1} µs (GET /healthz {:.1} µs)",
-            per(cpu[0]),
-            per(cpu[1]),
-            per(cpu[2])
-        );
+        Placement::Scheduler.apply(&null, &ours);
         null.kill();
 
         mixed(&mut ours, mixed_n).await;
@@ -239,6 +192,125 @@ fn main() {
             Err(_) => println!("zip size: run scripts/package.sh first to build dist/wafer-scf.zip"),
         }
     });
+}
+
+/// Where the warm rounds run. The round trip is two processes waking each other over loopback, so it depends on
+/// whether the scheduler puts them on one CPU (each wake-up a switch on that CPU) or on two (each wake-up an
+/// interrupt to the other CPU, several times dearer in a VM). Left to the scheduler, a round lands in one or the
+/// other and the ratio swings with it (0.9-2.6x across runs on one host), so the rounds are also run with both
+/// placements fixed (`taskset`), the null bootstrap and ours placed alike.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// The runtime API (the emulator, in this process) on CPU 0, the instance on CPU 1: as on SCF, where the
+    /// runtime API is the platform's and not the function's.
+    SeparateCores,
+    /// Both on CPU 0: the round trip is then the two processes' own work.
+    OneCore,
+    /// Wherever the scheduler puts them.
+    Scheduler,
+}
+
+impl Placement {
+    fn name(self) -> &'static str {
+        match self {
+            Self::SeparateCores => "runtime API and instance on separate cores",
+            Self::OneCore => "runtime API and instance on one core",
+            Self::Scheduler => "placed by the scheduler",
+        }
+    }
+
+    /// Pin this process (the emulators) and both instances; `false` when that cannot be done.
+    fn apply(self, null: &Supervisor, ours: &Supervisor) -> bool {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let all = format!("0-{}", cpus - 1);
+        let (here, there) = match self {
+            Self::SeparateCores if cpus >= 2 => ("0", "1"),
+            Self::SeparateCores => return false,
+            Self::OneCore => ("0", "0"),
+            Self::Scheduler => (all.as_str(), all.as_str()),
+        };
+        let pin = |pid: u32, cpus: &str| {
+            std::process::Command::new("taskset")
+                .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        pin(std::process::id(), here) && pin(null.pid().unwrap(), there) && pin(ours.pid().unwrap(), there)
+    }
+}
+
+/// The events of the warm rounds: the null bootstrap's, ours for the cached token and for the health check.
+struct Series<'a> {
+    null: &'a [u8],
+    token: &'a [u8],
+    health: &'a [u8],
+}
+
+/// Five alternating rounds of the three series under `placement`: each round's ratios to the null bootstrap, the
+/// middle round's medians and p99s, CPU per invocation.
+async fn warm(
+    null: &mut Supervisor,
+    ours: &mut Supervisor,
+    series: &Series<'_>,
+    warm_n: usize,
+    placement: Placement,
+) {
+    let any = |o: &Outcome| matches!(o, Outcome::Response(_));
+    let cached = |o: &Outcome| return_code(o) == 0;
+    let healthy = |o: &Outcome| unwrap(o).0 == 200;
+    // Per round: the null bootstrap's times, then ours for the token and for the health check.
+    let mut rounds: Vec<[Vec<Duration>; 3]> = Vec::new();
+    // CPU per invocation of each series over all its rounds (user and kernel, its sends' delivery included).
+    let mut cpu = [0.0; 3];
+    for _ in 0..ROUNDS {
+        let mut round = Vec::with_capacity(3);
+        for (i, spent) in cpu.iter_mut().enumerate() {
+            let (sup, event, check): (_, _, &dyn Fn(&Outcome) -> bool) = match i {
+                0 => (&mut *null, series.null, &any),
+                1 => (&mut *ours, series.token, &cached),
+                _ => (&mut *ours, series.health, &healthy),
+            };
+            let pid = sup.pid().unwrap();
+            let before = load::cpu_secs(pid);
+            round.push(timed(sup, event, warm_n, check).await);
+            *spent += load::cpu_secs(pid) - before;
+        }
+        rounds.push(round.try_into().unwrap());
+    }
+    // Series `i`'s median over the null bootstrap's in one round.
+    let ratio_of =
+        |s: &[Vec<Duration>; 3], i: usize| load::percentile_ms(&s[i], 0.5) / load::percentile_ms(&s[0], 0.5);
+    // The rounds in the order of the token's ratio: the middle one is printed.
+    rounds.sort_by(|a, b| ratio_of(a, 1).total_cmp(&ratio_of(b, 1)));
+    // Series `i`'s ratios, sorted: their median and all of them.
+    let ratios = |i: usize| {
+        let mut r: Vec<f64> = rounds.iter().map(|s| ratio_of(s, i)).collect();
+        r.sort_by(f64::total_cmp);
+        let shown: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
+        (r[ROUNDS / 2], shown.join(", "))
+    };
+    let ((ratio, shown), (floor, floor_shown)) = (ratios(1), ratios(2));
+    let mid = &rounds[ROUNDS / 2];
+    let [n, o, h] =
+        [&mid[0], &mid[1], &mid[2]].map(|s| (load::percentile_ms(s, 0.5), load::percentile_ms(s, 0.99)));
+    let per = |cpu: f64| 1e6 * cpu / (ROUNDS * warm_n) as f64;
+    println!("\nwarm round trip, {} ({warm_n} per series and round):", placement.name());
+    println!("  null bootstrap        median {:.3} ms, p99 {:.3} ms", n.0, n.1);
+    println!(
+        "  cached access token   median {:.3} ms, p99 {:.3} ms (Function URL event, caller key)",
+        o.0, o.1
+    );
+    println!("  GET /healthz          median {:.3} ms, p99 {:.3} ms (the runtime path alone)", h.0, h.1);
+    println!(
+        "  ours ÷ null: {ratio:.2}× (median of {ROUNDS} alternating rounds; rounds {shown}) (goal ≤ 1.20×); GET /healthz ÷ null: {floor:.2}× (rounds {floor_shown})"
+    );
+    println!(
+        "  CPU per warm invocation: null bootstrap {:.1} µs, ours {:.1} µs (GET /healthz {:.1} µs)",
+        per(cpu[0]),
+        per(cpu[1]),
+        per(cpu[2])
+    );
 }
 
 /// The kinds of invocation in the mixed run.
