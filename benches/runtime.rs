@@ -14,7 +14,8 @@
 //!   64 MB memory class; latency per kind.
 //!
 //! Run: `cargo bench --bench runtime` (`BENCH_WARM`, invocations per warm round, default 10,000; `BENCH_MIXED`,
-//! invocations in the mixed run, default 60,000; `BENCH_LOG`, the instance's `WAFER_LOG`, default `info`, to see what
+//! invocations in the mixed run, default 60,000; `BENCH_PLACEMENT`, only the warm rounds of one placement:
+//! `scheduler`, `separate` or `one`; `BENCH_LOG`, the instance's `WAFER_LOG`, default `info`, to see what
 //! logging costs; `BENCH_BIN`, another build of the binary, one with symbols to profile). The deployment zip's size
 //! is printed when `scripts/package.sh` has built it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -173,6 +174,9 @@ fn main() {
         let series = Series { null: &cheap[..], token: &token[..], health: &health[..] };
         // The scheduler's placement first, before any pinning has moved the processes.
         for placement in [Placement::Scheduler, Placement::SeparateCores, Placement::OneCore] {
+            if std::env::var("BENCH_PLACEMENT").is_ok_and(|only| only != placement.key()) {
+                continue;
+            }
             if !placement.apply(&null, &ours) {
                 println!("warm round trip, {}: skipped (needs taskset and 2 CPUs)", placement.name());
                 continue;
@@ -211,6 +215,15 @@ enum Placement {
 }
 
 impl Placement {
+    /// Its name in `BENCH_PLACEMENT`.
+    fn key(self) -> &'static str {
+        match self {
+            Self::SeparateCores => "separate",
+            Self::OneCore => "one",
+            Self::Scheduler => "scheduler",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::SeparateCores => "runtime API and instance on separate cores",
