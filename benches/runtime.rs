@@ -66,11 +66,20 @@ fn null_bootstrap(dir: &Path) -> PathBuf {
     out
 }
 
-/// A Function URL event carrying the caller key.
+/// A Function URL event carrying the caller key, with the request context and the headers a mini-program's request
+/// arrives with (about 1 KB).
 fn furl(method: &str, path: &str, query: Value, body: &str) -> Vec<u8> {
-    json!({"headers": {"content-type": "application/json", "x-wafer-key": KEY, "x-scf-request-id": "bench",
-        "x-forwarded-for": "198.51.100.23"},
-        "httpMethod": method, "path": path, "queryString": query, "body": body, "isBase64Encoded": false})
+    json!({"requestContext": {"serviceId": "service-bench", "path": "/", "httpMethod": "ANY", "identity": {},
+            "requestId": "b8b6c6d2-2d1e-4f0e-9a51-2a8c4b7d1e90", "sourceIp": "198.51.100.23", "stage": "release"},
+        "headers": {"accept": "*/*", "accept-encoding": "gzip, deflate, br", "accept-language": "zh-CN,zh;q=0.9",
+            "connection": "keep-alive", "content-length": body.len().to_string(), "content-type": "application/json",
+            "host": "1250000000-bench-gz.scf.tencentcs.com",
+            "referer": "https://servicewechat.com/wxbench0000000001/3/page-frame.html",
+            "user-agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 MicroMessenger/8.0.47",
+            "x-forwarded-for": "198.51.100.23", "x-forwarded-proto": "https", "x-real-ip": "198.51.100.23",
+            "x-scf-request-id": "b8b6c6d2-2d1e-4f0e-9a51-2a8c4b7d1e90", "x-wafer-key": KEY},
+        "httpMethod": method, "path": path, "queryString": query, "queryStringParameters": {}, "pathParameters": {},
+        "headerParameters": {}, "stageVariables": {"stage": "release"}, "body": body, "isBase64Encoded": false})
     .to_string()
     .into_bytes()
 }

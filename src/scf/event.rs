@@ -2,9 +2,9 @@
 //! (with their real-world quirks), timer triggers and bare Wafer envelopes invoked directly, turned into a request
 //! for the [`Service`](crate::service::Service), and the reply shaped to match.
 
+use super::gateway;
 use crate::envelope::{Envelope, ReturnCode, WaferError};
 use crate::request::RequestMeta;
-use base64::Engine;
 use serde_json::{Map, Value};
 
 /// Where an event came from, which decides the shape of the reply.
@@ -142,56 +142,7 @@ fn is_gateway(o: &Map<String, Value>) -> bool {
         || (o.contains_key("httpMethod") && (o.contains_key("headers") || o.contains_key("path")))
 }
 
-/// A header value: strings as they are, arrays by their first string element.
-fn header<'a>(headers: Option<&'a Map<String, Value>>, name: &str) -> Option<&'a str> {
-    let h = headers?;
-    let v = h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)?;
-    match v {
-        Value::String(s) => Some(s.as_str()),
-        Value::Array(a) => a.iter().find_map(Value::as_str),
-        _ => None,
-    }
-}
-
-/// The last value of a header (the one a proxy in front added last), for addresses.
-fn last_header<'a>(headers: Option<&'a Map<String, Value>>, name: &str) -> Option<&'a str> {
-    let v = headers?.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)?;
-    match v {
-        Value::String(s) => Some(s.as_str()),
-        Value::Array(a) => a.iter().rev().find_map(Value::as_str),
-        _ => None,
-    }
-}
-
-fn query_key(q: Option<&Map<String, Value>>) -> Option<String> {
-    match q?.get("key")? {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(a) => a.iter().find_map(Value::as_str).map(str::to_owned),
-        _ => None,
-    }
-}
-
-/// The query string of the first non-empty parameter map (arrays give one pair per element).
-fn query_string(maps: &[&Map<String, Value>]) -> Option<String> {
-    let map = maps.iter().find(|m| !m.is_empty())?;
-    let mut out = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in map.iter() {
-        let values = match v {
-            Value::Array(a) => a.iter().collect::<Vec<_>>(),
-            v => vec![v],
-        };
-        for v in values {
-            match v {
-                Value::String(s) => out.append_pair(k, s),
-                Value::Null => out.append_key_only(k),
-                v => out.append_pair(k, &v.to_string()),
-            };
-        }
-    }
-    Some(out.finish())
-}
-
-fn reject(origin: Origin, status: u16, path: &str, why: &str) -> Parsed {
+pub(super) fn reject(origin: Origin, status: u16, path: &str, why: &str) -> Parsed {
     Parsed::Reject {
         origin,
         status,
@@ -199,8 +150,15 @@ fn reject(origin: Origin, status: u16, path: &str, why: &str) -> Parsed {
     }
 }
 
-/// Parse a raw event. `runtime_request_id` is the runtime's `request_id` header, the last fallback for logs.
+/// Parse a raw event. `runtime_request_id` is the runtime's `request_id` header, the last fallback for logs. The
+/// usual Function URL or gateway event is read straight into its fields ([`gateway::read_usual`]); any other is read
+/// as a JSON value ([`parse_value`]), which gives the same request for the usual ones.
 pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
+    gateway::read_usual(event, runtime_request_id).unwrap_or_else(|| parse_value(event, runtime_request_id))
+}
+
+/// Any event, read as a JSON value.
+pub(super) fn parse_value(event: &[u8], runtime_request_id: &str) -> Parsed {
     let value: Value = match serde_json::from_slice(event) {
         Ok(v) => v,
         // Not JSON at all: answer as a direct invocation would be answered.
@@ -247,7 +205,7 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
     for field in ["queryString", "queryStringParameters"] {
         match o.get(field) {
             None | Some(Value::Null) => {}
-            Some(Value::Object(q)) => queries.push(q),
+            Some(Value::Object(q)) => queries.push(gateway::Params::Value(q)),
             Some(_) => return reject(Origin::Gateway, 400, &format!("$.{field}"), "must be an object"),
         }
     }
@@ -265,58 +223,25 @@ pub fn parse(event: &[u8], runtime_request_id: &str) -> Parsed {
     };
     let body = match body_field {
         None | Some(Value::Null) => Body::Bytes(Vec::new()),
-        Some(Value::String(s)) if base64 => {
-            match base64::engine::general_purpose::STANDARD.decode(s.trim()) {
-                Ok(b) => Body::Bytes(b),
-                Err(_) => {
-                    return reject(
-                        Origin::Gateway,
-                        400,
-                        "$.body",
-                        "is not valid base64 although isBase64Encoded is true",
-                    )
-                }
-            }
-        }
-        Some(Value::String(s)) => Body::Bytes(s.into_bytes()),
+        Some(Value::String(s)) => match gateway::string_body(s, base64) {
+            Ok(b) => b,
+            Err(refused) => return refused,
+        },
         // Some gateways hand over an already-parsed JSON body.
         Some(value @ Value::Object(_)) => Body::Json { len: json_len(&value), value },
         Some(_) => return reject(Origin::Gateway, 400, "$.body", "must be a string"),
     };
-    let request_id = o
-        .get("requestContext")
-        .and_then(|c| c.get("requestId"))
-        .and_then(Value::as_str)
-        .or_else(|| header(headers, "x-api-requestid"))
-        .or_else(|| header(headers, "x-scf-request-id"))
-        .and_then(crate::request::safe_request_id)
-        .or_else(|| crate::request::safe_request_id(runtime_request_id))
-        .unwrap_or("-")
-        .to_owned();
-    // Only what the platform sets: the gateway's sourceIp, else the last x-scf-remote-addr value (SCF's own), else
-    // the X-Forwarded-For entry the platform appended (the last one of the last value; earlier entries are the
-    // client's to choose).
-    let source_ip = o
-        .get("requestContext")
-        .and_then(|c| c.get("sourceIp"))
-        .and_then(Value::as_str)
-        .filter(|ip| !ip.is_empty())
-        .map(|ip| crate::request::log_safe(ip, 64))
-        .or_else(|| crate::request::last_forwarded(last_header(headers, "x-scf-remote-addr")))
-        .or_else(|| crate::request::last_forwarded(last_header(headers, "x-forwarded-for")));
-    let meta = RequestMeta { request_id, source_ip, ..RequestMeta::default() }
-        .with_credentials(|name| header(headers, name), queries.iter().find_map(|q| query_key(Some(q))));
-    let query = query_string(&queries);
-    let content_type = header(headers, "content-type").map(str::to_owned);
-    Parsed::Request(Box::new(Incoming {
-        origin: Origin::Gateway,
+    let context = |field: &str| o.get("requestContext").and_then(|c| c.get(field)).and_then(Value::as_str);
+    let fields = gateway::Fields {
+        headers: gateway::Headers::Value(headers),
+        queries,
         method,
         path,
-        query,
-        content_type,
         body,
-        meta,
-    }))
+        context_request_id: context("requestId"),
+        context_source_ip: context("sourceIp"),
+    };
+    gateway::finish(fields, runtime_request_id)
 }
 
 #[cfg(test)]

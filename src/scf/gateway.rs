@@ -1,0 +1,377 @@
+//! A gateway event's request, however the event was read: as the usual Function URL or gateway event, straight
+//! into borrowed text ([`read_usual`]), or as a JSON value with every quirk ([`super::event::parse`]). Both hand
+//! their fields to [`finish`]: header and query lookups, the request id, the client address, the body.
+
+use super::event::{Body, Incoming, Origin, Parsed};
+use crate::request::RequestMeta;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+/// A string as the event held it: borrowed unless it had escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// An object of strings, in the event's order; a name given twice keeps its first place and its last value, as
+/// a JSON value's object does.
+pub(super) struct Pairs<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Pairs<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PairsVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for PairsVisitor<'a> {
+            type Value = Pairs<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Pairs<'a>, M::Error> {
+                let mut pairs: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(16);
+                while let Some((Text(name), Text(value))) = m.next_entry()? {
+                    match pairs.iter_mut().find(|(n, _)| *n == name) {
+                        Some(pair) => pair.1 = value,
+                        None => pairs.push((name, value)),
+                    }
+                }
+                Ok(Pairs(pairs))
+            }
+        }
+        d.deserialize_map(PairsVisitor(std::marker::PhantomData))
+    }
+}
+
+/// `requestContext`: only its `requestId` and `sourceIp` (strings, or null); the rest is skipped.
+struct Context<'a> {
+    request_id: Option<Cow<'a, str>>,
+    source_ip: Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Context<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ContextVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ContextVisitor<'a> {
+            type Value = Context<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Context<'a>, M::Error> {
+                let mut c = Context { request_id: None, source_ip: None };
+                while let Some(Text(name)) = m.next_key()? {
+                    match &*name {
+                        "requestId" => c.request_id = m.next_value::<Option<Text>>()?.map(|t| t.0),
+                        "sourceIp" => c.source_ip = m.next_value::<Option<Text>>()?.map(|t| t.0),
+                        _ => {
+                            m.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(c)
+            }
+        }
+        d.deserialize_map(ContextVisitor(std::marker::PhantomData))
+    }
+}
+
+/// The usual event: every field this reads is a string (or null, or absent), `isBase64Encoded` a boolean, and the
+/// headers and query parameters objects of strings. Anything else fails, and the event is read as a JSON value.
+#[derive(Deserialize)]
+struct Usual<'a> {
+    /// A timer's `Type`: such an event is the JSON value's to classify.
+    #[serde(rename = "Type")]
+    kind: Option<IgnoredAny>,
+    #[serde(rename = "requestContext", borrow)]
+    context: Option<Context<'a>>,
+    #[serde(borrow)]
+    headers: Option<Pairs<'a>>,
+    #[serde(rename = "queryString", borrow)]
+    query_string: Option<Pairs<'a>>,
+    #[serde(rename = "queryStringParameters", borrow)]
+    query_parameters: Option<Pairs<'a>>,
+    #[serde(rename = "httpMethod", borrow)]
+    method: Option<Text<'a>>,
+    #[serde(borrow)]
+    path: Option<Text<'a>>,
+    #[serde(borrow)]
+    body: Option<Text<'a>>,
+    #[serde(rename = "isBase64Encoded")]
+    base64: Option<bool>,
+}
+
+/// The usual gateway event read without building a JSON value for it (its headers alone are a map of a dozen or
+/// more strings); `None` for any other event, which the caller reads as a JSON value. What this returns is what
+/// reading the JSON value gives, which a test checks across the quirks.
+pub(super) fn read_usual(event: &[u8], runtime_request_id: &str) -> Option<Parsed> {
+    // An array would be read into the struct field by field.
+    if event.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let u: Usual = serde_json::from_slice(event).ok()?;
+    // A gateway event without doubt (what the JSON value's reading checks by the fields' presence, null included),
+    // whose method is a string (a null one is refused there).
+    let gateway = u.context.is_some() || u.headers.is_some() || u.path.is_some();
+    let (None, true, Some(Text(method))) = (&u.kind, gateway, u.method) else {
+        return None;
+    };
+    let body = match u.body {
+        None => Body::Bytes(Vec::new()),
+        Some(Text(s)) => match string_body(s.into_owned(), u.base64.unwrap_or(false)) {
+            Ok(b) => b,
+            Err(refused) => return Some(refused),
+        },
+    };
+    let context = u.context.as_ref();
+    let fields = Fields {
+        headers: Headers::Pairs(u.headers.as_ref().map_or(&[][..], |h| &h.0)),
+        queries: [&u.query_string, &u.query_parameters]
+            .into_iter()
+            .flatten()
+            .map(|q| Params::Pairs(&q.0))
+            .collect(),
+        method: method.to_ascii_uppercase(),
+        path: u.path.map_or_else(|| "/".to_owned(), |p| p.0.into_owned()),
+        body,
+        context_request_id: context.and_then(|c| c.request_id.as_deref()),
+        context_source_ip: context.and_then(|c| c.source_ip.as_deref()),
+    };
+    Some(finish(fields, runtime_request_id))
+}
+
+/// A string body: base64-decoded when the event says so (a body that does not decode is refused).
+pub(super) fn string_body(s: String, base64: bool) -> Result<Body, Parsed> {
+    use base64::Engine;
+    if !base64 {
+        return Ok(Body::Bytes(s.into_bytes()));
+    }
+    base64::engine::general_purpose::STANDARD.decode(s.trim()).map(Body::Bytes).map_err(|_| {
+        super::event::reject(
+            Origin::Gateway,
+            400,
+            "$.body",
+            "is not valid base64 although isBase64Encoded is true",
+        )
+    })
+}
+
+/// The headers, as either reading holds them.
+pub(super) enum Headers<'a> {
+    Value(Option<&'a Map<String, Value>>),
+    Pairs(&'a [(Cow<'a, str>, Cow<'a, str>)]),
+}
+
+impl<'a> Headers<'a> {
+    /// A header's value (names in any case): a list gives its first string.
+    fn first(&self, name: &str) -> Option<&'a str> {
+        match self {
+            Self::Value(h) => match (*h)?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name))?.1 {
+                Value::String(s) => Some(s.as_str()),
+                Value::Array(a) => a.iter().find_map(Value::as_str),
+                _ => None,
+            },
+            Self::Pairs(p) => p.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| &**v),
+        }
+    }
+
+    /// The last value of a header (the one a proxy in front added last), for addresses.
+    fn last(&self, name: &str) -> Option<&'a str> {
+        match self {
+            Self::Value(h) => match (*h)?.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(name))?.1 {
+                Value::String(s) => Some(s.as_str()),
+                Value::Array(a) => a.iter().rev().find_map(Value::as_str),
+                _ => None,
+            },
+            Self::Pairs(p) => p.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| &**v),
+        }
+    }
+}
+
+/// One map of query parameters (`queryString`, `queryStringParameters`), as either reading holds it.
+pub(super) enum Params<'a> {
+    Value(&'a Map<String, Value>),
+    Pairs(&'a [(Cow<'a, str>, Cow<'a, str>)]),
+}
+
+impl Params<'_> {
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::Value(m) => m.is_empty(),
+            Self::Pairs(p) => p.is_empty(),
+        }
+    }
+
+    /// `key` (a caller key in the query): a list gives its first string.
+    fn key(&self) -> Option<String> {
+        match self {
+            Self::Value(m) => match m.get("key")? {
+                Value::String(s) => Some(s.clone()),
+                Value::Array(a) => a.iter().find_map(Value::as_str).map(str::to_owned),
+                _ => None,
+            },
+            Self::Pairs(p) => p.iter().find(|(k, _)| k == "key").map(|(_, v)| v.clone().into_owned()),
+        }
+    }
+
+    /// The parameters as a query string (lists give one pair per element, a null a key alone).
+    fn query_string(&self) -> String {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        match self {
+            Self::Value(m) => {
+                for (k, v) in m.iter() {
+                    let values = match v {
+                        Value::Array(a) => a.iter().collect::<Vec<_>>(),
+                        v => vec![v],
+                    };
+                    for v in values {
+                        match v {
+                            Value::String(s) => out.append_pair(k, s),
+                            Value::Null => out.append_key_only(k),
+                            v => out.append_pair(k, &v.to_string()),
+                        };
+                    }
+                }
+            }
+            Self::Pairs(p) => {
+                out.extend_pairs(p.iter().map(|(k, v)| (&**k, &**v)));
+            }
+        }
+        out.finish()
+    }
+}
+
+/// What a gateway event says of its request, read either way.
+pub(super) struct Fields<'a> {
+    pub(super) headers: Headers<'a>,
+    /// `queryString`, then `queryStringParameters`, as far as present.
+    pub(super) queries: Vec<Params<'a>>,
+    /// Upper-case.
+    pub(super) method: String,
+    pub(super) path: String,
+    pub(super) body: Body,
+    pub(super) context_request_id: Option<&'a str>,
+    pub(super) context_source_ip: Option<&'a str>,
+}
+
+/// The request a gateway event carries.
+pub(super) fn finish(f: Fields<'_>, runtime_request_id: &str) -> Parsed {
+    let headers = &f.headers;
+    let request_id = f
+        .context_request_id
+        .or_else(|| headers.first("x-api-requestid"))
+        .or_else(|| headers.first("x-scf-request-id"))
+        .and_then(crate::request::safe_request_id)
+        .or_else(|| crate::request::safe_request_id(runtime_request_id))
+        .unwrap_or("-")
+        .to_owned();
+    // Only what the platform sets: the gateway's sourceIp, else the last x-scf-remote-addr value (SCF's own), else
+    // the X-Forwarded-For entry the platform appended (the last one of the last value; earlier entries are the
+    // client's to choose).
+    let source_ip = f
+        .context_source_ip
+        .filter(|ip| !ip.is_empty())
+        .map(|ip| crate::request::log_safe(ip, 64))
+        .or_else(|| crate::request::last_forwarded(headers.last("x-scf-remote-addr")))
+        .or_else(|| crate::request::last_forwarded(headers.last("x-forwarded-for")));
+    let meta = RequestMeta { request_id, source_ip, ..RequestMeta::default() }
+        .with_credentials(|name| headers.first(name), f.queries.iter().find_map(Params::key));
+    // The first map that has parameters.
+    let query = f.queries.iter().find(|q| !q.is_empty()).map(Params::query_string);
+    let content_type = headers.first("content-type").map(str::to_owned);
+    Parsed::Request(Box::new(Incoming {
+        origin: Origin::Gateway,
+        method: f.method,
+        path: f.path,
+        query,
+        content_type,
+        body: f.body,
+        meta,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::event::{parse, parse_value};
+    use super::*;
+
+    /// Everything a parse gives, credentials included.
+    fn describe(p: Parsed) -> String {
+        match p {
+            Parsed::Timer => "timer".into(),
+            Parsed::Reject { origin, status, error } => {
+                format!("reject {origin:?} {status} {} {}", error.code.code(), error.message)
+            }
+            Parsed::Request(r) => {
+                let m = &r.meta;
+                let line = format!(
+                    "{:?} {} {} {:?} {:?} id={} key={:?} admin={:?} ip={:?} direct={} ",
+                    r.origin,
+                    r.method,
+                    r.path,
+                    r.query,
+                    r.content_type,
+                    m.request_id,
+                    m.caller_key,
+                    m.admin_token,
+                    m.source_ip,
+                    m.direct
+                );
+                let json = matches!(r.body, Body::Json { .. });
+                format!("{line}json={json} body={:?}", String::from_utf8_lossy(&r.body.into_bytes()))
+            }
+        }
+    }
+
+    /// The usual events are read straight into their fields, and give what reading them as a JSON value gives.
+    #[test]
+    fn the_usual_events_read_straight_give_what_the_json_value_gives() {
+        let usual = [
+            r#"{"headers":{"content-type":"application/json","x-wafer-key":"wk_1","x-scf-request-id":"r-1","x-forwarded-for":"198.51.100.23"},"httpMethod":"POST","path":"/","queryString":{},"body":"{\"version\":1}","isBase64Encoded":false}"#,
+            r#"{"requestContext":{"requestId":"ctx-1","sourceIp":"203.0.113.7","identity":{},"stage":"release","nested":{"a":[1,{"b":null}]}},"headers":{"Content-Type":"text/plain","Authorization":"Bearer wk_2","X-Forwarded-For":"6.6.6.6, 203.0.113.9"},"httpMethod":"post","path":"/release/x","body":"hi"}"#,
+            r#"{"headers":{"host":"h"},"httpMethod":"GET","path":"/wechat/wx1/cgi-bin/media/get","queryString":{"access_token":"wk_3","media_id":"5 6&7"}}"#,
+            r#"{"requestContext":{},"headers":{},"httpMethod":"POST","path":"/","body":"{}","queryString":{},"queryStringParameters":{"key":"wk_4"}}"#,
+            r#"{"headers":{"x-wafer-key":"first","X-Wafer-Key":"other case","x-wafer-key":"last"},"httpMethod":"POST","path":"/"}"#,
+            r#"{"headers":{"content-type":"application/json"},"httpMethod":"POST","path":"/","body":"eyJhIjoxfQ==","isBase64Encoded":true}"#,
+            r#"{"headers":{"content-type":"application/json"},"httpMethod":"POST","path":"/","body":"%%%","isBase64Encoded":true}"#,
+            r#"{"headers":{"x-wafer-key":"wk_\"5\"\u00e9","x-api-requestid":"gw\u00e9"},"httpMethod":"POST","path":"/p\u00e9","body":"\u4e2d\n"}"#,
+            r#"{"requestContext":{"requestId":null,"sourceIp":""},"headers":{"x-scf-remote-addr":"6.6.6.6, 203.0.113.10","x-wafer-admin-token":" adm "},"httpMethod":"get","path":"/healthz","body":null,"isBase64Encoded":null}"#,
+            r#"{"requestContext":{"requestId":"a","requestId":"b"},"httpMethod":"DELETE"}"#,
+            r#"{"headers":null,"httpMethod":"POST","path":"/x","queryString":null,"queryStringParameters":{"key":"k1","key":"k2"}}"#,
+            r#"{"Type":null,"headers":{},"httpMethod":"POST","path":"/"}"#,
+            "\n {\"headers\":{},\"httpMethod\":\"POST\",\"path\":\"/\",\"body\":\"x\"} \n",
+        ];
+        for ev in usual {
+            let fast = read_usual(ev.as_bytes(), "rt-9").unwrap_or_else(|| panic!("not read straight: {ev}"));
+            assert_eq!(describe(fast), describe(parse_value(ev.as_bytes(), "rt-9")), "{ev}");
+        }
+    }
+
+    /// Everything else is the JSON value's to read, and `parse` gives what it gives.
+    #[test]
+    fn other_events_are_read_as_json_values() {
+        let other = [
+            r#"{"headers":{"X-Wafer-Key":["k1","k2"]},"httpMethod":"POST","path":"/"}"#,
+            r#"{"headers":{},"httpMethod":"GET","path":"/","queryString":{"debug":true,"tag":["a","b"],"n":null}}"#,
+            r#"{"headers":{},"httpMethod":"POST","path":"/","body":"eyJhIjoxfQ==","isBase64Encoded":"true"}"#,
+            r#"{"requestContext":{},"headers":{},"httpMethod":"POST","path":"/","body":{"interface":{"interfaceName":"x","para":{}}}}"#,
+            r#"{"requestContext":{},"httpMethod":"POST","headers":{},"body":5}"#,
+            r#"{"requestContext":{},"httpMethod":null,"headers":{}}"#,
+            r#"{"requestContext":{"requestId":"x"},"headers":{"x-wafer-key":"k"}}"#,
+            r#"{"requestContext":["id","203.0.113.7"],"httpMethod":"POST","path":"/"}"#,
+            r#"{"requestContext":"x","httpMethod":"POST","path":"/"}"#,
+            r#"{"requestContext":{"requestId":5},"httpMethod":"POST","path":"/"}"#,
+            r#"{"requestContext":null,"httpMethod":"POST"}"#,
+            r#"{"headers":{},"httpMethod":"POST","path":"/a","path":"/b"}"#,
+            r#"{"headers":"x","httpMethod":"POST","path":"/"}"#,
+            r#"{"Type":"Timer","TriggerName":"hourly","httpMethod":"POST","headers":{}}"#,
+            r#"{"Type":"Timer","httpMethod":"POST","headers":{}}"#,
+            r#"{"Type":"Timer","TriggerName":"hourly","Time":"2024-01-01T00:00:00Z","Message":""}"#,
+            r#"{"version":1,"componentName":"MA","interface":{"interfaceName":"qcloud.cam.auth","para":{}}}"#,
+            r#"{"httpMethod":"POST"}"#,
+            r#"["headers","httpMethod","path"]"#,
+            "not json",
+            "",
+        ];
+        for ev in other {
+            assert!(read_usual(ev.as_bytes(), "rt-9").is_none(), "read straight: {ev}");
+            assert_eq!(describe(parse(ev.as_bytes(), "rt-9")), describe(parse_value(ev.as_bytes(), "rt-9")));
+        }
+    }
+}
