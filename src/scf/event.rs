@@ -223,7 +223,7 @@ pub(super) fn parse_value(event: &[u8], runtime_request_id: &str) -> Parsed {
     };
     let body = match body_field {
         None | Some(Value::Null) => Body::Bytes(Vec::new()),
-        Some(Value::String(s)) => match gateway::string_body(s, base64) {
+        Some(Value::String(s)) => match gateway::string_body(s.into(), base64) {
             Ok(b) => b,
             Err(refused) => return refused,
         },

@@ -49,6 +49,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Pairs<'a> {
 }
 
 /// `requestContext`: only its `requestId` and `sourceIp` (strings, or null); the rest is skipped.
+/// Read by hand, as [`Pairs`] are: a derived struct would also read an array, field by field.
 struct Context<'a> {
     request_id: Option<Cow<'a, str>>,
     source_ip: Option<Cow<'a, str>>,
@@ -122,7 +123,7 @@ pub(super) fn read_usual(event: &[u8], runtime_request_id: &str) -> Option<Parse
     };
     let body = match u.body {
         None => Body::Bytes(Vec::new()),
-        Some(Text(s)) => match string_body(s.into_owned(), u.base64.unwrap_or(false)) {
+        Some(Text(s)) => match string_body(s, u.base64.unwrap_or(false)) {
             Ok(b) => b,
             Err(refused) => return Some(refused),
         },
@@ -145,10 +146,10 @@ pub(super) fn read_usual(event: &[u8], runtime_request_id: &str) -> Option<Parse
 }
 
 /// A string body: base64-decoded when the event says so (a body that does not decode is refused).
-pub(super) fn string_body(s: String, base64: bool) -> Result<Body, Parsed> {
+pub(super) fn string_body(s: Cow<'_, str>, base64: bool) -> Result<Body, Parsed> {
     use base64::Engine;
     if !base64 {
-        return Ok(Body::Bytes(s.into_bytes()));
+        return Ok(Body::Bytes(s.into_owned().into_bytes()));
     }
     base64::engine::general_purpose::STANDARD.decode(s.trim()).map(Body::Bytes).map_err(|_| {
         super::event::reject(
@@ -169,25 +170,36 @@ pub(super) enum Headers<'a> {
 impl<'a> Headers<'a> {
     /// A header's value (names in any case): a list gives its first string.
     fn first(&self, name: &str) -> Option<&'a str> {
-        match self {
-            Self::Value(h) => match (*h)?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name))?.1 {
-                Value::String(s) => Some(s.as_str()),
-                Value::Array(a) => a.iter().find_map(Value::as_str),
-                _ => None,
-            },
-            Self::Pairs(p) => p.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| &**v),
-        }
+        self.lookup(name, false)
     }
 
     /// The last value of a header (the one a proxy in front added last), for addresses.
     fn last(&self, name: &str) -> Option<&'a str> {
+        self.lookup(name, true)
+    }
+
+    /// `name`'s value found from the front, or from the back: of a list, its first or its last string.
+    fn lookup(&self, name: &str, from_back: bool) -> Option<&'a str> {
+        fn pick<I: DoubleEndedIterator>(
+            mut it: I,
+            from_back: bool,
+            p: impl FnMut(&I::Item) -> bool,
+        ) -> Option<I::Item> {
+            if from_back {
+                it.rfind(p)
+            } else {
+                it.find(p)
+            }
+        }
         match self {
-            Self::Value(h) => match (*h)?.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(name))?.1 {
+            Self::Value(h) => match pick((*h)?.iter(), from_back, |(k, _)| k.eq_ignore_ascii_case(name))?.1 {
                 Value::String(s) => Some(s.as_str()),
-                Value::Array(a) => a.iter().rev().find_map(Value::as_str),
+                Value::Array(a) => pick(a.iter().filter_map(Value::as_str), from_back, |_| true),
                 _ => None,
             },
-            Self::Pairs(p) => p.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| &**v),
+            Self::Pairs(p) => {
+                pick(p.iter(), from_back, |(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| &**v)
+            }
         }
     }
 }
