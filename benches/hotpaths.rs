@@ -3,7 +3,7 @@
 //! a file), against an in-process fake WeChat; load comes from `wrk` (`scripts/bench.sh` installs it).
 //!
 //! Printed per backend: the limit (a bare axum server answering the canned envelope), the cached access token
-//! (req/s and % of the limit), the server's cheapest reply (`GET /healthz`) against the bare server on the same GET
+//! (req/s and % of the limit; each side's CPU and context switches per request), the server's cheapest reply (`GET /healthz`) against the bare server on the same GET
 //! (what the transport alone costs: the rest of the token's gap is the envelope's work), `qcloud.cam.auth` (req/s),
 //! `qcloud.cam.id_skey` logins at 16 and 64 callers (logins/s, p50/p99, failures), and token-free calls
 //! (`/wechat/{appid}/…`) against the same call made directly to the fake (calls/s, p50/p99 and the overhead). Run: `cargo bench --bench hotpaths` (`BENCH_SECS`, default 8;
@@ -25,7 +25,7 @@ mod load;
 mod support;
 
 use axum::Router;
-use load::{cpu_split, spawn_server, wrk, Run, APPID, KEY, SECRET};
+use load::{cpu_split, spawn_server, switches, wrk, Run, APPID, KEY, SECRET};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 /// Alternating rounds of the limit and the cached token.
@@ -114,13 +114,25 @@ struct Side {
 }
 
 /// The bare server against ours, in alternating rounds: the round nearest the median ratio, the spread of the ratio,
-/// and each side's CPU per request over all its rounds as (user, kernel) µs.
+/// and each side's CPU per request over all its rounds as (user, kernel) µs and its context switches per request as
+/// (voluntary, involuntary).
 struct Comparison {
     ratio: f64,
     spread: (f64, f64),
     limit: Run,
     ours: Run,
     cpu: [(f64, f64); 2],
+    switches: [(f64, f64); 2],
+}
+
+/// One side's sums over its rounds.
+#[derive(Default, Clone, Copy)]
+struct Sums {
+    /// (user, kernel) CPU seconds.
+    cpu: (f64, f64),
+    /// (voluntary, involuntary) context switches.
+    switches: (u64, u64),
+    requests: u64,
 }
 
 /// The limit moves with whatever else the machine does: the two are measured in alternating short rounds. CPU per
@@ -128,31 +140,30 @@ struct Comparison {
 /// idle meanwhile).
 async fn alternate(bare: &Side, ours: &Side, server_pid: u32, secs: u64) -> Comparison {
     let mut rounds = Vec::new();
-    // Each as (user, kernel) seconds and requests.
-    let mut cpu = [((0.0, 0.0), 0), ((0.0, 0.0), 0)];
+    let mut sums = [Sums::default(); 2];
     for _ in 0..ROUNDS {
-        let limit = measured(bare, std::process::id(), secs, &mut cpu[0]).await;
-        let ours = measured(ours, server_pid, secs, &mut cpu[1]).await;
+        let limit = measured(bare, std::process::id(), secs, &mut sums[0]).await;
+        let ours = measured(ours, server_pid, secs, &mut sums[1]).await;
         rounds.push((ours.rps / limit.rps, limit, ours));
     }
     rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
     let spread = (rounds[0].0, rounds[rounds.len() - 1].0);
     let (ratio, limit, ours) = rounds.swap_remove(rounds.len() / 2);
-    let per_request = |((user, kernel), n): ((f64, f64), u64)| {
-        let n = n.max(1) as f64;
-        (1e6 * user / n, 1e6 * kernel / n)
-    };
-    Comparison { ratio, spread, limit, ours, cpu: cpu.map(per_request) }
+    let n = |s: &Sums| s.requests.max(1) as f64;
+    let cpu = sums.map(|s| (1e6 * s.cpu.0 / n(&s), 1e6 * s.cpu.1 / n(&s)));
+    let switches = sums.map(|s| (s.switches.0 as f64 / n(&s), s.switches.1 as f64 / n(&s)));
+    Comparison { ratio, spread, limit, ours, cpu, switches }
 }
 
-/// One round of `side`, its requests and the (user, kernel) CPU seconds `pid` spent meanwhile added to `sum`.
-async fn measured(side: &Side, pid: u32, secs: u64, sum: &mut ((f64, f64), u64)) -> Run {
+/// One round of `side`, its requests, and the CPU time and context switches of `pid` meanwhile, added to `sum`.
+async fn measured(side: &Side, pid: u32, secs: u64, sum: &mut Sums) -> Run {
     let (url, script) = (side.url.clone(), side.script.clone());
-    let before = cpu_split(pid);
+    let (before, switched) = (cpu_split(pid), switches(pid));
     let r = tokio::task::spawn_blocking(move || wrk(&url, &script, round_secs(secs), 16)).await.unwrap();
-    let after = cpu_split(pid);
-    let ((user, kernel), n) = sum;
-    (*user, *kernel, *n) = (*user + after.0 - before.0, *kernel + after.1 - before.1, *n + r.requests);
+    let (after, now) = (cpu_split(pid), switches(pid));
+    sum.cpu = (sum.cpu.0 + after.0 - before.0, sum.cpu.1 + after.1 - before.1);
+    sum.switches = (sum.switches.0 + now.0 - switched.0, sum.switches.1 + now.1 - switched.1);
+    sum.requests += r.requests;
     r
 }
 
@@ -172,6 +183,14 @@ impl Comparison {
             bu + bk,
             ou + ok,
             100.0 * (bu + bk) / (ou + ok)
+        );
+        // Each switch costs both CPU and the thread's place: a thread preempted after waking wrk waits to run again.
+        let [(bv, bi), (ov, oi)] = self.switches;
+        println!(
+            "  context switches per request: limit {:.2} (waited {bv:.2}, preempted {bi:.2}), {short} {:.2} \
+             (waited {ov:.2}, preempted {oi:.2})",
+            bv + bi,
+            ov + oi
         );
     }
 }

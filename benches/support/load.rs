@@ -90,6 +90,26 @@ pub fn cpu_split(pid: u32) -> (f64, f64) {
     (tick(11) / per_sec, tick(12) / per_sec)
 }
 
+/// Context switches the threads of a process have made so far: (voluntary — it waited —, involuntary — it was
+/// preempted), summed over `/proc/<pid>/task/*/status`.
+pub fn switches(pid: u32) -> (u64, u64) {
+    let mut sum = (0, 0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return sum };
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            let value =
+                |l: &str| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            if line.starts_with("voluntary_ctxt_switches:") {
+                sum.0 += value(line);
+            } else if line.starts_with("nonvoluntary_ctxt_switches:") {
+                sum.1 += value(line);
+            }
+        }
+    }
+    sum
+}
+
 pub fn to_ms(s: &str) -> f64 {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
