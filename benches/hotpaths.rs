@@ -9,7 +9,7 @@
 //! (`/wechat/{appid}/…`) against the same call made directly to the fake (calls/s, p50/p99 and the overhead). Run: `cargo bench --bench hotpaths` (`BENCH_SECS`, default 8;
 //! `BENCH_LOG` sets the server's `WAFER_LOG`, default `info`, to see what logging costs; `BENCH_ONLY=logins` runs
 //! only the login lines, `BENCH_LOGIN_RUNS` times, default 5, and prints the spread of their p99; `BENCH_ONLY=token`
-//! only the limit, the cached token and `GET /healthz`).
+//! only the limit, the cached token and `GET /healthz`; `BENCH_ONLY=envelope` only the envelope's work in process).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)]
@@ -203,6 +203,9 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
     wx.register(APPID, SECRET);
     let log = dir.path().join("server.log");
     in_process(&db, &wx.base_url).await;
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "envelope") {
+        return;
+    }
     let (mut child, url) = spawn_server(&db, &wx.base_url, &log);
     let client = reqwest::Client::new();
 
