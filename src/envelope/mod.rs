@@ -10,6 +10,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 
+/// A JSON string as the document held it: borrowed unless it had escapes (serde's own `Cow<str>` is always owned).
+#[derive(serde::Deserialize)]
+pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
 /// Deepest JSON nesting accepted in a request body. Deeper bodies are refused before any handler runs.
 pub const MAX_JSON_DEPTH: usize = 32;
 
@@ -180,10 +184,9 @@ fn request_from_value(value: Value) -> Result<Request, WaferError> {
 /// non-empty string) and `interface.para` (an object) are kept, everything else is skipped. Objects only (serde
 /// would also read a struct from an array); a repeated field or any other surprise fails, and the caller falls back.
 mod fast {
-    use super::Request;
+    use super::{Request, Text};
     use serde::de::{Deserializer, Error, IgnoredAny, MapAccess, Visitor};
     use serde_json::{Map, Value};
-    use std::borrow::Cow;
 
     pub struct Root(pub Option<Request>);
 
@@ -204,7 +207,7 @@ mod fast {
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Root, A::Error> {
             let mut interface = None;
-            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            while let Some(Text(key)) = map.next_key()? {
                 if key == "interface" {
                     if interface.is_some() {
                         return Err(A::Error::custom("repeated interface"));
@@ -231,7 +234,7 @@ mod fast {
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Interface, A::Error> {
             let (mut name, mut para) = (None, None);
-            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            while let Some(Text(key)) = map.next_key()? {
                 match &*key {
                     "interfaceName" if name.is_none() => name = Some(map.next_value::<String>()?),
                     "para" if para.is_none() => para = Some(map.next_value::<Map<String, Value>>()?),
@@ -366,6 +369,8 @@ mod tests {
             r#""x""#,
             r#"{"interface":{"interfaceName":"n","para":{}}} trailing"#,
             r#"{"interface":{"interfaceName":"n","para":{}}"#,
+            // Names with escapes (read as owned text; the usual ones are borrowed from the body).
+            r#"{"\u0069nterface":{"interface\u004eame":"n","p\u0061ra":{"a":1}},"v\"":1}"#,
         ];
         for b in bodies {
             let fast = parse_request(b.as_bytes()).map(|r| (r.interface_name, r.para)).map_err(|e| e.code);
@@ -374,6 +379,8 @@ mod tests {
         }
         let r = parse_request(bodies[0].as_bytes()).unwrap();
         assert_eq!((r.interface_name.as_str(), r.para.len()), ("qcloud.cam.auth", 2));
+        let r = parse_request(bodies[bodies.len() - 1].as_bytes()).unwrap();
+        assert_eq!((r.interface_name.as_str(), r.para.get("a")), ("n", Some(&Value::from(1))));
     }
 
     #[test]

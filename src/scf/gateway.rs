@@ -3,15 +3,12 @@
 //! their fields to [`finish`]: header and query lookups, the request id, the client address, the body.
 
 use super::event::{Body, Incoming, Origin, Parsed};
+use crate::envelope::Text;
 use crate::request::RequestMeta;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-
-/// A string as the event held it: borrowed unless it had escapes.
-#[derive(Deserialize)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// An object of strings, in the event's order; a name given twice keeps its first place and its last value, as
 /// a JSON value's object does. At most [`MOST_PAIRS`] of them.
