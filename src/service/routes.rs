@@ -122,7 +122,8 @@ impl Service {
             Route::Http => {
                 let Incoming { method, path, query, content_type, body } = req;
                 let call = HttpCall { method, path, query, content_type, body: body.into_payload() };
-                self.handle_http(call, meta, inline).await
+                // Boxed: the pass-through's future is twice the envelope's, and this one is moved whole per request.
+                Box::pin(self.handle_http(call, meta, inline)).await
             }
             Route::Health => HttpReply::new(200, "text/plain; charset=utf-8", b"ok".to_vec()),
             Route::Ready => {
