@@ -79,7 +79,9 @@ pub async fn serve(
                 }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.keep_alive(true).max_buf_size(CONNECTION_BUFFER);
+            // Both bounds: the buffer's for a head still arriving, the head's own for one that arrived whole into a
+            // buffer grown larger than the bound (its capacity doubles as it grows; a read may fill all of it).
+            builder.keep_alive(true).max_buf_size(CONNECTION_BUFFER).max_header_size(CONNECTION_BUFFER);
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             let mut conn = std::pin::pin!(conn);
             // The idle timer and the shutdown signal are watched by a task of their own, which sends what it saw:
