@@ -250,7 +250,7 @@ impl Credentials {
     fn settled_hit(&self, key: &CredKey) -> Option<Served> {
         let now = self.clock.now();
         let (hit, seen) = self.memory_hit(&key.text(), now)?;
-        (now - seen < OWNER_RECHECK_SECS).then(|| {
+        owner::seen_lately(seen, now).then(|| {
             crate::metrics::credential(CredEvent::Hit);
             hit
         })

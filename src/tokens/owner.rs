@@ -12,6 +12,11 @@ pub(super) enum Recheck {
     Rekeyed,
 }
 
+/// Whether an owner seen registered at `seen` needs no re-reading at `now`.
+pub(super) fn seen_lately(seen: i64, now: i64) -> bool {
+    now - seen < OWNER_RECHECK_SECS
+}
+
 impl Credentials {
     /// Whether the app / agent behind a memory hit was seen registered recently, with the same secret; re-checks
     /// it (one indexed read per key every [`OWNER_RECHECK_SECS`]) when not. A removed owner's value is dropped
@@ -23,7 +28,7 @@ impl Credentials {
         seen: i64,
         now: i64,
     ) -> Result<Recheck, WaferError> {
-        if now - seen < OWNER_RECHECK_SECS {
+        if seen_lately(seen, now) {
             return Ok(Recheck::Same);
         }
         let owner = self.read_owner(key).await?;
