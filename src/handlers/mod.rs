@@ -192,24 +192,38 @@ impl<'a> Interface<'a> {
         meta: &RequestMeta,
         session_scope: Option<&Caller>,
     ) -> Result<Reply, WaferError> {
-        // The hot paths (a cached token, a session check) are awaited in place; every other handler's future is
+        // The hot paths (a cached token, a session check) are awaited in place; any other handler's future is
         // boxed, so that this future — and every one that awaits it, moved whole at each step up to hyper — stays
         // the size of the hot paths' instead of the largest handler's (a login's: several KB, copied per request).
         match self.request {
             Request::Credential(r) => credentials::credential(deps, r).await,
             Request::Auth(r) => session::auth(deps, r, session_scope).await,
-            Request::IdSkey(r) => Box::pin(session::login(deps, meta, r, session_scope)).await,
-            Request::Decrypt(r) => Box::pin(session::decrypt(deps, r, session_scope)).await,
-            Request::UserInfo(r) => Box::pin(session::userinfo(deps, r, session_scope)).await,
-            Request::Signature(r) => Box::pin(credentials::signature(deps, r)).await,
-            Request::InitAgent(r) => Box::pin(credentials::init_agent(deps, meta, r)).await,
-            Request::CosV4(r) => Box::pin(cos::v4(deps, r)).await,
-            Request::CosV5(r) => Box::pin(cos::v5(deps, r)).await,
-            Request::Admin(r) => Box::pin(admin::handle(deps, meta, r)).await,
-            Request::Call(r) => Box::pin(proxy::call(deps, r)).await,
-            Request::Phone(r) => Box::pin(phone::phone(deps, r, session_scope)).await,
-            Request::SessionKey(r) => Box::pin(session_key::session_key(deps, r, session_scope)).await,
+            request => Box::pin(run(request, deps, meta, session_scope)).await,
         }
+    }
+}
+
+/// Run the handler of `request`.
+async fn run(
+    request: Request<'_>,
+    deps: &Deps,
+    meta: &RequestMeta,
+    session_scope: Option<&Caller>,
+) -> Result<Reply, WaferError> {
+    match request {
+        Request::IdSkey(r) => session::login(deps, meta, r, session_scope).await,
+        Request::Auth(r) => session::auth(deps, r, session_scope).await,
+        Request::Decrypt(r) => session::decrypt(deps, r, session_scope).await,
+        Request::UserInfo(r) => session::userinfo(deps, r, session_scope).await,
+        Request::Credential(r) => credentials::credential(deps, r).await,
+        Request::Signature(r) => credentials::signature(deps, r).await,
+        Request::InitAgent(r) => credentials::init_agent(deps, meta, r).await,
+        Request::CosV4(r) => cos::v4(deps, r).await,
+        Request::CosV5(r) => cos::v5(deps, r).await,
+        Request::Admin(r) => admin::handle(deps, meta, r).await,
+        Request::Call(r) => proxy::call(deps, r).await,
+        Request::Phone(r) => phone::phone(deps, r, session_scope).await,
+        Request::SessionKey(r) => session_key::session_key(deps, r, session_scope).await,
     }
 }
 
