@@ -17,20 +17,21 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 mod body;
+mod lanes;
 
-/// Serve until `shutdown` resolves; in-flight requests finish first. Connections that take longer than the
-/// header timeout to send a request's headers — or sit idle that long between requests — are closed ([`IdleWatch`]), and beyond
+/// Serve until `shutdown` resolves; in-flight requests finish first. Each accepted connection is handed to one of
+/// [`lanes::count`] lanes, which serves it from then on ([`lanes`]). Connections that take longer than the header
+/// timeout to send a request's headers — or sit idle that long between requests — are closed, and beyond
 /// `max_connections` new connections are closed as they arrive (see [`crate::service::HttpLimits`]).
 pub async fn serve(
     listener: TcpListener,
     service: Arc<Service>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::TokioIo;
     let limits = service.options().http;
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut conns = tokio::task::JoinSet::new();
+    let mut lanes = lanes::Lanes::start(lanes::count(), &service, &stop_rx)?;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut refused = 0u64;
     loop {
@@ -59,129 +60,11 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        let mut stop = stop_rx.clone();
-        // The client's address, written once per connection rather than once per request.
-        let peer: Arc<str> = peer.ip().to_string().into();
-        let watch = Arc::new(IdleWatch::new());
-        conns.spawn(async move {
-            // Every path goes to `handle`: no router in between (it would only add work per request).
-            let w = watch.clone();
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let service = service.clone();
-                let peer = peer.clone();
-                let busy = w.busy();
-                async move {
-                    // The request stays in hand until its reply is written out — a streamed reply included, which
-                    // may take far longer than the header timeout.
-                    let resp = handle(&service, &peer, req.map(Body::new), busy).await;
-                    Ok::<_, std::convert::Infallible>(resp)
-                }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            // Both bounds: the buffer's for a head still arriving, the head's own for one that arrived whole into a
-            // buffer grown larger than the bound (its capacity doubles as it grows; a read may fill all of it).
-            builder.keep_alive(true).max_buf_size(CONNECTION_BUFFER).max_header_size(CONNECTION_BUFFER);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            let mut conn = std::pin::pin!(conn);
-            // The idle timer and the shutdown signal are watched by a task of their own, which sends what it saw:
-            // this task, woken for nearly every byte of the connection, then polls one flag beside it.
-            let (close_tx, mut close_rx) = tokio::sync::oneshot::channel::<Close>();
-            let watcher = tokio::spawn(async move {
-                let why = tokio::select! {
-                    _ = watch.idle_for(limits.header_timeout) => Close::Idle,
-                    _ = stop.wait_for(|s| *s) => Close::Stopping,
-                };
-                let _ = close_tx.send(why);
-            });
-            tokio::select! {
-                biased; // the connection first: it is what wakes this task nearly every time
-                _ = conn.as_mut() => {}
-                why = &mut close_rx => {
-                    if let Ok(Close::Stopping) = why {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    } // idle: dropped, so closed
-                }
-            }
-            watcher.abort();
-            drop(slot);
-        });
-        // Reap finished connections so the set does not grow.
-        while conns.try_join_next().is_some() {}
+        lanes.hand(stream, peer, slot);
     }
     let _ = stop_tx.send(true);
-    while conns.join_next().await.is_some() {}
+    lanes.finish().await;
     Ok(())
-}
-
-/// The most a connection buffers: a request's head as it is read, and a streamed reply's chunks queued for the
-/// socket. hyper's default is about 400 KB a connection; 64 KB bounds what one slow reader or one oversized head holds
-/// (a longer head is refused with 431) and is far above any real request's head.
-const CONNECTION_BUFFER: usize = 64 * 1024;
-
-/// Why a connection's watcher asks for it to be closed.
-enum Close {
-    /// No request in hand for the header timeout: closed at once.
-    Idle,
-    /// The server is shutting down: the request in hand is finished first.
-    Stopping,
-}
-
-/// The header timeout of one connection, kept without a timer per request: the time its last request was answered
-/// (or it was accepted) and whether a request is in hand. With no request in hand for longer than the header
-/// timeout — idle between requests, or headers arriving too slowly — the connection is closed. A request in hand
-/// has its body timeout instead. One timer per connection, re-armed once per timeout at most.
-struct IdleWatch {
-    origin: tokio::time::Instant,
-    /// Milliseconds after `origin` when the last request was answered.
-    idle_since_ms: AtomicU64,
-    in_hand: AtomicU64,
-}
-
-/// A request in hand; dropping it (answered, or abandoned) starts the idle time again.
-struct InHand(Arc<IdleWatch>);
-
-impl Drop for InHand {
-    fn drop(&mut self) {
-        let w = &self.0;
-        w.idle_since_ms.store(w.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
-        w.in_hand.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl IdleWatch {
-    fn new() -> Self {
-        Self {
-            origin: tokio::time::Instant::now(),
-            idle_since_ms: AtomicU64::new(0),
-            in_hand: AtomicU64::new(0),
-        }
-    }
-
-    fn busy(self: &Arc<Self>) -> InHand {
-        self.in_hand.fetch_add(1, Ordering::Relaxed);
-        InHand(self.clone())
-    }
-
-    /// Resolves once the connection has had no request in hand for `timeout`.
-    async fn idle_for(&self, timeout: std::time::Duration) {
-        let mut check_at = self.origin + timeout;
-        loop {
-            tokio::time::sleep_until(check_at).await;
-            let now = tokio::time::Instant::now();
-            if self.in_hand.load(Ordering::Relaxed) > 0 {
-                check_at = now + timeout;
-                continue;
-            }
-            let idle_since =
-                self.origin + std::time::Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
-            if idle_since + timeout <= now {
-                return;
-            }
-            check_at = idle_since + timeout;
-        }
-    }
 }
 
 /// What HTTP mode does besides answering requests.
@@ -342,7 +225,7 @@ impl<'h> Wanted<'h> {
     }
 }
 
-async fn handle(svc: &Service, peer: &str, req: Request, busy: InHand) -> Response {
+async fn handle(svc: &Service, peer: &str, req: Request, busy: lanes::InHand) -> Response {
     let (parts, body) = req.into_parts();
     let route = svc.route(parts.method.as_str(), parts.uri.path(), parts.uri.query());
     let wanted = Wanted::find(&parts.headers);
@@ -391,7 +274,7 @@ async fn handle(svc: &Service, peer: &str, req: Request, busy: InHand) -> Respon
 
 /// A reply in HTTP mode's form: the status, content type and headers as they are, the body whole or streamed. The
 /// request is in hand (`busy`) until a streamed body has been written out.
-fn response(reply: HttpReply, busy: InHand) -> Response {
+fn response(reply: HttpReply, busy: lanes::InHand) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let body = match reply.body.into_full() {
         Ok(bytes) => Body::from(bytes),
