@@ -40,7 +40,7 @@ struct Lane {
 struct Handoff {
     stream: std::net::TcpStream,
     peer: std::net::IpAddr,
-    open: Open,
+    slot: OwnedSemaphorePermit,
 }
 
 /// A connection's place: under the server's connection limit, and in its lane's count. Given back when dropped.
@@ -80,11 +80,21 @@ impl Lanes {
         // Out of this runtime's reactor, into the lane's.
         let Ok(stream) = stream.into_std() else { return };
         self.turn = self.turn.wrapping_add(1);
-        let lane = &self.lanes
-            [least_open(self.turn, self.lanes.len(), |i| self.lanes[i].open.load(Ordering::Relaxed))];
-        lane.open.fetch_add(1, Ordering::Relaxed);
-        let open = Open { _slot: slot, lane: lane.open.clone() };
-        let _ = lane.tx.send(Handoff { stream, peer: peer.ip(), open });
+        let n = self.lanes.len();
+        let first = least_open(self.turn, n, |i| self.lanes[i].open.load(Ordering::Relaxed));
+        let mut handoff = Handoff { stream, peer: peer.ip(), slot };
+        // A lane that has stopped (only once the server stops) gives the connection back: the next one takes it.
+        for k in 0..n {
+            let lane = &self.lanes[(first + k) % n];
+            lane.open.fetch_add(1, Ordering::Relaxed);
+            match lane.tx.send(handoff) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(back)) => {
+                    lane.open.fetch_sub(1, Ordering::Relaxed);
+                    handoff = back;
+                }
+            }
+        }
     }
 
     /// Wait until every lane has finished its connections (once the stop signal is sent, or the lanes dropped).
@@ -106,6 +116,8 @@ impl Lane {
     fn start(i: usize, service: Arc<Service>, stop: watch::Receiver<bool>) -> std::io::Result<Self> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Handoff>();
         let (done_tx, done) = oneshot::channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        let counted = open.clone();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         std::thread::Builder::new().name(format!("wafer-http-{i}")).spawn(move || {
             rt.block_on(async move {
@@ -118,8 +130,10 @@ impl Lane {
                         _ = stopping.wait_for(|s| *s) => None,
                     };
                     let Some(h) = handed else { break };
+                    // Counted since it was handed; from here its place is given back when the connection ends.
+                    let place = Open { _slot: h.slot, lane: counted.clone() };
                     if let Ok(stream) = tokio::net::TcpStream::from_std(h.stream) {
-                        conns.spawn(connection(stream, h.peer, service.clone(), stop.clone(), h.open));
+                        conns.spawn(connection(stream, h.peer, service.clone(), stop.clone(), place));
                     }
                     // Reap finished connections so the set does not grow.
                     while conns.try_join_next().is_some() {}
@@ -129,7 +143,7 @@ impl Lane {
             });
             let _ = done_tx.send(());
         })?;
-        Ok(Self { tx, open: Arc::new(AtomicUsize::new(0)), done })
+        Ok(Self { tx, open, done })
     }
 }
 

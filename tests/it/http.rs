@@ -254,3 +254,42 @@ async fn large_request_heads_are_read_up_to_the_connection_buffer() {
     let again: Value = send(16).await.unwrap().json().await.unwrap();
     assert_eq!(again["returnCode"], 60012, "the server still answers: {again}");
 }
+
+/// Each connection is served on one of the server's lanes (a thread and runtime of its own). Stopping the server while
+/// a login waits on WeChat lets that login finish and be answered before `serve` returns; connections kept alive on
+/// the other lanes are closed, and the listener with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_hand_on_a_lane_is_answered_across_a_stop() {
+    let t = TestApp::new(Backend::Sqlite).await;
+    t.add_app("wx_lane", "s").await;
+    let mut running = start(t.svc.clone()).await;
+    // Kept-alive connections on every lane (each client holds its own).
+    let idle: Vec<reqwest::Client> = (0..4).map(|_| reqwest::Client::new()).collect();
+    for c in &idle {
+        assert_eq!(c.get(format!("{}/healthz", running.url)).send().await.unwrap().status(), 200);
+    }
+    t.wx.delay("/sns/jscode2session", std::time::Duration::from_millis(300), 1);
+    let body = json!({"interface": {"interfaceName": "qcloud.cam.id_skey",
+        "para": {"appid": "wx_lane", "code": t.wx.code_for("slow")}}});
+    let url = running.url.clone();
+    let slow = tokio::spawn(async move {
+        let r = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while t.wx.calls("/sns/jscode2session") == 0 {
+        assert!(std::time::Instant::now() < deadline, "the login never reached WeChat");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    running.stop.take().unwrap().send(()).unwrap();
+    let (status, login) = slow.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(login["returnMessage"], "NEW_SESSION_SUCCESS", "{login}");
+    tokio::time::timeout(std::time::Duration::from_secs(10), running.task)
+        .await
+        .expect("serve returns once its lanes are done")
+        .unwrap()
+        .unwrap();
+    let addr = running.url.trim_start_matches("http://").to_owned();
+    assert!(tokio::net::TcpStream::connect(&addr).await.is_err(), "no longer listening");
+}
