@@ -84,7 +84,9 @@ fn spawn_fleet(n: usize, db: &str, wechat: &str) -> Fleet {
     let mut fleet = Fleet { children: Vec::new(), urls: Vec::new() };
     for _ in 0..n {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_wafer-scf"))
+        // `BENCH_BIN`: another build of the server (an older one, to compare), as in the other benches.
+        let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wafer-scf").into());
+        let child = Command::new(bin)
             .arg("serve")
             .env_clear()
             .env("WAFER_DATABASE_URL", db)
