@@ -290,7 +290,8 @@ pub enum Mode {
 }
 
 /// The async runtime for `mode`, with the allocator set for it ([`crate::alloc`]). An SCF instance runs on one
-/// thread: no wake-ups across threads, one allocator heap; HTTP mode and the commands use a thread per core.
+/// thread: no wake-ups across threads, one allocator heap. HTTP mode's runtime is one thread too, the first of its
+/// lanes (`crate::serve`: the others are threads of their own, one per CPU); the commands use a thread per core.
 pub fn async_runtime(mode: Mode) -> std::io::Result<tokio::runtime::Runtime> {
     use crate::alloc::{purge_after, SCF_PURGE_DELAY_MS, SERVE_PURGE_DELAY_MS};
     let mut builder = match mode {
@@ -300,7 +301,7 @@ pub fn async_runtime(mode: Mode) -> std::io::Result<tokio::runtime::Runtime> {
         }
         Mode::Server => {
             purge_after(SERVE_PURGE_DELAY_MS);
-            tokio::runtime::Builder::new_multi_thread()
+            tokio::runtime::Builder::new_current_thread()
         }
         Mode::Command => tokio::runtime::Builder::new_multi_thread(),
     };

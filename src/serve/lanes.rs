@@ -1,5 +1,6 @@
-//! HTTP mode's lanes: one thread per CPU, each with a single-threaded async runtime of its own, each serving the
-//! connections handed to it from their first request to their close, and the idle timeout of each connection. A
+//! HTTP mode's lanes: one per CPU, each a single-threaded async runtime — the first is the one that accepts
+//! connections (and runs the server's chores and its storage pool's own task), the others a thread each — each serving
+//! the connections handed to it from their first request to their close; and the idle timeout of each connection. A
 //! request is read, answered and written on one thread: no task moved between threads, no other thread woken per
 //! request — which a shared multi-threaded runtime does for nearly every request with a body (hyper's connection task
 //! wakes itself to hand the body over, and a runtime that queues a woken task wakes an idle thread to steal it).
@@ -23,9 +24,14 @@ pub fn count() -> usize {
         .unwrap_or(1)
 }
 
-/// The lanes of one server, and the turn for the next connection.
+/// The lanes of one server, and the turn for the next connection. The first lane is the runtime that accepts: its
+/// connections are tasks beside the accept loop.
 pub(super) struct Lanes {
-    lanes: Vec<Lane>,
+    here: tokio::task::JoinSet<()>,
+    here_open: Arc<AtomicUsize>,
+    service: Arc<Service>,
+    stop: watch::Receiver<bool>,
+    threads: Vec<Lane>,
     turn: usize,
 }
 
@@ -56,52 +62,74 @@ impl Drop for Open {
 }
 
 impl Lanes {
-    /// Start `count` lanes (at least one) serving `service`; each stops taking connections once `stop` says so,
-    /// and finishes the requests in hand.
+    /// `count` lanes (at least one) serving `service`: this runtime and `count - 1` threads. Each stops taking
+    /// connections once `stop` says so, and finishes the requests in hand.
     pub(super) fn start(
         count: usize,
         service: &Arc<Service>,
         stop: &watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
-        let lanes = (0..count.max(1))
+        let threads = (1..count.max(1))
             .map(|i| Lane::start(i, service.clone(), stop.clone()))
             .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(Self { lanes, turn: 0 })
+        Ok(Self {
+            here: tokio::task::JoinSet::new(),
+            here_open: Arc::new(AtomicUsize::new(0)),
+            service: service.clone(),
+            stop: stop.clone(),
+            threads,
+            turn: 0,
+        })
     }
 
-    /// Hand an accepted connection to the lane with the fewest open connections (the next in turn among equals).
-    /// Should no lane take it (each has stopped), it is closed.
+    /// Hand an accepted connection to the lane with the fewest open connections (the next in turn among equals). A
+    /// lane that has stopped (only once the server stops) gives it back, and it is served here.
     pub(super) fn hand(
         &mut self,
         stream: tokio::net::TcpStream,
         peer: std::net::SocketAddr,
         slot: OwnedSemaphorePermit,
     ) {
-        // Out of this runtime's reactor, into the lane's.
-        let Ok(stream) = stream.into_std() else { return };
         self.turn = self.turn.wrapping_add(1);
-        let n = self.lanes.len();
-        let first = least_open(self.turn, n, |i| self.lanes[i].open.load(Ordering::Relaxed));
-        let mut handoff = Handoff { stream, peer: peer.ip(), slot };
-        // A lane that has stopped (only once the server stops) gives the connection back: the next one takes it.
-        for k in 0..n {
-            let lane = &self.lanes[(first + k) % n];
-            lane.open.fetch_add(1, Ordering::Relaxed);
-            match lane.tx.send(handoff) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(back)) => {
-                    lane.open.fetch_sub(1, Ordering::Relaxed);
-                    handoff = back;
+        let n = 1 + self.threads.len();
+        let open = |i: usize| match i {
+            0 => self.here_open.load(Ordering::Relaxed),
+            _ => self.threads[i - 1].open.load(Ordering::Relaxed),
+        };
+        let (stream, slot) = match least_open(self.turn, n, open) {
+            0 => (stream, slot),
+            i => {
+                let lane = &self.threads[i - 1];
+                // Out of this runtime's reactor, into the lane's.
+                let Ok(stream) = stream.into_std() else { return };
+                lane.open.fetch_add(1, Ordering::Relaxed);
+                match lane.tx.send(Handoff { stream, peer: peer.ip(), slot }) {
+                    Ok(()) => return,
+                    Err(mpsc::error::SendError(back)) => {
+                        lane.open.fetch_sub(1, Ordering::Relaxed);
+                        let Ok(stream) = tokio::net::TcpStream::from_std(back.stream) else { return };
+                        (stream, back.slot)
+                    }
                 }
             }
-        }
+        };
+        self.here_open.fetch_add(1, Ordering::Relaxed);
+        let place = Open { _slot: slot, lane: self.here_open.clone() };
+        self.here.spawn(connection(stream, peer.ip(), self.service.clone(), self.stop.clone(), place));
+        // Reap finished connections so the set does not grow.
+        while self.here.try_join_next().is_some() {}
     }
 
     /// Wait until every lane has finished its connections (once the stop signal is sent, or the lanes dropped).
-    pub(super) async fn finish(self) {
-        for lane in self.lanes {
+    pub(super) async fn finish(mut self) {
+        let mut done = Vec::new();
+        for lane in self.threads {
             drop(lane.tx);
-            let _ = lane.done.await;
+            done.push(lane.done);
+        }
+        while self.here.join_next().await.is_some() {}
+        for d in done {
+            let _ = d.await;
         }
     }
 }
