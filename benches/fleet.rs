@@ -89,7 +89,7 @@ fn spawn_fleet(n: usize, db: &str, wechat: &str) -> Fleet {
         let child = Command::new(bin)
             .arg("serve")
             .env_clear()
-            .envs(std::env::var("TOKIO_WORKER_THREADS").ok().map(|v| ("TOKIO_WORKER_THREADS", v)))
+            .envs(std::env::var("SERVER_WORKERS").ok().map(|v| ("TOKIO_WORKER_THREADS", v)))
             .env("WAFER_DATABASE_URL", db)
             .env("WAFER_WECHAT_BASE_URL", wechat)
             .env("WAFER_LISTEN", format!("127.0.0.1:{port}"))

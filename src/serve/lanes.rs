@@ -27,15 +27,13 @@ pub fn count() -> usize {
 /// The lanes of one server, and the turn for the next connection. The first lane is the runtime that accepts: its
 /// connections are tasks beside the accept loop.
 pub(super) struct Lanes {
-    here: tokio::task::JoinSet<()>,
-    here_open: Arc<AtomicUsize>,
-    service: Arc<Service>,
-    stop: watch::Receiver<bool>,
+    here: Conns,
     threads: Vec<Lane>,
     turn: usize,
 }
 
-/// One lane: where its connections are handed, how many it has open, and a signal that it has finished.
+/// A lane with a thread of its own: where its connections are handed, how many it has open, and a signal that it
+/// has finished.
 struct Lane {
     tx: mpsc::UnboundedSender<Handoff>,
     open: Arc<AtomicUsize>,
@@ -61,6 +59,33 @@ impl Drop for Open {
     }
 }
 
+/// One lane's connections, served as tasks of the runtime it runs on, and their count (read by the listener).
+struct Conns {
+    tasks: tokio::task::JoinSet<()>,
+    open: Arc<AtomicUsize>,
+    service: Arc<Service>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Conns {
+    fn new(open: Arc<AtomicUsize>, service: Arc<Service>, stop: watch::Receiver<bool>) -> Self {
+        Self { tasks: tokio::task::JoinSet::new(), open, service, stop }
+    }
+
+    /// Serve a connection, counted in `open` when it was handed; its place is given back when it ends.
+    fn serve(&mut self, stream: tokio::net::TcpStream, peer: std::net::IpAddr, slot: OwnedSemaphorePermit) {
+        let place = Open { _slot: slot, lane: self.open.clone() };
+        self.tasks.spawn(connection(stream, peer, self.service.clone(), self.stop.clone(), place));
+        // Reap finished connections so the set does not grow.
+        while self.tasks.try_join_next().is_some() {}
+    }
+
+    /// Wait until every connection has ended (the stop signal finishes the requests in hand first).
+    async fn finish(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
 impl Lanes {
     /// `count` lanes (at least one) serving `service`: this runtime and `count - 1` threads. Each stops taking
     /// connections once `stop` says so, and finishes the requests in hand.
@@ -72,14 +97,8 @@ impl Lanes {
         let threads = (1..count.max(1))
             .map(|i| Lane::start(i, service.clone(), stop.clone()))
             .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(Self {
-            here: tokio::task::JoinSet::new(),
-            here_open: Arc::new(AtomicUsize::new(0)),
-            service: service.clone(),
-            stop: stop.clone(),
-            threads,
-            turn: 0,
-        })
+        let here = Conns::new(Arc::default(), service.clone(), stop.clone());
+        Ok(Self { here, threads, turn: 0 })
     }
 
     /// Hand an accepted connection to the lane with the fewest open connections (the next in turn among equals). A
@@ -91,43 +110,30 @@ impl Lanes {
         slot: OwnedSemaphorePermit,
     ) {
         self.turn = self.turn.wrapping_add(1);
-        let n = 1 + self.threads.len();
         let open = |i: usize| match i {
-            0 => self.here_open.load(Ordering::Relaxed),
-            _ => self.threads[i - 1].open.load(Ordering::Relaxed),
+            0 => &self.here.open,
+            _ => &self.threads[i - 1].open,
         };
-        let (stream, slot) = match least_open(self.turn, n, open) {
-            0 => (stream, slot),
-            i => {
-                let lane = &self.threads[i - 1];
-                // Out of this runtime's reactor, into the lane's.
-                let Ok(stream) = stream.into_std() else { return };
-                lane.open.fetch_add(1, Ordering::Relaxed);
-                match lane.tx.send(Handoff { stream, peer: peer.ip(), slot }) {
-                    Ok(()) => return,
-                    Err(mpsc::error::SendError(back)) => {
-                        lane.open.fetch_sub(1, Ordering::Relaxed);
-                        let Ok(stream) = tokio::net::TcpStream::from_std(back.stream) else { return };
-                        (stream, back.slot)
-                    }
-                }
-            }
+        let i = least_open(self.turn, 1 + self.threads.len(), |i| open(i).load(Ordering::Relaxed));
+        let (stream, slot) = match i.checked_sub(1).and_then(|t| self.threads.get(t)) {
+            Some(lane) => match lane.take(stream, peer.ip(), slot) {
+                Some(back) => back,
+                None => return,
+            },
+            None => (stream, slot),
         };
-        self.here_open.fetch_add(1, Ordering::Relaxed);
-        let place = Open { _slot: slot, lane: self.here_open.clone() };
-        self.here.spawn(connection(stream, peer.ip(), self.service.clone(), self.stop.clone(), place));
-        // Reap finished connections so the set does not grow.
-        while self.here.try_join_next().is_some() {}
+        self.here.open.fetch_add(1, Ordering::Relaxed);
+        self.here.serve(stream, peer.ip(), slot);
     }
 
     /// Wait until every lane has finished its connections (once the stop signal is sent, or the lanes dropped).
-    pub(super) async fn finish(mut self) {
+    pub(super) async fn finish(self) {
         let mut done = Vec::new();
         for lane in self.threads {
             drop(lane.tx);
             done.push(lane.done);
         }
-        while self.here.join_next().await.is_some() {}
+        self.here.finish().await;
         for d in done {
             let _ = d.await;
         }
@@ -145,12 +151,11 @@ impl Lane {
         let (tx, mut rx) = mpsc::unbounded_channel::<Handoff>();
         let (done_tx, done) = oneshot::channel();
         let open = Arc::new(AtomicUsize::new(0));
-        let counted = open.clone();
+        let mut conns = Conns::new(open.clone(), service, stop.clone());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         std::thread::Builder::new().name(format!("wafer-http-{i}")).spawn(move || {
             rt.block_on(async move {
-                let mut conns = tokio::task::JoinSet::new();
-                let mut stopping = stop.clone();
+                let mut stopping = stop;
                 loop {
                     // A dropped stop signal (the server's future dropped) stops the lane as a sent one does.
                     let handed = tokio::select! {
@@ -158,20 +163,36 @@ impl Lane {
                         _ = stopping.wait_for(|s| *s) => None,
                     };
                     let Some(h) = handed else { break };
-                    // Counted since it was handed; from here its place is given back when the connection ends.
-                    let place = Open { _slot: h.slot, lane: counted.clone() };
-                    if let Ok(stream) = tokio::net::TcpStream::from_std(h.stream) {
-                        conns.spawn(connection(stream, h.peer, service.clone(), stop.clone(), place));
+                    match tokio::net::TcpStream::from_std(h.stream) {
+                        Ok(stream) => conns.serve(stream, h.peer, h.slot),
+                        Err(_) => _ = conns.open.fetch_sub(1, Ordering::Relaxed), // closed; its slot dropped
                     }
-                    // Reap finished connections so the set does not grow.
-                    while conns.try_join_next().is_some() {}
                 }
                 drop(rx); // connections handed meanwhile are closed
-                while conns.join_next().await.is_some() {}
+                conns.finish().await;
             });
             let _ = done_tx.send(());
         })?;
         Ok(Self { tx, open, done })
+    }
+
+    /// Take a connection, counted from now; `None` once handed (or closed, should it not leave this runtime's
+    /// reactor), or the connection and its slot back when this lane has stopped.
+    fn take(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: std::net::IpAddr,
+        slot: OwnedSemaphorePermit,
+    ) -> Option<(tokio::net::TcpStream, OwnedSemaphorePermit)> {
+        // Out of this runtime's reactor, into the lane's.
+        let stream = stream.into_std().ok()?;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let Err(mpsc::error::SendError(back)) = self.tx.send(Handoff { stream, peer, slot }) else {
+            return None; // handed
+        };
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        let stream = tokio::net::TcpStream::from_std(back.stream).ok()?;
+        Some((stream, back.slot))
     }
 }
 
