@@ -5,7 +5,9 @@
 //! - 10 MB binary replies (`/cgi-bin/media/get`), 32 concurrent downloads with `wrk`: MB/s straight from the fake
 //!   and through the server in five alternating rounds, the ratio per round, its median and spread (goal ≥ 80 %),
 //!   and the server's RSS sampled during the downloads and its peak (`VmHWM`, goal < 64 MB), with how much of it is
-//!   anonymous memory (`RssAnon`) rather than the binary's own pages. Beside them, in the
+//!   anonymous memory (`RssAnon`) rather than the binary's own pages. The rounds run twice ([`Placement`]): as the
+//!   scheduler places the processes, and with the relays on a core of their own, apart from the fake and wrk (as
+//!   deployed, where WeChat and the callers are other machines); `BENCH_PLACEMENT=scheduler|apart` runs one. Beside them, in the
 //!   same rounds, a bare relay: this bench binary run again as a process of its own, an axum server that sends
 //!   each request on to the fake with reqwest and streams the reply back, nothing else — the least any HTTP relay does, so what one reaches on
 //!   this machine (the relay's ceiling), and ours against it, and the relay's own peak RSS;
@@ -33,6 +35,8 @@ use load::{spawn_server, wrk, APPID, KEY, SECRET};
 use serde_json::{json, Value};
 use std::io::BufRead;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 5;
@@ -166,87 +170,24 @@ fn main() {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
         );
 
-        // 10 MB downloads, 32 at a time: alternating rounds; the server's RSS sampled while they run.
+        // 10 MB downloads, 32 at a time: alternating rounds, first as the scheduler places the processes, then with
+        // the relays on a core of their own; the server's RSS sampled while they run.
         let script = download_script(dir.path());
-        let rss_max = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        // RssAnon: the heap and stacks, without the binary's own pages (page cache, shared and reclaimable).
-        let anon_max = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (mut ratios, mut direct_mbs, mut through_mbs) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut relay_ratios, mut relay_mbs, mut against_relay) = (Vec::new(), Vec::new(), Vec::new());
-        let mut cpu_per_gb = Vec::new();
-        let mbs = |r: &load::Run| r.bytes / r.secs / 1_048_576.0;
-        for _ in 0..ROUNDS {
-            let (s, u) = (script.clone(), direct_media.clone());
-            let direct = tokio::task::spawn_blocking(move || wrk(&u, &s, secs, downloads())).await.unwrap();
-            let (s, u) = (script.clone(), relay_media.clone());
-            let bare = tokio::task::spawn_blocking(move || wrk(&u, &s, secs, downloads())).await.unwrap();
-            assert_eq!(bare.non_2xx, 0, "every download through the bare relay succeeds");
-            let (s, u) = (script.clone(), through_media.clone());
-            let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-            let (flag, max, anon) = (sampling.clone(), rss_max.clone(), anon_max.clone());
-            let sampler = tokio::spawn(async move {
-                while flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    max.fetch_max(load::status_kib(pid, "VmRSS:"), std::sync::atomic::Ordering::Relaxed);
-                    anon.fetch_max(load::status_kib(pid, "RssAnon:"), std::sync::atomic::Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            });
-            let cpu = load::cpu_secs(pid);
-            let through = tokio::task::spawn_blocking(move || wrk(&u, &s, secs, downloads())).await.unwrap();
-            cpu_per_gb.push((load::cpu_secs(pid) - cpu) / (through.bytes / 1_073_741_824.0));
-            sampling.store(false, std::sync::atomic::Ordering::Relaxed);
-            sampler.await.unwrap();
-            assert_eq!(through.non_2xx, 0, "every download through the server succeeds");
-            direct_mbs.push(mbs(&direct));
-            through_mbs.push(mbs(&through));
-            relay_mbs.push(mbs(&bare));
-            ratios.push(mbs(&through) / mbs(&direct));
-            relay_ratios.push(mbs(&bare) / mbs(&direct));
-            against_relay.push(mbs(&through) / mbs(&bare));
+        let urls = [direct_media.as_str(), relay_media.as_str(), through_media.as_str()];
+        for placement in [Placement::Scheduler, Placement::RelaysApart] {
+            if std::env::var("BENCH_PLACEMENT").is_ok_and(|only| only != placement.key()) {
+                continue;
+            }
+            if !placement.apply(&[pid, relay.id()]) {
+                println!("10 MB replies, {}: skipped (needs taskset and 2 CPUs)", placement.name());
+                continue;
+            }
+            download_rounds(&script, urls, secs, pid, placement).await;
         }
-        let shown: Vec<String> = ratios.iter().map(|r| format!("{:.0}%", 100.0 * r)).collect();
-        let (ratio, low, high) = spread(&mut ratios);
-        let (d, _, _) = spread(&mut direct_mbs);
-        let (t, _, _) = spread(&mut through_mbs);
-        println!("10 MB replies, {} concurrent downloads, {secs} s per side per round:", downloads());
-        println!("  straight from the fake WeChat      median {d:>7.0} MB/s");
-        println!("  through /wechat/{{appid}}/           median {t:>7.0} MB/s");
+        Placement::Scheduler.apply(&[pid, relay.id()]);
         println!(
-            "  through ÷ straight: {:.0}% (median of {ROUNDS} alternating rounds; {:.0}–{:.0}%; rounds {}) (goal ≥ 80%)",
-            100.0 * ratio,
-            100.0 * low,
-            100.0 * high,
-            shown.join(", ")
-        );
-        let (r, _, _) = spread(&mut relay_mbs);
-        let (rr, rlow, rhigh) = spread(&mut relay_ratios);
-        let (ar, alow, ahigh) = spread(&mut against_relay);
-        println!(
-            "  a bare relay (axum + reqwest, streaming, nothing else) median {r:>7.0} MB/s: {:.0}% of straight ({:.0}–{:.0}%) — what any relay reaches here",
-            100.0 * rr,
-            100.0 * rlow,
-            100.0 * rhigh
-        );
-        println!(
-            "  through ÷ bare relay: {:.0}% (median of {ROUNDS} rounds; {:.0}–{:.0}%)",
-            100.0 * ar,
-            100.0 * alow,
-            100.0 * ahigh
-        );
-        let (cpu, _, _) = spread(&mut cpu_per_gb);
-        println!(
-            "  server CPU per GB relayed: {cpu:.2} s (median) — one core relays {:.0} MB/s; the rest of the machine's time is the fake's and wrk's",
-            1024.0 / cpu
-        );
-        println!(
-            "  server RSS during the downloads: highest sample {:.1} MiB; peak over the whole run (VmHWM) {:.1} MiB (goal < 64 MB)",
-            rss_max.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0,
+            "server peak RSS over the whole run (VmHWM): {:.1} MiB (goal < 64 MB)",
             load::status_kib(pid, "VmHWM:") as f64 / 1024.0
-        );
-        println!(
-            "    of which anonymous memory (heap, stacks; RssAnon, highest sample): {:.1} MiB — the rest is the binary's own pages, {:.1} MiB now (page cache: shared, reclaimable)",
-            anon_max.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0,
-            load::status_kib(pid, "RssFile:") as f64 / 1024.0
         );
         println!(
             "  the bare relay's peak (VmHWM, glibc's allocator, no limits of its own): {:.1} MiB",
@@ -301,4 +242,148 @@ fn main() {
         );
         load::stop(&mut child);
     });
+}
+
+/// The server's highest RSS samples over the download rounds: all of it, and its anonymous part (`RssAnon`: the heap
+/// and stacks, without the binary's own pages, which are page cache, shared and reclaimable).
+#[derive(Default)]
+struct Rss {
+    max: Arc<AtomicU64>,
+    anon: Arc<AtomicU64>,
+}
+
+/// Where the download rounds run. On two cores, the fake, wrk and a relay share both CPUs, and each byte relayed is
+/// copied twice more than one fetched straight (into the relay and out of it), so a relay is held to about half of
+/// straight by the CPU it takes from the other two, not by itself. Deployed, the relay has CPUs of its own, apart from
+/// WeChat's and the caller's: so the rounds are also run with the relays on one core and the fake and wrk on the
+/// other, where straight and through give the fake and wrk the same CPU and the relay's own cost shows.
+#[derive(Clone, Copy, PartialEq)]
+enum Placement {
+    /// Wherever the scheduler puts them.
+    Scheduler,
+    /// This process (the fake WeChat) and wrk on CPU 0; the server and the bare relay on CPU 1.
+    RelaysApart,
+}
+
+impl Placement {
+    /// Its name in `BENCH_PLACEMENT`.
+    fn key(self) -> &'static str {
+        match self {
+            Self::Scheduler => "scheduler",
+            Self::RelaysApart => "apart",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Scheduler => "placed by the scheduler (fake, wrk and relay sharing the cores)",
+            Self::RelaysApart => "relays on a core of their own (fake and wrk on CPU 0, the relay on CPU 1)",
+        }
+    }
+
+    /// Pin this process (and so the wrk it starts) and the relays; `false` when that cannot be done.
+    fn apply(self, relays: &[u32]) -> bool {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let all = format!("0-{}", cpus.max(1) - 1);
+        let (here, there) = match self {
+            Self::RelaysApart if cpus >= 2 => ("0", "1"),
+            Self::RelaysApart => return false,
+            Self::Scheduler => (all.as_str(), all.as_str()),
+        };
+        let pin = |pid: u32, cpus: &str| {
+            std::process::Command::new("taskset")
+                .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        pin(std::process::id(), here) && relays.iter().all(|&pid| pin(pid, there))
+    }
+}
+
+/// Five alternating rounds of 10 MB downloads under `placement`, straight (`urls[0]`), through the bare relay
+/// (`urls[1]`) and through the server (`urls[2]`, whose RSS is sampled meanwhile); the figures printed.
+async fn download_rounds(script: &Path, urls: [&str; 3], secs: u64, pid: u32, placement: Placement) {
+    let rss = Rss::default();
+    let (mut ratios, mut direct_mbs, mut through_mbs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut relay_ratios, mut relay_mbs, mut against_relay) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cpu_per_gb = Vec::new();
+    let mbs = |r: &load::Run| r.bytes / r.secs / 1_048_576.0;
+    let download = |url: &str| {
+        let (s, u) = (script.to_owned(), url.to_owned());
+        tokio::task::spawn_blocking(move || wrk(&u, &s, secs, downloads()))
+    };
+    for _ in 0..ROUNDS {
+        let direct = download(urls[0]).await.unwrap();
+        let bare = download(urls[1]).await.unwrap();
+        assert_eq!(bare.non_2xx, 0, "every download through the bare relay succeeds");
+        let sampling = Arc::new(AtomicBool::new(true));
+        let (flag, max, anon) = (sampling.clone(), rss.max.clone(), rss.anon.clone());
+        let sampler = tokio::spawn(async move {
+            while flag.load(Ordering::Relaxed) {
+                max.fetch_max(load::status_kib(pid, "VmRSS:"), Ordering::Relaxed);
+                anon.fetch_max(load::status_kib(pid, "RssAnon:"), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let cpu = load::cpu_secs(pid);
+        let through = download(urls[2]).await.unwrap();
+        cpu_per_gb.push((load::cpu_secs(pid) - cpu) / (through.bytes / 1_073_741_824.0));
+        sampling.store(false, Ordering::Relaxed);
+        sampler.await.unwrap();
+        assert_eq!(through.non_2xx, 0, "every download through the server succeeds");
+        direct_mbs.push(mbs(&direct));
+        through_mbs.push(mbs(&through));
+        relay_mbs.push(mbs(&bare));
+        ratios.push(mbs(&through) / mbs(&direct));
+        relay_ratios.push(mbs(&bare) / mbs(&direct));
+        against_relay.push(mbs(&through) / mbs(&bare));
+    }
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{:.0}%", 100.0 * r)).collect();
+    let (ratio, low, high) = spread(&mut ratios);
+    let (d, _, _) = spread(&mut direct_mbs);
+    let (t, _, _) = spread(&mut through_mbs);
+    println!(
+        "10 MB replies, {} concurrent downloads, {secs} s per side per round, {}:",
+        downloads(),
+        placement.name()
+    );
+    println!("  straight from the fake WeChat      median {d:>7.0} MB/s");
+    println!("  through /wechat/{{appid}}/           median {t:>7.0} MB/s");
+    println!(
+        "  through ÷ straight: {:.0}% (median of {ROUNDS} alternating rounds; {:.0}–{:.0}%; rounds {}) (goal ≥ 80%)",
+        100.0 * ratio,
+        100.0 * low,
+        100.0 * high,
+        shown.join(", ")
+    );
+    let (r, _, _) = spread(&mut relay_mbs);
+    let (rr, rlow, rhigh) = spread(&mut relay_ratios);
+    let (ar, alow, ahigh) = spread(&mut against_relay);
+    println!(
+        "  a bare relay (axum + reqwest, streaming, nothing else) median {r:>7.0} MB/s: {:.0}% of straight ({:.0}–{:.0}%) — what any relay reaches here",
+        100.0 * rr,
+        100.0 * rlow,
+        100.0 * rhigh
+    );
+    println!(
+        "  through ÷ bare relay: {:.0}% (median of {ROUNDS} rounds; {:.0}–{:.0}%)",
+        100.0 * ar,
+        100.0 * alow,
+        100.0 * ahigh
+    );
+    let (cpu, _, _) = spread(&mut cpu_per_gb);
+    let rest = match placement {
+        Placement::Scheduler => "the rest of the machine's time is the fake's and wrk's",
+        Placement::RelaysApart => "the relay has that core to itself",
+    };
+    println!(
+        "  server CPU per GB relayed: {cpu:.2} s (median) — one core relays {:.0} MB/s; {rest}",
+        1024.0 / cpu
+    );
+    println!(
+        "  server RSS during these downloads: highest sample {:.1} MiB (goal < 64 MB), of which anonymous memory (heap, stacks; RssAnon) {:.1} MiB — the rest is the binary's own pages (page cache: shared, reclaimable)",
+        rss.max.load(Ordering::Relaxed) as f64 / 1024.0,
+        rss.anon.load(Ordering::Relaxed) as f64 / 1024.0,
+    );
 }
