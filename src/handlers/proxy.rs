@@ -17,6 +17,7 @@ use crate::wechat::secure::{self, SecureError, SecureKeys, Verdict};
 use crate::wechat::{Call, Upstream, UpstreamError, TOKEN_INVALID_CODES};
 use base64::Engine;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// The upstream form of a caller's API path ([`ApiPath::parse`]), or PARA_ERR saying why there is none.
 pub(crate) fn check_path(path: &str) -> Result<ApiPath, WaferError> {
@@ -101,13 +102,13 @@ pub(crate) async fn send(
         Owner::Agent { .. } => None,
     };
     let token = deps.creds.get(&key, Force::No).await?.value;
-    let mut reply = once(deps, target, out, &token, keys.as_deref(), what).await?;
+    let mut reply = once(deps, target, out, &token, keys.as_ref(), what).await?;
     if reply.errcode().is_some_and(|c| TOKEN_INVALID_CODES.contains(&c)) {
         let fresh = deps.creds.get(&key, Force::Rejected(&token)).await;
         if !out.body.resendable() {
             return Err(upload_refused(name));
         }
-        reply = once(deps, target, out, &fresh?.value, keys.as_deref(), what).await?;
+        reply = once(deps, target, out, &fresh?.value, keys.as_ref(), what).await?;
     }
     if reply.errcode().is_some() {
         Box::pin(super::platform::explain_rid(deps, target, out.path, &reply)).await;
@@ -122,7 +123,7 @@ async fn once(
     target: &Owner,
     out: Outgoing<'_>,
     token: &str,
-    keys: Option<&SecureKeys>,
+    keys: Option<&Arc<SecureKeys>>,
     what: &'static str,
 ) -> Result<RawReply, WaferError> {
     let (_, base, name) = upstream(deps, target);
