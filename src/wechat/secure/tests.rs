@@ -160,3 +160,51 @@ fn security_layer_errors_get_a_hint() {
         assert!(hint(code).is_some(), "{code}");
     }
 }
+
+/// The calling thread's CPU time so far (`CLOCK_THREAD_CPUTIME_ID`): what it ran, not how long it waited.
+fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer to a local.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0);
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The request's RSA signature is made off the calling thread, so a single-threaded runtime (an HTTP-mode lane)
+/// goes on serving its other connections meanwhile. Measured in the calling thread's CPU time, which waiting and
+/// preemption do not add to: sealed inline, every call would cost the thread a whole signature and the rest of the
+/// call; of five calls, the cheapest must cost less than the signature alone.
+#[tokio::test(flavor = "current_thread")]
+async fn sealing_leaves_the_calling_thread_free() {
+    let keys = Arc::new(keys());
+    let fields: Map<String, Value> = serde_json::from_str(REQUEST_PLAIN).unwrap();
+    // One signature's CPU time here, the least of three.
+    let sign = (0..3)
+        .map(|_| {
+            let t = thread_cpu();
+            seal_request(&keys, URLPATH, &fields, REQUEST_TS, "nonce", &[0; 12]).unwrap();
+            thread_cpu() - t
+        })
+        .min()
+        .unwrap();
+    // An upstream that refuses at once (a port just freed on loopback): each call ends after sealing.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let body = serde_json::to_value(&fields).unwrap();
+    let mut least = std::time::Duration::MAX;
+    for _ in 0..5 {
+        let out = Outgoing {
+            method: &reqwest::Method::POST,
+            path: "/wxa/getuserriskrank",
+            query: &[],
+            body: Body::Json(&body),
+            headers: &[],
+        };
+        let t = thread_cpu();
+        let result = call(&http, &base, out, "token", &keys, REQUEST_TS, "test").await;
+        least = least.min(thread_cpu() - t);
+        assert!(matches!(result, Err(SecureError::Upstream(_))), "{result:?}");
+    }
+    assert!(least < sign, "every call cost the thread {least:?} or more, against a signature's {sign:?}");
+}
