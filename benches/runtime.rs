@@ -243,22 +243,16 @@ impl Placement {
 
     /// Pin this process (the emulators) and both instances; `false` when that cannot be done.
     fn apply(self, null: &Supervisor, ours: &Supervisor) -> bool {
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let all = format!("0-{}", cpus - 1);
+        let (cpus, all) = load::all_cpus();
         let (here, there) = match self {
             Self::SeparateCores if cpus >= 2 => ("0", "1"),
             Self::SeparateCores => return false,
             Self::OneCore => ("0", "0"),
             Self::Scheduler => (all.as_str(), all.as_str()),
         };
-        let pin = |pid: u32, cpus: &str| {
-            std::process::Command::new("taskset")
-                .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-                .stdout(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        pin(std::process::id(), here) && pin(null.pid().unwrap(), there) && pin(ours.pid().unwrap(), there)
+        load::pin(std::process::id(), here)
+            && load::pin(null.pid().unwrap(), there)
+            && load::pin(ours.pid().unwrap(), there)
     }
 }
 

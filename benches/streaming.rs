@@ -283,21 +283,13 @@ impl Placement {
 
     /// Pin this process (and so the wrk it starts) and the relays; `false` when that cannot be done.
     fn apply(self, relays: &[u32]) -> bool {
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let all = format!("0-{}", cpus.max(1) - 1);
+        let (cpus, all) = load::all_cpus();
         let (here, there) = match self {
             Self::RelaysApart if cpus >= 2 => ("0", "1"),
             Self::RelaysApart => return false,
             Self::Scheduler => (all.as_str(), all.as_str()),
         };
-        let pin = |pid: u32, cpus: &str| {
-            std::process::Command::new("taskset")
-                .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-                .stdout(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        pin(std::process::id(), here) && relays.iter().all(|&pid| pin(pid, there))
+        load::pin(std::process::id(), here) && relays.iter().all(|&pid| load::pin(pid, there))
     }
 }
 

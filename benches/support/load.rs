@@ -224,3 +224,18 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
 }
+
+/// Pin every thread of process `pid` to `cpus`, a `taskset` list ("0", "0-1"); `false` when that fails.
+pub fn pin(pid: u32, cpus: &str) -> bool {
+    Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// How many CPUs this process may run on, and the `taskset` list of all of them.
+pub fn all_cpus() -> (usize, String) {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (cpus, format!("0-{}", cpus - 1))
+}
