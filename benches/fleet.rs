@@ -17,6 +17,9 @@ mod fake_secure;
 #[allow(dead_code)]
 #[path = "../tests/it/fake_wechat.rs"]
 mod fake_wechat;
+#[allow(dead_code)]
+#[path = "support/load.rs"]
+mod load;
 #[path = "support/mysql.rs"]
 mod support;
 
@@ -62,10 +65,6 @@ impl Op {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 struct Fleet {
     children: Vec<Child>,
     urls: Vec<String>,
@@ -83,10 +82,8 @@ impl Drop for Fleet {
 fn spawn_fleet(n: usize, db: &str, wechat: &str) -> Fleet {
     let mut fleet = Fleet { children: Vec::new(), urls: Vec::new() };
     for _ in 0..n {
-        let port = free_port();
-        // `BENCH_BIN`: another build of the server (an older one, to compare), as in the other benches.
-        let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wafer-scf").into());
-        let child = Command::new(bin)
+        let port = load::free_port();
+        let child = Command::new(load::bench_bin())
             .arg("serve")
             .env_clear()
             .envs(std::env::var("SERVER_WORKERS").ok().map(|v| ("TOKIO_WORKER_THREADS", v)))

@@ -35,7 +35,7 @@ use load::{spawn_server, wrk, APPID, KEY, SECRET};
 use serde_json::{json, Value};
 use std::io::BufRead;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -244,20 +244,12 @@ fn main() {
     });
 }
 
-/// The server's highest RSS samples over the download rounds: all of it, and its anonymous part (`RssAnon`: the heap
-/// and stacks, without the binary's own pages, which are page cache, shared and reclaimable).
-#[derive(Default)]
-struct Rss {
-    max: Arc<AtomicU64>,
-    anon: Arc<AtomicU64>,
-}
-
 /// Where the download rounds run. On two cores, the fake, wrk and a relay share both CPUs, and each byte relayed is
 /// copied twice more than one fetched straight (into the relay and out of it), so a relay is held to about half of
 /// straight by the CPU it takes from the other two, not by itself. Deployed, the relay has CPUs of its own, apart from
 /// WeChat's and the caller's: so the rounds are also run with the relays on one core and the fake and wrk on the
 /// other, where straight and through give the fake and wrk the same CPU and the relay's own cost shows.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Placement {
     /// Wherever the scheduler puts them.
     Scheduler,
@@ -296,7 +288,9 @@ impl Placement {
 /// Five alternating rounds of 10 MB downloads under `placement`, straight (`urls[0]`), through the bare relay
 /// (`urls[1]`) and through the server (`urls[2]`, whose RSS is sampled meanwhile); the figures printed.
 async fn download_rounds(script: &Path, urls: [&str; 3], secs: u64, pid: u32, placement: Placement) {
-    let rss = Rss::default();
+    // The server's highest RSS samples: all of it, and its anonymous part (`RssAnon`: the heap and stacks, without
+    // the binary's own pages, which are page cache, shared and reclaimable), in KiB.
+    let (mut rss_max, mut anon_max) = (0, 0);
     let (mut ratios, mut direct_mbs, mut through_mbs) = (Vec::new(), Vec::new(), Vec::new());
     let (mut relay_ratios, mut relay_mbs, mut against_relay) = (Vec::new(), Vec::new(), Vec::new());
     let mut cpu_per_gb = Vec::new();
@@ -310,19 +304,22 @@ async fn download_rounds(script: &Path, urls: [&str; 3], secs: u64, pid: u32, pl
         let bare = download(urls[1]).await.unwrap();
         assert_eq!(bare.non_2xx, 0, "every download through the bare relay succeeds");
         let sampling = Arc::new(AtomicBool::new(true));
-        let (flag, max, anon) = (sampling.clone(), rss.max.clone(), rss.anon.clone());
+        let flag = sampling.clone();
         let sampler = tokio::spawn(async move {
+            let (mut max, mut anon) = (0, 0);
             while flag.load(Ordering::Relaxed) {
-                max.fetch_max(load::status_kib(pid, "VmRSS:"), Ordering::Relaxed);
-                anon.fetch_max(load::status_kib(pid, "RssAnon:"), Ordering::Relaxed);
+                max = load::status_kib(pid, "VmRSS:").max(max);
+                anon = load::status_kib(pid, "RssAnon:").max(anon);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            (max, anon)
         });
         let cpu = load::cpu_secs(pid);
         let through = download(urls[2]).await.unwrap();
         cpu_per_gb.push((load::cpu_secs(pid) - cpu) / (through.bytes / 1_073_741_824.0));
         sampling.store(false, Ordering::Relaxed);
-        sampler.await.unwrap();
+        let (max, anon) = sampler.await.unwrap();
+        (rss_max, anon_max) = (rss_max.max(max), anon_max.max(anon));
         assert_eq!(through.non_2xx, 0, "every download through the server succeeds");
         direct_mbs.push(mbs(&direct));
         through_mbs.push(mbs(&through));
@@ -375,7 +372,7 @@ async fn download_rounds(script: &Path, urls: [&str; 3], secs: u64, pid: u32, pl
     );
     println!(
         "  server RSS during these downloads: highest sample {:.1} MiB (goal < 64 MB), of which anonymous memory (heap, stacks; RssAnon) {:.1} MiB — the rest is the binary's own pages (page cache: shared, reclaimable)",
-        rss.max.load(Ordering::Relaxed) as f64 / 1024.0,
-        rss.anon.load(Ordering::Relaxed) as f64 / 1024.0,
+        rss_max as f64 / 1024.0,
+        anon_max as f64 / 1024.0,
     );
 }

@@ -115,13 +115,11 @@ impl Lanes {
             _ => &self.threads[i - 1].open,
         };
         let i = least_open(self.turn, 1 + self.threads.len(), |i| open(i).load(Ordering::Relaxed));
-        let (stream, slot) = match i.checked_sub(1).and_then(|t| self.threads.get(t)) {
-            Some(lane) => match lane.take(stream, peer.ip(), slot) {
-                Some(back) => back,
-                None => return,
-            },
-            None => (stream, slot),
+        let here = match i.checked_sub(1).and_then(|t| self.threads.get(t)) {
+            Some(lane) => lane.take(stream, peer.ip(), slot),
+            None => Some((stream, slot)),
         };
+        let Some((stream, slot)) = here else { return };
         self.here.open.fetch_add(1, Ordering::Relaxed);
         self.here.serve(stream, peer.ip(), slot);
     }
