@@ -1,9 +1,11 @@
 //! The Wafer envelope: request parsing, the response shape, errors mapped to return codes, and typed `para` access.
 
 mod codes;
+mod data;
 mod para;
 
 pub use codes::ReturnCode;
+pub use data::{Data, Flat};
 pub use para::{Para, MAX_FIELD_LEN};
 
 use serde::Serialize;
@@ -66,18 +68,18 @@ pub struct Envelope {
     #[serde(rename = "returnMessage")]
     pub return_message: std::borrow::Cow<'static, str>,
     #[serde(rename = "returnData")]
-    pub return_data: Value,
+    pub return_data: Data,
     pub version: i64,
     #[serde(rename = "componentName")]
     pub component_name: &'static str,
 }
 
 impl Envelope {
-    pub fn ok(message: impl Into<std::borrow::Cow<'static, str>>, data: Value) -> Self {
+    pub fn ok(message: impl Into<std::borrow::Cow<'static, str>>, data: impl Into<Data>) -> Self {
         Self {
             return_code: 0,
             return_message: message.into(),
-            return_data: data,
+            return_data: data.into(),
             version: 1,
             component_name: "MA",
         }
@@ -87,7 +89,7 @@ impl Envelope {
         Self {
             return_code: err.code.code(),
             return_message: format!("{}: {}", err.code.name(), err.message).into(),
-            return_data: Value::String(String::new()),
+            return_data: Data::Json(Value::String(String::new())),
             version: 1,
             component_name: "MA",
         }
@@ -345,7 +347,7 @@ mod tests {
     fn error_envelope_has_empty_string_data() {
         let env = Envelope::error(&WaferError::para("code", "is missing"));
         assert_eq!(env.return_code, 1003);
-        assert_eq!(env.return_data, Value::String(String::new()));
+        assert_eq!(env.return_data, Data::Json(Value::String(String::new())));
         assert!(env.return_message.contains("para.code"));
     }
 

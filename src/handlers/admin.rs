@@ -51,7 +51,7 @@ pub async fn handle(deps: &Deps, meta: &RequestMeta, req: AdminRequest) -> Resul
     if let Some((action, subject)) = audit {
         crate::auth::Audit { action, subject: &subject, meta, at: deps.clock.now() }.log("done");
     }
-    Ok(Reply { message: "ADMIN_SUCCESS", data, app: None })
+    Ok(Reply { message: "ADMIN_SUCCESS", data: data.into(), app: None })
 }
 
 /// Run an admin operation in this process: the ones that call WeChat here, the others over the storage.

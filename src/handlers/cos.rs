@@ -205,7 +205,7 @@ pub async fn v4(deps: &Deps, req: V4Request) -> Result<Reply, WaferError> {
         rand: random_u32()?,
         fileid: &fileid,
     };
-    Ok(Reply { message: "OK", data: json!(cos::v4_sign(&params, skey.expose())), app: None })
+    Ok(Reply { message: "OK", data: json!(cos::v4_sign(&params, skey.expose())).into(), app: None })
 }
 
 /// A v5 presigned request.
@@ -239,7 +239,7 @@ pub async fn v5(deps: &Deps, req: V5Request) -> Result<Reply, WaferError> {
     let url = format!("https://{host}{encoded_path}?{}", query.join("&"));
     Ok(Reply {
         message: "OK",
-        data: json!({"authorization": sig.authorization, "url": url, "expires_at": now + req.expires}),
+        data: json!({"authorization": sig.authorization, "url": url, "expires_at": now + req.expires}).into(),
         app: None,
     })
 }

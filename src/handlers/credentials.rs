@@ -4,12 +4,12 @@
 
 use super::{Deps, Reply};
 use crate::crypto::{self, Secret};
-use crate::envelope::{Para, ReturnCode, WaferError};
+use crate::envelope::{Flat, Para, ReturnCode, WaferError};
 use crate::ids::{AgentId, CorpId};
 use crate::registry::{AgentChanges, Registry, RegistryError};
 use crate::request::RequestMeta;
 use crate::tokens::{CredKind, Force, Owner, Served};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const MAX_CREDENTIAL: usize = 2048;
 const MAX_URL: usize = 2048;
@@ -124,23 +124,20 @@ fn messages(kind: CredKind) -> (&'static str, &'static str, &'static str) {
 
 /// Serve a token or ticket.
 pub async fn credential(deps: &Deps, req: CredentialRequest) -> Result<Reply, WaferError> {
-    let key = req.target.key(req.kind);
+    let key = req.target.into_key(req.kind);
     let force = if req.force { Force::Yes(req.seen.as_ref().map(Secret::expose)) } else { Force::No };
     let served: Served = deps.creds.get(&key, force).await?;
     let (field, old, new) = messages(req.kind);
-    let mut data = serde_json::Map::with_capacity(4);
-    match req.target {
-        Owner::App(appid) => {
-            data.insert("appid".into(), Value::String(appid.into_string()));
-        }
+    // Written straight from its fields (no JSON map built per answer): the owner, the credential, its expiry.
+    let owner = match key.into_owner() {
+        Owner::App(appid) => [Some(("appid", appid.into_string())), None],
         Owner::Agent { corpid, agentid } => {
-            data.insert("corpid".into(), Value::String(corpid.into_string()));
-            data.insert("agentid".into(), Value::String(agentid.into_string()));
+            [Some(("corpid", corpid.into_string())), Some(("agentid", agentid.into_string()))]
         }
-    }
-    data.insert(field.into(), Value::String(served.value));
-    data.insert("exp".into(), json!(served.expires_at));
-    Ok(Reply { message: if served.fresh { new } else { old }, data: Value::Object(data), app: None })
+    };
+    let fields = owner.into_iter().flatten().chain([(field, served.value)]);
+    let data = Flat::new(fields, ("exp", served.expires_at));
+    Ok(Reply { message: if served.fresh { new } else { old }, data: data.into(), app: None })
 }
 
 /// Sign a page URL with the managed ticket, so the ticket never leaves the server.
@@ -159,7 +156,7 @@ pub async fn signature(deps: &Deps, req: SignatureRequest) -> Result<Reply, Wafe
     let url = req.url.split('#').next().unwrap_or(&req.url).to_owned();
     Ok(Reply {
         message: "SIGNATURE_SUCCESS",
-        data: json!({"appId": app_id, "timestamp": timestamp, "nonceStr": noncestr, "signature": signature, "url": url}),
+        data: json!({"appId": app_id, "timestamp": timestamp, "nonceStr": noncestr, "signature": signature, "url": url}).into(),
         app: None,
     })
 }
@@ -178,5 +175,5 @@ pub async fn init_agent(deps: &Deps, meta: &RequestMeta, req: InitAgentRequest) 
     })?;
     let subject = format!("{}/{}", req.corpid, req.agentid);
     crate::auth::Audit { action: "initagent", subject: &subject, meta, at: now }.log(change.outcome.as_str());
-    Ok(Reply { message: "INIT_APPINFO_SUCCESS", data: json!(""), app: None })
+    Ok(Reply { message: "INIT_APPINFO_SUCCESS", data: json!("").into(), app: None })
 }

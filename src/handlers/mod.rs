@@ -20,7 +20,6 @@ use crate::request::RequestMeta;
 use crate::store::Storage;
 use crate::tokens::{CredKind, Credentials};
 use crate::wechat::WeChatClient;
-use serde_json::Value;
 use std::sync::Arc;
 
 /// Everything a handler may touch. Built once per process and shared by every request.
@@ -71,7 +70,7 @@ pub use crate::settings::Settings;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     pub message: &'static str,
-    pub data: Value,
+    pub data: crate::envelope::Data,
     /// The app a request named only by its session turned out to concern, for the log line.
     pub app: Option<crate::ids::AppId>,
 }
@@ -269,7 +268,7 @@ mod tests {
             "api": "/wxa/getwxacode",
         });
         for (field, value) in secrets {
-            para[field] = Value::String(value.into());
+            para[field] = serde_json::Value::String(value.into());
         }
         let para = para.as_object().unwrap().clone();
         for name in interface_names() {

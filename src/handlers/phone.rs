@@ -75,7 +75,8 @@ pub async fn phone(deps: &Deps, req: PhoneRequest<'_>, scope: Option<&Caller>) -
     }
     Ok(Reply {
         message: "PHONE_SUCCESS",
-        data: json!({"phoneNumber": phone, "purePhoneNumber": pure, "countryCode": country, "appid": appid}),
+        data: json!({"phoneNumber": phone, "purePhoneNumber": pure, "countryCode": country, "appid": appid})
+            .into(),
         app: None,
     })
 }

@@ -209,5 +209,5 @@ pub async fn call(deps: &Deps, req: CallRequest) -> Result<Reply, WaferError> {
             "data_base64": base64::engine::general_purpose::STANDARD.encode(&bytes),
         }),
     };
-    Ok(Reply { message: "CALL_SUCCESS", data, app: None })
+    Ok(Reply { message: "CALL_SUCCESS", data: data.into(), app: None })
 }

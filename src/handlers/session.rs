@@ -267,7 +267,8 @@ pub async fn login(
             "unionid": record.unionid,
             "user_info": user_info.unwrap_or(Value::Null),
             "duration": app.login_duration_secs,
-        }),
+        })
+        .into(),
         app: Some(app.appid.clone()),
     })
 }
@@ -326,7 +327,8 @@ pub async fn auth(deps: &Deps, req: AuthRequest<'_>, scope: Option<&Caller>) -> 
             "appid": s.appid,
             "openid": s.openid,
             "unionid": s.unionid,
-        }),
+        })
+        .into(),
         app: Some(s.appid.clone()),
     })
 }
@@ -345,7 +347,7 @@ pub async fn decrypt(
         .open_session_key(&s.appid, &s.openid, &s.session_key)
         .map_err(SessionError::Read)?;
     let data = wxdata::decrypt(&key, req.encrypt_data, req.iv, &s.appid).map_err(decrypt_error)?;
-    Ok(Reply { message: "DECRYPT_SUCCESS", data, app: Some(s.appid) })
+    Ok(Reply { message: "DECRYPT_SUCCESS", data: data.into(), app: Some(s.appid) })
 }
 
 /// `qcloud.cam.userinfo`: decrypt the profile of a live session and store it.
@@ -369,7 +371,7 @@ pub async fn userinfo(
         .map_err(write_err("the profile"))?;
     Ok(Reply {
         message: "UPDATE_USERINFO_SUCCESS",
-        data: json!({"id": s.id, "skey": req.skey.expose(), "appid": s.appid, "user_info": info}),
+        data: json!({"id": s.id, "skey": req.skey.expose(), "appid": s.appid, "user_info": info}).into(),
         app: Some(s.appid.clone()),
     })
 }

@@ -64,7 +64,7 @@ pub async fn session_key(
     if reply.errcode() == Some(INVALID_SIGNATURE) {
         if !req.reset {
             let data = json!({"valid": false});
-            return Ok(Reply { message: "SESSION_KEY_INVALID", data, app });
+            return Ok(Reply { message: "SESSION_KEY_INVALID", data: data.into(), app });
         }
         return Err(WaferError::new(
             ReturnCode::WeixinReturnErr,
@@ -73,7 +73,7 @@ pub async fn session_key(
     }
     check_errcode(reply.errcode(), &v).map_err(failed)?;
     if !req.reset {
-        return Ok(Reply { message: "SESSION_KEY_VALID", data: json!({"valid": true}), app });
+        return Ok(Reply { message: "SESSION_KEY_VALID", data: json!({"valid": true}).into(), app });
     }
     let Some(new_key) =
         v.get("session_key").and_then(Value::as_str).filter(|k| !k.is_empty() && k.len() <= 128)
@@ -85,5 +85,5 @@ pub async fn session_key(
         WaferError::new(ReturnCode::ChangeSessionErr, "the new session key could not be stored")
     })?;
     tracing::info!(appid = %s.appid, "session key reset");
-    Ok(Reply { message: "SESSION_KEY_RESET", data: json!({"reset": true}), app })
+    Ok(Reply { message: "SESSION_KEY_RESET", data: json!({"reset": true}).into(), app })
 }

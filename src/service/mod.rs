@@ -57,14 +57,9 @@ impl Service {
 
     async fn answer(&self, input: Raw<'_>, meta: &RequestMeta) -> Envelope {
         let started = Instant::now();
-        let Dispatched { interface, appid, caller: caller_name, result } =
+        let Dispatched { interface, appid, caller, result } =
             AssertUnwindSafe(self.dispatch(input, meta)).catch_unwind().await.unwrap_or_else(|_| {
-                Dispatched {
-                    interface: "-",
-                    appid: String::new(),
-                    caller: String::new(),
-                    result: Err(panicked()),
-                }
+                Dispatched { interface: "-", appid: String::new(), caller: None, result: Err(panicked()) }
             });
         let (envelope, failure) = match result {
             Ok((message, data)) => (Envelope::ok(message, data), None),
@@ -79,7 +74,7 @@ impl Service {
             appid: &appid,
             return_code: envelope.return_code,
             latency_us,
-            caller: &caller_name,
+            caller: caller.as_ref().map_or("", crate::auth::Caller::name),
             detail,
         };
         match &failure {
@@ -190,12 +185,8 @@ impl Service {
     }
 
     async fn dispatch(&self, input: Raw<'_>, meta: &RequestMeta) -> Dispatched {
-        let fail = |interface, appid, error| Dispatched {
-            interface,
-            appid,
-            caller: String::new(),
-            result: Err(error),
-        };
+        let fail =
+            |interface, appid, error| Dispatched { interface, appid, caller: None, result: Err(error) };
         let len = match &input {
             Raw::Bytes(b) => b.len(),
             Raw::Value(_, len) => *len,
@@ -235,7 +226,6 @@ impl Service {
             Ok(g) => g,
             Err(e) => return fail(interface, appid, e),
         };
-        let caller = grant.caller.as_ref().map(|c| c.name().to_owned()).unwrap_or_default();
         let result = AssertUnwindSafe(parsed.handle(&self.deps, meta, grant.session_scope.as_ref()))
             .catch_unwind()
             .await
@@ -245,7 +235,7 @@ impl Service {
             (Ok(Reply { app: Some(a), .. }), true) => crate::request::log_safe(a, 64),
             _ => appid,
         };
-        Dispatched { interface, appid, caller, result: result.map(|r| (r.message, r.data)) }
+        Dispatched { interface, appid, caller: grant.caller, result: result.map(|r| (r.message, r.data)) }
     }
 }
 
@@ -266,7 +256,7 @@ struct Dispatched {
     interface: &'static str,
     /// The app the request names (escaped for the log), or else the one its reply names.
     appid: String,
-    /// The verified caller key's name.
-    caller: String,
-    result: Result<(&'static str, Value), WaferError>,
+    /// The verified caller (its key's name is logged).
+    caller: Option<crate::auth::Caller>,
+    result: Result<(&'static str, crate::envelope::Data), WaferError>,
 }

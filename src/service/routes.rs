@@ -112,13 +112,12 @@ impl Service {
     /// is collected up to [`INLINE_LIMIT`](crate::payload::INLINE_LIMIT), else `1027 REPLY_TOO_LARGE`.
     pub async fn respond(&self, route: Route, req: Incoming, meta: &RequestMeta, inline: bool) -> HttpReply {
         match route {
-            Route::Envelope => {
-                let env = match req.body {
-                    Input::Payload(p) => self.handle(p.as_full().unwrap_or_default(), meta).await,
-                    Input::Parsed { value, len } => self.handle_value(value, len, meta).await,
-                };
-                HttpReply::envelope(200, &env)
-            }
+            Route::Envelope => match req.body {
+                Input::Payload(p) => self.envelope_reply(p.as_full().unwrap_or_default(), meta).await,
+                Input::Parsed { value, len } => {
+                    HttpReply::envelope(200, &self.handle_value(value, len, meta).await)
+                }
+            },
             Route::Http => {
                 let Incoming { method, path, query, content_type, body } = req;
                 let call = HttpCall { method, path, query, content_type, body: body.into_payload() };
@@ -143,6 +142,12 @@ impl Service {
                 HttpReply::envelope(405, &Envelope::error(&e)).with_headers(&[("allow", "POST")])
             }
         }
+    }
+
+    /// [`Route::Envelope`]'s answer to a body read whole: what [`Service::respond`] gives, for a transport that
+    /// has nothing else of the request to hand over (HTTP mode's hot path: no method, path or header copied).
+    pub async fn envelope_reply(&self, body: &[u8], meta: &RequestMeta) -> HttpReply {
+        HttpReply::envelope(200, &self.handle(body, meta).await)
     }
 
     /// The answer to a request refused before its body was read (too large, too slow, broken): an envelope with

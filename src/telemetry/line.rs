@@ -133,9 +133,17 @@ pub(super) fn stamp(out: &mut Vec<u8>, at: std::time::Duration) {
 }
 
 fn int(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    unsigned(out, n.unsigned_abs());
+}
+
+/// `n` in decimal, appended without the formatter.
+pub fn unsigned(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
-    let mut rest = n.unsigned_abs();
+    let mut rest = n;
     loop {
         i -= 1;
         digits[i] = b'0' + (rest % 10) as u8;
@@ -143,9 +151,6 @@ fn int(out: &mut Vec<u8>, n: i64) {
         if rest == 0 {
             break;
         }
-    }
-    if n < 0 {
-        out.push(b'-');
     }
     out.extend_from_slice(&digits[i..]);
 }
@@ -175,4 +180,19 @@ fn quote_plain(out: &mut Vec<u8>, s: &str) -> bool {
     out.extend_from_slice(s.as_bytes());
     out.push(b'"');
     true
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_are_written_as_the_formatter_writes_them() {
+        for n in [0i64, 1, 9, 10, 99, 100, 1234567890, i64::MAX, -1, -10, i64::MIN] {
+            let mut out = Vec::new();
+            super::int(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+        let mut out = Vec::new();
+        super::unsigned(&mut out, u64::MAX);
+        assert_eq!(String::from_utf8(out).unwrap(), u64::MAX.to_string());
+    }
 }

@@ -50,6 +50,11 @@ impl Owner {
         CredKey { kind, owner: self.clone() }
     }
 
+    /// The owner's credential of `kind`, the owner moved into it (given back by [`CredKey::into_owner`]).
+    pub fn into_key(self, kind: CredKind) -> CredKey {
+        CredKey { kind, owner: self }
+    }
+
     /// The appid, or the corpid: what a caller key's scope names.
     pub fn scope_id(&self) -> &str {
         match self {
@@ -99,6 +104,11 @@ impl CredKey {
         Self { kind, owner: Owner::Agent { corpid: corpid.clone(), agentid: agentid.clone() } }
     }
 
+    /// The key's owner, moved out.
+    pub fn into_owner(self) -> Owner {
+        self.owner
+    }
+
     /// A key from its storage string (`mp:token:wx…`, `wc:token:ww…:1000002`); `None` for anything else.
     pub fn parse(s: &str) -> Option<Self> {
         let kinds = [
@@ -146,12 +156,20 @@ impl CredKey {
     /// The key as storage and the caches name it (`mp:token:wx…`, `wc:token:corp:agent`): the same text as
     /// `Display`, built without the formatter (it is asked for on every credential request).
     pub fn text(&self) -> String {
+        let mut out = String::new();
+        self.write_text(&mut out);
+        out
+    }
+
+    /// [`CredKey::text`] written into `out`, replacing what it held.
+    pub fn write_text(&self, out: &mut String) {
         let prefix = self.kind.prefix();
         let (a, b) = match &self.owner {
             Owner::App(a) => (a.as_str(), None),
             Owner::Agent { corpid, agentid } => (corpid.as_str(), Some(agentid.as_str())),
         };
-        let mut out = String::with_capacity(prefix.len() + a.len() + b.map_or(0, str::len) + 2);
+        out.clear();
+        out.reserve(prefix.len() + a.len() + b.map_or(0, str::len) + 2);
         out.push_str(prefix);
         out.push(':');
         out.push_str(a);
@@ -159,7 +177,6 @@ impl CredKey {
             out.push(':');
             out.push_str(b);
         }
-        out
     }
 }
 

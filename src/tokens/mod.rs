@@ -40,6 +40,7 @@ use crate::envelope::{ReturnCode, WaferError};
 use crate::store::Storage;
 use crate::wechat::wecom::WeComClient;
 use crate::wechat::WeChatClient;
+use futures_util::future::Either;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -169,6 +170,10 @@ fn stale_at(expires_at: i64, fetched_at: i64, margin: i64) -> i64 {
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What [`Credentials::get`] returns: a memory hit ready as it is, or the general path's future.
+pub type Getting<'a> =
+    Either<std::future::Ready<Result<Served, WaferError>>, BoxFut<'a, Result<Served, WaferError>>>;
+
 impl Credentials {
     pub fn new(
         store: Storage,
@@ -249,7 +254,15 @@ impl Credentials {
     /// general path then counts it).
     fn settled_hit(&self, key: &CredKey) -> Option<Served> {
         let now = self.clock.now();
-        let (hit, seen) = self.memory_hit(&key.text(), now)?;
+        // The key's text written into this thread's buffer: no allocation per hit.
+        thread_local!(static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
+        let (hit, seen) = TEXT.with(|t| match t.try_borrow_mut() {
+            Ok(mut text) => {
+                key.write_text(&mut text);
+                self.memory_hit(&text, now)
+            }
+            Err(_) => self.memory_hit(&key.text(), now),
+        })?;
         owner::seen_lately(seen, now).then(|| {
             crate::metrics::credential(CredEvent::Hit);
             hit
@@ -265,17 +278,18 @@ impl Credentials {
 
     /// The current value for `key`: from memory, from storage, or fetched upstream by exactly one process.
     /// Never takes longer than the policy's budget.
-    pub fn get<'a>(&'a self, key: &'a CredKey, force: Force<'a>) -> BoxFut<'a, Result<Served, WaferError>> {
+    pub fn get<'a>(&'a self, key: &'a CredKey, force: Force<'a>) -> Getting<'a> {
         // The usual call — a value in memory whose owner was checked lately — is answered here, without the general
         // path's future (about 6 KB, allocated and copied on every call) and its deadline read from the clock.
         if force == Force::No {
             if let Some(hit) = self.settled_hit(key) {
-                return Box::pin(std::future::ready(Ok(hit)));
+                // Ready as it is: not boxed either.
+                return Either::Left(std::future::ready(Ok(hit)));
             }
         }
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(self.policy.budget_ms.max(0) as u64);
-        self.get_until(key, force, deadline)
+        Either::Right(self.get_until(key, force, deadline))
     }
 
     fn get_until<'a>(

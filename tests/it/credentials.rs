@@ -80,7 +80,7 @@ async fn concurrent_callers_in_one_process_cause_one_fetch(b: Backend) {
                 json!({"interface": {"interfaceName": "qcloud.mimi.access_token", "para": {"appid": APP}}});
             let env = svc.handle(body.to_string().as_bytes(), &RequestMeta::default()).await;
             assert_eq!(env.return_code, 0, "{}", env.return_message);
-            env.return_data["access_token"].as_str().unwrap().to_owned()
+            env.return_data.to_value()["access_token"].as_str().unwrap().to_owned()
         }));
     }
     let mut tokens = std::collections::HashSet::new();
@@ -110,7 +110,7 @@ async fn a_burst_of_force_calls_refreshes_at_most_once(b: Backend) {
             let body = json!({"interface": {"interfaceName": "qcloud.mimi.access_token", "para": para}});
             let env = svc.handle(body.to_string().as_bytes(), &RequestMeta::default()).await;
             assert_eq!(env.return_code, 0, "{}", env.return_message);
-            env.return_data["access_token"].as_str().unwrap().to_owned()
+            env.return_data.to_value()["access_token"].as_str().unwrap().to_owned()
         }));
     }
     let mut tokens = std::collections::HashSet::new();
@@ -412,7 +412,7 @@ async fn a_cached_token_is_served_from_memory_without_touching_storage() {
     for _ in 0..100 {
         let env = svc.handle(body.as_bytes(), &RequestMeta::default()).await;
         assert_eq!(env.return_code, 0, "{}", env.return_message);
-        assert_eq!(env.return_data["access_token"], first.return_data["access_token"]);
+        assert_eq!(env.return_data.to_value()["access_token"], first.return_data.to_value()["access_token"]);
     }
     // After the revalidation interval the process reads storage again (and reports its failure).
     t.clock.advance(61);

@@ -257,7 +257,7 @@ async fn the_original_wafer_schema_is_detected_and_its_single_app_owns_the_sessi
     let body = json!({"interface": {"interfaceName": "qcloud.cam.auth", "para": {"id": "orig-uuid", "skey": "orig-skey"}}}).to_string();
     let env = svc.handle(body.as_bytes(), &Default::default()).await;
     assert_eq!(env.return_code, 0, "{}", env.return_message);
-    assert_eq!(env.return_data["appid"], "wx_original");
+    assert_eq!(env.return_data.to_value()["appid"], "wx_original");
 }
 
 mod original {
