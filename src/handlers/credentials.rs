@@ -129,14 +129,14 @@ pub async fn credential(deps: &Deps, req: CredentialRequest) -> Result<Reply, Wa
     let served: Served = deps.creds.get(&key, force).await?;
     let (field, old, new) = messages(req.kind);
     // Written straight from its fields (no JSON map built per answer): the owner, the credential, its expiry.
-    let owner = match key.into_owner() {
-        Owner::App(appid) => [Some(("appid", appid.into_string())), None],
-        Owner::Agent { corpid, agentid } => {
-            [Some(("corpid", corpid.into_string())), Some(("agentid", agentid.into_string()))]
-        }
+    let exp = ("exp", served.expires_at);
+    let data = match key.into_owner() {
+        Owner::App(appid) => Flat::new([("appid", appid.into_string()), (field, served.value)], exp),
+        Owner::Agent { corpid, agentid } => Flat::new(
+            [("corpid", corpid.into_string()), ("agentid", agentid.into_string()), (field, served.value)],
+            exp,
+        ),
     };
-    let fields = owner.into_iter().flatten().chain([(field, served.value)]);
-    let data = Flat::new(fields, ("exp", served.expires_at));
     Ok(Reply { message: if served.fresh { new } else { old }, data: data.into(), app: None })
 }
 
