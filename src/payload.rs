@@ -7,7 +7,6 @@ use futures_util::{Stream, StreamExt};
 use hyper::body::{Bytes, Frame};
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll};
 
 /// The largest body carried inside one response — an envelope's `data`, an SCF function's reply — rather than
 /// streamed: its base64 stays below SCF's 6 MB response limit. Larger ones get `1027 REPLY_TOO_LARGE`.
@@ -15,6 +14,15 @@ pub const INLINE_LIMIT: usize = 4 * 1024 * 1024;
 
 /// The chunks of a body still arriving.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// A body sent upstream: whole or streamed.
+pub type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A whole body to send upstream (none, when `bytes` is empty).
+pub fn whole_body(bytes: Bytes) -> RequestBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}
 
 /// Why [`Payload::collect`] gave up.
 #[derive(Debug, thiserror::Error)]
@@ -97,13 +105,13 @@ impl Payload {
     }
 
     /// The body for an outgoing request: a copy when whole, the stream itself (once; `None` after) otherwise.
-    pub fn to_request_body(&self) -> Option<reqwest::Body> {
+    pub fn to_request_body(&self) -> Option<RequestBody> {
         match &self.0 {
-            Inner::Full(b) => Some(reqwest::Body::from(b.clone())),
+            Inner::Full(b) => Some(whole_body(Bytes::from(b.clone()))),
             Inner::Stream { head, rest, .. } => {
                 let rest = rest.lock().ok()?.take()?;
-                let chunks = chain(head.clone(), rest);
-                Some(reqwest::Body::wrap(SyncBody(Mutex::new(chunks))))
+                let frames = chain(head.clone(), rest).map(|c| c.map(Frame::data));
+                Some(RequestBody::new(http_body_util::StreamBody::new(frames)))
             }
         }
     }
@@ -162,17 +170,6 @@ fn chain(head: Vec<u8>, rest: ChunkStream) -> ChunkStream {
     Box::pin(futures_util::stream::iter(first).chain(rest))
 }
 
-/// The chunks of a reqwest reply as a [`ChunkStream`].
-pub fn response_stream(resp: reqwest::Response) -> ChunkStream {
-    Box::pin(futures_util::stream::unfold(resp, |mut resp| async move {
-        match resp.chunk().await {
-            Ok(Some(c)) => Some((Ok(c), resp)),
-            Ok(None) => None,
-            Err(e) => Some((Err(std::io::Error::other(e.without_url().to_string())), resp)),
-        }
-    }))
-}
-
 /// A stream that stops with an error once more than `limit` bytes have passed (a body sent in chunks, with no
 /// length given up front, that turns out too large).
 pub fn limited(stream: ChunkStream, limit: u64) -> ChunkStream {
@@ -191,26 +188,6 @@ pub fn limited(stream: ChunkStream, limit: u64) -> ChunkStream {
         *done = item.is_err();
         futures_util::future::ready(Some(item))
     }))
-}
-
-/// A [`ChunkStream`] as an HTTP body that is `Sync` (reqwest asks for it; the stream is only ever polled through
-/// `&mut`, so the mutex is never locked).
-struct SyncBody(Mutex<ChunkStream>);
-
-impl hyper::body::Body for SyncBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let stream = match self.get_mut().0.get_mut() {
-            Ok(s) => s,
-            Err(_) => return Poll::Ready(Some(Err(std::io::Error::other("body stream poisoned")))),
-        };
-        stream.as_mut().poll_next(cx).map(|c| c.map(|r| r.map(Frame::data)))
-    }
 }
 
 #[cfg(test)]

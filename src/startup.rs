@@ -98,11 +98,13 @@ impl ServiceBuilder {
     /// Wire it: one keep-alive HTTP client for every upstream call, the credential manager, the gate.
     pub fn build(self) -> Result<Service> {
         let http = wechat::http_client(self.upstream).context("could not build the HTTP client")?;
+        let relay = wechat::relay::Relay::new(self.upstream).context("could not build the HTTP client")?;
         // Sessions read by auth are served from a short-lived in-process cache (see `store::cache`).
         let store = store::cache::SessionCache::in_front_of(self.store, self.clock.clone());
         let deps = Deps::new(
             store,
-            WeChatClient::new(http.clone(), &self.wechat_base).with_fallback(self.wechat_fallback.as_deref()),
+            WeChatClient::new(http.clone(), relay, &self.wechat_base)
+                .with_fallback(self.wechat_fallback.as_deref()),
             WeComClient::new(http, &self.wecom_base),
             self.clock,
             self.settings,

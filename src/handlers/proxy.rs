@@ -127,7 +127,7 @@ async fn once(
     what: &'static str,
 ) -> Result<RawReply, WaferError> {
     let (_, base, name) = upstream(deps, target);
-    let http = deps.wechat.http();
+    let http = deps.wechat.relay();
     let Some(keys) = keys else {
         let reply =
             proxy::call(http, base, out, token, what).await.map_err(|e| e.to_wafer(Call::Proxy, name))?;

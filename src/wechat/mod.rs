@@ -7,6 +7,7 @@
 mod errors;
 pub mod path;
 pub mod proxy;
+pub mod relay;
 pub mod secure;
 pub mod wecom;
 
@@ -45,7 +46,11 @@ impl Default for UpstreamTimeouts {
     }
 }
 
-/// Build the one keep-alive HTTP client a process uses for every upstream.
+/// What every upstream call says it is.
+pub const USER_AGENT: &str = concat!("wafer-scf/", env!("CARGO_PKG_VERSION"));
+
+/// Build the keep-alive HTTP client a process uses for tokens, tickets and logins (calls on a caller's behalf go
+/// through [`relay::Relay`]).
 pub fn http_client(t: UpstreamTimeouts) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .connect_timeout(t.connect)
@@ -54,7 +59,7 @@ pub fn http_client(t: UpstreamTimeouts) -> Result<reqwest::Client, reqwest::Erro
         // stalls longer than it between two reads.
         .read_timeout(t.total)
         .pool_idle_timeout(Duration::from_secs(50))
-        .user_agent(concat!("wafer-scf/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
         // A redirect is never followed (it would carry the token or secret in the URL, and a Referer, to whatever
         // host it names): it is an error naming that host ([`redirect_of`]).
         .redirect(reqwest::redirect::Policy::none())
@@ -64,14 +69,22 @@ pub fn http_client(t: UpstreamTimeouts) -> Result<reqwest::Client, reqwest::Erro
 
 /// The error for a redirect reply: the host its `Location` names (only the host: the rest may carry anything).
 pub fn redirect_of(resp: &reqwest::Response) -> Option<UpstreamError> {
-    if !resp.status().is_redirection() {
+    redirect_at(resp.status(), resp.headers(), resp.url().as_str())
+}
+
+/// [`redirect_of`] for a reply with `status` and `headers` to a request sent to `url`.
+pub fn redirect_at(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    url: &str,
+) -> Option<UpstreamError> {
+    if !status.is_redirection() {
         return None;
     }
-    let host = resp
-        .headers()
+    let host = headers
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|l| resp.url().join(l).ok())
+        .and_then(|l| reqwest::Url::parse(url).ok()?.join(l).ok())
         .and_then(|u| u.host_str().map(|h| crate::request::log_safe(h, 253)))
         .unwrap_or_else(|| "-".into());
     Some(UpstreamError::Redirect(host))
@@ -81,6 +94,7 @@ pub fn redirect_of(resp: &reqwest::Response) -> Option<UpstreamError> {
 #[derive(Clone, Debug)]
 pub struct WeChatClient {
     http: reqwest::Client,
+    relay: relay::Relay,
     base: String,
     /// The secondary host (`api2.weixin.qq.com` for the default base), used when the primary cannot be reached.
     fallback: Option<String>,
@@ -96,8 +110,8 @@ struct Code2SessionReply {
 }
 
 impl WeChatClient {
-    pub fn new(http: reqwest::Client, base_url: &str) -> Self {
-        Self { http, base: base_url.trim_end_matches('/').to_owned(), fallback: None }
+    pub fn new(http: reqwest::Client, relay: relay::Relay, base_url: &str) -> Self {
+        Self { http, relay, base: base_url.trim_end_matches('/').to_owned(), fallback: None }
     }
 
     /// Use `fallback` when the primary host cannot be reached at all (nothing was sent, so even a login code is
@@ -126,9 +140,9 @@ impl WeChatClient {
         &self.base
     }
 
-    /// The HTTP client (shared with proxied calls).
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
+    /// The client of calls on a caller's behalf, to WeChat and WeCom alike.
+    pub fn relay(&self) -> &relay::Relay {
+        &self.relay
     }
 
     /// `GET /sns/jscode2session`. Called once per login code: codes are single-use, so never retried.

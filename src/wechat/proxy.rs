@@ -4,10 +4,14 @@
 //! to [`WHOLE_REPLY`] bytes is read whole (its `errcode` can be looked at), a larger one is handed on as a stream
 //! (memory stays bounded by a chunk whatever its size).
 
+use super::relay::{Relay, Reply};
 use super::UpstreamError;
-use crate::payload::Payload;
+use crate::payload::{whole_body, Payload, RequestBody};
+use hyper::body::Bytes;
+use hyper::header;
 use serde_json::Value;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Replies up to this size are read whole; larger ones stream. WeChat's JSON replies (errors included) are far
 /// smaller; media, code images and file downloads are what streams.
@@ -93,52 +97,35 @@ impl RawReply {
     }
 }
 
-/// One call: `method` to `base` + `path` with the query and `access_token`. Errors never include the URL (it
-/// carries the token). `what` labels the metrics (`proxy`, `passthrough`).
+/// One call: `method` to `base` + `path` with the query and `access_token`, through the pass-through's client
+/// ([`Relay`]). Errors never include the URL (it carries the token). `what` labels the metrics (`proxy`,
+/// `passthrough`).
 pub async fn call(
-    http: &reqwest::Client,
+    relay: &Relay,
     base: &str,
     out: Outgoing<'_>,
     token: &str,
     what: &'static str,
 ) -> Result<RawReply, UpstreamError> {
-    let mut req = http
-        .request(out.method.clone(), format!("{base}{}", out.path))
-        .query(out.query)
-        .query(&[("access_token", token)])
-        .timeout(TRANSFER_LIMIT);
-    for (name, value) in out.headers {
-        req = req.header(*name, value);
-    }
-    match out.body {
-        Body::None => {}
-        Body::Json(v) => req = req.json(v),
-        Body::Raw { content_type, payload } => {
-            if let Some(ct) = content_type {
-                req = req.header(reqwest::header::CONTENT_TYPE, ct);
-            }
-            let Some(body) = payload.to_request_body() else {
-                return Err(UpstreamError::Network("the request body was already sent".into()));
-            };
-            req = req.body(body);
-        }
-    }
-    let resp = req.send().await.map_err(super::send_error)?;
-    if let Some(e) = super::redirect_of(&resp) {
+    let deadline = Instant::now() + TRANSFER_LIMIT;
+    let req = request(base, out, token)?;
+    let mut reply = relay.send(req, deadline).await?;
+    let (status, headers) = (reply.resp.status(), reply.resp.headers());
+    if let Some(e) = super::redirect_at(status, headers, base) {
         crate::metrics::upstream(what, "redirect".to_owned());
         return Err(e);
     }
-    let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let signed = super::secure::ReplyHeaders::of(resp.headers());
-    let body = read_head(resp).await?;
-    let reply = RawReply { signed, ..RawReply::new(status, content_type, body) };
-    let label = match (status, reply.errcode()) {
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let signed = super::secure::ReplyHeaders::of(headers);
+    let len = hyper::body::Body::size_hint(reply.resp.body()).exact();
+    let body = read_head(&mut reply, len).await?;
+    let body = match body {
+        Ok(whole) => Payload::from(whole),
+        Err(head) => Payload::stream(head, reply.into_stream(), len),
+    };
+    let reply = RawReply { signed, ..RawReply::new(status.as_u16(), content_type, body) };
+    let label = match (status.as_u16(), reply.errcode()) {
         (200..=299, None) => "ok".to_owned(),
         (200..=299, Some(c)) => format!("errcode_{c}"),
         (s, _) => format!("http_{s}"),
@@ -147,18 +134,47 @@ pub async fn call(
     Ok(reply)
 }
 
-/// The reply's body: whole when it ends within [`WHOLE_REPLY`] bytes, else what was read and the rest streaming.
-async fn read_head(mut resp: reqwest::Response) -> Result<Payload, UpstreamError> {
-    let len = resp.content_length();
+/// The request: `base` + `path`, the caller's query then `access_token` (URL-encoded here), the body.
+fn request(base: &str, out: Outgoing<'_>, token: &str) -> Result<hyper::Request<RequestBody>, UpstreamError> {
+    let refused = |what: &str| UpstreamError::Network(format!("the request could not be built: {what}"));
+    let mut url = reqwest::Url::parse(&format!("{base}{}", out.path)).map_err(|_| refused("its URL"))?;
+    url.query_pairs_mut().extend_pairs(out.query).append_pair("access_token", token);
+    let mut req = hyper::Request::builder()
+        .method(out.method.clone())
+        .uri(url.as_str())
+        .header(header::USER_AGENT, super::USER_AGENT);
+    for (name, value) in out.headers {
+        req = req.header(*name, value);
+    }
+    let body = match out.body {
+        Body::None => whole_body(Bytes::new()),
+        Body::Json(v) => {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            whole_body(serde_json::to_vec(v).map_err(|_| refused("its JSON body"))?.into())
+        }
+        Body::Raw { content_type, payload } => {
+            if let Some(ct) = content_type {
+                req = req.header(header::CONTENT_TYPE, ct);
+            }
+            payload
+                .to_request_body()
+                .ok_or_else(|| UpstreamError::Network("the request body was already sent".into()))?
+        }
+    };
+    req.body(body).map_err(|_| refused("a header"))
+}
+
+/// The reply's body: whole (`Ok`) when it ends within [`WHOLE_REPLY`] bytes, else what was read (`Err`), the rest
+/// still to come.
+async fn read_head(reply: &mut Reply, len: Option<u64>) -> Result<Result<Vec<u8>, Vec<u8>>, UpstreamError> {
     let mut head = Vec::with_capacity(len.map_or(1024, |l| l.min(WHOLE_REPLY as u64) as usize));
-    let broken = |e: reqwest::Error| UpstreamError::Network(e.without_url().to_string());
     while head.len() <= WHOLE_REPLY && len.is_none_or(|l| l <= WHOLE_REPLY as u64) {
-        match resp.chunk().await.map_err(broken)? {
+        match reply.chunk().await? {
             Some(c) => head.extend_from_slice(&c),
-            None => return Ok(Payload::from(head)),
+            None => return Ok(Ok(head)),
         }
     }
-    Ok(Payload::stream(head, crate::payload::response_stream(resp), len))
+    Ok(Err(head))
 }
 
 #[cfg(test)]

@@ -246,7 +246,7 @@ fn fields_of(out: &Outgoing<'_>) -> Result<Map<String, Value>, SecureError> {
 /// The request is sealed on the blocking pool: its RSA signature takes a millisecond or so, which would otherwise
 /// hold up every other connection served by the same thread (HTTP mode's lanes each serve theirs on one thread).
 pub async fn call(
-    http: &reqwest::Client,
+    http: &super::relay::Relay,
     base: &str,
     out: Outgoing<'_>,
     token: &str,

@@ -190,7 +190,7 @@ async fn sealing_leaves_the_calling_thread_free() {
     // An upstream that refuses at once (a port just freed on loopback): each call ends after sealing.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
-    let http = crate::wechat::http_client(crate::wechat::UpstreamTimeouts::default()).unwrap();
+    let http = crate::wechat::relay::Relay::new(crate::wechat::UpstreamTimeouts::default()).unwrap();
     let body = serde_json::to_value(&fields).unwrap();
     let mut least = std::time::Duration::MAX;
     for _ in 0..5 {
