@@ -99,6 +99,16 @@ impl ServiceBuilder {
     pub fn build(self) -> Result<Service> {
         let http = wechat::http_client(self.upstream).context("could not build the HTTP client")?;
         let relay = wechat::relay::Relay::new(self.upstream).context("could not build the HTTP client")?;
+        for var in wechat::PROXY_VARIABLES {
+            if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+                // Only the name: a proxy URL may carry a password.
+                tracing::warn!(
+                    variable = var,
+                    "a proxy is set in the environment and ignored: WeChat and WeCom are called directly, and \
+                     their IP whitelists see this host's egress address"
+                );
+            }
+        }
         // Sessions read by auth are served from a short-lived in-process cache (see `store::cache`).
         let store = store::cache::SessionCache::in_front_of(self.store, self.clock.clone());
         let deps = Deps::new(

@@ -46,6 +46,10 @@ impl Default for UpstreamTimeouts {
     }
 }
 
+/// The variables a proxy is usually taken from, which upstream calls ignore (see [`http_client`]).
+pub const PROXY_VARIABLES: [&str; 6] =
+    ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
+
 /// What every upstream call says it is.
 pub const USER_AGENT: &str = concat!("wafer-scf/", env!("CARGO_PKG_VERSION"));
 
@@ -64,6 +68,9 @@ pub fn http_client(t: UpstreamTimeouts) -> Result<reqwest::Client, reqwest::Erro
         // host it names): it is an error naming that host ([`redirect_of`]).
         .redirect(reqwest::redirect::Policy::none())
         .referer(false)
+        // Straight to WeChat, as the pass-through's client ([`relay::Relay`]) goes: a proxy from the environment
+        // would send token fetches one way and calls another, past two different IP whitelist entries.
+        .no_proxy()
         .build()
 }
 

@@ -440,3 +440,41 @@ async fn bodies_secrets_and_tokens_stay_out_of_the_logs(b: Backend) {
         assert!(!logs.contains(secret), "{secret} leaked into the logs: {logs}");
     }
 }
+
+/// A proxy in the environment is ignored, named once in the log without its URL: tokens and token-free calls
+/// both go straight to WeChat (a dead proxy here would fail either), from one egress address.
+#[tokio::test]
+async fn upstream_calls_ignore_a_proxy_in_the_environment() {
+    use crate::cli::{run_ok, spawn_server, terminate, wafer};
+    let dir = tempfile::tempdir().unwrap();
+    let wx = crate::fake_wechat::FakeWeChat::start().await;
+    wx.register(APP, SECRET);
+    run_ok(wafer(dir.path()).args(["app", "add", "--appid", APP, "--secret", SECRET]));
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let proxy = format!("http://proxyuser:proxy-pw-XYZ@127.0.0.1:{dead}");
+    let env = [
+        ("WAFER_WECHAT_BASE_URL", wx.base_url.as_str()),
+        ("WAFER_CALLER_AUTH", "off"),
+        ("HTTPS_PROXY", proxy.as_str()),
+        ("HTTP_PROXY", proxy.as_str()),
+        ("ALL_PROXY", proxy.as_str()),
+    ];
+    let (mut child, base) = spawn_server(dir.path(), &env, true).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r =
+        crate::helpers::post_envelope(&http, &base, "qcloud.mimi.access_token", json!({"appid": APP})).await;
+    assert_eq!(code(&r), 0, "the token is fetched straight: {r}");
+    let r = crate::helpers::post_envelope(
+        &http,
+        &base,
+        "qcloud.mimi.call",
+        json!({"appid": APP, "path": "/cgi-bin/message/subscribe/send", "body": {"touser": "o1"}}),
+    )
+    .await;
+    assert_eq!(code(&r), 0, "the call goes straight: {r}");
+    assert_eq!(r["returnData"]["touser"], "o1");
+    assert!(terminate(&mut child).success());
+    let logs = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
+    assert!(logs.contains("HTTPS_PROXY") && logs.contains("ignored"), "the proxy is named: {logs}");
+    assert!(!logs.contains("proxy-pw-XYZ"), "the proxy's URL stays out of the logs: {logs}");
+}
