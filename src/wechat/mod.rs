@@ -1,8 +1,9 @@
 //! Upstream HTTP clients (WeChat here, WeCom in [`wecom`]) and the classification of upstream errors into
 //! return codes.
 //!
-//! Base URLs and timeouts are arguments so tests point them at a local fake. Query values are URL-encoded by
-//! reqwest; TLS is verified (rustls). No URL is ever logged: request URLs carry secrets.
+//! Base URLs and timeouts are arguments so tests point them at a local fake. Query values are URL-encoded (as
+//! forms are); TLS is verified (rustls). Calls on a caller's behalf have a client of their own ([`relay`]). No
+//! URL is ever logged: request URLs carry secrets.
 
 mod errors;
 pub mod path;

@@ -142,7 +142,8 @@ fn request(base: &str, out: Outgoing<'_>, token: &str) -> Result<hyper::Request<
     let mut req = hyper::Request::builder()
         .method(out.method.clone())
         .uri(url.as_str())
-        .header(header::USER_AGENT, super::USER_AGENT);
+        .header(header::USER_AGENT, super::USER_AGENT)
+        .header(header::ACCEPT, "*/*");
     for (name, value) in out.headers {
         req = req.header(*name, value);
     }
