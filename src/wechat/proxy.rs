@@ -109,7 +109,7 @@ pub async fn call(
 ) -> Result<RawReply, UpstreamError> {
     let deadline = Instant::now() + TRANSFER_LIMIT;
     let req = request(base, out, token)?;
-    let mut reply = relay.send(req, deadline).await?;
+    let reply = relay.send(req, deadline).await?;
     let (status, headers) = (reply.resp.status(), reply.resp.headers());
     if let Some(e) = super::redirect_at(status, headers, base) {
         crate::metrics::upstream(what, "redirect".to_owned());
@@ -118,12 +118,7 @@ pub async fn call(
     let content_type =
         headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let signed = super::secure::ReplyHeaders::of(headers);
-    let len = hyper::body::Body::size_hint(reply.resp.body()).exact();
-    let body = read_head(&mut reply, len).await?;
-    let body = match body {
-        Ok(whole) => Payload::from(whole),
-        Err(head) => Payload::stream(head, reply.into_stream(), len),
-    };
+    let body = read_head(reply).await?;
     let reply = RawReply { signed, ..RawReply::new(status.as_u16(), content_type, body) };
     let label = match (status.as_u16(), reply.errcode()) {
         (200..=299, None) => "ok".to_owned(),
@@ -165,17 +160,17 @@ fn request(base: &str, out: Outgoing<'_>, token: &str) -> Result<hyper::Request<
     req.body(body).map_err(|_| refused("a header"))
 }
 
-/// The reply's body: whole (`Ok`) when it ends within [`WHOLE_REPLY`] bytes, else what was read (`Err`), the rest
-/// still to come.
-async fn read_head(reply: &mut Reply, len: Option<u64>) -> Result<Result<Vec<u8>, Vec<u8>>, UpstreamError> {
+/// The reply's body: whole when it ends within [`WHOLE_REPLY`] bytes, else what was read and the rest streaming.
+async fn read_head(mut reply: Reply) -> Result<Payload, UpstreamError> {
+    let len = hyper::body::Body::size_hint(reply.resp.body()).exact();
     let mut head = Vec::with_capacity(len.map_or(1024, |l| l.min(WHOLE_REPLY as u64) as usize));
     while head.len() <= WHOLE_REPLY && len.is_none_or(|l| l <= WHOLE_REPLY as u64) {
         match reply.chunk().await? {
             Some(c) => head.extend_from_slice(&c),
-            None => return Ok(Ok(head)),
+            None => return Ok(Payload::from(head)),
         }
     }
-    Ok(Err(head))
+    Ok(Payload::stream(head, reply.into_stream(), len))
 }
 
 #[cfg(test)]
