@@ -227,4 +227,42 @@ mod tests {
             other => panic!("{:?}", other.map(|_| ())),
         }
     }
+
+    #[tokio::test]
+    async fn an_upstream_whose_certificate_is_not_trusted_is_refused() {
+        // A TLS server (openssl's) with a self-signed certificate for 127.0.0.1: the handshake happens, and the
+        // certificate is refused as from an unknown issuer: checked against the Mozilla roots, never taken as presented.
+        let dir = tempfile::tempdir().unwrap();
+        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        let (key, cert) = (key.to_str().unwrap(), cert.to_str().unwrap());
+        let minted = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+            ])
+            .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .output()
+            .expect("openssl is needed");
+        assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", &port.to_string(), "-cert", cert, "-key", key])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let listening = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < listening, "openssl s_server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let far = Instant::now() + Duration::from_secs(30);
+        let outcome = relay(10_000).send(get(&format!("https://127.0.0.1:{port}/cgi-bin/x")), far).await;
+        let _ = server.kill();
+        let _ = server.wait();
+        match outcome {
+            Err(UpstreamError::Unreachable(m)) => assert!(m.contains("UnknownIssuer"), "{m}"),
+            other => panic!("{:?}", other.map(|r| r.resp.status())),
+        }
+    }
 }
