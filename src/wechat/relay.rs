@@ -231,7 +231,8 @@ mod tests {
     #[tokio::test]
     async fn an_upstream_whose_certificate_is_not_trusted_is_refused() {
         // A TLS server (openssl's) with a self-signed certificate for 127.0.0.1: the handshake happens, and the
-        // certificate is refused as from an unknown issuer: checked against the Mozilla roots, never taken as presented.
+        // certificate is refused as from an unknown issuer (checked against the Mozilla roots, never taken as
+        // presented).
         let dir = tempfile::tempdir().unwrap();
         let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
         let (key, cert) = (key.to_str().unwrap(), cert.to_str().unwrap());
