@@ -127,13 +127,13 @@ async fn once(
     what: &'static str,
 ) -> Result<RawReply, WaferError> {
     let (_, base, name) = upstream(deps, target);
-    let http = deps.wechat.relay();
+    let relay = deps.wechat.relay();
     let Some(keys) = keys else {
         let reply =
-            proxy::call(http, base, out, token, what).await.map_err(|e| e.to_wafer(Call::Proxy, name))?;
+            proxy::call(relay, base, out, token, what).await.map_err(|e| e.to_wafer(Call::Proxy, name))?;
         return Ok(secure::explain_plain(reply, out.path));
     };
-    match secure::call(http, base, out, token, keys, deps.clock.now(), what).await {
+    match secure::call(relay, base, out, token, keys, deps.clock.now(), what).await {
         Ok((reply, Verdict::DeprecatedCert { new_sn })) => {
             if let Owner::App(appid) = target {
                 if deps.api_keys.note_rotation(appid, &new_sn) {

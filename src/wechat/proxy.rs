@@ -132,11 +132,15 @@ pub async fn call(
 /// The request: `base` + `path`, the caller's query then `access_token` (URL-encoded here), the body.
 fn request(base: &str, out: Outgoing<'_>, token: &str) -> Result<hyper::Request<RequestBody>, UpstreamError> {
     let refused = |what: &str| UpstreamError::Network(format!("the request could not be built: {what}"));
-    let mut url = reqwest::Url::parse(&format!("{base}{}", out.path)).map_err(|_| refused("its URL"))?;
-    url.query_pairs_mut().extend_pairs(out.query).append_pair("access_token", token);
+    // The path is checked to be plain ([`super::path`]), so only the query needs encoding: written once, straight
+    // into the URI (no URL object parsed and printed on the way).
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(out.query)
+        .append_pair("access_token", token)
+        .finish();
     let mut req = hyper::Request::builder()
         .method(out.method.clone())
-        .uri(url.as_str())
+        .uri(format!("{base}{}?{query}", out.path))
         .header(header::USER_AGENT, super::USER_AGENT)
         .header(header::ACCEPT, "*/*");
     for (name, value) in out.headers {
@@ -157,7 +161,7 @@ fn request(base: &str, out: Outgoing<'_>, token: &str) -> Result<hyper::Request<
                 .ok_or_else(|| UpstreamError::Network("the request body was already sent".into()))?
         }
     };
-    req.body(body).map_err(|_| refused("a header"))
+    req.body(body).map_err(|_| refused("its URL or a header"))
 }
 
 /// The reply's body: whole when it ends within [`WHOLE_REPLY`] bytes, else what was read and the rest streaming.

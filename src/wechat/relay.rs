@@ -138,8 +138,8 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A one-connection upstream: reads the request head, writes `head` and `body`, then stalls for `stall`
-    /// before closing.
+    /// A one-connection upstream: reads the request head, answers a body of `body_len` bytes of which it sends
+    /// `send`, then stalls for `stall` before closing.
     async fn upstream(body_len: usize, send: usize, stall: Duration) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -246,7 +246,7 @@ fn fields_of(out: &Outgoing<'_>) -> Result<Map<String, Value>, SecureError> {
 /// The request is sealed on the blocking pool: its RSA signature takes a millisecond or so, which would otherwise
 /// hold up every other connection served by the same thread (HTTP mode's lanes each serve theirs on one thread).
 pub async fn call(
-    http: &super::relay::Relay,
+    relay: &super::relay::Relay,
     base: &str,
     out: Outgoing<'_>,
     token: &str,
@@ -272,7 +272,7 @@ pub async fn call(
     let body = Body::Raw { content_type: Some("application/json;charset=utf-8"), payload: &payload };
     let post = reqwest::Method::POST;
     let signed = Outgoing { method: &post, path: out.path, query: &[], body, headers: &sealed.headers };
-    let reply = proxy::call(http, base, signed, token, what).await.map_err(SecureError::Upstream)?;
+    let reply = proxy::call(relay, base, signed, token, what).await.map_err(SecureError::Upstream)?;
     let outcome = reply::settle(keys, &urlpath, out.path, reply, now);
     crate::metrics::api_security(match &outcome {
         Ok((_, Verdict::Verified)) => "verified",
