@@ -8,8 +8,17 @@ use crate::crypto;
 use crate::envelope::{ReturnCode, WaferError};
 use crate::request::RequestMeta;
 use crate::store::{CallerKeyRecord, KeyStore};
+use futures_util::future::Either;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+
+/// What [`Gate::authorize`] returns: the decision ready, or a future that reads the caller's key first.
+pub type Authorizing<'a> = Either<
+    std::future::Ready<Result<Grant, WaferError>>,
+    Pin<Box<dyn Future<Output = Result<Grant, WaferError>> + Send + 'a>>,
+>;
 
 /// How long a verified key is trusted from memory (a revocation takes effect within this).
 pub const KEY_CACHE_SECS: i64 = 10;
@@ -149,8 +158,9 @@ pub struct Gate {
     admin_token_hash: Option<String>,
     keys: Arc<dyn KeyStore>,
     clock: Arc<dyn Clock>,
-    /// Verified keys by the key presented.
-    cache: Mutex<HashMap<String, CachedKey>>,
+    /// Verified keys by the key presented. Hashed with foldhash, not SipHash: only verified keys are ever put in,
+    /// so a caller cannot fill it with names chosen to collide, and a lookup is a good part of a cached token's work.
+    cache: Mutex<HashMap<String, CachedKey, foldhash::fast::RandomState>>,
     /// Failed admin authentications per source address this minute.
     admin_failures: RateLimiter,
 }
@@ -172,7 +182,7 @@ impl Gate {
             admin_token_hash,
             keys,
             clock,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::default()),
             admin_failures: RateLimiter::default(),
         }
     }
@@ -182,12 +192,32 @@ impl Gate {
     }
 
     /// Decide whether a request that needs `access` may go on. A presented caller key is verified in every mode but
-    /// `off` (an invalid key is refused even where none is needed); scope is checked on the key's own lists.
-    pub async fn authorize(&self, access: Access<'_>, meta: &RequestMeta) -> Result<Grant, WaferError> {
+    /// `off` (an invalid key is refused even where none is needed); scope is checked on the key's own lists. The
+    /// decision comes ready as it is when the key is one verified lately (nearly every request): no future to
+    /// build and move; a key read from storage first makes it a boxed one.
+    pub fn authorize<'a>(&'a self, access: Access<'a>, meta: &'a RequestMeta) -> Authorizing<'a> {
         let caller = match self.mode {
-            CallerAuthMode::Off => None,
-            _ => self.authenticate(meta.caller_key.as_deref()).await?,
+            CallerAuthMode::Off => Ok(None),
+            _ => match self.known(meta.caller_key.as_deref()) {
+                Some(known) => known,
+                None => {
+                    return Either::Right(Box::pin(async move {
+                        let caller = self.authenticate(meta.caller_key.as_deref()).await?;
+                        self.decide(caller, access, meta)
+                    }))
+                }
+            },
         };
+        Either::Left(std::future::ready(caller.and_then(|c| self.decide(c, access, meta))))
+    }
+
+    /// The decision, once the caller is known.
+    fn decide(
+        &self,
+        caller: Option<Caller>,
+        access: Access<'_>,
+        meta: &RequestMeta,
+    ) -> Result<Grant, WaferError> {
         match (self.mode, access) {
             (_, Access::Admin { para_token }) => {
                 if para_token.is_some() && !meta.direct && meta.admin_token.is_none() {
@@ -273,45 +303,49 @@ impl Gate {
         }
     }
 
+    /// The caller a presented key belongs to when that is settled without storage — no key, one too long to be
+    /// any, one verified within [`KEY_CACHE_SECS`] — or `None` when the key must be read.
+    fn known(&self, presented: Option<&str>) -> Option<Result<Option<Caller>, WaferError>> {
+        let Some(key) = presented.filter(|k| !k.is_empty()) else {
+            return Some(Ok(None));
+        };
+        if key.len() > 256 {
+            return Some(Err(invalid()));
+        }
+        let now = self.clock.now();
+        // Looked up by the presented key itself: a hit costs no digest (only verified keys are ever kept).
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = cache.get(key).filter(|c| now - c.loaded_at < KEY_CACHE_SECS)?;
+        Some(Ok(Some(Caller { record: Arc::clone(&cached.record) })))
+    }
+
     /// The caller a presented key belongs to; `None` when no key was presented; CALLER_KEY_INVALID for an unknown
     /// or revoked key.
     pub async fn authenticate(&self, presented: Option<&str>) -> Result<Option<Caller>, WaferError> {
-        let Some(key) = presented.filter(|k| !k.is_empty()) else {
+        if let Some(known) = self.known(presented) {
+            return known;
+        }
+        let Some(key) = presented else {
             return Ok(None);
         };
-        if key.len() > 256 {
+        let now = self.clock.now();
+        let hash = crypto::sha256_hex(key.as_bytes());
+        let r = self.keys.caller_key_by_hash(&hash).await.map_err(WaferError::db)?.ok_or_else(invalid)?;
+        // Constant-time confirmation of the hash the index found.
+        if !crypto::ct_eq(r.key_hash.as_bytes(), hash.as_bytes()) || r.revoked_at != 0 {
+            self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
             return Err(invalid());
         }
-        let now = self.clock.now();
-        // Looked up by the presented key itself: a hit costs no hashing (only verified keys are ever kept).
-        let cached = {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            cache.get(key).filter(|c| now - c.loaded_at < KEY_CACHE_SECS).map(|c| Arc::clone(&c.record))
-        };
-        let record = match cached {
-            Some(r) => r,
-            None => {
-                let hash = crypto::sha256_hex(key.as_bytes());
-                let r =
-                    self.keys.caller_key_by_hash(&hash).await.map_err(WaferError::db)?.ok_or_else(invalid)?;
-                // Constant-time confirmation of the hash the index found.
-                if !crypto::ct_eq(r.key_hash.as_bytes(), hash.as_bytes()) || r.revoked_at != 0 {
-                    self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
-                    return Err(invalid());
-                }
-                if now - r.last_used_at >= KEY_TOUCH_SECS {
-                    if let Err(e) = self.keys.touch_caller_key(&r.name, now).await {
-                        tracing::warn!(error = %e, "could not record caller key use");
-                    }
-                }
-                let record = Arc::new(CallerKeyRecord { last_used_at: now, ..r });
-                self.cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key.to_owned(), CachedKey { record: Arc::clone(&record), loaded_at: now });
-                record
+        if now - r.last_used_at >= KEY_TOUCH_SECS {
+            if let Err(e) = self.keys.touch_caller_key(&r.name, now).await {
+                tracing::warn!(error = %e, "could not record caller key use");
             }
-        };
+        }
+        let record = Arc::new(CallerKeyRecord { last_used_at: now, ..r });
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_owned(), CachedKey { record: Arc::clone(&record), loaded_at: now });
         Ok(Some(Caller { record }))
     }
 }

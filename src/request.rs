@@ -119,6 +119,10 @@ pub fn safe_request_id(candidate: &str) -> Option<&str> {
 /// A caller-supplied value for a log line: printable ASCII kept (at most `max` characters), anything else —
 /// CR, LF, ESC, bidi controls, spaces, quotes — escaped as `\u{…}`, so no value can start a line or fake a field.
 pub fn log_safe(value: &str, max: usize) -> String {
+    // The usual value (an appid, an address) has nothing to escape: copied as it is.
+    if value.len() <= max && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+        return value.to_owned();
+    }
     let mut out = String::with_capacity(value.len().min(max));
     for c in value.chars().take(max) {
         if c.is_ascii_graphic() && c != '"' && c != '\\' {
@@ -194,6 +198,11 @@ mod tests {
         assert!(!safe.contains(' '), "no space: a value cannot start another field: {safe}");
         assert!(safe.contains("\\u{a}"), "{safe}");
         assert_eq!(log_safe("wx1234567890abcdef", 64), "wx1234567890abcdef");
+        // Plain values are copied whole only when they fit: longer ones are cut at `max` like any other.
+        assert_eq!(log_safe("wx1234567890abcdef", 4), "wx12");
+        assert_eq!(log_safe("wx12", 4), "wx12");
+        assert_eq!(log_safe("a\"b", 8), "a\\u{22}b");
+        assert_eq!(log_safe("a\\b", 8), "a\\u{5c}b");
     }
 
     #[test]

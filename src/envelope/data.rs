@@ -28,8 +28,14 @@ impl Flat {
         Self { strings: slots, int }
     }
 
-    fn fields(&self) -> impl Iterator<Item = &(&'static str, String)> {
+    /// The string fields, in wire order.
+    pub(super) fn fields(&self) -> impl Iterator<Item = &(&'static str, String)> {
         self.strings.iter().flatten()
+    }
+
+    /// The integer field, written last.
+    pub(super) fn int(&self) -> (&'static str, i64) {
+        self.int
     }
 }
 

@@ -3,14 +3,74 @@
 use super::WaferError;
 use crate::ids::IdError;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::str::FromStr;
 
 /// Default upper bound on a para string field, in bytes. Individual fields may allow more or less.
 pub const MAX_FIELD_LEN: usize = 256;
 
+/// `interface.para` as read: its fields in the order they came, names borrowed from the body where they had no
+/// escapes. A name given twice means its last value, as in a JSON map. Looked up by comparing names: a request has a
+/// handful of fields, for which hashing each name (a JSON map's way) cost more than the whole lookup.
+#[derive(Debug, Clone, Default)]
+pub struct ParaMap<'a>(Vec<(Cow<'a, str>, Value)>);
+
+impl<'a> ParaMap<'a> {
+    /// The value of field `name` (its last, if given twice).
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+
+    /// The fields as a JSON map (a name given twice: its last value, at its first place).
+    pub fn to_map(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        for (k, v) in &self.0 {
+            m.insert(k.clone().into_owned(), v.clone());
+        }
+        m
+    }
+}
+
+impl From<Map<String, Value>> for ParaMap<'static> {
+    fn from(m: Map<String, Value>) -> Self {
+        Self(m.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect())
+    }
+}
+
+impl PartialEq for ParaMap<'_> {
+    /// The same fields with the same values, whatever their order or repetition.
+    fn eq(&self, other: &Self) -> bool {
+        self.to_map() == other.to_map()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ParaMap<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = ParaMap<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ParaMap<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(4).min(16));
+                while let Some(super::Text(name)) = map.next_key()? {
+                    fields.push((name, map.next_value::<Value>()?));
+                }
+                Ok(ParaMap(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
 /// A borrowed view of `para` with field accessors that produce PARA_ERR naming the field.
 #[derive(Debug, Clone, Copy)]
-pub struct Para<'a>(pub &'a Map<String, Value>);
+pub struct Para<'a>(pub &'a ParaMap<'a>);
 
 impl<'a> Para<'a> {
     /// A required, non-empty string of at most `max` bytes.
@@ -118,8 +178,24 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn para(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    fn para(v: Value) -> ParaMap<'static> {
+        v.as_object().unwrap().clone().into()
+    }
+
+    /// Read from a body, a name given twice means its last value, as in the JSON map the fields used to be read
+    /// into; names without escapes are borrowed from the body.
+    #[test]
+    fn a_name_given_twice_means_its_last_value() {
+        let body = r#"{"appid":"wx1","n":1,"appid":"wx2","\u0061ppid2":"x"}"#;
+        let fields: ParaMap = serde_json::from_str(body).unwrap();
+        assert_eq!(fields.get("appid"), Some(&json!("wx2")));
+        assert_eq!(fields.get("appid2"), Some(&json!("x")), "an escaped name is read as its text");
+        assert!(fields.contains_key("n") && !fields.contains_key("m"));
+        let map: Map<String, Value> = serde_json::from_str(body).unwrap();
+        assert_eq!(fields.to_map(), map);
+        assert_eq!(fields, ParaMap::from(map));
+        assert!(matches!(fields.0[0].0, Cow::Borrowed("appid")));
+        assert!(serde_json::from_str::<ParaMap>("[1]").is_err(), "an object only");
     }
 
     #[test]

@@ -19,7 +19,7 @@ impl AdminRequest {
     /// Parse the `para` of the admin interface `interface`.
     pub fn parse(interface: &str, p: Para<'_>) -> Result<Self, WaferError> {
         let admin_token = p.opt_str_max("admin_token", 512)?.map(crate::crypto::Secret::new);
-        Ok(Self { op: AdminOp::parse(interface, p.0)?, admin_token })
+        Ok(Self { op: AdminOp::parse(interface, &p.0.to_map())?, admin_token })
     }
 }
 

@@ -20,6 +20,8 @@ use crate::request::RequestMeta;
 use crate::store::Storage;
 use crate::tokens::{CredKind, Credentials};
 use crate::wechat::WeChatClient;
+use futures_util::future::Either;
+use std::future::Future;
 use std::sync::Arc;
 
 /// Everything a handler may touch. Built once per process and shared by every request.
@@ -185,19 +187,23 @@ impl<'a> Interface<'a> {
     }
 
     /// Run the handler. `session_scope`: a caller whose key must cover the app of the session the request names.
-    pub async fn handle(
+    pub fn handle<'d>(
         self,
-        deps: &Deps,
-        meta: &RequestMeta,
-        session_scope: Option<&Caller>,
-    ) -> Result<Reply, WaferError> {
-        // The hot paths (a cached token, a session check) are awaited in place; any other handler's future is
-        // boxed, so that this future — and every one that awaits it, moved whole at each step up to hyper — stays
-        // the size of the hot paths' instead of the largest handler's (a login's: several KB, copied per request).
+        deps: &'d Deps,
+        meta: &'d RequestMeta,
+        session_scope: Option<&'d Caller>,
+    ) -> impl Future<Output = Result<Reply, WaferError>> + Send + 'd
+    where
+        'a: 'd,
+    {
+        // The hot path (a token or ticket, from memory nearly always) is awaited as it is; any other handler's
+        // future is boxed, so that the future returned — and every one that awaits it, moved whole at each step up
+        // to hyper — stays the size of that one's instead of the largest handler's (a login's: several KB, copied
+        // per request). A session check's (about 900 bytes) is boxed too: it reads storage, beside which one
+        // allocation is nothing. Not an `async fn`: its state would hold this request as well as each future.
         match self.request {
-            Request::Credential(r) => credentials::credential(deps, r).await,
-            Request::Auth(r) => session::auth(deps, r, session_scope).await,
-            request => Box::pin(run(request, deps, meta, session_scope)).await,
+            Request::Credential(r) => Either::Left(credentials::credential(deps, r)),
+            request => Either::Right(Box::pin(run(request, deps, meta, session_scope))),
         }
     }
 }
@@ -238,7 +244,7 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "no name twice");
         assert_eq!(names.len(), 38);
-        let para = serde_json::Map::new();
+        let para = crate::envelope::ParaMap::default();
         let e = Interface::parse("qcloud.nope", Para(&para)).unwrap_err();
         assert_eq!(e.code, ReturnCode::InterfaceErr);
     }
@@ -270,7 +276,7 @@ mod tests {
         for (field, value) in secrets {
             para[field] = serde_json::Value::String(value.into());
         }
-        let para = para.as_object().unwrap().clone();
+        let para: crate::envelope::ParaMap = para.as_object().unwrap().clone().into();
         for name in interface_names() {
             let parsed = Interface::parse(name, Para(&para)).unwrap_or_else(|e| panic!("{name}: {e}"));
             let shown = format!("{parsed:?}");

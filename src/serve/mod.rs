@@ -293,7 +293,10 @@ fn response(reply: HttpReply, busy: lanes::InHand) -> Response {
     };
     let mut resp = (status, body).into_response();
     let headers = resp.headers_mut();
+    // The envelope's content type is checked once, at compile time (`from_static` checks each byte when it runs).
+    const JSON: HeaderValue = HeaderValue::from_static(crate::request::JSON);
     let content_type = match reply.content_type {
+        std::borrow::Cow::Borrowed(ct) if ct == crate::request::JSON => Some(JSON),
         std::borrow::Cow::Borrowed(ct) => Some(HeaderValue::from_static(ct)),
         std::borrow::Cow::Owned(ct) => HeaderValue::from_str(&ct).ok(),
     };
