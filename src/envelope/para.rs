@@ -118,9 +118,12 @@ impl<'a> Para<'a> {
     /// given as a string or (agentids, APPIDs) a JSON integer — parsed here once, so that keys built from it (the
     /// credential cache's `wc:token:{corpid}:{agentid}`, sealing labels) cannot collide.
     pub fn id<T: FromStr<Err = IdError>>(&self, field: &str) -> Result<T, WaferError> {
-        self.ident(field, 64)?
-            .parse()
-            .map_err(|e: IdError| WaferError::para(field, &format!("must be {}", e.rule())))
+        // What `ident` reads, parsed from the text where it is (a string) rather than from a copy of it.
+        let parsed = match self.0.get(field) {
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string().parse(),
+            _ => self.token(field, 64)?.parse(),
+        };
+        parsed.map_err(|e: IdError| WaferError::para(field, &format!("must be {}", e.rule())))
     }
 
     /// An optional identifier of its kind (absent, `null` and `""` mean "not given").

@@ -37,7 +37,9 @@ pub(super) async fn read(
         }
     }
     let mut body = body.into_data_stream();
-    let mut bytes = Vec::new();
+    // Sized once for the body its Content-Length declares instead of grown as it arrives — up to 16 KB: a length
+    // declared is not a body sent, and many slow connections must not each hold the body limit's worth.
+    let mut bytes = Vec::with_capacity(declared.map_or(0, |n| n.min(PRESIZE_LIMIT) as usize));
     // Set when the body first keeps the reader waiting (a body that came with its headers needs no clock).
     let mut body_deadline = None;
     loop {
@@ -88,6 +90,9 @@ pub(super) async fn read(
         bytes.extend_from_slice(&chunk);
     }
 }
+
+/// Most memory set aside for a body before it has arrived.
+const PRESIZE_LIMIT: u64 = 16 * 1024;
 
 /// Largest oversized body read and dropped before the 413 is sent, and how long that may take.
 pub(super) const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
