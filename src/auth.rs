@@ -14,6 +14,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+/// A presented key as memory knows it: the caller settled (none, refused, or verified lately), or a key to read.
+enum Known<'k> {
+    Settled(Result<Option<Caller>, WaferError>),
+    Unread(&'k str),
+}
+
 /// What [`Gate::authorize`] returns: the decision ready, or a future that reads the caller's key first.
 pub type Authorizing<'a> = Either<
     std::future::Ready<Result<Grant, WaferError>>,
@@ -199,11 +205,11 @@ impl Gate {
         let caller = match self.mode {
             CallerAuthMode::Off => Ok(None),
             _ => match self.known(meta.caller_key.as_deref()) {
-                Some(known) => known,
-                None => {
+                Known::Settled(caller) => caller,
+                Known::Unread(key) => {
                     return Either::Right(Box::pin(async move {
-                        let caller = self.authenticate(meta.caller_key.as_deref()).await?;
-                        self.decide(caller, access, meta)
+                        let caller = self.load(key).await?;
+                        self.decide(Some(caller), access, meta)
                     }))
                 }
             },
@@ -304,30 +310,26 @@ impl Gate {
     }
 
     /// The caller a presented key belongs to when that is settled without storage — no key, one too long to be
-    /// any, one verified within [`KEY_CACHE_SECS`] — or `None` when the key must be read.
-    fn known(&self, presented: Option<&str>) -> Option<Result<Option<Caller>, WaferError>> {
+    /// any, one verified within [`KEY_CACHE_SECS`] — or the key to read.
+    fn known<'k>(&self, presented: Option<&'k str>) -> Known<'k> {
         let Some(key) = presented.filter(|k| !k.is_empty()) else {
-            return Some(Ok(None));
+            return Known::Settled(Ok(None));
         };
         if key.len() > 256 {
-            return Some(Err(invalid()));
+            return Known::Settled(Err(invalid()));
         }
         let now = self.clock.now();
         // Looked up by the presented key itself: a hit costs no digest (only verified keys are ever kept).
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let cached = cache.get(key).filter(|c| now - c.loaded_at < KEY_CACHE_SECS)?;
-        Some(Ok(Some(Caller { record: Arc::clone(&cached.record) })))
+        match cache.get(key).filter(|c| now - c.loaded_at < KEY_CACHE_SECS) {
+            Some(c) => Known::Settled(Ok(Some(Caller { record: Arc::clone(&c.record) }))),
+            None => Known::Unread(key),
+        }
     }
 
-    /// The caller a presented key belongs to; `None` when no key was presented; CALLER_KEY_INVALID for an unknown
-    /// or revoked key.
-    pub async fn authenticate(&self, presented: Option<&str>) -> Result<Option<Caller>, WaferError> {
-        if let Some(known) = self.known(presented) {
-            return known;
-        }
-        let Some(key) = presented else {
-            return Ok(None);
-        };
+    /// The caller key `key` is, read from storage and kept in memory; CALLER_KEY_INVALID for an unknown or revoked
+    /// key.
+    async fn load(&self, key: &str) -> Result<Caller, WaferError> {
         let now = self.clock.now();
         let hash = crypto::sha256_hex(key.as_bytes());
         let r = self.keys.caller_key_by_hash(&hash).await.map_err(WaferError::db)?.ok_or_else(invalid)?;
@@ -346,7 +348,7 @@ impl Gate {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.to_owned(), CachedKey { record: Arc::clone(&record), loaded_at: now });
-        Ok(Some(Caller { record }))
+        Ok(Caller { record })
     }
 }
 

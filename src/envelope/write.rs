@@ -1,9 +1,10 @@
 //! The response envelope written by hand: the bytes serde_json writes for it, without its serializer's per-byte
 //! escaping loop and per-field calls (on the cached token's path, writing the reply cost more than reading the
-//! request). JSON values a handler built are still written by serde_json.
+//! request). JSON values a handler built are still written by serde_json; strings and integers by the log line's
+//! writers ([`crate::telemetry::line`]).
 
 use super::{Data, Envelope};
-use crate::telemetry::line::int;
+use crate::telemetry::line::{int, json_string as string};
 
 impl Envelope {
     /// The JSON bytes sent on the wire: `{"returnCode":…,"returnMessage":…,"returnData":…,"version":…,
@@ -61,41 +62,6 @@ impl Data {
     }
 }
 
-/// `s` as a JSON string, escaped exactly as serde_json escapes it. The usual string — nothing to escape — is
-/// found so by one pass the compiler vectorises and copied whole.
-pub fn string(out: &mut Vec<u8>, s: &str) {
-    if needs_escape(s.as_bytes()) {
-        // Rare (a message or value with a quote, a backslash or a control character): serde_json's own escaping.
-        let _ = serde_json::to_writer(&mut *out, s);
-        return;
-    }
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    out.extend_from_slice(s.as_bytes());
-    out.push(b'"');
-}
-
-/// Whether any byte is one JSON escapes: a control character (below 0x20), `"` or `\`. Every other byte, non-ASCII
-/// included, is written as it is.
-fn needs_escape(bytes: &[u8]) -> bool {
-    // Eight bytes at a time, with the word tricks for "some byte is below n" and "some byte is zero" (exact as
-    // yes-or-no answers): a few operations a word instead of a branch and a table lookup a byte.
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
-    let words = bytes.chunks_exact(8);
-    let rest = words.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
-    let mut found = 0u64;
-    for word in words {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        let v = u64::from_ne_bytes(w);
-        found |=
-            below(v, 0x20) | below(v ^ (ONES * u64::from(b'"')), 1) | below(v ^ (ONES * u64::from(b'\\')), 1);
-    }
-    rest || found != 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,36 +102,6 @@ mod tests {
             e.return_code = -1;
             e.version = i64::MAX;
             assert_eq!(e.to_bytes(), serde_json::to_vec(&e).unwrap(), "{e:?}");
-        }
-    }
-
-    #[test]
-    fn only_controls_quotes_and_backslashes_need_escaping() {
-        for b in 0u8..=255 {
-            let expected = b < 0x20 || b == b'"' || b == b'\\';
-            assert_eq!(needs_escape(&[b'x', b, b'y']), expected, "{b:#x}");
-            // In a word and in the rest after the words, at every place, beside every other byte.
-            for at in 0..20 {
-                for other in [b'a', 0x7f, 0x80, 0xff, 0x1f, b'"'] {
-                    let mut s = vec![other; 20];
-                    s[at] = b;
-                    let expected = expected || other == 0x1f || other == b'"';
-                    assert_eq!(needs_escape(&s), expected, "{b:#x} at {at} beside {other:#x}");
-                }
-            }
-        }
-        assert!(!needs_escape(&[]));
-        // Random strings of bytes around the edges, against the plain test.
-        let alphabet = [0u8, 0x1f, 0x20, 0x21, b'"', b'#', b'[', b'\\', b']', 0x7f, 0x80, 0xa2, 0xdc, 0xff];
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let len = (seed % 33) as usize;
-            let s: Vec<u8> = (0..len).map(|i| alphabet[((seed >> (i % 60)) % 14) as usize]).collect();
-            let plain = s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
-            assert_eq!(needs_escape(&s), plain, "{s:?}");
         }
     }
 }
