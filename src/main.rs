@@ -3,7 +3,7 @@
 /// mimalloc: per-thread free lists instead of glibc's arenas (malloc/free were ~6 % of the server's CPU on the
 /// hot paths, with `malloc_consolidate` among them).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: wafer_scf::alloc::Allocator = wafer_scf::alloc::Allocator;
 
 fn main() -> std::process::ExitCode {
     match wafer_scf::cli::run() {
