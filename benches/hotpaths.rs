@@ -9,7 +9,8 @@
 //! (`/wechat/{appid}/…`) against the same call made directly to the fake (calls/s, p50/p99 and the overhead). Run: `cargo bench --bench hotpaths` (`BENCH_SECS`, default 8;
 //! `BENCH_LOG` sets the server's `WAFER_LOG`, default `info`, to see what logging costs; `BENCH_ONLY=logins` runs
 //! only the login lines, `BENCH_LOGIN_RUNS` times, default 5, and prints the spread of their p99; `BENCH_ONLY=token`
-//! only the limit, the cached token and `GET /healthz`; `BENCH_ONLY=envelope` only the envelope's work in process).
+//! only the limit, the cached token and `GET /healthz`; `BENCH_ONLY=cached` only the limit and the cached token,
+//! so that a profiler run on the server (`BENCH_BIN`) counts that request alone; `BENCH_ONLY=envelope` only the envelope's work in process).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)]
@@ -288,6 +289,10 @@ async fn backend(label: &str, mysql: Option<&str>, secs: u64) {
     let c = alternate(&token_limit, &cached, child.id(), secs).await;
     println!("{}", line("limit (bare axum, canned reply)", &c.limit));
     c.print("cached qcloud.mimi.access_token", "cached token");
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "cached") {
+        load::stop(&mut child);
+        return;
+    }
     // The same rounds for the cheapest reply the server has, `GET /healthz` (its headers read, its route found,
     // a short reply written: no envelope, no key, no log line), against the bare server on the same GET: what the
     // transport alone costs beside the bare one, so that the rest of the cached token's gap is the envelope's work.
