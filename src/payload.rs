@@ -38,7 +38,13 @@ pub struct Payload(Inner);
 
 enum Inner {
     Full(Vec<u8>),
-    Stream { head: Vec<u8>, rest: Mutex<Option<ChunkStream>>, len: Option<u64> },
+    /// Whole, as it arrived (a request's body read in one piece: no copy).
+    Shared(Bytes),
+    Stream {
+        head: Vec<u8>,
+        rest: Mutex<Option<ChunkStream>>,
+        len: Option<u64>,
+    },
 }
 
 impl Default for Payload {
@@ -51,6 +57,7 @@ impl std::fmt::Debug for Payload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             Inner::Full(b) => write!(f, "Payload::Full({} bytes)", b.len()),
+            Inner::Shared(b) => write!(f, "Payload::Full({} bytes)", b.len()),
             Inner::Stream { head, len, .. } => {
                 write!(f, "Payload::Stream(head {} bytes, length {len:?})", head.len())
             }
@@ -64,6 +71,12 @@ impl From<Vec<u8>> for Payload {
     }
 }
 
+impl From<Bytes> for Payload {
+    fn from(b: Bytes) -> Self {
+        Self(Inner::Shared(b))
+    }
+}
+
 impl Payload {
     /// A body of which `head` has been read and `rest` is still arriving (`len`: the whole length, if known).
     pub fn stream(head: Vec<u8>, rest: ChunkStream, len: Option<u64>) -> Self {
@@ -74,6 +87,7 @@ impl Payload {
     pub fn as_full(&self) -> Option<&[u8]> {
         match &self.0 {
             Inner::Full(b) => Some(b),
+            Inner::Shared(b) => Some(b),
             Inner::Stream { .. } => None,
         }
     }
@@ -82,6 +96,7 @@ impl Payload {
     pub fn into_full(self) -> Result<Vec<u8>, Self> {
         match self.0 {
             Inner::Full(b) => Ok(b),
+            Inner::Shared(b) => Ok(b.into()),
             other => Err(Self(other)),
         }
     }
@@ -100,6 +115,7 @@ impl Payload {
     pub fn len(&self) -> Option<u64> {
         match &self.0 {
             Inner::Full(b) => Some(b.len() as u64),
+            Inner::Shared(b) => Some(b.len() as u64),
             Inner::Stream { len, .. } => *len,
         }
     }
@@ -108,6 +124,7 @@ impl Payload {
     pub fn to_request_body(&self) -> Option<RequestBody> {
         match &self.0 {
             Inner::Full(b) => Some(whole_body(Bytes::from(b.clone()))),
+            Inner::Shared(b) => Some(whole_body(b.clone())),
             Inner::Stream { head, rest, .. } => {
                 let rest = rest.lock().ok()?.take()?;
                 let frames = chain(head.clone(), rest).map(|c| c.map(Frame::data));
@@ -120,6 +137,7 @@ impl Payload {
     pub fn into_stream(self) -> ChunkStream {
         match self.0 {
             Inner::Full(b) => Box::pin(futures_util::stream::once(async move { Ok(Bytes::from(b)) })),
+            Inner::Shared(b) => Box::pin(futures_util::stream::once(async move { Ok(b) })),
             Inner::Stream { head, rest, .. } => {
                 let rest = rest
                     .into_inner()
@@ -139,6 +157,9 @@ impl Payload {
         let (mut out, rest) = match self.0 {
             Inner::Full(b) => {
                 return if b.len() > limit { Err(CollectError::TooLarge(limit)) } else { Ok(b) }
+            }
+            Inner::Shared(b) => {
+                return if b.len() > limit { Err(CollectError::TooLarge(limit)) } else { Ok(b.into()) }
             }
             Inner::Stream { head, rest, len } => {
                 // The announced length (already checked against the limit) sized once: no doubling copies.
@@ -215,6 +236,23 @@ mod tests {
             "a known length is checked first"
         );
         assert_eq!(Payload::from(b"xy".to_vec()).collect(2).await.unwrap(), b"xy");
+    }
+
+    #[tokio::test]
+    async fn a_body_kept_as_it_arrived_is_whole() {
+        let shared = || Payload::from(Bytes::from_static(b"{\"a\":1}"));
+        let p = shared();
+        assert_eq!(p.as_full(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(p.len(), Some(7));
+        assert!(p.resendable() && !p.is_empty());
+        assert!(p.to_request_body().is_some() && p.to_request_body().is_some(), "sent as often as asked");
+        assert_eq!(shared().into_full().unwrap(), b"{\"a\":1}");
+        assert_eq!(shared().collect(7).await.unwrap(), b"{\"a\":1}");
+        assert!(matches!(shared().collect(6).await, Err(CollectError::TooLarge(6))));
+        let mut s = shared().into_stream();
+        assert_eq!(s.next().await.unwrap().unwrap(), &b"{\"a\":1}"[..]);
+        assert!(s.next().await.is_none());
+        assert_eq!(format!("{:?}", shared()), "Payload::Full(7 bytes)");
     }
 
     #[tokio::test]

@@ -13,7 +13,8 @@ pub struct RequestMeta {
     /// `X-Wafer-Admin-Token` presented by the caller.
     pub admin_token: Option<String>,
     /// The client's address as the transport saw it (peer address, or the gateway's `sourceIp`), for audit logs.
-    pub source_ip: Option<String>,
+    /// Shared: HTTP mode writes a connection's peer address once, not once per request.
+    pub source_ip: Option<std::sync::Arc<str>>,
     /// A direct SCF invocation (console test, `scf invoke`, the API): it has no headers, so credentials may come
     /// in `para` (`para.admin_token`). Never set for HTTP requests, whose bodies end up in proxy logs.
     pub direct: bool,

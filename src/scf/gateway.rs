@@ -287,7 +287,7 @@ pub(super) fn finish(f: Fields<'_>, runtime_request_id: &str) -> Parsed {
         .map(|ip| crate::request::log_safe(ip, 64))
         .or_else(|| crate::request::last_forwarded(headers.last("x-scf-remote-addr")))
         .or_else(|| crate::request::last_forwarded(headers.last("x-forwarded-for")));
-    let meta = RequestMeta { request_id, source_ip, ..RequestMeta::default() }
+    let meta = RequestMeta { request_id, source_ip: source_ip.map(Into::into), ..RequestMeta::default() }
         .with_credentials(|name| headers.first(name), f.queries.iter().find_map(Params::key));
     // The first map that has parameters.
     let query = f.queries.iter().find(|q| !q.is_empty()).map(Params::query_string);

@@ -8,7 +8,6 @@
 use super::handle;
 use crate::service::Service;
 
-use axum::body::Body;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
@@ -217,7 +216,7 @@ async fn connection(
         async move {
             // The request stays in hand until its reply is written out — a streamed reply included, which may take
             // far longer than the header timeout.
-            let resp = handle(&service, &peer, req.map(Body::new), busy).await;
+            let resp = handle(&service, &peer, req, busy).await;
             Ok::<_, std::convert::Infallible>(resp)
         }
     });

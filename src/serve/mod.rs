@@ -2,10 +2,9 @@
 //! resolves. Used locally, on a VM, and as the SCF web-function server.
 
 use crate::payload::Payload;
-use crate::request::{ClientAddress, HttpReply, RequestMeta};
+use crate::request::{ClientAddress, RequestMeta};
 use crate::service::{Incoming, Input, Route, Service};
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +16,9 @@ use tokio::net::TcpListener;
 
 mod body;
 mod lanes;
+mod reply;
+
+use reply::{response, ReplyBody};
 
 /// Serve until `shutdown` resolves; in-flight requests finish first. Each accepted connection is handed to one of
 /// [`lanes::count`] lanes, which serves it from then on ([`lanes`]). Connections that take longer than the header
@@ -225,7 +227,12 @@ impl<'h> Wanted<'h> {
     }
 }
 
-async fn handle(svc: &Service, peer: &str, req: Request, busy: lanes::InHand) -> Response {
+async fn handle(
+    svc: &Service,
+    peer: &Arc<str>,
+    req: hyper::Request<hyper::body::Incoming>,
+    busy: lanes::InHand,
+) -> hyper::Response<ReplyBody> {
     let (parts, body) = req.into_parts();
     let route = svc.route(parts.method.as_str(), parts.uri.path(), parts.uri.query());
     let wanted = Wanted::find(&parts.headers);
@@ -235,7 +242,7 @@ async fn handle(svc: &Service, peer: &str, req: Request, busy: lanes::InHand) ->
     };
     let meta = RequestMeta {
         request_id: wanted.request_id(),
-        source_ip: Some(source_ip.unwrap_or_else(|| peer.to_owned())),
+        source_ip: Some(source_ip.map_or_else(|| peer.clone(), Arc::from)),
         ..RequestMeta::default()
     }
     .with_credentials(|name| wanted.header(name), crate::request::query_key(parts.uri.query()));
@@ -274,39 +281,6 @@ async fn handle(svc: &Service, peer: &str, req: Request, busy: lanes::InHand) ->
         body: Input::Payload(body),
     };
     response(svc.respond(route, request, &meta, false).await, busy)
-}
-
-/// A reply in HTTP mode's form: the status, content type and headers as they are, the body whole or streamed. The
-/// request is in hand (`busy`) until a streamed body has been written out.
-fn response(reply: HttpReply, busy: lanes::InHand) -> Response {
-    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let body = match reply.body.into_full() {
-        Ok(bytes) => Body::from(bytes),
-        Err(streaming) => {
-            let stream = streaming.into_stream();
-            Body::from_stream(futures_util::stream::unfold((stream, busy), |(mut s, busy)| async move {
-                use futures_util::StreamExt;
-                let chunk = s.next().await?;
-                Some((chunk, (s, busy)))
-            }))
-        }
-    };
-    let mut resp = (status, body).into_response();
-    let headers = resp.headers_mut();
-    // The envelope's content type is checked once, at compile time (`from_static` checks each byte when it runs).
-    const JSON: HeaderValue = HeaderValue::from_static(crate::request::JSON);
-    let content_type = match reply.content_type {
-        std::borrow::Cow::Borrowed(ct) if ct == crate::request::JSON => Some(JSON),
-        std::borrow::Cow::Borrowed(ct) => Some(HeaderValue::from_static(ct)),
-        std::borrow::Cow::Owned(ct) => HeaderValue::from_str(&ct).ok(),
-    };
-    if let Some(ct) = content_type {
-        headers.insert(header::CONTENT_TYPE, ct);
-    }
-    for (name, value) in reply.headers {
-        headers.insert(*name, HeaderValue::from_static(value));
-    }
-    resp
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ async fn every_admin_interface_needs_the_token_and_never_echoes_a_secret(b: Back
     for (i, name) in ORDER.iter().enumerate() {
         // No token, a wrong one: refused before anything is touched. (Each name's failures come from an address
         // of their own: failed admin authentications are limited per address.)
-        let from = || RequestMeta { source_ip: Some(format!("192.0.2.{i}")), ..Default::default() };
+        let from = || RequestMeta { source_ip: Some(format!("192.0.2.{i}").into()), ..Default::default() };
         assert_eq!(code(&call(name, from(), para_for(name)).await), 1024, "{name}");
         let wrong = RequestMeta { admin_token: Some("wrong".into()), ..from() };
         assert_eq!(code(&call(name, wrong, para_for(name)).await), 1024, "{name}");

@@ -138,6 +138,76 @@ async fn envelopes_are_answered_on_any_path_over_a_real_socket() {
     assert!(client.post(&running.url).body("{}").send().await.is_err(), "closed after shutdown");
 }
 
+/// A body that arrives in pieces — by its length, or chunked — is answered as one that came whole (the first piece
+/// is kept as it arrived until a second one comes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_arriving_in_pieces_is_read_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestApp::new(Backend::Sqlite).await;
+    t.add_app("wx_pieces", "s").await;
+    let mut running = start(t.svc.clone()).await;
+    let body =
+        json!({"version": 1, "componentName": "MA", "interface": {"interfaceName": "qcloud.cam.id_skey",
+        "para": {"appid": "wx_pieces", "code": "not-a-code", "padding": "p".repeat(3000)}}})
+        .to_string();
+    let expected = t.svc.handle(body.as_bytes(), &Default::default()).await.to_bytes();
+    assert_ne!(
+        serde_json::from_slice::<Value>(&expected).unwrap()["returnCode"],
+        1009,
+        "the body is read whole"
+    );
+    let addr = running.url.trim_start_matches("http://").to_owned();
+    let (a, rest) = body.split_at(10);
+    let (b, c) = rest.split_at(2000);
+    let sized = [
+        format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{a}", body.len()),
+        b.into(),
+        c.into(),
+    ];
+    let chunk = |p: &str| format!("{:x}\r\n{p}\r\n", p.len());
+    let chunked = [
+        format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{}", chunk(a)),
+        chunk(b),
+        format!("{}0\r\n\r\n", chunk(c)),
+    ];
+    for pieces in [sized, chunked] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        for piece in &pieces {
+            s.write_all(piece.as_bytes()).await.unwrap();
+            s.flush().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let reply = loop {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed before the answer: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                    })
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if rest.len() >= len {
+                    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                    break rest[..len].to_owned();
+                }
+            }
+        };
+        assert_eq!(reply.as_bytes(), &expected[..], "{:?}", &pieces[0][..40]);
+    }
+    running.stop.take().unwrap().send(()).unwrap();
+    running.task.await.unwrap().unwrap();
+}
+
 /// Slowloris-style clients: idle, partial-header and partial-body connections are closed after the header / body
 /// timeouts; beyond the connection cap new connections are closed at once; a legitimate request is answered once
 /// the slow ones are gone.
