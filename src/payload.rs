@@ -37,9 +37,8 @@ pub enum CollectError {
 pub struct Payload(Inner);
 
 enum Inner {
-    Full(Vec<u8>),
-    /// Whole, as it arrived (a request's body read in one piece: no copy).
-    Shared(Bytes),
+    /// Whole: as it arrived (a request's body read in one piece is not copied), or as it was written.
+    Full(Bytes),
     Stream {
         head: Vec<u8>,
         rest: Mutex<Option<ChunkStream>>,
@@ -49,7 +48,7 @@ enum Inner {
 
 impl Default for Payload {
     fn default() -> Self {
-        Self(Inner::Full(Vec::new()))
+        Self(Inner::Full(Bytes::new()))
     }
 }
 
@@ -57,7 +56,6 @@ impl std::fmt::Debug for Payload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             Inner::Full(b) => write!(f, "Payload::Full({} bytes)", b.len()),
-            Inner::Shared(b) => write!(f, "Payload::Full({} bytes)", b.len()),
             Inner::Stream { head, len, .. } => {
                 write!(f, "Payload::Stream(head {} bytes, length {len:?})", head.len())
             }
@@ -66,14 +64,22 @@ impl std::fmt::Debug for Payload {
 }
 
 impl From<Vec<u8>> for Payload {
+    /// A vector with a little spare room is trimmed first: `Bytes` takes one with spare room by allocating a header
+    /// for it, while the allocator trims a block in place (mimalloc keeps a block that shrinks by less than half)
+    /// or copies a small one.
     fn from(b: Vec<u8>) -> Self {
-        Self(Inner::Full(b))
+        let bytes =
+            if b.capacity() - b.len() <= TRIM_SPARE { Bytes::from(b.into_boxed_slice()) } else { b.into() };
+        Self(Inner::Full(bytes))
     }
 }
 
+/// Most spare room a whole body's vector is trimmed of (see `From<Vec<u8>>`).
+const TRIM_SPARE: usize = 1024;
+
 impl From<Bytes> for Payload {
     fn from(b: Bytes) -> Self {
-        Self(Inner::Shared(b))
+        Self(Inner::Full(b))
     }
 }
 
@@ -87,16 +93,14 @@ impl Payload {
     pub fn as_full(&self) -> Option<&[u8]> {
         match &self.0 {
             Inner::Full(b) => Some(b),
-            Inner::Shared(b) => Some(b),
             Inner::Stream { .. } => None,
         }
     }
 
     /// The bytes when whole, else the payload back.
-    pub fn into_full(self) -> Result<Vec<u8>, Self> {
+    pub fn into_full(self) -> Result<Bytes, Self> {
         match self.0 {
             Inner::Full(b) => Ok(b),
-            Inner::Shared(b) => Ok(b.into()),
             other => Err(Self(other)),
         }
     }
@@ -115,7 +119,6 @@ impl Payload {
     pub fn len(&self) -> Option<u64> {
         match &self.0 {
             Inner::Full(b) => Some(b.len() as u64),
-            Inner::Shared(b) => Some(b.len() as u64),
             Inner::Stream { len, .. } => *len,
         }
     }
@@ -123,8 +126,7 @@ impl Payload {
     /// The body for an outgoing request: a copy when whole, the stream itself (once; `None` after) otherwise.
     pub fn to_request_body(&self) -> Option<RequestBody> {
         match &self.0 {
-            Inner::Full(b) => Some(whole_body(Bytes::from(b.clone()))),
-            Inner::Shared(b) => Some(whole_body(b.clone())),
+            Inner::Full(b) => Some(whole_body(b.clone())),
             Inner::Stream { head, rest, .. } => {
                 let rest = rest.lock().ok()?.take()?;
                 let frames = chain(head.clone(), rest).map(|c| c.map(Frame::data));
@@ -136,8 +138,7 @@ impl Payload {
     /// Every chunk, head first (a whole body is one chunk).
     pub fn into_stream(self) -> ChunkStream {
         match self.0 {
-            Inner::Full(b) => Box::pin(futures_util::stream::once(async move { Ok(Bytes::from(b)) })),
-            Inner::Shared(b) => Box::pin(futures_util::stream::once(async move { Ok(b) })),
+            Inner::Full(b) => Box::pin(futures_util::stream::once(async move { Ok(b) })),
             Inner::Stream { head, rest, .. } => {
                 let rest = rest
                     .into_inner()
@@ -156,9 +157,6 @@ impl Payload {
         }
         let (mut out, rest) = match self.0 {
             Inner::Full(b) => {
-                return if b.len() > limit { Err(CollectError::TooLarge(limit)) } else { Ok(b) }
-            }
-            Inner::Shared(b) => {
                 return if b.len() > limit { Err(CollectError::TooLarge(limit)) } else { Ok(b.into()) }
             }
             Inner::Stream { head, rest, len } => {
@@ -246,7 +244,7 @@ mod tests {
         assert_eq!(p.len(), Some(7));
         assert!(p.resendable() && !p.is_empty());
         assert!(p.to_request_body().is_some() && p.to_request_body().is_some(), "sent as often as asked");
-        assert_eq!(shared().into_full().unwrap(), b"{\"a\":1}");
+        assert_eq!(shared().into_full().unwrap(), &b"{\"a\":1}"[..]);
         assert_eq!(shared().collect(7).await.unwrap(), b"{\"a\":1}");
         assert!(matches!(shared().collect(6).await, Err(CollectError::TooLarge(6))));
         let mut s = shared().into_stream();

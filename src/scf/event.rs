@@ -95,11 +95,11 @@ pub fn reply(origin: &Origin, status: u16, envelope: &Envelope) -> Vec<u8> {
 }
 
 /// A gateway reply carrying bytes: text as it is, anything else base64-encoded (`isBase64Encoded: true`).
-pub fn gateway_reply_bytes(status: u16, content_type: &str, body: Vec<u8>) -> Vec<u8> {
+pub fn gateway_reply_bytes(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
     let textual = content_type.starts_with("text/") || content_type.contains("json");
-    match std::str::from_utf8(&body) {
+    match std::str::from_utf8(body) {
         Ok(text) if textual || content_type.is_empty() => gateway_reply(status, content_type, text),
-        _ => encoded(status, content_type, &body),
+        _ => encoded(status, content_type, body),
     }
 }
 
@@ -260,12 +260,9 @@ mod tests {
         assert_eq!(gateway_reply(200, "application/json", text), serde(false, 200, "application/json", text));
         let bin: Vec<u8> = (0..=255u8).cycle().take(1001).collect();
         let b64 = base64::engine::general_purpose::STANDARD.encode(&bin);
-        assert_eq!(gateway_reply_bytes(502, "image/png", bin.clone()), serde(true, 502, "image/png", &b64));
-        assert_eq!(
-            gateway_reply_bytes(200, "text/plain", b"\xff".to_vec()),
-            serde(true, 200, "text/plain", "/w==")
-        );
-        assert_eq!(gateway_reply_bytes(200, "", b"x\"y".to_vec()), serde(false, 200, "", "x\"y"));
+        assert_eq!(gateway_reply_bytes(502, "image/png", &bin), serde(true, 502, "image/png", &b64));
+        assert_eq!(gateway_reply_bytes(200, "text/plain", b"\xff"), serde(true, 200, "text/plain", "/w=="));
+        assert_eq!(gateway_reply_bytes(200, "", b"x\"y"), serde(false, 200, "", "x\"y"));
     }
 
     #[test]

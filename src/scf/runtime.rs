@@ -159,8 +159,8 @@ async fn answer(svc: &Service, inv: &Invocation, origin_out: &mut Origin) -> Vec
     // `inline` made every body whole.
     let body = reply.body.into_full().unwrap_or_default();
     match origin {
-        Origin::Direct => body,
-        Origin::Gateway => event::gateway_reply_bytes(reply.status, &reply.content_type, body),
+        Origin::Direct => body.into(),
+        Origin::Gateway => event::gateway_reply_bytes(reply.status, &reply.content_type, &body),
     }
 }
 

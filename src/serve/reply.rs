@@ -17,10 +17,8 @@ pub(super) enum ReplyBody {
 }
 
 impl ReplyBody {
-    fn full(bytes: Vec<u8>) -> Self {
-        // Trimmed to its length first: `Bytes` takes a vector with spare room by allocating a header for it, while
-        // the allocator trims a block in place (mimalloc keeps a block that shrinks by less than half).
-        Self::Full((!bytes.is_empty()).then(|| Bytes::from(bytes.into_boxed_slice())))
+    fn full(bytes: Bytes) -> Self {
+        Self::Full((!bytes.is_empty()).then_some(bytes))
     }
 }
 
@@ -87,11 +85,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_whole_body_is_sent_once_with_its_exact_length() {
-        let body = ReplyBody::full(b"{\"returnCode\":0}".to_vec());
+        let body = ReplyBody::full(Bytes::from_static(b"{\"returnCode\":0}"));
         assert_eq!(body.size_hint().exact(), Some(16));
         assert!(!body.is_end_stream());
         assert_eq!(body.collect().await.unwrap().to_bytes(), &b"{\"returnCode\":0}"[..]);
-        let empty = ReplyBody::full(Vec::new());
+        let empty = ReplyBody::full(Bytes::new());
         assert!(empty.is_end_stream(), "no frame for an empty body");
         assert_eq!(empty.size_hint().exact(), Some(0));
         assert!(empty.collect().await.unwrap().to_bytes().is_empty());
