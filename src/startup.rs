@@ -285,8 +285,9 @@ pub async fn run_runtime(config: &Config, runtime_api: Option<String>) -> Result
     if ready != crate::service::Readiness::Ready {
         tracing::error!(storage = %config.database_url.redacted(), "{}", ready.reason());
     }
-    let client =
-        crate::scf::runtime::RuntimeClient::new(&base).context("could not build the runtime API client")?;
+    // The instance's thread is its own: it waits for the runtime API in the kernel (`Wait::Blocking`).
+    let client = crate::scf::runtime::RuntimeClient::new(&base, crate::scf::wire::Wait::Blocking)
+        .context("could not build the runtime API client")?;
     crate::scf::runtime::run(&client, &svc, None).await
 }
 

@@ -3,7 +3,7 @@
 //! A panic or a malformed event is answered, never fatal; a failing `next` is retried with backoff.
 
 use super::event::{self, Body, Incoming, Origin, Parsed};
-use super::wire::{self, Connection, WireError};
+use super::wire::{self, Connection, Wait, WireError};
 use crate::envelope::{Envelope, ReturnCode, WaferError};
 use crate::service::{self, Input, Route, Service};
 use futures_util::FutureExt;
@@ -33,8 +33,9 @@ pub struct RuntimeClient {
 }
 
 impl RuntimeClient {
-    /// `base` is `http://host:port` (or `host:port`; the port defaults to 80).
-    pub fn new(base: &str) -> Result<Self, WireError> {
+    /// `base` is `http://host:port` (or `host:port`; the port defaults to 80); `wait` says how replies are waited
+    /// for: [`Wait::Blocking`] for an instance, whose thread is its own.
+    pub fn new(base: &str, wait: Wait) -> Result<Self, WireError> {
         let addr = base.trim_end_matches('/');
         let addr = addr.strip_prefix("http://").unwrap_or(addr);
         if addr.is_empty() || addr.contains('/') {
@@ -45,7 +46,7 @@ impl RuntimeClient {
         } else {
             format!("{addr}:80")
         };
-        Ok(Self { conn: tokio::sync::Mutex::new(Connection::new(&addr)) })
+        Ok(Self { conn: tokio::sync::Mutex::new(Connection::new(&addr, wait)) })
     }
 
     /// The runtime API from `SCF_RUNTIME_API` and `SCF_RUNTIME_API_PORT` (both optional to read).

@@ -1,11 +1,15 @@
 //! The runtime API's HTTP/1.1, by hand: one keep-alive TCP connection to the local runtime API, a request written
 //! in one piece, a reply read by `content-length`, `chunked` or to the end. The runtime API is plain HTTP on the
 //! instance's own host and speaks a handful of fixed requests; a general client (pool, TLS, redirects, a task per
-//! connection) cost more than the runtime API itself on every invocation.
+//! connection) cost more than the runtime API itself on every invocation. A connection waits for replies in the
+//! async runtime or, for an instance's own thread, in the kernel ([`Wait`]).
 
 use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Why a call to the runtime API failed. Holds no request or reply body.
@@ -68,18 +72,32 @@ const BODY_LIMIT: usize = 64 * 1024 * 1024;
 const INLINE_BODY: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How a connection waits for the runtime API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// In the async runtime, which runs other tasks meanwhile: for a runtime API served by the same process (tests).
+    Async,
+    /// In the kernel: the thread sleeps in `read` until the reply is there, and no readiness poll comes before each
+    /// read (an invocation makes two `epoll_wait` calls fewer, and no task switch). For an SCF instance, whose one
+    /// thread has nothing else to do until the next invocation, and which SCF freezes in the meantime anyway: a
+    /// task spawned during an invocation (a pool returning a connection) goes on during the next one's waits, as it
+    /// would after a thaw.
+    Blocking,
+}
+
 /// One keep-alive connection, opened on first use and again after the runtime API closes it.
 #[derive(Debug)]
 pub struct Connection {
     /// `host:port`.
     addr: String,
-    stream: Option<BufReader<TcpStream>>,
+    wait: Wait,
+    stream: Option<BufReader<Stream>>,
     head: Vec<u8>,
 }
 
 impl Connection {
-    pub fn new(addr: &str) -> Self {
-        Self { addr: addr.to_owned(), stream: None, head: Vec::with_capacity(256) }
+    pub fn new(addr: &str, wait: Wait) -> Self {
+        Self { addr: addr.to_owned(), wait, stream: None, head: Vec::with_capacity(256) }
     }
 
     /// Send one request and read its reply. A kept-alive connection the runtime API had closed before the request
@@ -106,12 +124,7 @@ impl Connection {
         let stream = match &mut self.stream {
             Some(s) => s,
             None => {
-                let s = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return Err(Attempt::Failed(e.into())),
-                    Err(_) => return Err(Attempt::Failed(WireError::ConnectTimeout)),
-                };
-                s.set_nodelay(true).map_err(|e| Attempt::Failed(e.into()))?;
+                let s = Stream::connect(&self.addr, self.wait).await.map_err(Attempt::Failed)?;
                 self.stream.insert(BufReader::with_capacity(16 * 1024, s))
             }
         };
@@ -139,6 +152,94 @@ impl Connection {
                 self.stream = None;
                 Err(e)
             }
+        }
+    }
+}
+
+/// A connection's socket, waited on as its [`Wait`] says.
+#[derive(Debug)]
+enum Stream {
+    Async(TcpStream),
+    Blocking(std::net::TcpStream),
+}
+
+impl Stream {
+    async fn connect(addr: &str, wait: Wait) -> Result<Self, WireError> {
+        let stream = match wait {
+            Wait::Async => match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(s) => Self::Async(s?),
+                Err(_) => return Err(WireError::ConnectTimeout),
+            },
+            Wait::Blocking => Self::Blocking(connect_blocking(addr)?),
+        };
+        match &stream {
+            Self::Async(s) => s.set_nodelay(true)?,
+            Self::Blocking(s) => s.set_nodelay(true)?,
+        }
+        Ok(stream)
+    }
+}
+
+/// Connect to the first of `addr`'s addresses that answers, each within the connect timeout.
+fn connect_blocking(addr: &str) -> Result<std::net::TcpStream, WireError> {
+    use std::net::ToSocketAddrs;
+    let mut last = WireError::Malformed("the runtime API address resolves to nothing");
+    for a in addr.to_socket_addrs()? {
+        match std::net::TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => last = WireError::ConnectTimeout,
+            Err(e) => last = WireError::Io(e),
+        }
+    }
+    Err(last)
+}
+
+/// A blocking call, repeated when a signal interrupted it.
+fn retrying<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Async(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Blocking(s) => {
+                use std::io::Read;
+                let n = retrying(|| s.read(buf.initialize_unfilled()))?;
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Async(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Blocking(s) => {
+                use std::io::Write;
+                Poll::Ready(retrying(|| s.write(buf)))
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Async(s) => Pin::new(s).poll_flush(cx),
+            Self::Blocking(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Async(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Blocking(s) => Poll::Ready(s.shutdown(std::net::Shutdown::Write)),
         }
     }
 }
@@ -287,8 +388,6 @@ async fn read_chunked<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
-    use tokio::net::TcpListener;
 
     async fn read(raw: &[u8]) -> Result<(Reply, bool), WireError> {
         let mut r = BufReader::new(raw);
@@ -340,50 +439,54 @@ mod tests {
         ));
     }
 
-    /// A server that answers each connection's first request, then closes it: the client reconnects and sends again.
+    /// A server on a thread of its own that answers each connection's first request, then closes it: the client
+    /// reconnects and sends again. Both ways of waiting (a blocking client would stall a server on its own thread).
     #[tokio::test]
     async fn a_connection_the_server_closed_is_reopened_and_the_request_sent_again() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let server = tokio::spawn(async move {
-            let mut seen = Vec::new();
+        for wait in [Wait::Async, Wait::Blocking] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let server = std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut seen = Vec::new();
+                for i in 0..3 {
+                    let (mut s, _) = listener.accept().unwrap();
+                    let mut buf = vec![0u8; 4096];
+                    let n = s.read(&mut buf).unwrap();
+                    seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    let body = format!("reply {i}");
+                    let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                    s.write_all(reply.as_bytes()).unwrap();
+                    // Not `connection: close`: the client learns of the close only on its next request.
+                }
+                seen
+            });
+            let mut c = Connection::new(&addr, wait);
             for i in 0..3 {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap();
-                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-                let body = format!("reply {i}");
-                s.write_all(
-                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()).as_bytes(),
-                )
-                .await
-                .unwrap();
-                // Not `connection: close`: the client learns of the close only on its next request.
+                let r = c.call("POST", "/runtime/invocation/response", b"{\"a\":1}").await.unwrap();
+                assert_eq!(r.body, format!("reply {i}").into_bytes(), "{wait:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            seen
-        });
-        let mut c = Connection::new(&addr);
-        for i in 0..3 {
-            let r = c.call("POST", "/runtime/invocation/response", b"{\"a\":1}").await.unwrap();
-            assert_eq!(r.body, format!("reply {i}").into_bytes());
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let seen = server.join().unwrap();
+            assert_eq!(seen.len(), 3);
+            assert!(seen[2].starts_with("POST /runtime/invocation/response HTTP/1.1\r\n"), "{}", seen[2]);
+            assert!(
+                seen[2].contains("content-length: 7\r\n") && seen[2].ends_with("\r\n\r\n{\"a\":1}"),
+                "{}",
+                seen[2]
+            );
         }
-        let seen = server.await.unwrap();
-        assert_eq!(seen.len(), 3);
-        assert!(seen[2].starts_with("POST /runtime/invocation/response HTTP/1.1\r\n"), "{}", seen[2]);
-        assert!(
-            seen[2].contains("content-length: 7\r\n") && seen[2].ends_with("\r\n\r\n{\"a\":1}"),
-            "{}",
-            seen[2]
-        );
     }
 
     #[tokio::test]
     async fn a_refused_connection_is_an_error() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        drop(listener);
-        let e = Connection::new(&addr).call("GET", "/runtime/invocation/next", b"").await.unwrap_err();
-        assert!(matches!(e, WireError::Io(_)), "{e}");
+        for wait in [Wait::Async, Wait::Blocking] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            drop(listener);
+            let e =
+                Connection::new(&addr, wait).call("GET", "/runtime/invocation/next", b"").await.unwrap_err();
+            assert!(matches!(e, WireError::Io(_)), "{wait:?}: {e}");
+        }
     }
 }

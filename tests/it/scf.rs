@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use wafer_scf::scf::emulator::{Emulator, Outcome, Supervisor};
 use wafer_scf::scf::runtime::{self, Invocation, RuntimeClient};
+use wafer_scf::scf::wire::Wait;
 
 fn envelope(name: &str, para: Value) -> Value {
     crate::helpers::envelope(name, para)
@@ -57,7 +58,7 @@ async fn the_loop_answers_every_kind_of_event_and_survives_panics() {
         crate::helpers::open_settings(),
     ));
     let emu = Emulator::start(3000).await.unwrap();
-    let client = RuntimeClient::new(&emu.base_url()).unwrap();
+    let client = RuntimeClient::new(&emu.base_url(), Wait::Async).unwrap();
     let loop_svc = svc.clone();
     let task = tokio::spawn(async move { runtime::run(&client, &loop_svc, Some(7)).await });
     assert!(emu.wait_ready(1, Duration::from_secs(5)).await, "init/ready first");
@@ -118,7 +119,7 @@ async fn a_failing_next_is_retried_and_the_loop_keeps_serving() {
     let t = TestApp::new(Backend::Sqlite).await;
     let emu = Emulator::start(5000).await.unwrap();
     emu.fail_next_polls(3);
-    let client = RuntimeClient::new(&emu.base_url()).unwrap();
+    let client = RuntimeClient::new(&emu.base_url(), Wait::Async).unwrap();
     let svc = t.svc.clone();
     let task = tokio::spawn(async move { runtime::run(&client, &svc, Some(1)).await });
     let (_, env) = unwrap_reply(&response(
