@@ -416,41 +416,23 @@ mod tests {
     const FUNCTION_URL: &str = r#"{"requestContext":{"serviceId":"service-1","path":"/","httpMethod":"ANY","identity":{},"requestId":"b8b6c6d2","sourceIp":"198.51.100.23","stage":"release","n":[1,-2.5,true,null]},"headers":{"accept":"*/*","content-length":"97","content-type":"application/json","x-forwarded-for":"198.51.100.23","x-scf-request-id":"b8b6c6d2","x-wafer-key":"wk_\u00e9"},"httpMethod":"POST","path":"/","queryString":{},"queryStringParameters":{},"pathParameters":{},"stageVariables":{"stage":"release"},"body":"{\"version\":1,\"interface\":{\"interfaceName\":\"qcloud.mimi.access_token\",\"para\":{}}}","isBase64Encoded":false}"#;
 
     /// Every event one byte away from a usual one (each byte replaced by each of a set that matters to JSON, or
-    /// dropped), and every prefix of it, gives what reading it as a JSON value gives: reading in place accepts no
-    /// event that reading refuses, and reads none differently.
+    /// dropped), and every prefix of it, gives what reading it as a JSON value gives: among them, reading straight
+    /// accepts none that reading refuses, and reads none differently.
     #[test]
     fn every_event_a_byte_away_from_a_usual_one_gives_what_the_json_value_gives() {
         let bases = [
             FUNCTION_URL,
             r#"{"Type":null,"requestContext":{"requestId":"a","requestId":"b"},"headers":{"X-Wafer-Key":"k","x-wafer-key":"\ud83d\ude00"},"httpMethod":"get","path":"/healthz","body":"eyJhIjoxfQ==","isBase64Encoded":true}"#,
         ];
-        let swaps: &[&[u8]] = &[
-            b"\"",
-            b"\\",
-            b"{",
-            b"}",
-            b"[",
-            b"]",
-            b",",
-            b":",
-            b" ",
-            b"0",
-            b"-",
-            b"e",
-            b"n",
-            b"t",
-            b"u",
-            b"\x01",
-            b"\xc3\xa9",
-            b"\xff",
-            b"",
-        ];
+        // Each byte that matters to JSON, a two-byte character, a byte UTF-8 never has, and nothing (a byte dropped).
+        let swaps: Vec<&[u8]> =
+            b"\"\\{}[],: 0-entu\x01\xff".chunks(1).chain([&b"\xc3\xa9"[..], b""]).collect();
         let (mut checked, mut in_place) = (0, 0);
         for base in bases {
             let base = base.as_bytes();
             let mut variants: Vec<Vec<u8>> = (0..base.len()).map(|n| base[..n].to_vec()).collect();
             for i in 0..base.len() {
-                for swap in swaps {
+                for swap in &swaps {
                     variants.push([&base[..i], swap, &base[i + 1..]].concat());
                 }
             }
@@ -466,7 +448,7 @@ mod tests {
                 checked += 1;
             }
         }
-        // Most of them are still usual events (a letter changed in a string), read in place.
+        // Most of them are still usual events (a letter changed in a string), read straight.
         assert!(checked > 10_000 && in_place > checked / 2, "{in_place} of {checked} read in place");
     }
 }
