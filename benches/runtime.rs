@@ -124,7 +124,12 @@ async fn timed(sup: &mut Supervisor, event: &[u8], n: usize, ok: impl Fn(&Outcom
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    // The harness (the emulators, the timing loop, the fake WeChat) runs on one thread, as a runtime API is one party
+    // to an instance: with a worker pool, an invocation went from the worker that timed it to the one holding the
+    // instance's connection and back, and the scheduler placed three threads, not two — the null bootstrap followed
+    // the harness's threads from CPU to CPU (28,738 migrations in a run) where ours stayed put (2,510), so the two
+    // were not placed alike: 1.6-2.3x as the scheduler placed them in five runs, 1.04-1.11x in three since.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let warm_n: usize = std::env::var("BENCH_WARM").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let mixed_n: usize = std::env::var("BENCH_MIXED").ok().and_then(|v| v.parse().ok()).unwrap_or(60_000);
     rt.block_on(async {
@@ -209,9 +214,10 @@ fn main() {
 
 /// Where the warm rounds run. The round trip is two processes waking each other over loopback, so it depends on
 /// whether the scheduler puts them on one CPU (each wake-up a switch on that CPU) or on two (each wake-up an
-/// interrupt to the other CPU, several times dearer in a VM). Left to the scheduler, a round lands in one or the
-/// other and the ratio swings with it (0.9-2.6x across runs on one host), so the rounds are also run with both
-/// placements fixed (`taskset`), the null bootstrap and ours placed alike.
+/// interrupt to the other CPU, several times dearer in a VM). Left to the scheduler, a round may land in one or the
+/// other and the ratio swings with it, so the rounds are also run with both placements fixed (`taskset`), the null
+/// bootstrap and ours placed alike. On one core the ratio is the two processes' work alone, the harness's included:
+/// the leaner the harness, the more of the round trip is the instance's.
 #[derive(Clone, Copy)]
 enum Placement {
     /// The runtime API (the emulator, in this process) on CPU 0, the instance on CPU 1: as on SCF, where the
