@@ -128,7 +128,7 @@ fn main() {
     // to an instance: with a worker pool, an invocation went from the worker that timed it to the one holding the
     // instance's connection and back, and the scheduler placed three threads, not two — the null bootstrap followed
     // the harness's threads from CPU to CPU (28,738 migrations in a run) where ours stayed put (2,510), so the two
-    // were not placed alike: 1.6-2.3x as the scheduler placed them in five runs, 1.04-1.11x in three since.
+    // were not placed alike: 1.6-2.3x as the scheduler placed them in five runs, 1.04-1.11x in four since.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let warm_n: usize = std::env::var("BENCH_WARM").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let mixed_n: usize = std::env::var("BENCH_MIXED").ok().and_then(|v| v.parse().ok()).unwrap_or(60_000);

@@ -183,7 +183,9 @@ impl Stream {
 /// Connect to the first of `addr`'s addresses that answers, each within the connect timeout.
 fn connect_blocking(addr: &str) -> Result<std::net::TcpStream, WireError> {
     use std::net::ToSocketAddrs;
-    let mut last = WireError::Malformed("the runtime API address resolves to nothing");
+    // What the async connect (and std's) gives for a name with no address: both ways of waiting fail alike.
+    let mut last =
+        WireError::Io(io::Error::new(io::ErrorKind::InvalidInput, "could not resolve to any addresses"));
     for a in addr.to_socket_addrs()? {
         match std::net::TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
             Ok(s) => return Ok(s),
