@@ -261,10 +261,14 @@ impl Attempt {
     }
 }
 
+/// `{method} {path} HTTP/1.1`, `host` and `content-length`, put together by hand (`write!` cost 3–4 % of an
+/// instance's own instructions on a warm invocation).
 fn request_head(out: &mut Vec<u8>, method: &str, path: &str, host: &str, len: usize) {
-    use std::io::Write;
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {len}\r\n\r\n");
+    for part in [method, " ", path, " HTTP/1.1\r\nhost: ", host, "\r\ncontent-length: "] {
+        out.extend_from_slice(part.as_bytes());
+    }
+    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
 }
 
 /// Read one reply; whether the connection may carry another.
@@ -471,7 +475,8 @@ mod tests {
             }
             let seen = server.join().unwrap();
             assert_eq!(seen.len(), 3);
-            assert!(seen[2].starts_with("POST /runtime/invocation/response HTTP/1.1\r\n"), "{}", seen[2]);
+            let head = format!("POST /runtime/invocation/response HTTP/1.1\r\nhost: {addr}\r\n");
+            assert!(seen[2].starts_with(&head), "{}", seen[2]);
             assert!(
                 seen[2].contains("content-length: 7\r\n") && seen[2].ends_with("\r\n\r\n{\"a\":1}"),
                 "{}",
