@@ -156,7 +156,7 @@ pub fn wrk(url: &str, script: &Path, secs: u64, conns: u32) -> Run {
         } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
             run.non_2xx = v.trim().parse().unwrap_or(u64::MAX);
         } else if l.starts_with("Socket errors") {
-            eprintln!("wrk: {l}");
+            eprintln!("wrk {url}: {l}");
         }
     }
     run
