@@ -237,8 +237,8 @@ pub async fn run(client: &RuntimeClient, svc: &Service, limit: Option<u64>) -> a
 
 #[cfg(test)]
 mod tests {
-    use crate::telemetry::batch::tests::Sink as Capture;
-    use crate::telemetry::{self, line, LogFormat};
+    use crate::telemetry::line::testing::{both_lines, stamp};
+    use crate::telemetry::{line, LogFormat};
 
     /// The metrics line written by hand is the line tracing writes for it, in both formats (but for the time).
     #[test]
@@ -247,28 +247,13 @@ mod tests {
         let metrics = crate::metrics::json().to_string();
         assert!(metrics.contains("wafer_requests_total") && metrics.contains('"'), "{metrics}");
         for format in [LogFormat::Text, LogFormat::Json] {
-            let capture = Capture::default();
-            let sink = capture.clone();
-            let dispatch = telemetry::dispatch(
-                tracing_subscriber::EnvFilter::new("info"),
-                format,
-                tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || sink.clone()),
-            );
             let served = 300u64;
-            tracing::dispatcher::with_default(
-                &dispatch,
-                || tracing::info!(invocations = served, metrics = %metrics, "metrics"),
-            );
-            let theirs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
             let fields = [("invocations", line::Value::Int(300)), ("metrics", line::Value::Shown(&metrics))];
-            let mut ours = Vec::new();
-            let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-            line::format_line(&mut ours, format, at, tracing::Level::INFO, "metrics", &fields);
-            let ours = String::from_utf8(ours).unwrap();
-            let skip = if format == LogFormat::Json { r#"{"timestamp":""#.len() } else { 0 };
-            let end = skip + "2026-11-25T20:16:00.123456Z".len();
-            assert_eq!(ours[end..], theirs[end..], "{format:?}");
-            assert_eq!(ours[..skip], theirs[..skip]);
+            let emit = || tracing::info!(invocations = served, metrics = %metrics, "metrics");
+            let (ours, theirs) = both_lines(format, emit, "metrics", &fields);
+            let stamp = stamp(format);
+            assert_eq!(ours[stamp.end..], theirs[stamp.end..], "{format:?}");
+            assert_eq!(ours[..stamp.start], theirs[..stamp.start]);
         }
     }
 }

@@ -19,14 +19,14 @@ pub(super) const MOST_PAIRS: usize = 64;
 const MOST_DEPTH: usize = 64;
 
 /// `requestContext`: only its `requestId` and `sourceIp`.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub(super) struct Context<'a> {
     pub(super) request_id: Option<Cow<'a, str>>,
     pub(super) source_ip: Option<Cow<'a, str>>,
 }
 
 /// What a usual event says; `None` for a field that is absent or null.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub(super) struct Usual<'a> {
     pub(super) context: Option<Context<'a>>,
     pub(super) headers: Option<Pairs<'a>>,
@@ -153,18 +153,25 @@ impl<'a> Reader<'a> {
 
     /// An object, each member's key handed to `member`, which reads the value.
     fn object(&mut self, mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Read<()>) -> Read<()> {
-        self.eat(b'{')?;
-        if self.peek() == Some(b'}') {
+        self.sequence(b'{', b'}', |r| {
+            let key = r.text()?;
+            r.eat(b':')?;
+            member(r, key)
+        })
+    }
+
+    /// `open`, items read by `item` and separated by commas, `close`.
+    fn sequence(&mut self, open: u8, close: u8, mut item: impl FnMut(&mut Self) -> Read<()>) -> Read<()> {
+        self.eat(open)?;
+        if self.peek() == Some(close) {
             self.at += 1;
             return Ok(());
         }
         loop {
-            let key = self.text()?;
-            self.eat(b':')?;
-            member(self, key)?;
+            item(self)?;
             match self.peek() {
                 Some(b',') => self.at += 1,
-                Some(b'}') => {
+                Some(b) if b == close => {
                     self.at += 1;
                     return Ok(());
                 }
@@ -181,24 +188,7 @@ impl<'a> Reader<'a> {
         match self.peek() {
             Some(b'"') => self.text().map(drop),
             Some(b'{') => self.object(|r, _| r.skip(depth + 1)),
-            Some(b'[') => {
-                self.at += 1;
-                if self.peek() == Some(b']') {
-                    self.at += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.skip(depth + 1)?;
-                    match self.peek() {
-                        Some(b',') => self.at += 1,
-                        Some(b']') => {
-                            self.at += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(Unusual),
-                    }
-                }
-            }
+            Some(b'[') => self.sequence(b'[', b']', |r| r.skip(depth + 1)),
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),

@@ -64,9 +64,8 @@ impl RequestLine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    // What the installed subscriber writes, captured.
-    use crate::telemetry::batch::tests::Sink as Capture;
-    use crate::telemetry::{self, LogFormat};
+    use crate::telemetry::line::testing::{both_lines, stamp};
+    use crate::telemetry::LogFormat;
 
     /// The line written by hand is the line tracing writes for the same request, in both formats, whatever the
     /// fields hold (quotes, backslashes, control characters, ANSI escapes, non-ASCII, empty values).
@@ -86,23 +85,10 @@ mod tests {
                         caller: text,
                         detail,
                     };
-                    let capture = Capture::default();
-                    let sink = capture.clone();
-                    let dispatch = telemetry::dispatch(
-                        tracing_subscriber::EnvFilter::new("info"),
-                        format,
-                        tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || sink.clone()),
-                    );
-                    tracing::dispatcher::with_default(&dispatch, || line.trace_info());
-                    let theirs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
                     let (fields, n) = line.fields();
-                    let mut ours = Vec::new();
-                    let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-                    line::format_line(&mut ours, format, at, tracing::Level::INFO, "request", &fields[..n]);
-                    let ours = String::from_utf8(ours).unwrap();
+                    let (ours, theirs) = both_lines(format, || line.trace_info(), "request", &fields[..n]);
                     // The timestamps differ by the time between the two; everything else is the same.
-                    let skip = if format == LogFormat::Json { r#"{"timestamp":""#.len() } else { 0 };
-                    let stamp = skip..skip + "2026-11-25T20:16:00.123456Z".len();
+                    let stamp = stamp(format);
                     assert_eq!(ours[stamp.end..], theirs[stamp.end..], "{format:?} {line_id}", line_id = i);
                     assert_eq!(ours[..stamp.start], theirs[..stamp.start]);
                     assert_eq!(ours[stamp.clone()].len(), theirs[stamp.clone()].len());

@@ -197,6 +197,42 @@ fn quote_plain(out: &mut Vec<u8>, s: &str) -> bool {
     true
 }
 
+/// For tests of lines written by hand: the line tracing's subscriber writes beside the one written here.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{format_line, Value};
+    use crate::telemetry::{batch::tests::Sink, dispatch, LogFormat};
+
+    /// The line the subscriber [`crate::telemetry::init`] installs writes for the event `emit` sends, and the line
+    /// [`format_line`] writes for `message` and `fields` at info level, in `format`: (ours, theirs).
+    pub(crate) fn both_lines(
+        format: LogFormat,
+        emit: impl FnOnce(),
+        message: &str,
+        fields: &[(&str, Value<'_>)],
+    ) -> (String, String) {
+        let capture = Sink::default();
+        let sink = capture.clone();
+        let dispatch = dispatch(
+            tracing_subscriber::EnvFilter::new("info"),
+            format,
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || sink.clone()),
+        );
+        tracing::dispatcher::with_default(&dispatch, emit);
+        let theirs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let mut ours = Vec::new();
+        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        format_line(&mut ours, format, at, tracing::Level::INFO, message, fields);
+        (String::from_utf8(ours).unwrap(), theirs)
+    }
+
+    /// Where a line's timestamp is: the two lines differ there by the time between them.
+    pub(crate) fn stamp(format: LogFormat) -> std::ops::Range<usize> {
+        let skip = if format == LogFormat::Json { r#"{"timestamp":""#.len() } else { 0 };
+        skip..skip + "2026-11-25T20:16:00.123456Z".len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
