@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Build the SCF deployment zip: a release binary for glibc 2.17 (SCF's CentOS 7), with `bootstrap` (event
 # functions) and `scf_bootstrap` (web functions) at the zip root, mode 755. Verifies the glibc symbol versions and
-# the modes, and prints the zip size. WAFER_PGO=1 builds it profile-guided (scripts/pgo.sh collects the profile;
-# WAFER_PGO_PROFILE=<file> reuses one). Output: dist/wafer-scf.zip
+# the modes, and prints the zip size. Output: dist/wafer-scf.zip
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=x86_64-unknown-linux-gnu
@@ -13,20 +12,6 @@ if ! command -v cargo-zigbuild >/dev/null 2>&1 || ! python3 -c 'import ziglang' 
   python3 -m pip install --quiet cargo-zigbuild ziglang
 fi
 rustup target list --installed 2>/dev/null | grep -qx "$TARGET" || rustup target add "$TARGET" >/dev/null 2>&1 || true
-
-# WAFER_PGO=1: a profile-guided build, from a profile scripts/pgo.sh collects first (about a quarter of an hour
-# more; see the README's Performance section for what it gains); WAFER_PGO_PROFILE=<file>: from a profile collected
-# before.
-profile="${WAFER_PGO_PROFILE:-}"
-if [ -z "$profile" ] && [ "${WAFER_PGO:-0}" = 1 ]; then
-  scripts/pgo.sh
-  profile="$PWD/target/pgo/wafer.profdata"
-fi
-if [ -n "$profile" ]; then
-  [ -f "$profile" ] || { echo "no profile at $profile" >&2; exit 1; }
-  echo "== profile-guided, from $profile"
-  export RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$(realpath "$profile")"
-fi
 
 echo "== building for $TARGET.$GLIBC"
 cargo zigbuild --release --locked --target "$TARGET.$GLIBC" --bin wafer-scf

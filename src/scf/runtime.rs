@@ -181,25 +181,6 @@ fn log_metrics(served: u64) {
     }
 }
 
-/// In a profile-collecting build (`scripts/pgo.sh` builds with `--cfg wafer_pgo`), the profile so far is written
-/// every [`METRICS_EVERY`] invocations: an instance is killed, never exits, and the counts are otherwise written only
-/// at exit. A call of its own in every build, so that the loop is the same code in the build the profile is for.
-#[inline(never)]
-fn checkpoint(served: u64) {
-    #[cfg(wafer_pgo)]
-    if served % METRICS_EVERY == 0 {
-        extern "C" {
-            /// LLVM's profiler runtime, linked in by `-Cprofile-generate`: writes the counts to `LLVM_PROFILE_FILE`.
-            fn __llvm_profile_write_file() -> i32;
-        }
-        // SAFETY: present whenever `-Cprofile-generate` is given, which scripts/pgo.sh gives with the cfg; it takes
-        // nothing and touches only the runtime's own counters and file.
-        unsafe { __llvm_profile_write_file() };
-    }
-    #[cfg(not(wafer_pgo))]
-    let _ = served;
-}
-
 /// Backoff for a failing runtime API: 50 ms doubling to 2 s.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((50u64 << attempt.min(6)).min(2_000))
@@ -247,7 +228,6 @@ pub async fn run(client: &RuntimeClient, svc: &Service, limit: Option<u64>) -> a
             }
         }
         served += 1;
-        checkpoint(served);
         if served % METRICS_EVERY == 0 {
             log_metrics(served);
         }
