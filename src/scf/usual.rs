@@ -279,31 +279,9 @@ impl<'a> Reader<'a> {
     }
 
     /// The first byte from `from` on that ends a run of plain string bytes (a quote, a backslash or a control
-    /// character), or the end: eight bytes a step. All three are ASCII, so the run ends on a character boundary.
+    /// character), or the end.
     fn plain(&self, from: usize) -> usize {
-        const ONES: u64 = u64::MAX / 255;
-        const HIGH: u64 = ONES << 7;
-        let has = |w: u64, b: u8| {
-            let x = w ^ (ONES * u64::from(b));
-            x.wrapping_sub(ONES) & !x
-        };
-        let rest = &self.bytes[from..];
-        let mut chunks = rest.chunks_exact(8);
-        let mut at = from;
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            let w = u64::from_le_bytes(word);
-            // Each test flags its first matching byte exactly (later flags may be false), so the lowest flag of
-            // the three is the first byte that ends the run.
-            let found = (has(w, b'"') | has(w, b'\\') | (w.wrapping_sub(ONES * 0x20) & !w)) & HIGH;
-            if found != 0 {
-                return at + (found.trailing_zeros() / 8) as usize;
-            }
-            at += 8;
-        }
-        let tail = chunks.remainder();
-        at + tail.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).unwrap_or(tail.len())
+        from + crate::telemetry::line::plain_len(&self.bytes[from..])
     }
 
     /// The escape whose letter is at `at`, appended to `out`; where the string goes on.

@@ -167,22 +167,36 @@ pub fn json_string(out: &mut Vec<u8>, s: &str) {
 /// Whether any byte is one JSON escapes: a control character (below 0x20), `"` or `\`. Every other byte, non-ASCII
 /// included, is written as it is.
 fn needs_escape(bytes: &[u8]) -> bool {
-    // Eight bytes at a time, with the word tricks for "some byte is below n" and "some byte is zero" (exact as
-    // yes-or-no answers): a few operations a word instead of a branch and a table lookup a byte.
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
-    let words = bytes.chunks_exact(8);
-    let rest = words.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
-    let mut found = 0u64;
-    for word in words {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        let v = u64::from_ne_bytes(w);
-        found |=
-            below(v, 0x20) | below(v ^ (ONES * u64::from(b'"')), 1) | below(v ^ (ONES * u64::from(b'\\')), 1);
+    plain_len(bytes) < bytes.len()
+}
+
+/// How many bytes from the start of `bytes` a JSON string holds as they are: up to the first quote, backslash or
+/// control character (below 0x20), or all of them; eight bytes a step. All three are ASCII, so the run ends on a
+/// character boundary. (The log line's and the envelope's strings are checked with it, and the event reader's
+/// strings scanned.)
+pub fn plain_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let has = |w: u64, b: u8| {
+        let x = w ^ (ONES * u64::from(b));
+        x.wrapping_sub(ONES) & !x
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        // Each test flags its first matching byte exactly (later flags may be false), so the lowest flag of the
+        // three is the first byte that ends the run.
+        let found = (has(w, b'"') | has(w, b'\\') | (w.wrapping_sub(ONES * 0x20) & !w)) & HIGH;
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
     }
-    rest || found != 0
+    let tail = chunks.remainder();
+    at + tail.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).unwrap_or(tail.len())
 }
 
 /// Quote `s` as it is when it is printable ASCII without quotes or backslashes (the same in `{:?}` and JSON);
