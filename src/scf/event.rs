@@ -5,6 +5,7 @@
 use super::gateway;
 use crate::envelope::{Envelope, ReturnCode, WaferError};
 use crate::request::RequestMeta;
+use crate::telemetry::line;
 use serde_json::{Map, Value};
 
 /// Where an event came from, which decides the shape of the reply.
@@ -111,7 +112,7 @@ fn integration(status: u16, content_type: &str, base64: bool, body_len: usize) -
     out.extend_from_slice(b",\"statusCode\":");
     out.extend_from_slice(status.to_string().as_bytes());
     out.extend_from_slice(b",\"headers\":{\"Content-Type\":");
-    let _ = serde_json::to_writer(&mut out, content_type);
+    line::json_string(&mut out, content_type);
     out.extend_from_slice(b"},\"body\":");
     out
 }

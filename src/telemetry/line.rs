@@ -170,26 +170,30 @@ fn needs_escape(bytes: &[u8]) -> bool {
     plain_len(bytes) < bytes.len()
 }
 
+/// A word (eight bytes, little-endian) with the high bit set in each byte that ends a run of plain string bytes (a
+/// quote, a backslash or a control character below 0x20), or 0 when none does. Each test flags its first matching
+/// byte exactly (later flags may be false), so the lowest flag is the first such byte.
+pub fn ends_run(w: u64) -> u64 {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let has = |b: u8| {
+        let x = w ^ (ONES * u64::from(b));
+        x.wrapping_sub(ONES) & !x
+    };
+    (has(b'"') | has(b'\\') | (w.wrapping_sub(ONES * 0x20) & !w)) & HIGH
+}
+
 /// How many bytes from the start of `bytes` a JSON string holds as they are: up to the first quote, backslash or
 /// control character (below 0x20), or all of them; eight bytes a step. All three are ASCII, so the run ends on a
 /// character boundary. (The log line's and the envelope's strings are checked with it, and the event reader's
 /// strings scanned.)
 pub fn plain_len(bytes: &[u8]) -> usize {
-    const ONES: u64 = u64::MAX / 255;
-    const HIGH: u64 = ONES << 7;
-    let has = |w: u64, b: u8| {
-        let x = w ^ (ONES * u64::from(b));
-        x.wrapping_sub(ONES) & !x
-    };
     let mut chunks = bytes.chunks_exact(8);
     let mut at = 0;
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        // Each test flags its first matching byte exactly (later flags may be false), so the lowest flag of the
-        // three is the first byte that ends the run.
-        let found = (has(w, b'"') | has(w, b'\\') | (w.wrapping_sub(ONES * 0x20) & !w)) & HIGH;
+        let found = ends_run(u64::from_le_bytes(word));
         if found != 0 {
             return at + (found.trailing_zeros() / 8) as usize;
         }
@@ -276,6 +280,35 @@ mod tests {
             let s: Vec<u8> = (0..len).map(|i| alphabet[((seed >> (i % 60)) % 14) as usize]).collect();
             let plain = s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
             assert_eq!(super::needs_escape(&s), plain, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let check = |s: &str| {
+            let mut ours = b"x".to_vec();
+            super::json_string(&mut ours, s);
+            assert_eq!(ours[1..], serde_json::to_vec(s).unwrap()[..], "{s:?}");
+        };
+        // Every character below 0x80 alone, and at every place of a string long enough for words and a tail.
+        for c in (0u8..0x80).map(char::from).chain(['\u{a2}', '\u{7ff}', '\u{ffff}', '\u{1f600}']) {
+            check(&c.to_string());
+            for at in 0..20 {
+                let mut s: Vec<char> = "{\"appid\":\"wx1\",\"n\":2}".chars().collect();
+                s.insert(at, c);
+                check(&s.into_iter().collect::<String>());
+            }
+        }
+        // Random strings of characters around the edges.
+        let alphabet =
+            ['\0', '\u{1f}', ' ', '"', '\\', '\n', '\u{7f}', 'a', '\u{a2}', '\u{20ac}', '\u{1f600}', '/'];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 41) as usize;
+            check(&(0..len).map(|i| alphabet[((seed >> (i % 60)) % 12) as usize]).collect::<String>());
         }
     }
 
