@@ -87,12 +87,17 @@ pub enum Parsed {
 pub fn reply(origin: &Origin, status: u16, envelope: &Envelope) -> Vec<u8> {
     match origin {
         Origin::Direct => envelope.to_bytes(),
-        Origin::Gateway => gateway_reply(
-            status,
-            "application/json; charset=utf-8",
-            &String::from_utf8_lossy(&envelope.to_bytes()),
-        ),
+        Origin::Gateway => gateway_envelope(status, envelope),
     }
+}
+
+/// A gateway reply carrying an envelope as JSON: what [`gateway_reply`] gives for its bytes, the body string
+/// written straight ([`Envelope::write_as_string`]).
+pub fn gateway_envelope(status: u16, envelope: &Envelope) -> Vec<u8> {
+    let mut out = integration(status, crate::request::JSON, false, 320);
+    envelope.write_as_string(&mut out);
+    out.push(b'}');
+    out
 }
 
 /// A gateway reply carrying bytes: text as it is, anything else base64-encoded (`isBase64Encoded: true`).
@@ -264,6 +269,25 @@ mod tests {
         assert_eq!(gateway_reply_bytes(502, "image/png", &bin), serde(true, 502, "image/png", &b64));
         assert_eq!(gateway_reply_bytes(200, "text/plain", b"\xff"), serde(true, 200, "text/plain", "/w=="));
         assert_eq!(gateway_reply_bytes(200, "", b"x\"y"), serde(false, 200, "", "x\"y"));
+        // An envelope written straight into the body string: what its bytes give.
+        let flat = |token: &str| {
+            crate::envelope::Flat::new(
+                [("appid", "wx1".into()), ("access_token", token.into())],
+                ("exp", 7200),
+            )
+        };
+        for e in [
+            Envelope::ok("ACCESS_TOKEN_SUCCESS", flat("plain-token")),
+            Envelope::ok("ACCESS_TOKEN_SUCCESS", flat("t\"k\\\n")),
+            Envelope::error(&WaferError::para("code", "is missing")),
+            Envelope::ok("OK", serde_json::json!({"a": "b\"c"})),
+        ] {
+            let text = String::from_utf8(e.to_bytes()).unwrap();
+            assert_eq!(
+                gateway_envelope(401, &e),
+                serde(false, 401, "application/json; charset=utf-8", &text)
+            );
+        }
     }
 
     #[test]

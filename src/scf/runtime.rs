@@ -142,22 +142,42 @@ async fn answer(svc: &Service, inv: &Invocation, origin_out: &mut Origin) -> Vec
         Origin::Direct => Route::Envelope,
         Origin::Gateway => svc.route(&method, &path, query.as_deref()),
     };
+    // An envelope in a Function URL or gateway event: its answer is written straight into the reply's body string
+    // (what the service's envelope reply gives, escaped).
+    let budget = budget(inv.time_limit_ms);
+    if let (Origin::Gateway, Route::Envelope, Body::Bytes(b)) = (origin, route, &body) {
+        let work = svc.handle(b, &meta);
+        let answer = match budget {
+            Some(budget) => tokio::time::timeout(budget, work).await.ok(),
+            None => Some(work.await),
+        };
+        return match answer {
+            Some(envelope) => event::gateway_envelope(200, &envelope),
+            None => shape(origin, svc.too_late(route, inv.time_limit_ms, &meta)),
+        };
+    }
     let body = match body {
         Body::Bytes(b) => Input::Payload(b.into()),
         Body::Json { value, len } => Input::Parsed { value, len },
     };
     let request = service::Incoming { method, path, query, content_type, body };
     let work = svc.respond(route, request, &meta, true);
-    let reply = match inv.time_limit_ms {
-        Some(limit) => {
-            let budget = Duration::from_millis(limit.saturating_sub(DEADLINE_MARGIN_MS).max(50));
-            match tokio::time::timeout(budget, work).await {
-                Ok(r) => r,
-                Err(_) => svc.too_late(route, Some(limit), &meta),
-            }
-        }
-        None => work.await,
+    let reply = match budget {
+        Some(budget) => tokio::time::timeout(budget, work).await.ok(),
+        None => Some(work.await),
     };
+    let reply = reply.unwrap_or_else(|| svc.too_late(route, inv.time_limit_ms, &meta));
+    shape(origin, reply)
+}
+
+/// The time an invocation's work may take: the function's limit less [`DEADLINE_MARGIN_MS`] (at least 50 ms).
+fn budget(limit_ms: Option<u64>) -> Option<Duration> {
+    limit_ms.map(|limit| Duration::from_millis(limit.saturating_sub(DEADLINE_MARGIN_MS).max(50)))
+}
+
+/// The reply to an event of `origin`: the body as it is to a direct invocation, an integration response to a
+/// gateway event.
+fn shape(origin: Origin, reply: crate::request::HttpReply) -> Vec<u8> {
     // `inline` made every body whole.
     let body = reply.body.into_full().unwrap_or_default();
     match origin {

@@ -214,6 +214,37 @@ async fn captured_and_quirky_gateway_events_round_trip() {
     assert_eq!(reply["body"], "ok");
 }
 
+/// An envelope in a gateway event that outlasts the function's time limit is answered before SCF's kill: a
+/// gateway reply carrying the deadline envelope; the next one, in time, carries its answer.
+#[tokio::test]
+async fn an_envelope_in_a_gateway_event_past_the_time_limit_gets_the_deadline_envelope() {
+    let t = TestApp::new(Backend::Sqlite).await;
+    t.add_app("wx_late", "s").await;
+    t.wx.delay("/sns/jscode2session", Duration::from_secs(3), 1);
+    let login = |openid: &str| {
+        gateway(&envelope("qcloud.cam.id_skey", json!({"appid": "wx_late", "code": t.wx.code_for(openid)})))
+    };
+    let inv = Invocation {
+        request_id: "rt-3".into(),
+        time_limit_ms: Some(300),
+        memory_limit_mb: None,
+        event: login("u1"),
+    };
+    let started = std::time::Instant::now();
+    let (status, env) = unwrap_reply(&runtime::handle(&t.svc, &inv).await);
+    assert!(started.elapsed() < Duration::from_secs(2), "answered within the limit: {:?}", started.elapsed());
+    assert_eq!(status, Some(200));
+    assert_eq!(env["returnCode"], 1099, "{env}");
+    assert_eq!(
+        env["returnMessage"],
+        "INTERNAL_ERR: the request did not finish within the function's time limit"
+    );
+    let inv = Invocation { event: login("u2"), time_limit_ms: Some(3000), ..inv };
+    let (status, env) = unwrap_reply(&runtime::handle(&t.svc, &inv).await);
+    assert_eq!((status, env["returnCode"].as_i64()), (Some(200), Some(0)), "{env}");
+    assert_eq!(env["returnData"]["openid"], "u2", "{env}");
+}
+
 /// What a Function URL event tells about its request: the client's address from SCF's headers (for audit lines),
 /// SCF's request id, and the caller key from the query.
 #[test]
