@@ -4,7 +4,7 @@
 //! writers ([`crate::telemetry::line`]).
 
 use super::{Data, Envelope};
-use crate::telemetry::line::{int, json_string as string, plain_len};
+use crate::telemetry::line::{int, json_string as string, needs_escape};
 
 impl Envelope {
     /// The JSON bytes sent on the wire: `{"returnCode":…,"returnMessage":…,"returnData":…,"version":…,
@@ -28,15 +28,13 @@ impl Envelope {
         out.push(b'}');
         out
     }
-}
 
-impl Envelope {
     /// Append the envelope's JSON as a JSON string, quotes included: what escaping [`Envelope::to_bytes`] as a string
     /// gives, byte for byte (a Function URL reply carries its body so). An envelope with flat data and no string
     /// that needs escaping — a token's or a ticket's — is written straight in its escaped form: escaping the JSON
     /// once written cost more than writing it, with a quote every dozen bytes. Any other is written, then escaped.
     pub fn write_as_string(&self, out: &mut Vec<u8>) {
-        let plain = |s: &str| plain_len(s.as_bytes()) == s.len();
+        let plain = |s: &str| !needs_escape(s.as_bytes());
         let flat = match &self.return_data {
             Data::Flat(f)
                 if plain(&self.return_message)

@@ -279,26 +279,24 @@ impl<'a> Reader<'a> {
                 // A control character, or the end.
                 _ => return Err(Unusual),
             }
-            // The plain bytes up to the next quote, backslash or control character.
-            loop {
-                let word = self.bytes.get(at..at + 8).and_then(|w| <&[u8; 8]>::try_from(w).ok());
-                let run = match word {
+            // The plain bytes up to the next quote, backslash or control character: whole words, then the bytes
+            // before the one that ends the run (or, near the end, the rest of the run).
+            let run = loop {
+                match self.bytes.get(at..at + 8).and_then(|w| <&[u8; 8]>::try_from(w).ok()) {
                     Some(word) => match crate::telemetry::line::ends_run(u64::from_le_bytes(*word)) {
                         0 => {
                             out.extend_from_slice(word);
                             at += 8;
-                            continue;
                         }
-                        found => &word[..(found.trailing_zeros() / 8) as usize],
+                        found => break &word[..(found.trailing_zeros() / 8) as usize],
                     },
-                    None => &self.bytes[at..self.plain(at)],
-                };
-                for &b in run {
-                    out.push(b);
+                    None => break &self.bytes[at..self.plain(at)],
                 }
-                at += run.len();
-                break;
+            };
+            for &b in run {
+                out.push(b);
             }
+            at += run.len();
         }
     }
 
@@ -385,9 +383,7 @@ mod tests {
         ];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            crate::telemetry::line::testing::xorshift(&mut seed);
             let len = (seed % 45) as usize;
             let text: String = (0..len).map(|i| alphabet[((seed >> (i % 60)) % 13) as usize]).collect();
             let event = format!(r#"{{"body":"\\{text}","path":"{text}"}}"#);

@@ -166,7 +166,7 @@ pub fn json_string(out: &mut Vec<u8>, s: &str) {
 
 /// Whether any byte is one JSON escapes: a control character (below 0x20), `"` or `\`. Every other byte, non-ASCII
 /// included, is written as it is.
-fn needs_escape(bytes: &[u8]) -> bool {
+pub fn needs_escape(bytes: &[u8]) -> bool {
     plain_len(bytes) < bytes.len()
 }
 
@@ -244,6 +244,13 @@ pub(crate) mod testing {
         (String::from_utf8(ours).unwrap(), theirs)
     }
 
+    /// One step of a xorshift generator: the tests' random strings, the same on every run.
+    pub(crate) fn xorshift(seed: &mut u64) {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+    }
+
     /// Where a line's timestamp is: the two lines differ there by the time between them.
     pub(crate) fn stamp(format: LogFormat) -> std::ops::Range<usize> {
         let skip = if format == LogFormat::Json { r#"{"timestamp":""#.len() } else { 0 };
@@ -273,9 +280,7 @@ mod tests {
         let alphabet = [0u8, 0x1f, 0x20, 0x21, b'"', b'#', b'[', b'\\', b']', 0x7f, 0x80, 0xa2, 0xdc, 0xff];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            super::testing::xorshift(&mut seed);
             let len = (seed % 33) as usize;
             let s: Vec<u8> = (0..len).map(|i| alphabet[((seed >> (i % 60)) % 14) as usize]).collect();
             let plain = s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
@@ -304,9 +309,7 @@ mod tests {
             ['\0', '\u{1f}', ' ', '"', '\\', '\n', '\u{7f}', 'a', '\u{a2}', '\u{20ac}', '\u{1f600}', '/'];
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            super::testing::xorshift(&mut seed);
             let len = (seed % 41) as usize;
             check(&(0..len).map(|i| alphabet[((seed >> (i % 60)) % 12) as usize]).collect::<String>());
         }
