@@ -196,7 +196,7 @@ impl Lane {
 /// Serve one connection until it closes, its idle timeout passes, or the server stops (the request in hand is
 /// finished first).
 async fn connection(
-    stream: tokio::net::TcpStream,
+    mut stream: tokio::net::TcpStream,
     peer: std::net::IpAddr,
     service: Arc<Service>,
     mut stop: watch::Receiver<bool>,
@@ -207,6 +207,26 @@ async fn connection(
     // The client's address, written once per connection rather than once per request.
     let peer: Arc<str> = peer.to_string().into();
     let watch = Arc::new(IdleWatch::new());
+    // The idle timer and the shutdown signal are watched by a task of their own, which sends what it saw: this
+    // task, woken for nearly every byte of the connection, then polls one flag beside it.
+    let (close_tx, mut close_rx) = oneshot::channel::<Close>();
+    let idle = watch.clone();
+    let watcher = tokio::spawn(async move {
+        let why = tokio::select! {
+            _ = idle.idle_for(limits.header_timeout) => Close::Idle,
+            _ = stop.wait_for(|s| *s) => Close::Stopping,
+        };
+        let _ = close_tx.send(why);
+    });
+    // The requests nearly every caller sends are answered without hyper; the first that is not, and the rest of
+    // the connection, are hyper's.
+    let read = match super::fast::serve(&mut stream, &service, &peer, &watch, &mut close_rx).await {
+        super::fast::Next::Close => {
+            watcher.abort();
+            return;
+        }
+        super::fast::Next::Hyper(read) => read,
+    };
     // Every path goes to `handle`: no router in between (it would only add work per request).
     let w = watch.clone();
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -224,18 +244,8 @@ async fn connection(
     // Both bounds: the buffer's for a head still arriving, the head's own for one that arrived whole into a buffer
     // grown larger than the bound (its capacity doubles as it grows; a read may fill all of it).
     builder.keep_alive(true).max_buf_size(CONNECTION_BUFFER).max_header_size(CONNECTION_BUFFER);
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let conn = builder.serve_connection(TokioIo::new(super::fast::Prefixed::new(read, stream)), svc);
     let mut conn = std::pin::pin!(conn);
-    // The idle timer and the shutdown signal are watched by a task of their own, which sends what it saw: this
-    // task, woken for nearly every byte of the connection, then polls one flag beside it.
-    let (close_tx, mut close_rx) = oneshot::channel::<Close>();
-    let watcher = tokio::spawn(async move {
-        let why = tokio::select! {
-            _ = watch.idle_for(limits.header_timeout) => Close::Idle,
-            _ = stop.wait_for(|s| *s) => Close::Stopping,
-        };
-        let _ = close_tx.send(why);
-    });
     tokio::select! {
         biased; // the connection first: it is what wakes this task nearly every time
         _ = conn.as_mut() => {}
@@ -256,7 +266,7 @@ async fn connection(
 const CONNECTION_BUFFER: usize = 64 * 1024;
 
 /// Why a connection's watcher asks for it to be closed.
-enum Close {
+pub(super) enum Close {
     /// No request in hand for the header timeout: closed at once.
     Idle,
     /// The server is shutting down: the request in hand is finished first.
@@ -267,7 +277,7 @@ enum Close {
 /// (or it was accepted) and whether a request is in hand. With no request in hand for longer than the header
 /// timeout — idle between requests, or headers arriving too slowly — the connection is closed. A request in hand
 /// has its body timeout instead. One timer per connection, re-armed once per timeout at most.
-struct IdleWatch {
+pub(super) struct IdleWatch {
     origin: tokio::time::Instant,
     /// Milliseconds after `origin` when the last request was answered.
     idle_since_ms: AtomicU64,
@@ -294,7 +304,7 @@ impl IdleWatch {
         }
     }
 
-    fn busy(self: &Arc<Self>) -> InHand {
+    pub(super) fn busy(self: &Arc<Self>) -> InHand {
         self.in_hand.fetch_add(1, Ordering::Relaxed);
         InHand(self.clone())
     }

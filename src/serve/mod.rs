@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 mod body;
+mod fast;
 mod lanes;
 mod reply;
 
@@ -181,22 +182,38 @@ struct Wanted<'h> {
 
 impl<'h> Wanted<'h> {
     fn find(headers: &'h HeaderMap) -> Self {
+        Self::among(headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())))
+    }
+
+    /// From headers as (name, value) pairs, names in any case (a [`HeaderMap`]'s are lowercase already).
+    fn among(headers: impl Iterator<Item = (&'h str, &'h [u8])>) -> Self {
+        const NAMES: [&str; 7] = [
+            "x-request-id",
+            "x-scf-request-id",
+            "x-api-requestid",
+            "x-wafer-key",
+            "authorization",
+            "x-wafer-admin-token",
+            "x-forwarded-for",
+        ];
         let mut w = Self::default();
         for (name, value) in headers {
-            if name.as_str() == "x-forwarded-for" {
-                w.forwarded_for = value.to_str().ok();
+            let Some(i) = NAMES.iter().position(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+            else {
                 continue;
-            }
-            let slot = match name.as_str() {
-                "x-request-id" => &mut w.request_ids[0],
-                "x-scf-request-id" => &mut w.request_ids[1],
-                "x-api-requestid" => &mut w.request_ids[2],
-                "x-wafer-key" => &mut w.wafer_key,
-                "authorization" => &mut w.authorization,
-                "x-wafer-admin-token" => &mut w.admin_token,
-                _ => continue,
             };
-            slot.get_or_insert(value.to_str().ok());
+            let value = visible(value);
+            let slot = match i {
+                0..=2 => &mut w.request_ids[i],
+                3 => &mut w.wafer_key,
+                4 => &mut w.authorization,
+                5 => &mut w.admin_token,
+                _ => {
+                    w.forwarded_for = value;
+                    continue;
+                }
+            };
+            slot.get_or_insert(value);
         }
         w
     }
@@ -208,6 +225,21 @@ impl<'h> Wanted<'h> {
             "x-wafer-admin-token" => self.admin_token.flatten(),
             _ => None,
         }
+    }
+
+    /// The request's meta: its id, the client's address (the peer's, or the nearest proxy's word for it), and the
+    /// credentials its headers or `query` carry.
+    fn meta(&self, svc: &Service, peer: &Arc<str>, query: Option<&str>) -> RequestMeta {
+        let source_ip = match svc.options().client_address {
+            ClientAddress::Forwarded => crate::request::last_forwarded(self.forwarded_for),
+            ClientAddress::Peer => None,
+        };
+        RequestMeta {
+            request_id: self.request_id(),
+            source_ip: Some(source_ip.map_or_else(|| peer.clone(), Arc::from)),
+            ..RequestMeta::default()
+        }
+        .with_credentials(|name| self.header(name), crate::request::query_key(query))
     }
 
     fn request_id(&self) -> String {
@@ -227,6 +259,15 @@ impl<'h> Wanted<'h> {
     }
 }
 
+/// A header value as text, as [`HeaderValue::to_str`] gives it: only when every byte is visible ASCII or a tab.
+fn visible(value: &[u8]) -> Option<&str> {
+    if value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
+}
+
 async fn handle(
     svc: &Service,
     peer: &Arc<str>,
@@ -235,17 +276,7 @@ async fn handle(
 ) -> hyper::Response<ReplyBody> {
     let (parts, body) = req.into_parts();
     let route = svc.route(parts.method.as_str(), parts.uri.path(), parts.uri.query());
-    let wanted = Wanted::find(&parts.headers);
-    let source_ip = match svc.options().client_address {
-        ClientAddress::Forwarded => crate::request::last_forwarded(wanted.forwarded_for),
-        ClientAddress::Peer => None,
-    };
-    let meta = RequestMeta {
-        request_id: wanted.request_id(),
-        source_ip: Some(source_ip.map_or_else(|| peer.clone(), Arc::from)),
-        ..RequestMeta::default()
-    }
-    .with_credentials(|name| wanted.header(name), crate::request::query_key(parts.uri.query()));
+    let meta = Wanted::find(&parts.headers).meta(svc, peer, parts.uri.query());
     let body = match route {
         Route::Envelope | Route::Http => {
             let declared = parts

@@ -5,13 +5,13 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-struct Running {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+pub(crate) struct Running {
+    pub(crate) url: String,
+    pub(crate) stop: Option<oneshot::Sender<()>>,
+    pub(crate) task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn start(svc: Arc<wafer_scf::service::Service>) -> Running {
+pub(crate) async fn start(svc: Arc<wafer_scf::service::Service>) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();

@@ -18,6 +18,7 @@ mod credentials;
 mod docs;
 mod first_day;
 mod http;
+mod http_wire;
 mod import;
 mod killed;
 mod multiprocess;
