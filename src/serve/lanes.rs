@@ -3,7 +3,8 @@
 //! the connections handed to it from their first request to their close; and the idle timeout of each connection. A
 //! request is read, answered and written on one thread: no task moved between threads, no other thread woken per
 //! request — which a shared multi-threaded runtime does for nearly every request with a body (hyper's connection task
-//! wakes itself to hand the body over, and a runtime that queues a woken task wakes an idle thread to steal it).
+//! wakes itself to hand the body over, and a runtime that queues a woken task wakes an idle thread to steal it). A
+//! connection's envelope requests are answered by [`super::fast`] until one it leaves to hyper arrives.
 
 use super::handle;
 use crate::service::Service;
