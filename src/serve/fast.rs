@@ -346,6 +346,75 @@ mod tests {
         }
     }
 
+    /// 100,000 mutations of requests (bytes inserted, removed, changed; lines doubled): the head parser never panics,
+    /// and whatever it answers here is framed as its head says — one plain `Content-Length` giving the body's
+    /// length (or none and no body), no `Transfer-Encoding`, an HTTP/1.1 `POST` — so that the next request starts
+    /// where hyper would start it.
+    #[test]
+    fn mutated_requests_never_panic_and_what_is_answered_here_is_framed_by_its_head() {
+        use crate::telemetry::line::testing::xorshift;
+        let seeds = [
+            post("", "{\"interface\":{}}"),
+            post("X-Wafer-Key: k\r\nConnection: keep-alive\r\n", "{}"),
+            format!("{}{}", post("", "{}"), post("Transfer-Encoding: chunked\r\n", "2\r\n{}\r\n0\r\n\r\n")),
+            "POST / HTTP/1.1\nHost: a\nContent-Length: 3\n\nabc".to_owned(),
+        ];
+        let pieces: [&[u8]; 12] = [
+            b"\r",
+            b"\n",
+            b" ",
+            b":",
+            b",",
+            b"0",
+            b"9",
+            b"\0",
+            b"\xff",
+            b"Transfer-Encoding: x\r\n",
+            b"Content-Length: 1\r\n",
+            b"\r\n",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut ours = 0;
+        for i in 0..100_000 {
+            let mut buf = seeds[i % seeds.len()].clone().into_bytes();
+            for _ in 0..1 + i % 3 {
+                xorshift(&mut seed);
+                let at = (seed >> 8) as usize % (buf.len() + 1);
+                match seed % 4 {
+                    0 => _ = buf.splice(at..at, pieces[(seed >> 40) as usize % pieces.len()].iter().copied()),
+                    1 if at < buf.len() => _ = buf.remove(at),
+                    2 if at < buf.len() => buf[at] = (seed >> 32) as u8,
+                    _ => {
+                        let line_end =
+                            buf[at..].iter().position(|&b| b == b'\n').map_or(buf.len(), |p| at + p + 1);
+                        let line_start = buf[..at].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+                        let line = buf[line_start..line_end].to_vec();
+                        buf.splice(line_end..line_end, line);
+                    }
+                }
+            }
+            let Parsed::Ours(r) = parse(&buf, |_, _| true, 1024) else { continue };
+            ours += 1;
+            assert!(r.len <= buf.len() && buf[..r.len].ends_with(r.body), "{buf:?}");
+            let head = String::from_utf8_lossy(&buf[..r.len - r.body.len()]).into_owned();
+            // Empty lines before the request line are skipped, as RFC 9112 has it (and hyper does).
+            let mut lines =
+                head.trim_start_matches(['\r', '\n']).split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+            let first = lines.next().unwrap();
+            assert!(first.starts_with("POST /") && first.ends_with(" HTTP/1.1"), "{head:?}");
+            let mut lengths = Vec::new();
+            for line in lines {
+                let (name, value) = line.split_once(':').unwrap_or((line, ""));
+                assert!(!name.trim().eq_ignore_ascii_case("transfer-encoding"), "{head:?}");
+                if name.trim().eq_ignore_ascii_case("content-length") {
+                    lengths.push(value.trim().parse::<usize>().unwrap());
+                }
+            }
+            assert!(lengths == [r.body.len()] || (lengths.is_empty() && r.body.is_empty()), "{head:?}");
+        }
+        assert!(ours > 10_000, "the mutations leave many requests answered here: {ours}");
+    }
+
     #[test]
     fn content_lengths_are_plain_decimal_numbers() {
         assert_eq!(digits(b"0"), Some(0));
