@@ -41,13 +41,14 @@ pub(super) async fn serve(
     watch: &Arc<IdleWatch>,
     close: &mut oneshot::Receiver<Close>,
 ) -> Next {
+    let ours = |path: &str, query: Option<&str>| svc.route("POST", path, query) == Route::Envelope;
+    let body_limit = svc.options().body_limit;
     let mut buf: Vec<u8> = Vec::with_capacity(READ_SIZE);
     let mut out: Vec<u8> = Vec::new();
     loop {
         let mut start = 0;
         loop {
-            let ours = |path: &str, query: Option<&str>| svc.route("POST", path, query) == Route::Envelope;
-            let request = match parse(&buf[start..], ours, svc.options().body_limit) {
+            let request = match parse(&buf[start..], &ours, body_limit) {
                 Parsed::Ours(r) => r,
                 Parsed::Partial => break,
                 Parsed::Hyper => {
@@ -111,7 +112,8 @@ enum Parsed<'b> {
 
 /// The request at the start of `buf`, if it is one answered here: a `POST` to a path that is `ours`, with a body of
 /// at most `body_limit` bytes.
-fn parse<'b>(buf: &'b [u8], ours: impl Fn(&str, Option<&str>) -> bool, body_limit: usize) -> Parsed<'b> {
+fn parse<'b>(buf: &'b [u8], ours: &impl Fn(&str, Option<&str>) -> bool, body_limit: usize) -> Parsed<'b> {
+    // Nothing left after the last request answered (nearly always): no header array to set up.
     if buf.is_empty() {
         return Parsed::Partial;
     }
@@ -297,7 +299,7 @@ mod tests {
     }
 
     fn parsed(buf: &str) -> Parsed<'_> {
-        parse(buf.as_bytes(), |path, _| path != "/other", 64)
+        parse(buf.as_bytes(), &|path, _| path != "/other", 64)
     }
 
     #[test]
@@ -393,7 +395,7 @@ mod tests {
                     }
                 }
             }
-            let Parsed::Ours(r) = parse(&buf, |_, _| true, 1024) else { continue };
+            let Parsed::Ours(r) = parse(&buf, &|_, _| true, 1024) else { continue };
             ours += 1;
             assert!(r.len <= buf.len() && buf[..r.len].ends_with(r.body), "{buf:?}");
             let head = String::from_utf8_lossy(&buf[..r.len - r.body.len()]).into_owned();

@@ -3,7 +3,7 @@
 //! another method, a malformed head) is answered by it with the bytes read before it took the connection over.
 
 use crate::helpers::{add_key, scope, Backend, TestApp};
-use crate::http::start;
+use crate::http::{start, Running};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -99,13 +99,20 @@ fn shape(r: &Reply) -> (String, Vec<(String, String)>, Vec<u8>) {
     (r.status_line.clone(), headers, r.body.clone())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envelope_requests_get_hypers_reply_pipelined_split_or_handed_over() {
+/// A server over a fresh embedded store (keep the app: it owns the store), an auth envelope that fails the same way
+/// every time, and the bytes the service answers it with.
+async fn serving_an_auth() -> (TestApp, Running, String, Vec<u8>) {
     let t = TestApp::new(Backend::Sqlite).await;
-    let mut running = start(t.svc.clone()).await;
+    let running = start(t.svc.clone()).await;
     let body = json!({"interface": {"interfaceName": "qcloud.cam.auth", "para": {"id": "x", "skey": "y"}}})
         .to_string();
     let expected = t.svc.handle(body.as_bytes(), &Default::default()).await.to_bytes();
+    (t, running, body, expected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelope_requests_get_hypers_reply_pipelined_split_or_handed_over() {
+    let (_t, mut running, body, expected) = serving_an_auth().await;
     let mut w = Wire::connect(&running.url).await;
 
     // Two requests in one write, then one whose head arrives in two writes.
@@ -159,11 +166,7 @@ async fn envelope_requests_get_hypers_reply_pipelined_split_or_handed_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_left_to_hyper_are_answered_by_it() {
-    let t = TestApp::new(Backend::Sqlite).await;
-    let mut running = start(t.svc.clone()).await;
-    let body = json!({"interface": {"interfaceName": "qcloud.cam.auth", "para": {"id": "x", "skey": "y"}}})
-        .to_string();
-    let expected = t.svc.handle(body.as_bytes(), &Default::default()).await.to_bytes();
+    let (_t, mut running, body, expected) = serving_an_auth().await;
 
     // `Expect: 100-continue`: hyper's interim reply, then the answer.
     let mut w = Wire::connect(&running.url).await;
